@@ -1,0 +1,257 @@
+"""Shared building blocks: the vocabulary of the autoencoders and of the diffusion U-Net.
+
+An autoencoder here is ``Encoder -> bottleneck -> Decoder``. The U-Net of the diffusion models is the
+same ``Encoder`` and ``Decoder`` with two additions: the encoder's activations are handed to the decoder
+as skip connections, and every residual block receives an embedding (of the timestep, later also of a
+class or caption). Both additions are arguments of these blocks, not separate classes, so the code
+shows the kinship directly.
+
+Residual blocks follow the pre-activation layout of Ho et al. 2020 / Dhariwal & Nichol 2021 (ADM):
+GroupNorm -> SiLU -> 3x3 conv, twice, with the embedding applied as a scale and shift (FiLM) between.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups of at least 4 channels each (small widths keep working)."""
+    groups = min(32, max(1, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+def stage_sizes(image_size: int, num_stages: int) -> list[int]:
+    """Spatial size at each stage: a stride-2, padding-1, 3x3 conv maps H to ceil(H / 2).
+
+    28 -> [28, 14, 7]; 8 -> [8, 4, 2]; 32 -> [32, 16, 8].
+    """
+    sizes = [image_size]
+    for _ in range(num_stages - 1):
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+class ResBlock(nn.Module):
+    """Residual block; optionally modulated by an embedding (timestep / condition).
+
+    x: [N, in_channels, H, W]; emb: [N, emb_dim] or None -> [N, out_channels, H, W].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        # The embedding gives a per-channel scale and shift (FiLM), as in ADM's "use_scale_shift_norm".
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_channels) if emb_dim > 0 else None
+        self.norm2 = group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.emb_proj is not None:
+            if emb is None:
+                raise ValueError("this block was built with an embedding input (emb_dim > 0) but got emb=None")
+            scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.shortcut(x) + h
+
+
+class SelfAttention2d(nn.Module):
+    """Multi-head self-attention over the H*W positions, residual. x: [N, C, H, W] -> same shape."""
+
+    def __init__(self, channels: int, num_heads: int = 4):
+        super().__init__()
+        self.num_heads = num_heads if channels % num_heads == 0 else 1
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv: [N, C, H, W] -> [N, C, ceil(H/2), ceil(W/2)]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling to an exact size, then a 3x3 conv (exact sizes keep 7 -> 14 -> 28)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        return self.conv(F.interpolate(x, size=(size, size), mode="nearest"))
+
+
+class Encoder(nn.Module):
+    """Image -> feature map at the lowest resolution, through residual blocks and downsampling.
+
+    Stage i works at ``stage_sizes(image_size, len(channels))[i]`` with ``channels[i]`` channels:
+    ``blocks_per_stage`` ResBlocks (plus self-attention at sizes in ``attention_resolutions``), then a
+    Downsample except after the last stage.
+
+    forward(x [N, in_channels, S, S], emb [N, emb_dim] | None) -> (h [N, channels[-1], s, s], skips),
+    where ``skips`` is the list of every intermediate activation (stem, each block, each downsample):
+    the U-Net's decoder consumes them, an autoencoder ignores them.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        blocks_per_stage: int,
+        image_size: int,
+        attention_resolutions: Sequence[int] = (),
+        emb_dim: int = 0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.sizes = stage_sizes(image_size, len(channels))
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.blocks = nn.ModuleList()
+        self.attentions = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        self.skip_channels = [channels[0]]
+        width = channels[0]
+        for stage, out_width in enumerate(channels):
+            for _ in range(blocks_per_stage):
+                self.blocks.append(ResBlock(width, out_width, emb_dim, dropout))
+                use_attention = self.sizes[stage] in attention_resolutions
+                self.attentions.append(SelfAttention2d(out_width) if use_attention else nn.Identity())
+                width = out_width
+                self.skip_channels.append(width)
+            if stage < len(channels) - 1:
+                self.downsamples.append(Downsample(width))
+                self.skip_channels.append(width)
+        self.blocks_per_stage = blocks_per_stage
+        self.out_channels = width
+
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.stem(x)
+        skips = [h]
+        for stage in range(len(self.sizes)):
+            for j in range(self.blocks_per_stage):
+                i = stage * self.blocks_per_stage + j
+                h = self.attentions[i](self.blocks[i](h, emb))
+                skips.append(h)
+            if stage < len(self.downsamples):
+                h = self.downsamples[stage](h)
+                skips.append(h)
+        return h, skips
+
+
+class Decoder(nn.Module):
+    """Feature map at the lowest resolution -> image, mirroring ``Encoder``.
+
+    Without skips (an autoencoder's decoder) each stage has ``blocks_per_stage`` ResBlocks. With
+    ``skip_channels`` (the U-Net) each stage has one block more, and every block concatenates the
+    matching encoder activation first (the skip connection), as in Ronneberger et al. 2015 / ADM.
+
+    forward(h [N, channels[-1], s, s], emb [N, emb_dim] | None, skips | None) -> [N, out_channels, S, S].
+    """
+
+    def __init__(
+        self,
+        out_channels: int,
+        channels: Sequence[int],
+        blocks_per_stage: int,
+        image_size: int,
+        attention_resolutions: Sequence[int] = (),
+        emb_dim: int = 0,
+        dropout: float = 0.0,
+        skip_channels: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        self.sizes = stage_sizes(image_size, len(channels))
+        self.use_skips = skip_channels is not None
+        pending_skips = list(skip_channels) if skip_channels is not None else []
+        self.blocks_per_stage = blocks_per_stage + (1 if self.use_skips else 0)
+        self.blocks = nn.ModuleList()
+        self.attentions = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        width = channels[-1]
+        for stage in reversed(range(len(channels))):
+            out_width = channels[stage]
+            for _ in range(self.blocks_per_stage):
+                extra = pending_skips.pop() if self.use_skips else 0
+                self.blocks.append(ResBlock(width + extra, out_width, emb_dim, dropout))
+                use_attention = self.sizes[stage] in attention_resolutions
+                self.attentions.append(SelfAttention2d(out_width) if use_attention else nn.Identity())
+                width = out_width
+            if stage > 0:
+                self.upsamples.append(Upsample(width))
+        self.out_norm = group_norm(width)
+        self.out_conv = nn.Conv2d(width, out_channels, 3, padding=1)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        emb: torch.Tensor | None = None,
+        skips: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if self.use_skips and skips is None:
+            raise ValueError("this decoder was built with skip connections; pass the encoder's skips")
+        skips = list(skips) if skips is not None else []
+        num_stages = len(self.sizes)
+        for k, stage in enumerate(reversed(range(num_stages))):
+            for j in range(self.blocks_per_stage):
+                i = k * self.blocks_per_stage + j
+                if self.use_skips:
+                    h = torch.cat([h, skips.pop()], dim=1)
+                h = self.attentions[i](self.blocks[i](h, emb))
+            if stage > 0:
+                h = self.upsamples[k](h, self.sizes[stage - 1])
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+
+def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Transformer-style sinusoidal features of scalars (Vaswani et al. 2017; DDPM's timestep input).
+
+    values: [N] (timesteps or log noise levels, any real range) -> [N, dim].
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=values.device) / half)
+    angles = values.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features -> 2-layer MLP: the embedding every ResBlock of the U-Net receives.
+
+    values: [N] -> [N, emb_dim].
+    """
+
+    def __init__(self, base_dim: int, emb_dim: int):
+        super().__init__()
+        self.base_dim = base_dim
+        self.mlp = nn.Sequential(nn.Linear(base_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(values, self.base_dim))

@@ -1,0 +1,308 @@
+"""The `aediff` command line: parse, call the Python API, print. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aediff.errors import AediffError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, sample, reconstruct, denoise and evaluate autoencoders and diffusion models.")
+console = Console()
+
+DataOpt = Annotated[str | None, typer.Option("--data", help="dataset: a name from `aediff datasets`, "
+                                             "folder:PATH or npz:PATH (default: the run's training data)")]
+SplitOpt = Annotated[Literal["train", "test", "all"], typer.Option(help="which split")]
+SeedOpt = Annotated[int, typer.Option(help="random seed")]
+
+
+def _print_json(title: str, payload: dict[str, Any]) -> None:
+    console.print(f"[bold]{title}[/bold]")
+    console.print_json(json.dumps(payload))
+
+
+# --- datasets ----------------------------------------------------------------------------------
+@app.command()
+def datasets() -> None:
+    """List the built-in datasets and whether each is available offline on this machine."""
+    from aediff.data import list_datasets
+
+    table = Table("name", "offline", "description", "how to get it")
+    for info in list_datasets():
+        table.add_row(info.name, "yes" if info.offline_available else "no", info.description, info.how_to_get)
+    console.print(table)
+    console.print("Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl) "
+                  "and npz:PATH (arrays `images`, optional `labels`, `captions`).")
+
+
+# --- train -------------------------------------------------------------------------------------
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def train(
+    family: Annotated[str | None, typer.Argument(help="model family: ae, vae, dae, classifier")] = None,
+    out: Annotated[Path, typer.Option(help="run folder to create (or continue with --resume)")] = Path("runs/run"),
+    data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
+    bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
+    latent: Annotated[Literal["vector", "spatial"] | None, typer.Option(help="bottleneck shape")] = None,
+    latent_channels: Annotated[int | None, typer.Option(min=1, help="channels of a spatial latent")] = None,
+    channels: Annotated[str | None, typer.Option(help="stage widths, e.g. 32,64,128")] = None,
+    noise: Annotated[str | None, typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, "
+                                              "mask:0.5:patch4, saltpepper:0.1")] = None,
+    beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
+    likelihood: Annotated[Literal["gaussian", "bernoulli"] | None, typer.Option(help="VAE: p(x|z)")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="global batch size")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="peak learning rate")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
+    epochs: Annotated[float | None, typer.Option(min=0.0, help="stop after this many epochs")] = None,
+    max_minutes: Annotated[float | None, typer.Option(min=0.0, help="stop after this much time")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of init, data order and noise")] = None,
+    mixed_precision: Annotated[Literal["no", "fp16", "bf16"] | None, typer.Option(help="autocast")] = None,
+    resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
+    image_channels: Annotated[int | None, typer.Option("--channels-out", min=1, max=3,
+                                                       help="convert images to 1 or 3 channels")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
+    data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="model config field, key=value (repeatable)")] = None,
+    train_set: Annotated[list[str] | None, typer.Option("--train-set", help="training config field, key=value")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
+) -> None:
+    """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-minutes 5`."""
+    from aediff.config import parse_assignment
+    from aediff.training import DataConfig, TrainConfig, train as run_training
+
+    model: dict[str, Any] = dict(parse_assignment(s) for s in set_ or [])
+    for key, value in {"bottleneck_dim": bottleneck, "latent": latent, "latent_channels": latent_channels,
+                       "beta": beta, "likelihood": likelihood, "corruption": noise}.items():
+        if value is not None:
+            model[key] = value
+    if channels is not None:
+        model["channels"] = [int(c) for c in channels.split(",")]
+    if family is not None and not resume:
+        from aediff.models import model_class
+
+        fields = set(model_class(family).config_class.__dataclass_fields__)
+        wrong = [k for k in model if k not in fields]
+        if wrong:
+            flags = {"corruption": "--noise", "beta": "--beta", "likelihood": "--likelihood",
+                     "bottleneck_dim": "--bottleneck"}
+            raise ConfigError(f"{', '.join(flags.get(k, k) for k in wrong)} does not apply to {family!r} models")
+    training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
+    for key, value in {"batch_size": batch_size, "lr": lr, "max_steps": max_steps, "epochs": epochs,
+                       "max_minutes": max_minutes, "seed": seed, "mixed_precision": mixed_precision}.items():
+        if value is not None:
+            training[key] = value
+    if not resume and not {"max_steps", "epochs", "max_minutes"} & set(training):
+        training["epochs"] = 10.0
+        console.print("No --max-steps, --epochs or --max-minutes given: training for 10 epochs.")
+    data_config = DataConfig(spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad,
+                             data_dir=data_dir)
+    if dry_run:
+        from aediff.config import update_config
+
+        _print_json("training", vars(update_config(TrainConfig(), training)))
+        _print_json("model overrides", model)
+        _print_json("data", vars(data_config))
+        return
+    result = run_training(family, out, data_config, model=model, training=training, resume=resume,
+                          progress=progress)
+    state = "interrupted; continue with --resume" if result.interrupted else "done"
+    console.print(f"{state}: {result.step} steps, {result.images_per_second:.0f} images/s, "
+                  f"loss {result.last_logs.get('loss', float('nan')):.4g} -> {result.run_dir}")
+
+
+# --- using a trained model ---------------------------------------------------------------------
+def _load(run: Path) -> Any:
+    import aediff
+
+    return aediff.load(run)
+
+
+def _dataset(model: Any, data: str | None, split: str) -> Any:
+    from aediff.config import config_from_dict
+    from aediff.training import DataConfig, load_data
+
+    stored = model.run_config.get("data") or {}
+    config = config_from_dict(DataConfig, stored)
+    if data is not None:
+        config = DataConfig(spec=data, resolution=model.config.image_size,
+                            channels=model.config.image_channels)
+    return load_data(config, split)
+
+
+def _check_shape(model: Any, dataset: Any) -> None:
+    size, channels = model.config.image_size, model.config.image_channels
+    if dataset.resolution != (size, size) or dataset.channels != channels:
+        raise ConfigError(f"the model takes {channels}x{size}x{size} images but the data is "
+                          f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}")
+
+
+@app.command()
+def reconstruct(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    n: Annotated[int, typer.Option(min=1, help="images in the grid")] = 32,
+    out: Annotated[Path, typer.Option(help="PNG grid: originals above reconstructions")] = Path("reconstruction.png"),
+) -> None:
+    """Reconstruct images; write a grid and print MSE / PSNR / SSIM over the whole split."""
+    import torch
+
+    from aediff.data import save_image_grid
+    from aediff.evaluation import model_device, reconstruction_metrics
+
+    model = _load(run)
+    dataset = _dataset(model, data, split)
+    _check_shape(model, dataset)
+    x = dataset.batch(torch.arange(min(n, len(dataset))))["images"].to(model_device(model))
+    with torch.no_grad():
+        save_image_grid(torch.cat([x, model.reconstruct(x)]).cpu(), out, nrow=len(x))
+    _print_json(f"reconstruction on {dataset.name}:{split} (grid: {out})", reconstruction_metrics(model, dataset))
+
+
+@app.command()
+def sample(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    n: Annotated[int, typer.Option(min=1, help="number of samples")] = 64,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="PNG grid")] = Path("samples.png"),
+    npz: Annotated[Path | None, typer.Option(help="also save the samples as uint8 arrays in this .npz")] = None,
+) -> None:
+    """Generate images (VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents)."""
+    import numpy as np
+
+    from aediff.data import save_image_grid, to_uint8
+    from aediff.evaluation import sample_images
+
+    images = sample_images(_load(run), n, seed)
+    save_image_grid(images[:256], out)
+    if npz is not None:
+        np.savez_compressed(npz, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
+    console.print(f"{n} samples -> {out}" + (f" and {npz}" if npz else ""))
+
+
+@app.command()
+def encode(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    out: Annotated[Path, typer.Option(help=".npz with `latents` and, when known, `labels`")] = Path("latents.npz"),
+) -> None:
+    """Encode a dataset split to latents (the posterior mean for a VAE)."""
+    import numpy as np
+    import torch
+
+    from aediff.evaluation import iterate_images, model_device
+
+    model = _load(run)
+    dataset = _dataset(model, data, split)
+    _check_shape(model, dataset)
+    latents, labels = [], []
+    with torch.no_grad():
+        for batch in iterate_images(dataset, device=model_device(model)):
+            latents.append(model.encode(batch["images"]).cpu())
+            if "labels" in batch:
+                labels.append(batch["labels"].cpu())
+    arrays = {"latents": torch.cat(latents).numpy()}
+    if labels:
+        arrays["labels"] = torch.cat(labels).numpy()
+    np.savez_compressed(out, **arrays)
+    console.print(f"{len(arrays['latents'])} latents of shape {arrays['latents'].shape[1:]} -> {out}")
+
+
+@app.command()
+def denoise(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    noise: Annotated[str, typer.Option(help="corruption, e.g. gaussian:0.5 or mask:0.3")] = "gaussian:0.5",
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    n: Annotated[int, typer.Option(min=1, help="images in the grid")] = 16,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="PNG grid: clean, corrupted, denoised rows")] = Path("denoised.png"),
+) -> None:
+    """Corrupt test images, denoise them; write a grid and print PSNR / SSIM before and after."""
+    import torch
+
+    from aediff.data import save_image_grid
+    from aediff.evaluation import denoising_metrics, model_device
+    from aediff.models import Corruption
+
+    model = _load(run)
+    corruption = Corruption.parse(noise)
+    dataset = _dataset(model, data, split)
+    _check_shape(model, dataset)
+    x = dataset.batch(torch.arange(min(n, len(dataset))))["images"].to(model_device(model))
+    noisy = corruption(x, torch.Generator(x.device).manual_seed(seed))
+    with torch.no_grad():
+        save_image_grid(torch.cat([x, noisy.clamp(-1, 1), model.denoise(noisy)]).cpu(), out, nrow=len(x))
+    _print_json(f"denoising {corruption.spec} on {dataset.name}:{split} (grid: {out})",
+                denoising_metrics(model, dataset, corruption, seed))
+
+
+@app.command("eval-nll")
+def eval_nll(
+    run: Annotated[Path, typer.Argument(help="run folder of a VAE")],
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    k: Annotated[int, typer.Option(min=1, help="importance samples for the IWAE bound")] = 100,
+    limit: Annotated[int | None, typer.Option(min=1, help="score only the first N images")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Negative log-likelihood on a split: the ELBO and the IWAE (k) bound, in nats and bits/dim."""
+    from aediff.evaluation import vae_likelihood
+
+    model = _load(run)
+    if not hasattr(model, "iwae_log_likelihood"):
+        raise ConfigError(f"{run} holds a {model.family!r} model, which defines no likelihood; use a VAE run")
+    dataset = _dataset(model, data, split)
+    _check_shape(model, dataset)
+    _print_json(f"likelihood on {dataset.name}:{split}", vae_likelihood(model, dataset, k=k, seed=seed, limit=limit))
+
+
+@app.command()
+def score(
+    run: Annotated[Path, typer.Argument(help="run folder of a generative model")],
+    classifier: Annotated[Path, typer.Option(help="run folder of `aediff train classifier` (feature extractor)")],
+    n: Annotated[int, typer.Option(min=2, help="samples to score")] = 1000,
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    seed: SeedOpt = 0,
+) -> None:
+    """FID and KID of the model's samples against a data split, in the classifier's feature space."""
+    from aediff.evaluation import generation_score, sample_images
+
+    model, clf = _load(run), _load(classifier)
+    reference = _dataset(model, data, split)
+    images = sample_images(model, n, seed)
+    result = generation_score(images, clf, reference, classifier_name=f"classifier:{classifier}",
+                              reference_name=f"{reference.name}:{split}", seed=seed)
+    _print_json(f"samples of {run}", result.to_dict())
+
+
+def main() -> None:
+    """Entry point: user errors print one message (no stack trace) and exit with status 2."""
+    try:
+        app(standalone_mode=False)
+    except AediffError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

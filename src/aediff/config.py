@@ -1,0 +1,99 @@
+"""Typed configs <-> JSON.
+
+Every component has a dataclass config; these two functions are the only way configs are turned into
+JSON and back, so a run folder's ``config.json`` rebuilds exactly the objects that wrote it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar, get_args, get_origin
+
+from aediff.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass -> a JSON-able dict (tuples become lists)."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"expected a dataclass config, got {type(config).__name__}")
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Turn a JSON value back into the annotated type (lists -> tuples, ints -> floats)."""
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(annotation):
+            return None
+        for arg in get_args(annotation):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {annotation}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = get_args(annotation)
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin is typing.Literal:
+        if value not in get_args(annotation):
+            choices = ", ".join(repr(a) for a in get_args(annotation))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not isinstance(value, annotation):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Rebuild a dataclass config from a dict; unknown keys are an error, missing keys take defaults."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}"
+        )
+    values = {k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def update_config(config: C, overrides: dict[str, Any]) -> C:
+    """A copy of ``config`` with fields replaced, type-checked like ``config_from_dict``."""
+    merged = config_to_dict(config)
+    merged.update(overrides)
+    return config_from_dict(type(config), merged)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line -> (key, JSON-ish value): numbers, true/false, a,b lists."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip(), _parse_scalar_or_list(raw.strip())
+
+
+def _parse_scalar_or_list(raw: str) -> Any:
+    if "," in raw:
+        return [_parse_scalar_or_list(part) for part in raw.split(",") if part]
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw

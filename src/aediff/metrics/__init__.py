@@ -1,0 +1,46 @@
+"""Evaluation metrics: per-image reconstruction quality, feature-space sample quality, likelihoods.
+
+- :mod:`aediff.metrics.image`: ``mse``, ``psnr``, ``ssim`` (per image, images ``[N, C, H, W]`` in [-1, 1]).
+- :mod:`aediff.metrics.features`: ``frechet_distance`` (FID), ``kernel_inception_distance`` (KID),
+  ``score_features`` / ``FeatureScore``, ``extract_features``, ``inception_extractor``.
+- :mod:`aediff.metrics.likelihood`: ``bits_per_dim``, ``continuous_nll_to_discrete_bpd``,
+  ``dequantization_offset_bits``, ``logmeanexp``.
+"""
+
+from aediff.metrics.features import (
+    INCEPTION_WEIGHTS_ENV,
+    INCEPTION_WEIGHTS_FILENAME,
+    FeatureScore,
+    default_inception_weights_path,
+    extract_features,
+    frechet_distance,
+    inception_extractor,
+    kernel_inception_distance,
+    score_features,
+)
+from aediff.metrics.image import mse, psnr, ssim
+from aediff.metrics.likelihood import (
+    bits_per_dim,
+    continuous_nll_to_discrete_bpd,
+    dequantization_offset_bits,
+    logmeanexp,
+)
+
+__all__ = [
+    "INCEPTION_WEIGHTS_ENV",
+    "INCEPTION_WEIGHTS_FILENAME",
+    "FeatureScore",
+    "bits_per_dim",
+    "continuous_nll_to_discrete_bpd",
+    "default_inception_weights_path",
+    "dequantization_offset_bits",
+    "extract_features",
+    "frechet_distance",
+    "inception_extractor",
+    "kernel_inception_distance",
+    "logmeanexp",
+    "mse",
+    "psnr",
+    "score_features",
+    "ssim",
+]

@@ -1,0 +1,147 @@
+"""Deterministic autoencoder: Encoder -> bottleneck -> Decoder (Hinton & Salakhutdinov 2006).
+
+The bottleneck is either a vector of ``bottleneck_dim`` numbers or a spatial latent of
+``latent_channels`` x s x s at the encoder's lowest resolution (the shape latent diffusion uses).
+An AE has no prior, so ``sample`` draws from a Gaussian fitted to the training set's latents
+(``fit_latent_prior``, run by the trainer when training ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aediff.blocks import Decoder, Encoder, group_norm, stage_sizes
+from aediff.errors import RunError
+from aediff.models.registry import register_model
+
+
+@dataclass
+class AEConfig:
+    image_channels: int = 1  # 1 = greyscale, 3 = RGB; set from the data by the trainer
+    image_size: int = 28  # side of the square images, pixels; set from the data by the trainer
+    channels: tuple[int, ...] = (32, 64, 128)  # width of each resolution stage; len-1 halvings
+    blocks_per_stage: int = 1  # residual blocks per stage, in the encoder and in the decoder
+    attention_resolutions: tuple[int, ...] = ()  # stage sizes (pixels) that get self-attention
+    dropout: float = 0.0  # inside residual blocks
+    latent: Literal["vector", "spatial"] = "vector"  # bottleneck shape
+    bottleneck_dim: int = 32  # numbers in the vector latent (latent="vector")
+    latent_channels: int = 4  # channels of the spatial latent (latent="spatial")
+
+
+@register_model
+class Autoencoder(nn.Module):
+    """x: [N, C, S, S] in [-1, 1]; z: [N, bottleneck_dim] or [N, latent_channels, s, s]."""
+
+    family = "ae"
+    config_class = AEConfig
+    latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
+
+    def __init__(self, config: AEConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = Encoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size,
+                               c.attention_resolutions, dropout=c.dropout)
+        self.decoder = Decoder(self.decoder_out_channels, c.channels, c.blocks_per_stage, c.image_size,
+                               c.attention_resolutions, dropout=c.dropout)
+        width, low = c.channels[-1], stage_sizes(c.image_size, len(c.channels))[-1]
+        if c.latent == "vector":
+            self.to_latent = nn.Sequential(group_norm(width), nn.SiLU(), nn.Flatten(),
+                                           nn.Linear(width * low * low, self.latent_outputs * c.bottleneck_dim))
+            self.from_latent = nn.Sequential(nn.Linear(c.bottleneck_dim, width * low * low),
+                                             nn.Unflatten(1, (width, low, low)))
+            latent_shape: tuple[int, ...] = (c.bottleneck_dim,)
+        else:
+            self.to_latent = nn.Sequential(group_norm(width), nn.SiLU(),
+                                           nn.Conv2d(width, self.latent_outputs * c.latent_channels, 1))
+            self.from_latent = nn.Conv2d(c.latent_channels, width, 3, padding=1)
+            latent_shape = (c.latent_channels, low, low)
+        self.latent_shape = latent_shape
+        # Gaussian fitted to the training latents (mean and Cholesky factor of the covariance of the
+        # flattened latent); buffers, so they travel inside the safetensors files.
+        d = int(torch.tensor(latent_shape).prod())
+        self.register_buffer("prior_mean", torch.zeros(d))
+        self.register_buffer("prior_scale_tril", torch.eye(d))
+        self.register_buffer("prior_fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def decoder_out_channels(self) -> int:
+        return self.config.image_channels
+
+    # --- the autoencoder -------------------------------------------------------------------
+    def encoder_head(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> raw encoder output [N, latent_outputs * latent units...]."""
+        h, _ = self.encoder(x)
+        return self.to_latent(h)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, C, S, S] in [-1, 1] -> z: [N, *latent_shape]."""
+        return self.encoder_head(x)
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """z -> the decoder's raw output [N, decoder_out_channels, S, S] (the likelihood's parameters)."""
+        return self.decoder(self.from_latent(z))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [N, *latent_shape] -> image [N, C, S, S], clamped to [-1, 1]."""
+        return self.decoder_output(z).clamp(-1, 1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> decode(encode(x)), [N, C, S, S] in [-1, 1]."""
+        return self.decode(self.encode(x))
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """A plain AE has no notion of noise: it reconstructs whatever it is given."""
+        return self.reconstruct(x)
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss: mean squared error of the reconstruction. Returns (loss, logs)."""
+        x = batch["images"]
+        mse = F.mse_loss(self.decoder_output(self.encode(x)), x)
+        return mse, {"mse": mse.item()}
+
+    # --- sampling ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_latent_prior(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fit N(mean, cov) to the latents of ``batches`` (images [B, C, S, S]) for ``sample``."""
+        was_training = self.training
+        self.eval()
+        latents = torch.cat([self.encode(x).flatten(1).double() for x in batches])
+        self.train(was_training)
+        mean = latents.mean(0)
+        cov = torch.cov(latents.T).reshape(mean.numel(), mean.numel())
+        # A little jitter keeps the Cholesky factor defined when the latents span fewer dimensions.
+        cov = cov + 1e-5 * cov.diagonal().mean().clamp_min(1e-8) * torch.eye(len(mean), dtype=cov.dtype)
+        self.prior_mean.copy_(mean.float())
+        self.prior_scale_tril.copy_(torch.linalg.cholesky(cov).float())
+        self.prior_fitted.fill_(True)
+
+    def after_training(self, batches: Iterable[torch.Tensor]) -> None:
+        """Called by the trainer at the end of training with the training images."""
+        self.fit_latent_prior(batches)
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latents from the fitted Gaussian, [n, *latent_shape]."""
+        if not bool(self.prior_fitted):
+            raise RunError("this autoencoder's latent Gaussian was never fitted (training did not finish); "
+                           "finish training, or call model.fit_latent_prior(batches) with training images")
+        eps = torch.randn(n, self.prior_mean.numel(), device=self.prior_mean.device, generator=generator)
+        z = self.prior_mean + eps @ self.prior_scale_tril.T
+        return z.reshape(n, *self.latent_shape)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images [n, C, S, S] in [-1, 1] decoded from latents drawn by ``sample_latents``."""
+        return self.decode(self.sample_latents(n, generator))
+
+    @torch.no_grad()
+    def preview(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Image grids for TensorBoard: inputs above their reconstructions."""
+        x = batch["images"][:16]
+        return {"reconstruction": torch.cat([x, self.reconstruct(x)])}

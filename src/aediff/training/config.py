@@ -1,0 +1,39 @@
+"""Typed configs of a training run: how to train, and which data (saved in the run's config.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # global batch, split evenly over processes
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100  # linear LR warm-up from 0, in optimizer steps
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up, over the run's horizon
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    ema_decay: float = 0.999  # EMA of the weights; warm-up: decay_t = min(ema_decay, (1 + t) / (10 + t))
+    max_steps: int | None = None  # stop after this many optimizer steps ...
+    epochs: float | None = None  # ... or after this many passes over the training split ...
+    max_minutes: float | None = None  # ... or after this much wall-clock training time (first one reached)
+    seed: int = 0  # model init, data order and every random draw of the loss derive from it
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast dtype on accelerators
+    log_every: int = 25  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
+    checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
+    preview_every: int = 1000  # steps between TensorBoard image grids; 0 = never
+    tensorboard: bool = True  # write TensorBoard scalars and image grids under RUN/tb
+
+
+@dataclass
+class DataConfig:
+    spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH or npz:PATH
+    resolution: int | None = None  # resize + center-crop to this side (pixels); None = native
+    channels: int | None = None  # 1 or 3; None = native
+    seed: int = 0  # seed of the train/test split
+    test_fraction: float = 0.2  # held-out share for datasets without an official split
+    skip_bad: bool = False  # skip unreadable images instead of stopping
+    data_dir: str | None = None  # where local copies live (else $AEDIFF_DATA)

@@ -1,0 +1,353 @@
+"""One trainer for every model family, over Hugging Face Accelerate.
+
+The trainer knows no family by name. A model is an ``nn.Module`` whose ``forward(batch)`` returns
+``(loss, logs)``; optionally ``preview(batch)`` gives image grids and ``after_training(batches)`` runs
+once at the end (an AE fits its latent Gaussian there).
+
+Determinism, which makes ``--resume`` exact and multi-process runs equal to single-process ones:
+- data order: epoch e is a permutation drawn from ``seed`` and e; global step s takes the s-th slice of
+  ``batch_size`` indices, and process r of W takes the r-th of W equal parts of that slice;
+- randomness inside the loss (VAE noise, DAE corruption): the global torch RNG is re-seeded at every
+  step from (seed, step, process), so the RNG state to restore is the step itself;
+- the learning rate is a function of progress (step / horizon, or elapsed / time budget).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from aediff import runs
+from aediff.config import config_to_dict
+from aediff.errors import ConfigError, RunError
+from aediff.training.config import DataConfig, TrainConfig
+
+
+def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
+    """Multiplier of the peak LR: linear warm-up over ``warmup_steps``, then cosine (or constant).
+
+    progress: fraction of the run done, in [0, 1] (by steps or by wall-clock time).
+    """
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A distinct, reproducible RNG seed for each (run seed, step, process)."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+class EMA:
+    """Exponential moving average of a model's weights (Polyak averaging), with warm-up.
+
+    decay at step t = min(decay, (1 + t) / (10 + t)): early averages forget the random init quickly.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            ema_b.copy_(b)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # optimizer steps done in total (all sessions of the run)
+    images_seen: int
+    train_seconds: float  # time in training steps, all sessions (excludes checkpoints and previews)
+    interrupted: bool  # stopped early by Ctrl-C or request_stop(); a checkpoint was written
+    last_logs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / max(self.train_seconds, 1e-9)
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` and write the run folder ``run_dir``.
+
+    train_set: an ``aediff.data.ImageDataset`` (anything with ``__len__`` and ``batch(indices) -> dict``).
+    run_config: what config.json records besides the training and data configs: {"family", "model"}.
+    callbacks: called as ``callback(trainer, step, logs)`` after every optimizer step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Any,
+        run_dir: str | Path,
+        config: TrainConfig,
+        run_config: dict[str, Any],
+        data_config: DataConfig | None = None,
+        resume: bool = False,
+        accelerator: Accelerator | None = None,
+        callbacks: list[Callable[[Trainer, int, dict[str, float]], None]] | None = None,
+        progress: bool = True,
+    ):
+        if config.max_steps is None and config.epochs is None and config.max_minutes is None:
+            raise ConfigError("say how long to train: set max_steps, epochs or max_minutes "
+                              "(--max-steps, --epochs, --max-minutes)")
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.train_set = train_set
+        self.callbacks = callbacks or []
+        self.show_progress = progress
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        acc = self.accelerator
+        self.world_size, self.rank = acc.num_processes, acc.process_index
+        if config.batch_size % self.world_size:
+            raise ConfigError(f"batch size {config.batch_size} does not split over {self.world_size} processes; "
+                              f"use a multiple of {self.world_size}")
+        self.steps_per_epoch = len(train_set) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"the training split has {len(train_set)} images, fewer than one batch of "
+                              f"{config.batch_size}; lower --batch-size")
+        self.horizon = self._horizon()
+        self.step = 0
+        self.train_seconds = 0.0
+        self.elapsed_seconds = 0.0
+        self._stop_requested = False
+
+        self.model = model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
+                                           weight_decay=config.weight_decay)
+        state = None
+        if resume:
+            state = self._load_checkpoint()
+        elif acc.is_main_process:
+            self._start_run_folder(run_config, data_config)
+        acc.wait_for_everyone()
+        self.ema = EMA(model, config.ema_decay)
+        if state is not None:
+            self.ema.model.load_state_dict(runs.read_tensors(self.run_dir / runs.EMA_FILE))
+        self.ema.model.to(acc.device)
+        self.ddp_model = acc.prepare(model)  # moves to the device; wraps in DDP with several processes
+        if state is not None:
+            self.optimizer.load_state_dict(runs.optimizer_from_files(
+                runs.read_tensors(self.run_dir / runs.OPTIMIZER_FILE), state["param_groups"]))
+        self.optimizer = acc.prepare(self.optimizer)
+        self.writer = None
+
+    # --- set-up ------------------------------------------------------------------------------------
+    def _horizon(self) -> int | None:
+        """Total optimizer steps, when the run is bounded by steps or epochs (else None: by time)."""
+        bounds = []
+        if self.config.max_steps is not None:
+            bounds.append(self.config.max_steps)
+        if self.config.epochs is not None:
+            bounds.append(max(1, math.ceil(self.config.epochs * self.steps_per_epoch)))
+        return min(bounds) if bounds else None
+
+    def _start_run_folder(self, run_config: dict[str, Any], data_config: DataConfig | None) -> None:
+        if (self.run_dir / runs.CONFIG_FILE).exists():
+            raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
+                           f"or choose another --out")
+        runs.write_run_config(self.run_dir, {
+            **run_config,
+            "training": config_to_dict(self.config),
+            "data": config_to_dict(data_config) if data_config is not None else None,
+        })
+        (self.run_dir / "log.jsonl").unlink(missing_ok=True)
+
+    def _load_checkpoint(self) -> dict[str, Any]:
+        runs.recover(self.run_dir)
+        state_path = self.run_dir / runs.STATE_FILE
+        if not state_path.exists():
+            raise RunError(f"{self.run_dir} has no training state to resume from ({runs.STATE_FILE}); "
+                           f"start a new run without --resume")
+        state = json.loads(state_path.read_text())
+        self.model.load_state_dict(runs.read_tensors(self.run_dir / runs.MODEL_FILE))
+        self.step = state["step"]
+        self.train_seconds = state["train_seconds"]
+        self.elapsed_seconds = state["elapsed_seconds"]
+        return state
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current step, write a checkpoint and return (what the first Ctrl-C does)."""
+        self._stop_requested = True
+
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
+            step_seed(self.config.seed, epoch, 10_007)))
+        start = position * self.config.batch_size
+        local = self.config.batch_size // self.world_size
+        return order[start + self.rank * local: start + (self.rank + 1) * local]
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _done(self) -> bool:
+        if self.horizon is not None and self.step >= self.horizon:
+            return True
+        if self.config.max_minutes is not None:
+            over = torch.tensor(float(self.elapsed_seconds >= self.config.max_minutes * 60),
+                                device=self.accelerator.device)
+            if self.world_size > 1:  # every process must stop at the same step
+                over = self.accelerator.reduce(over, "max")
+            return bool(over.item())
+        return False
+
+    def _progress(self) -> float:
+        if self.horizon is not None:
+            return self.step / self.horizon
+        return self.elapsed_seconds / (self.config.max_minutes * 60)  # type: ignore[operator]
+
+    def train(self) -> TrainResult:
+        """Run until the step, epoch or time budget is spent (or Ctrl-C); returns what was done."""
+        acc, cfg = self.accelerator, self.config
+        previous_handler = self._install_interrupt_handler()
+        bar = tqdm(total=self.horizon, initial=self.step, disable=not (acc.is_main_process and self.show_progress),
+                   desc=f"train {self.run_dir.name}", unit="step", dynamic_ncols=True)
+        logs: dict[str, float] = {}
+        last_saved = self.step
+        session_start = time.perf_counter() - self.elapsed_seconds
+        try:
+            while not self._done() and not self._stop_requested:
+                t0 = time.perf_counter()
+                torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))
+                batch = self._to_device(self.train_set.batch(self._batch_indices(self.step)))
+                lr = cfg.lr * lr_factor(cfg, self.step, self._progress())
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.ddp_model.train()
+                loss, logs = self.ddp_model(batch)
+                acc.backward(loss)
+                if cfg.grad_clip > 0:
+                    logs["grad_norm"] = float(acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.grad_clip))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.ema.update(self.model, self.step)
+                self.step += 1
+                self.train_seconds += time.perf_counter() - t0
+                self.elapsed_seconds = time.perf_counter() - session_start
+                logs = {"loss": loss.item(), "lr": lr, **logs}
+                if not math.isfinite(logs["loss"]):
+                    raise RunError(f"the loss became {logs['loss']} at step {self.step}; lower --lr or check "
+                                   f"the data; the last good checkpoint is in {self.run_dir}")
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    self._log(logs, bar)
+                if cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self._preview(batch)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    last_saved = self.step
+                for callback in self.callbacks:
+                    callback(self, self.step, logs)
+            interrupted = self._stop_requested
+            if not interrupted:
+                self._after_training()
+            if self.step != last_saved or not interrupted:
+                self.save_checkpoint()
+        finally:
+            bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            if self.writer is not None:
+                self.writer.close()
+        return TrainResult(self.run_dir, self.step, self.step * cfg.batch_size, self.train_seconds,
+                           interrupted, logs)
+
+    def _install_interrupt_handler(self) -> Any:
+        """First Ctrl-C: stop after this step and save; a second one aborts at once (the last
+        checkpoint stays intact thanks to the journaled writes)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            if self.accelerator.is_main_process:
+                tqdm.write("Stopping after this step and saving a checkpoint (Ctrl-C again to abort).")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _after_training(self) -> None:
+        hook = getattr(self.model, "after_training", None)
+        if hook is None:
+            return
+        device_batches = self._training_images
+        for model in (self.model, self.ema.model):
+            model.after_training(device_batches())
+
+    def _training_images(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.train_set), batch_size):
+            indices = torch.arange(start, min(start + batch_size, len(self.train_set)))
+            yield self.train_set.batch(indices)["images"].to(self.accelerator.device)
+
+    # --- logging and checkpoints -------------------------------------------------------------------
+    def _tensorboard(self) -> Any:
+        if self.writer is None and self.config.tensorboard and self.accelerator.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow to import
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step)
+        return self.writer
+
+    def _log(self, logs: dict[str, float], bar: Any) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "lr")})
+        record = {"step": self.step, "images_per_second": self.step * self.config.batch_size
+                  / max(self.train_seconds, 1e-9), **logs}
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in record.items():
+                if key != "step":
+                    writer.add_scalar(f"train/{key}", value, self.step)
+
+    def _preview(self, batch: dict[str, Any]) -> None:
+        writer = self._tensorboard()
+        preview = getattr(self.ema.model, "preview", None)
+        if writer is None or preview is None:
+            return
+        for name, images in preview(batch).items():
+            writer.add_images(f"preview/{name}", ((images.float().clamp(-1, 1) + 1) / 2).cpu(), self.step)
+
+    def save_checkpoint(self) -> None:
+        """Write weights, EMA weights and the training state as one atomic unit (main process)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer
+                                                                if hasattr(self.optimizer, "optimizer")
+                                                                else self.optimizer)
+            meta = {"step": str(self.step)}
+            state = {"step": self.step, "train_seconds": self.train_seconds,
+                     "elapsed_seconds": self.elapsed_seconds, "images_seen": self.step * self.config.batch_size,
+                     "world_size": self.world_size, "param_groups": param_groups}
+            runs.write_files_atomically(self.run_dir, {
+                runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
+                runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
+                runs.OPTIMIZER_FILE: runs.tensors_to_bytes(opt_tensors, meta),
+                runs.STATE_FILE: json.dumps(state, indent=2).encode(),
+            })
+        acc.wait_for_everyone()

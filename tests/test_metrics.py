@@ -1,0 +1,362 @@
+"""Tests for aediff.metrics against torchmetrics, scikit-image and direct numpy/scipy references."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from aediff.errors import ConfigError
+from aediff.metrics import (
+    INCEPTION_WEIGHTS_ENV,
+    FeatureScore,
+    bits_per_dim,
+    continuous_nll_to_discrete_bpd,
+    dequantization_offset_bits,
+    extract_features,
+    frechet_distance,
+    inception_extractor,
+    kernel_inception_distance,
+    logmeanexp,
+    mse,
+    psnr,
+    score_features,
+    ssim,
+)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from skimage import metrics as skm
+    from torchmetrics.functional.image import peak_signal_noise_ratio as tm_psnr
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+    from torchmetrics.functional.regression import mean_squared_error as tm_mse
+    from torchmetrics.image.fid import _compute_fid
+    from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
+
+
+# --------------------------------------------------------------------------------------- image metrics
+
+
+def _structured(n: int, c: int, size: int, seed: int) -> torch.Tensor:
+    """Smooth images in [-1, 1]: random blobs and gradients, plus a little texture."""
+    gen = torch.Generator().manual_seed(seed)
+    coords = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    out = torch.empty(n, c, size, size)
+    for i in range(n):
+        for ch in range(c):
+            cx, cy, w, a, b = (torch.rand(5, generator=gen) * 2 - 1).tolist()
+            blob = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (0.1 + 0.3 * abs(w)))
+            out[i, ch] = 1.2 * blob + 0.4 * (a * xx + b * yy) - 0.5
+    out += 0.05 * torch.randn(out.shape, generator=gen)
+    return out.clamp(-1, 1)
+
+
+def _pairs():
+    """(name, x, y, ssim sigma for skimage/torchmetrics, border crop) over channels x sizes x content."""
+    cases = []
+    for c in (1, 3):
+        for size in (28, 8):
+            gen = torch.Generator().manual_seed(10 * c + size)
+            rand_x = torch.rand(3, c, size, size, generator=gen) * 2 - 1
+            rand_y = (rand_x + 0.4 * torch.randn(rand_x.shape, generator=gen)).clamp(-1, 1)
+            struct_x = _structured(3, c, size, seed=size + c)
+            struct_y = (struct_x + 0.1 * torch.randn(struct_x.shape, generator=gen)).clamp(-1, 1)
+            # 8x8: window shrinks 11 -> 7 and sigma to 3/3.5 (same 3.5-sigma truncation as the references)
+            sigma, crop = (1.5, 5) if size >= 11 else (3 / 3.5, 3)
+            cases.append((f"random-c{c}-{size}", rand_x, rand_y, sigma, crop))
+            cases.append((f"structured-c{c}-{size}", struct_x, struct_y, sigma, crop))
+    return cases
+
+
+PAIRS = _pairs()
+
+
+@pytest.mark.parametrize("name,x,y,sigma,crop", PAIRS, ids=[p[0] for p in PAIRS])
+def test_mse_psnr_match_references(name, x, y, sigma, crop):
+    ours_mse, ours_psnr = mse(x, y), psnr(x, y)
+    assert ours_mse.shape == ours_psnr.shape == (x.shape[0],)
+    ref_psnr = tm_psnr(x, y, data_range=2.0, reduction="none", dim=(1, 2, 3))
+    torch.testing.assert_close(ours_psnr, ref_psnr, atol=1e-4, rtol=1e-5)
+    for i in range(x.shape[0]):
+        a, b = x[i].double().numpy(), y[i].double().numpy()
+        assert ours_mse[i].item() == pytest.approx(skm.mean_squared_error(a, b), rel=1e-5)
+        assert ours_mse[i].item() == pytest.approx(tm_mse(x[i], y[i]).item(), rel=1e-5)
+        assert ours_psnr[i].item() == pytest.approx(
+            skm.peak_signal_noise_ratio(a, b, data_range=2.0), abs=1e-4
+        )
+
+
+@pytest.mark.parametrize("name,x,y,sigma,crop", PAIRS, ids=[p[0] for p in PAIRS])
+def test_ssim_matches_skimage_and_torchmetrics_valid_region(name, x, y, sigma, crop):
+    ours = ssim(x, y)
+    assert ours.shape == (x.shape[0],)
+    # scikit-image: reflect-filter then crop (w-1)/2 -> identical valid-region mean.
+    sk = [
+        skm.structural_similarity(
+            x[i].permute(1, 2, 0).double().numpy(),
+            y[i].permute(1, 2, 0).double().numpy(),
+            channel_axis=2,
+            gaussian_weights=True,
+            sigma=sigma,
+            use_sample_covariance=False,
+            data_range=2.0,
+        )
+        for i in range(x.shape[0])
+    ]
+    np.testing.assert_allclose(ours.numpy(), sk, atol=1e-5)
+    # torchmetrics: same map, but its scalar averages over the whole reflect-padded image (border
+    # included). Cropping its full map to the valid region reproduces ours exactly.
+    tm_scalar, tm_map = tm_ssim(x, y, data_range=2.0, sigma=sigma, reduction="none", return_full_image=True)
+    assert tm_map.shape == x.shape
+    torch.testing.assert_close(
+        ours, tm_map[..., crop:-crop, crop:-crop].mean(dim=(1, 2, 3)), atol=1e-5, rtol=0
+    )
+    # The known difference (border positions) is bounded but not small: only a loose check.
+    assert (ours - tm_scalar).abs().max() < 0.5
+
+
+def test_identical_images_give_ssim_one_and_psnr_inf():
+    for shape in [(2, 1, 28, 28), (2, 3, 8, 8)]:
+        x = torch.rand(shape) * 2 - 1
+        torch.testing.assert_close(ssim(x, x.clone()), torch.ones(shape[0]), atol=1e-6, rtol=0)
+        assert torch.isinf(psnr(x, x.clone())).all() and (psnr(x, x.clone()) > 0).all()
+        assert (mse(x, x.clone()) == 0).all()
+
+
+def test_noisier_images_score_lower():
+    x = _structured(4, 1, 28, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=gen)
+    levels = [0.05, 0.2, 0.6]
+    ps = [psnr(x, (x + s * noise).clamp(-1, 1)) for s in levels]
+    ss = [ssim(x, (x + s * noise).clamp(-1, 1)) for s in levels]
+    for i in range(1, len(levels)):
+        assert (ps[i] < ps[i - 1]).all()
+        assert (ss[i] < ss[i - 1]).all()
+
+
+def test_image_metric_input_errors():
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="identical shape"):
+        mse(x, torch.zeros(2, 1, 8, 9))
+    with pytest.raises(ConfigError, match="identical shape"):
+        ssim(x[0], x[0])
+    with pytest.raises(ConfigError, match="too small"):
+        ssim(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ConfigError, match="odd"):
+        ssim(x, x, window_size=4)
+
+
+# ------------------------------------------------------------------------------------ feature metrics
+
+
+def _scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """pytorch-fid / TTUR reference: scipy sqrtm with the eps-offset fallback."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        off = np.eye(s1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((s1 + off) @ (s2 + off))
+    covmean = np.real(covmean)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_frechet_distance_matches_references():
+    rng = np.random.default_rng(0)
+    d = 16
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    a = rng.normal(size=(400, d)) @ mix
+    b = rng.normal(size=(300, d)) @ (mix + 0.3 * rng.normal(size=(d, d)) / np.sqrt(d)) + 0.2
+    ours = frechet_distance(a, b)
+    ref = _scipy_fid(a, b)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    tm = _compute_fid(ta.mean(0), torch.cov(ta.T), tb.mean(0), torch.cov(tb.T)).item()
+    assert ours == pytest.approx(ref, rel=1e-3)
+    assert ours == pytest.approx(tm, rel=1e-3)
+    # tensors (float32) and arrays give the same value
+    assert frechet_distance(ta.float(), tb.float()) == pytest.approx(ours, rel=1e-4)
+
+
+def test_frechet_distance_identical_and_mean_shift():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(200, 8))
+    assert frechet_distance(a, a.copy()) == pytest.approx(0.0, abs=1e-8)
+    delta = rng.normal(size=8)
+    # equal covariances (the same points, shifted): FID = ||delta||^2 exactly
+    assert frechet_distance(a, a + delta) == pytest.approx(float(delta @ delta), rel=1e-8, abs=1e-8)
+
+
+def test_frechet_distance_singular_covariance_is_finite():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(10, 32)), rng.normal(size=(12, 32))  # N < D: rank-deficient covariances
+    value = frechet_distance(a, b)
+    assert math.isfinite(value) and value > 0
+    assert value == pytest.approx(_scipy_fid(a, b), rel=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_matches_torchmetrics():
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(60, 12, generator=gen, dtype=torch.float64)
+    fake = torch.randn(50, 12, generator=gen, dtype=torch.float64) * 1.2 + 0.3
+    # equal-size sets, subset_size clipped to N: every subset is a permutation of the whole set and the
+    # estimator is permutation invariant -> torchmetrics' poly_mmd on the full sets, zero spread
+    real50 = real[:50]
+    mean50, std50 = kernel_inception_distance(fake, real50, num_subsets=3, subset_size=10_000)
+    assert mean50 == pytest.approx(poly_mmd(real50, fake).item(), rel=1e-9)
+    assert std50 == pytest.approx(0.0, abs=1e-12)
+    # random subsets: same seed -> same subsets as torchmetrics' metric (real drawn first, global RNG)
+    metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=20, subset_size=30)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    torch.manual_seed(7)
+    tm_mean, tm_std = metric.compute()
+    mean, std = kernel_inception_distance(fake, real, num_subsets=20, subset_size=30, seed=7)
+    assert mean == pytest.approx(tm_mean.item(), rel=1e-6)
+    assert std == pytest.approx(tm_std.item(), rel=1e-6)
+
+
+def test_kid_same_distribution_near_zero_and_shift_larger():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(300, 10, generator=gen)
+    b = torch.randn(300, 10, generator=gen)
+    same_mean, same_std = kernel_inception_distance(a, b, num_subsets=20, subset_size=100)
+    shift_mean, _ = kernel_inception_distance(a, b + 0.5, num_subsets=20, subset_size=100)
+    assert abs(same_mean) < 3 * same_std + 1e-3
+    assert shift_mean > 10 * max(abs(same_mean), same_std)
+    # subset size clipped to min(N, M) rather than raising
+    assert math.isfinite(kernel_inception_distance(a[:20], b, num_subsets=2, subset_size=1000)[0])
+    with pytest.raises(ConfigError, match="feature dimensions differ"):
+        kernel_inception_distance(a, b[:, :5])
+
+
+def test_score_features_record():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(80, 6)), rng.normal(size=(90, 6)) + 0.1
+    score = score_features(
+        a,
+        b,
+        feature_extractor="classifier:mnist",
+        reference="mnist5k:test",
+        kid_subsets=5,
+        kid_subset_size=40,
+    )
+    assert isinstance(score, FeatureScore)
+    assert score.fid == pytest.approx(frechet_distance(a, b))
+    assert (score.kid_mean, score.kid_std) == pytest.approx(
+        kernel_inception_distance(a, b, num_subsets=5, subset_size=40, seed=0)
+    )
+    d = score.to_dict()
+    assert set(d) == {
+        "fid",
+        "kid_mean",
+        "kid_std",
+        "feature_extractor",
+        "num_samples",
+        "num_reference",
+        "reference",
+    }
+    assert (d["num_samples"], d["num_reference"]) == (80, 90)
+    assert d["reference"] == "mnist5k:test" and d["feature_extractor"] == "classifier:mnist"
+    assert json.loads(json.dumps(d)) == d
+    with pytest.raises(ConfigError, match="NaN"):
+        score_features(a * np.nan, b, feature_extractor="x", reference="y")
+
+
+def test_extract_features_batches_without_grad():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5), torch.nn.Dropout(0.5))
+    net.train()
+    images = torch.rand(23, 1, 8, 8) * 2 - 1
+    feats = extract_features(net, images, batch_size=10)
+    assert feats.shape == (23, 5) and feats.dtype == torch.float32 and not feats.requires_grad
+    assert net.training  # mode restored
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(feats, net(images))
+    calls = []
+
+    def fn(batch):
+        calls.append(batch.shape[0])
+        return batch.mean(dim=(2, 3)).double()
+
+    out = extract_features(fn, images, batch_size=10)
+    assert calls == [10, 10, 3] and out.dtype == torch.float32 and out.shape == (23, 1)
+
+
+def test_inception_extractor_raises_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
+    with pytest.raises(ConfigError, match="aediff train classifier") as info:
+        inception_extractor()
+    assert "pip install aediff[inception]" in str(info.value)
+    # torch-fidelity importable (faked) but weights missing -> still a ConfigError naming the path
+    fake_mod = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    seen = {}
+
+    class FakeInception(torch.nn.Module):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None):
+            super().__init__()
+            seen["args"] = (name, features_list, feature_extractor_weights_path)
+
+        def forward(self, x):
+            seen["input"] = x
+            return (x.float().mean(dim=(2, 3)).repeat(1, 2),)
+
+    fake_mod.FeatureExtractorInceptionV3 = FakeInception
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", fake_mod)
+    with pytest.raises(ConfigError, match="not on disk"):
+        inception_extractor()
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, str(weights))
+    extractor = inception_extractor(device="cpu")
+    assert seen["args"] == ("inception-v3-compat", ["2048"], str(weights))
+    feats = extract_features(extractor, torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 4, 4))
+    assert seen["input"].dtype == torch.uint8 and seen["input"].shape == (2, 3, 4, 4)
+    assert seen["input"][0].max() == 0 and seen["input"][1].min() == 255
+    assert feats.shape == (2, 6)
+
+
+# ----------------------------------------------------------------------------------------- likelihood
+
+
+def test_bits_per_dim_arithmetic():
+    assert bits_per_dim(784 * math.log(2.0), 784) == pytest.approx(1.0)
+    t = torch.tensor([0.0, 3072 * math.log(2.0) * 3.5])
+    torch.testing.assert_close(bits_per_dim(t, 3072), torch.tensor([0.0, 3.5]))
+    with pytest.raises(ConfigError):
+        bits_per_dim(1.0, 0)
+
+
+def test_dequantization_uniform_density_gives_num_bits():
+    d = 784
+    # uniform density on [-1, 1]^D: p = 2^-D, NLL = D ln 2 nats -> 1 bit/dim continuous, b bits/dim discrete
+    nll = d * math.log(2.0)
+    assert dequantization_offset_bits(8) == 7.0
+    assert continuous_nll_to_discrete_bpd(nll, d, num_bits=8) == pytest.approx(8.0)
+    assert continuous_nll_to_discrete_bpd(nll, d, num_bits=5) == pytest.approx(5.0)
+    # hand case: D=2, density 4 on a small region (p = 2^2 -> -log2 p / D = -1) -> -1 + 7 = 6 bits/dim
+    assert continuous_nll_to_discrete_bpd(-math.log(4.0), 2) == pytest.approx(6.0)
+    # Monte-Carlo check of the bound: discrete uniform over 2^b levels has exactly b bits/dim
+    b, dims = 3, 4
+    k = torch.randint(0, 2**b, (1000, dims), generator=torch.Generator().manual_seed(0))
+    x = 2 * (k + torch.rand(k.shape, generator=torch.Generator().manual_seed(1))) / 2**b - 1
+    nll = -(torch.full_like(x, 0.5).log()).sum(dim=1)  # uniform density 1/2 per dim on [-1, 1]
+    assert continuous_nll_to_discrete_bpd(nll, dims, num_bits=b).mean().item() == pytest.approx(b)
+
+
+def test_logmeanexp():
+    x = torch.tensor([[0.0, math.log(3.0)], [1000.0, 1000.0]])
+    torch.testing.assert_close(logmeanexp(x, dim=1), torch.tensor([math.log(2.0), 1000.0]))
+    assert logmeanexp(x, dim=0, keepdim=True).shape == (1, 2)
