@@ -77,7 +77,8 @@ def train(
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-minutes 5`."""
     from aediff.config import parse_assignment
-    from aediff.training import DataConfig, TrainConfig, train as run_training
+    from aediff.training import DataConfig, TrainConfig
+    from aediff.training import train as run_training
 
     model: dict[str, Any] = dict(parse_assignment(s) for s in set_ or [])
     for key, value in {"bottleneck_dim": bottleneck, "latent": latent, "latent_channels": latent_channels,

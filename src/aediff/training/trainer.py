@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from aediff import runs
 from aediff.config import config_to_dict
+from aediff.device import default_device
 from aediff.errors import ConfigError, RunError
 from aediff.training.config import DataConfig, TrainConfig
 
@@ -116,7 +117,9 @@ class Trainer:
         self.train_set = train_set
         self.callbacks = callbacks or []
         self.show_progress = progress
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        # Accelerate only forms a multi-process CPU group (gloo) when told it is on the CPU.
+        on_cpu = default_device().type == "cpu"
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu)
         acc = self.accelerator
         self.world_size, self.rank = acc.num_processes, acc.process_index
         if config.batch_size % self.world_size:

@@ -1,0 +1,229 @@
+"""The in-memory dataset, the deterministic train/test split and image-output helpers."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from aediff.errors import DataError
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """In-memory image set.
+
+    Attributes:
+        images: uint8 tensor ``[N, C, H, W]`` (C in {1, 3}), values 0..255. Kept as uint8 to save memory;
+            :meth:`batch` converts to float per batch.
+        labels: int64 ``[N]`` class indices, or None.
+        captions: list of N strings, or None.
+        class_names: names for the label indices, or None.
+        name: the dataset spec it came from (e.g. ``"mnist5k"``, ``"folder:/data/faces"``).
+        skipped: how many unreadable files were skipped while loading (``skip_bad=True``).
+
+    With a ``torch.utils.data.DataLoader`` the batched fetch :meth:`__getitems__` already returns the
+    batch dict, so pass ``collate_fn=ImageDataset.collate``::
+
+        DataLoader(ds, batch_size=64, shuffle=True, collate_fn=ImageDataset.collate)
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        captions: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
+        name: str = "dataset",
+        skipped: int = 0,
+    ):
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(
+                f"images must be a uint8 tensor [N, C, H, W] with C in 1, 3; "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        n = images.shape[0]
+        if labels is not None:
+            labels = torch.as_tensor(labels).to(torch.int64)
+            if labels.shape != (n,):
+                raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        if captions is not None:
+            captions = [str(c) for c in captions]
+            if len(captions) != n:
+                raise ValueError(f"need {n} captions, got {len(captions)}")
+        self.images = images.contiguous()
+        self.labels = labels
+        self.captions = captions
+        self.class_names = list(class_names) if class_names is not None else None
+        self.name = name
+        self.skipped = int(skipped)
+
+    # -- shape information ---------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        """1 (grayscale) or 3 (RGB)."""
+        return int(self.images.shape[1])
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes (len(class_names), else max label + 1), or None without labels."""
+        if self.labels is None:
+            return None
+        if self.class_names is not None:
+            return len(self.class_names)
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.describe()})"
+
+    # -- access --------------------------------------------------------------------------------------------
+    def _index(self, indices: Any) -> Tensor:
+        if isinstance(indices, slice):
+            return torch.arange(len(self))[indices]
+        idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, Tensor) else indices)
+        if idx.dtype == torch.bool:
+            return idx.nonzero().flatten()
+        return idx.to(torch.int64).reshape(-1)
+
+    def batch(self, indices: Any) -> dict[str, Any]:
+        """Examples ``indices`` (list, array, tensor or slice) as a batch dict:
+
+        - ``"images"``: float32 ``[B, C, H, W]`` in [-1, 1] (0 -> -1, 255 -> 1)
+        - ``"labels"``: int64 ``[B]`` (only when the dataset has labels)
+        - ``"captions"``: list of B strings (only when the dataset has captions)
+        """
+        idx = self._index(indices)
+        out: dict[str, Any] = {"images": self.images[idx].to(torch.float32).div_(127.5).sub_(1.0)}
+        if self.labels is not None:
+            out["labels"] = self.labels[idx]
+        if self.captions is not None:
+            out["captions"] = [self.captions[i] for i in idx.tolist()]
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """One example: ``"images"`` float32 ``[C, H, W]`` in [-1, 1], ``"labels"`` int64 scalar tensor,
+        ``"captions"`` str (the last two only when present)."""
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for dataset of size {len(self)}")
+        b = self.batch([i % len(self)])
+        return {k: v[0] for k, v in b.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Batched fetch used by DataLoader (one tensor op instead of B item lookups)."""
+        return self.batch(indices)
+
+    @staticmethod
+    def collate(batch: Any) -> dict[str, Any]:
+        """DataLoader ``collate_fn``: passes through the dict from :meth:`__getitems__`; stacks a list of
+        :meth:`__getitem__` examples (e.g. when the dataset is wrapped in ``torch.utils.data.Subset``)."""
+        if isinstance(batch, dict):
+            return batch
+        out: dict[str, Any] = {"images": torch.stack([b["images"] for b in batch])}
+        if batch and "labels" in batch[0]:
+            out["labels"] = torch.stack([torch.as_tensor(b["labels"]) for b in batch])
+        if batch and "captions" in batch[0]:
+            out["captions"] = [b["captions"] for b in batch]
+        return out
+
+    def subset(self, indices: Any) -> ImageDataset:
+        """A new ImageDataset with the examples ``indices`` (same class names, name and skipped count)."""
+        idx = self._index(indices)
+        return ImageDataset(
+            self.images[idx],
+            self.labels[idx] if self.labels is not None else None,
+            [self.captions[i] for i in idx.tolist()] if self.captions is not None else None,
+            self.class_names,
+            self.name,
+            self.skipped,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary: name, size, channels, resolution [H, W], num_classes, skipped."""
+        return {
+            "name": self.name,
+            "size": len(self),
+            "channels": self.channels,
+            "resolution": list(self.resolution),
+            "num_classes": self.num_classes,
+            "skipped": self.skipped,
+        }
+
+
+def split_indices(
+    n: int, labels: np.ndarray | None, *, seed: int, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split of ``range(n)`` into sorted (train, test) indices, stratified by ``labels``.
+
+    Each class contributes ``count * test_fraction`` (rounded half up) examples to test, drawn with
+    ``numpy.random.default_rng(seed)``; without labels ``n * test_fraction`` random examples.
+    The two parts are disjoint and together cover all n.
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    test = []
+    for g in groups:
+        k = int(np.floor(len(g) * test_fraction + 0.5))  # round half up (Python's round() is half-even)
+        test.append(rng.permutation(g)[:k])
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, dtype=np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[test_idx] = False
+    return np.flatnonzero(mask), test_idx
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Float images in [-1, 1] (any shape) -> uint8 0..255, clamped and rounded (inverse of ``batch()``)."""
+    return ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_().to(torch.uint8)
+
+
+def save_image_grid(
+    images: Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
+) -> None:
+    """Save float images ``[N, C, H, W]`` in [-1, 1] (C in 1, 3; uint8 also accepted) as one PNG grid.
+
+    ``nrow`` images per row (default ceil(sqrt(N))); ``padding`` black pixels between and around images,
+    so the PNG is ``rows * (H + padding) + padding`` by ``nrow * (W + padding) + padding``.
+    """
+    images = torch.as_tensor(images).detach().cpu()
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(
+            f"save_image_grid needs images [N, C, H, W] with N >= 1, C in 1, 3; got {tuple(images.shape)}"
+        )
+    u8 = images if images.dtype == torch.uint8 else to_uint8(images)
+    n, c, h, w = u8.shape
+    cols = min(nrow or math.ceil(math.sqrt(n)), n)
+    rows = math.ceil(n / cols)
+    grid = torch.zeros(c, rows * (h + padding) + padding, cols * (w + padding) + padding, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, y : y + h, x : x + w] = u8[i]
+    arr = grid.permute(1, 2, 0).numpy()
+    img = Image.fromarray(arr[..., 0] if c == 1 else arr)  # uint8 [H, W] -> "L", [H, W, 3] -> "RGB"
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    img.save(path, format="PNG")
+
+
+def check_split(split: str) -> str:
+    if split not in ("train", "test", "all"):
+        raise DataError(f"Unknown split {split!r}; use 'train', 'test' or 'all'.")
+    return split

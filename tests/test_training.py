@@ -1,0 +1,173 @@
+"""The trainer and the run folder: loss goes down, resume is exact, checkpoints survive crashes,
+models come back from their folder alone without unpickling anything."""
+
+import json
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import aediff
+from aediff import runs
+from aediff.errors import ConfigError, RunError
+from aediff.training import TrainConfig, lr_factor, train
+
+TINY = {"channels": (8, 16), "bottleneck_dim": 8}
+
+
+def quick(**overrides):
+    base = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "log_every": 5, "checkpoint_every": 1000,
+            "preview_every": 0, "tensorboard": False}
+    return {**base, **overrides}
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_training_lowers_the_loss_and_writes_a_complete_run(tmp_path):
+    result = train("ae", tmp_path / "run", "digits", model=TINY, training=quick(max_steps=60), progress=False)
+    assert result.step == 60 and not result.interrupted
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    for name in ("config.json", "model.safetensors", "ema.safetensors", "training_state/optimizer.safetensors",
+                 "training_state/state.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["family"] == "ae" and config["model"]["image_size"] == 8 and config["data"]["spec"] == "digits"
+    assert not list((tmp_path / "run").glob("*.tmp")) and not (tmp_path / "run" / "pending.json").exists()
+
+
+def test_load_rebuilds_the_model_from_its_folder_without_unpickling(tmp_path, monkeypatch, digits_test):
+    train("vae", tmp_path / "vae", "digits", model=TINY, training=quick(max_steps=10), progress=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("loading a run must not unpickle anything")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    model = aediff.load(tmp_path / "vae", weights="model")
+    ema = aediff.load(tmp_path / "vae")
+    x = digits_test.batch(torch.arange(4))["images"]
+    stored = weights(tmp_path / "vae" / "model.safetensors")
+    assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
+    assert not torch.allclose(model.reconstruct(x), ema.reconstruct(x))  # EMA weights differ
+    assert model.training is False and model.family == "vae"
+
+
+def test_ae_run_can_sample_after_training(tmp_path):
+    train("ae", tmp_path / "ae", "digits", model=TINY, training=quick(max_steps=5), progress=False)
+    model = aediff.load(tmp_path / "ae")
+    assert bool(model.prior_fitted)
+    assert model.sample(3).shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("family", ["ae", "vae"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, family):
+    config = quick(max_steps=12, checkpoint_every=5)
+    train(family, tmp_path / "full", "digits", model=TINY, training=config, progress=False)
+
+    def ctrl_c_at_step_7(trainer, step, logs):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the trainer finishes the step and saves
+
+    part = train(family, tmp_path / "part", "digits", model=TINY, training=config, progress=False,
+                 callbacks=[ctrl_c_at_step_7])
+    assert part.interrupted and part.step == 7
+    assert json.loads((tmp_path / "part" / "training_state" / "state.json").read_text())["step"] == 7
+    resumed = train(None, tmp_path / "part", resume=True, progress=False)
+    assert resumed.step == 12 and not resumed.interrupted
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = weights(tmp_path / "full" / name), weights(tmp_path / "part" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), (name, key)
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    train("ae", tmp_path / "r", "digits", model=TINY, training=quick(max_steps=4), progress=False)
+    result = train(None, tmp_path / "r", training={"max_steps": 9}, resume=True, progress=False)
+    assert result.step == 9
+
+
+def test_a_crash_before_the_commit_point_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train("ae", run, "digits", model=TINY, training=quick(max_steps=3), progress=False)
+    before = weights(run / "model.safetensors")
+    real_replace = os.replace
+
+    def crash_on_commit(src, dst):
+        if str(dst).endswith(runs.PENDING_FILE):
+            raise KeyboardInterrupt  # killed after the new files were written, before the commit
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_commit)
+    with pytest.raises(KeyboardInterrupt):
+        runs.write_files_atomically(run, {runs.MODEL_FILE: b"garbage", runs.STATE_FILE: b"{}"})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert list(run.glob("*.tmp"))  # debris of the interrupted write ...
+    model = aediff.load(run, weights="model")  # ... is discarded on open
+    assert not list(run.glob("*.tmp"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_crash_after_the_commit_point_is_rolled_forward(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "a.txt").write_text("old a")
+    (run / "b.txt").write_text("old b")
+    real_replace = os.replace
+    calls = []
+
+    def crash_after_first_move(src, dst):
+        result = real_replace(src, dst)
+        if str(dst).endswith("a.txt"):
+            calls.append(dst)
+            raise KeyboardInterrupt  # killed between moving the two files into place
+        return result
+
+    monkeypatch.setattr(os, "replace", crash_after_first_move)
+    with pytest.raises(KeyboardInterrupt):
+        runs.write_files_atomically(run, {"a.txt": b"new a", "b.txt": b"new b"})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls and (run / "b.txt").read_text() == "old b"  # half-applied on disk
+    runs.recover(run)
+    assert (run / "a.txt").read_text() == "new a" and (run / "b.txt").read_text() == "new b"
+    assert not (run / runs.PENDING_FILE).exists()
+
+
+def test_clear_errors_for_bad_runs_and_configs(tmp_path):
+    with pytest.raises(RunError, match="does not exist"):
+        aediff.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="not an aediff run folder"):
+        aediff.load(tmp_path / "empty")
+    train("ae", tmp_path / "r", "digits", model=TINY, training=quick(max_steps=2), progress=False)
+    with pytest.raises(RunError, match="--resume"):
+        train("ae", tmp_path / "r", "digits", model=TINY, training=quick(max_steps=2), progress=False)
+    (tmp_path / "r" / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(RunError, match="not a valid safetensors"):
+        aediff.load(tmp_path / "r", weights="model")
+    with pytest.raises(ConfigError, match="how long"):
+        train("ae", tmp_path / "s", "digits", model=TINY, training=quick(), progress=False)
+    with pytest.raises(ConfigError, match="batch"):
+        train("ae", tmp_path / "t", "digits", model=TINY, training=quick(batch_size=5000, max_steps=1),
+              progress=False)
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine():
+    config = TrainConfig(warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(config, 0, 0.0) == pytest.approx(0.1)
+    assert lr_factor(config, 9, 0.0) == pytest.approx(1.0)
+    assert lr_factor(config, 50, 0.5) == pytest.approx(0.55)
+    assert lr_factor(config, 100, 1.0) == pytest.approx(0.1)
+    assert lr_factor(TrainConfig(warmup_steps=0, lr_schedule="constant"), 5, 0.9) == 1.0
+
+
+def test_time_budget_stops_training(tmp_path):
+    result = train("ae", tmp_path / "t", "digits", model=TINY, training=quick(max_minutes=0.02), progress=False)
+    assert result.step > 0 and 1.0 <= result.train_seconds < 5.0
