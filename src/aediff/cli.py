@@ -115,6 +115,8 @@ def train(
         return
     result = run_training(family, out, data_config, model=model, training=training, resume=resume,
                           progress=progress)
+    if not result.is_main_process:
+        return
     state = "interrupted; continue with --resume" if result.interrupted else "done"
     console.print(f"{state}: {result.step} steps, {result.images_per_second:.0f} images/s, "
                   f"loss {result.last_logs.get('loss', float('nan')):.4g} -> {result.run_dir}")

@@ -25,7 +25,7 @@ from aediff.models.registry import register_model
 class AEConfig:
     image_channels: int = 1  # 1 = greyscale, 3 = RGB; set from the data by the trainer
     image_size: int = 28  # side of the square images, pixels; set from the data by the trainer
-    channels: tuple[int, ...] = (32, 64, 128)  # width of each resolution stage; len-1 halvings
+    channels: tuple[int, ...] = (16, 32, 64)  # width of each resolution stage; len-1 halvings
     blocks_per_stage: int = 1  # residual blocks per stage, in the encoder and in the decoder
     attention_resolutions: tuple[int, ...] = ()  # stage sizes (pixels) that get self-attention
     dropout: float = 0.0  # inside residual blocks

@@ -19,6 +19,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ from aediff.config import config_to_dict
 from aediff.device import default_device
 from aediff.errors import ConfigError, RunError
 from aediff.training.config import DataConfig, TrainConfig
+
+
+# DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
+warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
 
 def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
@@ -81,6 +86,7 @@ class TrainResult:
     images_seen: int
     train_seconds: float  # time in training steps, all sessions (excludes checkpoints and previews)
     interrupted: bool  # stopped early by Ctrl-C or request_stop(); a checkpoint was written
+    is_main_process: bool = True  # False on the other processes of a multi-process run
     last_logs: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -275,7 +281,7 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return TrainResult(self.run_dir, self.step, self.step * cfg.batch_size, self.train_seconds,
-                           interrupted, logs)
+                           interrupted, acc.is_main_process, logs)
 
     def _install_interrupt_handler(self) -> Any:
         """First Ctrl-C: stop after this step and save; a second one aborts at once (the last
@@ -317,8 +323,8 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "lr")})
-        record = {"step": self.step, "images_per_second": self.step * self.config.batch_size
-                  / max(self.train_seconds, 1e-9), **logs}
+        record = {"step": self.step, "train_seconds": self.train_seconds,
+                  "images_per_second": self.step * self.config.batch_size / max(self.train_seconds, 1e-9), **logs}
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         writer = self._tensorboard()

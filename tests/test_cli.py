@@ -1,0 +1,128 @@
+"""The command line, end to end on `digits`: train, reconstruct, sample, encode, denoise, eval-nll, score;
+and user errors that end in one clear message, not a stack trace."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aediff import cli
+
+TINY = ["--set", "channels=8,16", "--set", "bottleneck_dim=8", "--batch-size", "32", "--no-progress",
+        "--train-set", "tensorboard=false"]
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """Run `aediff ARGS` in-process; returns (exit code, printed text)."""
+    monkeypatch.setattr(sys, "argv", ["aediff", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """A VAE, a DAE and a classifier on digits, trained for a few steps through the CLI."""
+    root = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    for family, extra in [("vae", ["--likelihood", "bernoulli"]), ("dae", ["--noise", "mask:0.3"]),
+                          ("classifier", ["--set", "channels=8,16"])]:
+        args = ["aediff", "train", family, "--data", "digits", "--out", root / family, "--max-steps", "30",
+                "--batch-size", "32", "--no-progress", "--train-set", "tensorboard=false", *extra]
+        if family != "classifier":
+            args += ["--set", "channels=8,16", "--bottleneck", "8"]
+        mp.setattr(sys, "argv", list(map(str, args)))
+        cli.main()
+    mp.undo()
+    return root
+
+
+def test_train_prints_a_summary_and_writes_the_run(tmp_path, monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "train", "ae", "--data", "digits", "--out", tmp_path / "ae",
+                        "--max-steps", "5", *TINY)
+    assert code == 0, out
+    assert "done: 5 steps" in out
+    config = json.loads((tmp_path / "ae" / "config.json").read_text())
+    assert config["model"]["channels"] == [8, 16] and config["training"]["batch_size"] == 32
+
+
+def test_reconstruct_writes_a_grid_and_reports_metrics(trained_runs, tmp_path, monkeypatch, capsys):
+    out_png = tmp_path / "rec.png"
+    code, out = run_cli(monkeypatch, capsys, "reconstruct", trained_runs / "vae", "--n", "6", "--out", out_png)
+    assert code == 0, out
+    assert '"psnr"' in out and '"ssim"' in out
+    with Image.open(out_png) as img:  # 2 rows of 6 tiles of 8 px with 2 px padding
+        assert img.size == (6 * 10 + 2, 2 * 10 + 2)
+
+
+def test_sample_writes_png_and_npz(trained_runs, tmp_path, monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--n", "5", "--out",
+                        tmp_path / "s.png", "--npz", tmp_path / "s.npz")
+    assert code == 0, out
+    arrays = np.load(tmp_path / "s.npz")
+    assert arrays["images"].shape == (5, 8, 8, 1) and arrays["images"].dtype == np.uint8
+    # Same seed, same samples.
+    run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--n", "5", "--out", tmp_path / "t.png",
+            "--npz", tmp_path / "t.npz")
+    assert np.array_equal(np.load(tmp_path / "t.npz")["images"], arrays["images"])
+
+
+def test_encode_writes_latents_with_labels(trained_runs, tmp_path, monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "encode", trained_runs / "dae", "--out", tmp_path / "z.npz")
+    assert code == 0, out
+    arrays = np.load(tmp_path / "z.npz")
+    assert arrays["latents"].shape[1:] == (8,) and len(arrays["labels"]) == len(arrays["latents"])
+
+
+def test_denoise_reports_before_and_after(trained_runs, tmp_path, monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "denoise", trained_runs / "dae", "--noise", "mask:0.3", "--out",
+                        tmp_path / "d.png")
+    assert code == 0, out
+    payload = json.loads(out[out.index("{"):])
+    assert payload["corruption"] == "mask:0.3" and payload["psnr"] > 0 and payload["psnr_noisy"] > 0
+
+
+def test_eval_nll_and_score(trained_runs, monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "eval-nll", trained_runs / "vae", "--k", "4", "--limit", "50")
+    assert code == 0, out
+    payload = json.loads(out[out.index("{"):])
+    assert payload["nll_iwae_nats"] > 0 and payload["iwae_k"] == 4 and payload["num_images"] == 50
+    code, out = run_cli(monkeypatch, capsys, "score", trained_runs / "vae", "--classifier",
+                        trained_runs / "classifier", "--n", "50")
+    assert code == 0, out
+    payload = json.loads(out[out.index("{"):])
+    assert payload["fid"] > 0 and payload["num_samples"] == 50 and payload["reference"] == "digits:test"
+    assert payload["feature_extractor"].startswith("classifier:")
+
+
+def test_datasets_lists_the_builtins(monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "datasets")
+    assert code == 0
+    for name in ("digits", "mnist5k", "mnist", "fashion-mnist", "cifar10"):
+        assert name in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "gan", "--data", "digits", "--max-steps", "1"], "unknown model family"),
+    (["train", "vae", "--data", "digits", "--noise", "gaussian:0.5", "--max-steps", "1"], "does not apply"),
+    (["train", "dae", "--data", "digits", "--noise", "blur:2", "--max-steps", "1"], "unknown corruption"),
+    (["train", "ae", "--data", "nosuchset", "--max-steps", "1"], "nosuchset"),
+    (["reconstruct", "no/such/run"], "does not exist"),
+])
+def test_user_errors_give_one_clear_message(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert message in out.replace("\n", " ")
+    assert "Traceback" not in out
+
+
+def test_eval_nll_refuses_a_model_without_likelihood(trained_runs, monkeypatch, capsys):
+    code, out = run_cli(monkeypatch, capsys, "eval-nll", trained_runs / "dae")
+    assert code == 2 and "VAE" in out
