@@ -101,8 +101,9 @@ def write_markdown(results: dict, path: Path) -> None:
     for name, row in results["models"].items():
         other = ""
         if row["family"] == "vae":
-            other = (f"ELBO NLL {row['nll_elbo_nats']:.1f} nats, IWAE(k={row['iwae_k']}) {row['nll_iwae_nats']:.1f} nats"
-                     f" ({row['iwae_bits_per_dim']:.3f} bits/dim)")
+            other = (f"ELBO NLL {row['nll_elbo_nats']:.1f} nats, "
+                     f"IWAE(k={row['iwae_k']}) {row['nll_iwae_nats']:.1f} nats "
+                     f"({row['iwae_bits_per_dim']:.3f} bits/dim)")
         if row["family"] == "dae":
             other = (f"{row['denoise_corruption']}: noisy {row['denoise_psnr_noisy']:.2f} dB -> "
                      f"denoised {row['denoise_psnr']:.2f} dB")

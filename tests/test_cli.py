@@ -114,6 +114,7 @@ def test_datasets_lists_the_builtins(monkeypatch, capsys):
     (["train", "dae", "--data", "digits", "--noise", "blur:2", "--max-steps", "1"], "unknown corruption"),
     (["train", "ae", "--data", "nosuchset", "--max-steps", "1"], "nosuchset"),
     (["reconstruct", "no/such/run"], "does not exist"),
+    (["score", "no/such/run"], "choose one feature space"),
 ])
 def test_user_errors_give_one_clear_message(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)

@@ -171,3 +171,21 @@ def test_learning_rate_warms_up_then_follows_a_cosine():
 def test_time_budget_stops_training(tmp_path):
     result = train("ae", tmp_path / "t", "digits", model=TINY, training=quick(max_minutes=0.02), progress=False)
     assert result.step > 0 and 1.0 <= result.train_seconds < 5.0
+
+
+def test_tensorboard_gets_scalars_and_image_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train("dae", tmp_path / "tb", "digits", model=TINY, progress=False,
+          training=quick(max_steps=10, tensorboard=True, preview_every=5))
+    events = EventAccumulator(str(tmp_path / "tb" / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/mse"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [5, 10]
+    assert "preview/denoising" in events.Tags()["images"]
+
+
+def test_mixed_precision_flag_trains(tmp_path):
+    result = train("ae", tmp_path / "bf16", "digits", model=TINY, progress=False,
+                   training=quick(max_steps=4, mixed_precision="bf16"))
+    assert result.step == 4 and torch.isfinite(torch.tensor(result.last_logs["loss"]))

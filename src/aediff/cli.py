@@ -52,7 +52,7 @@ def train(
     bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
     latent: Annotated[Literal["vector", "spatial"] | None, typer.Option(help="bottleneck shape")] = None,
     latent_channels: Annotated[int | None, typer.Option(min=1, help="channels of a spatial latent")] = None,
-    channels: Annotated[str | None, typer.Option(help="stage widths, e.g. 32,64,128")] = None,
+    widths: Annotated[str | None, typer.Option(help="channels of each resolution stage, e.g. 16,32,64")] = None,
     noise: Annotated[str | None, typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, "
                                               "mask:0.5:patch4, saltpepper:0.1")] = None,
     beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
@@ -65,8 +65,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="seed of init, data order and noise")] = None,
     mixed_precision: Annotated[Literal["no", "fp16", "bf16"] | None, typer.Option(help="autocast")] = None,
     resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
-    image_channels: Annotated[int | None, typer.Option("--channels-out", min=1, max=3,
-                                                       help="convert images to 1 or 3 channels")] = None,
+    image_channels: Annotated[int | None, typer.Option(min=1, max=3, help="convert images to 1 or 3 channels")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
     data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
@@ -85,8 +84,8 @@ def train(
                        "beta": beta, "likelihood": likelihood, "corruption": noise}.items():
         if value is not None:
             model[key] = value
-    if channels is not None:
-        model["channels"] = [int(c) for c in channels.split(",")]
+    if widths is not None:
+        model["channels"] = [int(c) for c in widths.split(",")]
     if family is not None and not resume:
         from aediff.models import model_class
 
@@ -273,7 +272,9 @@ def eval_nll(
 @app.command()
 def score(
     run: Annotated[Path, typer.Argument(help="run folder of a generative model")],
-    classifier: Annotated[Path, typer.Option(help="run folder of `aediff train classifier` (feature extractor)")],
+    classifier: Annotated[Path | None, typer.Option(help="run folder of `aediff train classifier`: its "
+                                                     "penultimate features are the feature space")] = None,
+    inception: Annotated[bool, typer.Option(help="Inception-v3 features (torch-fidelity; weights on disk)")] = False,
     n: Annotated[int, typer.Option(min=2, help="samples to score")] = 1000,
     data: DataOpt = None,
     split: SplitOpt = "test",
@@ -282,10 +283,19 @@ def score(
     """FID and KID of the model's samples against a data split, in the classifier's feature space."""
     from aediff.evaluation import generation_score, sample_images
 
-    model, clf = _load(run), _load(classifier)
+    if (classifier is None) == (not inception):
+        raise ConfigError("choose one feature space: --classifier RUN (train one with `aediff train classifier`) "
+                          "or --inception")
+    if inception:
+        from aediff.metrics import inception_extractor
+
+        features, name = inception_extractor(), "inception-v3 (torch-fidelity)"
+    else:
+        features, name = _load(classifier).features, f"classifier:{classifier}"
+    model = _load(run)
     reference = _dataset(model, data, split)
     images = sample_images(model, n, seed)
-    result = generation_score(images, clf, reference, classifier_name=f"classifier:{classifier}",
+    result = generation_score(images, features, reference, feature_extractor=name,
                               reference_name=f"{reference.name}:{split}", seed=seed)
     _print_json(f"samples of {run}", result.to_dict())
 

@@ -6,7 +6,7 @@ model's device, and returns a JSON-able dict that records what was measured and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -155,15 +155,18 @@ def classifier_accuracy(classifier: nn.Module, dataset: Any, batch_size: int = 2
     return correct / max(total, 1)
 
 
-def generation_score(images: torch.Tensor, classifier: nn.Module, reference: Any, *,
-                     classifier_name: str, reference_name: str, seed: int = 0) -> FeatureScore:
-    """FID and KID of ``images`` against the ``reference`` dataset in ``classifier.features`` space.
+def generation_score(images: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor], reference: Any, *,
+                     feature_extractor: str, reference_name: str, seed: int = 0) -> FeatureScore:
+    """FID and KID of ``images`` against the ``reference`` dataset in the space of ``features``
+    (e.g. a trained classifier's ``features`` method, or ``aediff.metrics.inception_extractor()``).
 
     The returned record names the feature extractor, the sample count and the reference split.
     """
+    owner = getattr(features, "__self__", None)
+    device = model_device(owner) if isinstance(owner, nn.Module) else torch.device("cpu")
     reference_images = torch.cat([b["images"].cpu() for b in iterate_images(reference)])
-    sample_feats = extract_features(classifier.features, images.to(model_device(classifier)))
-    reference_feats = extract_features(classifier.features, reference_images.to(model_device(classifier)))
-    return score_features(sample_feats, reference_feats, feature_extractor=classifier_name,
+    sample_feats = extract_features(features, images.to(device))
+    reference_feats = extract_features(features, reference_images.to(device))
+    return score_features(sample_feats, reference_feats, feature_extractor=feature_extractor,
                           reference=reference_name, kid_subset_size=min(1000, len(images), len(reference)),
                           seed=seed)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -36,7 +37,6 @@ from aediff.config import config_to_dict
 from aediff.device import default_device
 from aediff.errors import ConfigError, RunError
 from aediff.training.config import DataConfig, TrainConfig
-
 
 # DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -123,9 +123,13 @@ class Trainer:
         self.train_set = train_set
         self.callbacks = callbacks or []
         self.show_progress = progress
-        # Accelerate only forms a multi-process CPU group (gloo) when told it is on the CPU.
-        on_cpu = default_device().type == "cpu"
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu)
+        if accelerator is None:
+            # Accelerate keeps its settings in a process-wide singleton; a second run in the same Python
+            # process with another precision must start from fresh settings (the process group stays).
+            AcceleratorState._reset_state(reset_partial_state=False)
+            # Accelerate only forms a multi-process CPU group (gloo) when told it is on the CPU.
+            accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=default_device().type == "cpu")
+        self.accelerator = accelerator
         acc = self.accelerator
         self.world_size, self.rank = acc.num_processes, acc.process_index
         if config.batch_size % self.world_size:
