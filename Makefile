@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/aediff train vae --data mnist5k --out $(RUN) --latent spatial --max-minutes 3 --no-progress
+	$(VENV)/bin/aediff train vae --data mnist5k --out $(RUN) --bottleneck 16 --max-minutes 3 --no-progress
 	$(VENV)/bin/aediff reconstruct $(RUN) --out $(RUN)/reconstruction.png
 	$(VENV)/bin/aediff sample $(RUN) --n 64 --out $(RUN)/samples.png
 	@echo "Demo done: $(RUN)/reconstruction.png and $(RUN)/samples.png"

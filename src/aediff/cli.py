@@ -46,7 +46,7 @@ def datasets() -> None:
 # --- train -------------------------------------------------------------------------------------
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
-    family: Annotated[str | None, typer.Argument(help="model family: ae, vae, dae, classifier")] = None,
+    family: Annotated[str | None, typer.Argument(help="model family: ae, vae, dae, diffusion, classifier")] = None,
     out: Annotated[Path, typer.Option(help="run folder to create (or continue with --resume)")] = Path("runs/run"),
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
     bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
@@ -175,16 +175,38 @@ def sample(
     run: Annotated[Path, typer.Argument(help="run folder")],
     n: Annotated[int, typer.Option(min=1, help="number of samples")] = 64,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option(help="PNG grid")] = Path("samples.png"),
+    out: Annotated[Path, typer.Option(help="PNG grid, or .npz (uint8 arrays; a PNG grid is written beside)")
+                   ] = Path("samples.png"),
     npz: Annotated[Path | None, typer.Option(help="also save the samples as uint8 arrays in this .npz")] = None,
+    sampler: Annotated[Literal["ddpm", "ddim", "euler", "heun", "dpm++"] | None,
+                       typer.Option(help="diffusion: sampler (default: the run's)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="diffusion: sampling steps (default: the run's)")] = None,
+    eta: Annotated[float | None, typer.Option(min=0.0, help="diffusion, ddim: stochasticity (0 = deterministic)")
+                   ] = None,
+    trajectory: Annotated[Path | None, typer.Option(help="diffusion: PNG strip of x_t and the predicted x0 "
+                                                    "along the sampling path")] = None,
 ) -> None:
-    """Generate images (VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents)."""
+    """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
+    diffusion: with a sampler (`--sampler dpm++ --steps 20`)."""
     import numpy as np
 
     from aediff.data import save_image_grid, to_uint8
-    from aediff.evaluation import sample_images
+    from aediff.evaluation import sample_images, sampling_trajectory
 
-    images = sample_images(_load(run), n, seed)
+    model = _load(run)
+    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta}.items() if v is not None}
+    if options and model.family != "diffusion":
+        raise ConfigError(f"--sampler, --steps and --eta apply to diffusion models; {run} is a {model.family!r} run")
+    if trajectory is not None:
+        if model.family != "diffusion":
+            raise ConfigError("--trajectory shows a diffusion model's sampling path; use a diffusion run")
+        strip, columns = sampling_trajectory(model, min(n, 4), seed, **options)
+        save_image_grid(strip, trajectory, nrow=columns)
+        console.print(f"trajectory (rows: x_t, predicted x0; left to right: high to low noise) -> {trajectory}")
+        return
+    images = sample_images(model, n, seed, **options)
+    if out.suffix == ".npz":
+        npz, out = out, out.with_suffix(".png")
     save_image_grid(images[:256], out)
     if npz is not None:
         np.savez_compressed(npz, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
@@ -228,9 +250,12 @@ def denoise(
     split: SplitOpt = "test",
     n: Annotated[int, typer.Option(min=1, help="images in the grid")] = 16,
     seed: SeedOpt = 0,
+    steps: Annotated[int, typer.Option(min=1, help="diffusion: 1 = the one-step x0 estimate; more = "
+                                       "integrate from the noise level down to 0")] = 1,
     out: Annotated[Path, typer.Option(help="PNG grid: clean, corrupted, denoised rows")] = Path("denoised.png"),
 ) -> None:
-    """Corrupt test images, denoise them; write a grid and print PSNR / SSIM before and after."""
+    """Corrupt test images, denoise them; write a grid and print PSNR / SSIM before and after.
+    A diffusion model is told the noise level: one model serves every sigma."""
     import torch
 
     from aediff.data import save_image_grid
@@ -239,34 +264,46 @@ def denoise(
 
     model = _load(run)
     corruption = Corruption.parse(noise)
+    sigma = corruption.low if corruption.kind == "gaussian" and corruption.low == corruption.high else None
+    if model.family == "diffusion" and sigma is None:
+        raise ConfigError(f"a diffusion model removes Gaussian noise of a known level: use --noise gaussian:SIGMA, "
+                          f"not {noise!r}")
     dataset = _dataset(model, data, split)
     _check_shape(model, dataset)
     x = dataset.batch(torch.arange(min(n, len(dataset))))["images"].to(model_device(model))
     noisy = corruption(x, torch.Generator(x.device).manual_seed(seed))
     with torch.no_grad():
-        save_image_grid(torch.cat([x, noisy.clamp(-1, 1), model.denoise(noisy)]).cpu(), out, nrow=len(x))
+        denoised = model.denoise(noisy, sigma=sigma, steps=steps)
+        save_image_grid(torch.cat([x, noisy.clamp(-1, 1), denoised]).cpu(), out, nrow=len(x))
     _print_json(f"denoising {corruption.spec} on {dataset.name}:{split} (grid: {out})",
-                denoising_metrics(model, dataset, corruption, seed))
+                denoising_metrics(model, dataset, corruption, seed, steps=steps))
 
 
 @app.command("eval-nll")
 def eval_nll(
-    run: Annotated[Path, typer.Argument(help="run folder of a VAE")],
+    run: Annotated[Path, typer.Argument(help="run folder of a VAE or a diffusion model")],
     data: DataOpt = None,
     split: SplitOpt = "test",
-    k: Annotated[int, typer.Option(min=1, help="importance samples for the IWAE bound")] = 100,
+    k: Annotated[int, typer.Option(min=1, help="VAE: importance samples for the IWAE bound")] = 100,
+    timesteps: Annotated[int, typer.Option(min=1, help="diffusion: timesteps drawn per image for the bound")] = 32,
     limit: Annotated[int | None, typer.Option(min=1, help="score only the first N images")] = None,
     seed: SeedOpt = 0,
 ) -> None:
-    """Negative log-likelihood on a split: the ELBO and the IWAE (k) bound, in nats and bits/dim."""
-    from aediff.evaluation import vae_likelihood
+    """Negative log-likelihood bound on a split, in nats and bits/dim: a VAE's ELBO and IWAE (k), or a
+    diffusion model's variational bound (DDPM's discretized decoder)."""
+    from aediff.evaluation import diffusion_nll, vae_likelihood
 
     model = _load(run)
-    if not hasattr(model, "iwae_log_likelihood"):
-        raise ConfigError(f"{run} holds a {model.family!r} model, which defines no likelihood; use a VAE run")
     dataset = _dataset(model, data, split)
     _check_shape(model, dataset)
-    _print_json(f"likelihood on {dataset.name}:{split}", vae_likelihood(model, dataset, k=k, seed=seed, limit=limit))
+    if model.family == "diffusion":
+        result = diffusion_nll(model, dataset, timesteps_per_image=timesteps, seed=seed, limit=limit)
+    elif hasattr(model, "iwae_log_likelihood"):
+        result = vae_likelihood(model, dataset, k=k, seed=seed, limit=limit)
+    else:
+        raise ConfigError(f"{run} holds a {model.family!r} model, which defines no likelihood; "
+                          f"use a VAE or a diffusion run")
+    _print_json(f"likelihood on {dataset.name}:{split}", result)
 
 
 @app.command()

@@ -68,10 +68,13 @@ def reconstruction_metrics(model: nn.Module, dataset: Any, batch_size: int = 256
 
 @torch.no_grad()
 def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corruption, seed: int = 0,
-                      batch_size: int = 256, limit: int | None = None) -> dict[str, Any]:
+                      batch_size: int = 256, limit: int | None = None, steps: int = 1) -> dict[str, Any]:
     """Corrupt each image (seeded), denoise it with ``model.denoise``; quality of the noisy input and of
-    the output, both against the clean image. Keys: psnr_noisy, psnr, ssim_noisy, ssim, mse."""
+    the output, both against the clean image. Keys: psnr_noisy, psnr, ssim_noisy, ssim, mse.
+
+    Models that take the noise level (diffusion) are told the Gaussian sigma, and denoise in ``steps``."""
     corruption = Corruption.parse(corruption) if isinstance(corruption, str) else corruption
+    sigma = corruption.low if corruption.kind == "gaussian" and corruption.low == corruption.high else None
     model.eval()
     device = model_device(model)
     generator = torch.Generator(device).manual_seed(seed)
@@ -82,10 +85,10 @@ def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corrupti
         noisy = corruption(x, generator)
         per_image["psnr_noisy"].append(psnr(noisy.clamp(-1, 1), x).cpu())
         per_image["ssim_noisy"].append(ssim(noisy.clamp(-1, 1), x).cpu())
-        for key, value in _image_quality(x, model.denoise(noisy)).items():
+        for key, value in _image_quality(x, model.denoise(noisy, sigma=sigma, steps=steps)).items():
             per_image[key].append(value.cpu())
-    return {**_summarise(per_image), "corruption": corruption.spec, "num_images": sum(
-        len(v) for v in per_image["mse"])}
+    return {**_summarise(per_image), "corruption": corruption.spec, "steps": steps,
+            "num_images": sum(len(v) for v in per_image["mse"])}
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -136,12 +139,34 @@ def vae_likelihood(model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, 
 
 
 @torch.no_grad()
-def sample_images(model: nn.Module, n: int, seed: int = 0, batch_size: int = 250) -> torch.Tensor:
-    """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``."""
+def sample_images(model: nn.Module, n: int, seed: int = 0, batch_size: int = 250, **options: Any) -> torch.Tensor:
+    """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``.
+    ``options`` go to ``model.sample`` (a diffusion model's sampler, steps, eta)."""
     model.eval()
     generator = torch.Generator(model_device(model)).manual_seed(seed)
-    chunks = [model.sample(min(batch_size, n - i), generator=generator).cpu() for i in range(0, n, batch_size)]
+    chunks = [model.sample(min(batch_size, n - i), generator=generator, **options).cpu()
+              for i in range(0, n, batch_size)]
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def sampling_trajectory(model: nn.Module, n: int = 4, seed: int = 0, frames: int = 8, **options: Any
+                        ) -> tuple[torch.Tensor, int]:
+    """A diffusion model's sampling path: for each of ``n`` samples, a row of x_t (scaled to unit variance
+    for display) and a row of the predicted x0, at ``frames`` evenly spread steps, ending with the sample.
+
+    Returns (images [2 * n * columns, C, S, S] in [-1, 1] in row order, columns).
+    """
+    model.eval()
+    seen: list[dict[str, Any]] = []
+    final = model.sample(n, torch.Generator(model_device(model)).manual_seed(seed), callback=seen.append, **options)
+    picks = torch.linspace(0, len(seen) - 1, min(frames, len(seen))).round().long().unique().tolist()
+    noisy = [(seen[i]["x"] / (1 + seen[i]["sigma"] ** 2) ** 0.5).clamp(-1, 1).cpu() for i in picks] + [final.cpu()]
+    clean = [seen[i]["denoised"].clamp(-1, 1).cpu() for i in picks] + [final.cpu()]
+    rows = []
+    for k in range(n):
+        rows += [torch.stack([f[k] for f in noisy]), torch.stack([f[k] for f in clean])]
+    return torch.cat(rows), len(picks) + 1
 
 
 @torch.no_grad()
@@ -170,3 +195,67 @@ def generation_score(images: torch.Tensor, features: Callable[[torch.Tensor], to
     return score_features(sample_feats, reference_feats, feature_extractor=feature_extractor,
                           reference=reference_name, kid_subset_size=min(1000, len(images), len(reference)),
                           seed=seed)
+
+
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1 + torch.erf(x / 2**0.5))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log P(x) per image [N] for 8-bit x in [-1, 1] under N(mean, std^2) integrated over each pixel's bin
+    (width 2/255; the end bins extend to infinity): DDPM's decoder p(x0 | x1), Ho et al. 2020 eq. 13."""
+    half_bin = 1 / 255
+    inv_std = torch.exp(-log_std)
+    upper = torch.where(x > 0.999, torch.ones_like(x), _normal_cdf((x - mean + half_bin) * inv_std))
+    lower = torch.where(x < -0.999, torch.zeros_like(x), _normal_cdf((x - mean - half_bin) * inv_std))
+    return (upper - lower).clamp_min(1e-12).log().flatten(1).sum(1)
+
+
+@torch.no_grad()
+def diffusion_nll(model: nn.Module, dataset: Any, timesteps_per_image: int = 32, seed: int = 0,
+                  batch_size: int = 100, limit: int | None = None) -> dict[str, Any]:
+    """The variational bound on the negative log-likelihood of 8-bit test images, in nats and bits/dim
+    (Ho et al. 2020, eq. 5), for any denoiser: L_T + sum_{t>=2} KL(q(x_{t-1}|x_t, x0) || p(x_{t-1}|x_t)) + L_0.
+
+    The chain is the model's discrete schedule (for a continuous-time model: DDPM's linear one, T=1000);
+    p(x_{t-1}|x_t) has the posterior mean at the model's x0 estimate and DDPM's "fixed small" variance, and
+    L_0 is the discretized Gaussian decoder. The sum over t is estimated without bias from
+    ``timesteps_per_image`` uniformly drawn t per image (Nichol & Dhariwal 2021 sum all T; same expectation).
+    """
+    model.eval()
+    device = model_device(model)
+    schedule = model.schedule if model.schedule.discrete else type(model.schedule)("linear")
+    abar = schedule.alphas_cumprod.to(device)
+    sigmas = schedule.sigmas.to(device)
+    T = len(abar)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    beta = 1 - abar / abar_prev
+    posterior_var = beta * (1 - abar_prev) / (1 - abar)
+    coef_x0 = abar_prev.sqrt() * beta / (1 - abar)
+    generator = torch.Generator(device).manual_seed(seed)
+    totals = []
+    for batch in iterate_images(dataset, batch_size, device, limit):
+        x0 = batch["images"].double()
+        n, dims = len(x0), x0[0].numel()
+        # L_T: KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)).
+        mean_T, var_T = abar[-1].sqrt() * x0, 1 - abar[-1]
+        prior = 0.5 * (var_T + mean_T**2 - 1 - var_T.log()).flatten(1).sum(1)
+        # sum_{t=2..T} L_{t-1} ~ (T - 1) * mean over drawn t of coef_x0^2 ||x0 - x0_hat||^2 / (2 var).
+        middle = torch.zeros(n, dtype=torch.float64, device=device)
+        for _ in range(timesteps_per_image):
+            t = torch.randint(1, T, (n,), device=device, generator=generator)  # index 1..T-1 = steps 2..T
+            sigma = sigmas[t]
+            x_t = x0 + sigma[:, None, None, None] * torch.randn(x0.shape, device=device, generator=generator,
+                                                               dtype=x0.dtype)
+            x0_hat = model.denoiser(x_t.float(), sigma.float()).double()
+            kl = (coef_x0[t] ** 2 / (2 * posterior_var[t]))[:, None] * (x0 - x0_hat).pow(2).flatten(1)
+            middle += (T - 1) * kl.sum(1) / timesteps_per_image
+        # L_0: the decoder at t = 1, with improved DDPM's clipped log-variance (that of step 2).
+        x_1 = x0 + sigmas[0] * torch.randn(x0.shape, device=device, generator=generator, dtype=x0.dtype)
+        x0_hat = model.denoiser(x_1.float(), sigmas[0].expand(n).float()).double()
+        decoder = -discretized_gaussian_log_likelihood(x0, x0_hat, 0.5 * posterior_var[1].log())
+        totals.append((prior + middle + decoder).cpu())
+    nll = torch.cat(totals)
+    return {"nll_nats": float(nll.mean()), "bits_per_dim": float(bits_per_dim(nll.mean(), dims)),
+            "chain": f"{schedule.kind}, T={T}", "timesteps_per_image": timesteps_per_image,
+            "num_images": len(nll), "data": "8-bit, discretized decoder", "seed": seed}

@@ -96,8 +96,9 @@ class Autoencoder(nn.Module):
         """x -> decode(encode(x)), [N, C, S, S] in [-1, 1]."""
         return self.decode(self.encode(x))
 
-    def denoise(self, x: torch.Tensor) -> torch.Tensor:
-        """A plain AE has no notion of noise: it reconstructs whatever it is given."""
+    def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
+        """The autoencoder's answer to a corrupted x: its reconstruction. It is not told the noise level
+        (``sigma`` and ``steps`` exist so that every family shares the diffusion model's signature)."""
         return self.reconstruct(x)
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

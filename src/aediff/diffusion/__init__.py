@@ -1,0 +1,21 @@
+"""Diffusion's process pieces, separate from any network: noise schedules, parameterizations, samplers."""
+
+from aediff.diffusion.parameterization import PARAMETERIZATIONS, Denoiser, preconditioning, x0_loss_weight
+from aediff.diffusion.samplers import (
+    SAMPLERS,
+    ddim_step,
+    ddpm_step,
+    evaluations_per_sample,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_heun,
+)
+from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
+
+__all__ = [
+    "PARAMETERIZATIONS", "SAMPLERS", "Denoiser", "NoiseSchedule", "ddim_step", "ddpm_step", "discrete_timesteps",
+    "evaluations_per_sample", "karras_sigmas", "preconditioning", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
+    "sample_euler", "sample_heun", "x0_loss_weight",
+]

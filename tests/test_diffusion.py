@@ -1,0 +1,230 @@
+"""Diffusion: schedules, parameterizations, samplers (checked against diffusers), the model and its loss."""
+
+import math
+
+import pytest
+import torch
+
+from aediff.diffusion import (
+    SAMPLERS,
+    Denoiser,
+    NoiseSchedule,
+    ddim_step,
+    ddpm_step,
+    discrete_timesteps,
+    karras_sigmas,
+    preconditioning,
+    x0_loss_weight,
+)
+from aediff.models import UNet, UNetConfig, build_model
+
+TINY_UNET = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16}
+
+
+# --- schedules -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,diffusers_name", [("linear", "linear"), ("cosine", "squaredcos_cap_v2")])
+def test_discrete_schedules_match_diffusers(kind, diffusers_name):
+    from diffusers import DDPMScheduler
+
+    ours = NoiseSchedule(kind).alphas_cumprod
+    theirs = DDPMScheduler(beta_schedule=diffusers_name).alphas_cumprod.double()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "sigmoid"])
+def test_discrete_sigmas_increase_from_nearly_clean_to_nearly_pure_noise(kind):
+    sigmas = NoiseSchedule(kind).sigmas
+    assert torch.all(sigmas[1:] > sigmas[:-1])
+    assert sigmas[0] < 0.1 and sigmas[-1] > 50
+
+
+def test_timestep_lookup_inverts_the_schedule():
+    schedule = NoiseSchedule("linear")
+    t = torch.tensor([0, 10, 500, 999])
+    assert torch.equal(schedule.timestep_of(schedule.sigmas[t]), t)
+
+
+def test_training_sigmas_follow_each_schedule():
+    edm = NoiseSchedule("edm").sample_training_sigmas(20000, generator=torch.Generator().manual_seed(0))
+    assert abs(edm.log().mean().item() + 1.2) < 0.05 and abs(edm.log().std().item() - 1.2) < 0.05
+    discrete = NoiseSchedule("linear")
+    drawn = discrete.sample_training_sigmas(1000, generator=torch.Generator().manual_seed(0))
+    assert torch.isin(drawn.double(), discrete.sigmas.float().double()).all()
+
+
+def test_karras_sigmas_and_trailing_timesteps():
+    sigmas = karras_sigmas(10, 0.002, 80.0)
+    assert len(sigmas) == 11 and sigmas[-1] == 0
+    assert math.isclose(sigmas[0], 80.0, rel_tol=1e-9) and math.isclose(sigmas[-2], 0.002, rel_tol=1e-9)
+    assert torch.all(sigmas[1:] < sigmas[:-1])
+    t = discrete_timesteps(1000, 10)
+    assert t[0] == 999 and t[-1] == 99 and len(t) == 10
+
+
+# --- parameterizations ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "edm"])
+def test_a_perfect_network_gives_a_perfect_denoiser(kind):
+    """Feed each wrapper the exact target its network should predict: D must return x0 exactly."""
+    x0, eps = torch.randn(3, 1, 4, 4) * 0.5, torch.randn(3, 1, 4, 4)
+    sigma = torch.tensor([0.01, 1.0, 50.0])
+    s = sigma[:, None, None, None]
+    alpha = 1 / (1 + s**2).sqrt()
+    c_skip, c_out, _ = preconditioning(kind, sigma)
+    x = x0 + s * eps
+    target = {"eps": eps, "x0": x0, "v": alpha * eps - s * alpha * x0, "edm": (x0 - c_skip * x) / c_out}[kind]
+    denoiser = Denoiser(lambda x_in, c_noise: target, kind)
+    assert torch.allclose(denoiser(x, sigma), x0, atol=1e-4)
+    weight = x0_loss_weight(kind, sigma)
+    assert torch.allclose(weight * ((denoiser(x, sigma) + 0.1) - x0).pow(2).mean((1, 2, 3)),
+                          (0.1 / c_out.reshape(-1)) ** 2, rtol=1e-4)
+
+
+def test_unknown_parameterization_is_refused():
+    with pytest.raises(ValueError, match="unknown parameterization"):
+        Denoiser(torch.nn.Identity(), "score")
+
+
+# --- the network ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("skips", [True, False])
+def test_unet_is_a_function_of_x_and_noise_level(skips):
+    net = UNet(UNetConfig(**TINY_UNET, skip_connections=skips))
+    x = torch.randn(2, 1, 8, 8)
+    out = net(x, torch.tensor([0.0, 100.0]))
+    assert out.shape == x.shape
+    assert not torch.allclose(out[0], net(x, torch.tensor([100.0, 100.0]))[0])  # the level matters
+    assert (net.decoder.use_skips) is skips
+
+
+def test_unet_without_skips_is_smaller_but_otherwise_the_same_blocks():
+    with_skips = UNet(UNetConfig(**TINY_UNET))
+    without = UNet(UNetConfig(**TINY_UNET, skip_connections=False))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(without) < count(with_skips)
+    assert type(with_skips.encoder) is type(without.encoder)
+
+
+# --- steps checked against diffusers ---------------------------------------------------------------------
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+@pytest.mark.parametrize("num_inference_steps", [1000, 50])
+def test_ddpm_step_matches_diffusers(beta_schedule, num_inference_steps):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(beta_schedule=beta_schedule, clip_sample=False)
+    scheduler.set_timesteps(num_inference_steps)
+    abar = scheduler.alphas_cumprod
+    for t in scheduler.timesteps[:: max(1, len(scheduler.timesteps) // 7)].tolist() + [0]:
+        x_t, eps = torch.randn(2, 1, 6, 6), torch.randn(2, 1, 6, 6)
+        prev = scheduler.previous_timestep(t)
+        prev = int(prev)
+        theirs = scheduler.step(eps, t, x_t, generator=torch.Generator().manual_seed(t)).prev_sample
+        noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(t))
+        ours = ddpm_step(x_t, eps, abar[t], abar[prev] if prev >= 0 else torch.tensor(1.0), noise=noise)
+        assert torch.allclose(ours, theirs, atol=1e-5), (t, (ours - theirs).abs().max())
+
+
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_matches_diffusers(beta_schedule, eta):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(beta_schedule=beta_schedule, clip_sample=False, set_alpha_to_one=True)
+    scheduler.set_timesteps(20)
+    abar = scheduler.alphas_cumprod
+    for t in scheduler.timesteps.tolist():
+        x_t, eps = torch.randn(2, 1, 6, 6), torch.randn(2, 1, 6, 6)
+        noise = torch.randn(x_t.shape)
+        theirs = scheduler.step(eps, t, x_t, eta=eta, variance_noise=noise).prev_sample
+        prev = t - 1000 // 20
+        ours = ddim_step(x_t, eps, abar[t], abar[prev] if prev >= 0 else torch.tensor(1.0), eta=eta, noise=noise)
+        assert torch.allclose(ours, theirs, atol=1e-5), (t, (ours - theirs).abs().max())
+
+
+# --- samplers --------------------------------------------------------------------------------------------
+def gaussian_data_denoiser(mean: float, std: float):
+    """The exact denoiser for data x0 ~ N(mean, std^2) per pixel: E[x0 | x0 + sigma eps]."""
+
+    def denoise(x, sigma):
+        sigma = torch.as_tensor(sigma, dtype=x.dtype)
+        return mean + std**2 / (std**2 + sigma**2) * (x - mean)
+
+    return denoise
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_recovers_a_known_distribution(name):
+    """With the exact denoiser of Gaussian data, every sampler must produce that Gaussian."""
+    mean, std = 0.3, 0.2
+    steps = {"ddpm": 200, "ddim": 100, "euler": 100, "heun": 50, "dpm++": 50}[name]
+    sigmas = karras_sigmas(steps, 0.002, 80.0).float()
+    g = torch.Generator().manual_seed(0)
+    x = sigmas[0] * torch.randn((4000, 1, 2, 2), generator=g)
+    seen = []
+    out = SAMPLERS[name](gaussian_data_denoiser(mean, std), x, sigmas, callback=seen.append, generator=g)
+    assert abs(out.mean().item() - mean) < 0.01
+    assert abs(out.std().item() - std) < 0.01 * (5 if name == "ddpm" else 1)
+    assert len(seen) >= 1 and {"i", "sigma", "x", "denoised"} <= set(seen[0])
+
+
+def test_second_order_samplers_beat_euler_at_few_steps():
+    mean, std = 0.3, 0.2
+    sigmas = karras_sigmas(12, 0.002, 80.0).float()
+    x = sigmas[0] * torch.randn((4000, 1, 1, 1), generator=torch.Generator().manual_seed(0))
+    error = {}
+    for name in ("euler", "dpm++", "heun"):
+        out = SAMPLERS[name](gaussian_data_denoiser(mean, std), x.clone(), sigmas)
+        error[name] = abs(out.std().item() - std)
+    assert error["dpm++"] < error["euler"] and error["heun"] < error["euler"]
+
+
+# --- the model --------------------------------------------------------------------------------------------
+def tiny_diffusion(**extra):
+    return build_model("diffusion", {**TINY_UNET, "sampling_steps": 4, **extra})
+
+
+@pytest.mark.parametrize("schedule,parameterization,weighting", [
+    ("edm", "edm", "uniform"), ("linear", "eps", "uniform"), ("cosine", "v", "min_snr"), ("sigmoid", "x0", "uniform"),
+])
+def test_diffusion_loss_decreases(schedule, parameterization, weighting):
+    model = tiny_diffusion(schedule=schedule, parameterization=parameterization, loss_weighting=weighting)
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(40):
+        torch.manual_seed(step % 4)  # cycle through 4 fixed noise draws so the loss is comparable
+        loss, _ = model({"images": x})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+@pytest.mark.parametrize("schedule", ["edm", "linear"])
+def test_sampling_is_batched_reproducible_and_in_range(sampler, schedule):
+    model = tiny_diffusion(schedule=schedule).eval()
+    a = model.sample(3, torch.Generator().manual_seed(1), sampler=sampler, steps=3)
+    b = model.sample(3, torch.Generator().manual_seed(1), sampler=sampler, steps=3)
+    assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and a.abs().max() <= 1
+
+
+def test_trajectory_shows_each_step():
+    model = tiny_diffusion().eval()
+    steps = []
+    model.sample(2, torch.Generator().manual_seed(0), sampler="euler", steps=5, callback=steps.append)
+    assert [s["i"] for s in steps] == list(range(5))
+    assert steps[0]["sigma"] > steps[-1]["sigma"]
+    assert steps[0]["denoised"].shape == (2, 1, 8, 8)
+
+
+def test_denoise_needs_a_level_and_uses_one_or_many_steps():
+    from aediff.errors import ConfigError
+
+    model = tiny_diffusion().eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="noise level"):
+        model.denoise(x)
+    one = model.denoise(x, sigma=0.5)
+    assert torch.allclose(one, model.predict_x0(x, 0.5))
+    several = model.denoise(x, sigma=0.5, steps=4)
+    assert several.shape == x.shape and not torch.allclose(one, several)
