@@ -32,10 +32,12 @@ def trained_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()
     for family, extra in [("vae", ["--likelihood", "bernoulli"]), ("dae", ["--noise", "mask:0.3"]),
-                          ("classifier", ["--set", "channels=8,16"])]:
+                          ("classifier", ["--set", "channels=8,16"]),
+                          ("diffusion", ["--set", "channels=8,16", "--set", "attention_resolutions=4",
+                                         "--set", "embedding_dim=16", "--set", "sampling_steps=3"])]:
         args = ["aediff", "train", family, "--data", "digits", "--out", root / family, "--max-steps", "30",
                 "--batch-size", "32", "--no-progress", "--train-set", "tensorboard=false", *extra]
-        if family != "classifier":
+        if family in ("vae", "dae"):
             args += ["--set", "channels=8,16", "--bottleneck", "8"]
         mp.setattr(sys, "argv", list(map(str, args)))
         cli.main()
@@ -127,3 +129,27 @@ def test_user_errors_give_one_clear_message(tmp_path, monkeypatch, capsys, args,
 def test_eval_nll_refuses_a_model_without_likelihood(trained_runs, monkeypatch, capsys):
     code, out = run_cli(monkeypatch, capsys, "eval-nll", trained_runs / "dae")
     assert code == 2 and "VAE" in out
+
+
+def test_diffusion_sampling_options_trajectory_denoising_and_bound(trained_runs, tmp_path, monkeypatch, capsys):
+    run = trained_runs / "diffusion"
+    code, out = run_cli(monkeypatch, capsys, "sample", run, "--n", "4", "--sampler", "heun", "--steps", "2",
+                        "--out", tmp_path / "s.npz")
+    assert code == 0, out
+    assert np.load(tmp_path / "s.npz")["images"].shape == (4, 8, 8, 1) and (tmp_path / "s.png").exists()
+    code, out = run_cli(monkeypatch, capsys, "sample", run, "--n", "2", "--steps", "5", "--sampler", "euler",
+                        "--trajectory", tmp_path / "strip.png")
+    assert code == 0, out
+    with Image.open(tmp_path / "strip.png") as img:  # 2 samples x 2 rows; 5 frames + the final sample
+        assert img.size == (6 * 10 + 2, 4 * 10 + 2)
+    code, out = run_cli(monkeypatch, capsys, "denoise", run, "--noise", "gaussian:0.3", "--steps", "3",
+                        "--out", tmp_path / "d.png")
+    assert code == 0, out
+    assert json.loads(out[out.index("{"):])["steps"] == 3
+    code, out = run_cli(monkeypatch, capsys, "denoise", run, "--noise", "mask:0.3")
+    assert code == 2 and "gaussian:SIGMA" in out
+    code, out = run_cli(monkeypatch, capsys, "eval-nll", run, "--timesteps", "2", "--limit", "20")
+    assert code == 0, out
+    assert json.loads(out[out.index("{"):])["bits_per_dim"] > 0
+    code, out = run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--sampler", "ddim")
+    assert code == 2 and "diffusion" in out

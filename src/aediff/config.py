@@ -38,6 +38,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {annotation}")
     if origin is tuple:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]  # `--set widths=32` means a one-element list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = get_args(annotation)

@@ -1,0 +1,269 @@
+"""Diffusion on mnist5k at an equal CPU budget: aediff against diffusers and denoising-diffusion-pytorch.
+
+Each contender trains for the same wall-clock minutes on mnist5k's training split (batch 64), then draws
+1,000 samples; each is scored by FID and KID in the features of `aediff train classifier` against
+mnist5k's test split. Also measured: training steps, training images/s, sampling images/s per network
+evaluation (NFE), and, for aediff, FID against the number of sampling steps for each sampler.
+
+    aediff train classifier --data mnist5k --out runs/clf --epochs 15      # the feature extractor, once
+    python benchmarks/diffusion_budget.py --minutes 10                      # the documented run (~50 min)
+    python benchmarks/diffusion_budget.py --minutes 1 --only aediff --sweep-samples 200   # a smoke run
+
+Peers, configured as their own docs and courses do:
+- diffusers: UNet2DModel(block_out_channels=(32, 64, 64), attention in the two lower blocks,
+  layers_per_block=2) -- the Hugging Face diffusion course's MNIST model -- with
+  DDPMScheduler(beta_schedule="squaredcos_cap_v2"), AdamW lr 1e-3, sampled with DDIM at 50 steps.
+- denoising-diffusion-pytorch: Unet(dim=32, dim_mults=(1, 2, 4), channels=1) with GaussianDiffusion
+  defaults and its Trainer's EMA (ema_pytorch, beta 0.995, every 10 steps), Adam lr 1e-4, sampled with
+  its DDIM at 50 steps. Its module imports torchvision for its Trainer only; torchvision is not installed
+  here (a 5.5 GB CUDA build), so a stub stands in for that import.
+Writes benchmarks/results/diffusion_budget.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import aediff
+from aediff.evaluation import generation_score, sample_images
+from aediff.training import DataConfig, load_data, train
+
+BATCH = 64
+
+
+def timed_training(step: Callable[[torch.Tensor], float], data, minutes: float, seed: int = 0) -> dict:
+    """Run ``step(batch)`` on shuffled batches until ``minutes`` pass; returns steps and median images/s."""
+    g = torch.Generator().manual_seed(seed)
+    steps, start, window_start, rates = 0, time.perf_counter(), time.perf_counter(), []
+    order = torch.randperm(len(data), generator=g)
+    position = 0
+    while time.perf_counter() - start < minutes * 60:
+        if position + BATCH > len(data):
+            order, position = torch.randperm(len(data), generator=g), 0
+        step(data.batch(order[position:position + BATCH])["images"])
+        position += BATCH
+        steps += 1
+        if steps % 20 == 0:
+            now = time.perf_counter()
+            rates.append(20 * BATCH / (now - window_start))
+            window_start = now
+    return {"steps": steps, "train_images_per_s": statistics.median(rates) if rates else float("nan"),
+            "train_seconds": time.perf_counter() - start}
+
+
+def timed_sampling(sample: Callable[[int], torch.Tensor], n: int, nfe: int, chunk: int = 250) -> tuple:
+    """Draw n samples in chunks; returns (images [n, 1, 28, 28] in [-1, 1], images/s per NFE)."""
+    start = time.perf_counter()
+    images = torch.cat([sample(min(chunk, n - i)).cpu() for i in range(0, n, chunk)])
+    seconds = time.perf_counter() - start
+    return images.clamp(-1, 1), n * nfe / seconds
+
+
+# --- contenders ----------------------------------------------------------------------------------------------
+def run_aediff(args, train_set) -> tuple[dict, Callable]:
+    run = args.runs / "aediff"
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    from aediff.config import parse_assignment
+
+    overrides = dict(parse_assignment(s) for s in args.set)
+    result = train("diffusion", run, args.data, model=overrides, progress=False,
+                   training={"max_minutes": args.minutes, "batch_size": BATCH, "log_every": 20})
+    model = aediff.load(run)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rates = [(b["step"] - a["step"]) * BATCH / (b["train_seconds"] - a["train_seconds"])
+             for a, b in zip(log, log[1:], strict=False) if b["train_seconds"] > a["train_seconds"]]
+    stats = {"steps": result.step, "train_images_per_s": statistics.median(rates),
+             "parameters": sum(p.numel() for p in model.parameters()),
+             "config": {k: v for k, v in model.run_config["model"].items()}}
+    return stats, model
+
+
+def run_diffusers(args, train_set) -> tuple[dict, Callable]:
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    net = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2,
+                      block_out_channels=(32, 64, 64),
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+
+    def step(x):
+        noise = torch.randn_like(x)
+        t = torch.randint(0, 1000, (len(x),))
+        loss = torch.nn.functional.mse_loss(net(scheduler.add_noise(x, noise, t), t).sample, noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    stats = timed_training(step, train_set, args.minutes)
+    stats["parameters"] = sum(p.numel() for p in net.parameters())
+    net.eval()
+    ddim = DDIMScheduler.from_config(scheduler.config)
+
+    @torch.no_grad()
+    def sample(n):
+        ddim.set_timesteps(50)
+        x = torch.randn(n, 1, 28, 28)
+        for t in ddim.timesteps:
+            x = ddim.step(net(x, t).sample, t, x).prev_sample
+        return x
+
+    return stats, sample
+
+
+def import_denoising_diffusion_pytorch():
+    """Import the library's model code; its Trainer's torchvision import is stubbed (see the docstring)."""
+    if "torchvision" not in sys.modules:
+        stub = types.ModuleType("torchvision")
+        stub.transforms = types.SimpleNamespace()
+        stub.utils = types.SimpleNamespace()
+        sys.modules["torchvision"] = stub
+    from denoising_diffusion_pytorch.denoising_diffusion_pytorch import GaussianDiffusion, Unet
+    from ema_pytorch import EMA
+
+    return GaussianDiffusion, Unet, EMA
+
+
+def run_ddpm_pytorch(args, train_set) -> tuple[dict, Callable]:
+    GaussianDiffusion, Unet, EMA = import_denoising_diffusion_pytorch()
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(Unet(dim=32, dim_mults=(1, 2, 4), channels=1), image_size=28)
+    ema = EMA(diffusion, beta=0.995, update_every=10)
+    opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
+
+    def step(x):
+        loss = diffusion((x + 1) / 2)  # the library normalizes [0, 1] images itself
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update()
+        return loss.item()
+
+    stats = timed_training(step, train_set, args.minutes)
+    stats["parameters"] = sum(p.numel() for p in diffusion.model.parameters())
+    model = ema.ema_model.eval()
+    model.sampling_timesteps, model.is_ddim_sampling = 50, True
+
+    @torch.no_grad()
+    def sample(n):
+        return model.sample(batch_size=n) * 2 - 1
+
+    return stats, sample
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per contender")
+    parser.add_argument("--data", default="mnist5k")
+    parser.add_argument("--classifier", type=Path, default=Path("runs/clf"))
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--sweep-samples", type=int, default=1000, help="samples per point of the step sweep")
+    parser.add_argument("--sweep-steps", type=int, nargs="*", default=[5, 10, 20, 50])
+    parser.add_argument("--reference-steps", type=int, default=250, help="one long run of the default sampler")
+    parser.add_argument("--sweep-samplers", nargs="*", default=["ddim", "euler", "heun", "dpm++", "ddpm"])
+    parser.add_argument("--only", nargs="*", default=["aediff", "diffusers", "ddpm-pytorch"])
+    parser.add_argument("--set", nargs="*", default=[], help="aediff model overrides, key=value")
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench-diffusion"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/diffusion_budget"))
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    train_set = load_data(DataConfig(spec=args.data), "train")
+    test = load_data(DataConfig(spec=args.data), "test")
+    classifier = aediff.load(args.classifier)
+
+    def score(images):
+        return generation_score(images, classifier.features, test, feature_extractor=f"classifier:{args.classifier}",
+                                reference_name=f"{args.data}:test").to_dict()
+
+    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                           "threads": torch.get_num_threads()},
+               "minutes": args.minutes, "batch_size": BATCH, "samples": args.samples, "contenders": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        write_markdown(results, args.out.with_suffix(".md"))
+
+    for name in args.only:
+        print(f"== {name}: training {args.minutes} min", file=sys.stderr, flush=True)
+        if name == "aediff":
+            stats, model = run_aediff(args, train_set)
+            nfe = model.config.sampling_steps * (2 if model.config.sampler == "heun" else 1)
+            seed = iter(range(10**6))
+
+            def sample(n, model=model, seed=seed):
+                return model.sample(n, torch.Generator().manual_seed(next(seed)))
+
+            stats["sampler"] = f"{model.config.sampler}, {model.config.sampling_steps} steps"
+        elif name == "diffusers":
+            stats, sample = run_diffusers(args, train_set)
+            nfe, stats["sampler"] = 50, "DDIM, 50 steps"
+        else:
+            stats, sample = run_ddpm_pytorch(args, train_set)
+            nfe, stats["sampler"] = 50, "its DDIM, 50 steps"
+        torch.manual_seed(0)
+        images, per_nfe = timed_sampling(sample, args.samples, nfe)
+        stats.update({"nfe": nfe, "sample_images_per_s_per_nfe": per_nfe, **score(images)})
+        from aediff.data import save_image_grid
+
+        save_image_grid(images[:100], args.out.parent / f"diffusion_budget_{name}.png", nrow=10)
+        results["contenders"][name] = stats
+        print(name, json.dumps(stats), file=sys.stderr, flush=True)
+        save()
+        if name == "aediff" and args.sweep_samples:
+            sweep = results.setdefault("aediff_step_sweep", {})
+            results["sweep_samples"] = args.sweep_samples
+            grid = [(sampler, steps) for sampler in args.sweep_samplers for steps in args.sweep_steps]
+            grid.append((model.config.sampler, args.reference_steps))
+            for sampler, steps in grid:
+                images = sample_images(model, args.sweep_samples, seed=1, sampler=sampler, steps=steps)
+                fid = score(images)["fid"]
+                sweep.setdefault(sampler, {})[str(steps)] = fid
+                print(f"sweep {sampler} {steps}: FID {fid:.3f}", file=sys.stderr, flush=True)
+                save()
+    save()
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    lines = [f"{results['minutes']} min of training each on mnist5k's train split, batch {results['batch_size']}, "
+             f"{results['samples']} samples scored against mnist5k's test split in the features of "
+             f"`aediff train classifier`; torch {results['machine']['torch']}, "
+             f"{results['machine']['threads']} threads.", "",
+             "| contender | parameters | steps | train img/s | sampler (NFE) | sample img/s x NFE | FID | KID |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results["contenders"].items():
+        lines.append(f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['train_images_per_s']:.0f} | "
+                     f"{r['sampler']} ({r['nfe']}) | {r['sample_images_per_s_per_nfe']:.0f} | {r['fid']:.3f} | "
+                     f"{r['kid_mean']:.4f} |")
+    sweep = results.get("aediff_step_sweep")
+    if sweep:
+        steps = sorted({int(s) for row in sweep.values() for s in row})
+        lines += ["", f"aediff: FID against sampling steps ({results.get('sweep_samples')} samples each)", "",
+                  "| sampler | " + " | ".join(f"{s} steps" for s in steps) + " |",
+                  "|---|" + "---|" * len(steps)]
+        for sampler, row in sweep.items():
+            lines.append(f"| {sampler} | " + " | ".join(f"{row[str(s)]:.3f}" if str(s) in row else "" for s in steps)
+                         + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
