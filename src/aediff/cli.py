@@ -185,6 +185,7 @@ def sample(
                    ] = None,
     trajectory: Annotated[Path | None, typer.Option(help="diffusion: PNG strip of x_t and the predicted x0 "
                                                     "along the sampling path")] = None,
+    frames: Annotated[int, typer.Option(min=1, help="--trajectory: steps shown, evenly spread")] = 8,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
     diffusion: with a sampler (`--sampler dpm++ --steps 20`)."""
@@ -200,7 +201,7 @@ def sample(
     if trajectory is not None:
         if model.family != "diffusion":
             raise ConfigError("--trajectory shows a diffusion model's sampling path; use a diffusion run")
-        strip, columns = sampling_trajectory(model, min(n, 4), seed, **options)
+        strip, columns = sampling_trajectory(model, min(n, 4), seed, frames=frames, **options)
         save_image_grid(strip, trajectory, nrow=columns)
         console.print(f"trajectory (rows: x_t, predicted x0; left to right: high to low noise) -> {trajectory}")
         return

@@ -74,14 +74,19 @@ def _report(callback: Callback, i: int, sigma: torch.Tensor, x: torch.Tensor, de
 
 
 # --- samplers ------------------------------------------------------------------------------------------
+def _walk_vp(step: Callable[..., torch.Tensor], denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor,
+             callback: Callback, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
+    for i in range(len(sigmas) - 1):
+        x, denoised = _vp_step(step, denoiser, x, sigmas[i], sigmas[i + 1], generator, **kw)
+        _report(callback, i, sigmas[i], x, denoised)
+    return x
+
+
 @torch.no_grad()
 def sample_ddpm(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020) along ``sigmas``; one network evaluation per step."""
-    for i in range(len(sigmas) - 1):
-        x, denoised = _vp_step(ddpm_step, denoiser, x, sigmas[i], sigmas[i + 1], generator)
-        _report(callback, i, sigmas[i], x, denoised)
-    return x
+    return _walk_vp(ddpm_step, denoiser, x, sigmas, callback, generator)
 
 
 @torch.no_grad()
@@ -89,10 +94,7 @@ def sample_ddim(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callba
                 generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:
     """DDIM (Song et al. 2021): deterministic for eta = 0 (then it equals Euler on the probability-flow
     ODE in sigma), DDPM-like for eta = 1."""
-    for i in range(len(sigmas) - 1):
-        x, denoised = _vp_step(ddim_step, denoiser, x, sigmas[i], sigmas[i + 1], generator, eta=eta)
-        _report(callback, i, sigmas[i], x, denoised)
-    return x
+    return _walk_vp(ddim_step, denoiser, x, sigmas, callback, generator, eta=eta)
 
 
 @torch.no_grad()

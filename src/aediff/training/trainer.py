@@ -151,8 +151,14 @@ class Trainer:
         state = None
         if resume:
             state = self._load_checkpoint()
-        elif acc.is_main_process:
-            self._start_run_folder(run_config, data_config)
+        else:
+            # Every process checks before any writes, so that all of them stop on the same error.
+            if (self.run_dir / runs.CONFIG_FILE).exists():
+                raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
+                               f"or choose another --out")
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                self._start_run_folder(run_config, data_config)
         acc.wait_for_everyone()
         self.ema = EMA(model, config.ema_decay)
         if state is not None:
@@ -176,9 +182,6 @@ class Trainer:
         return min(bounds) if bounds else None
 
     def _start_run_folder(self, run_config: dict[str, Any], data_config: DataConfig | None) -> None:
-        if (self.run_dir / runs.CONFIG_FILE).exists():
-            raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
-                           f"or choose another --out")
         runs.write_run_config(self.run_dir, {
             **run_config,
             "training": config_to_dict(self.config),
