@@ -25,3 +25,23 @@ def digits_test():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def losses_while_fitting():
+    """Adam on one fixed batch; the k-th step re-seeds with k % noise_draws, so the loss's random draws
+    repeat and early and late losses are comparable. Returns the list of losses."""
+
+    def fit(model, images, steps, noise_draws, lr=3e-3):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        losses = []
+        for step in range(steps):
+            torch.manual_seed(step % noise_draws)
+            loss, _ = model({"images": images})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    return fit
