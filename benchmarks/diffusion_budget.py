@@ -182,6 +182,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="aediff model overrides, key=value")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-diffusion"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/diffusion_budget"))
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="no training: add --sweep-samplers x --sweep-steps to the existing results, "
+                             "sampling the aediff run left in --runs")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
@@ -201,6 +204,18 @@ def main() -> None:
     def save():
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
         write_markdown(results, args.out.with_suffix(".md"))
+
+    if args.sweep_only:
+        results = json.loads(args.out.with_suffix(".json").read_text())
+        model = aediff.load(args.runs / "aediff")
+        for sampler in args.sweep_samplers:
+            for steps in args.sweep_steps:
+                images = sample_images(model, results["sweep_samples"], seed=1, sampler=sampler, steps=steps)
+                results["aediff_step_sweep"].setdefault(sampler, {})[str(steps)] = score(images)["fid"]
+                print(f"sweep {sampler} {steps}: FID {results['aediff_step_sweep'][sampler][str(steps)]:.3f}",
+                      file=sys.stderr, flush=True)
+                save()
+        return
 
     for name in args.only:
         print(f"== {name}: training {args.minutes} min", file=sys.stderr, flush=True)
