@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,17 +306,13 @@ class Trainer:
         return signal.signal(signal.SIGINT, handler)
 
     def _after_training(self) -> None:
-        hook = getattr(self.model, "after_training", None)
-        if hook is None:
-            return
-        device_batches = self._training_images
-        for model in (self.model, self.ema.model):
-            model.after_training(device_batches())
+        """Give models with an ``after_training`` hook (an AE fits its latent Gaussian) the training images."""
+        from aediff.evaluation import iterate_images
 
-    def _training_images(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
-        for start in range(0, len(self.train_set), batch_size):
-            indices = torch.arange(start, min(start + batch_size, len(self.train_set)))
-            yield self.train_set.batch(indices)["images"].to(self.accelerator.device)
+        if not hasattr(self.model, "after_training"):
+            return
+        for model in (self.model, self.ema.model):
+            model.after_training(b["images"] for b in iterate_images(self.train_set, device=self.accelerator.device))
 
     # --- logging and checkpoints -------------------------------------------------------------------
     def _tensorboard(self) -> Any:
