@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true",
                         help="no training: add --sweep-samplers x --sweep-steps to the existing results, "
                              "sampling the aediff run left in --runs")
+    parser.add_argument("--rescore", action="store_true", help="--sweep-only: also redo aediff's main row")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
@@ -205,9 +206,24 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
         write_markdown(results, args.out.with_suffix(".md"))
 
+    previous = args.out.with_suffix(".json")
+    if not args.sweep_only and previous.exists():
+        # contenders left out by --only keep their rows from the last run at the same budget
+        kept = json.loads(previous.read_text())
+        if kept.get("minutes") == args.minutes:
+            results["contenders"] = {k: v for k, v in kept["contenders"].items() if k not in args.only}
+
     if args.sweep_only:
         results = json.loads(args.out.with_suffix(".json").read_text())
         model = aediff.load(args.runs / "aediff")
+        if args.rescore:  # sample and score the default sampler again (e.g. after a sampler fix)
+            seed = iter(range(10**6))
+            torch.manual_seed(0)
+            images, per_nfe = timed_sampling(lambda n: model.sample(n, torch.Generator().manual_seed(next(seed))),
+                                             args.samples, model.config.sampling_steps)
+            results["contenders"]["aediff"].update({"sample_images_per_s_per_nfe": per_nfe, **score(images)})
+            print("aediff rescored", json.dumps(results["contenders"]["aediff"]), file=sys.stderr, flush=True)
+            save()
         for sampler in args.sweep_samplers:
             for steps in args.sweep_steps:
                 images = sample_images(model, results["sweep_samples"], seed=1, sampler=sampler, steps=steps)
@@ -247,7 +263,8 @@ def main() -> None:
             sweep = results.setdefault("aediff_step_sweep", {})
             results["sweep_samples"] = args.sweep_samples
             grid = [(sampler, steps) for sampler in args.sweep_samplers for steps in args.sweep_steps]
-            grid.append((model.config.sampler, args.reference_steps))
+            if (model.config.sampler, args.reference_steps) not in grid:
+                grid.append((model.config.sampler, args.reference_steps))
             for sampler, steps in grid:
                 images = sample_images(model, args.sweep_samples, seed=1, sampler=sampler, steps=steps)
                 fid = score(images)["fid"]

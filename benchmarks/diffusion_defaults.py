@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 VARIANTS = {
-    "edm (default)": [],
+    "edm": ["schedule=edm", "parameterization=edm"],
     "eps, linear (DDPM)": ["schedule=linear", "parameterization=eps"],
-    "v, cosine": ["schedule=cosine", "parameterization=v"],
+    "v, cosine (default)": [],
     "eps, cosine, min-SNR-5": ["schedule=cosine", "parameterization=eps", "loss_weighting=min_snr"],
-    "edm, widths 64,128,128": ["channels=64,128,128"],
+    "v, cosine, widths 64,128,128": ["channels=64,128,128"],
 }
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from aediff.blocks import (
+    Attention2d,
     Decoder,
     Encoder,
     ResBlock,
-    SelfAttention2d,
     TimestepEmbedding,
     sinusoidal_embedding,
     stage_sizes,
@@ -57,7 +57,7 @@ def test_resblock_embedding_changes_output_and_is_required():
 
 
 def test_attention_is_residual_and_permutation_equivariant():
-    attn = SelfAttention2d(8)
+    attn = Attention2d(8)
     x = torch.randn(1, 8, 3, 3)
     out = attn(x)
     assert out.shape == x.shape
@@ -65,6 +65,23 @@ def test_attention_is_residual_and_permutation_equivariant():
     perm = torch.randperm(9)
     xp = x.flatten(2)[:, :, perm].reshape_as(x)
     assert torch.allclose(attn(xp).flatten(2), out.flatten(2)[:, :, perm], atol=1e-5)
+
+
+def test_cross_attention_reads_context_and_ignores_padding():
+    torch.manual_seed(0)
+    attn = Attention2d(8, context_dim=6)
+    x, context = torch.randn(2, 8, 3, 3), torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    out = attn(x, context, mask)
+    # Changing a padded token leaves the output alone; changing a real one does not.
+    padded = context.clone()
+    padded[0, 3] += 5
+    assert torch.allclose(attn(x, padded, mask)[0], out[0], atol=1e-6)
+    real = context.clone()
+    real[0, 0] += 5
+    assert not torch.allclose(attn(x, real, mask)[0], out[0], atol=1e-3)
+    with pytest.raises(ValueError, match="context"):
+        attn(x)
 
 
 def test_sinusoidal_embedding_distinguishes_timesteps():

@@ -153,3 +153,12 @@ def test_diffusion_sampling_options_trajectory_denoising_and_bound(trained_runs,
     assert json.loads(out[out.index("{"):])["bits_per_dim"] > 0
     code, out = run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--sampler", "ddim")
     assert code == 2 and "diffusion" in out
+
+
+def test_error_messages_keep_their_brackets(monkeypatch, capsys):
+    def refuse(run):
+        raise cli.ConfigError("install the extra: pip install aediff[text]")
+
+    monkeypatch.setattr(cli, "_load", refuse)
+    code, out = run_cli(monkeypatch, capsys, "sample", "runs/x")
+    assert code == 2 and "aediff[text]" in out  # not swallowed as rich markup

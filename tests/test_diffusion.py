@@ -199,6 +199,16 @@ def test_sampling_is_batched_reproducible_and_in_range(sampler, schedule):
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and a.abs().max() <= 1
 
 
+def test_karras_spacing_starts_at_sigma_max_not_at_a_huge_schedule_end():
+    model = build_model("diffusion", {**TINY_UNET, "schedule": "cosine", "parameterization": "v"})
+    assert model.schedule.sigma_range[1] > 1000  # the cosine schedule's last level is ~2e4
+    for sampler in ("euler", "heun", "dpm++"):
+        sigmas = model.sampling_sigmas(10, sampler)
+        assert sigmas[0].item() == pytest.approx(80.0) and sigmas[-1] == 0
+    ddim = model.sampling_sigmas(10, "ddim")  # DDIM walks the schedule's own levels, from its last
+    assert ddim[0].item() == pytest.approx(model.schedule.sigma_range[1], rel=1e-4)
+
+
 def test_trajectory_shows_each_step():
     model = tiny_diffusion().eval()
     steps = []

@@ -2,9 +2,9 @@
 
 An autoencoder here is ``Encoder -> bottleneck -> Decoder``. The U-Net of the diffusion models is the
 same ``Encoder`` and ``Decoder`` with two additions: the encoder's activations are handed to the decoder
-as skip connections, and every residual block receives an embedding (of the timestep, later also of a
-class or caption). Both additions are arguments of these blocks, not separate classes, so the code
-shows the kinship directly.
+as skip connections, and every residual block receives an embedding (of the noise level, plus a class
+or a pooled caption). A conditioned U-Net's attention blocks also attend to a caption's tokens. These
+additions are arguments of these blocks, not separate classes, so the code shows the kinship directly.
 
 Residual blocks follow the pre-activation layout of Ho et al. 2020 / Dhariwal & Nichol 2021 (ADM):
 GroupNorm -> SiLU -> 3x3 conv, twice, with the embedding applied as a scale and shift (FiLM) between.
@@ -68,21 +68,53 @@ class ResBlock(nn.Module):
         return self.shortcut(x) + h
 
 
-class SelfAttention2d(nn.Module):
-    """Multi-head self-attention over the H*W positions, residual. x: [N, C, H, W] -> same shape."""
+class Attention2d(nn.Module):
+    """Multi-head self-attention over the H*W positions, then, with ``context_dim``, cross-attention from
+    the positions to a sequence of context tokens (a caption's token embeddings, as in Rombach et al.
+    2022). Both residual. x: [N, C, H, W] -> same shape.
 
-    def __init__(self, channels: int, num_heads: int = 4):
+    forward(x, context [N, L, context_dim] | None, context_mask [N, L] bool (True = real token) | None).
+    """
+
+    def __init__(self, channels: int, num_heads: int = 4, context_dim: int = 0):
         super().__init__()
         self.num_heads = num_heads if channels % num_heads == 0 else 1
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
+        self.context_dim = context_dim
+        if context_dim:
+            self.cross_norm = group_norm(channels)
+            self.cross_q = nn.Conv2d(channels, channels, 1)
+            self.cross_kv = nn.Linear(context_dim, 2 * channels)
+            self.cross_proj = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """[N, C, P] -> [N, heads, P, C / heads]."""
+        n, c, p = t.shape
+        return t.reshape(n, self.num_heads, c // self.num_heads, p).transpose(-1, -2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
+        x = x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+        if not self.context_dim:
+            return x
+        if context is None:
+            raise ValueError("this block was built with cross-attention; pass the context tokens")
+        q = self._heads(self.cross_q(self.cross_norm(x)).reshape(n, c, h * w))
+        k, v = self.cross_kv(context).transpose(1, 2).chunk(2, dim=1)  # each [N, C, L]
+        mask = None if context_mask is None else context_mask[:, None, None, :]  # broadcast over heads, queries
+        out = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v), attn_mask=mask)
+        return x + self.cross_proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+def attend(block: nn.Module, h: torch.Tensor, context: torch.Tensor | None,
+           context_mask: torch.Tensor | None) -> torch.Tensor:
+    """Apply ``block`` if it is an Attention2d (stages without attention hold an nn.Identity)."""
+    return block(h, context, context_mask) if isinstance(block, Attention2d) else h
 
 
 class Downsample(nn.Module):
@@ -111,10 +143,12 @@ class Encoder(nn.Module):
     """Image -> feature map at the lowest resolution, through residual blocks and downsampling.
 
     Stage i works at ``stage_sizes(image_size, len(channels))[i]`` with ``channels[i]`` channels:
-    ``blocks_per_stage`` ResBlocks (plus self-attention at sizes in ``attention_resolutions``), then a
-    Downsample except after the last stage.
+    ``blocks_per_stage`` ResBlocks (plus attention at sizes in ``attention_resolutions``: self-attention,
+    and cross-attention to context tokens when ``context_dim`` > 0), then a Downsample except after the
+    last stage.
 
-    forward(x [N, in_channels, S, S], emb [N, emb_dim] | None) -> (h [N, channels[-1], s, s], skips),
+    forward(x [N, in_channels, S, S], emb [N, emb_dim] | None, context [N, L, context_dim] | None,
+    context_mask [N, L] | None) -> (h [N, channels[-1], s, s], skips),
     where ``skips`` is the list of every intermediate activation (stem, each block, each downsample):
     the U-Net's decoder consumes them, an autoencoder ignores them.
     """
@@ -128,6 +162,7 @@ class Encoder(nn.Module):
         attention_resolutions: Sequence[int] = (),
         emb_dim: int = 0,
         dropout: float = 0.0,
+        context_dim: int = 0,
     ):
         super().__init__()
         self.sizes = stage_sizes(image_size, len(channels))
@@ -141,7 +176,8 @@ class Encoder(nn.Module):
             for _ in range(blocks_per_stage):
                 self.blocks.append(ResBlock(width, out_width, emb_dim, dropout))
                 use_attention = self.sizes[stage] in attention_resolutions
-                self.attentions.append(SelfAttention2d(out_width) if use_attention else nn.Identity())
+                attention = Attention2d(out_width, context_dim=context_dim) if use_attention else nn.Identity()
+                self.attentions.append(attention)
                 width = out_width
                 self.skip_channels.append(width)
             if stage < len(channels) - 1:
@@ -151,14 +187,15 @@ class Encoder(nn.Module):
         self.out_channels = width
 
     def forward(
-        self, x: torch.Tensor, emb: torch.Tensor | None = None
+        self, x: torch.Tensor, emb: torch.Tensor | None = None, context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(x)
         skips = [h]
         for stage in range(len(self.sizes)):
             for j in range(self.blocks_per_stage):
                 i = stage * self.blocks_per_stage + j
-                h = self.attentions[i](self.blocks[i](h, emb))
+                h = attend(self.attentions[i], self.blocks[i](h, emb), context, context_mask)
                 skips.append(h)
             if stage < len(self.downsamples):
                 h = self.downsamples[stage](h)
@@ -173,7 +210,8 @@ class Decoder(nn.Module):
     ``skip_channels`` (the U-Net) each stage has one block more, and every block concatenates the
     matching encoder activation first (the skip connection), as in Ronneberger et al. 2015 / ADM.
 
-    forward(h [N, channels[-1], s, s], emb [N, emb_dim] | None, skips | None) -> [N, out_channels, S, S].
+    forward(h [N, channels[-1], s, s], emb [N, emb_dim] | None, skips | None, context | None,
+    context_mask | None) -> [N, out_channels, S, S].
     """
 
     def __init__(
@@ -186,6 +224,7 @@ class Decoder(nn.Module):
         emb_dim: int = 0,
         dropout: float = 0.0,
         skip_channels: Sequence[int] | None = None,
+        context_dim: int = 0,
     ):
         super().__init__()
         self.sizes = stage_sizes(image_size, len(channels))
@@ -202,7 +241,8 @@ class Decoder(nn.Module):
                 extra = pending_skips.pop() if self.use_skips else 0
                 self.blocks.append(ResBlock(width + extra, out_width, emb_dim, dropout))
                 use_attention = self.sizes[stage] in attention_resolutions
-                self.attentions.append(SelfAttention2d(out_width) if use_attention else nn.Identity())
+                attention = Attention2d(out_width, context_dim=context_dim) if use_attention else nn.Identity()
+                self.attentions.append(attention)
                 width = out_width
             if stage > 0:
                 self.upsamples.append(Upsample(width))
@@ -214,6 +254,8 @@ class Decoder(nn.Module):
         h: torch.Tensor,
         emb: torch.Tensor | None = None,
         skips: list[torch.Tensor] | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.use_skips and skips is None:
             raise ValueError("this decoder was built with skip connections; pass the encoder's skips")
@@ -224,7 +266,7 @@ class Decoder(nn.Module):
                 i = k * self.blocks_per_stage + j
                 if self.use_skips:
                     h = torch.cat([h, skips.pop()], dim=1)
-                h = self.attentions[i](self.blocks[i](h, emb))
+                h = attend(self.attentions[i], self.blocks[i](h, emb), context, context_mask)
             if stage > 0:
                 h = self.upsamples[k](h, self.sizes[stage - 1])
         return self.out_conv(F.silu(self.out_norm(h)))

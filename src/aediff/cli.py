@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aediff.errors import AediffError, ConfigError
@@ -46,7 +47,8 @@ def datasets() -> None:
 # --- train -------------------------------------------------------------------------------------
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
-    family: Annotated[str | None, typer.Argument(help="model family: ae, vae, dae, diffusion, classifier")] = None,
+    family: Annotated[str | None, typer.Argument(help="model family: ae, vae, dae, diffusion, latent-diffusion, "
+                                                 "classifier")] = None,
     out: Annotated[Path, typer.Option(help="run folder to create (or continue with --resume)")] = Path("runs/run"),
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
     bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
@@ -57,6 +59,13 @@ def train(
                                               "mask:0.5:patch4, saltpepper:0.1")] = None,
     beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
     likelihood: Annotated[Literal["gaussian", "bernoulli"] | None, typer.Option(help="VAE: p(x|z)")] = None,
+    condition: Annotated[Literal["none", "class", "text"] | None,
+                         typer.Option(help="diffusion: condition on class labels or captions")] = None,
+    text_encoder: Annotated[Literal["learned", "minilm", "clip"] | None,
+                            typer.Option(help="--condition text: caption encoder")] = None,
+    text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
+    autoencoder: Annotated[Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE "
+                                                     "with --latent spatial")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="global batch size")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="peak learning rate")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
@@ -81,7 +90,9 @@ def train(
 
     model: dict[str, Any] = dict(parse_assignment(s) for s in set_ or [])
     for key, value in {"bottleneck_dim": bottleneck, "latent": latent, "latent_channels": latent_channels,
-                       "beta": beta, "likelihood": likelihood, "corruption": noise}.items():
+                       "beta": beta, "likelihood": likelihood, "corruption": noise, "condition": condition,
+                       "text_encoder": text_encoder, "text_encoder_path": text_encoder_path,
+                       "autoencoder": str(autoencoder) if autoencoder is not None else None}.items():
         if value is not None:
             model[key] = value
     if widths is not None:
@@ -93,7 +104,8 @@ def train(
         wrong = [k for k in model if k not in fields]
         if wrong:
             flags = {"corruption": "--noise", "beta": "--beta", "likelihood": "--likelihood",
-                     "bottleneck_dim": "--bottleneck"}
+                     "bottleneck_dim": "--bottleneck", "condition": "--condition", "text_encoder": "--text-encoder",
+                     "text_encoder_path": "--text-encoder-path", "autoencoder": "--autoencoder"}
             raise ConfigError(f"{', '.join(flags.get(k, k) for k in wrong)} does not apply to {family!r} models")
     training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
     for key, value in {"batch_size": batch_size, "lr": lr, "max_steps": max_steps, "epochs": epochs,
@@ -186,20 +198,41 @@ def sample(
     trajectory: Annotated[Path | None, typer.Option(help="diffusion: PNG strip of x_t and the predicted x0 "
                                                     "along the sampling path")] = None,
     frames: Annotated[int, typer.Option(min=1, help="--trajectory: steps shown, evenly spread")] = 8,
+    class_: Annotated[str | None, typer.Option("--class", help="class-conditioned diffusion: a class index, or "
+                                               "'all' to cycle through the classes")] = None,
+    prompt: Annotated[str | None, typer.Option(help="text-conditioned diffusion: the caption to draw")] = None,
+    guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale (1 = none; default: "
+                                                   "the run's)")] = None,
+    negative_class: Annotated[int | None, typer.Option(help="guide away from this class")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
-    diffusion: with a sampler (`--sampler dpm++ --steps 20`)."""
+    diffusion: with a sampler (`--sampler dpm++ --steps 20`), conditioned with `--class 7` or
+    `--prompt "a handwritten seven" --guidance 3`."""
     import numpy as np
+    import torch
 
     from aediff.data import save_image_grid, to_uint8
     from aediff.evaluation import sample_images, sampling_trajectory
+    from aediff.models import DiffusionModel
 
     model = _load(run)
-    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta}.items() if v is not None}
-    if options and model.family != "diffusion":
-        raise ConfigError(f"--sampler, --steps and --eta apply to diffusion models; {run} is a {model.family!r} run")
+    class_labels: Any = None
+    if class_ == "all":
+        class_labels = torch.arange(n) % max(getattr(model.config, "num_classes", 0), 1)
+    elif class_ is not None:
+        try:
+            class_labels = int(class_)
+        except ValueError:
+            raise ConfigError(f"--class takes a class index or 'all', got {class_!r}") from None
+    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta, "class_labels": class_labels,
+                                 "prompts": prompt, "guidance": guidance, "negative_class": negative_class,
+                                 "negative_prompt": negative_prompt}.items() if v is not None}
+    if options and not isinstance(model, DiffusionModel):
+        raise ConfigError(f"--sampler, --steps, --eta, --class, --prompt and --guidance apply to diffusion models; "
+                          f"{run} is a {model.family!r} run")
     if trajectory is not None:
-        if model.family != "diffusion":
+        if not isinstance(model, DiffusionModel):
             raise ConfigError("--trajectory shows a diffusion model's sampling path; use a diffusion run")
         strip, columns = sampling_trajectory(model, min(n, 4), seed, frames=frames, **options)
         save_image_grid(strip, trajectory, nrow=columns)
@@ -343,7 +376,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except AediffError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")  # messages name extras like aediff[text]
         sys.exit(2)
     except click.exceptions.Abort:
         console.print("aborted")

@@ -4,18 +4,34 @@
 >>> ds.batch([0, 1])["images"].shape                           # float32 in [-1, 1]   # doctest: +SKIP
 torch.Size([2, 1, 32, 32])
 
-Specs: ``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``folder:PATH``, ``npz:PATH``.
+Specs: ``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``emoji``, ``folder:PATH``,
+``npz:PATH``.
+
+Captions: ``emoji``, folders with a metadata.jsonl/csv and npz files with a ``captions`` array have real
+captions; labelled sets get captions made from their class names with
+``ds.with_label_captions()`` (or ``load_dataset(..., label_captions=True)``):
+
+>>> load_dataset("mnist5k", label_captions=True).batch([0, 1])["captions"]   # doctest: +SKIP
+['the digit five', 'a drawing of the digit 0']
+
 All user-facing problems raise :class:`aediff.errors.DataError`.
 """
 
+from .captions import caption_templates, fill_template, label_caption, label_captions
 from .dataset import ImageDataset, save_image_grid, split_indices, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
-from .sources import DatasetInfo, cache_dir, list_datasets, load_dataset
+from .sources import EMOJI_CREDIT, DatasetInfo, cache_dir, emoji_caption, list_datasets, load_dataset
 
 __all__ = [
+    "EMOJI_CREDIT",
     "DatasetInfo",
     "ImageDataset",
     "cache_dir",
+    "caption_templates",
+    "emoji_caption",
+    "fill_template",
+    "label_caption",
+    "label_captions",
     "list_datasets",
     "load_dataset",
     "read_idx",

@@ -14,6 +14,9 @@ from torch import Tensor
 
 from aediff.errors import DataError
 
+from .captions import caption_templates
+from .captions import label_captions as make_label_captions
+
 
 class ImageDataset(torch.utils.data.Dataset):
     """In-memory image set.
@@ -26,6 +29,10 @@ class ImageDataset(torch.utils.data.Dataset):
         class_names: names for the label indices, or None.
         name: the dataset spec it came from (e.g. ``"mnist5k"``, ``"folder:/data/faces"``).
         skipped: how many unreadable files were skipped while loading (``skip_bad=True``).
+        label_captions: True when :meth:`batch` makes captions from the labels (see
+            :meth:`with_label_captions`); real ``captions`` always take precedence.
+        caption_seed: seed of the dataset's own generator for those captions; None draws from torch's
+            global RNG.
 
     With a ``torch.utils.data.DataLoader`` the batched fetch :meth:`__getitems__` already returns the
     batch dict, so pass ``collate_fn=ImageDataset.collate``::
@@ -41,6 +48,9 @@ class ImageDataset(torch.utils.data.Dataset):
         class_names: Sequence[str] | None = None,
         name: str = "dataset",
         skipped: int = 0,
+        *,
+        label_captions: bool = False,
+        caption_seed: int | None = None,
     ):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -63,6 +73,44 @@ class ImageDataset(torch.utils.data.Dataset):
         self.class_names = list(class_names) if class_names is not None else None
         self.name = name
         self.skipped = int(skipped)
+        self.label_captions = False
+        self.caption_seed: int | None = None
+        self._caption_generator: torch.Generator | None = None
+        if label_captions:
+            self._enable_label_captions(caption_seed)
+
+    def _enable_label_captions(self, seed: int | None) -> None:
+        if self.captions is None:  # real captions win; only caption-less sets need labels and names
+            if self.labels is None:
+                raise DataError(
+                    f"{self.name} has neither captions nor labels, so it cannot make label captions; use a "
+                    "labelled dataset or one with captions (folder metadata.jsonl, npz 'captions', emoji)."
+                )
+            caption_templates(self.class_names)  # raises a clear DataError without class names
+        self.label_captions = True
+        self.caption_seed = None if seed is None else int(seed)
+        self._caption_generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+
+    def with_label_captions(self, seed: int | None = None) -> ImageDataset:
+        """This dataset (sharing its tensors) with :meth:`batch` also returning ``"captions"`` made from the
+        labels: per image a template drawn at random and filled with its class name (see
+        :func:`aediff.data.label_captions`). A dataset that already has real captions keeps them.
+
+        ``seed``: None draws templates from torch's global RNG (the trainer reseeds it every step, so a run
+        is reproducible); an int gives the dataset its own generator, reproducible from creation.
+
+        Raises:
+            DataError: the dataset has no labels, or no class names to put into the templates.
+        """
+        return ImageDataset(
+            self.images, self.labels, self.captions, self.class_names, self.name, self.skipped,
+            label_captions=True, caption_seed=seed,
+        )  # fmt: skip
+
+    @property
+    def has_captions(self) -> bool:
+        """True when :meth:`batch` returns ``"captions"`` (real ones, or made from labels)."""
+        return self.captions is not None or self.label_captions
 
     # -- shape information ---------------------------------------------------------------------------------
     @property
@@ -104,7 +152,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
         - ``"images"``: float32 ``[B, C, H, W]`` in [-1, 1] (0 -> -1, 255 -> 1)
         - ``"labels"``: int64 ``[B]`` (only when the dataset has labels)
-        - ``"captions"``: list of B strings (only when the dataset has captions)
+        - ``"captions"``: list of B strings (only when the dataset has captions, or makes them from its
+          labels after :meth:`with_label_captions`: then a fresh random template per image and call)
         """
         idx = self._index(indices)
         out: dict[str, Any] = {"images": self.images[idx].to(torch.float32).div_(127.5).sub_(1.0)}
@@ -112,6 +161,8 @@ class ImageDataset(torch.utils.data.Dataset):
             out["labels"] = self.labels[idx]
         if self.captions is not None:
             out["captions"] = [self.captions[i] for i in idx.tolist()]
+        elif self.label_captions:
+            out["captions"] = make_label_captions(out["labels"], self.class_names, self._caption_generator)
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -141,7 +192,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return out
 
     def subset(self, indices: Any) -> ImageDataset:
-        """A new ImageDataset with the examples ``indices`` (same class names, name and skipped count)."""
+        """A new ImageDataset with the examples ``indices`` (same class names, name, skipped count and
+        label-caption setting; a ``caption_seed`` restarts the new dataset's generator from that seed)."""
         idx = self._index(indices)
         return ImageDataset(
             self.images[idx],
@@ -150,6 +202,8 @@ class ImageDataset(torch.utils.data.Dataset):
             self.class_names,
             self.name,
             self.skipped,
+            label_captions=self.label_captions,
+            caption_seed=self.caption_seed,
         )
 
     def describe(self) -> dict[str, Any]:

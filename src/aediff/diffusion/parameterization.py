@@ -18,7 +18,7 @@ sinusoidal embedding was designed for, so one network serves any sigma, discrete
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -63,8 +63,9 @@ class Denoiser(nn.Module):
         self.parameterization = parameterization
         self.sigma_data = sigma_data
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **condition: Any) -> torch.Tensor:
+        """condition: passed to the network as they are (class_labels, context, context_mask, pooled)."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         c_skip, c_out, c_in = preconditioning(self.parameterization, sigma, self.sigma_data)
-        output = self.network(c_in * x, NOISE_EMBED_SCALE * sigma.log())
+        output = self.network(c_in * x, NOISE_EMBED_SCALE * sigma.log(), **condition)
         return c_skip * x + c_out * output.to(x.dtype)

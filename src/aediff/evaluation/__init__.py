@@ -141,11 +141,18 @@ def vae_likelihood(model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, 
 @torch.no_grad()
 def sample_images(model: nn.Module, n: int, seed: int = 0, batch_size: int = 250, **options: Any) -> torch.Tensor:
     """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``.
-    ``options`` go to ``model.sample`` (a diffusion model's sampler, steps, eta)."""
+    ``options`` go to ``model.sample`` (a diffusion model's sampler, steps, eta, guidance, ...); per-image
+    ``class_labels`` / ``prompts`` (n of them) are split with the batches."""
     model.eval()
     generator = torch.Generator(model_device(model)).manual_seed(seed)
-    chunks = [model.sample(min(batch_size, n - i), generator=generator, **options).cpu()
-              for i in range(0, n, batch_size)]
+    per_image = {k: v for k, v in options.items()
+                 if k in ("class_labels", "prompts") and not isinstance(v, (int, str)) and v is not None
+                 and len(v) == n and n > 1}
+    chunks = []
+    for i in range(0, n, batch_size):
+        size = min(batch_size, n - i)
+        chunk_options = {**options, **{k: v[i:i + size] for k, v in per_image.items()}}
+        chunks.append(model.sample(size, generator=generator, **chunk_options).cpu())
     return torch.cat(chunks)
 
 
@@ -161,8 +168,9 @@ def sampling_trajectory(model: nn.Module, n: int = 4, seed: int = 0, frames: int
     seen: list[dict[str, Any]] = []
     final = model.sample(n, torch.Generator(model_device(model)).manual_seed(seed), callback=seen.append, **options)
     picks = torch.linspace(0, len(seen) - 1, min(frames, len(seen))).round().long().unique().tolist()
-    noisy = [(seen[i]["x"] / (1 + seen[i]["sigma"] ** 2) ** 0.5).clamp(-1, 1).cpu() for i in picks] + [final.cpu()]
-    clean = [seen[i]["denoised"].clamp(-1, 1).cpu() for i in picks] + [final.cpu()]
+    show = model.output_images  # pixels are shown as they are, latents decoded
+    noisy = [show(seen[i]["x"] / (1 + seen[i]["sigma"] ** 2) ** 0.5).cpu() for i in picks] + [final.cpu()]
+    clean = [show(seen[i]["denoised"]).cpu() for i in picks] + [final.cpu()]
     rows = []
     for k in range(n):
         rows += [torch.stack([f[k] for f in noisy]), torch.stack([f[k] for f in clean])]

@@ -1,17 +1,20 @@
 """The model family, one file each; importing this package registers every family."""
 
-from aediff.models import ae, classifier, dae, diffusion, vae  # noqa: F401  (registration side effect)
+from aediff.models import ae, classifier, dae, diffusion, latent_diffusion, vae  # noqa: F401  (registration)
 from aediff.models.ae import AEConfig, Autoencoder
 from aediff.models.classifier import Classifier, ClassifierConfig
 from aediff.models.corruptions import Corruption
 from aediff.models.dae import DAE, DAEConfig
 from aediff.models.diffusion import DiffusionConfig, DiffusionModel
+from aediff.models.latent_diffusion import LatentDiffusionConfig, LatentDiffusionModel
 from aediff.models.registry import MODELS, build_model, model_class, register_model
+from aediff.models.text_encoder import TextEmbedding, TextEncoder, build_text_encoder
 from aediff.models.unet import UNet, UNetConfig
 from aediff.models.vae import VAE, VAEConfig
 
 __all__ = [
     "AEConfig", "Autoencoder", "Classifier", "ClassifierConfig", "Corruption", "DAE", "DAEConfig",
-    "DiffusionConfig", "DiffusionModel",
-    "MODELS", "UNet", "UNetConfig", "VAE", "VAEConfig", "build_model", "model_class", "register_model",
+    "DiffusionConfig", "DiffusionModel", "LatentDiffusionConfig", "LatentDiffusionModel",
+    "MODELS", "TextEmbedding", "TextEncoder", "UNet", "UNetConfig", "VAE", "VAEConfig", "build_model",
+    "build_text_encoder", "model_class", "register_model",
 ]

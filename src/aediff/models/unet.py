@@ -1,10 +1,14 @@
 """The diffusion network: the autoencoder's Encoder and Decoder, plus skip connections, plus a noise-level
 embedding fed to every residual block (Ho et al. 2020; Dhariwal & Nichol 2021).
 
-It is a plain function of its inputs, ``UNet(x, noise_level) -> output``, and knows nothing of noise
-schedules or of what its output means (noise, clean image or velocity): that is the parameterization
-wrapper's business (``aediff.diffusion.parameterization``). With ``skip_connections=False`` it is the
-same network without skips: an autoencoder-shaped denoiser, for comparison.
+It is a plain function of its inputs, ``UNet(x, noise_level, condition...) -> output``, and knows nothing
+of noise schedules or of what its output means (noise, clean image or velocity): that is the
+parameterization wrapper's business (``aediff.diffusion.parameterization``). With
+``skip_connections=False`` it is the same network without skips: an autoencoder-shaped denoiser.
+
+Conditions enter the way the noise level does, plus cross-attention for text: a class label's embedding
+and a caption's pooled embedding are added to the noise-level embedding that every ResBlock receives;
+a caption's token embeddings are attended to at the attention resolutions (Rombach et al. 2022).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aediff.blocks import Decoder, Encoder, ResBlock, SelfAttention2d, TimestepEmbedding
+from aediff.blocks import Attention2d, Decoder, Encoder, ResBlock, TimestepEmbedding
 
 
 @dataclass
@@ -27,28 +31,58 @@ class UNetConfig:
     dropout: float = 0.0
     embedding_dim: int = 128  # width of the noise-level embedding given to every ResBlock
     skip_connections: bool = True  # False: an autoencoder-shaped denoiser (no encoder -> decoder skips)
+    num_classes: int = 0  # > 0: class-conditional; label num_classes means "no class" (for guidance)
+    context_dim: int = 0  # > 0: width of the text tokens attended to (and of the pooled text embedding)
 
 
 class UNet(nn.Module):
-    """x: [N, C, S, S]; noise_level: [N] (any real scalar per image, e.g. log(sigma) / 4) -> [N, C, S, S]."""
+    """x: [N, C, S, S]; noise_level: [N] (any real scalar per image, e.g. log(sigma) / 4) -> [N, C, S, S].
+
+    Conditions (only those the config enables): class_labels [N] int64 in [0, num_classes] (num_classes =
+    none); context [N, L, context_dim] caption tokens with context_mask [N, L] bool (True = real token)
+    and pooled [N, context_dim].
+    """
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
         c = config
         self.embed_noise = TimestepEmbedding(c.channels[0], c.embedding_dim)
+        if c.num_classes:
+            self.embed_class = nn.Embedding(c.num_classes + 1, c.embedding_dim)
+            nn.init.zeros_(self.embed_class.weight)  # start as the unconditional model
+        if c.context_dim:
+            self.embed_pooled = nn.Sequential(nn.Linear(c.context_dim, c.embedding_dim), nn.SiLU(),
+                                              nn.Linear(c.embedding_dim, c.embedding_dim))
         self.encoder = Encoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size,
-                               c.attention_resolutions, emb_dim=c.embedding_dim, dropout=c.dropout)
+                               c.attention_resolutions, emb_dim=c.embedding_dim, dropout=c.dropout,
+                               context_dim=c.context_dim)
         width = c.channels[-1]
-        # The bottleneck ("middle"): as in ADM, two ResBlocks around self-attention at the lowest resolution.
-        self.middle = nn.ModuleList([ResBlock(width, width, c.embedding_dim, c.dropout), SelfAttention2d(width),
+        # The bottleneck ("middle"): as in ADM, two ResBlocks around attention at the lowest resolution.
+        self.middle = nn.ModuleList([ResBlock(width, width, c.embedding_dim, c.dropout),
+                                     Attention2d(width, context_dim=c.context_dim),
                                      ResBlock(width, width, c.embedding_dim, c.dropout)])
         self.decoder = Decoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size,
                                c.attention_resolutions, emb_dim=c.embedding_dim, dropout=c.dropout,
-                               skip_channels=self.encoder.skip_channels if c.skip_connections else None)
+                               skip_channels=self.encoder.skip_channels if c.skip_connections else None,
+                               context_dim=c.context_dim)
 
-    def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor, class_labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.config
         emb = self.embed_noise(noise_level)
-        h, skips = self.encoder(x, emb)
-        h = self.middle[2](self.middle[1](self.middle[0](h, emb)), emb)
-        return self.decoder(h, emb, skips if self.config.skip_connections else None)
+        if c.num_classes:
+            if class_labels is None:  # no label given: the "no class" entry
+                class_labels = torch.full((len(x),), c.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.embed_class(class_labels)
+        if c.context_dim:
+            if context is None or pooled is None:
+                raise ValueError("this U-Net is text-conditioned; pass context, context_mask and pooled")
+            emb = emb + self.embed_pooled(pooled.to(emb.dtype))
+            context = context.to(x.dtype)
+        h, skips = self.encoder(x, emb, context, context_mask)
+        h = self.middle[0](h, emb)
+        h = self.middle[1](h, context, context_mask)
+        h = self.middle[2](h, emb)
+        return self.decoder(h, emb, skips if c.skip_connections else None, context, context_mask)

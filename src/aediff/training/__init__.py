@@ -86,6 +86,11 @@ def train(
         config_class = model_class(family).config_class
         model_config = fill_data_shape(config_class(), dataset)
         model_config = update_config(model_config, model or {})
+        prepare = getattr(model_class(family), "prepare_config", None)
+        if prepare is not None:  # e.g. latent diffusion reads its autoencoder and measures the latent scale
+            model_config = prepare(model_config, dataset)
+    if getattr(model_config, "condition", "none") == "text":
+        dataset = dataset.with_label_captions()  # a labelled set without captions: captions from templates
     torch.manual_seed(train_config.seed)  # the same initial weights on every process
     network = build_model(family, model_config)
     run_config = {"family": family, "model": dataclasses.asdict(model_config)}

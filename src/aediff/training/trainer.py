@@ -146,7 +146,8 @@ class Trainer:
         self._stop_requested = False
 
         self.model = model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
+        trainable = [p for p in model.parameters() if p.requires_grad]  # a frozen part (e.g. an autoencoder) stays
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=config.adam_betas,
                                            weight_decay=config.weight_decay)
         state = None
         if resume:
