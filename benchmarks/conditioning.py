@@ -34,7 +34,7 @@ import torch
 import aediff
 from aediff.data import caption_templates, fill_template, load_dataset, save_image_grid
 from aediff.evaluation import generation_score, sample_images
-from aediff.training import train
+from aediff.training import DataConfig, train
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 UNSEEN_EMOJI_CAPTIONS = ["red heart with a smile", "blue car", "green apple", "smiling sun", "yellow star face",
@@ -67,15 +67,29 @@ class Judge:
                                 feature_extractor=f"classifier:{self.path}", reference_name=name).to_dict()
 
 
-def train_run(family: str, out: Path, data: str, minutes: float, model: dict) -> Path:
-    log(f"== training {family} {model} for {minutes} min -> {out}")
-    result = train(family, out, data, model=model, training={"max_minutes": minutes, "batch_size": 64},
-                   progress=False)
+def train_run(family: str, out: Path, data: str | DataConfig, minutes: float, model: dict,
+              steps: int | None = None) -> Path:
+    """Train for ``minutes`` (or exactly ``steps``, which makes the result independent of the machine's
+    load); returns the run folder."""
+    budget = {"max_steps": steps} if steps else {"max_minutes": minutes}
+    log(f"== training {family} {model} for {budget} -> {out}")
+    result = train(family, out, data, model=model, training={**budget, "batch_size": 64}, progress=False)
+    STEPS[str(result.run_dir)] = result.step
     return result.run_dir
 
 
+STEPS: dict[str, int] = {}
+
+
+def steps_of(run) -> int:
+    """Training steps of a run trained here, else the last logged step of its log.jsonl."""
+    if str(run) in STEPS:
+        return STEPS[str(run)]
+    return json.loads((Path(run) / "log.jsonl").read_text().splitlines()[-1])["step"]
+
+
 def class_section(args, judge: Judge) -> dict:
-    run = train_run("diffusion", args.runs / "class", "mnist5k", args.minutes, {"condition": "class"})
+    run = train_run("diffusion", args.runs / "class", "mnist5k", args.minutes, {"condition": "class"}, args.steps)
     model = aediff.load(run)
     labels = torch.arange(args.samples) % 10
     rows = {}
@@ -93,13 +107,13 @@ def class_section(args, judge: Judge) -> dict:
         save_image_grid(images[:100].reshape(10, 10, *images.shape[1:]).transpose(0, 1).reshape(100, *images.shape[1:]),
                         args.out.parent / f"conditioning_class_w{w:g}.png", nrow=10)
         log(f"class, guidance {w}: accuracy {rows[str(w)]['accuracy']:.3f}, FID {rows[str(w)]['fid']:.2f}")
-    steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
+    steps = steps_of(run)
     return {"run": str(run), "steps": steps, "guidance": rows}
 
 
 def text_section(args, judge: Judge, encoder: str) -> dict:
     run = train_run("diffusion", args.runs / f"text-{encoder}", "mnist5k", args.minutes,
-                    {"condition": "text", "text_encoder": encoder})
+                    {"condition": "text", "text_encoder": encoder}, args.steps)
     model = aediff.load(run)
     names = [str(d) for d in range(10)]
     templates, held_out = caption_templates(names), caption_templates(names, held_out=True)
@@ -119,7 +133,7 @@ def text_section(args, judge: Judge, encoder: str) -> dict:
         if name == "riddle ('the digit after six')":
             save_image_grid(images[:100].reshape(10, 10, *images.shape[1:]).transpose(0, 1).reshape(
                 100, *images.shape[1:]), args.out.parent / f"conditioning_text_{encoder}.png", nrow=10)
-    steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
+    steps = steps_of(run)
     return {"run": str(run), "steps": steps, "guidance": args.text_guidance, "prompts": rows}
 
 
@@ -137,7 +151,7 @@ def latent_section(args, judge: Judge) -> dict:
             start = time.perf_counter()
             images = sample_images(model, args.samples, seed=repeat + 1)
             seconds.append((time.perf_counter() - start) / args.samples)
-        steps = json.loads((Path(run) / "log.jsonl").read_text().splitlines()[-1])["step"]
+        steps = steps_of(run)
         denoiser_parameters = sum(p.numel() for k, p in model.named_parameters() if not k.startswith("autoencoder"))
         out[name] = {"run": str(run), "training_steps": steps, "sampler": model.config.sampler,
                      "sampling_steps": model.config.sampling_steps, **judge.score(images),
@@ -152,10 +166,11 @@ def emoji_section(args) -> dict:
     train_set = load_dataset("emoji", "train", resolution=32)
     test = load_dataset("emoji", "test", resolution=32)
     unseen = [c for c in UNSEEN_EMOJI_CAPTIONS if c not in set(train_set.captions)]
-    features_run = train_run("ae", args.runs / "emoji-ae", "emoji", args.ae_minutes,
+    emoji = DataConfig(spec="emoji", resolution=32)
+    features_run = train_run("ae", args.runs / "emoji-ae", emoji, args.ae_minutes,
                              {"bottleneck_dim": 64, "channels": (32, 64, 64)})
-    run = train_run("diffusion", args.runs / "emoji", "emoji", args.minutes,
-                    {"condition": "text", "channels": (32, 64, 64), "attention_resolutions": (8,)})
+    run = train_run("diffusion", args.runs / "emoji", emoji, args.minutes,
+                    {"condition": "text", "channels": (32, 64, 64), "attention_resolutions": (8,)}, args.steps)
     model, features = aediff.load(run), aediff.load(features_run)
     grid = sample_images(model, len(unseen) * 4, seed=0, prompts=[c for c in unseen for _ in range(4)],
                          guidance=args.text_guidance)
@@ -167,7 +182,7 @@ def emoji_section(args) -> dict:
                              reference_name="emoji:test").to_dict()
     reference = generation_score(train_set.batch(torch.arange(len(images)))["images"], features.encode, test,
                                  feature_extractor=f"ae:{features_run}", reference_name="emoji:test").to_dict()
-    steps = json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"]
+    steps = steps_of(run)
     log(f"emoji: FID {score['fid']:.2f} (train images against test: {reference['fid']:.2f})")
     return {"run": str(run), "steps": steps, "unseen_captions": unseen, "fid": score["fid"],
             "kid_mean": score["kid_mean"], "train_vs_test_fid": reference["fid"], "samples": len(images)}
@@ -176,6 +191,8 @@ def emoji_section(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget of each conditioned model")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train the conditioned models (class, text, emoji) for this many steps instead")
     parser.add_argument("--latent-minutes", type=float, default=10.0, help="latent diffusion's budget")
     parser.add_argument("--ae-minutes", type=float, default=3.0, help="the autoencoders' budget")
     parser.add_argument("--pixel-run", type=Path, default=Path("runs/bench-diffusion/aediff"))
@@ -212,7 +229,8 @@ def main() -> None:
 def write_markdown(results: dict, path: Path) -> None:
     s = results["settings"]
     machine = results["machine"]
-    lines = [f"Conditioned models: {s['minutes']} min of training each; latent diffusion {s['latent_minutes']} min; "
+    budget = f"{s['steps']} steps" if s.get("steps") else f"{s['minutes']} min"
+    lines = [f"Conditioned models: {budget} of training each (batch 64); latent diffusion {s['latent_minutes']} min; "
              f"{s['samples']} samples; torch {machine['torch']}, {machine['threads']} threads.", ""]
     if "class" in results:
         lines += ["Class conditioning (100 samples per digit):", "",

@@ -49,8 +49,7 @@ class UNet(nn.Module):
         c = config
         self.embed_noise = TimestepEmbedding(c.channels[0], c.embedding_dim)
         if c.num_classes:
-            self.embed_class = nn.Embedding(c.num_classes + 1, c.embedding_dim)
-            nn.init.zeros_(self.embed_class.weight)  # start as the unconditional model
+            self.embed_class = nn.Embedding(c.num_classes + 1, c.embedding_dim)  # N(0, 1) init, as in ADM
         if c.context_dim:
             self.embed_pooled = nn.Sequential(nn.Linear(c.context_dim, c.embedding_dim), nn.SiLU(),
                                               nn.Linear(c.embedding_dim, c.embedding_dim))
