@@ -87,6 +87,8 @@ def test_wrong_conditions_are_refused_clearly():
         plain.sample(2, class_labels=1)
     with pytest.raises(ConfigError, match="not text-conditioned"):
         plain.sample(2, prompts="a seven")
+    with pytest.raises(ConfigError, match="needs a conditioned model"):
+        plain.sample(2, guidance=3.0)
     classes = build_model("diffusion", {**TINY, "condition": "class", "num_classes": 4})
     with pytest.raises(ConfigError, match=r"class labels in \[0, 3\]"):
         classes.sample(2, class_labels=7)

@@ -180,6 +180,9 @@ class DiffusionModel(nn.Module):
         """The denoiser D(x, sigma) the samplers walk, for n images: conditional, and with classifier-free
         guidance (Ho & Salimans 2022) D = D_neg + w (D_cond - D_neg) when w != 1, where D_neg is the null
         condition unless a negative class / prompt is given. Guidance evaluates both in one batched call."""
+        if self.config.condition == "none" and guidance not in (None, 1):
+            raise ConfigError(f"guidance {guidance} needs a conditioned model (this one has condition='none'); "
+                              "train one with --condition class or --condition text")
         w = self.config.guidance if guidance is None else guidance
         condition = self.condition_inputs(n, class_labels, prompts)
         if not condition or (w == 1 and negative_class is None and negative_prompt is None):
