@@ -166,14 +166,14 @@ def test_latent_diffusion_trains_in_the_autoencoders_latent_space(spatial_ae, tm
     config = json.loads((result.run_dir / "config.json").read_text())["model"]
     assert config["image_channels"] == 2 and config["image_size"] == 4  # the latent's shape, not the images'
     assert config["autoencoder_family"] == "ae" and config["latent_scale"] > 0
-    autoencoder = aediff.load(spatial_ae)
+    autoencoder = aediff.load(spatial_ae, device="cpu")
     z = autoencoder.encode(torch.cat([b["images"] for b in [aediff.data.load_dataset("digits", "train").batch(
         torch.arange(512))]])).detach()
     assert abs(z.std().item() * config["latent_scale"] - 1) < 0.1  # unit variance on the training data
     shutil.rmtree(spatial_ae.parent / "moved", ignore_errors=True)
     shutil.move(str(spatial_ae), spatial_ae.parent / "moved")  # the run folder alone rebuilds the pipeline
     try:
-        model = aediff.load(result.run_dir)
+        model = aediff.load(result.run_dir, device="cpu")
         images = model.sample(3, torch.Generator().manual_seed(0), class_labels=[1, 2, 3], guidance=2)
         assert images.shape == (3, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
         for name, p in model.autoencoder.state_dict().items():

@@ -50,8 +50,8 @@ def test_load_rebuilds_the_model_from_its_folder_without_unpickling(tmp_path, mo
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
-    model = aediff.load(tmp_path / "vae", weights="model")
-    ema = aediff.load(tmp_path / "vae")
+    model = aediff.load(tmp_path / "vae", weights="model", device="cpu")
+    ema = aediff.load(tmp_path / "vae", device="cpu")
     x = digits_test.batch(torch.arange(4))["images"]
     stored = weights(tmp_path / "vae" / "model.safetensors")
     assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
@@ -85,7 +85,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, famil
         a, b = weights(tmp_path / "full" / name), weights(tmp_path / "part" / name)
         assert a.keys() == b.keys()
         for key in a:
-            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), (name, key)
+            # cuDNN's convolution backward is not bitwise reproducible, so on CUDA the runs agree to rounding.
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4 if torch.cuda.is_available() else 1e-6), \
+                (name, key)
 
 
 def test_resume_can_extend_a_finished_run(tmp_path):
@@ -110,7 +112,7 @@ def test_a_crash_before_the_commit_point_keeps_the_last_checkpoint(tmp_path, mon
         runs.write_files_atomically(run, {runs.MODEL_FILE: b"garbage", runs.STATE_FILE: b"{}"})
     monkeypatch.setattr(os, "replace", real_replace)
     assert list(run.glob("*.tmp"))  # debris of the interrupted write ...
-    model = aediff.load(run, weights="model")  # ... is discarded on open
+    model = aediff.load(run, weights="model", device="cpu")  # ... is discarded on open
     assert not list(run.glob("*.tmp"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

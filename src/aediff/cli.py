@@ -243,7 +243,7 @@ def sample(
         npz, out = out, out.with_suffix(".png")
     save_image_grid(images[:256], out)
     if npz is not None:
-        np.savez_compressed(npz, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
+        np.savez_compressed(npz, images=to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
     console.print(f"{n} samples -> {out}" + (f" and {npz}" if npz else ""))
 
 
