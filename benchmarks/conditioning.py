@@ -37,7 +37,7 @@ from aediff.evaluation import generation_score, sample_images
 from aediff.training import DataConfig, train
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-UNSEEN_EMOJI_CAPTIONS = ["red heart with a smile", "blue car", "green apple", "smiling sun", "yellow star face",
+UNSEEN_EMOJI_CAPTIONS = ["red heart with a smile", "blue car", "pink robot", "smiling sun", "yellow star face",
                          "cat with glasses", "purple flower", "crying moon", "orange fish", "black umbrella"]
 
 

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.spatial
 import torch
 
 from aediff.errors import ConfigError
@@ -26,6 +27,7 @@ from aediff.metrics import (
     kernel_inception_distance,
     logmeanexp,
     mse,
+    precision_recall,
     psnr,
     score_features,
     ssim,
@@ -265,12 +267,54 @@ def test_score_features_record():
         "num_samples",
         "num_reference",
         "reference",
+        "precision",
+        "recall",
+        "pr_k",
     }
+    assert (d["precision"], d["recall"]) == pytest.approx(precision_recall(a, b, k=3)) and d["pr_k"] == 3
     assert (d["num_samples"], d["num_reference"]) == (80, 90)
     assert d["reference"] == "mnist5k:test" and d["feature_extractor"] == "classifier:mnist"
     assert json.loads(json.dumps(d)) == d
     with pytest.raises(ConfigError, match="NaN"):
         score_features(a * np.nan, b, feature_extractor="x", reference="y")
+
+
+def _modes(n_per_mode: int, modes: list[int], rng: np.random.Generator) -> np.ndarray:
+    """Points around the corners of a 4-d cube scaled far apart (mode i at 20 * e_i), std 1."""
+    centres = 20.0 * np.eye(4)
+    return np.concatenate([centres[m] + rng.normal(size=(n_per_mode, 4)) for m in modes])
+
+
+def test_precision_recall_of_identical_disjoint_and_half_covering_sets():
+    rng = np.random.default_rng(0)
+    reference = _modes(200, [0, 1, 2, 3], rng)
+    assert precision_recall(reference, reference) == (1.0, 1.0)
+    assert precision_recall(torch.from_numpy(reference) + 1000.0, reference) == (0.0, 0.0)
+    # Samples from two of the four modes: realistic (high precision) but covering half the data.
+    half = _modes(400, [0, 1], rng)
+    precision, recall = precision_recall(half, reference, k=3)
+    assert precision > 0.9 and abs(recall - 0.5) < 0.06
+    # The roles are not symmetric: swapped, the reference covers all of the samples' manifold.
+    assert precision_recall(reference, half)[1] > 0.9
+
+
+def test_precision_recall_matches_a_direct_computation_and_is_chunked(monkeypatch):
+    import aediff.metrics.features as features
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(70, 5)), rng.normal(size=(50, 5)) + 0.5
+    k = 4
+    radius_a = np.sort(scipy.spatial.distance.cdist(a, a), axis=1)[:, k]
+    radius_b = np.sort(scipy.spatial.distance.cdist(b, b), axis=1)[:, k]
+    d_ab = scipy.spatial.distance.cdist(a, b)
+    expected = ((d_ab <= radius_b[None]).any(1).mean(), (d_ab.T <= radius_a[None]).any(1).mean())
+    assert precision_recall(a, b, k=k) == pytest.approx(expected)
+    monkeypatch.setattr(features, "_PR_CHUNK_ROWS", 7)  # blocks of rows give the same answer
+    assert precision_recall(a, b, k=k) == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="at least 5"):
+        precision_recall(a[:4], b, k=4)
+    # score_features lowers k for tiny sets and records it
+    assert score_features(a[:3], b, feature_extractor="x", reference="y", kid_subsets=2).pr_k == 2
 
 
 def test_extract_features_batches_without_grad():

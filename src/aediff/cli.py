@@ -371,6 +371,99 @@ def score(
     _print_json(f"samples of {run}", result.to_dict())
 
 
+@app.command()
+def compare(
+    data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
+    budget: Annotated[str, typer.Option(help="training budget of EACH model: 90s, 10m, 1h")] = "10m",
+    out: Annotated[Path, typer.Option(help="report folder (report.html, metrics.json, tables/, figures/)")] = Path(
+        "reports/compare"),
+    runs: Annotated[list[str] | None, typer.Option(help="reuse a trained run instead of training it: NAME=RUN "
+                                                   "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.1, "
+                                                   "dae-0.3, dae-0.75, diffusion, diffusion-noskip, "
+                                                   "ae-spatial, latent-diffusion)")] = None,
+    samples: Annotated[int, typer.Option(min=20, help="samples per model for FID / KID / precision / recall")] = 1000,
+    limit: Annotated[int, typer.Option(min=10, help="test images for denoising, likelihood and probes")] = 500,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="also stop each model after this many steps")] = None,
+    seed: SeedOpt = 0,
+    progress: Annotated[bool, typer.Option(help="show the progress display")] = True,
+) -> None:
+    """Train the whole family under the same budget each, evaluate them with one protocol, and write a
+    report whose sections each test a claim about autoencoders and diffusion models."""
+    from aediff.reports.compare import CompareConfig, compare_plan, parse_budget, parse_runs, run_compare
+
+    config = CompareConfig(data=data, budget_minutes=parse_budget(budget), samples=samples, limit=limit,
+                           max_steps=max_steps, seed=seed, runs=parse_runs(runs or []))
+    trained = len([p for p in compare_plan(config) if p.name not in config.runs])
+    console.print(f"training {trained} models for {config.budget_minutes:g} min each (about "
+                  f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html")
+    results = run_compare(config, out, progress=progress)
+    table = Table("section", "claim", "verdict")
+    for key, v in results["verdicts"].items():
+        table.add_row(key, v["claim"], v["verdict"])
+    console.print(table)
+    console.print(f"report: {results['meta']['report']}")
+
+
+def _metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) rows of ``evaluate_model``'s result for the summary table: the scalars of each
+    section, and one row per denoising level."""
+    def show(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    rows = [("family", str(result["family"])), ("parameters", f"{result['parameters']:,}")]
+    for section, values in result.items():
+        if section == "denoising":
+            for row in values:
+                steps = f", {row['steps']} steps" if row["steps"] > 1 else ""
+                rows.append((f"denoising {row['corruption']}{steps}", f"PSNR {row['psnr']:.2f} dB (noisy "
+                             f"{row['psnr_noisy']:.2f}), SSIM {row['ssim']:.3f}"))
+        elif isinstance(values, dict) and section not in ("data", "settings", "skipped"):
+            rows += [(f"{section} {key}", show(value)) for key, value in values.items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed"]
+    rows += [(f"skipped {section}", reason) for section, reason in result.get("skipped", {}).items()]
+    return rows
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    classifier: Annotated[Path | None, typer.Option(help="run folder of `aediff train classifier`: its features "
+                                                     "score samples (FID, KID, precision, recall)")] = None,
+    samples: Annotated[int, typer.Option(min=2, help="samples to score")] = 1000,
+    limit: Annotated[int | None, typer.Option(min=1, help="test images per protocol (default: the whole split)")
+                     ] = None,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="JSON file for every number")] = Path("metrics.json"),
+) -> None:
+    """Every evaluation that applies to the model: reconstruction, denoising sweep, likelihood, latent
+    probes, FID / KID / precision / recall (with --classifier), class accuracy of conditioned samples,
+    speed. Prints a summary table and writes all numbers to --out."""
+    from aediff.config import config_from_dict
+    from aediff.evaluation import evaluate_model
+    from aediff.training import DataConfig, load_data
+
+    model = _load(run)
+    # A latent diffusion model's config holds its latent's shape; the images are its autoencoder's.
+    images_of = getattr(model, "autoencoder", model)
+    config = config_from_dict(DataConfig, model.run_config.get("data") or {})
+    if data is not None:
+        config = DataConfig(spec=data, resolution=images_of.config.image_size,
+                            channels=images_of.config.image_channels)
+    test, train_split = load_data(config, split), load_data(config, "train")
+    _check_shape(images_of, test)
+    result = evaluate_model(model, train_split, test, classifier=_load(classifier) if classifier else None,
+                            samples=samples, seed=seed, limit=limit, test_split=split)
+    result["run"] = str(run)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    table = Table("metric", "value", title=escape(f"{run} on {result['data']['reference']}"))
+    for name, value in _metric_rows(result):
+        table.add_row(escape(name), escape(value))
+    console.print(table)
+    console.print(f"all numbers -> {out}")
+
+
 def main() -> None:
     """Entry point: user errors print one message (no stack trace) and exit with status 2."""
     try:

@@ -1,269 +1,52 @@
 """Evaluation protocols: the metrics of ``aediff.metrics`` applied to models and datasets, one way each.
 
 Every protocol takes a model, a dataset (``aediff.data.ImageDataset``) and a seed, works in batches on the
-model's device, and returns a JSON-able dict that records what was measured and on what.
+model's device, and returns a JSON-able dict (or plain arrays) that records what was measured and on what.
+
+- :mod:`~aediff.evaluation.protocols`: reconstruction, denoising at one corruption, likelihoods (VAE,
+  diffusion), samples and their FID / KID / precision / recall, classifier accuracy; batching helpers.
+- :mod:`~aediff.evaluation.denoising`: ``denoising_sweep`` over noise levels and masking rates.
+- :mod:`~aediff.evaluation.latents`: codes, 2-D maps (PCA / UMAP), kNN and linear probes, interpolations.
+- :mod:`~aediff.evaluation.spectra`: high-frequency share of images; a diffusion model's x0 estimates by sigma.
+- :mod:`~aediff.evaluation.diagnostics`: per-block gradient norms of the training loss.
+- :mod:`~aediff.evaluation.speed`: sampling speed with network evaluations per image; training throughput.
+- :mod:`~aediff.evaluation.suite`: ``evaluate_model``, everything that applies to a model (`aediff eval`).
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import torch
-from torch import nn
-
-from aediff.metrics import (
-    FeatureScore,
-    bits_per_dim,
-    continuous_nll_to_discrete_bpd,
-    extract_features,
-    mse,
-    psnr,
-    score_features,
-    ssim,
+from aediff.evaluation.denoising import denoising_sweep
+from aediff.evaluation.diagnostics import gradient_norms, network_blocks
+from aediff.evaluation.latents import (
+    interpolation_grid,
+    knn_accuracy,
+    latent_codes,
+    latent_map,
+    latent_space_metrics,
+    linear_probe_accuracy,
+    umap_available,
 )
-from aediff.models.corruptions import Corruption
+from aediff.evaluation.protocols import (
+    classifier_accuracy,
+    denoising_metrics,
+    dequantize,
+    diffusion_nll,
+    discretized_gaussian_log_likelihood,
+    generation_score,
+    iterate_images,
+    model_device,
+    reconstruction_metrics,
+    sample_images,
+    sampling_trajectory,
+    vae_likelihood,
+)
+from aediff.evaluation.spectra import high_frequency_share, predicted_x0_sweep, radial_frequency
+from aediff.evaluation.speed import sampling_speed, training_speed
+from aediff.evaluation.suite import conditional_accuracy, evaluate_model, json_safe
 
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def iterate_images(dataset: Any, batch_size: int = 256, device: torch.device | str = "cpu",
-                   limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Batches of ``dataset`` in order (first ``limit`` images), tensors moved to ``device``."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    for start in range(0, n, batch_size):
-        batch = dataset.batch(torch.arange(start, min(start + batch_size, n)))
-        yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _image_quality(clean: torch.Tensor, estimate: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"mse": mse(estimate, clean), "psnr": psnr(estimate, clean), "ssim": ssim(estimate, clean)}
-
-
-def _summarise(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    """Mean of each per-image metric (PSNR of a perfect image is +inf: clamped at 100 dB)."""
-    out = {}
-    for key, values in per_image.items():
-        v = torch.cat(values).double()
-        if key.startswith("psnr"):
-            v = v.clamp(max=100.0)
-        out[key] = float(v.mean())
-    return out
-
-
-@torch.no_grad()
-def reconstruction_metrics(model: nn.Module, dataset: Any, batch_size: int = 256,
-                           limit: int | None = None) -> dict[str, Any]:
-    """MSE, PSNR (dB) and SSIM of ``model.reconstruct(x)`` against x, averaged over images."""
-    model.eval()
-    per_image: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
-    for batch in iterate_images(dataset, batch_size, model_device(model), limit):
-        x = batch["images"]
-        for key, value in _image_quality(x, model.reconstruct(x)).items():
-            per_image[key].append(value.cpu())
-    return {**_summarise(per_image), "num_images": sum(len(v) for v in per_image["mse"])}
-
-
-@torch.no_grad()
-def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corruption, seed: int = 0,
-                      batch_size: int = 256, limit: int | None = None, steps: int = 1) -> dict[str, Any]:
-    """Corrupt each image (seeded), denoise it with ``model.denoise``; quality of the noisy input and of
-    the output, both against the clean image. Keys: psnr_noisy, psnr, ssim_noisy, ssim, mse.
-
-    Models that take the noise level (diffusion) are told the Gaussian sigma, and denoise in ``steps``."""
-    corruption = Corruption.parse(corruption) if isinstance(corruption, str) else corruption
-    sigma = corruption.low if corruption.kind == "gaussian" and corruption.low == corruption.high else None
-    model.eval()
-    device = model_device(model)
-    generator = torch.Generator(device).manual_seed(seed)
-    per_image: dict[str, list[torch.Tensor]] = {"psnr_noisy": [], "ssim_noisy": [], "mse": [], "psnr": [],
-                                                "ssim": []}
-    for batch in iterate_images(dataset, batch_size, device, limit):
-        x = batch["images"]
-        noisy = corruption(x, generator)
-        per_image["psnr_noisy"].append(psnr(noisy.clamp(-1, 1), x).cpu())
-        per_image["ssim_noisy"].append(ssim(noisy.clamp(-1, 1), x).cpu())
-        for key, value in _image_quality(x, model.denoise(noisy, sigma=sigma, steps=steps)).items():
-            per_image[key].append(value.cpu())
-    return {**_summarise(per_image), "corruption": corruption.spec, "steps": steps,
-            "num_images": sum(len(v) for v in per_image["mse"])}
-
-
-def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform dequantization of 8-bit images: x = k / 127.5 - 1 -> (k + u) / 128 - 1, u ~ U[0, 1).
-
-    The result lies in [-1, 1); a continuous density on it bounds the discrete likelihood
-    (``aediff.metrics.continuous_nll_to_discrete_bpd``). Theis et al. 2016; Ho et al. 2020 use the same.
-    """
-    k = torch.round((x + 1) * 127.5)
-    u = torch.rand(x.shape, device=x.device, generator=generator)
-    return (k + u) / 128 - 1
-
-
-@torch.no_grad()
-def vae_likelihood(model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, batch_size: int = 100,
-                   limit: int | None = None) -> dict[str, Any]:
-    """Test-set ELBO and IWAE (k samples) negative log-likelihood of a VAE, in nats and bits/dim.
-
-    Bernoulli VAEs are scored on images binarized once with ``seed`` (fixed across models); Gaussian
-    VAEs on uniformly dequantized 8-bit images, with the discrete bound in bits/dim.
-    """
-    model.eval()
-    device = model_device(model)
-    generator = torch.Generator(device).manual_seed(seed)
-    torch.manual_seed(seed)  # the reparameterization noise inside the model
-    elbos, iwaes = [], []
-    dims = None
-    for batch in iterate_images(dataset, batch_size, device, limit):
-        x = batch["images"]
-        if model.config.likelihood == "bernoulli":
-            x = model.prepare_input(x, generator)
-        else:
-            x = dequantize(x, generator)
-        dims = x[0].numel()
-        elbos.append(model.elbo(x).cpu().double())
-        iwaes.append(model.iwae_log_likelihood(x, k=k).cpu().double())
-    nll_elbo, nll_iwae = -torch.cat(elbos).mean().item(), -torch.cat(iwaes).mean().item()
-    if model.config.likelihood == "bernoulli":
-        bpd_elbo, bpd_iwae = bits_per_dim(nll_elbo, dims), bits_per_dim(nll_iwae, dims)
-        data = "dynamically binarized (fixed seed)"
-    else:
-        bpd_elbo = continuous_nll_to_discrete_bpd(nll_elbo, dims)
-        bpd_iwae = continuous_nll_to_discrete_bpd(nll_iwae, dims)
-        data = "8-bit, uniformly dequantized"
-    return {"nll_elbo_nats": nll_elbo, "nll_iwae_nats": nll_iwae, "elbo_bits_per_dim": bpd_elbo,
-            "iwae_bits_per_dim": bpd_iwae, "iwae_k": k, "likelihood": model.config.likelihood, "data": data,
-            "num_images": len(torch.cat(elbos)), "seed": seed}
-
-
-@torch.no_grad()
-def sample_images(model: nn.Module, n: int, seed: int = 0, batch_size: int = 250, **options: Any) -> torch.Tensor:
-    """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``.
-    ``options`` go to ``model.sample`` (a diffusion model's sampler, steps, eta, guidance, ...); per-image
-    ``class_labels`` / ``prompts`` (n of them) are split with the batches."""
-    model.eval()
-    generator = torch.Generator(model_device(model)).manual_seed(seed)
-    per_image = {k: v for k, v in options.items()
-                 if k in ("class_labels", "prompts") and not isinstance(v, (int, str)) and v is not None
-                 and len(v) == n and n > 1}
-    chunks = []
-    for i in range(0, n, batch_size):
-        size = min(batch_size, n - i)
-        chunk_options = {**options, **{k: v[i:i + size] for k, v in per_image.items()}}
-        chunks.append(model.sample(size, generator=generator, **chunk_options).cpu())
-    return torch.cat(chunks)
-
-
-@torch.no_grad()
-def sampling_trajectory(model: nn.Module, n: int = 4, seed: int = 0, frames: int = 8, **options: Any
-                        ) -> tuple[torch.Tensor, int]:
-    """A diffusion model's sampling path: for each of ``n`` samples, a row of x_t (scaled to unit variance
-    for display) and a row of the predicted x0, at ``frames`` evenly spread steps, ending with the sample.
-
-    Returns (images [2 * n * columns, C, S, S] in [-1, 1] in row order, columns).
-    """
-    model.eval()
-    seen: list[dict[str, Any]] = []
-    final = model.sample(n, torch.Generator(model_device(model)).manual_seed(seed), callback=seen.append, **options)
-    picks = torch.linspace(0, len(seen) - 1, min(frames, len(seen))).round().long().unique().tolist()
-    show = model.output_images  # pixels are shown as they are, latents decoded
-    noisy = [show(seen[i]["x"] / (1 + seen[i]["sigma"] ** 2) ** 0.5).cpu() for i in picks] + [final.cpu()]
-    clean = [show(seen[i]["denoised"]).cpu() for i in picks] + [final.cpu()]
-    rows = []
-    for k in range(n):
-        rows += [torch.stack([f[k] for f in noisy]), torch.stack([f[k] for f in clean])]
-    return torch.cat(rows), len(picks) + 1
-
-
-@torch.no_grad()
-def classifier_accuracy(classifier: nn.Module, dataset: Any, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``classifier.logits`` on a labelled dataset."""
-    classifier.eval()
-    correct = total = 0
-    for batch in iterate_images(dataset, batch_size, model_device(classifier)):
-        correct += int((classifier.logits(batch["images"]).argmax(1) == batch["labels"]).sum())
-        total += len(batch["labels"])
-    return correct / max(total, 1)
-
-
-def generation_score(images: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor], reference: Any, *,
-                     feature_extractor: str, reference_name: str, seed: int = 0) -> FeatureScore:
-    """FID and KID of ``images`` against the ``reference`` dataset in the space of ``features``
-    (e.g. a trained classifier's ``features`` method, or ``aediff.metrics.inception_extractor()``).
-
-    The returned record names the feature extractor, the sample count and the reference split.
-    """
-    owner = getattr(features, "__self__", None)
-    device = model_device(owner) if isinstance(owner, nn.Module) else torch.device("cpu")
-    reference_images = torch.cat([b["images"].cpu() for b in iterate_images(reference)])
-    sample_feats = extract_features(features, images.to(device))
-    reference_feats = extract_features(features, reference_images.to(device))
-    return score_features(sample_feats, reference_feats, feature_extractor=feature_extractor,
-                          reference=reference_name, kid_subset_size=min(1000, len(images), len(reference)),
-                          seed=seed)
-
-
-def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1 + torch.erf(x / 2**0.5))
-
-
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log P(x) per image [N] for 8-bit x in [-1, 1] under N(mean, std^2) integrated over each pixel's bin
-    (width 2/255; the end bins extend to infinity): DDPM's decoder p(x0 | x1), Ho et al. 2020 eq. 13."""
-    half_bin = 1 / 255
-    inv_std = torch.exp(-log_std)
-    upper = torch.where(x > 0.999, torch.ones_like(x), _normal_cdf((x - mean + half_bin) * inv_std))
-    lower = torch.where(x < -0.999, torch.zeros_like(x), _normal_cdf((x - mean - half_bin) * inv_std))
-    return (upper - lower).clamp_min(1e-12).log().flatten(1).sum(1)
-
-
-@torch.no_grad()
-def diffusion_nll(model: nn.Module, dataset: Any, timesteps_per_image: int = 32, seed: int = 0,
-                  batch_size: int = 100, limit: int | None = None) -> dict[str, Any]:
-    """The variational bound on the negative log-likelihood of 8-bit test images, in nats and bits/dim
-    (Ho et al. 2020, eq. 5), for any denoiser: L_T + sum_{t>=2} KL(q(x_{t-1}|x_t, x0) || p(x_{t-1}|x_t)) + L_0.
-
-    The chain is the model's discrete schedule (for a continuous-time model: DDPM's linear one, T=1000);
-    p(x_{t-1}|x_t) has the posterior mean at the model's x0 estimate and DDPM's "fixed small" variance, and
-    L_0 is the discretized Gaussian decoder. The sum over t is estimated without bias from
-    ``timesteps_per_image`` uniformly drawn t per image (Nichol & Dhariwal 2021 sum all T; same expectation).
-    """
-    model.eval()
-    device = model_device(model)
-    schedule = model.schedule if model.schedule.discrete else type(model.schedule)("linear")
-    abar = schedule.alphas_cumprod.to(device)
-    sigmas = schedule.sigmas.to(device)
-    T = len(abar)
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    beta = 1 - abar / abar_prev
-    posterior_var = beta * (1 - abar_prev) / (1 - abar)
-    coef_x0 = abar_prev.sqrt() * beta / (1 - abar)
-    generator = torch.Generator(device).manual_seed(seed)
-    totals = []
-    for batch in iterate_images(dataset, batch_size, device, limit):
-        x0 = batch["images"].double()
-        n, dims = len(x0), x0[0].numel()
-        # L_T: KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)).
-        mean_T, var_T = abar[-1].sqrt() * x0, 1 - abar[-1]
-        prior = 0.5 * (var_T + mean_T**2 - 1 - var_T.log()).flatten(1).sum(1)
-        # sum_{t=2..T} L_{t-1} ~ (T - 1) * mean over drawn t of coef_x0^2 ||x0 - x0_hat||^2 / (2 var).
-        middle = torch.zeros(n, dtype=torch.float64, device=device)
-        for _ in range(timesteps_per_image):
-            t = torch.randint(1, T, (n,), device=device, generator=generator)  # index 1..T-1 = steps 2..T
-            sigma = sigmas[t]
-            x_t = x0 + sigma[:, None, None, None] * torch.randn(x0.shape, device=device, generator=generator,
-                                                               dtype=x0.dtype)
-            x0_hat = model.denoiser(x_t.float(), sigma.float()).double()
-            kl = (coef_x0[t] ** 2 / (2 * posterior_var[t]))[:, None] * (x0 - x0_hat).pow(2).flatten(1)
-            middle += (T - 1) * kl.sum(1) / timesteps_per_image
-        # L_0: the decoder at t = 1, with improved DDPM's clipped log-variance (that of step 2).
-        x_1 = x0 + sigmas[0] * torch.randn(x0.shape, device=device, generator=generator, dtype=x0.dtype)
-        x0_hat = model.denoiser(x_1.float(), sigmas[0].expand(n).float()).double()
-        decoder = -discretized_gaussian_log_likelihood(x0, x0_hat, 0.5 * posterior_var[1].log())
-        totals.append((prior + middle + decoder).cpu())
-    nll = torch.cat(totals)
-    return {"nll_nats": float(nll.mean()), "bits_per_dim": float(bits_per_dim(nll.mean(), dims)),
-            "chain": f"{schedule.kind}, T={T}", "timesteps_per_image": timesteps_per_image,
-            "num_images": len(nll), "data": "8-bit, discretized decoder", "seed": seed}
+__all__ = [
+    "classifier_accuracy", "conditional_accuracy", "denoising_metrics", "denoising_sweep", "dequantize",
+    "diffusion_nll", "discretized_gaussian_log_likelihood", "evaluate_model", "generation_score", "gradient_norms",
+    "high_frequency_share", "interpolation_grid", "iterate_images", "json_safe", "knn_accuracy", "latent_codes",
+    "latent_map", "latent_space_metrics", "linear_probe_accuracy", "model_device", "network_blocks",
+    "predicted_x0_sweep", "radial_frequency", "reconstruction_metrics", "sample_images", "sampling_speed",
+    "sampling_trajectory", "training_speed", "umap_available", "vae_likelihood",
+]

@@ -2,7 +2,8 @@
 
 - :mod:`aediff.metrics.image`: ``mse``, ``psnr``, ``ssim`` (per image, images ``[N, C, H, W]`` in [-1, 1]).
 - :mod:`aediff.metrics.features`: ``frechet_distance`` (FID), ``kernel_inception_distance`` (KID),
-  ``score_features`` / ``FeatureScore``, ``extract_features``, ``inception_extractor``.
+  ``precision_recall`` (improved precision and recall), ``score_features`` / ``FeatureScore``,
+  ``extract_features``, ``inception_extractor``.
 - :mod:`aediff.metrics.likelihood`: ``bits_per_dim``, ``continuous_nll_to_discrete_bpd``,
   ``dequantization_offset_bits``, ``logmeanexp``.
 """
@@ -16,6 +17,7 @@ from aediff.metrics.features import (
     frechet_distance,
     inception_extractor,
     kernel_inception_distance,
+    precision_recall,
     score_features,
 )
 from aediff.metrics.image import mse, psnr, ssim
@@ -40,6 +42,7 @@ __all__ = [
     "kernel_inception_distance",
     "logmeanexp",
     "mse",
+    "precision_recall",
     "psnr",
     "score_features",
     "ssim",

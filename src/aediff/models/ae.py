@@ -118,7 +118,8 @@ class Autoencoder(nn.Module):
         mean = latents.mean(0)
         cov = torch.cov(latents.T).reshape(mean.numel(), mean.numel())
         # A little jitter keeps the Cholesky factor defined when the latents span fewer dimensions.
-        cov = cov + 1e-5 * cov.diagonal().mean().clamp_min(1e-8) * torch.eye(len(mean), dtype=cov.dtype, device=cov.device)
+        jitter = 1e-5 * cov.diagonal().mean().clamp_min(1e-8)
+        cov = cov + jitter * torch.eye(len(mean), dtype=cov.dtype, device=cov.device)
         self.prior_mean.copy_(mean.float())
         self.prior_scale_tril.copy_(torch.linalg.cholesky(cov).float())
         self.prior_fitted.fill_(True)

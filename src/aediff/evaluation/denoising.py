@@ -1,0 +1,50 @@
+"""Denoising across noise levels: one table of ``denoising_metrics`` rows that every family can fill in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from aediff.evaluation.protocols import denoising_metrics
+from aediff.models.diffusion import DiffusionModel
+from aediff.models.latent_diffusion import LatentDiffusionModel
+
+
+def denoising_sweep(model: nn.Module, dataset: Any,
+                    sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+                    mask_probabilities: Sequence[float] = (0.1, 0.3, 0.5, 0.7), steps: Sequence[int] = (1,),
+                    seed: int = 0, limit: int | None = None, batch_size: int = 256) -> list[dict[str, Any]]:
+    """``denoising_metrics`` at every Gaussian sigma and masking probability, one row per (corruption, steps).
+
+    Row keys: corruption (spec, e.g. "gaussian:0.1", "mask:0.3"), kind ("gaussian" / "mask"), level (sigma
+    in [-1, 1] pixel units, or the share of pixels masked), steps, psnr, psnr_noisy (dB), ssim, ssim_noisy,
+    mse, num_images. Every level is corrupted with the same ``seed``, so every model sees the same noisy
+    images at a level.
+
+    What applies to which family:
+    - AE / VAE / DAE (anything but a diffusion model): ``denoise`` is the reconstruction, which ignores
+      the step count: one row per corruption, steps = 1, whatever ``steps`` says.
+    - pixel diffusion: Gaussian rows for every value in ``steps`` (told the sigma); no masking rows, since
+      a diffusion model removes Gaussian noise of a known level, not masks.
+    - latent diffusion: no rows (it denoises latents, not pixels): returns [].
+    """
+    if isinstance(model, LatentDiffusionModel):
+        return []
+    is_diffusion = isinstance(model, DiffusionModel)
+    step_counts = list(dict.fromkeys(int(s) for s in steps)) if is_diffusion else [1]
+    corruptions = [("gaussian", float(sigma)) for sigma in sigmas]
+    if not is_diffusion:
+        corruptions += [("mask", float(p)) for p in mask_probabilities]
+    rows = []
+    for kind, level in corruptions:
+        spec = f"{kind}:{level:g}"
+        for count in step_counts if kind == "gaussian" else [1]:
+            result = denoising_metrics(model, dataset, spec, seed=seed, batch_size=batch_size, limit=limit,
+                                       steps=count)
+            rows.append({"corruption": result["corruption"], "kind": kind, "level": level, "steps": count,
+                         "psnr": result["psnr"], "psnr_noisy": result["psnr_noisy"], "ssim": result["ssim"],
+                         "ssim_noisy": result["ssim_noisy"], "mse": result["mse"],
+                         "num_images": result["num_images"]})
+    return rows

@@ -1,0 +1,170 @@
+"""The latent space of an autoencoder (AE, VAE, DAE): codes, 2-D maps, probes and interpolations.
+
+A code is ``model.encode(x)`` flattened to a vector (a VAE's posterior mean; a spatial latent
+[C, s, s] becomes C * s * s numbers). Probes measure how much of the label a code carries in a form
+that simple classifiers can read: k nearest neighbours (local structure) and a linear classifier
+(linear separability), both on standardized codes fitted on training codes only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from aediff.errors import ConfigError
+from aediff.evaluation.protocols import iterate_images, model_device
+from aediff.models.corruptions import Corruption
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _numpy(values: ArrayLike) -> np.ndarray:
+    return values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+
+
+@torch.no_grad()
+def latent_codes(model: nn.Module, dataset: Any, limit: int | None = None, corruption: str | Corruption | None = None,
+                 seed: int = 0, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the first ``limit`` images of ``dataset``: (codes [N, D] float32, labels [N] int64).
+
+    ``corruption`` (a spec like "gaussian:0.3", or a ``Corruption``) corrupts the inputs first, drawn
+    from a generator seeded with ``seed``. Labels are -1 when the dataset has none.
+    """
+    if corruption is not None and isinstance(corruption, str):
+        corruption = Corruption.parse(corruption)
+    model.eval()
+    device = model_device(model)
+    generator = torch.Generator(device).manual_seed(seed)
+    codes, labels = [], []
+    for batch in iterate_images(dataset, batch_size, device, limit):
+        x = batch["images"]
+        if corruption is not None:
+            x = corruption(x, generator)
+        codes.append(model.encode(x).flatten(1).float().cpu())
+        labels.append(batch["labels"].cpu() if "labels" in batch else torch.full((len(x),), -1))
+    return torch.cat(codes).numpy(), torch.cat(labels).long().numpy()
+
+
+def umap_available() -> bool:
+    """Whether umap-learn can be imported (``latent_map(method="umap")`` needs it)."""
+    return importlib.util.find_spec("umap") is not None
+
+
+def latent_map(codes: ArrayLike, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D coordinates [N, 2] float32 of codes [N, D], for a scatter plot.
+
+    method: "pca" (the two leading principal components; scikit-learn) or "umap" (McInnes et al. 2018;
+    needs umap-learn, an optional dependency).
+    """
+    x = _numpy(codes).astype(np.float64).reshape(len(codes), -1)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        if x.shape[1] < 2:  # a 1-d code: the second coordinate is 0
+            x = np.concatenate([x, np.zeros((len(x), 2 - x.shape[1]))], axis=1)
+        return PCA(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
+    if method == "umap":
+        if not umap_available():
+            raise ConfigError("latent_map(method='umap') needs umap-learn: `pip install umap-learn` "
+                              "(or use method='pca')")
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
+    raise ConfigError(f"unknown latent map method {method!r}; use 'pca' or 'umap'")
+
+
+def knn_accuracy(train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike, test_labels: ArrayLike,
+                 k: int = 5) -> float:
+    """Accuracy in [0, 1] of a k-nearest-neighbour classifier (Euclidean, on codes standardized with the
+    training codes' mean and std) fitted on the training codes, on the test codes."""
+    probe = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_codes))))
+    probe.fit(_numpy(train_codes), _numpy(train_labels))
+    return float(probe.score(_numpy(test_codes), _numpy(test_labels)))
+
+
+def _fit_linear_probe(train_codes: ArrayLike, train_labels: ArrayLike, seed: int = 0) -> Pipeline:
+    """Standardize, then multinomial logistic regression (L2, C = 1) fitted on the training codes."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    with warnings.catch_warnings():
+        # lbfgs may stop a little short of its tolerance on hard probes; the accuracy is what we report.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(_numpy(train_codes), _numpy(train_labels))
+    return probe
+
+
+def linear_probe_accuracy(train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike,
+                          test_labels: ArrayLike, seed: int = 0) -> float:
+    """Accuracy in [0, 1] on the test codes of a linear classifier (logistic regression on standardized
+    codes) fitted on the training codes."""
+    probe = _fit_linear_probe(train_codes, train_labels, seed)
+    return float(probe.score(_numpy(test_codes), _numpy(test_labels)))
+
+
+def latent_space_metrics(model: nn.Module, train: Any, test: Any, limit: int = 2000, noisy: str = "gaussian:0.3",
+                         seed: int = 0) -> dict[str, Any]:
+    """Probes of the codes of up to ``limit`` images of each split (both need labels).
+
+    Keys: knn_accuracy (k = 5), linear_probe_accuracy, probe_accuracy_noisy (the linear probe fitted on
+    clean training codes, scored on the codes of test images corrupted by ``noisy``: how far corruption
+    moves a code across class boundaries), noisy, latent_dim, num_train, num_test.
+    """
+    train_codes, train_labels = latent_codes(model, train, limit, seed=seed)
+    test_codes, test_labels = latent_codes(model, test, limit, seed=seed)
+    if (train_labels < 0).any() or (test_labels < 0).any():
+        raise ConfigError("latent probes need labelled data (e.g. digits, mnist5k, or folder:PATH with one "
+                          "sub-folder per class)")
+    noisy_codes, _ = latent_codes(model, test, limit, corruption=noisy, seed=seed)
+    probe = _fit_linear_probe(train_codes, train_labels, seed)
+    return {"knn_accuracy": knn_accuracy(train_codes, train_labels, test_codes, test_labels, k=5),
+            "linear_probe_accuracy": float(probe.score(test_codes, test_labels)),
+            "probe_accuracy_noisy": float(probe.score(noisy_codes, test_labels)),
+            "noisy": Corruption.parse(noisy).spec, "latent_dim": int(train_codes.shape[1]),
+            "num_train": len(train_codes), "num_test": len(test_codes)}
+
+
+def _interpolation_pairs(labels: torch.Tensor | None, n: int, pairs: int, generator: torch.Generator
+                         ) -> list[tuple[int, int]]:
+    """``pairs`` (a, b) index pairs drawn at random, a != b, of different classes when labels allow."""
+    chosen = []
+    for _ in range(pairs):
+        a = int(torch.randint(n, (1,), generator=generator))
+        others = torch.arange(n) != a
+        if labels is not None and (labels != labels[a]).any():
+            others &= labels != labels[a]
+        candidates = others.nonzero().flatten()
+        b = int(candidates[torch.randint(len(candidates), (1,), generator=generator)])
+        chosen.append((a, b))
+    return chosen
+
+
+@torch.no_grad()
+def interpolation_grid(model: nn.Module, dataset: Any, pairs: int = 4, steps: int = 8, seed: int = 0) -> torch.Tensor:
+    """Decoded straight-line paths between the codes of pairs of images, [pairs * steps, C, S, S] in [-1, 1].
+
+    Rows in pair order: images k * steps ... (k + 1) * steps - 1 walk from decode(encode(a_k)) to
+    decode(encode(b_k)) (show them with ``nrow=steps``). The pairs are drawn with ``seed``, the two images
+    of a pair from different classes when the dataset has labels. Vector and spatial latents alike.
+    """
+    if len(dataset) < 2:
+        raise ConfigError("interpolation needs at least two images")
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    labels = dataset.labels if getattr(dataset, "labels", None) is not None else None
+    chosen = _interpolation_pairs(labels, len(dataset), pairs, generator)
+    indices = torch.tensor([i for pair in chosen for i in pair])
+    x = dataset.batch(indices)["images"].to(model_device(model))
+    z = model.encode(x)
+    z_a, z_b = z[0::2, None], z[1::2, None]  # [pairs, 1, *latent]
+    t = torch.linspace(0, 1, steps, device=z.device).reshape(1, steps, *([1] * (z.dim() - 1)))
+    path = (1 - t) * z_a + t * z_b  # [pairs, steps, *latent]
+    return model.decode(path.flatten(0, 1)).clamp(-1, 1).cpu()

@@ -1,0 +1,266 @@
+"""`aediff compare`: train the family under one budget each, evaluate with one protocol, and write a report
+whose sections each state a claim about these models, show the figure that tests it and give the verdict
+computed from the numbers.
+
+The plan (``compare_plan``) names every model: AEs at several bottleneck sizes, a VAE, DAEs at three noise
+levels, pixel diffusion with and without skip connections (class-conditioned, so one model also serves the
+conditioning section; with the null class it samples unconditionally), an AE with a spatial latent and a
+text-conditioned latent diffusion model on it, and the classifier whose features score FID and whose top
+class scores conditional accuracy. Runs given with ``runs`` are reused instead of trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import aediff
+from aediff.device import default_device
+from aediff.errors import ConfigError
+
+VERDICTS = ("holds", "does not hold", "inconclusive")
+
+
+@dataclass
+class CompareConfig:
+    data: str = "mnist5k"  # dataset spec (see `aediff datasets`)
+    budget_minutes: float = 10.0  # training budget of each model (wall clock)
+    max_steps: int | None = None  # also stop each model after this many steps (tests, smoke runs)
+    bottlenecks: tuple[int, ...] = (4, 16, 64)  # AE bottleneck sweep; the middle one is the family's shared size
+    dae_sigmas: tuple[float, ...] = (0.1, 0.3, 0.75)  # one DAE per Gaussian noise level
+    samples: int = 1000  # samples per generative model for FID / KID / precision / recall
+    limit: int = 500  # test images for the denoising sweep, likelihoods and latent probes
+    guidances: tuple[float, ...] = (1.0, 3.0, 5.0)  # classifier-free guidance scales of section 8
+    denoise_steps: int = 10  # the diffusion model's multi-step denoising
+    seed: int = 0
+    batch_size: int = 64
+    model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> config overrides
+    runs: dict[str, str] = field(default_factory=dict)  # model name -> existing run folder to reuse
+
+    @property
+    def shared_bottleneck(self) -> int:
+        return sorted(self.bottlenecks)[len(self.bottlenecks) // 2]
+
+
+@dataclass
+class PlannedModel:
+    name: str
+    family: str
+    model: dict[str, Any]
+    role: str  # one line for the report's model table
+
+
+def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
+    """Every model the comparison trains, in training order (the spatial AE before latent diffusion)."""
+    b = config.shared_bottleneck
+    plan = [PlannedModel("classifier", "classifier", {"dropout": 0.1}, "judge: FID features, conditional accuracy")]
+    plan += [PlannedModel(f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck")
+             for k in sorted(config.bottlenecks)]
+    plan.append(PlannedModel("vae", "vae", {"bottleneck_dim": b}, f"variational autoencoder, {b}-d latent"))
+    plan += [PlannedModel(f"dae-{s:g}", "dae", {"bottleneck_dim": b, "corruption": f"gaussian:{s:g}"},
+                          f"denoising autoencoder, trained at sigma {s:g}") for s in config.dae_sigmas]
+    condition = "class" if labelled else "none"
+    plan.append(PlannedModel("diffusion", "diffusion", {"condition": condition},
+                             "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else "")))
+    plan.append(PlannedModel("diffusion-noskip", "diffusion", {"condition": condition, "skip_connections": False},
+                             "the same network without encoder-decoder skips"))
+    plan.append(PlannedModel("ae-spatial", "ae", {"latent": "spatial", "latent_channels": 4},
+                             "autoencoder with a spatial latent, for latent diffusion"))
+    plan.append(PlannedModel("latent-diffusion", "latent-diffusion", {"condition": "text" if labelled else "none"},
+                             "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else "")))
+    if not labelled:
+        plan = [p for p in plan if p.family != "classifier"]
+    return plan
+
+
+def parse_budget(text: str) -> float:
+    """'90s', '10m', '1.5h' or a bare number of minutes -> minutes."""
+    text = str(text).strip().lower()
+    units = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            number, scale = text[: -len(unit)], units[unit]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        minutes = float(number) * scale
+    except ValueError:
+        raise ConfigError(f"budget {text!r} is not a duration: write e.g. 90s, 10m or 1h") from None
+    if not minutes > 0:
+        raise ConfigError(f"budget must be positive, got {text!r}")
+    return minutes
+
+
+def parse_runs(items: list[str]) -> dict[str, str]:
+    """['vae=runs/vae', ...] -> {'vae': 'runs/vae'}."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--runs takes NAME=RUN_FOLDER (e.g. vae=runs/vae), got {item!r}")
+        if not Path(path).is_dir():
+            raise ConfigError(f"--runs {item!r}: {path} is not a run folder")
+        out[name] = path
+    return out
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+
+
+def compare_values(claim_value: float, other: float, margin: float, higher_is_better: bool = True) -> str:
+    """'holds' when claim_value beats other by more than margin, 'does not hold' when it loses by more than
+    margin, else 'inconclusive'."""
+    gap = (claim_value - other) if higher_is_better else (other - claim_value)
+    if gap > margin:
+        return "holds"
+    if gap < -margin:
+        return "does not hold"
+    return "inconclusive"
+
+
+def accuracy_margin(p: float, n: int) -> float:
+    """Two standard errors of an accuracy p measured on n items (at least one item's worth)."""
+    return max(2 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1)), 1 / max(n, 1))
+
+
+def all_of(verdicts: list[str]) -> str:
+    """A claim made of parts holds when every part holds, fails when any fails, else is inconclusive."""
+    if any(v == "does not hold" for v in verdicts):
+        return "does not hold"
+    return "holds" if verdicts and all(v == "holds" for v in verdicts) else "inconclusive"
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    if len(x) < 2 or np.std(rx) == 0 or np.std(ry) == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Which model is training or being evaluated, and an estimate of the time left (Rich, or silent)."""
+
+    def __init__(self, jobs: list[tuple[str, float]], enabled: bool = True):
+        self.jobs, self.done, self.enabled = jobs, 0, enabled
+        self.seconds: dict[str, list[float]] = {"train": [], "eval": []}
+        self.started = time.perf_counter()
+        self._progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
+            self._task = self._progress.add_task("compare", total=len(jobs), left="")
+            self._progress.start()
+
+    def time_left(self) -> float:
+        left = 0.0
+        for kind, estimate in self.jobs[self.done:]:
+            seen = self.seconds[kind.split(":")[0]]
+            left += float(np.median(seen)) if (seen and kind.startswith("eval")) else estimate
+        return left
+
+    def start(self, what: str) -> float:
+        if self._progress is not None:
+            minutes = self.time_left() / 60
+            self._progress.update(self._task, description=what, left=f"about {minutes:.1f} min left")
+        return time.perf_counter()
+
+    def finish(self, kind: str, started: float) -> None:
+        self.seconds[kind].append(time.perf_counter() - started)
+        self.done += 1
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path]) -> Path:
+    from aediff.training import train
+
+    overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
+    if planned.family == "latent-diffusion":
+        overrides["autoencoder"] = str(runs["ae-spatial"])
+    budget: dict[str, Any] = {"max_minutes": config.budget_minutes, "batch_size": config.batch_size,
+                              "seed": config.seed, "tensorboard": False}
+    if config.max_steps:
+        budget["max_steps"] = config.max_steps
+    if planned.family == "classifier":  # the judge converges in a few epochs; more would only cost time
+        budget["epochs"] = 15
+    train(planned.family, run_dir, config.data, model=overrides, training=budget, progress=False)
+    return run_dir
+
+
+def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (or reuse) every model of the plan, evaluate them, write the report into ``out``.
+
+    Returns the metrics dict that is also written to ``out/metrics.json``; ``out/report.html`` is the report.
+    """
+    from aediff.data import load_dataset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
+    labelled = train_set.labels is not None and test_set.labels is not None
+    plan = compare_plan(config, labelled)
+    unknown = set(config.runs) - {p.name for p in plan}
+    if unknown:
+        raise ConfigError(f"--runs names models the comparison does not have: {sorted(unknown)}; "
+                          f"it has {[p.name for p in plan]}")
+    jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
+    jobs += [("eval", 30.0) for p in plan if p.family != "classifier"]
+    meter = Progress(jobs, enabled=progress)
+    runs: dict[str, Path] = {}
+    train_seconds: dict[str, float] = {}
+    try:
+        for planned in plan:
+            begun = meter.start(f"training {planned.name}")
+            if planned.name in config.runs:
+                runs[planned.name] = Path(config.runs[planned.name])
+                aediff.runs.read_run_config(runs[planned.name])  # fails early, naming the folder
+            else:
+                runs[planned.name] = _train_model(planned, config, out / "runs" / planned.name, runs)
+            train_seconds[planned.name] = time.perf_counter() - begun
+            meter.finish("train", begun)
+            if log:
+                log(f"trained {planned.name} in {train_seconds[planned.name]:.0f} s")
+        from aediff.reports.sections import evaluate_all
+
+        results = evaluate_all(config, plan, runs, train_set, test_set, meter, log)
+    finally:
+        meter.close()
+    from aediff.reports.sections import build_report
+
+    results["meta"] = {
+        "data": config.data, "budget_minutes": config.budget_minutes, "max_steps": config.max_steps,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "aediff": aediff.__version__,
+        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "threads": torch.get_num_threads(), "device": str(default_device()),
+        "wall_seconds": time.perf_counter() - started, "config": _jsonable(dataclasses.asdict(config)),
+        "runs": {k: str(v) for k, v in runs.items()}, "train_wall_seconds": train_seconds,
+    }
+    metrics, _ = build_report(results, plan, out)
+    return metrics
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,139 @@
+"""`aediff compare` end to end on `digits` with a budget of a few steps per model: every section, figure,
+table and number of the report is there, finite, and the HTML renders in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from aediff.errors import ConfigError
+from aediff.reports.compare import (
+    CompareConfig,
+    accuracy_margin,
+    all_of,
+    compare_plan,
+    compare_values,
+    parse_budget,
+    parse_runs,
+    run_compare,
+)
+
+TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "sampling_steps": 3}
+TINY = {
+    "classifier": {"channels": (8, 16), "feature_dim": 16},
+    "ae": {"channels": (8, 16)}, "vae": {"channels": (8, 16)}, "dae": {"channels": (8, 16)},
+    "diffusion": TINY_UNET,
+    "latent-diffusion": {**TINY_UNET, "text_width": 16, "text_layers": 1},
+}
+SECTIONS = ["bottleneck", "vae", "dae", "manifold", "noise_levels", "blur", "skips", "conditioning", "summary"]
+FIGURES = ["bottleneck_psnr", "bottleneck_reconstructions", "vae_samples", "ae_samples", "vae_interpolation",
+           "dae_denoising", "probe_accuracy", "latent_maps_pca", "denoising_sweep", "denoising_table", "predicted_x0",
+           "high_frequency_share", "skip_loss", "gradient_norms", "class_grid", "guidance", "guidance_fid",
+           "prompt_grid", "fid_all"]
+
+
+def _numbers(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    config = CompareConfig(data="digits", budget_minutes=0.5, max_steps=4, bottlenecks=(2, 4, 8), samples=40,
+                           limit=60, guidances=(1.0, 3.0), denoise_steps=2, batch_size=32, model_overrides=TINY)
+    metrics = run_compare(config, out, progress=False)
+    return out, metrics
+
+
+def test_compare_writes_every_section_figure_and_table(report):
+    out, metrics = report
+    assert list(metrics["verdicts"]) == SECTIONS
+    for key, verdict in metrics["verdicts"].items():
+        assert verdict["verdict"] in ("holds", "does not hold", "inconclusive"), key
+        assert any(ch.isdigit() for ch in verdict["evidence"]), key  # the verdict cites its numbers
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    for key in SECTIONS:
+        assert f'id="{key}"' in html
+    assert (out / "tables" / "summary.csv").read_text().count("\n") >= 11  # header + 11 models
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["verdicts"] == metrics["verdicts"]
+    names = set(on_disk["models"])
+    assert {"ae-2", "ae-4", "ae-8", "vae", "dae-0.1", "dae-0.3", "dae-0.75", "diffusion", "diffusion-noskip",
+            "ae-spatial", "latent-diffusion", "classifier"} == names
+
+
+def test_every_number_in_metrics_is_finite_and_records_its_protocol(report):
+    out, _ = report
+    metrics = json.loads((out / "metrics.json").read_text())
+    numbers = list(_numbers(metrics))
+    assert len(numbers) > 200
+    bad = [p for p, v in numbers if not math.isfinite(v)]
+    assert not bad, bad[:5]
+    generation = metrics["models"]["diffusion"]["generation"]
+    assert generation["num_samples"] == 40 and generation["reference"] == "digits:test"
+    assert generation["feature_extractor"].startswith("classifier:")
+    assert 0 <= generation["precision"] <= 1 and 0 <= generation["recall"] <= 1
+    assert metrics["models"]["diffusion"]["sampling"]["nfe"] >= 3
+    assert metrics["models"]["vae"]["likelihood"]["iwae_bits_per_dim"] > 0
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from aediff.reports.html import render_in_chromium
+
+    if shutil.which("chromium") is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    out, _ = report
+    rendered = render_in_chromium(out / "report.html")
+    assert rendered["errors"] == []
+    assert rendered["figures_total"] == len(FIGURES) == rendered["figures_loaded"]
+
+
+def test_reused_runs_are_not_retrained(report, tmp_path):
+    out, _ = report
+    config = CompareConfig(data="digits", budget_minutes=0.5, max_steps=4, bottlenecks=(2, 4, 8), samples=40,
+                           limit=60, guidances=(1.0,), denoise_steps=2, batch_size=32, model_overrides=TINY)
+    config.runs = {p.name: str(out / "runs" / p.name) for p in compare_plan(config)}
+    metrics = run_compare(config, tmp_path / "again", progress=False)
+    assert not (tmp_path / "again" / "runs").exists()
+    assert metrics["meta"]["runs"]["vae"] == str(out / "runs" / "vae")
+    # same weights, same seeds: the same reconstruction numbers
+    first = json.loads((out / "metrics.json").read_text())["models"]["ae-4"]["reconstruction"]["psnr"]
+    assert metrics["models"]["ae-4"]["reconstruction"]["psnr"] == pytest.approx(first, rel=1e-5)
+
+
+def test_verdict_rules():
+    assert compare_values(10.0, 9.0, 0.5) == "holds"
+    assert compare_values(9.0, 10.0, 0.5) == "does not hold"
+    assert compare_values(9.8, 10.0, 0.5) == "inconclusive"
+    assert compare_values(5.0, 8.0, 1.0, higher_is_better=False) == "holds"
+    assert all_of(["holds", "holds"]) == "holds"
+    assert all_of(["holds", "inconclusive"]) == "inconclusive"
+    assert all_of(["holds", "does not hold"]) == "does not hold"
+    assert accuracy_margin(0.5, 100) == pytest.approx(0.1)
+
+
+def test_budget_and_runs_parsing(tmp_path):
+    assert parse_budget("90s") == pytest.approx(1.5)
+    assert parse_budget("10m") == 10 and parse_budget("1h") == 60 and parse_budget("2.5") == 2.5
+    for bad in ("ten minutes", "-1m", "0"):
+        with pytest.raises(ConfigError):
+            parse_budget(bad)
+    (tmp_path / "vae").mkdir()
+    assert parse_runs([f"vae={tmp_path / 'vae'}"]) == {"vae": str(tmp_path / "vae")}
+    with pytest.raises(ConfigError, match="NAME=RUN_FOLDER"):
+        parse_runs(["vae"])
+    with pytest.raises(ConfigError, match="not a run folder"):
+        parse_runs([f"vae={tmp_path / 'missing'}"])
