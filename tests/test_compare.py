@@ -86,7 +86,7 @@ def test_every_number_in_metrics_is_finite_and_records_its_protocol(report):
     assert generation["num_samples"] == 40 and generation["reference"] == "digits:test"
     assert generation["feature_extractor"].startswith("classifier:")
     assert 0 <= generation["precision"] <= 1 and 0 <= generation["recall"] <= 1
-    assert metrics["models"]["diffusion"]["sampling"]["nfe"] >= 3
+    assert metrics["models"]["diffusion"]["sampling_speed"]["nfe"] >= 3
     assert metrics["models"]["vae"]["likelihood"]["iwae_bits_per_dim"] > 0
 
 

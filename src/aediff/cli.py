@@ -394,9 +394,9 @@ def compare(
     config = CompareConfig(data=data, budget_minutes=parse_budget(budget), samples=samples, limit=limit,
                            max_steps=max_steps, seed=seed, runs=parse_runs(runs or []))
     trained = len([p for p in compare_plan(config) if p.name not in config.runs])
-    console.print(f"training {trained} models for {config.budget_minutes:g} min each (about "
+    console.print(f"training {trained} models (the judging classifier among them) for {budget} each (about "
                   f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html")
-    results = run_compare(config, out, progress=progress)
+    results = run_compare(config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]))
     table = Table("section", "claim", "verdict")
     for key, v in results["verdicts"].items():
         table.add_row(key, v["claim"], v["verdict"])

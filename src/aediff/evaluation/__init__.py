@@ -40,11 +40,12 @@ from aediff.evaluation.protocols import (
 )
 from aediff.evaluation.spectra import high_frequency_share, predicted_x0_sweep, radial_frequency
 from aediff.evaluation.speed import sampling_speed, training_speed
-from aediff.evaluation.suite import conditional_accuracy, evaluate_model, json_safe
+from aediff.evaluation.suite import conditional_accuracy, evaluate_model, json_safe, predicted_classes
 
 __all__ = [
     "classifier_accuracy", "conditional_accuracy", "denoising_metrics", "denoising_sweep", "dequantize",
     "diffusion_nll", "discretized_gaussian_log_likelihood", "evaluate_model", "generation_score", "gradient_norms",
+    "predicted_classes",
     "high_frequency_share", "interpolation_grid", "iterate_images", "json_safe", "knn_accuracy", "latent_codes",
     "latent_map", "latent_space_metrics", "linear_probe_accuracy", "model_device", "network_blocks",
     "predicted_x0_sweep", "radial_frequency", "reconstruction_metrics", "sample_images", "sampling_speed",

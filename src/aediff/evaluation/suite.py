@@ -51,22 +51,28 @@ def _feature_extractor_name(classifier: nn.Module) -> str:
 
 
 @torch.no_grad()
+def predicted_classes(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's top class [N] (int64, CPU) for images [N, C, H, W] in [-1, 1]."""
+    classifier.eval()
+    return torch.cat([classifier.logits(chunk.to(model_device(classifier))).argmax(1).cpu()
+                      for chunk in images.split(256)])
+
+
+@torch.no_grad()
 def conditional_accuracy(model: nn.Module, classifier: nn.Module, per_class: int = 10, seed: int = 0,
                          **options: Any) -> dict[str, Any]:
     """A class-conditioned model's samples, ``per_class`` of each class, classified by ``classifier``:
     the share labelled as the class they were drawn for. ``options`` go to the sampler (guidance...)."""
     labels = torch.arange(model.config.num_classes).repeat_interleave(per_class)
     images = sample_images(model, len(labels), seed, class_labels=labels, **options)
-    classifier.eval()
-    predicted = torch.cat([classifier.logits(chunk.to(model_device(classifier))).argmax(1).cpu()
-                           for chunk in images.split(256)])
-    return {"accuracy": float((predicted == labels).float().mean()), "per_class": per_class,
+    return {"accuracy": float((predicted_classes(classifier, images) == labels).float().mean()), "per_class": per_class,
             "num_classes": model.config.num_classes, "guidance": options.get("guidance", model.config.guidance)}
 
 
 def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Module | None = None,
                    samples: int = 1000, seed: int = 0, limit: int | None = None,
-                   sample_options: dict[str, Any] | None = None, test_split: str = "test") -> dict[str, Any]:
+                   sample_options: dict[str, Any] | None = None, test_split: str = "test",
+                   denoising_steps: tuple[int, ...] = (1,), inception: Any = None) -> dict[str, Any]:
     """Every evaluation that applies to ``model``'s family, as one JSON-able dict of finite numbers.
 
     train, test: ``aediff.data.ImageDataset`` splits (train feeds the latent probes); classifier: a trained
@@ -114,7 +120,7 @@ def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Mo
     if isinstance(model, LatentDiffusionModel):
         skipped["denoising"] = "a latent diffusion model removes noise from latents, not from pixels"
     else:
-        attempt("denoising", lambda: denoising_sweep(model, test, seed=seed, limit=limit))
+        attempt("denoising", lambda: denoising_sweep(model, test, seed=seed, limit=limit, steps=denoising_steps))
     if hasattr(model, "iwae_log_likelihood"):
         attempt("likelihood", lambda: vae_likelihood(model, test, seed=seed, limit=limit))
     elif is_pixel_diffusion:
@@ -130,10 +136,20 @@ def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Mo
                 # every class equally often, like the data (an unconditional draw would be the null class)
                 generation_options["class_labels"] = torch.arange(samples) % model.config.num_classes
             images = sample_images(model, samples, seed, **generation_options)
+            reference = f"{test.name}:{test_split}"
+            if inception is not None:
+                result["generation_inception"] = generation_score(
+                    images, inception, test, feature_extractor=inception.name, reference_name=reference,
+                    seed=seed).to_dict()
             score = generation_score(images, classifier.features, test, feature_extractor=_feature_extractor_name(
-                classifier), reference_name=f"{test.name}:{test_split}", seed=seed)
-            condition = "classes cycled" if conditioned_on_class and "class_labels" not in options else (
-                "as given" if "class_labels" in options or "prompts" in options else "none")
+                classifier), reference_name=reference, seed=seed)
+            if conditioned_on_class and "class_labels" not in options:
+                condition = "classes cycled"
+            elif options.get("class_labels") is not None or options.get("prompts") is not None:
+                condition = "as given"
+            else:
+                condition = "null condition (unconditional)" if is_diffusion and model.config.condition != "none" \
+                    else "none"
             return {**score.to_dict(), "condition": condition}
 
         attempt("generation", generation)

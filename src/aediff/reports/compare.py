@@ -209,7 +209,7 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
 
 
 def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                log: Callable[[str], None] | None = None, command: str = "") -> dict[str, Any]:
     """Train (or reuse) every model of the plan, evaluate them, write the report into ``out``.
 
     Returns the metrics dict that is also written to ``out/metrics.json``; ``out/report.html`` is the report.
@@ -256,7 +256,7 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "threads": torch.get_num_threads(), "device": str(default_device()),
         "wall_seconds": time.perf_counter() - started, "config": _jsonable(dataclasses.asdict(config)),
-        "runs": {k: str(v) for k, v in runs.items()}, "train_wall_seconds": train_seconds,
+        "runs": {k: str(v) for k, v in runs.items()}, "train_wall_seconds": train_seconds, "command": command,
     }
     metrics, _ = build_report(results, plan, out)
     return metrics

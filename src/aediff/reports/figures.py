@@ -77,6 +77,12 @@ def line_plot(
             raise ValueError(f"line_plot series {name!r}: {len(xs)} xs but {len(ys)} ys")
         ax.plot(xs, ys, marker="o" if markers else None, markersize=4, linewidth=1.6, label=name)
     ax.set_xscale("log" if logx else "linear")
+    if logx:  # plain numbers (4, 16, 64) on a log axis read better than 4 x 10^0
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log" if logy else "linear")
     ax.set_title(title)
     ax.set_xlabel(xlabel)

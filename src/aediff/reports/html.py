@@ -217,7 +217,7 @@ dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; overflow-wrap: anywh
          font-weight: 600; color: #fff; white-space: nowrap; vertical-align: middle; }
 .badge.holds { background: var(--holds); } .badge.does-not-hold { background: var(--fails); }
 .badge.inconclusive { background: var(--unsure); }
-nav ol { margin: 0; padding-left: 1.6rem; } nav li { margin: .25rem 0; }
+nav ul { margin: 0; padding-left: 0; list-style: none; } nav li { margin: .25rem 0; }
 section { margin-top: 2.5rem; padding-top: 1.5rem; border-top: 1px solid var(--border); }
 section h2 .badge { margin-left: .5rem; font-size: .85rem; }
 p.claim, p.evidence, p.notes { margin: .4rem 0; }
@@ -324,7 +324,7 @@ def render_report(
         "<main>",
         f"<h1>{escape(title)}</h1>",
         f'<dl class="meta">{meta_html}</dl>' if meta_html else "",
-        f'<nav id="report-contents">\n<h2>Contents</h2>\n<ol>\n{contents}\n</ol>\n</nav>',
+        f'<nav id="report-contents">\n<h2>Contents</h2>\n<ul>\n{contents}\n</ul>\n</nav>',
         _summary_html(summary_rows) if summary_rows else "",
         *(_section_html(s) for s in sections),
         f"<footer>Written by aediff {escape(__version__)}.</footer>",

@@ -18,21 +18,17 @@ import torch
 import aediff
 from aediff.data import caption_templates, fill_template
 from aediff.evaluation import (
-    denoising_sweep,
-    diffusion_nll,
+    evaluate_model,
     generation_score,
     gradient_norms,
     interpolation_grid,
     latent_codes,
     latent_map,
-    latent_space_metrics,
+    predicted_classes,
     predicted_x0_sweep,
-    reconstruction_metrics,
     sample_images,
-    sampling_speed,
     training_speed,
     umap_available,
-    vae_likelihood,
 )
 from aediff.models.diffusion import DiffusionModel, diffusion_loss
 from aediff.reports import figures
@@ -42,7 +38,6 @@ from aediff.reports.html import Figure, Section, Table, render_report, write_rep
 PSNR_MARGIN = 0.1  # dB
 FID_RELATIVE_MARGIN = 0.10
 LOSS_RELATIVE_MARGIN = 0.02
-NOISY_PROBE = 0.3  # Gaussian sigma of the inputs on which latent probes test robustness
 X0_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)  # section 6's row of noise levels
 
 
@@ -83,12 +78,19 @@ def _logged(run: Path, key: str = "loss") -> tuple[list[float], list[float]]:
     return steps, values
 
 
-@torch.no_grad()
 def _conditional_accuracy(classifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    device = next(classifier.parameters()).device
-    predicted = torch.cat([classifier.logits(images[i:i + 256].to(device)).argmax(1).cpu()
-                           for i in range(0, len(images), 256)])
-    return float((predicted == labels).float().mean())
+    return float((predicted_classes(classifier, images) == labels).float().mean())
+
+
+def _inception_if_on_disk():
+    """Inception-v3 features when torch-fidelity and its weights are installed; else None (never downloads)."""
+    from aediff.errors import ConfigError
+    from aediff.metrics import inception_extractor
+
+    try:
+        return inception_extractor()
+    except ConfigError:
+        return None
 
 
 def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter, log=None) -> dict[str, Any]:
@@ -98,56 +100,46 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
     limited = test_set.subset(torch.arange(min(config.limit, len(test_set))))
     reference = f"{config.data}:test"
     extractor = f"classifier:{runs['classifier']}" if classifier is not None else None
+    inception = _inception_if_on_disk()
     models: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {"samples": {}, "reconstructions": {}, "codes": {}}
     sections: dict[str, Any] = {}
     first = test_set.batch(torch.arange(min(8, len(test_set))))["images"]
     artifacts["originals"] = first
     if classifier is not None:
-        models["classifier"] = {"family": "classifier", "test_accuracy": _conditional_accuracy(
-            classifier, test_set.batch(torch.arange(len(test_set)))["images"], test_set.labels),
-            "parameters": sum(p.numel() for p in classifier.parameters()), **training_speed(runs["classifier"])}
+        models["classifier"] = {**evaluate_model(classifier, train_set, test_set), "role": "judge"}
     for planned in plan:
         if planned.family == "classifier":
             continue
         begun = meter.start(f"evaluating {planned.name}")
         model = aediff.load(runs[planned.name])
-        m: dict[str, Any] = {"family": planned.family, "role": planned.role,
-                             "parameters": sum(p.numel() for n, p in model.named_parameters()
-                                               if not n.startswith("autoencoder."))}
-        m["training"] = training_speed(runs[planned.name])
-        samples = sample_images(model, config.samples, seed=config.seed)
-        artifacts["samples"][planned.name] = samples[:64]
-        m["sampling"] = sampling_speed(model, n=min(64, config.samples), seed=config.seed)
-        if classifier is not None:
-            m["generation"] = generation_score(samples, classifier.features, test_set, feature_extractor=extractor,
-                                               reference_name=reference, seed=config.seed).to_dict()
+        device = next(model.parameters()).device
+        # Unconditional samples for every model (a conditioned one draws with the null condition), so that
+        # the FIDs of section 9 compare like with like; section 8 measures the conditioned samples.
+        m = evaluate_model(model, train_set, test_set, classifier=classifier, samples=config.samples,
+                           seed=config.seed, limit=config.limit, inception=inception,
+                           sample_options={"class_labels": None} if getattr(model.config, "condition", "") == "class"
+                           else {}, denoising_steps=(1, config.denoise_steps) if planned.name == "diffusion" else (1,))
+        m["role"] = planned.role
+        m.setdefault("training_speed", training_speed(runs[planned.name]))
+        artifacts["samples"][planned.name] = sample_images(model, 64, seed=config.seed)
         if hasattr(model, "reconstruct"):
-            m["reconstruction"] = reconstruction_metrics(model, limited)
-            artifacts["reconstructions"][planned.name] = model.reconstruct(
-                first.to(next(model.parameters()).device)).cpu()
-        if planned.family != "latent-diffusion":
-            steps = (1, config.denoise_steps) if planned.name == "diffusion" else (1,)
-            m["denoising"] = denoising_sweep(model, limited, steps=steps, seed=config.seed)
+            artifacts["reconstructions"][planned.name] = model.reconstruct(first.to(device)).cpu()
         if planned.family == "vae":
-            m["likelihood"] = vae_likelihood(model, limited, seed=config.seed)
             artifacts["interpolation"] = interpolation_grid(model, test_set, seed=config.seed)
         if _is_pixel_diffusion(model):
-            m["likelihood"] = diffusion_nll(model, limited, seed=config.seed)
             m["held_out_loss"] = held_out_diffusion_loss(model, test_set, config.limit, seed=config.seed)
             batch = train_set.batch(torch.arange(min(64, len(train_set))))
-            batch = {k: v.to(next(model.parameters()).device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             model.train()
             m["gradient_norms"] = gradient_norms(model, batch, seed=config.seed)
             model.eval()
-        if planned.family in ("ae", "vae", "dae") and "spatial" not in planned.name and test_set.labels is not None:
-            m["latent_space"] = latent_space_metrics(model, train_set, test_set, limit=max(config.limit, 1000),
-                                                     noisy=f"gaussian:{NOISY_PROBE:g}", seed=config.seed)
+        if "latent_space" in m and planned.name != "ae-spatial":
             codes, labels = latent_codes(model, limited)
             artifacts["codes"][planned.name] = (codes, labels)
         if planned.name == "diffusion":
             sections["x0"] = predicted_x0_sweep(model, test_set.batch(torch.arange(min(6, len(test_set))))["images"]
-                                                .to(next(model.parameters()).device), X0_SIGMAS, seed=config.seed)
+                                                .to(device), X0_SIGMAS, seed=config.seed)
             if classifier is not None and model.config.condition == "class":
                 sections["guidance"], artifacts["class_grid"] = _guidance_sweep(
                     model, classifier, config, test_set, extractor, reference)
@@ -201,8 +193,8 @@ def _fid(m: dict) -> float | None:
     return m.get("generation", {}).get("fid")
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -291,13 +283,13 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
             ls = models[middle]["latent_space"]
             margin = accuracy_margin(ref["probe_accuracy_noisy"], ls["num_test"])
             probe_parts.append(compare_values(ls["probe_accuracy_noisy"], ref["probe_accuracy_noisy"], margin))
-            evidence += (f" Linear probe on latents of noisy inputs (sigma {NOISY_PROBE:g}): {middle} "
+            evidence += (f" Linear probe on latents of noisy inputs ({ref['noisy']}): {middle} "
                          f"{ls['probe_accuracy_noisy']:.3f} vs {shared_ae} {ref['probe_accuracy_noisy']:.3f} "
                          f"(margin {margin:.3f}); on clean inputs {ls['linear_probe_accuracy']:.3f} vs "
                          f"{ref['linear_probe_accuracy']:.3f}.")
             figs.append(Figure("probe_accuracy", figures.bar_plot(
-                {r[0]: r[3] for r in probe_rows}, title=f"Linear probe on latents of noisy inputs (sigma "
-                f"{NOISY_PROBE:g})", ylabel="accuracy"), "A logistic regression fitted on clean training latents, "
+                {r[0]: r[3] for r in probe_rows}, title=f"Linear probe on latents of noisy inputs ({ref['noisy']})",
+                ylabel="accuracy"), "A logistic regression fitted on clean training latents, "
                 "scored on the latents of noisy test images: how robust is each code?"))
             tables.append(Table("latent_probes", ["model", "k-NN accuracy", "linear probe", "probe, noisy inputs"],
                                 probe_rows))
@@ -397,8 +389,8 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         if fa is not None and fb is not None:
             parts.append(compare_values(fa, fb, FID_RELATIVE_MARGIN * min(fa, fb), higher_is_better=False))
             evidence += f"; FID with skips {fa:.2f}, without {fb:.2f}"
-        evidence += (f"; training steps {diff['training']['steps']} vs {noskip['training']['steps']} "
-                     "in the same budget.")
+        evidence += (f"; training steps {diff['training_speed']['steps']} vs {noskip['training_speed']['steps']} "
+                     "in the same budget")
         runs_of = results["meta"]["runs"]
         curves = {"with skips": _logged(runs_of["diffusion"]), "without skips": _logged(runs_of["diffusion-noskip"])}
         grads = {"with skips": diff["gradient_norms"], "without skips": noskip["gradient_norms"]}
@@ -460,9 +452,9 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
             continue
         g, lik = m.get("generation", {}), m.get("likelihood", {})
         bpd = lik.get("bits_per_dim", lik.get("iwae_bits_per_dim"))
-        rows.append([name, m["family"], m["parameters"], g.get("fid"), g.get("kid_mean"), g.get("precision"),
-                     g.get("recall"), bpd, m["sampling"]["nfe"], m["sampling"]["images_per_second"],
-                     m["training"]["images_per_second"], m["training"]["wall_seconds"]])
+        rows.append([name, m["family"], m["trainable_parameters"], g.get("fid"), g.get("kid_mean"), g.get("precision"),
+                     g.get("recall"), bpd, m["sampling_speed"]["nfe"], m["sampling_speed"]["images_per_second"],
+                     m["training_speed"]["images_per_second"], m["training_speed"]["wall_seconds"]])
     best = min((r for r in rows if r[3] is not None), key=lambda r: r[3], default=None)
     table = Table("summary", ["model", "family", "parameters", "FID", "KID", "precision", "recall", "bits/dim",
                               "NFE / sample", "samples / s", "train images / s", "train seconds"],
@@ -485,10 +477,11 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
     meta = results["meta"]
     meta["report"] = str(Path(out) / "report.html")
     html = render_report(f"aediff compare: {meta['data']}", sections, meta={
-        "dataset": meta["data"], "budget": f"{meta['budget_minutes']:g} min per model",
+        "dataset": meta["data"], "budget": _duration(meta["budget_minutes"] * 60) + " of training per model"
+        + (f" (at most {meta['max_steps']} steps)" if meta.get("max_steps") else ""),
         "date": meta["date"], "machine": f"{meta['machine']}, {meta['threads']} threads, {meta['device']}",
         "versions": f"aediff {meta['aediff']}, torch {meta['torch']}, python {meta['python']}",
-        "wall time": f"{meta['wall_seconds'] / 60:.1f} min"})
+        "wall time": _duration(meta["wall_seconds"]), "command": meta.get("command", "")})
     all_figures = [f for s in sections for f in s.figures]
     all_tables = [t for s in sections for t in s.tables]
     return metrics, write_report(out, html, all_figures, all_tables, metrics)
