@@ -137,3 +137,22 @@ def test_budget_and_runs_parsing(tmp_path):
         parse_runs(["vae"])
     with pytest.raises(ConfigError, match="not a run folder"):
         parse_runs([f"vae={tmp_path / 'missing'}"])
+
+
+def test_cli_compare_reuses_runs_and_refuses_bad_options(report, monkeypatch, capsys, tmp_path):
+    from test_cli import run_cli
+
+    out, _ = report
+    code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--budget", "soon")
+    assert code == 2 and "90s, 10m or 1h" in text
+    code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--bottlenecks", "4,x")
+    assert code == 2 and "--bottlenecks" in text
+    code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--runs", f"gan={out / 'runs' / 'vae'}")
+    assert code == 2 and "gan" in text and "latent-diffusion" in text
+    every = [f"{p.name}={out / 'runs' / p.name}" for p in compare_plan(CompareConfig(bottlenecks=(2, 4, 8)))]
+    args = [arg for run in every for arg in ("--runs", run)]
+    code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--bottlenecks", "2,4,8",
+                         "--samples", "20", "--limit", "30", "--out", tmp_path / "cli", "--no-progress", *args)
+    assert code == 0, text
+    assert "training 0 models" in text and (tmp_path / "cli" / "report.html").exists()
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["meta"]["command"].startswith("aediff compare")

@@ -371,6 +371,16 @@ def score(
     _print_json(f"samples of {run}", result.to_dict())
 
 
+def _numbers(text: str, kind: type, option: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, e.g. 4,16,64; got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{option} needs positive numbers, got {text!r}")
+    return values
+
+
 @app.command()
 def compare(
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
@@ -384,6 +394,9 @@ def compare(
     samples: Annotated[int, typer.Option(min=20, help="samples per model for FID / KID / precision / recall")] = 1000,
     limit: Annotated[int, typer.Option(min=10, help="test images for denoising, likelihood and probes")] = 500,
     max_steps: Annotated[int | None, typer.Option(min=1, help="also stop each model after this many steps")] = None,
+    bottlenecks: Annotated[str, typer.Option(help="AE bottleneck sizes; the middle one is shared by the "
+                                             "VAE and DAEs")] = "4,16,64",
+    dae_sigmas: Annotated[str, typer.Option(help="Gaussian noise levels of the DAEs")] = "0.1,0.3,0.75",
     seed: SeedOpt = 0,
     progress: Annotated[bool, typer.Option(help="show the progress display")] = True,
 ) -> None:
@@ -392,7 +405,9 @@ def compare(
     from aediff.reports.compare import CompareConfig, compare_plan, parse_budget, parse_runs, run_compare
 
     config = CompareConfig(data=data, budget_minutes=parse_budget(budget), samples=samples, limit=limit,
-                           max_steps=max_steps, seed=seed, runs=parse_runs(runs or []))
+                           max_steps=max_steps, seed=seed, runs=parse_runs(runs or []),
+                           bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
+                           dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"))
     trained = len([p for p in compare_plan(config) if p.name not in config.runs])
     console.print(f"training {trained} models (the judging classifier among them) for {budget} each (about "
                   f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html")
