@@ -24,6 +24,7 @@ from aediff.evaluation import (
     linear_probe_accuracy,
     predicted_x0_sweep,
     sampling_speed,
+    spread_indices,
     training_speed,
     umap_available,
 )
@@ -108,9 +109,10 @@ def test_latent_codes_are_posterior_means_with_labels(models, digits_test):
     vae = models["vae"]
     codes, labels = latent_codes(vae, digits_test, limit=50)
     assert codes.shape == (50, 8) and codes.dtype == np.float32 and labels.dtype == np.int64
-    assert np.array_equal(labels, digits_test.labels[:50].numpy())
+    picked = spread_indices(len(digits_test), 50)
+    assert np.array_equal(labels, digits_test.labels[picked].numpy())
     with torch.no_grad():
-        mean, _ = vae.encode_distribution(digits_test.batch(torch.arange(50))["images"])
+        mean, _ = vae.encode_distribution(digits_test.batch(picked)["images"])
     assert np.allclose(codes, mean.numpy(), atol=1e-6)
     noisy, _ = latent_codes(vae, digits_test, limit=50, corruption="gaussian:0.5", seed=3)
     again, _ = latent_codes(vae, digits_test, limit=50, corruption="gaussian:0.5", seed=3)
@@ -322,3 +324,15 @@ def test_eval_command_writes_the_metrics(runs, tmp_path, monkeypatch, capsys):
     assert result["family"] == "dae" and result["generation"]["num_samples"] == 20
     assert result["latent_space"]["num_test"] == 16 and result["run"] == str(runs / "dae")
     assert "all numbers ->" in text and "denoising" in text
+
+
+def test_limited_evaluations_spread_over_a_split_stored_class_by_class():
+    from aediff.data import ImageDataset
+    from aediff.evaluation import iterate_images
+
+    labels = torch.arange(10).repeat_interleave(50)  # sorted by class, like mnist5k
+    dataset = ImageDataset(torch.zeros(500, 1, 4, 4, dtype=torch.uint8), labels)
+    seen = torch.cat([b["labels"] for b in iterate_images(dataset, batch_size=7, limit=40)])
+    assert len(seen) == 40 and set(seen.tolist()) == set(range(10))
+    assert spread_indices(500, 40).unique().numel() == 40
+    assert torch.equal(spread_indices(30, 100), torch.arange(30))

@@ -320,7 +320,7 @@ def eval_nll(
     split: SplitOpt = "test",
     k: Annotated[int, typer.Option(min=1, help="VAE: importance samples for the IWAE bound")] = 100,
     timesteps: Annotated[int, typer.Option(min=1, help="diffusion: timesteps drawn per image for the bound")] = 32,
-    limit: Annotated[int | None, typer.Option(min=1, help="score only the first N images")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="score N images spread over the split")] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Negative log-likelihood bound on a split, in nats and bits/dim: a VAE's ELBO and IWAE (k), or a

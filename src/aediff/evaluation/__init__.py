@@ -36,6 +36,7 @@ from aediff.evaluation.protocols import (
     reconstruction_metrics,
     sample_images,
     sampling_trajectory,
+    spread_indices,
     vae_likelihood,
 )
 from aediff.evaluation.spectra import high_frequency_share, predicted_x0_sweep, radial_frequency
@@ -49,5 +50,5 @@ __all__ = [
     "high_frequency_share", "interpolation_grid", "iterate_images", "json_safe", "knn_accuracy", "latent_codes",
     "latent_map", "latent_space_metrics", "linear_probe_accuracy", "model_device", "network_blocks",
     "predicted_x0_sweep", "radial_frequency", "reconstruction_metrics", "sample_images", "sampling_speed",
-    "sampling_trajectory", "training_speed", "umap_available", "vae_likelihood",
+    "sampling_trajectory", "spread_indices", "training_speed", "umap_available", "vae_likelihood",
 ]

@@ -35,7 +35,8 @@ def _numpy(values: ArrayLike) -> np.ndarray:
 @torch.no_grad()
 def latent_codes(model: nn.Module, dataset: Any, limit: int | None = None, corruption: str | Corruption | None = None,
                  seed: int = 0, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of the first ``limit`` images of ``dataset``: (codes [N, D] float32, labels [N] int64).
+    """Codes of ``limit`` images spread evenly over ``dataset`` (all when None): (codes [N, D] float32,
+    labels [N] int64).
 
     ``corruption`` (a spec like "gaussian:0.3", or a ``Corruption``) corrupts the inputs first, drawn
     from a generator seeded with ``seed``. Labels are -1 when the dataset has none.

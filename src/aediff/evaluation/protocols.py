@@ -26,12 +26,22 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def spread_indices(size: int, limit: int | None = None) -> torch.Tensor:
+    """``limit`` indices [limit] (int64) spread evenly over range(size), or all of them when ``limit`` is
+    None or not smaller. Evenly spread, not the first ``limit``: a split stored class by class (mnist5k,
+    a folder of class sub-folders) still contributes every class to a limited evaluation."""
+    if limit is None or limit >= size:
+        return torch.arange(size)
+    return torch.linspace(0, size - 1, max(limit, 1)).round().long()
+
+
 def iterate_images(dataset: Any, batch_size: int = 256, device: torch.device | str = "cpu",
                    limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Batches of ``dataset`` in order (first ``limit`` images), tensors moved to ``device``."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    for start in range(0, n, batch_size):
-        batch = dataset.batch(torch.arange(start, min(start + batch_size, n)))
+    """Batches of ``dataset`` (``limit`` images spread evenly over it, see ``spread_indices``, in dataset
+    order), tensors moved to ``device``."""
+    indices = spread_indices(len(dataset), limit)
+    for chunk in indices.split(batch_size):
+        batch = dataset.batch(chunk)
         yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 

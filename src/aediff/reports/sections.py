@@ -27,6 +27,7 @@ from aediff.evaluation import (
     predicted_classes,
     predicted_x0_sweep,
     sample_images,
+    spread_indices,
     training_speed,
     umap_available,
 )
@@ -55,7 +56,7 @@ def held_out_diffusion_loss(model: DiffusionModel, dataset: Any, limit: int, see
     the same noise levels and noise for every model, so two models' losses compare directly."""
     model.eval()
     device = next(model.parameters()).device
-    images = dataset.batch(torch.arange(min(limit, len(dataset))))["images"].to(device)
+    images = dataset.batch(spread_indices(len(dataset), limit))["images"].to(device)
     total = 0.0
     for draw in range(draws):
         torch.manual_seed(seed + draw)
@@ -97,14 +98,14 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
     """Evaluate every model of the plan with one protocol. Returns {"models": per-model metrics (JSON),
     "artifacts": images and arrays for the figures (not JSON), "sections": section-specific numbers}."""
     classifier = aediff.load(runs["classifier"]) if "classifier" in runs else None
-    limited = test_set.subset(torch.arange(min(config.limit, len(test_set))))
+    limited = test_set.subset(spread_indices(len(test_set), config.limit))
     reference = f"{config.data}:test"
     extractor = f"classifier:{runs['classifier']}" if classifier is not None else None
     inception = _inception_if_on_disk()
     models: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {"samples": {}, "reconstructions": {}, "codes": {}}
     sections: dict[str, Any] = {}
-    first = test_set.batch(torch.arange(min(8, len(test_set))))["images"]
+    first = test_set.batch(spread_indices(len(test_set), 8))["images"]
     artifacts["originals"] = first
     if classifier is not None:
         models["classifier"] = {**evaluate_model(classifier, train_set, test_set), "role": "judge"}
@@ -129,7 +130,7 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
             artifacts["interpolation"] = interpolation_grid(model, test_set, seed=config.seed)
         if _is_pixel_diffusion(model):
             m["held_out_loss"] = held_out_diffusion_loss(model, test_set, config.limit, seed=config.seed)
-            batch = train_set.batch(torch.arange(min(64, len(train_set))))
+            batch = train_set.batch(spread_indices(len(train_set), 64))
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             model.train()
             m["gradient_norms"] = gradient_norms(model, batch, seed=config.seed)
@@ -138,7 +139,7 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
             codes, labels = latent_codes(model, limited)
             artifacts["codes"][planned.name] = (codes, labels)
         if planned.name == "diffusion":
-            sections["x0"] = predicted_x0_sweep(model, test_set.batch(torch.arange(min(6, len(test_set))))["images"]
+            sections["x0"] = predicted_x0_sweep(model, test_set.batch(spread_indices(len(test_set), 6))["images"]
                                                 .to(device), X0_SIGMAS, seed=config.seed)
             if classifier is not None and model.config.condition == "class":
                 sections["guidance"], artifacts["class_grid"] = _guidance_sweep(
