@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 REPORT ?= reports/demo
 # Training budget per model: 11 models, a classifier and their evaluation in under 15 minutes on 2 cores.
-DEMO_BUDGET ?= 45s
+DEMO_BUDGET ?= 40s
 
 .PHONY: install demo test lint benchmarks clean
 

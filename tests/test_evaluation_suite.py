@@ -322,7 +322,8 @@ def test_eval_command_writes_the_metrics(runs, tmp_path, monkeypatch, capsys):
     assert code == 0, text
     result = json.loads(out.read_text())
     assert result["family"] == "dae" and result["generation"]["num_samples"] == 20
-    assert result["latent_space"]["num_test"] == 16 and result["run"] == str(runs / "dae")
+    assert result["reconstruction"]["num_images"] == 16 and result["run"] == str(runs / "dae")
+    assert result["latent_space"]["num_test"] == len(aediff.data.load_dataset("digits", "test"))  # probes: >= 2,000
     assert "all numbers ->" in text and "denoising" in text
 
 

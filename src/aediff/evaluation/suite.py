@@ -79,7 +79,7 @@ def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Mo
     ``classifier`` model whose ``features`` are the feature space of FID / KID / precision / recall and
     whose ``logits`` judge class-conditioned samples (without one, those sections are left out);
     samples: how many samples are scored; limit: test images per protocol (reconstruction, denoising,
-    likelihood; the latent probes use up to 2,000 per split when None); sample_options: passed to the
+    likelihood; the latent probes use at least 2,000 per split); sample_options: passed to the
     sampler (sampler, steps, guidance...); test_split: the name recorded for the reference split.
 
     Sections (present when they apply): parameters, reconstruction and latent_space (AE / VAE / DAE),
@@ -126,7 +126,9 @@ def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Mo
     elif is_pixel_diffusion:
         attempt("likelihood", lambda: diffusion_nll(model, test, seed=seed, limit=limit))
     if family in AUTOENCODER_FAMILIES:
-        attempt("latent_space", lambda: latent_space_metrics(model, train, test, limit=limit or 2000, seed=seed))
+        # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split
+        attempt("latent_space", lambda: latent_space_metrics(model, train, test, limit=max(limit or 0, 2000),
+                                                             seed=seed))
 
     conditioned_on_class = is_diffusion and model.config.condition == "class"
     if classifier is not None:
