@@ -156,3 +156,22 @@ def test_cli_compare_reuses_runs_and_refuses_bad_options(report, monkeypatch, ca
     assert code == 0, text
     assert "training 0 models" in text and (tmp_path / "cli" / "report.html").exists()
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["meta"]["command"].startswith("aediff compare")
+
+
+def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
+    import numpy as np
+
+    from aediff.data import load_dataset
+
+    digits = load_dataset("digits", "all")
+    np.savez(tmp_path / "plain.npz", images=digits.images[:400, 0].numpy())  # no labels, no captions
+    config = CompareConfig(data=f"npz:{tmp_path / 'plain.npz'}", budget_minutes=0.5, max_steps=3,
+                           bottlenecks=(2, 4, 8), samples=30, limit=40, denoise_steps=2, batch_size=32,
+                           model_overrides=TINY)
+    assert "classifier" not in {p.name for p in compare_plan(config, labelled=False)}
+    metrics = run_compare(config, tmp_path / "out", progress=False)
+    verdicts = metrics["verdicts"]
+    assert {"bottleneck", "noise_levels", "blur", "skips", "summary"} <= set(verdicts)
+    assert "conditioning" not in verdicts and "manifold" not in verdicts  # both need labels
+    assert verdicts["summary"]["verdict"] == "inconclusive" and "No FID" in verdicts["summary"]["evidence"]
+    assert "generation" in metrics["models"]["vae"]["skipped"]
