@@ -18,7 +18,7 @@ All user-facing problems raise :class:`aediff.errors.DataError`.
 """
 
 from .captions import caption_templates, fill_template, label_caption, label_captions
-from .dataset import ImageDataset, save_image_grid, split_indices, to_uint8
+from .dataset import ImageDataset, save_image_grid, split_indices, tile_images, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
 from .sources import EMOJI_CREDIT, DatasetInfo, cache_dir, emoji_caption, list_datasets, load_dataset
 
@@ -38,6 +38,7 @@ __all__ = [
     "read_image_folder",
     "read_npz",
     "save_image_grid",
+    "tile_images",
     "split_indices",
     "to_uint8",
     "write_idx",

@@ -244,6 +244,27 @@ def to_uint8(images: Tensor) -> Tensor:
     return ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_().to(torch.uint8)
 
 
+def tile_images(images: Tensor, nrow: int | None = None, padding: int = 2, fill: int = 0) -> Tensor:
+    """Float images ``[N, C, H, W]`` in [-1, 1] (or uint8) -> one uint8 grid ``[C, rows * (H + padding) +
+    padding, cols * (W + padding) + padding]``: ``nrow`` images per row (default ceil(sqrt(N))), the
+    padding between and around them filled with ``fill`` (0..255)."""
+    images = torch.as_tensor(images).detach().cpu()
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(f"an image grid needs images [N, C, H, W] with N >= 1, C in 1, 3; got {tuple(images.shape)}")
+    u8 = images if images.dtype == torch.uint8 else to_uint8(images)
+    n, c, h, w = u8.shape
+    cols = min(nrow or math.ceil(math.sqrt(n)), n)
+    rows = math.ceil(n / cols)
+    grid = torch.full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), fill, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, y : y + h, x : x + w] = u8[i]
+    return grid
+
+
 def save_image_grid(
     images: Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
 ) -> None:
@@ -252,24 +273,9 @@ def save_image_grid(
     ``nrow`` images per row (default ceil(sqrt(N))); ``padding`` black pixels between and around images,
     so the PNG is ``rows * (H + padding) + padding`` by ``nrow * (W + padding) + padding``.
     """
-    images = torch.as_tensor(images).detach().cpu()
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
-        raise ValueError(
-            f"save_image_grid needs images [N, C, H, W] with N >= 1, C in 1, 3; got {tuple(images.shape)}"
-        )
-    u8 = images if images.dtype == torch.uint8 else to_uint8(images)
-    n, c, h, w = u8.shape
-    cols = min(nrow or math.ceil(math.sqrt(n)), n)
-    rows = math.ceil(n / cols)
-    grid = torch.zeros(c, rows * (h + padding) + padding, cols * (w + padding) + padding, dtype=torch.uint8)
-    for i in range(n):
-        r, col = divmod(i, cols)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, y : y + h, x : x + w] = u8[i]
+    grid = tile_images(images, nrow, padding)
     arr = grid.permute(1, 2, 0).numpy()
-    img = Image.fromarray(arr[..., 0] if c == 1 else arr)  # uint8 [H, W] -> "L", [H, W, 3] -> "RGB"
+    img = Image.fromarray(arr[..., 0] if grid.shape[0] == 1 else arr)  # uint8 [H, W] -> "L", [H, W, 3] -> "RGB"
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:

@@ -18,7 +18,6 @@ from aediff.reports.html import (
     format_cell,
     render_in_chromium,
     render_report,
-    write_atomic,
     write_report,
 )
 
@@ -39,6 +38,5 @@ __all__ = [
     "render_report",
     "scatter_map",
     "scatter_maps",
-    "write_atomic",
     "write_report",
 ]

@@ -170,9 +170,9 @@ class Progress:
 
     def time_left(self) -> float:
         left = 0.0
-        for kind, estimate in self.jobs[self.done:]:
-            seen = self.seconds[kind.split(":")[0]]
-            left += float(np.median(seen)) if (seen and kind.startswith("eval")) else estimate
+        for kind, estimate in self.jobs[self.done:]:  # training takes its budget; evaluations as measured so far
+            seen = self.seconds[kind]
+            left += float(np.median(seen)) if (seen and kind == "eval") else estimate
         return left
 
     def start(self, what: str) -> float:
@@ -218,6 +218,7 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    aediff.runs.recover(out)  # a report write cut short after its commit point is finished first
     started = time.perf_counter()
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
     labelled = train_set.labels is not None and test_set.labels is not None

@@ -19,12 +19,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from aediff.data import tile_images, to_uint8
+
 DPI = 100
 WIDTH_IN = 6.4  # 640 px: readable at ~600 px in the report
 HEIGHT_IN = 4.0
 MIN_IMAGE_PX = 48  # an 8x8 digit is drawn as at least 48x48 screen pixels
 GRID_PADDING_PX = 4
-GRID_PADDING_RGB = (0.85, 0.85, 0.85)  # light grey: separates both dark digits and white-background emoji
+GRID_PADDING_GREY = 217  # light grey (0.85): separates both dark digits and white-background emoji
 
 
 def _new_figure(width_in: float = WIDTH_IN, height_in: float = HEIGHT_IN) -> Figure:
@@ -239,20 +241,12 @@ def scatter_maps(
 def _tile(images: Tensor, nrow: int, scale: int) -> np.ndarray:
     """``[N, C, H, W]`` in [-1, 1] -> float RGB ``[rows * (H*scale + p) + p, cols * (W*scale + p) + p, 3]``
     in [0, 1], each image upscaled ``scale`` times by pixel repetition (nearest neighbour)."""
-    x = ((images.detach().to(torch.float32).cpu().clamp(-1.0, 1.0) + 1.0) / 2.0).numpy()
+    x = to_uint8(torch.as_tensor(images).detach().cpu())
     if x.shape[1] == 1:
-        x = np.repeat(x, 3, axis=1)
-    x = x.repeat(scale, axis=2).repeat(scale, axis=3).transpose(0, 2, 3, 1)  # [N, h, w, 3]
-    n, h, w, _ = x.shape
-    cols = min(nrow, n)
-    rows = math.ceil(n / cols)
-    p = GRID_PADDING_PX
-    grid = np.empty((rows * (h + p) + p, cols * (w + p) + p, 3), dtype=np.float32)
-    grid[...] = GRID_PADDING_RGB
-    for i in range(n):
-        r, c = divmod(i, cols)
-        grid[p + r * (h + p) : p + r * (h + p) + h, p + c * (w + p) : p + c * (w + p) + w] = x[i]
-    return grid
+        x = x.expand(-1, 3, -1, -1)
+    x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    grid = tile_images(x, nrow, GRID_PADDING_PX, fill=GRID_PADDING_GREY)
+    return grid.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
 
 
 def image_grid(

@@ -23,7 +23,6 @@ import numbers
 import os
 import platform
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aediff import __version__
+from aediff.runs import write_files_atomically
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 # Figure / table names become file names and section keys become HTML ids: keep them to a safe alphabet.
@@ -381,25 +381,6 @@ def _check_unique(kind: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part:
-    write a temporary file beside it, fsync, then rename over it (``os.replace`` is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as for a plain open(); tempfile's
-    # files are 0o600, which would make report.html unreadable to a web server.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     out_dir: Path, html: str, figures: Sequence[Figure], tables: Sequence[Table], metrics: Mapping[str, Any]
 ) -> dict[str, Path]:
@@ -410,8 +391,9 @@ def write_report(
         out_dir/tables/<name>.csv    each table's :meth:`Table.to_csv`
         out_dir/figures/<name>.png   each figure's PNG
 
-    Each file is replaced atomically, and everything is checked before the first write, so a bad
-    metric never leaves a half-updated folder; report.html is written last. Returns ``relative path ->
+    Everything is checked before the first write, and the files are replaced together through the run
+    folder's journaled writer (``aediff.runs.write_files_atomically``): a crash leaves the old report or the
+    whole new one, never a mix. Returns ``relative path ->
     absolute path`` of every file written.
 
     Raises:
@@ -429,11 +411,8 @@ def write_report(
     files.update({f"tables/{t.name}.csv": t.to_csv().encode("utf-8") for t in tables})
     files["metrics.json"] = metrics_json.encode("utf-8")
     files["report.html"] = html.encode("utf-8")
-    written: dict[str, Path] = {}
-    for relative, data in files.items():
-        write_atomic(out_dir / relative, data)
-        written[relative] = out_dir / relative
-    return written
+    write_files_atomically(out_dir, files)
+    return {relative: out_dir / relative for relative in files}
 
 
 # --- rendering in a browser -------------------------------------------------------------------------

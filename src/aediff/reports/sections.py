@@ -28,7 +28,6 @@ from aediff.evaluation import (
     predicted_x0_sweep,
     sample_images,
     spread_indices,
-    training_speed,
     umap_available,
 )
 from aediff.models.diffusion import DiffusionModel, diffusion_loss
@@ -54,12 +53,13 @@ def held_out_diffusion_loss(model: DiffusionModel, dataset: Any, limit: int, see
     device = next(model.parameters()).device
     images = dataset.batch(spread_indices(len(dataset), limit))["images"].to(device)
     total = 0.0
-    for draw in range(draws):
-        torch.manual_seed(seed + draw)
-        condition = model.condition_inputs(len(images))
-        loss, _ = diffusion_loss(model.denoiser, images, model.schedule, model.config.loss_weighting,
-                                 model.config.min_snr_gamma, condition)
-        total += float(loss) / draws
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave the caller's RNG be
+        for draw in range(draws):
+            torch.manual_seed(seed + draw)
+            condition = model.condition_inputs(len(images))
+            loss, _ = diffusion_loss(model.denoiser, images, model.schedule, model.config.loss_weighting,
+                                     model.config.min_snr_gamma, condition)
+            total += float(loss) / draws
     return total
 
 
@@ -118,7 +118,6 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
                            sample_options={"class_labels": None} if getattr(model.config, "condition", "") == "class"
                            else {}, denoising_steps=(1, config.denoise_steps) if planned.name == "diffusion" else (1,))
         m["role"] = planned.role
-        m.setdefault("training_speed", training_speed(runs[planned.name]))
         artifacts["samples"][planned.name] = sample_images(model, 64, seed=config.seed)
         if hasattr(model, "reconstruct"):
             artifacts["reconstructions"][planned.name] = model.reconstruct(first.to(device)).cpu()
