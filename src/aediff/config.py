@@ -1,7 +1,10 @@
 """Typed configs <-> JSON.
 
-Every component has a dataclass config; these two functions are the only way configs are turned into
-JSON and back, so a run folder's ``config.json`` rebuilds exactly the objects that wrote it.
+Every component has a dataclass config; these functions are the only way configs are turned into JSON and
+back, so a run folder's ``config.json`` rebuilds exactly the objects that wrote it. Configs nest (a
+diffusion model's config holds its network's, its process's, its sampling defaults' and its conditioning's),
+and an override names a field by its dotted path (``network.channels``) or, where the name is unique in the
+tree, by its bare name (``channels``), which is what ``--set channels=16,32`` means.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Turn a JSON value back into the annotated type (lists -> tuples, ints -> floats)."""
+    """Turn a JSON value back into the annotated type (lists -> tuples, ints -> floats, dicts -> nested
+    dataclass configs)."""
+    if dataclasses.is_dataclass(annotation):
+        if dataclasses.is_dataclass(value) and isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {annotation.__name__} fields, got {value!r}")
+        return config_from_dict(annotation, value, where)
     origin = get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in get_args(annotation):
@@ -50,6 +60,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             choices = ", ".join(repr(a) for a in get_args(annotation))
             raise ConfigError(f"{where}: {value!r} is not one of {choices}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
@@ -57,23 +71,58 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+def config_from_dict(cls: type[C], data: dict[str, Any], where: str | None = None) -> C:
     """Rebuild a dataclass config from a dict; unknown keys are an error, missing keys take defaults."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of fields, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(
-            f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}"
-        )
-    values = {k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in data.items()}
+        raise ConfigError(f"{where} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}")
+    values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     return cls(**values)
 
 
+def field_paths(cls: type) -> list[str]:
+    """Every leaf field of a (nested) dataclass config as a dotted path, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    paths = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            paths += [f"{f.name}.{sub}" for sub in field_paths(hints[f.name])]
+        else:
+            paths.append(f.name)
+    return paths
+
+
+def resolve_field(cls: type, key: str) -> str:
+    """The dotted path that ``key`` names in ``cls``: itself when it is a path, else the one leaf whose last
+    part is ``key``. A clear error for an unknown or ambiguous name."""
+    paths = field_paths(cls)
+    groups = {p.rsplit(".", 1)[0] for p in paths if "." in p}  # a whole nested config may be replaced too
+    if key in paths or key in groups:
+        return key
+    matches = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"{cls.__name__}: {key!r} is ambiguous; name one of {', '.join(matches)}")
+    leaves = sorted({p.rsplit(".", 1)[-1] for p in paths})
+    raise ConfigError(f"{cls.__name__} has no field {key!r}; valid fields: {', '.join(leaves)}")
+
+
 def update_config(config: C, overrides: dict[str, Any]) -> C:
-    """A copy of ``config`` with fields replaced, type-checked like ``config_from_dict``."""
+    """A copy of ``config`` with fields replaced, type-checked like ``config_from_dict``. Keys are dotted
+    paths or unique bare field names (see ``resolve_field``)."""
     merged = config_to_dict(config)
-    merged.update(overrides)
+    for key, value in overrides.items():
+        *parents, leaf = resolve_field(type(config), key).split(".")
+        target = merged
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
     return config_from_dict(type(config), merged)
 
 

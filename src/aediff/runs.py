@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
-from torch import nn
 
+from aediff.config import config_from_dict
+from aediff.data.config import DataConfig
 from aediff.device import default_device
-from aediff.errors import RunError
+from aediff.errors import AediffError, RunError
+from aediff.models import Model, model_class
+from aediff.training.config import TrainConfig
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -39,7 +43,8 @@ STATE_DIR = "training_state"
 OPTIMIZER_FILE = f"{STATE_DIR}/optimizer.safetensors"
 STATE_FILE = f"{STATE_DIR}/state.json"
 PENDING_FILE = "pending.json"
-FORMAT_VERSION = 1
+LOG_FILE = "log.jsonl"
+FORMAT_VERSION = 2  # 2: nested diffusion configs; latent diffusion keeps the images' shape and its autoencoder
 
 
 # --- atomic, journaled writes ----------------------------------------------------------------
@@ -146,7 +151,7 @@ def write_run_config(run_dir: str | Path, config: dict[str, Any]) -> None:
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """config.json of a run folder, validated enough to rebuild the model."""
+    """config.json of a run folder as written (any format version), checked enough to rebuild the model."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist; train one with `aediff train FAMILY --out {run_dir}`")
@@ -158,34 +163,102 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except ValueError as exc:
         raise RunError(f"{path} is not valid JSON ({exc})") from exc
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise RunError(f"{run_dir} was written by a newer aediff (format {config['format_version']}); upgrade aediff")
+    if not isinstance(config, dict):
+        raise RunError(f"{path} should hold a JSON object, not {type(config).__name__}; the run folder is damaged")
+    version = config.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunError(f"{path}: format_version must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise RunError(f"{run_dir} was written by a newer aediff (format {version}); upgrade aediff")
     for key in ("family", "model"):
         if key not in config:
             raise RunError(f"{path} lacks the {key!r} entry; the run folder is incomplete")
     return config
 
 
-def load(path: str | Path, weights: str = "ema", device: str | torch.device | None = None) -> nn.Module:
-    """Rebuild a model from its run folder alone, in eval mode.
+@dataclass
+class TrainingSummary:
+    """How much training a run has had (from its training state, else the last line of log.jsonl)."""
+
+    steps: int
+    images_seen: int
+    train_seconds: float  # in training steps only (checkpoints and previews excluded), all sessions
+    wall_seconds: float  # the whole training, all sessions (log-only runs: train_seconds)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / max(self.train_seconds, 1e-9)
+
+
+def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSummary | None:
+    """The run's TrainingSummary, or None when it has neither a training state nor a log."""
+    run_dir = Path(run_dir)
+    state_path, log_path = run_dir / STATE_FILE, run_dir / LOG_FILE
+    try:
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            return TrainingSummary(int(state["step"]), int(state["images_seen"]), float(state["train_seconds"]),
+                                   float(state["elapsed_seconds"]))
+        lines = log_path.read_text().strip().splitlines() if log_path.exists() else []
+        if lines:
+            last = json.loads(lines[-1])
+            steps, seconds = int(last["step"]), float(last["train_seconds"])
+            return TrainingSummary(steps, steps * batch_size, seconds, seconds)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"the training record of {run_dir} is unreadable ({exc}); the run folder is damaged") from exc
+    return None
+
+
+@dataclass
+class Run:
+    """A trained model and everything its run folder says about it: what ``aediff.load`` returns."""
+
+    model: Model  # in eval mode, on the requested device
+    path: Path
+    family: str
+    config: Any  # the model's typed config (``model.config``)
+    training: TrainConfig
+    data: DataConfig | None  # None when the model was trained on data passed in as arrays
+    summary: TrainingSummary | None  # None for a run folder without training state or log
+    format_version: int  # of the config.json it was read from (older formats are upgraded on reading)
+    weights: str  # "ema" or "model": which weights the model holds
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _typed(cls: type, stored: Any, where: Path, what: str) -> Any:
+    try:
+        return config_from_dict(cls, stored if stored is not None else {})
+    except AediffError as exc:
+        raise RunError(f"{where}: the {what} config is not valid ({exc})") from exc
+
+
+def load(path: str | Path, weights: str = "ema", device: str | torch.device | None = None) -> Run:
+    """Rebuild a run's model from its folder alone, in eval mode, and return it with its configs.
 
     weights: "ema" (the moving average, used for sampling; falls back to "model" when absent) or "model".
     """
-    from aediff.models import build_model  # registers every family
-
-    run_dir = Path(path)
-    config = read_run_config(run_dir)
-    model = build_model(config["family"], config["model"])
     if weights not in ("ema", "model"):
         raise RunError(f"weights must be 'ema' or 'model', got {weights!r}")
+    run_dir = Path(path)
+    stored = read_run_config(run_dir)
+    version = stored.get("format_version", 1)
+    where = run_dir / CONFIG_FILE
+    cls = model_class(stored["family"])
+    model_config = _typed(cls.config_class, cls.upgrade_config(stored["model"], version), where, "model")
+    model = cls(model_config)
     file = run_dir / (EMA_FILE if weights == "ema" else MODEL_FILE)
     if weights == "ema" and not file.exists():
-        file = run_dir / MODEL_FILE
+        file, weights = run_dir / MODEL_FILE, "model"
     tensors = read_tensors(file)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise RunError(f"{file} does not match the model in {CONFIG_FILE}: missing {missing[:5]}, "
                        f"unexpected {unexpected[:5]}")
-    model.run_dir = run_dir  # type: ignore[attr-defined]
-    model.run_config = config  # type: ignore[attr-defined]
-    return model.to(device or default_device()).eval()
+    training = _typed(TrainConfig, stored.get("training"), where, "training")
+    data = _typed(DataConfig, stored["data"], where, "data") if stored.get("data") is not None else None
+    return Run(model=model.to(device or default_device()).eval(), path=run_dir, family=cls.family,
+               config=model_config, training=training, data=data,
+               summary=read_training_summary(run_dir, training.batch_size), format_version=version, weights=weights)

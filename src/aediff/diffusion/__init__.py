@@ -2,10 +2,15 @@
 
 from aediff.diffusion.parameterization import PARAMETERIZATIONS, Denoiser, preconditioning, x0_loss_weight
 from aediff.diffusion.samplers import (
+    SAMPLER_NAMES,
     SAMPLERS,
+    SamplerName,
+    SamplerOptions,
+    SamplerSpec,
     ddim_step,
     ddpm_step,
     evaluations_per_sample,
+    run_sampler,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
@@ -15,7 +20,8 @@ from aediff.diffusion.samplers import (
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 
 __all__ = [
-    "PARAMETERIZATIONS", "SAMPLERS", "Denoiser", "NoiseSchedule", "ddim_step", "ddpm_step", "discrete_timesteps",
-    "evaluations_per_sample", "karras_sigmas", "preconditioning", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
-    "sample_euler", "sample_heun", "x0_loss_weight",
+    "PARAMETERIZATIONS", "SAMPLERS", "SAMPLER_NAMES", "Denoiser", "NoiseSchedule", "SamplerName", "SamplerOptions",
+    "SamplerSpec", "ddim_step", "ddpm_step", "discrete_timesteps", "evaluations_per_sample", "karras_sigmas",
+    "preconditioning", "run_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler", "sample_heun",
+    "x0_loss_weight",
 ]

@@ -4,17 +4,34 @@ Every sampler has the signature ``sampler(denoiser, x, sigmas, callback=None, ge
 - denoiser(x, sigma) -> the x0 estimate (``aediff.diffusion.parameterization.Denoiser``);
 - x: the starting point x = sigmas[0] * noise, [N, C, S, S] (variance-exploding view);
 - sigmas: decreasing noise levels [n + 1], usually ending in 0;
-- callback({"i", "sigma", "x", "denoised"}) after each network evaluation (trajectories come free).
+- generator: the source of any fresh noise (ddpm, ddim with eta > 0, euler / heun with s_churn > 0);
+- options: the keyword options the sampler declares in its ``SamplerSpec`` (``eta``, ``s_churn``).
 It returns the final sample. The DDPM and DDIM steps are also given in DDPM's own variables
 (``ddpm_step``, ``ddim_step``) so they can be checked against reference implementations.
+
+Trajectories, one convention for every sampler: ``callback({"i": i, "sigma": sigma_i, "x": x_i,
+"denoised": D(x_i, sigma_i)})`` is called BEFORE step i, once per step (n frames for sigmas [n + 1]),
+where x_i is the variance-exploding state at noise level sigma_i, i.e. exactly the (x, sigma) the
+denoiser is first called with at step i; ``sigma`` is a float. With stochastic churn (Karras et al. 2022,
+Algorithm 2) that first call is at the raised level sigma_hat = sigma_i (1 + gamma) on the churned x,
+so the frame reports that pair: x, sigma and denoised always belong together.
+
+``SAMPLERS`` declares each sampler (``SamplerSpec``: its options, whether it draws noise, its network
+evaluations); ``SamplerOptions`` is what a user chooses, checked once by ``resolve`` with messages a user
+can act on, and ``run_sampler`` runs the resolved choice.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
+
+from aediff.errors import ConfigError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None] | None
@@ -56,16 +73,16 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor | 
     return mean
 
 
-def _vp_step(step: Callable[..., torch.Tensor], denoiser: Denoise, x: torch.Tensor, sigma: torch.Tensor,
-             sigma_next: torch.Tensor, generator: torch.Generator | None, **kw: Any
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _vp_step(step: Callable[..., torch.Tensor], x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor,
+             sigma_next: torch.Tensor, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
     """Run a DDPM-variable step from the variance-exploding x: x_t = x * sqrt(abar), abar = 1/(1+sigma^2)."""
-    denoised = denoiser(x, sigma)
     alpha_bar, alpha_bar_next = 1 / (1 + sigma.double() ** 2), 1 / (1 + sigma_next.double() ** 2)
     eps = (x - denoised) / sigma
+    # Drawn at every step, even when the step ignores it (ddim, eta = 0), so the generator's stream is the
+    # same whatever eta is.
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     x_prev = step(x * alpha_bar.sqrt().float(), eps, alpha_bar.float(), alpha_bar_next.float(), noise=noise, **kw)
-    return x_prev / alpha_bar_next.sqrt().float(), denoised
+    return x_prev / alpha_bar_next.sqrt().float()
 
 
 def _report(callback: Callback, i: int, sigma: torch.Tensor, x: torch.Tensor, denoised: torch.Tensor) -> None:
@@ -76,9 +93,11 @@ def _report(callback: Callback, i: int, sigma: torch.Tensor, x: torch.Tensor, de
 # --- samplers ------------------------------------------------------------------------------------------
 def _walk_vp(step: Callable[..., torch.Tensor], denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor,
              callback: Callback, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
+    """Walk ``sigmas`` with a DDPM-variable step; each frame is reported before its step (module docstring)."""
     for i in range(len(sigmas) - 1):
-        x, denoised = _vp_step(step, denoiser, x, sigmas[i], sigmas[i + 1], generator, **kw)
+        denoised = denoiser(x, sigmas[i])
         _report(callback, i, sigmas[i], x, denoised)
+        x = _vp_step(step, x, denoised, sigmas[i], sigmas[i + 1], generator, **kw)
     return x
 
 
@@ -97,29 +116,50 @@ def sample_ddim(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callba
     return _walk_vp(ddim_step, denoiser, x, sigmas, callback, generator, eta=eta)
 
 
+def _churn(x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, generator: torch.Generator | None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Karras et al. 2022, Algorithm 2, lines 4-6: raise the noise level of x from sigma_i to
+    sigma_hat = sigma_i (1 + gamma) with fresh noise, gamma = min(s_churn / n, sqrt(2) - 1), at every step
+    (S_tmin = 0, S_tmax = inf, S_noise = 1; as k-diffusion's ``sample_euler`` / ``sample_heun``).
+
+    Returns (x_hat, sigma_hat); with s_churn = 0 x and sigmas[i] themselves, untouched and with no noise drawn,
+    so that the deterministic samplers stay bit-identical and leave the generator alone.
+    """
+    gamma = min(s_churn / (len(sigmas) - 1), math.sqrt(2) - 1)
+    if gamma <= 0:
+        return x, sigmas[i]
+    sigma_hat = sigmas[i] * (1 + gamma)
+    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    return x + (sigma_hat**2 - sigmas[i] ** 2).sqrt() * noise, sigma_hat
+
+
 @torch.no_grad()
 def sample_euler(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Euler steps of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022)."""
+                 generator: torch.Generator | None = None, s_churn: float = 0.0) -> torch.Tensor:
+    """Euler steps of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022);
+    with s_churn > 0, Algorithm 2's stochastic churn before each step (then an SDE-like sampler)."""
     for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i])
-        _report(callback, i, sigmas[i], x, denoised)
-        x = x + (sigmas[i + 1] - sigmas[i]) * (x - denoised) / sigmas[i]
+        x, sigma = _churn(x, sigmas, i, s_churn, generator)
+        denoised = denoiser(x, sigma)
+        _report(callback, i, sigma, x, denoised)
+        x = x + (sigmas[i + 1] - sigma) * (x - denoised) / sigma
     return x
 
 
 @torch.no_grad()
 def sample_heun(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Heun's second-order method (Karras et al. 2022, Algorithm 1 without churn): 2n - 1 evaluations."""
+                generator: torch.Generator | None = None, s_churn: float = 0.0) -> torch.Tensor:
+    """Heun's second-order method (Karras et al. 2022, Algorithm 1; Algorithm 2 with s_churn > 0):
+    2n - 1 evaluations when sigmas ends in 0 (the last step is Euler's)."""
     for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i])
-        _report(callback, i, sigmas[i], x, denoised)
-        slope = (x - denoised) / sigmas[i]
-        x_next = x + (sigmas[i + 1] - sigmas[i]) * slope
+        x, sigma = _churn(x, sigmas, i, s_churn, generator)
+        denoised = denoiser(x, sigma)
+        _report(callback, i, sigma, x, denoised)
+        slope = (x - denoised) / sigma
+        x_next = x + (sigmas[i + 1] - sigma) * slope
         if sigmas[i + 1] > 0:
             slope_next = (x_next - denoiser(x_next, sigmas[i + 1])) / sigmas[i + 1]
-            x_next = x + (sigmas[i + 1] - sigmas[i]) * (slope + slope_next) / 2
+            x_next = x + (sigmas[i + 1] - sigma) * (slope + slope_next) / 2
         x = x_next
     return x
 
@@ -148,15 +188,194 @@ def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ca
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "dpm++": sample_dpmpp_2m,
+# --- declarations ----------------------------------------------------------------------------------------
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
+
+
+def _always(options: SamplerOptions) -> bool:
+    return True
+
+
+def _never(options: SamplerOptions) -> bool:
+    return False
+
+
+def _eta_positive(options: SamplerOptions) -> bool:
+    return (options.eta or 0.0) > 0
+
+
+def _churn_positive(options: SamplerOptions) -> bool:
+    return (options.s_churn or 0.0) > 0
+
+
+def _one_per_step(steps: int) -> int:
+    return steps
+
+
+def _heun_evaluations(steps: int) -> int:
+    # Two evaluations per step but the last: its sigma_next = 0 makes it an Euler step.
+    return 2 * steps - 1
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What the rest of the package needs to know about a sampler, next to the function that runs it.
+
+    name: its key in SAMPLERS and its value for --sampler; function: the sampler (module docstring);
+    options: the keyword options the function takes (SamplerOptions' fields), e.g. ("eta",);
+    stochastic(resolved options) -> whether it draws fresh noise, so that the generator changes the result;
+    discrete_timesteps: it walks the schedule's own discrete levels (DDPM, DDIM) rather than Karras spacing;
+    network_evaluations(steps) -> denoiser calls per sample (read it through ``evaluations``).
+
+    Calling a spec calls its function, after checking the options (``SAMPLERS[name](denoiser, x, sigmas)``).
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    options: tuple[str, ...] = ()
+    stochastic: Callable[[SamplerOptions], bool] = _never
+    discrete_timesteps: bool = False
+    network_evaluations: Callable[[int], int] = field(default=_one_per_step, repr=False)
+
+    def evaluations(self, steps: int) -> int:
+        """Network evaluations per sample for ``steps`` steps along sigmas [steps + 1] ending in 0, without
+        guidance (classifier-free guidance evaluates twice per call, doubling it)."""
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        return self.network_evaluations(steps)
+
+    def __call__(self, denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
+                 generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
+        """Run ``function``; options set to None are left to its defaults, the others are checked first, so
+        that an option this sampler does not take is a ConfigError rather than a TypeError deep inside."""
+        options = {name: value for name, value in options.items() if value is not None}
+        _check_options(self, options)
+        return self.function(denoiser, x, sigmas, callback=callback, generator=generator, **options)
+
+
+def _flag(option: str) -> str:
+    """An option's command-line spelling: s_churn -> --s-churn."""
+    return "--" + option.replace("_", "-")
+
+
+def _enumerate(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+# Each option's valid values, as (test, what the message asks for); the keys are SamplerOptions' option fields.
+_OPTION_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "eta": (lambda v: 0 <= v <= 1, "between 0 (deterministic) and 1 (DDPM-like)"),
+    "s_churn": (lambda v: 0 <= v < math.inf, "a finite number >= 0 (0: deterministic)"),
 }
 
 
+def _check_options(spec: SamplerSpec, values: dict[str, Any]) -> None:
+    """ConfigError unless every option set in ``values`` (None: unset) is one ``spec`` takes, in range."""
+    for option, value in values.items():
+        if value is None:
+            continue
+        if option not in _OPTION_RANGES:
+            raise ConfigError(f"unknown sampler option {option!r}; sampler options are {', '.join(_OPTION_RANGES)}")
+        if option not in spec.options:
+            takers = [other.name for other in SAMPLERS.values() if option in other.options]
+            raise ConfigError(f"{_flag(option)} applies to {_enumerate(takers)}, not {spec.name}")
+        in_range, wanted = _OPTION_RANGES[option]
+        # `not in_range` rather than a negated comparison, so that NaN fails too.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(float(value)):
+            raise ConfigError(f"{_flag(option)} must be {wanted}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """What a user chooses about sampling; None = the model's default (sampler, steps) or the sampler's own
+    (eta = 0, s_churn = 0: deterministic).
+
+    sampler: one of SAMPLER_NAMES; steps: denoising steps >= 1 (so sigmas [steps + 1]);
+    eta (ddim): the noise of each step, in [0, 1]: 0 deterministic .. 1 DDPM-like (Song et al. 2021, eq. 16);
+    s_churn (euler, heun): stochastic churn >= 0 (Karras et al. 2022, Algorithm 2), 0 = deterministic.
+    ``resolve`` fills the defaults and checks everything once; ``spec``, ``sampler_kwargs`` and ``run_sampler``
+    need its result. ``dataclasses.replace`` gives an unresolved copy, to be resolved again.
+    """
+
+    sampler: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    s_churn: float | None = None
+    _resolved: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def resolve(self, default_sampler: str, default_steps: int) -> SamplerOptions:
+        """A copy with sampler and steps filled from the defaults, checked: ConfigError for an unknown sampler,
+        steps < 1, an option the chosen sampler does not take, or a value out of range."""
+        sampler = self.sampler if self.sampler is not None else default_sampler
+        steps = self.steps if self.steps is not None else default_steps
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
+        _check_options(SAMPLERS[sampler], self._option_values())
+        resolved = SamplerOptions(sampler=sampler, steps=int(steps), eta=self.eta, s_churn=self.s_churn)
+        object.__setattr__(resolved, "_resolved", True)  # frozen: set once, here, never after
+        return resolved
+
+    @property
+    def resolved(self) -> bool:
+        """Whether this came from ``resolve`` (sampler and steps set, every option checked)."""
+        return self._resolved
+
+    @property
+    def spec(self) -> SamplerSpec:
+        """The chosen sampler's declaration (resolved options only)."""
+        self._require_resolved("spec")
+        assert self.sampler is not None  # resolve sets it; for the type checker
+        return SAMPLERS[self.sampler]
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether sampling draws fresh noise, so that the generator changes the result (resolved options)."""
+        return self.spec.stochastic(self)
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per sample (resolved options; without guidance)."""
+        spec = self.spec
+        assert self.steps is not None  # resolve sets it; for the type checker
+        return spec.evaluations(self.steps)
+
+    def sampler_kwargs(self) -> dict[str, float]:
+        """The keyword options to pass the sampler's function: those it takes that are set (resolved options)."""
+        return {option: value for option, value in self._option_values().items()
+                if option in self.spec.options and value is not None}
+
+    def _option_values(self) -> dict[str, float | None]:
+        return {option: getattr(self, option) for option in _OPTION_RANGES}
+
+    def _require_resolved(self, what: str) -> None:
+        if not self._resolved:
+            raise ValueError(f"SamplerOptions.{what} needs resolved options: call .resolve(default_sampler, "
+                             f"default_steps) first")
+
+
+def run_sampler(options: SamplerOptions, denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor,
+                callback: Callback = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run the sampler ``options`` chose (resolved: ValueError otherwise) from x [N, C, S, S] along sigmas
+    (usually [options.steps + 1], ending in 0, as the model computes them for ``options.spec``)."""
+    if not options.resolved:
+        raise ValueError("run_sampler needs resolved options: options.resolve(default_sampler, default_steps)")
+    return options.spec.function(denoiser, x, sigmas, callback=callback, generator=generator,
+                                 **options.sampler_kwargs())
+
+
+SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
+    SamplerSpec("ddpm", sample_ddpm, stochastic=_always, discrete_timesteps=True),
+    SamplerSpec("ddim", sample_ddim, ("eta",), stochastic=_eta_positive, discrete_timesteps=True),
+    SamplerSpec("euler", sample_euler, ("s_churn",), stochastic=_churn_positive),
+    SamplerSpec("heun", sample_heun, ("s_churn",), stochastic=_churn_positive, network_evaluations=_heun_evaluations),
+    SamplerSpec("dpm++", sample_dpmpp_2m),
+)}
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # SamplerName spells them for type checkers; a test keeps both equal
+
+
 def evaluations_per_sample(sampler: str, steps: int) -> int:
-    """Network evaluations a sampler spends for ``steps`` steps (Heun evaluates twice per step but the last)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    """Network evaluations a sampler spends for ``steps`` steps; kept for its callers, the same as
+    ``SAMPLERS[sampler].evaluations(steps)``."""
+    return SAMPLERS[sampler].evaluations(steps)

@@ -43,11 +43,6 @@ def betas_for(kind: str, num_steps: int = 1000) -> torch.Tensor:
     raise ValueError(f"{kind!r} is not a discrete schedule")
 
 
-def sigma_to_alpha_bar(sigma: torch.Tensor) -> torch.Tensor:
-    """abar = 1 / (1 + sigma^2)."""
-    return 1 / (1 + sigma**2)
-
-
 def alpha_bar_to_sigma(alpha_bar: torch.Tensor) -> torch.Tensor:
     """sigma = sqrt((1 - abar) / abar)."""
     return ((1 - alpha_bar) / alpha_bar).sqrt()

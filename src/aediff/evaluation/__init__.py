@@ -9,7 +9,7 @@ model's device, and returns a JSON-able dict (or plain arrays) that records what
 - :mod:`~aediff.evaluation.latents`: codes, 2-D maps (PCA / UMAP), kNN and linear probes, interpolations.
 - :mod:`~aediff.evaluation.spectra`: high-frequency share of images; a diffusion model's x0 estimates by sigma.
 - :mod:`~aediff.evaluation.diagnostics`: per-block gradient norms of the training loss.
-- :mod:`~aediff.evaluation.speed`: sampling speed with network evaluations per image; training throughput.
+- :mod:`~aediff.evaluation.speed`: sampling speed with network evaluations per image.
 - :mod:`~aediff.evaluation.suite`: ``evaluate_model``, everything that applies to a model (`aediff eval`).
 """
 
@@ -40,7 +40,7 @@ from aediff.evaluation.protocols import (
     vae_likelihood,
 )
 from aediff.evaluation.spectra import high_frequency_share, predicted_x0_sweep, radial_frequency
-from aediff.evaluation.speed import sampling_speed, training_speed
+from aediff.evaluation.speed import sampling_speed
 from aediff.evaluation.suite import conditional_accuracy, evaluate_model, json_safe, predicted_classes
 
 __all__ = [
@@ -50,5 +50,5 @@ __all__ = [
     "high_frequency_share", "interpolation_grid", "iterate_images", "json_safe", "knn_accuracy", "latent_codes",
     "latent_map", "latent_space_metrics", "linear_probe_accuracy", "model_device", "network_blocks",
     "predicted_x0_sweep", "radial_frequency", "reconstruction_metrics", "sample_images", "sampling_speed",
-    "sampling_trajectory", "spread_indices", "training_speed", "umap_available", "vae_likelihood",
+    "sampling_trajectory", "spread_indices", "umap_available", "vae_likelihood",
 ]

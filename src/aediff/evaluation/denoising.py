@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import nn
-
 from aediff.evaluation.protocols import denoising_metrics
-from aediff.models.diffusion import DiffusionModel
-from aediff.models.latent_diffusion import LatentDiffusionModel
+from aediff.models import Capability, Model
 
 
-def denoising_sweep(model: nn.Module, dataset: Any,
+def denoising_sweep(model: Model, dataset: Any,
                     sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                     mask_probabilities: Sequence[float] = (0.1, 0.3, 0.5, 0.7), steps: Sequence[int] = (1,),
                     seed: int = 0, limit: int | None = None, batch_size: int = 256) -> list[dict[str, Any]]:
@@ -23,19 +20,17 @@ def denoising_sweep(model: nn.Module, dataset: Any,
     mse, num_images. Every level is corrupted with the same ``seed``, so every model sees the same noisy
     images at a level.
 
-    What applies to which family:
-    - AE / VAE / DAE (anything but a diffusion model): ``denoise`` is the reconstruction, which ignores
-      the step count: one row per corruption, steps = 1, whatever ``steps`` says.
-    - pixel diffusion: Gaussian rows for every value in ``steps`` (told the sigma); no masking rows, since
-      a diffusion model removes Gaussian noise of a known level, not masks.
-    - latent diffusion: no rows (it denoises latents, not pixels): returns [].
+    What applies, by capability (``model.require(Capability.DENOISE)``):
+    - a model that is not told the noise level (AE / VAE / DAE: ``denoise`` is the reconstruction, one pass):
+      one row per corruption, Gaussian and masking, steps = 1, whatever ``steps`` says.
+    - a model told the noise level (Capability.NOISE_LEVEL: diffusion, pixel or latent): Gaussian rows for
+      every value in ``steps``; no masking rows, since it removes Gaussian noise of a known level, not masks.
     """
-    if isinstance(model, LatentDiffusionModel):
-        return []
-    is_diffusion = isinstance(model, DiffusionModel)
-    step_counts = list(dict.fromkeys(int(s) for s in steps)) if is_diffusion else [1]
+    model.require(Capability.DENOISE, "a denoising sweep")
+    told_sigma = model.can(Capability.NOISE_LEVEL)
+    step_counts = list(dict.fromkeys(int(s) for s in steps)) if told_sigma else [1]
     corruptions = [("gaussian", float(sigma)) for sigma in sigmas]
-    if not is_diffusion:
+    if not told_sigma:
         corruptions += [("mask", float(p)) for p in mask_probabilities]
     rows = []
     for kind, level in corruptions:

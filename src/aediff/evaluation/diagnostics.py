@@ -11,6 +11,7 @@ from torch import nn
 from aediff.blocks import Decoder, Encoder
 from aediff.diffusion.parameterization import Denoiser
 from aediff.evaluation.protocols import model_device
+from aediff.models import Model
 from aediff.models.unet import UNet
 
 # Modules that are only containers of blocks: they are split into their children. Everything else (a
@@ -18,7 +19,7 @@ from aediff.models.unet import UNet
 _CONTAINERS = (Encoder, Decoder, UNet, Denoiser, nn.ModuleList)
 
 
-def network_blocks(model: nn.Module) -> dict[str, nn.Module]:
+def network_blocks(model: Model) -> dict[str, nn.Module]:
     """The blocks whose gradients ``gradient_norms`` reports, by name, in registration order.
 
     For a diffusion model the names are relative to its U-Net (``embed_noise``, ``encoder.stem``,
@@ -28,12 +29,7 @@ def network_blocks(model: nn.Module) -> dict[str, nn.Module]:
     model (``encoder.*``, ``to_latent``, ``from_latent``, ``decoder.*``). Blocks without trainable
     parameters (identity attention slots, a frozen autoencoder) are left out.
     """
-    if hasattr(model, "denoiser") and isinstance(model.denoiser, Denoiser):
-        roots = [("", model.denoiser.network)]
-        if hasattr(model, "text_encoder"):
-            roots.insert(0, ("text_encoder", model.text_encoder))
-    else:
-        roots = [("", model)]
+    roots = model.gradient_roots().items()
     blocks: dict[str, nn.Module] = {}
 
     def split(prefix: str, module: nn.Module) -> None:
@@ -55,7 +51,7 @@ def _direct_parameters(model: nn.Module, blocks: dict[str, nn.Module]) -> dict[s
     return {name: p for name, p in model.named_parameters() if p.requires_grad and id(p) not in in_blocks}
 
 
-def gradient_norms(model: nn.Module, batch: dict[str, Any], seed: int = 0) -> dict[str, float]:
+def gradient_norms(model: Model, batch: dict[str, Any], seed: int = 0) -> dict[str, float]:
     """L2 norm of the gradient of the training loss (``loss, _ = model(batch)``, in training mode) in each
     block of ``network_blocks``, in the order the forward pass first runs them, then any loose
     parameters by name (e.g. ``log_sigma``). One forward and backward pass; the loss's randomness is

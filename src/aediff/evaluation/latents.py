@@ -160,7 +160,7 @@ def interpolation_grid(model: nn.Module, dataset: Any, pairs: int = 4, steps: in
         raise ConfigError("interpolation needs at least two images")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    labels = dataset.labels if getattr(dataset, "labels", None) is not None else None
+    labels = dataset.labels
     chosen = _interpolation_pairs(labels, len(dataset), pairs, generator)
     indices = torch.tensor([i for pair in chosen for i in pair])
     x = dataset.batch(indices)["images"].to(model_device(model))

@@ -4,6 +4,7 @@ FID / KID / precision / recall, and the batching helpers the other evaluation mo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import MethodType
 from typing import Any
 
 import torch
@@ -19,11 +20,8 @@ from aediff.metrics import (
     score_features,
     ssim,
 )
-from aediff.models.corruptions import Corruption
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+from aediff.diffusion.samplers import SamplerOptions
+from aediff.models import Capability, Condition, Corruption, Model, model_device
 
 
 def spread_indices(size: int, limit: int | None = None) -> torch.Tensor:
@@ -146,34 +144,36 @@ def vae_likelihood(model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, 
 
 
 @torch.no_grad()
-def sample_images(model: nn.Module, n: int, seed: int = 0, batch_size: int = 250, **options: Any) -> torch.Tensor:
-    """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``.
-    ``options`` go to ``model.sample`` (a diffusion model's sampler, steps, eta, guidance, ...); per-image
-    ``class_labels`` / ``prompts`` (n of them) are split with the batches."""
+def sample_images(model: Model, n: int, seed: int = 0, condition: Condition | None = None,
+                  options: SamplerOptions | None = None, batch_size: int = 250) -> torch.Tensor:
+    """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``, drawn in batches.
+    ``condition`` and ``options`` go to ``model.sample``; per-image class labels / prompts (n of them) are
+    split with the batches."""
+    model.require(Capability.SAMPLE, "sampling")
     model.eval()
     generator = torch.Generator(model_device(model)).manual_seed(seed)
-    per_image = {k: v for k, v in options.items()
-                 if k in ("class_labels", "prompts") and not isinstance(v, (int, str)) and v is not None
-                 and len(v) == n and n > 1}
     chunks = []
     for i in range(0, n, batch_size):
         size = min(batch_size, n - i)
-        chunk_options = {**options, **{k: v[i:i + size] for k, v in per_image.items()}}
-        chunks.append(model.sample(size, generator=generator, **chunk_options).cpu())
+        part = condition.rows(i, i + size, n) if condition is not None else None
+        chunks.append(model.sample(size, part, options, generator=generator).cpu())
     return torch.cat(chunks)
 
 
 @torch.no_grad()
-def sampling_trajectory(model: nn.Module, n: int = 4, seed: int = 0, frames: int = 8, **options: Any
-                        ) -> tuple[torch.Tensor, int]:
+def sampling_trajectory(model: Model, n: int = 4, seed: int = 0, frames: int = 8, condition: Condition | None = None,
+                        options: SamplerOptions | None = None) -> tuple[torch.Tensor, int]:
     """A diffusion model's sampling path: for each of ``n`` samples, a row of x_t (scaled to unit variance
     for display) and a row of the predicted x0, at ``frames`` evenly spread steps, ending with the sample.
+    Frame k shows the state at the k-th noise level the sampler visits and the x0 predicted from it.
 
     Returns (images [2 * n * columns, C, S, S] in [-1, 1] in row order, columns).
     """
+    model.require(Capability.SAMPLER, "a sampling trajectory")
     model.eval()
     seen: list[dict[str, Any]] = []
-    final = model.sample(n, torch.Generator(model_device(model)).manual_seed(seed), callback=seen.append, **options)
+    final = model.sample(n, condition, options, generator=torch.Generator(model_device(model)).manual_seed(seed),
+                         callback=seen.append)
     picks = torch.linspace(0, len(seen) - 1, min(frames, len(seen))).round().long().unique().tolist()
     show = model.output_images  # pixels are shown as they are, latents decoded
     noisy = [show(seen[i]["x"] / (1 + seen[i]["sigma"] ** 2) ** 0.5).cpu() for i in picks] + [final.cpu()]
@@ -203,8 +203,7 @@ def generation_score(images: torch.Tensor, features: Callable[[torch.Tensor], to
 
     The returned record names the feature extractor, the sample count and the reference split.
     """
-    owner = getattr(features, "__self__", None)
-    device = model_device(owner) if isinstance(owner, nn.Module) else torch.device("cpu")
+    device = model_device(features.__self__) if isinstance(features, MethodType) else torch.device("cpu")
     reference_images = torch.cat([b["images"].cpu() for b in iterate_images(reference)])
     sample_feats = extract_features(features, images.to(device))
     reference_feats = extract_features(features, reference_images.to(device))

@@ -11,12 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
 from aediff.errors import ConfigError
 from aediff.evaluation.protocols import model_device
-from aediff.models.diffusion import DiffusionModel
-from aediff.models.latent_diffusion import LatentDiffusionModel
+from aediff.models import Capability, Model
 
 
 def radial_frequency(height: int, width: int) -> torch.Tensor:
@@ -48,9 +45,10 @@ def high_frequency_share(images: torch.Tensor, cutoff: float = 0.5) -> torch.Ten
 
 
 @torch.no_grad()
-def predicted_x0_sweep(model: nn.Module, images: torch.Tensor, sigmas: Sequence[float], seed: int = 0,
+def predicted_x0_sweep(model: Model, images: torch.Tensor, sigmas: Sequence[float], seed: int = 0,
                        batch_size: int = 256) -> dict[str, Any]:
-    """A pixel diffusion model's one-step estimate of x0 from x_t = x0 + sigma * eps, at each sigma.
+    """A diffusion model's one-step estimate of x0 from x_t = x0 + sigma * eps (``denoise(x_t, sigma)``), at
+    each sigma.
 
     images: [N, C, S, S] in [-1, 1]. One noise draw eps (from ``seed``) is scaled to every sigma, so the
     rows differ only by the noise level. A conditioned model is given the null condition (no class, empty
@@ -61,8 +59,7 @@ def predicted_x0_sweep(model: nn.Module, images: torch.Tensor, sigmas: Sequence[
     high_frequency_share (list: mean over images of each sigma's predictions), data_high_frequency_share
     (of the clean images). Tensors on the CPU.
     """
-    if isinstance(model, LatentDiffusionModel) or not isinstance(model, DiffusionModel):
-        raise ConfigError("predicted_x0_sweep needs a pixel diffusion model (a `diffusion` run)")
+    model.require(Capability.NOISE_LEVEL, "predicted_x0_sweep")
     model.eval()
     device = model_device(model)
     x0 = images.to(device, torch.float32)
@@ -73,7 +70,7 @@ def predicted_x0_sweep(model: nn.Module, images: torch.Tensor, sigmas: Sequence[
         chunks = []
         for start in range(0, len(x0), batch_size):
             part = x_t[start:start + batch_size]
-            chunks.append(model.predict_x0(part, float(sigma), **model.condition_inputs(len(part))).cpu())
+            chunks.append(model.denoise(part, float(sigma)).cpu())
         predictions.append(torch.cat(chunks))
         noisy.append(x_t.cpu())
     predictions_t = torch.stack(predictions)

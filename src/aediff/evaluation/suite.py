@@ -1,15 +1,17 @@
-"""One call that runs every evaluation that applies to a model's family (what `aediff eval` prints)."""
+"""One call that runs every evaluation that applies to a model (what `aediff eval` prints), chosen by the
+model's declared capabilities."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import AediffError
 from aediff.evaluation.denoising import denoising_sweep
 from aediff.evaluation.latents import latent_space_metrics
@@ -22,11 +24,9 @@ from aediff.evaluation.protocols import (
     sample_images,
     vae_likelihood,
 )
-from aediff.evaluation.speed import sampling_speed, training_speed
-from aediff.models.diffusion import DiffusionModel
-from aediff.models.latent_diffusion import LatentDiffusionModel
-
-AUTOENCODER_FAMILIES = ("ae", "vae", "dae")
+from aediff.evaluation.speed import sampling_speed
+from aediff.models import Capability, Condition, Model
+from aediff.runs import Run
 
 
 def json_safe(value: Any) -> Any:
@@ -45,13 +45,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _feature_extractor_name(classifier: nn.Module) -> str:
-    run_dir = getattr(classifier, "run_dir", None)
-    return f"classifier:{run_dir}" if run_dir is not None else f"classifier:{type(classifier).__name__}"
-
-
 @torch.no_grad()
-def predicted_classes(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def predicted_classes(classifier: Model, images: torch.Tensor) -> torch.Tensor:
     """The classifier's top class [N] (int64, CPU) for images [N, C, H, W] in [-1, 1]."""
     classifier.eval()
     return torch.cat([classifier.logits(chunk.to(model_device(classifier))).argmax(1).cpu()
@@ -59,48 +54,55 @@ def predicted_classes(classifier: nn.Module, images: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def conditional_accuracy(model: nn.Module, classifier: nn.Module, per_class: int = 10, seed: int = 0,
-                         **options: Any) -> dict[str, Any]:
+def conditional_accuracy(model: Model, classifier: Model, per_class: int = 10, seed: int = 0,
+                         guidance: float | None = None, options: SamplerOptions | None = None) -> dict[str, Any]:
     """A class-conditioned model's samples, ``per_class`` of each class, classified by ``classifier``:
-    the share labelled as the class they were drawn for. ``options`` go to the sampler (guidance...)."""
-    labels = torch.arange(model.config.num_classes).repeat_interleave(per_class)
-    images = sample_images(model, len(labels), seed, class_labels=labels, **options)
+    the share labelled as the class they were drawn for."""
+    model.require(Capability.CLASS_CONDITION, "conditional accuracy")
+    labels = torch.arange(model.num_classes).repeat_interleave(per_class)
+    images = sample_images(model, len(labels), seed, Condition(class_labels=labels, guidance=guidance), options)
     return {"accuracy": float((predicted_classes(classifier, images) == labels).float().mean()), "per_class": per_class,
-            "num_classes": model.config.num_classes, "guidance": options.get("guidance", model.config.guidance)}
+            "num_classes": model.num_classes,
+            "guidance": guidance if guidance is not None else model.config.sampling.guidance}
 
 
-def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Module | None = None,
+def evaluate_model(subject: Model | Run, train: Any, test: Any, *, classifier: Model | Run | None = None,
                    samples: int = 1000, seed: int = 0, limit: int | None = None,
-                   sample_options: dict[str, Any] | None = None, test_split: str = "test",
-                   denoising_steps: tuple[int, ...] = (1,), inception: Any = None) -> dict[str, Any]:
-    """Every evaluation that applies to ``model``'s family, as one JSON-able dict of finite numbers.
+                   condition: Condition | None = None, options: SamplerOptions | None = None,
+                   cycle_classes: bool = True, test_split: str = "test", denoising_steps: tuple[int, ...] = (1,),
+                   inception: Any = None) -> dict[str, Any]:
+    """Every evaluation that applies to the model, chosen by its capabilities, as one JSON-able dict of
+    finite numbers.
 
-    train, test: ``aediff.data.ImageDataset`` splits (train feeds the latent probes); classifier: a trained
-    ``classifier`` model whose ``features`` are the feature space of FID / KID / precision / recall and
-    whose ``logits`` judge class-conditioned samples (without one, those sections are left out);
-    samples: how many samples are scored; limit: test images per protocol (reconstruction, denoising,
-    likelihood; the latent probes use at least 2,000 per split); sample_options: passed to the
-    sampler (sampler, steps, guidance...); test_split: the name recorded for the reference split.
+    subject: a model, or a loaded run (then its training speed is reported too); train, test:
+    ``aediff.data.ImageDataset`` splits (train feeds the latent probes); classifier: a trained classifier
+    whose ``features`` are the feature space of FID / KID / precision / recall and whose ``logits`` judge
+    class-conditioned samples (without one, those sections are left out); samples: how many samples are
+    scored; limit: test images per protocol (reconstruction, denoising, likelihood; the latent probes use
+    at least 2,000 per split); condition / options: what the samples are drawn with; cycle_classes: a
+    class-conditioned model given no class draws every class equally often (False: the null class, i.e.
+    unconditional samples); test_split: the name recorded for the
+    reference split.
 
-    Sections (present when they apply): parameters, reconstruction and latent_space (AE / VAE / DAE),
-    denoising (rows of ``denoising_sweep``), likelihood (VAE: ELBO / IWAE; pixel diffusion: the
-    variational bound), generation (with a classifier), conditional (class-conditioned diffusion, with a
-    classifier), classification (a classifier), sampling_speed, training_speed (a loaded run), seconds.
-    A protocol that cannot run on this model or data (e.g. probes on unlabelled data) is recorded under
+    Sections (present when they apply): parameters, classification (CLASSIFY), reconstruction and
+    latent_space (LATENT), denoising (DENOISE: rows of ``denoising_sweep``), likelihood (ELBO: ELBO / IWAE;
+    DIFFUSION_BOUND: the variational bound), generation (SAMPLE, with a classifier), conditional
+    (CLASS_CONDITION, with a classifier), sampling_speed (SAMPLE), training_speed (a run), seconds. A
+    protocol that cannot run on this model or data (e.g. probes on unlabelled data) is recorded under
     "skipped" with the reason.
     """
     started = time.perf_counter()
-    options = dict(sample_options or {})
-    family = getattr(model, "family", type(model).__name__)
-    is_diffusion = isinstance(model, DiffusionModel)
-    is_pixel_diffusion = is_diffusion and not isinstance(model, LatentDiffusionModel)
+    model = subject.model if isinstance(subject, Run) else subject
+    judge = classifier.model if isinstance(classifier, Run) else classifier
+    judge_name = f"classifier:{classifier.path}" if isinstance(classifier, Run) else "classifier"
     result: dict[str, Any] = {
-        "family": family,
+        "family": model.family,
+        "capabilities": sorted(c.value for c in model.capabilities),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": {"reference": f"{test.name}:{test_split}", "num_test": len(test), "num_train": len(train)},
         "settings": {"samples": samples, "seed": seed, "limit": limit,
-                     "sample_options": {k: v for k, v in options.items() if isinstance(v, (bool, int, float, str))}},
+                     "sample_options": _describe(condition, options)},
     }
     skipped: dict[str, str] = {}
 
@@ -110,63 +112,74 @@ def evaluate_model(model: nn.Module, train: Any, test: Any, *, classifier: nn.Mo
         except AediffError as exc:  # a user-level reason (no labels, no fitted prior...): say so, go on
             skipped[section] = str(exc)
 
-    if family == "classifier":
+    if model.can(Capability.CLASSIFY):
         attempt("classification", lambda: {"accuracy": classifier_accuracy(model, test)})
-        result["seconds"] = time.perf_counter() - started
-        return json_safe({**result, "skipped": skipped})
-
-    if family in AUTOENCODER_FAMILIES:
+    if model.can(Capability.LATENT):
         attempt("reconstruction", lambda: reconstruction_metrics(model, test, limit=limit))
-    if isinstance(model, LatentDiffusionModel):
-        skipped["denoising"] = "a latent diffusion model removes noise from latents, not from pixels"
-    else:
+    if model.can(Capability.DENOISE):
         attempt("denoising", lambda: denoising_sweep(model, test, seed=seed, limit=limit, steps=denoising_steps))
-    if hasattr(model, "iwae_log_likelihood"):
+    if model.can(Capability.ELBO):
         attempt("likelihood", lambda: vae_likelihood(model, test, seed=seed, limit=limit))
-    elif is_pixel_diffusion:
+    elif model.can(Capability.DIFFUSION_BOUND):
         attempt("likelihood", lambda: diffusion_nll(model, test, seed=seed, limit=limit))
-    if family in AUTOENCODER_FAMILIES:
+    if model.can(Capability.LATENT):
         # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split
         attempt("latent_space", lambda: latent_space_metrics(model, train, test, limit=max(limit or 0, 2000),
                                                              seed=seed))
-
-    conditioned_on_class = is_diffusion and model.config.condition == "class"
-    if classifier is not None:
-        def generation() -> dict[str, Any]:
-            generation_options = dict(options)
-            if conditioned_on_class and "class_labels" not in generation_options:
-                # every class equally often, like the data (an unconditional draw would be the null class)
-                generation_options["class_labels"] = torch.arange(samples) % model.config.num_classes
-            images = sample_images(model, samples, seed, **generation_options)
-            reference = f"{test.name}:{test_split}"
-            if inception is not None:
-                result["generation_inception"] = generation_score(
-                    images, inception, test, feature_extractor=inception.name, reference_name=reference,
-                    seed=seed).to_dict()
-            score = generation_score(images, classifier.features, test, feature_extractor=_feature_extractor_name(
-                classifier), reference_name=reference, seed=seed)
-            if conditioned_on_class and "class_labels" not in options:
-                condition = "classes cycled"
-            elif options.get("class_labels") is not None or options.get("prompts") is not None:
-                condition = "as given"
-            else:
-                condition = "null condition (unconditional)" if is_diffusion and model.config.condition != "none" \
-                    else "none"
-            return {**score.to_dict(), "condition": condition}
-
-        attempt("generation", generation)
-        if conditioned_on_class:
-            guidance = options.get("guidance", 1.0)
-            rest = {k: v for k, v in options.items() if k not in ("guidance", "class_labels", "prompts")}
-            attempt("conditional", lambda: conditional_accuracy(model, classifier, 10, seed, guidance=guidance,
-                                                                **rest))
-    else:
-        skipped["generation"] = "no classifier given (its features are the feature space of FID / KID)"
-
-    speed_options = {k: v for k, v in options.items() if k not in ("class_labels", "prompts")}
-    attempt("sampling_speed", lambda: sampling_speed(model, n=max(1, min(64, samples)), seed=seed, **speed_options))
-    if getattr(model, "run_dir", None) is not None:
-        attempt("training_speed", lambda: training_speed(model.run_dir))
+    if model.can(Capability.SAMPLE):
+        _generation_sections(result, attempt, skipped, model, judge, judge_name, test, test_split, samples, seed,
+                             condition, options, inception, cycle_classes)
+        attempt("sampling_speed", lambda: sampling_speed(model, n=max(1, min(64, samples)), seed=seed,
+                                                         condition=condition, options=options))
+    if isinstance(subject, Run) and subject.summary is not None:
+        summary = subject.summary
+        result["training_speed"] = {"images_per_second": summary.images_per_second, "steps": summary.steps,
+                                    "images_seen": summary.images_seen, "train_seconds": summary.train_seconds,
+                                    "wall_seconds": summary.wall_seconds}
     result["skipped"] = skipped
     result["seconds"] = time.perf_counter() - started
     return json_safe(result)
+
+
+def _describe(condition: Condition | None, options: SamplerOptions | None) -> dict[str, Any]:
+    """The scalar choices of a condition and sampler options, for the record."""
+    chosen = {**(vars(options) if options is not None else {}), **(vars(condition) if condition is not None else {})}
+    return {k: v for k, v in chosen.items() if isinstance(v, (bool, int, float, str))}
+
+
+def _generation_sections(result: dict[str, Any], attempt: Any, skipped: dict[str, str], model: Model,
+                         judge: Model | None, judge_name: str, test: Any, test_split: str, samples: int, seed: int,
+                         condition: Condition | None, options: SamplerOptions | None, inception: Any,
+                         cycle_classes: bool) -> None:
+    """generation (FID / KID / precision / recall, in the judge's and Inception's features) and conditional
+    accuracy (class-conditioned models)."""
+    if judge is None:
+        skipped["generation"] = "no classifier given (its features are the feature space of FID / KID)"
+        return
+    by_class = model.can(Capability.CLASS_CONDITION)
+    cycled = by_class and cycle_classes and (condition is None or condition.class_labels is None)
+
+    def generation() -> dict[str, Any]:
+        drawn = condition
+        if cycled:  # every class equally often, like the data (an unconditional draw would be the null class)
+            drawn = replace(condition or Condition(), class_labels=torch.arange(samples) % model.num_classes)
+        images = sample_images(model, samples, seed, drawn, options)
+        reference = f"{test.name}:{test_split}"
+        if inception is not None:
+            result["generation_inception"] = generation_score(
+                images, inception, test, feature_extractor=inception.name, reference_name=reference, seed=seed
+            ).to_dict()
+        score = generation_score(images, judge.features, test, feature_extractor=judge_name,
+                                 reference_name=reference, seed=seed)
+        if cycled:
+            how = "classes cycled"
+        elif condition is not None and condition.needs:
+            how = "as given"
+        else:
+            how = "null condition (unconditional)" if by_class or model.can(Capability.TEXT_CONDITION) else "none"
+        return {**score.to_dict(), "condition": how}
+
+    attempt("generation", generation)
+    if by_class:
+        guidance = condition.guidance if condition is not None else None
+        attempt("conditional", lambda: conditional_accuracy(model, judge, 10, seed, guidance, options))

@@ -1,4 +1,8 @@
-"""The model family, one file each; importing this package registers every family."""
+"""The model family, one file each; importing this package registers every family.
+
+``interface.py`` declares what a model can do (``Capability``) and the methods each capability promises
+(``Model``); callers dispatch on ``model.can(...)``, never on a family's name.
+"""
 
 from aediff.models import ae, classifier, dae, diffusion, latent_diffusion, vae  # noqa: F401  (registration)
 from aediff.models.ae import AEConfig, Autoencoder
@@ -6,6 +10,7 @@ from aediff.models.classifier import Classifier, ClassifierConfig
 from aediff.models.corruptions import Corruption
 from aediff.models.dae import DAE, DAEConfig
 from aediff.models.diffusion import DiffusionConfig, DiffusionModel
+from aediff.models.interface import Capability, CapabilityError, Condition, Model, model_device
 from aediff.models.latent_diffusion import LatentDiffusionConfig, LatentDiffusionModel
 from aediff.models.registry import MODELS, build_model, model_class, register_model
 from aediff.models.text_encoder import TextEmbedding, TextEncoder, build_text_encoder
@@ -13,8 +18,8 @@ from aediff.models.unet import UNet, UNetConfig
 from aediff.models.vae import VAE, VAEConfig
 
 __all__ = [
-    "AEConfig", "Autoencoder", "Classifier", "ClassifierConfig", "Corruption", "DAE", "DAEConfig",
-    "DiffusionConfig", "DiffusionModel", "LatentDiffusionConfig", "LatentDiffusionModel",
-    "MODELS", "TextEmbedding", "TextEncoder", "UNet", "UNetConfig", "VAE", "VAEConfig", "build_model",
-    "build_text_encoder", "model_class", "register_model",
+    "AEConfig", "Autoencoder", "Capability", "CapabilityError", "Classifier", "ClassifierConfig", "Condition",
+    "Corruption", "DAE", "DAEConfig", "DiffusionConfig", "DiffusionModel", "LatentDiffusionConfig",
+    "LatentDiffusionModel", "MODELS", "Model", "TextEmbedding", "TextEncoder", "UNet", "UNetConfig", "VAE",
+    "VAEConfig", "build_model", "build_text_encoder", "model_class", "model_device", "register_model",
 ]

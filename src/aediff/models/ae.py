@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from aediff.blocks import Decoder, Encoder, group_norm, stage_sizes
-from aediff.errors import RunError
+from aediff.diffusion.samplers import SamplerOptions
+from aediff.errors import ConfigError, RunError
+from aediff.models.interface import Capability, Condition, Model, check_no_sampling_choices
 from aediff.models.registry import register_model
 
 
@@ -35,11 +37,12 @@ class AEConfig:
 
 
 @register_model
-class Autoencoder(nn.Module):
+class Autoencoder(Model):
     """x: [N, C, S, S] in [-1, 1]; z: [N, bottleneck_dim] or [N, latent_channels, s, s]."""
 
     family = "ae"
     config_class = AEConfig
+    declared = frozenset({Capability.LATENT, Capability.SAMPLE, Capability.DENOISE})
     latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
 
     def __init__(self, config: AEConfig):
@@ -97,8 +100,12 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
-        """The autoencoder's answer to a corrupted x: its reconstruction. It is not told the noise level
-        (``sigma`` and ``steps`` exist so that every family shares the diffusion model's signature)."""
+        """The clean estimate of a corrupted x: the reconstruction, one network pass. An autoencoder has no
+        noise-level input (it lacks Capability.NOISE_LEVEL), so ``sigma`` is not used; more than one step
+        is refused rather than ignored."""
+        if steps != 1:
+            raise ConfigError(f"a {self.family!r} model denoises in one pass (its reconstruction); steps={steps} "
+                              "needs a diffusion model")
         return self.reconstruct(x)
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -138,9 +145,15 @@ class Autoencoder(nn.Module):
         return z.reshape(n, *self.latent_shape)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images [n, C, S, S] in [-1, 1] decoded from latents drawn by ``sample_latents``."""
+    def sample(self, n: int, condition: Condition | None = None, options: SamplerOptions | None = None,
+               generator: torch.Generator | None = None, callback: Any = None) -> torch.Tensor:
+        """n images [n, C, S, S] in [-1, 1] decoded from latents drawn by ``sample_latents``. An autoencoder
+        takes no condition and no sampler options (refused, not ignored)."""
+        check_no_sampling_choices(self, condition, options)
         return self.decode(self.sample_latents(n, generator))
+
+    def sampling_network(self) -> nn.Module:
+        return self.decoder
 
     @torch.no_grad()
     def preview(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from torch import nn
 
 from aediff.blocks import Encoder, group_norm
 from aediff.errors import DataError
+from aediff.models.interface import Capability, Model
 from aediff.models.registry import register_model
 
 
@@ -29,11 +30,12 @@ class ClassifierConfig:
 
 
 @register_model
-class Classifier(nn.Module):
+class Classifier(Model):
     """x: [N, C, S, S] in [-1, 1] -> logits [N, num_classes]; ``features(x)`` -> [N, feature_dim]."""
 
     family = "classifier"
     config_class = ClassifierConfig
+    declared = frozenset({Capability.CLASSIFY})
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -49,7 +51,12 @@ class Classifier(nn.Module):
         h, _ = self.encoder(x)
         return F.silu(self.to_features(self.pool(h)))
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores [N, num_classes] (before the softmax)."""
         return self.head(self.features(x))
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

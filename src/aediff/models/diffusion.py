@@ -12,44 +12,117 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from aediff.diffusion.parameterization import Denoiser, x0_loss_weight
-from aediff.diffusion.samplers import SAMPLERS
-from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
+from aediff.diffusion.parameterization import Denoiser, Parameterization, x0_loss_weight
+from aediff.diffusion.samplers import SamplerName, SamplerOptions, run_sampler
+from aediff.diffusion.schedules import NoiseSchedule, ScheduleKind, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
+from aediff.models.interface import Capability, Condition, Model
 from aediff.models.registry import register_model
-from aediff.models.text_encoder import build_text_encoder
+from aediff.models.text_encoder import TextEncoderKind, build_text_encoder
 from aediff.models.unet import UNet, UNetConfig
+
+ConditionKind = Literal["none", "class", "text"]
+LossWeighting = Literal["uniform", "min_snr"]
 
 
 @dataclass
-class DiffusionConfig(UNetConfig):
-    schedule: Literal["linear", "cosine", "sigmoid", "edm"] = "cosine"  # training noise levels (see schedules.py)
+class NetworkConfig:
+    """The U-Net's shape (its input shape and condition widths are set by the model, not here)."""
+
+    channels: tuple[int, ...] = (32, 64, 64)  # width of each resolution stage
+    blocks_per_stage: int = 1  # encoder ResBlocks per stage (the decoder has one more with skips)
+    attention_resolutions: tuple[int, ...] = (7,)  # stage sizes (pixels) with self-attention
+    dropout: float = 0.0  # inside residual blocks
+    embedding_dim: int = 128  # width of the noise-level embedding given to every ResBlock
+    skip_connections: bool = True  # False: an autoencoder-shaped denoiser (no encoder -> decoder skips)
+
+
+@dataclass
+class ProcessConfig:
+    """The diffusion process: which noise levels training visits, what the network predicts, the loss."""
+
+    schedule: ScheduleKind = "cosine"  # training noise levels (see diffusion/schedules.py)
     num_train_steps: int = 1000  # T of the discrete schedules
-    parameterization: Literal["eps", "x0", "v", "edm"] = "v"  # what the network predicts
+    parameterization: Parameterization = "v"  # what the network predicts
     sigma_data: float = 0.5  # edm: standard deviation of the data, in [-1, 1] pixel units
-    loss_weighting: Literal["uniform", "min_snr"] = "uniform"  # uniform in the network's own target, or min-SNR
+    loss_weighting: LossWeighting = "uniform"  # uniform in the network's own target, or min-SNR
     min_snr_gamma: float = 5.0  # min_snr: weight on ||D - x0||^2 is min(1 / sigma^2, gamma) (Hang et al. 2023)
     p_mean: float = -1.2  # edm: mean of ln(sigma) in training
     p_std: float = 1.2  # edm: std of ln(sigma) in training
     sigma_min: float = 0.002  # edm: smallest sampling sigma
     sigma_max: float = 80.0  # largest sigma euler / heun / dpm++ start from (edm: also of training)
-    sampler: Literal["ddpm", "ddim", "euler", "heun", "dpm++"] = "dpm++"  # default sampler
-    sampling_steps: int = 20  # default steps
+
+
+@dataclass
+class SamplingConfig:
+    """Defaults of ``sample`` (each can be chosen per call with SamplerOptions / Condition)."""
+
+    sampler: SamplerName = "dpm++"  # default sampler
+    steps: int = 20  # default sampling steps
     clip_denoised: bool = True  # clamp each x0 estimate to [-1, 1] while sampling
-    condition: Literal["none", "class", "text"] = "none"  # what the model can be told to generate
-    condition_dropout: float = 0.1  # training: P(null condition), which lets one model guide itself (CFG)
     guidance: float = 1.0  # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null)
-    text_encoder: Literal["learned", "minilm", "clip"] = "learned"  # condition="text": the caption encoder
+
+
+@dataclass
+class ConditioningConfig:
+    """What the model can be told to generate, and the caption encoder for text."""
+
+    kind: ConditionKind = "none"  # none, class labels, or captions
+    num_classes: int = 0  # class: how many (set from the data); label num_classes is the null class
+    null_probability: float = 0.1  # training: P(null condition), which lets one model guide itself (CFG)
+    text_encoder: TextEncoderKind = "learned"  # text: the caption encoder
     text_encoder_path: str = ""  # clip: a local folder or hub id of a transformers CLIP text model
     text_width: int = 128  # learned: width of the text transformer
     text_layers: int = 2  # learned: transformer layers
     text_max_length: int = 64  # learned: bytes per caption kept (longer captions are truncated)
+
+
+@dataclass
+class DiffusionConfig:
+    image_channels: int = 1  # channels of the images (set from the data by the trainer)
+    image_size: int = 28  # side of the square images, pixels (set from the data by the trainer)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+
+
+# Config format 1 kept every field in one flat DiffusionConfig; where each one lives now.
+V1_FIELDS: dict[str, str] = {
+    **{name: f"network.{name}" for name in ("channels", "blocks_per_stage", "attention_resolutions", "dropout",
+                                           "embedding_dim", "skip_connections")},
+    **{name: f"process.{name}" for name in ("schedule", "num_train_steps", "parameterization", "sigma_data",
+                                           "loss_weighting", "min_snr_gamma", "p_mean", "p_std", "sigma_min",
+                                           "sigma_max")},
+    "sampler": "sampling.sampler", "sampling_steps": "sampling.steps", "clip_denoised": "sampling.clip_denoised",
+    "guidance": "sampling.guidance", "condition": "conditioning.kind", "num_classes": "conditioning.num_classes",
+    "condition_dropout": "conditioning.null_probability",
+    **{name: f"conditioning.{name}" for name in ("text_encoder", "text_encoder_path", "text_width", "text_layers",
+                                                "text_max_length")},
+    "image_channels": "image_channels", "image_size": "image_size", "context_dim": "",  # derived, not stored
+}
+
+
+def nest_v1_fields(flat: dict[str, Any], table: dict[str, str] = V1_FIELDS) -> dict[str, Any]:
+    """A format-1 flat model config -> the nested dict of today's config (keys ``table`` does not know are
+    kept at the top level, where ``config_from_dict`` names them if they are wrong)."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        path = table.get(key, key)
+        if not path:
+            continue
+        *parents, leaf = path.split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return nested
 
 
 def diffusion_loss(denoiser: nn.Module, x0: torch.Tensor, schedule: NoiseSchedule, weighting: str = "uniform",
@@ -86,76 +159,114 @@ def concat_conditions(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 @register_model
-class DiffusionModel(nn.Module):
-    """x: [N, C, S, S] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma."""
+class DiffusionModel(Model):
+    """x: [N, C, S, S] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma.
+
+    The diffusion runs on tensors of ``space_shape``: the images themselves here, a latent in
+    ``LatentDiffusionModel`` (which passes its latent's shape).
+    """
 
     family = "diffusion"
     config_class = DiffusionConfig
+    declared = frozenset({Capability.SAMPLE, Capability.SAMPLER, Capability.DENOISE, Capability.NOISE_LEVEL,
+                          Capability.DIFFUSION_BOUND})
 
-    def __init__(self, config: DiffusionConfig):
+    def __init__(self, config: DiffusionConfig, space_shape: tuple[int, int, int] | None = None):
         super().__init__()
-        if not 0 <= config.condition_dropout < 1:
-            raise ConfigError(f"condition_dropout must be in [0, 1), got {config.condition_dropout}")
+        conditioning = config.conditioning
+        if not 0 <= conditioning.null_probability < 1:
+            raise ConfigError(f"conditioning.null_probability must be in [0, 1), got {conditioning.null_probability}")
+        if conditioning.kind == "class" and conditioning.num_classes < 1:
+            raise ConfigError("condition 'class' needs num_classes >= 1: train on a labelled dataset, or use "
+                              "--condition text / none")
         self.config = config
-        network_config = dataclasses.replace(config, num_classes=0, context_dim=0)
-        if config.condition == "class":
-            if config.num_classes < 1:
-                raise ConfigError("condition='class' needs num_classes >= 1: train on a labelled dataset, or use "
-                                  "--condition text / none")
-            network_config = dataclasses.replace(network_config, num_classes=config.num_classes)
-        if config.condition == "text":
-            self.text_encoder = build_text_encoder(config.text_encoder, path=config.text_encoder_path,
-                                                   width=config.text_width, layers=config.text_layers,
-                                                   max_length=config.text_max_length,
-                                                   cache_to_disk=config.text_encoder != "learned")
-            network_config = dataclasses.replace(network_config, context_dim=self.text_encoder.width)
-        self.denoiser = Denoiser(UNet(network_config), config.parameterization, config.sigma_data)
-        self.schedule = NoiseSchedule(config.schedule, config.num_train_steps, config.sigma_min, config.sigma_max,
-                                      config.p_mean, config.p_std)
+        self.space_shape = space_shape or (config.image_channels, config.image_size, config.image_size)
+        context_dim = 0
+        if conditioning.kind == "text":
+            self.text_encoder = build_text_encoder(conditioning.text_encoder, path=conditioning.text_encoder_path,
+                                                   width=conditioning.text_width, layers=conditioning.text_layers,
+                                                   max_length=conditioning.text_max_length,
+                                                   cache_to_disk=conditioning.text_encoder != "learned")
+            context_dim = self.text_encoder.width
+        channels, size, _ = self.space_shape
+        network = UNetConfig(image_channels=channels, image_size=size, **dataclasses.asdict(config.network),
+                             num_classes=conditioning.num_classes if conditioning.kind == "class" else 0,
+                             context_dim=context_dim)
+        process = config.process
+        self.denoiser = Denoiser(UNet(network), process.parameterization, process.sigma_data)
+        self.schedule = NoiseSchedule(process.schedule, process.num_train_steps, process.sigma_min,
+                                      process.sigma_max, process.p_mean, process.p_std)
+
+    @classmethod
+    def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
+        return nest_v1_fields(stored) if version < 2 else stored
+
+    # --- capabilities ---------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        extra = {"class": {Capability.CLASS_CONDITION}, "text": {Capability.TEXT_CONDITION}, "none": set()}
+        return self.declared | extra[self.config.conditioning.kind]
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+    def num_classes(self) -> int:
+        conditioning = self.config.conditioning
+        return conditioning.num_classes if conditioning.kind == "class" else 0
 
+    def sampling_network(self) -> nn.Module:
+        return self.denoiser
+
+    def gradient_roots(self) -> dict[str, nn.Module]:
+        roots: dict[str, nn.Module] = {"": self.denoiser.network}
+        if self.config.conditioning.kind == "text":
+            roots = {"text_encoder": self.text_encoder, **roots}
+        return roots
+
+    # --- training ---------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        images, kind = batch["images"], self.config.condition
+        images, kind = batch["images"], self.config.conditioning.kind
         labels = batch.get("labels") if kind == "class" else None
         captions = batch.get("captions") if kind == "text" else None
         if (kind == "class" and labels is None) or (kind == "text" and captions is None):
             what = "labels" if kind == "class" else "captions"
-            raise ConfigError(f"condition={kind!r} needs {what} in every batch; this dataset has none")
-        if self.config.condition_dropout and kind != "none":
+            raise ConfigError(f"condition {kind!r} needs {what} in every batch; this dataset has none")
+        if self.config.conditioning.null_probability and kind != "none":
             # the null condition stands in for a random share of the batch (classifier-free guidance)
-            dropped = torch.rand(len(images)) < self.config.condition_dropout
+            dropped = torch.rand(len(images)) < self.config.conditioning.null_probability
             if labels is not None:
-                labels = torch.where(dropped.to(labels.device), torch.full_like(labels, self.config.num_classes),
-                                     labels)
+                labels = torch.where(dropped.to(labels.device), torch.full_like(labels, self.num_classes), labels)
             if captions is not None:
                 captions = ["" if d else c for c, d in zip(captions, dropped.tolist(), strict=True)]
         condition = self.condition_inputs(len(images), labels, captions, where="the training batch")
-        loss, _ = diffusion_loss(self.denoiser, images, self.schedule, self.config.loss_weighting,
-                                 self.config.min_snr_gamma, condition)
-        return loss, {}
+        return self.denoising_loss(self.diffusion_input(images), condition), {}
 
+    def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, S, S] in [-1, 1] -> what the diffusion runs on: the images themselves here."""
+        return images
+
+    def denoising_loss(self, x0: torch.Tensor, condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The training objective on x0 [N, *space_shape] with the network's condition inputs (scalar)."""
+        process = self.config.process
+        loss, _ = diffusion_loss(self.denoiser, x0, self.schedule, process.loss_weighting, process.min_snr_gamma,
+                                 condition)
+        return loss
+
+    # --- conditions ---------------------------------------------------------------------------------------
     def condition_inputs(self, n: int, class_labels: Any = None, prompts: Any = None,
                          where: str = "sample()") -> dict[str, torch.Tensor]:
         """The network's condition inputs for n images. class_labels: an int, n ints or None (none: the
         null class); prompts: a string, n strings or None (none: the empty caption, the null prompt)."""
-        kind = self.config.condition
-        if class_labels is not None and kind != "class":
-            raise ConfigError(f"{where}: this model is not class-conditioned (condition={kind!r}); train one "
-                              "with --condition class")
-        if prompts is not None and kind != "text":
-            raise ConfigError(f"{where}: this model is not text-conditioned (condition={kind!r}); train one "
-                              "with --condition text")
+        kind = self.config.conditioning.kind
+        if class_labels is not None:
+            self.require(Capability.CLASS_CONDITION, f"{where}: a class")
+        if prompts is not None:
+            self.require(Capability.TEXT_CONDITION, f"{where}: a prompt")
         if kind == "class":
             if class_labels is None:
-                return {"class_labels": torch.full((n,), self.config.num_classes, dtype=torch.long,
-                                                   device=self.device)}
+                return {"class_labels": torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)}
             labels = torch.as_tensor(class_labels, dtype=torch.long, device=self.device).flatten()
             labels = labels.expand(n) if labels.numel() == 1 else labels
-            if labels.numel() != n or labels.min() < 0 or labels.max() > self.config.num_classes:
-                raise ConfigError(f"{where}: need 1 or {n} class labels in [0, {self.config.num_classes - 1}], "
+            if labels.numel() != n or labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ConfigError(f"{where}: need 1 or {n} class labels in [0, {self.num_classes - 1}], "
                                   f"got {labels.tolist()[:10]}")
             return {"class_labels": labels}
         if kind == "text":
@@ -171,93 +282,106 @@ class DiffusionModel(nn.Module):
         return {}
 
     def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor | float, **condition: Any) -> torch.Tensor:
-        """D(x, sigma, condition): the model's estimate of the clean image, optionally clamped to [-1, 1]."""
+        """D(x, sigma, condition): the model's estimate of the clean x0, optionally clamped to [-1, 1]."""
         denoised = self.denoiser(x, torch.as_tensor(sigma, device=x.device, dtype=x.dtype), **condition)
-        return denoised.clamp(-1, 1) if self.config.clip_denoised else denoised
+        return denoised.clamp(-1, 1) if self.config.sampling.clip_denoised else denoised
 
-    def guided_denoiser(self, n: int, class_labels: Any = None, prompts: Any = None, guidance: float | None = None,
-                        negative_class: Any = None, negative_prompt: Any = None) -> Callable:
+    def guided_denoiser(self, n: int, condition: Condition | None = None) -> Callable:
         """The denoiser D(x, sigma) the samplers walk, for n images: conditional, and with classifier-free
         guidance (Ho & Salimans 2022) D = D_neg + w (D_cond - D_neg) when w != 1, where D_neg is the null
         condition unless a negative class / prompt is given. Guidance evaluates both in one batched call."""
-        if self.config.condition == "none" and guidance not in (None, 1):
-            raise ConfigError(f"guidance {guidance} needs a conditioned model (this one has condition='none'); "
-                              "train one with --condition class or --condition text")
-        w = self.config.guidance if guidance is None else guidance
-        condition = self.condition_inputs(n, class_labels, prompts)
-        if not condition or (w == 1 and negative_class is None and negative_prompt is None):
-            return functools.partial(self.predict_x0, **condition)
-        negative = self.condition_inputs(n, negative_class, negative_prompt)
-        both = concat_conditions(condition, negative)
+        condition = condition or Condition()
+        if self.config.conditioning.kind == "none" and condition.guidance not in (None, 1):
+            raise ConfigError(f"guidance {condition.guidance} needs a conditioned model (this one has condition "
+                              "'none'); train one with --condition class or --condition text")
+        w = self.config.sampling.guidance if condition.guidance is None else condition.guidance
+        inputs = self.condition_inputs(n, condition.class_labels, condition.prompts)
+        negative_given = condition.negative_class is not None or condition.negative_prompt is not None
+        if not inputs or (w == 1 and not negative_given):
+            return functools.partial(self.predict_x0, **inputs)
+        both = concat_conditions(inputs, self.condition_inputs(n, condition.negative_class, condition.negative_prompt))
+        clip = self.config.sampling.clip_denoised
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
             d_cond, d_neg = self.denoiser(torch.cat([x, x]), sigma, **both).chunk(2)
             denoised = d_neg + w * (d_cond - d_neg)
-            return denoised.clamp(-1, 1) if self.config.clip_denoised else denoised
+            return denoised.clamp(-1, 1) if clip else denoised
 
         return denoise
 
-    def sampling_sigmas(self, steps: int, sampler: str) -> torch.Tensor:
-        """The noise levels a sampler walks: for DDPM / DDIM the schedule's own discrete levels at evenly
-        spaced timesteps ("trailing"); otherwise Karras et al.'s rho = 7 spacing from min(the schedule's
-        largest sigma, sigma_max) down to its smallest. [steps + 1], ending in 0."""
-        if steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {steps}")
-        if sampler in ("ddpm", "ddim") and self.schedule.discrete:
-            t = discrete_timesteps(self.schedule.num_steps, steps)
+    # --- sampling -------------------------------------------------------------------------------------------
+    def sampler_options(self, options: SamplerOptions | None = None) -> SamplerOptions:
+        """``options`` with this model's defaults filled in, validated against the chosen sampler."""
+        sampling = self.config.sampling
+        return (options or SamplerOptions()).resolve(sampling.sampler, sampling.steps)
+
+    def sampling_sigmas(self, options: SamplerOptions) -> torch.Tensor:
+        """The noise levels a (resolved) sampler walks: for the samplers that need discrete timesteps
+        (DDPM / DDIM) the schedule's own levels at evenly spaced timesteps ("trailing"); otherwise Karras et
+        al.'s rho = 7 spacing from min(the schedule's largest sigma, sigma_max) down to its smallest.
+        [steps + 1], ending in 0."""
+        if options.spec.discrete_timesteps and self.schedule.discrete:
+            t = discrete_timesteps(self.schedule.num_steps, options.steps)
             sigmas = torch.cat([self.schedule.sigmas[t], torch.zeros(1, dtype=torch.float64)])
         else:
             # A discrete schedule's largest sigma can be huge (cosine: ~2e4); sigma_max (80, far beyond the
             # data's scale of 0.5) is already pure noise, and starting there spares the steps that Karras'
             # spacing would spend above it (measured: heun at 5 steps, FID 145 -> 3.8).
             low, high = self.schedule.sigma_range
-            sigmas = karras_sigmas(steps, low, min(high, self.config.sigma_max))
+            sigmas = karras_sigmas(options.steps, low, min(high, self.config.process.sigma_max))
         return sigmas.float().to(self.device)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str | None = None,
-               steps: int | None = None, callback: Any = None, class_labels: Any = None, prompts: Any = None,
-               guidance: float | None = None, negative_class: Any = None, negative_prompt: Any = None,
-               **options: Any) -> torch.Tensor:
-        """n images [n, C, S, S] in [-1, 1]. ``callback`` receives every step's x and x0 estimate.
+    def sample(self, n: int, condition: Condition | None = None, options: SamplerOptions | None = None,
+               generator: torch.Generator | None = None, callback: Callable[[dict[str, Any]], None] | None = None
+               ) -> torch.Tensor:
+        """n images [n, C, S, S] in [-1, 1].
 
-        class_labels / prompts: what to draw (one for all, or one per image; conditioned models only,
-        none: unconditional); guidance: the classifier-free guidance scale (default: the config's);
-        negative_class / negative_prompt: what to guide away from instead of the null condition.
+        condition: what to draw and the guidance scale (None: unconditional, the model's default guidance);
+        options: sampler, steps and the sampler's own options (None: the model's defaults); callback:
+        receives every step's state before the step ({"i", "sigma", "x", "denoised"}; see samplers.py).
         """
-        sampler = sampler or self.config.sampler
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        denoise = self.guided_denoiser(n, class_labels, prompts, guidance, negative_class, negative_prompt)
-        sigmas = self.sampling_sigmas(steps or self.config.sampling_steps, sampler)
-        c, s = self.config.image_channels, self.config.image_size
-        x = sigmas[0] * torch.randn((n, c, s, s), device=self.device, generator=generator)
-        out = SAMPLERS[sampler](denoise, x, sigmas, callback=callback, generator=generator, **options)
+        options = self.sampler_options(options)
+        denoise = self.guided_denoiser(n, condition)
+        sigmas = self.sampling_sigmas(options)
+        x = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
+        out = run_sampler(options, denoise, x, sigmas, callback=callback, generator=generator)
         return self.output_images(out)
 
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
         """What the sampler's space means as images: here the pixels themselves, clamped to [-1, 1]."""
         return x.clamp(-1, 1)
 
+    # --- denoising -----------------------------------------------------------------------------------------
+    def integrate_down(self, x: torch.Tensor, sigma: float, steps: int, denoiser: Callable) -> torch.Tensor:
+        """Integrate the probability-flow ODE from noise level ``sigma`` down to 0 in ``steps`` steps with
+        the default sampler (dpm++ when the default needs discrete timesteps), deterministically."""
+        low, _ = self.schedule.sigma_range
+        sigmas = karras_sigmas(steps, min(low, sigma), sigma).float().to(x.device)
+        default = SamplerOptions().resolve(self.config.sampling.sampler, steps)
+        name = default.sampler if not default.spec.discrete_timesteps else "dpm++"
+        return run_sampler(SamplerOptions(sampler=name, steps=steps).resolve(name, steps), denoiser, x, sigmas)
+
     @torch.no_grad()
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
         """Remove Gaussian noise of level ``sigma`` (in [-1, 1] pixel units) from x = x0 + sigma * eps.
 
         steps = 1: the single-step estimate D(x, sigma). steps > 1: run the default sampler from sigma
-        down to 0 over ``steps`` noise levels (deterministic for euler / heun / dpm++).
+        down to 0 over ``steps`` noise levels (deterministic). The null condition throughout.
         """
         if sigma is None:
             raise ConfigError("a diffusion model must be told the noise level: denoise(x, sigma=...)")
-        if steps <= 1:
-            return self.predict_x0(x, sigma)
-        low, _ = self.schedule.sigma_range
-        sigmas = karras_sigmas(steps, min(low, sigma), sigma).float().to(x.device)
-        sampler = self.config.sampler if self.config.sampler in ("euler", "heun", "dpm++") else "dpm++"
-        return SAMPLERS[sampler](self.predict_x0, x, sigmas).clamp(-1, 1)
+        if steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        null = functools.partial(self.predict_x0, **self.condition_inputs(len(x)))
+        if steps == 1:
+            return null(x, sigma)
+        return self.integrate_down(x, sigma, steps, null).clamp(-1, 1)
 
     @torch.no_grad()
     def preview(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Samples for TensorBoard (fixed seed, so they can be compared across steps)."""
-        labels = torch.arange(16) % self.config.num_classes if self.config.condition == "class" else None
-        return {"samples": self.sample(16, torch.Generator(self.device).manual_seed(0), class_labels=labels)}
+        labels = torch.arange(16) % self.num_classes if self.can(Capability.CLASS_CONDITION) else None
+        return {"samples": self.sample(16, Condition(class_labels=labels),
+                                       generator=torch.Generator(self.device).manual_seed(0))}

@@ -5,55 +5,65 @@ Training encodes each batch with the frozen autoencoder (its deterministic code:
 VAE's posterior mean), multiplies by ``latent_scale`` so the latents have unit variance (the scale the
 noise levels assume), and trains the denoiser there. Sampling runs any sampler on latents, then decodes.
 
-The run folder is self-contained: its config names the autoencoder's run folder (``autoencoder``) and
-copies its family and config, and its weights include the autoencoder's, so ``aediff.load`` rebuilds the
-whole pipeline even if the autoencoder's folder has moved.
+The model is given its autoencoder (``LatentDiffusionModel(config, autoencoder)``); a new run's comes from
+the run folder named in ``config.autoencoder.path``, read once by ``prepare_config``. The run folder is
+self-contained: its config copies the autoencoder's family and config, and its weights include the
+autoencoder's, so ``aediff.load`` rebuilds the whole pipeline even if the autoencoder's folder has moved.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from aediff import runs
 from aediff.errors import ConfigError
-from aediff.models.diffusion import DiffusionConfig, DiffusionModel
+from aediff.models.diffusion import (
+    V1_FIELDS,
+    DiffusionConfig,
+    DiffusionModel,
+    NetworkConfig,
+    SamplingConfig,
+    nest_v1_fields,
+)
+from aediff.models.interface import Capability, Model
 from aediff.models.registry import build_model, register_model
 
-AUTOENCODER_FAMILIES = ("ae", "vae", "dae")
+
+@dataclass
+class AutoencoderSource:
+    """The autoencoder a latent diffusion model works in: enough to rebuild it without its run folder."""
+
+    path: str = ""  # the run folder it was trained in (recorded; only read when a new run starts)
+    family: str = ""  # filled in from that folder: ae, vae or dae
+    config: dict[str, Any] = field(default_factory=dict)  # ditto: its model config
 
 
 @dataclass
 class LatentDiffusionConfig(DiffusionConfig):
-    autoencoder: str = ""  # run folder of a trained AE / VAE / DAE with latent="spatial"
-    autoencoder_family: str = ""  # filled in from that folder
-    autoencoder_config: dict[str, Any] = field(default_factory=dict)  # ditto: rebuilds it from this run alone
+    # The denoiser works on the autoencoder's latent [latent_channels, s, s]; image_channels / image_size are
+    # the images' (the autoencoder's). A 7x7 latent needs fewer stages than 28x28 pixels; widths 64/64 keep it
+    # near the pixel U-Net's size (1.1M against 1.2M parameters), so the two compare at equal capacity.
+    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(64, 64),
+                                                                         attention_resolutions=(4,)))
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(clip_denoised=False))  # not in [-1, 1]
+    autoencoder: AutoencoderSource = field(default_factory=AutoencoderSource)
     latent_scale: float = 0.0  # latents are multiplied by this (1 / their std); 0 = measure on the data
-    # The denoiser works on [latent_channels, s, s] (image_channels / image_size are filled in): a 7x7
-    # latent needs fewer stages than 28x28 pixels; widths 64/64 keep it near the pixel U-Net's size (1.1M
-    # against 1.2M parameters), so the two compare at equal capacity.
-    channels: tuple[int, ...] = (64, 64)
-    attention_resolutions: tuple[int, ...] = (4,)
-    clip_denoised: bool = False  # latents are not confined to [-1, 1]
 
 
-def read_autoencoder(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """(family, config dict) of the autoencoder run at ``path``; a clear error when it can't serve."""
-    if not path:
-        raise ConfigError("latent diffusion needs a trained autoencoder: pass --autoencoder RUN (e.g. one trained "
-                          "with `aediff train vae --latent spatial --out runs/vae`)")
-    stored = runs.read_run_config(path)
-    family, config = stored["family"], stored["model"]
-    if family not in AUTOENCODER_FAMILIES:
-        raise ConfigError(f"{path} holds a {family!r} run; latent diffusion needs one of {AUTOENCODER_FAMILIES}")
-    if config.get("latent") != "spatial":
-        raise ConfigError(f"{path} has a {config.get('latent')!r} latent; latent diffusion needs a spatial one: "
-                          "retrain it with --latent spatial")
-    return family, config
+def upgrade_v1(flat: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept the latent's shape in image_channels / image_size and the autoencoder in three flat
+    fields; format 2 keeps the images' shape there and the autoencoder in one record."""
+    flat = dict(flat)
+    ae_config = flat.pop("autoencoder_config", {})
+    source = {"path": flat.pop("autoencoder", ""), "family": flat.pop("autoencoder_family", ""), "config": ae_config}
+    flat["image_channels"], flat["image_size"] = ae_config.get("image_channels", 1), ae_config.get("image_size", 28)
+    nested = nest_v1_fields(flat, {**V1_FIELDS, "latent_scale": "latent_scale"})
+    return {**nested, "autoencoder": source}
 
 
 @register_model
@@ -63,35 +73,54 @@ class LatentDiffusionModel(DiffusionModel):
 
     family = "latent-diffusion"
     config_class = LatentDiffusionConfig
+    # The diffusion bound is a statement about pixels under a Gaussian chain; here the chain is on latents.
+    declared = DiffusionModel.declared - {Capability.DIFFUSION_BOUND}
 
-    def __init__(self, config: LatentDiffusionConfig):
-        if not config.autoencoder_config:
-            raise ConfigError("LatentDiffusionConfig.autoencoder_config is empty: build it with "
-                              "LatentDiffusionModel.prepare_config(config, dataset), as `aediff train` does")
-        super().__init__(config)
-        self.autoencoder = build_model(config.autoencoder_family, config.autoencoder_config)
-        self.autoencoder.requires_grad_(False)
-        weights = Path(config.autoencoder) / runs.EMA_FILE
-        if weights.exists():  # a new run starts from the trained autoencoder; a saved one carries its copy
-            self.autoencoder.load_state_dict(runs.read_tensors(weights))
+    def __init__(self, config: LatentDiffusionConfig, autoencoder: Model | None = None):
+        source = config.autoencoder
+        if autoencoder is None:  # a saved run: its weights, the autoencoder's included, are loaded afterwards
+            if not source.config:
+                raise ConfigError("LatentDiffusionConfig.autoencoder is empty: build it with "
+                                  "LatentDiffusionModel.prepare_config, as `aediff train` does")
+            autoencoder = build_model(source.family, source.config)
+        if not autoencoder.can(Capability.LATENT):
+            raise ConfigError(f"latent diffusion needs an autoencoder (ae, vae or dae), got a {autoencoder.family!r}")
+        super().__init__(config, space_shape=tuple(autoencoder.latent_shape))
+        self.autoencoder = autoencoder.requires_grad_(False)
 
     @classmethod
-    def prepare_config(cls, config: LatentDiffusionConfig, dataset: Any) -> LatentDiffusionConfig:
-        """Fill in the autoencoder's family and config and the latent shape, and measure ``latent_scale``
-        on up to 1,024 training images when it is 0. ``config.image_*`` hold the dataset's shape on entry."""
-        family, ae_config = read_autoencoder(config.autoencoder)
-        data_shape = (config.image_channels, config.image_size)
-        ae_shape = (ae_config["image_channels"], ae_config["image_size"])
-        if data_shape != ae_shape:
-            raise ConfigError(f"the data's images are {data_shape[0]}x{data_shape[1]}x{data_shape[1]} but the "
-                              f"autoencoder in {config.autoencoder} was trained on {ae_shape[0]}x{ae_shape[1]}x"
-                              f"{ae_shape[1]}: pass the same --resolution / --image-channels it used")
-        autoencoder = runs.load(config.autoencoder, device="cpu")
-        z = autoencoder.encode(dataset.batch(torch.arange(min(len(dataset), 1024)))["images"]).detach()
-        scale = config.latent_scale or float(1 / z.std())
-        return dataclasses.replace(config, autoencoder=str(Path(config.autoencoder).resolve()),
-                                   autoencoder_family=family, autoencoder_config=ae_config,
-                                   image_channels=z.shape[1], image_size=z.shape[-1], latent_scale=scale)
+    def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
+        return upgrade_v1(stored) if version < 2 else stored
+
+    @classmethod
+    def prepare_config(cls, config: LatentDiffusionConfig, dataset: Any, load_run: Callable[[str], Any]
+                       ) -> tuple[LatentDiffusionConfig, dict[str, Any]]:
+        """Read the autoencoder run named by ``config.autoencoder.path`` (once), check that it can serve, fill
+        in its family and config, and measure ``latent_scale`` on up to 1,024 training images when it is 0.
+        ``config.image_*`` hold the dataset's shape. Returns (config, {"autoencoder": the trained model})."""
+        path = config.autoencoder.path
+        if not path:
+            raise ConfigError("latent diffusion needs a trained autoencoder: pass --autoencoder RUN (e.g. one trained "
+                              "with `aediff train vae --latent spatial --out runs/vae`)")
+        run = load_run(path)
+        autoencoder = run.model
+        if not autoencoder.can(Capability.LATENT):
+            raise ConfigError(f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae or dae")
+        if autoencoder.config.latent != "spatial":
+            raise ConfigError(f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
+                              "one: retrain it with --latent spatial")
+        data_shape = (config.image_channels, config.image_size, config.image_size)
+        if data_shape != autoencoder.image_shape:
+            shown = "x".join(map(str, autoencoder.image_shape))
+            raise ConfigError(f"the data's images are {'x'.join(map(str, data_shape))} but the autoencoder in {path} "
+                              f"was trained on {shown}: pass the same --resolution / --image-channels it used")
+        autoencoder = autoencoder.cpu().eval()
+        with torch.no_grad():
+            z = autoencoder.encode(dataset.batch(torch.arange(min(len(dataset), 1024)))["images"])
+        source = AutoencoderSource(path=str(path), family=autoencoder.family,
+                                   config=dataclasses.asdict(autoencoder.config))
+        config = dataclasses.replace(config, autoencoder=source, latent_scale=config.latent_scale or float(1 / z.std()))
+        return config, {"autoencoder": autoencoder}
 
     def train(self, mode: bool = True) -> LatentDiffusionModel:
         super().train(mode)
@@ -99,17 +128,36 @@ class LatentDiffusionModel(DiffusionModel):
         return self
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:
         """[N, C, S, S] in [-1, 1] -> the scaled latents the diffusion works on, [N, latent_channels, s, s]."""
         return self.autoencoder.encode(images) * self.config.latent_scale
-
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        return super().forward({**batch, "images": self.encode_images(batch["images"])})
 
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled latents [N, latent_channels, s, s] -> decoded images [N, C, S, S] in [-1, 1]."""
         return self.autoencoder.decode(x / self.config.latent_scale).clamp(-1, 1)
 
+    @torch.no_grad()
+    def latent_noise_level(self, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None
+                           ) -> float:
+        """The noise level in the scaled latent that pixel noise of level ``sigma`` amounts to, measured on x
+        itself: the RMS displacement of its latent when noise of that level is added once more (the encoder
+        is locally near-linear, so the displacement is what the noise already in x did to its latent)."""
+        z = self.diffusion_input(x)
+        noise = torch.randn(x.shape, device=x.device, generator=generator)
+        moved = self.diffusion_input(x + sigma * noise)
+        return float((moved - z).pow(2).mean().sqrt().clamp_min(1e-3))
+
+    @torch.no_grad()
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
-        raise ConfigError("a latent diffusion model removes noise from latents, not from pixels; use a pixel "
-                          "`diffusion` run to denoise images")
+        """Remove Gaussian pixel noise of level ``sigma`` from images x [N, C, S, S]: encode, treat the latent
+        as noisy at the level ``latent_noise_level`` measures, denoise it there (one step, or ``steps`` steps
+        of the default sampler down to 0, as the pixel model does) and decode. [N, C, S, S] in [-1, 1]."""
+        if sigma is None:
+            raise ConfigError("a diffusion model must be told the noise level: denoise(x, sigma=...)")
+        if steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        level = self.latent_noise_level(x, sigma, torch.Generator(x.device).manual_seed(0))
+        null = functools.partial(self.predict_x0, **self.condition_inputs(len(x)))
+        z = self.diffusion_input(x)
+        z0 = null(z, level) if steps == 1 else self.integrate_down(z, level, steps, null)
+        return self.output_images(z0)

@@ -1,42 +1,43 @@
 """Family name -> model class. Each model file registers itself; nothing here knows the families.
 
-A registered class has ``family: str``, ``config_class`` (a dataclass) and ``__init__(config)``.
+A registered class subclasses ``aediff.models.interface.Model``: it has ``family``, ``config_class`` (a
+dataclass), ``declared`` capabilities and ``__init__(config, **components)``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
-from aediff.config import config_from_dict
+from aediff.config import update_config
 from aediff.errors import ConfigError
+from aediff.models.interface import Model
 
-MODELS: dict[str, type[nn.Module]] = {}
+MODELS: dict[str, type[Model]] = {}
 
 
-def register_model(cls: type[nn.Module]) -> type[nn.Module]:
+def register_model(cls: type[Model]) -> type[Model]:
     """Class decorator: make ``cls`` buildable by its ``family`` name (``aediff train FAMILY``)."""
-    family = cls.family  # type: ignore[attr-defined]
-    if family in MODELS and MODELS[family] is not cls:
-        raise ValueError(f"model family {family!r} registered twice")
-    MODELS[family] = cls
+    if not issubclass(cls, Model):
+        raise TypeError(f"{cls.__name__} must subclass aediff.models.interface.Model to be registered")
+    if cls.family in MODELS and MODELS[cls.family] is not cls:
+        raise ValueError(f"model family {cls.family!r} registered twice")
+    MODELS[cls.family] = cls
     return cls
 
 
-def model_class(family: str) -> type[nn.Module]:
+def model_class(family: str) -> type[Model]:
     """The class registered under ``family``; a clear error lists the valid names."""
     try:
         return MODELS[family]
-    except KeyError:
-        raise ConfigError(
-            f"unknown model family {family!r}; choose one of: {', '.join(sorted(MODELS))}"
-        ) from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown model family {family!r}; choose one of: {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(family: str, config: Any | dict[str, Any]) -> nn.Module:
-    """Build a model of ``family`` from its config dataclass or a dict of its fields."""
+def build_model(family: str, config: Any, **components: Any) -> Model:
+    """Build a model of ``family`` from its config dataclass, or from overrides of its default config (a dict
+    keyed by dotted paths or unique field names, see ``aediff.config.update_config``); ``components`` are
+    parts it is given rather than builds (latent diffusion's trained autoencoder)."""
     cls = model_class(family)
     if isinstance(config, dict):
-        config = config_from_dict(cls.config_class, config)  # type: ignore[attr-defined]
-    return cls(config)
+        config = update_config(cls.config_class(), config)
+    return cls(config, **components)

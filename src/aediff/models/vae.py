@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aediff.models.ae import AEConfig, Autoencoder
+from aediff.models.interface import Capability
 from aediff.models.registry import register_model
 
 LOG_2PI = math.log(2 * math.pi)
@@ -43,6 +44,7 @@ class VAE(Autoencoder):
 
     family = "vae"
     config_class = VAEConfig
+    declared = Autoencoder.declared | {Capability.ELBO}
     latent_outputs = 2  # mean and log-variance
 
     def __init__(self, config: VAEConfig):
@@ -69,7 +71,7 @@ class VAE(Autoencoder):
         return out.clamp(-1, 1)
 
     # --- log p(x|z), KL, ELBO, IWAE ------------------------------------------------------------
-    def log_likelihood(self, x: torch.Tensor, decoder_out: torch.Tensor) -> torch.Tensor:
+    def decoder_log_prob(self, x: torch.Tensor, decoder_out: torch.Tensor) -> torch.Tensor:
         """log p(x|z) in nats per image, [N]. Bernoulli expects binarized x in {-1, +1}."""
         if self.config.likelihood == "bernoulli":
             target = (x + 1) / 2
@@ -91,7 +93,7 @@ class VAE(Autoencoder):
         """(log p(x|z) with one reparameterized z ~ q, KL), each [N] in nats. x already prepared."""
         mu, logvar = self.encode_distribution(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)  # reparameterization trick
-        return self.log_likelihood(x, self.decoder_output(z)), self.kl_to_prior(mu, logvar)
+        return self.decoder_log_prob(x, self.decoder_output(z)), self.kl_to_prior(mu, logvar)
 
     @torch.no_grad()
     def elbo(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +114,7 @@ class VAE(Autoencoder):
             z = mu + std * eps  # [m, N, ...]
             z_flat = z.reshape(m * len(x), *mu.shape[1:])
             out = self.decoder_output(z_flat)
-            log_px = self.log_likelihood(x.repeat(m, *([1] * (x.dim() - 1))), out).reshape(m, len(x))
+            log_px = self.decoder_log_prob(x.repeat(m, *([1] * (x.dim() - 1))), out).reshape(m, len(x))
             log_pz = (-0.5 * z.pow(2) - 0.5 * LOG_2PI).flatten(2).sum(2)
             log_qz = (-0.5 * eps.pow(2) - 0.5 * LOG_2PI - std.log()).flatten(2).sum(2)
             log_weights.append(log_px + log_pz - log_qz)

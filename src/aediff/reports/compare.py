@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,9 +28,6 @@ import torch
 import aediff
 from aediff.device import default_device
 from aediff.errors import ConfigError
-
-VERDICTS = ("holds", "does not hold", "inconclusive")
-
 
 @dataclass
 class CompareConfig:
@@ -56,31 +53,38 @@ class CompareConfig:
 @dataclass
 class PlannedModel:
     name: str
-    family: str
-    model: dict[str, Any]
+    family: str  # what `aediff train` trains
+    model: dict[str, Any]  # model config overrides
     role: str  # one line for the report's model table
+    sweep: Literal["bottleneck", "noise"] | None = None  # which sweep of the autoencoders it belongs to
+    bottleneck: int | None = None  # the bottleneck sweep's size
+    noise_sigma: float | None = None  # the noise sweep's training sigma
+    judge: bool = False  # the classifier whose features score FID and whose top class scores accuracy
+    autoencoder: str | None = None  # latent diffusion: the planned model whose latent space it works in
 
 
 def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
     """Every model the comparison trains, in training order (the spatial AE before latent diffusion)."""
     b = config.shared_bottleneck
-    plan = [PlannedModel("classifier", "classifier", {"dropout": 0.1}, "judge: FID features, conditional accuracy")]
-    plan += [PlannedModel(f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck")
+    plan = [PlannedModel("classifier", "classifier", {"dropout": 0.1}, "judge: FID features, conditional accuracy",
+                         judge=True)]
+    plan += [PlannedModel(f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck", "bottleneck", k)
              for k in sorted(config.bottlenecks)]
     plan.append(PlannedModel("vae", "vae", {"bottleneck_dim": b}, f"variational autoencoder, {b}-d latent"))
     plan += [PlannedModel(f"dae-{s:g}", "dae", {"bottleneck_dim": b, "corruption": f"gaussian:{s:g}"},
-                          f"denoising autoencoder, trained at sigma {s:g}") for s in config.dae_sigmas]
+                          f"denoising autoencoder, trained at sigma {s:g}", "noise", b, s) for s in config.dae_sigmas]
     condition = "class" if labelled else "none"
-    plan.append(PlannedModel("diffusion", "diffusion", {"condition": condition},
+    plan.append(PlannedModel("diffusion", "diffusion", {"conditioning.kind": condition},
                              "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else "")))
-    plan.append(PlannedModel("diffusion-noskip", "diffusion", {"condition": condition, "skip_connections": False},
+    plan.append(PlannedModel("diffusion-noskip", "diffusion", {"conditioning.kind": condition, "skip_connections": False},
                              "the same network without encoder-decoder skips"))
     plan.append(PlannedModel("ae-spatial", "ae", {"latent": "spatial", "latent_channels": 4},
                              "autoencoder with a spatial latent, for latent diffusion"))
-    plan.append(PlannedModel("latent-diffusion", "latent-diffusion", {"condition": "text" if labelled else "none"},
-                             "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else "")))
+    plan.append(PlannedModel("latent-diffusion", "latent-diffusion", {"conditioning.kind": "text" if labelled else "none"},
+                             "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else ""),
+                             autoencoder="ae-spatial"))
     if not labelled:
-        plan = [p for p in plan if p.family != "classifier"]
+        plan = [p for p in plan if not p.judge]
     return plan
 
 
@@ -193,16 +197,16 @@ class Progress:
 
 
 def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path]) -> Path:
-    from aediff.training import train
+    from aediff.training.train import train
 
     overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
-    if planned.family == "latent-diffusion":
-        overrides["autoencoder"] = str(runs["ae-spatial"])
+    if planned.autoencoder is not None:
+        overrides["autoencoder.path"] = str(runs[planned.autoencoder])
     budget: dict[str, Any] = {"max_minutes": config.budget_minutes, "batch_size": config.batch_size,
                               "seed": config.seed, "tensorboard": False}
     if config.max_steps:
         budget["max_steps"] = config.max_steps
-    if planned.family == "classifier":  # the judge converges in a few epochs; more would only cost time
+    if planned.judge:  # the judge converges in a few epochs; more would only cost time
         budget["epochs"] = 15
     train(planned.family, run_dir, config.data, model=overrides, training=budget, progress=False)
     return run_dir
@@ -228,7 +232,7 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
         raise ConfigError(f"--runs names models the comparison does not have: {sorted(unknown)}; "
                           f"it has {[p.name for p in plan]}")
     jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
-    jobs += [("eval", 30.0) for p in plan if p.family != "classifier"]
+    jobs += [("eval", 30.0) for p in plan if not p.judge]
     meter = Progress(jobs, enabled=progress)
     runs: dict[str, Path] = {}
     train_seconds: dict[str, float] = {}

@@ -30,7 +30,7 @@ from aediff.evaluation import (
     spread_indices,
     umap_available,
 )
-from aediff.models.diffusion import DiffusionModel, diffusion_loss
+from aediff.models import Capability, Condition, Model
 from aediff.reports import figures
 from aediff.reports.compare import accuracy_margin, all_of, compare_values, spearman
 from aediff.reports.html import Figure, Section, Table, render_report, write_report
@@ -41,12 +41,8 @@ LOSS_RELATIVE_MARGIN = 0.02
 X0_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)  # section 6's row of noise levels
 
 
-def _is_pixel_diffusion(model: Any) -> bool:
-    return isinstance(model, DiffusionModel) and not hasattr(model, "autoencoder")
-
-
 @torch.no_grad()
-def held_out_diffusion_loss(model: DiffusionModel, dataset: Any, limit: int, seed: int = 0, draws: int = 4) -> float:
+def held_out_diffusion_loss(model: Model, dataset: Any, limit: int, seed: int = 0, draws: int = 4) -> float:
     """The training objective on test images (null condition), averaged over ``draws`` seeded noise draws:
     the same noise levels and noise for every model, so two models' losses compare directly."""
     model.eval()
@@ -56,11 +52,8 @@ def held_out_diffusion_loss(model: DiffusionModel, dataset: Any, limit: int, see
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave the caller's RNG be
         for draw in range(draws):
             torch.manual_seed(seed + draw)
-            condition = model.condition_inputs(len(images))
-            loss, _ = diffusion_loss(model.denoiser, images, model.schedule, model.config.loss_weighting,
-                                     model.config.min_snr_gamma, condition)
-            total += float(loss) / draws
-    return total
+            total += float(model.denoising_loss(model.diffusion_input(images), model.condition_inputs(len(images))))
+    return total / draws
 
 
 def _logged(run: Path, key: str = "loss") -> tuple[list[float], list[float]]:
@@ -93,7 +86,8 @@ def _inception_if_on_disk():
 def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter, log=None) -> dict[str, Any]:
     """Evaluate every model of the plan with one protocol. Returns {"models": per-model metrics (JSON),
     "artifacts": images and arrays for the figures (not JSON), "sections": section-specific numbers}."""
-    classifier = aediff.load(runs["classifier"]) if "classifier" in runs else None
+    judge = aediff.load(runs["classifier"]) if "classifier" in runs else None
+    classifier = judge.model if judge is not None else None
     limited = test_set.subset(spread_indices(len(test_set), config.limit))
     reference = f"{config.data}:test"
     extractor = f"classifier:{runs['classifier']}" if classifier is not None else None
@@ -103,43 +97,40 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
     sections: dict[str, Any] = {}
     first = test_set.batch(spread_indices(len(test_set), 8))["images"]
     artifacts["originals"] = first
-    if classifier is not None:
-        models["classifier"] = {**evaluate_model(classifier, train_set, test_set), "role": "judge"}
+    if judge is not None:
+        models["classifier"] = {**evaluate_model(judge, train_set, test_set), "role": "judge"}
     for planned in plan:
-        if planned.family == "classifier":
+        if planned.judge:
             continue
         begun = meter.start(f"evaluating {planned.name}")
-        model = aediff.load(runs[planned.name])
-        device = next(model.parameters()).device
+        run = aediff.load(runs[planned.name])
+        model = run.model
         # Unconditional samples for every model (a conditioned one draws with the null condition), so that
         # the FIDs of section 9 compare like with like; section 8 measures the conditioned samples.
-        m = evaluate_model(model, train_set, test_set, classifier=classifier, samples=config.samples,
-                           seed=config.seed, limit=config.limit, inception=inception,
-                           sample_options={"class_labels": None} if getattr(model.config, "condition", "") == "class"
-                           else {}, denoising_steps=(1, config.denoise_steps) if planned.name == "diffusion" else (1,))
+        m = evaluate_model(run, train_set, test_set, classifier=judge, samples=config.samples, seed=config.seed,
+                           limit=config.limit, inception=inception, cycle_classes=False,
+                           denoising_steps=(1, config.denoise_steps) if planned.name == "diffusion" else (1,))
         m["role"] = planned.role
         artifacts["samples"][planned.name] = sample_images(model, 64, seed=config.seed)
-        if hasattr(model, "reconstruct"):
-            artifacts["reconstructions"][planned.name] = model.reconstruct(first.to(device)).cpu()
-        if planned.family == "vae":
+        if model.can(Capability.LATENT):
+            artifacts["reconstructions"][planned.name] = model.reconstruct(first.to(model.device)).cpu()
+        if model.can(Capability.ELBO):
             artifacts["interpolation"] = interpolation_grid(model, test_set, seed=config.seed)
-        if _is_pixel_diffusion(model):
+        if model.can(Capability.DIFFUSION_BOUND):  # pixel diffusion: its loss and gradients compare directly
             m["held_out_loss"] = held_out_diffusion_loss(model, test_set, config.limit, seed=config.seed)
             batch = train_set.batch(spread_indices(len(train_set), 64))
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            model.train()
+            batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             m["gradient_norms"] = gradient_norms(model, batch, seed=config.seed)
-            model.eval()
         if "latent_space" in m and planned.name != "ae-spatial":
             codes, labels = latent_codes(model, limited)
             artifacts["codes"][planned.name] = (codes, labels)
         if planned.name == "diffusion":
             sections["x0"] = predicted_x0_sweep(model, test_set.batch(spread_indices(len(test_set), 6))["images"]
-                                                .to(device), X0_SIGMAS, seed=config.seed)
-            if classifier is not None and model.config.condition == "class":
+                                                .to(model.device), X0_SIGMAS, seed=config.seed)
+            if classifier is not None and model.can(Capability.CLASS_CONDITION):
                 sections["guidance"], artifacts["class_grid"] = _guidance_sweep(
                     model, classifier, config, test_set, extractor, reference)
-        if planned.name == "latent-diffusion" and classifier is not None and model.config.condition == "text":
+        if planned.name == "latent-diffusion" and classifier is not None and model.can(Capability.TEXT_CONDITION):
             sections["prompts"], artifacts["prompt_grid"] = _prompt_grid(model, classifier, config, train_set)
         models[planned.name] = m
         meter.finish("eval", begun)
@@ -153,7 +144,7 @@ def _guidance_sweep(model, classifier, config, test_set, extractor, reference) -
     labels = torch.arange(n) % 10
     rows, grid = {}, None
     for w in config.guidances:
-        images = sample_images(model, n, seed=config.seed + 1, class_labels=labels, guidance=w)
+        images = sample_images(model, n, config.seed + 1, Condition(class_labels=labels, guidance=w))
         score = generation_score(images, classifier.features, test_set, feature_extractor=extractor,
                                  reference_name=reference, seed=config.seed).to_dict()
         rows[f"{w:g}"] = {"guidance": w, "accuracy": _conditional_accuracy(classifier, images, labels),
@@ -170,7 +161,7 @@ def _prompt_grid(model, classifier, config, train_set) -> tuple[dict, Any]:
     template = caption_templates(names)[0]
     prompts = [fill_template(template, names[d]) for d in range(len(names)) for _ in range(8)]
     labels = torch.tensor([d for d in range(len(names)) for _ in range(8)])
-    images = sample_images(model, len(prompts), seed=config.seed + 2, prompts=prompts, guidance=3.0)
+    images = sample_images(model, len(prompts), config.seed + 2, Condition(prompts=prompts, guidance=3.0))
     accuracy = _conditional_accuracy(classifier, images, labels)
     return {"template": template, "guidance": 3.0, "accuracy": accuracy, "samples": len(prompts)}, (names, images)
 
@@ -198,8 +189,9 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
     Returns (the metrics written to metrics.json, the paths written)."""
     models, art, extra = results["models"], results["artifacts"], results["sections"]
     config = results["meta"]["config"]
-    aes = sorted([p.name for p in plan if p.family == "ae" and p.name != "ae-spatial"], key=lambda n: int(n[3:]))
-    daes = [p.name for p in plan if p.family == "dae"]
+    bottleneck_sweep = sorted((p for p in plan if p.sweep == "bottleneck"), key=lambda p: p.bottleneck)
+    aes = [p.name for p in bottleneck_sweep]
+    daes = [p.name for p in plan if p.sweep == "noise"]
     shared_ae = f"ae-{sorted(config['bottlenecks'])[len(config['bottlenecks']) // 2]}"
     sections: list[Section] = []
     verdicts: dict[str, dict[str, Any]] = {}
@@ -209,7 +201,7 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         verdicts[key] = {"claim": claim, "verdict": verdict, "evidence": evidence}
 
     # 1. Bottleneck
-    sizes = [int(n[3:]) for n in aes]
+    sizes = [p.bottleneck for p in bottleneck_sweep]
     psnrs = [models[n]["reconstruction"]["psnr"] for n in aes]
     parts = [compare_values(psnrs[i + 1], psnrs[i], PSNR_MARGIN) for i in range(len(psnrs) - 1)]
     recon_rows = [art["originals"]] + [art["reconstructions"][n] for n in aes]
@@ -443,8 +435,9 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
 
     # 9. One table
     rows = []
+    judges = {p.name for p in plan if p.judge}
     for name, m in models.items():
-        if m["family"] == "classifier":
+        if name in judges:
             continue
         g, lik = m.get("generation", {}), m.get("likelihood", {})
         bpd = lik.get("bits_per_dim", lik.get("iwae_bits_per_dim"))
@@ -460,7 +453,7 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
     fid_bars = {r[0]: r[3] for r in rows if r[3] is not None}
     add("summary", "9. Every model in one table", "The diffusion models generate better samples than every "
         "member of the autoencoder family (lowest FID).",
-        "holds" if best is not None and "diffusion" in best[1] else ("does not hold" if best else "inconclusive"),
+        "holds" if best is not None and Capability.SAMPLER.value in models[best[0]]["capabilities"] else ("does not hold" if best else "inconclusive"),
         (f"Lowest FID: {best[0]} ({best[3]:.2f})." if best else "No FID measured.") + (
             f" For context, not for the verdict: the class-conditioned diffusion model's samples at guidance 1, "
             f"classes in the test split's proportions, score FID {guidance['1']['fid']:.2f}; unconditional "

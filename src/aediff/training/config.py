@@ -1,4 +1,4 @@
-"""Typed configs of a training run: how to train, and which data (saved in the run's config.json)."""
+"""The typed recipe of a training run (saved in the run's config.json beside the model and data configs)."""
 
 from __future__ import annotations
 
@@ -26,14 +26,3 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
     preview_every: int = 1000  # steps between TensorBoard image grids; 0 = never
     tensorboard: bool = True  # write TensorBoard scalars and image grids under RUN/tb
-
-
-@dataclass
-class DataConfig:
-    spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH or npz:PATH
-    resolution: int | None = None  # resize + center-crop to this side (pixels); None = native
-    channels: int | None = None  # 1 or 3; None = native
-    seed: int = 0  # seed of the train/test split
-    test_fraction: float = 0.2  # held-out share for datasets without an official split
-    skip_bad: bool = False  # skip unreadable images instead of stopping
-    data_dir: str | None = None  # where local copies live (else $AEDIFF_DATA)

@@ -1,8 +1,8 @@
 """One trainer for every model family, over Hugging Face Accelerate.
 
-The trainer knows no family by name. A model is an ``nn.Module`` whose ``forward(batch)`` returns
-``(loss, logs)``; optionally ``preview(batch)`` gives image grids and ``after_training(batches)`` runs
-once at the end (an AE fits its latent Gaussian there).
+The trainer knows no family by name. A model is an ``aediff.models.Model``: ``forward(batch)`` returns
+``(loss, logs)``, ``preview(batch)`` gives image grids and ``after_training(batches)`` runs once at the
+end (an AE fits its latent Gaussian there).
 
 Determinism, which makes ``--resume`` exact and multi-process runs equal to single-process ones:
 - data order: epoch e is a permutation drawn from ``seed`` and e; global step s takes the s-th slice of
@@ -36,7 +36,9 @@ from aediff import runs
 from aediff.config import config_to_dict
 from aediff.device import default_device
 from aediff.errors import ConfigError, RunError
-from aediff.training.config import DataConfig, TrainConfig
+from aediff.data import DataConfig
+from aediff.models import Model
+from aediff.training.config import TrainConfig
 
 # DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -104,7 +106,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Model,
         train_set: Any,
         run_dir: str | Path,
         config: TrainConfig,
@@ -188,7 +190,7 @@ class Trainer:
             "training": config_to_dict(self.config),
             "data": config_to_dict(data_config) if data_config is not None else None,
         })
-        (self.run_dir / "log.jsonl").unlink(missing_ok=True)
+        (self.run_dir / runs.LOG_FILE).unlink(missing_ok=True)
 
     def _load_checkpoint(self) -> dict[str, Any]:
         runs.recover(self.run_dir)
@@ -307,11 +309,9 @@ class Trainer:
         return signal.signal(signal.SIGINT, handler)
 
     def _after_training(self) -> None:
-        """Give models with an ``after_training`` hook (an AE fits its latent Gaussian) the training images."""
+        """Give the model its ``after_training`` hook with the training images (an AE fits its latent Gaussian)."""
         from aediff.evaluation import iterate_images
 
-        if not hasattr(self.model, "after_training"):
-            return
         for model in (self.model, self.ema.model):
             model.after_training(b["images"] for b in iterate_images(self.train_set, device=self.accelerator.device))
 
@@ -329,7 +329,7 @@ class Trainer:
         bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "lr")})
         record = {"step": self.step, "train_seconds": self.train_seconds,
                   "images_per_second": self.step * self.config.batch_size / max(self.train_seconds, 1e-9), **logs}
-        with open(self.run_dir / "log.jsonl", "a") as f:
+        with open(self.run_dir / runs.LOG_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
         writer = self._tensorboard()
         if writer is not None:
@@ -339,10 +339,9 @@ class Trainer:
 
     def _preview(self, batch: dict[str, Any]) -> None:
         writer = self._tensorboard()
-        preview = getattr(self.ema.model, "preview", None)
-        if writer is None or preview is None:
+        if writer is None:
             return
-        for name, images in preview(batch).items():
+        for name, images in self.ema.model.preview(batch).items():
             writer.add_images(f"preview/{name}", ((images.float().clamp(-1, 1) + 1) / 2).cpu(), self.step)
 
     def save_checkpoint(self) -> None:
@@ -350,9 +349,7 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer
-                                                                if hasattr(self.optimizer, "optimizer")
-                                                                else self.optimizer)
+            opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer)  # Accelerate's wrapper
             meta = {"step": str(self.step)}
             state = {"step": self.step, "train_seconds": self.train_seconds,
                      "elapsed_seconds": self.elapsed_seconds, "images_seen": self.step * self.config.batch_size,

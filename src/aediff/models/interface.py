@@ -1,0 +1,232 @@
+"""What a model can do, declared once. Evaluation, the command line, the report and the web page decide
+what to do with a model by asking ``model.can(Capability.X)``, never by probing attributes or reading
+family names.
+
+Every family subclasses :class:`Model` and declares its capabilities; the methods of a capability it does
+not declare raise :class:`CapabilityError` with a message that says which models can. One meaning per
+method, whatever the family:
+
+| capability        | methods                                    | meaning                                       |
+|-------------------|--------------------------------------------|-----------------------------------------------|
+| LATENT            | encode(x) -> z, decode(z), reconstruct(x)  | a bottleneck: z [N, *latent_shape]            |
+| SAMPLE            | sample(n, condition, options, generator)   | n new images [n, C, H, W] in [-1, 1]          |
+| SAMPLER           | (sample walks a diffusion sampler)         | SamplerOptions and trajectories apply         |
+| DENOISE           | denoise(x, sigma, steps)                   | x = clean + noise in pixels -> clean estimate |
+| NOISE_LEVEL       | (denoise is told sigma, may take steps)    | one network for every noise level             |
+| ELBO              | elbo(x), iwae_log_likelihood(x, k)         | bounds on log p(x) of a VAE, nats per image   |
+| DIFFUSION_BOUND   | denoiser, schedule (diffusion_nll)         | the variational bound of a pixel diffusion    |
+| CLASSIFY          | logits(x), features(x)                     | a judge: classes and a feature space          |
+| CLASS_CONDITION   | sample(condition=Condition(class_labels))  | draws a given class                           |
+| TEXT_CONDITION    | sample(condition=Condition(prompts))       | draws a given caption                         |
+
+Images are [N, C, H, W] in [-1, 1] everywhere; ``model.image_shape`` is (C, H, W) of the images a model
+takes and makes (a latent diffusion model's are its autoencoder's, not its latent's).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from aediff.diffusion.samplers import SamplerOptions
+from aediff.errors import ConfigError
+
+
+class CapabilityError(ConfigError):
+    """A model was asked for something its family does not do; the message names the families that do."""
+
+
+class Capability(str, enum.Enum):
+    LATENT = "latent"
+    SAMPLE = "sample"
+    SAMPLER = "sampler"
+    DENOISE = "denoise"
+    NOISE_LEVEL = "noise-level"
+    ELBO = "elbo"
+    DIFFUSION_BOUND = "diffusion-bound"
+    CLASSIFY = "classify"
+    CLASS_CONDITION = "class-condition"
+    TEXT_CONDITION = "text-condition"
+
+
+# What each capability lets a caller do, for messages ("... needs a model that can <this>").
+ABILITIES: dict[Capability, str] = {
+    Capability.LATENT: "encode images to a latent and decode them (an AE, VAE or DAE)",
+    Capability.SAMPLE: "generate images",
+    Capability.SAMPLER: "sample with a diffusion sampler (a diffusion or latent-diffusion model)",
+    Capability.DENOISE: "denoise images",
+    Capability.NOISE_LEVEL: "be told the noise level (a diffusion model)",
+    Capability.ELBO: "bound its likelihood with the ELBO / IWAE (a VAE)",
+    Capability.DIFFUSION_BOUND: "bound its likelihood with the diffusion variational bound (a pixel diffusion model)",
+    Capability.CLASSIFY: "classify images (a classifier)",
+    Capability.CLASS_CONDITION: "draw a given class (a diffusion model trained with --condition class)",
+    Capability.TEXT_CONDITION: "draw a given caption (a diffusion model trained with --condition text)",
+}
+
+# The methods each capability promises; a family that declares it overrides them (tested for every family).
+METHODS: dict[Capability, tuple[str, ...]] = {
+    Capability.LATENT: ("encode", "decode", "reconstruct"),
+    Capability.SAMPLE: ("sample",),
+    Capability.DENOISE: ("denoise",),
+    Capability.ELBO: ("elbo", "iwae_log_likelihood"),
+    Capability.CLASSIFY: ("logits", "features"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Condition:
+    """What a conditioned model is asked to draw, and how strongly (classifier-free guidance).
+
+    class_labels: one class index for every image, or one per image; prompts: one caption, or one per image;
+    negative_class / negative_prompt: what guidance steers away from instead of the null condition;
+    guidance: the scale w of D = D_neg + w (D_cond - D_neg); None = the model's default, 1 = no guidance.
+    All None: unconditional (the null condition).
+    """
+
+    class_labels: int | Sequence[int] | torch.Tensor | None = None
+    prompts: str | Sequence[str] | None = None
+    negative_class: int | None = None
+    negative_prompt: str | None = None
+    guidance: float | None = None
+
+    @property
+    def needs(self) -> list[Capability]:
+        """The capabilities a model must have to honour this condition."""
+        needs = []
+        if self.class_labels is not None or self.negative_class is not None:
+            needs.append(Capability.CLASS_CONDITION)
+        if self.prompts is not None or self.negative_prompt is not None:
+            needs.append(Capability.TEXT_CONDITION)
+        return needs
+
+    def rows(self, start: int, stop: int, n: int) -> Condition:
+        """The condition of images start..stop-1 of n (per-image labels and prompts are sliced)."""
+        def part(value: Any) -> Any:
+            if value is None or isinstance(value, (int, str)) or len(value) != n:
+                return value
+            return value[start:stop]
+
+        return replace(self, class_labels=part(self.class_labels), prompts=part(self.prompts))
+
+
+def check_no_sampling_choices(model: Model, condition: Condition | None, options: SamplerOptions | None) -> None:
+    """Refuse a condition or sampler options for a model that would ignore them (never silently ignored)."""
+    for capability in (condition.needs if condition is not None else []):
+        model.require(capability, "this condition")
+    if condition is not None and condition.guidance not in (None, 1):
+        raise CapabilityError(f"guidance {condition.guidance} needs a conditioned diffusion model; this is a "
+                              f"{model.family!r} model")
+    if options is not None and options != SamplerOptions():
+        model.require(Capability.SAMPLER, "sampler options (--sampler, --steps, --eta, --s-churn)")
+
+
+class Model(nn.Module):
+    """The interface every family implements. ``forward(batch) -> (loss, logs)`` is the training loss."""
+
+    family: ClassVar[str]
+    config_class: ClassVar[type]
+    declared: ClassVar[frozenset[Capability]] = frozenset()  # what every model of the class can do
+
+    # --- capabilities ---------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this model can do: its class's declaration, plus what its config adds (conditioning)."""
+        return self.declared
+
+    def can(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: Capability, action: str) -> None:
+        """Raise CapabilityError, naming ``action`` and who could do it, unless this model can."""
+        if not self.can(capability):
+            raise CapabilityError(f"{action} needs a model that can {ABILITIES[capability]}; this is a "
+                                  f"{self.family!r} model, which cannot")
+
+    # --- shapes and placement ---------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes and makes."""
+        c = self.config  # type: ignore[attr-defined]
+        return (c.image_channels, c.image_size, c.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the model tells apart or can be conditioned on; 0 when none."""
+        return 0
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self)
+
+    # --- the capabilities' methods (overridden by the families that declare them) -------------------------
+    def _unsupported(self, capability: Capability, method: str) -> CapabilityError:
+        return CapabilityError(f"{method}() needs a model that can {ABILITIES[capability]}; this is a "
+                               f"{self.family!r} model, which cannot")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._unsupported(Capability.LATENT, "encode")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise self._unsupported(Capability.LATENT, "decode")
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._unsupported(Capability.LATENT, "reconstruct")
+
+    def sample(self, n: int, condition: Condition | None = None, options: SamplerOptions | None = None,
+               generator: torch.Generator | None = None, callback: Callable[[dict[str, Any]], None] | None = None
+               ) -> torch.Tensor:
+        raise self._unsupported(Capability.SAMPLE, "sample")
+
+    def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
+        raise self._unsupported(Capability.DENOISE, "denoise")
+
+    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._unsupported(Capability.ELBO, "elbo")
+
+    def iwae_log_likelihood(self, x: torch.Tensor, k: int = 100) -> torch.Tensor:
+        raise self._unsupported(Capability.ELBO, "iwae_log_likelihood")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._unsupported(Capability.CLASSIFY, "logits")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._unsupported(Capability.CLASSIFY, "features")
+
+    # --- what the trainer and the diagnostics use --------------------------------------------------------
+    def sampling_network(self) -> nn.Module:
+        """The module whose calls are the network evaluations of sampling (counted as NFE)."""
+        return self
+
+    def gradient_roots(self) -> dict[str, nn.Module]:
+        """Name prefix -> module whose blocks the gradient diagnostics report ("" = no prefix)."""
+        return {"": self}
+
+    def preview(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Image grids for TensorBoard, [N, C, H, W] in [-1, 1] each; none by default."""
+        return {}
+
+    def after_training(self, batches: Iterable[torch.Tensor]) -> None:
+        """Called once by the trainer at the end of training with the training images; nothing by default."""
+
+    @classmethod
+    def prepare_config(cls, config: Any, dataset: Any, load_run: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
+        """Before a new run is built: (the completed config, components to build the model with). ``load_run``
+        opens another run folder (latent diffusion reads its autoencoder this way, once)."""
+        return config, {}
+
+    @classmethod
+    def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
+        """A model config as written by config.json format ``version`` -> today's fields."""
+        return stored
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
