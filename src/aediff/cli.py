@@ -1,13 +1,23 @@
-"""The `aediff` command line: parse, call the Python API, print. No logic of its own."""
+"""The `aediff` command line: parse into typed values, call the Python API, print. No logic of its own.
+
+Conventions, the same for every command:
+- `-h` / `--help` everywhere; `aediff --version`; shell completion (`aediff --install-completion`).
+- A usage mistake (unknown option, bad choice, missing argument) prints the usage and one line and exits 2;
+  an aediff error (a run that is not there, an option the model cannot use) prints one line and exits 1;
+  never a Python traceback unless AEDIFF_DEBUG=1.
+- One name for one idea: `--samples` counts generated samples, `--images` the images of a grid, durations
+  are written 90s / 10m / 1.5h, `--out` names what is written and is never replaced without `--overwrite`,
+  `--class` and `--negative-class` take a class index.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -15,40 +25,122 @@ from rich.table import Table
 
 from aediff.errors import AediffError, ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+if TYPE_CHECKING:
+    from aediff.diffusion.samplers import SamplerOptions
+    from aediff.models import Condition
+    from aediff.runs import Run
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,  # plain errors: one line
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train, sample, reconstruct, denoise and evaluate autoencoders and diffusion models.")
 console = Console()
+errors = Console(stderr=True)
 
 DataOpt = Annotated[str | None, typer.Option("--data", help="dataset: a name from `aediff datasets`, "
                                              "folder:PATH or npz:PATH (default: the run's training data)")]
 SplitOpt = Annotated[Literal["train", "test", "all"], typer.Option(help="which split")]
-SeedOpt = Annotated[int, typer.Option(help="random seed")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="random seed")]
+OverwriteOpt = Annotated[bool, typer.Option(help="replace --out if it exists")]
+# The samplers' names, written once in aediff.diffusion.samplers.SamplerName (a test checks they agree).
+SamplerChoice = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from aediff import __version__
+
+        console.print(f"aediff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Train, sample, reconstruct, denoise and evaluate autoencoders and diffusion models."""
 
 
 def _print_json(title: str, payload: dict[str, Any]) -> None:
-    console.print(f"[bold]{title}[/bold]")
+    console.print(f"[bold]{escape(title)}[/bold]")
     console.print_json(json.dumps(payload))
 
 
-# --- datasets ----------------------------------------------------------------------------------
+def _writable_out(out: Path, overwrite: bool) -> Path:
+    """``out`` when it may be written: not an existing folder, and not an existing file unless --overwrite."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the file to write")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
+    return out
+
+
+# --- information -------------------------------------------------------------------------------------
 @app.command()
 def datasets() -> None:
     """List the built-in datasets and whether each is available offline on this machine."""
     from aediff.data import list_datasets
 
-    table = Table("name", "offline", "description", "how to get it")
+    table = Table("name", "offline", "labels", "description", "how to get it")
     for info in list_datasets():
-        table.add_row(info.name, "yes" if info.offline_available else "no", info.description, info.how_to_get)
+        table.add_row(info.name, "yes" if info.offline_available else "no", info.targets, info.description,
+                      escape(info.how_to_get))
     console.print(table)
     console.print("Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl) "
                   "and npz:PATH (arrays `images`, optional `labels`, `captions`).")
 
 
-# --- train -------------------------------------------------------------------------------------
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command("env")
+def environment() -> None:
+    """Versions, device, threads, and which offline assets (text encoder, Inception weights, datasets) are here."""
+    from aediff.environment import environment_report, format_environment
+
+    table = Table("what", "value")
+    for name, value in format_environment(environment_report()):
+        table.add_row(escape(name), escape(value))
+    console.print(table)
+
+
+# --- train ---------------------------------------------------------------------------------------------
+Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifier"]
+# Model options of `aediff train` -> the config field each sets (a bare name resolves in every family's config).
+MODEL_FLAGS = {"bottleneck": "bottleneck_dim", "latent": "latent", "latent_channels": "latent_channels",
+               "beta": "beta", "likelihood": "likelihood", "noise": "corruption", "condition": "conditioning.kind",
+               "text_encoder": "text_encoder", "text_encoder_path": "text_encoder_path",
+               "autoencoder": "autoencoder.path"}
+
+
+def _model_overrides(family: str | None, flags: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """The model options given on the command line as config overrides, checked against the family."""
+    from aediff.config import parse_assignment, resolve_field
+    from aediff.models import model_class
+
+    model: dict[str, Any] = dict(parse_assignment(s) for s in assignments)
+    given = {flag: value for flag, value in flags.items() if value is not None}
+    model.update({MODEL_FLAGS[flag]: value for flag, value in given.items()})
+    if family is not None:
+        config_class = model_class(family).config_class
+        for flag in given:
+            try:
+                resolve_field(config_class, MODEL_FLAGS[flag])
+            except ConfigError:
+                raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family!r} models") from None
+        for key in model:
+            resolve_field(config_class, key)  # a --set that names no field of this family: say so now
+    return model
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        widths = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--widths takes comma-separated whole numbers, e.g. 16,32,64; got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"--widths needs positive widths, got {text!r}")
+    return widths
+
+
+@app.command()
 def train(
-    family: Annotated[str | None, typer.Argument(help="model family: ae, vae, dae, diffusion, latent-diffusion, "
-                                                 "classifier")] = None,
+    family: Annotated[Family | None, typer.Argument(metavar="FAMILY", help="model family to train (leave out with --resume)")] = None,
     out: Annotated[Path, typer.Option(help="run folder to create (or continue with --resume)")] = Path("runs/run"),
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
     bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
@@ -70,60 +162,51 @@ def train(
     lr: Annotated[float | None, typer.Option(min=0.0, help="peak learning rate")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, help="stop after this many epochs")] = None,
-    max_minutes: Annotated[float | None, typer.Option(min=0.0, help="stop after this much time")] = None,
-    seed: Annotated[int | None, typer.Option(help="seed of init, data order and noise")] = None,
+    max_time: Annotated[str | None, typer.Option(help="stop after this much training time: 90s, 10m, 1.5h")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**63 - 1, help="seed of init, data order and noise")] = None,
     mixed_precision: Annotated[Literal["no", "fp16", "bf16"] | None, typer.Option(help="autocast")] = None,
     resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
     image_channels: Annotated[int | None, typer.Option(min=1, max=3, help="convert images to 1 or 3 channels")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
     data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="model config field, key=value (repeatable)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="model config field, key=value (repeatable; "
+                                                   "a field name or its dotted path, e.g. network.channels)")] = None,
     train_set: Annotated[list[str] | None, typer.Option("--train-set", help="training config field, key=value")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
 ) -> None:
-    """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-minutes 5`."""
-    from aediff.config import parse_assignment
-    from aediff.training import DataConfig, TrainConfig
-    from aediff.training import train as run_training
+    """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
+    from aediff.config import config_to_dict, parse_assignment, parse_duration, update_config
+    from aediff.data import DataConfig
+    from aediff.training import TrainConfig
 
-    model: dict[str, Any] = dict(parse_assignment(s) for s in set_ or [])
-    for key, value in {"bottleneck_dim": bottleneck, "latent": latent, "latent_channels": latent_channels,
-                       "beta": beta, "likelihood": likelihood, "corruption": noise, "condition": condition,
-                       "text_encoder": text_encoder, "text_encoder_path": text_encoder_path,
-                       "autoencoder": str(autoencoder) if autoencoder is not None else None}.items():
-        if value is not None:
-            model[key] = value
+    if family is None and not resume:
+        raise ConfigError("name the model family to train, e.g. `aediff train vae` (or pass --resume)")
+    flags = {"bottleneck": bottleneck, "latent": latent, "latent_channels": latent_channels, "beta": beta,
+             "likelihood": likelihood, "noise": noise, "condition": condition, "text_encoder": text_encoder,
+             "text_encoder_path": text_encoder_path, "autoencoder": str(autoencoder) if autoencoder else None}
+    model = _model_overrides(None if resume else family, flags, set_ or [])
     if widths is not None:
-        model["channels"] = [int(c) for c in widths.split(",")]
-    if family is not None and not resume:
-        from aediff.models import model_class
-
-        fields = set(model_class(family).config_class.__dataclass_fields__)
-        wrong = [k for k in model if k not in fields]
-        if wrong:
-            flags = {"corruption": "--noise", "beta": "--beta", "likelihood": "--likelihood",
-                     "bottleneck_dim": "--bottleneck", "condition": "--condition", "text_encoder": "--text-encoder",
-                     "text_encoder_path": "--text-encoder-path", "autoencoder": "--autoencoder"}
-            raise ConfigError(f"{', '.join(flags.get(k, k) for k in wrong)} does not apply to {family!r} models")
+        model["channels"] = _widths(widths)
     training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
     for key, value in {"batch_size": batch_size, "lr": lr, "max_steps": max_steps, "epochs": epochs,
-                       "max_minutes": max_minutes, "seed": seed, "mixed_precision": mixed_precision}.items():
+                       "max_minutes": parse_duration(max_time, "--max-time") if max_time else None, "seed": seed,
+                       "mixed_precision": mixed_precision}.items():
         if value is not None:
             training[key] = value
     if not resume and not {"max_steps", "epochs", "max_minutes"} & set(training):
         training["epochs"] = 10.0
-        console.print("No --max-steps, --epochs or --max-minutes given: training for 10 epochs.")
+        console.print("No --max-steps, --epochs or --max-time given: training for 10 epochs.")
     data_config = DataConfig(spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad,
                              data_dir=data_dir)
     if dry_run:
-        from aediff.config import update_config
-
-        _print_json("training", vars(update_config(TrainConfig(), training)))
+        _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
         _print_json("model overrides", model)
-        _print_json("data", vars(data_config))
+        _print_json("data", config_to_dict(data_config))
         return
+    from aediff.training.train import train as run_training
+
     result = run_training(family, out, data_config, model=model, training=training, resume=resume,
                           progress=progress)
     if not result.is_main_process:
@@ -133,178 +216,226 @@ def train(
                   f"loss {result.last_logs.get('loss', float('nan')):.4g} -> {result.run_dir}")
 
 
-# --- using a trained model ---------------------------------------------------------------------
-def _load(run: Path) -> Any:
+# --- using a trained model -------------------------------------------------------------------------------
+def _load(run: Path) -> Run:
     import aediff
 
     return aediff.load(run)
 
 
-def _dataset(model: Any, data: str | None, split: str) -> Any:
-    from aediff.config import config_from_dict
-    from aediff.training import DataConfig, load_data
+def _dataset(run: Run, data: str | None, split: str) -> Any:
+    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit."""
+    from aediff.data import DataConfig
 
-    stored = model.run_config.get("data") or {}
-    config = config_from_dict(DataConfig, stored)
+    channels, size, _ = run.model.image_shape
     if data is not None:
-        config = DataConfig(spec=data, resolution=model.config.image_size,
-                            channels=model.config.image_channels)
-    return load_data(config, split)
-
-
-def _check_shape(model: Any, dataset: Any) -> None:
-    size, channels = model.config.image_size, model.config.image_channels
+        config = DataConfig(spec=data, resolution=size, channels=channels)
+    elif run.data is not None:
+        config = run.data
+    else:
+        raise ConfigError(f"{run.path} records no dataset; name one with --data")
+    dataset = config.load(split)
     if dataset.resolution != (size, size) or dataset.channels != channels:
         raise ConfigError(f"the model takes {channels}x{size}x{size} images but the data is "
                           f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}")
+    return dataset
+
+
+def _class_index(text: str | None, run: Run, option: str, allow_all: bool = False) -> int | str | None:
+    """A class index of a class-conditioned run (``'all'`` too where ``allow_all``), checked against its
+    number of classes; None when not given."""
+    if text is None:
+        return None
+    if allow_all and text == "all":
+        return text
+    try:
+        index = int(text)
+    except ValueError:
+        accepted = "a class index or 'all'" if allow_all else "a class index"
+        raise ConfigError(f"{option} takes {accepted}, got {text!r}") from None
+    count = run.model.num_classes
+    if count and not 0 <= index < count:
+        raise ConfigError(f"{option} {index} is not a class of {run.path}: it has classes 0..{count - 1}")
+    return index
+
+
+def _condition(run: Run, samples: int, class_: str | None, negative_class: str | None, prompt: str | None,
+               negative_prompt: str | None, guidance: float | None) -> Condition | None:
+    """The Condition the options describe (None when none is given), checked against the model."""
+    import torch
+
+    from aediff.models import Capability, Condition
+
+    chosen = _class_index(class_, run, "--class", allow_all=True)
+    if chosen == "all":
+        run.model.require(Capability.CLASS_CONDITION, "--class all")
+        chosen = torch.arange(samples) % run.model.num_classes
+    condition = Condition(class_labels=chosen, prompts=prompt,
+                          negative_class=_class_index(negative_class, run, "--negative-class"),
+                          negative_prompt=negative_prompt, guidance=guidance)
+    for capability in condition.needs:
+        run.model.require(capability, "--class / --negative-class" if capability is Capability.CLASS_CONDITION
+                          else "--prompt / --negative-prompt")
+    if guidance is not None and not condition.needs:
+        run.model.require(Capability.SAMPLER, "--guidance")
+    return condition if (condition.needs or guidance is not None) else None
+
+
+def _sampler_options(run: Run, sampler: str | None, steps: int | None, eta: float | None,
+                     s_churn: float | None) -> SamplerOptions | None:
+    """The SamplerOptions the options describe, validated against the chosen sampler (None when none given)."""
+    from aediff.diffusion.samplers import SamplerOptions
+    from aediff.models import Capability
+
+    options = SamplerOptions(sampler=sampler, steps=steps, eta=eta, s_churn=s_churn)
+    if options == SamplerOptions():
+        return None
+    run.model.require(Capability.SAMPLER, "--sampler, --steps, --eta and --s-churn")
+    run.model.sampler_options(options)  # validates now, before any work: "--eta applies to ddim, not dpm++"
+    return options
 
 
 @app.command()
 def reconstruct(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
     data: DataOpt = None,
     split: SplitOpt = "test",
-    n: Annotated[int, typer.Option(min=1, help="images in the grid")] = 32,
+    images: Annotated[int, typer.Option(min=1, max=1024, help="images in the grid")] = 32,
     out: Annotated[Path, typer.Option(help="PNG grid: originals above reconstructions")] = Path("reconstruction.png"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Reconstruct images; write a grid and print MSE / PSNR / SSIM over the whole split."""
     import torch
 
     from aediff.data import save_image_grid
-    from aediff.evaluation import model_device, reconstruction_metrics
+    from aediff.evaluation import reconstruction_metrics
+    from aediff.models import Capability
 
-    model = _load(run)
-    dataset = _dataset(model, data, split)
-    _check_shape(model, dataset)
-    x = dataset.batch(torch.arange(min(n, len(dataset))))["images"].to(model_device(model))
+    out = _writable_out(out, overwrite)
+    loaded = _load(run)
+    loaded.model.require(Capability.LATENT, "aediff reconstruct")
+    dataset = _dataset(loaded, data, split)
+    x = dataset.batch(torch.arange(min(images, len(dataset))))["images"].to(loaded.model.device)
     with torch.no_grad():
-        save_image_grid(torch.cat([x, model.reconstruct(x)]).cpu(), out, nrow=len(x))
-    _print_json(f"reconstruction on {dataset.name}:{split} (grid: {out})", reconstruction_metrics(model, dataset))
+        save_image_grid(torch.cat([x, loaded.model.reconstruct(x)]).cpu(), out, nrow=len(x))
+    _print_json(f"reconstruction on {dataset.name}:{split} (grid: {out})",
+                reconstruction_metrics(loaded.model, dataset))
 
 
 @app.command()
 def sample(
-    run: Annotated[Path, typer.Argument(help="run folder")],
-    n: Annotated[int, typer.Option(min=1, help="number of samples")] = 64,
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a generative model")],
+    samples: Annotated[int, typer.Option(min=1, max=100_000, help="number of samples")] = 64,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="PNG grid, or .npz (uint8 arrays; a PNG grid is written beside)")
                    ] = Path("samples.png"),
-    npz: Annotated[Path | None, typer.Option(help="also save the samples as uint8 arrays in this .npz")] = None,
-    sampler: Annotated[Literal["ddpm", "ddim", "euler", "heun", "dpm++"] | None,
-                       typer.Option(help="diffusion: sampler (default: the run's)")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="diffusion: sampling steps (default: the run's)")] = None,
-    eta: Annotated[float | None, typer.Option(min=0.0, help="diffusion, ddim: stochasticity (0 = deterministic)")
+    overwrite: OverwriteOpt = False,
+    sampler: Annotated[SamplerChoice | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, max=10_000, help="diffusion: sampling steps (default: the "
+                                              "run's)")] = None,
+    eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="ddim: stochasticity (0 = deterministic)")
                    ] = None,
+    s_churn: Annotated[float | None, typer.Option(min=0.0, help="euler, heun: stochastic churn (Karras et al. "
+                                                  "2022; 0 = deterministic)")] = None,
     trajectory: Annotated[Path | None, typer.Option(help="diffusion: PNG strip of x_t and the predicted x0 "
                                                     "along the sampling path")] = None,
-    frames: Annotated[int, typer.Option(min=1, help="--trajectory: steps shown, evenly spread")] = 8,
+    frames: Annotated[int, typer.Option(min=1, max=1000, help="--trajectory: steps shown, evenly spread")] = 8,
     class_: Annotated[str | None, typer.Option("--class", help="class-conditioned diffusion: a class index, or "
                                                "'all' to cycle through the classes")] = None,
+    negative_class: Annotated[str | None, typer.Option(help="guide away from this class index")] = None,
     prompt: Annotated[str | None, typer.Option(help="text-conditioned diffusion: the caption to draw")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
     guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale (1 = none; default: "
                                                    "the run's)")] = None,
-    negative_class: Annotated[int | None, typer.Option(help="guide away from this class")] = None,
-    negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
     diffusion: with a sampler (`--sampler dpm++ --steps 20`), conditioned with `--class 7` or
     `--prompt "a handwritten seven" --guidance 3`."""
     import numpy as np
-    import torch
 
     from aediff.data import save_image_grid, to_uint8
     from aediff.evaluation import sample_images, sampling_trajectory
-    from aediff.models import DiffusionModel
+    from aediff.models import Capability
 
-    model = _load(run)
-    class_labels: Any = None
-    if class_ == "all":
-        class_labels = torch.arange(n) % max(getattr(model.config, "num_classes", 0), 1)
-    elif class_ is not None:
-        try:
-            class_labels = int(class_)
-        except ValueError:
-            raise ConfigError(f"--class takes a class index or 'all', got {class_!r}") from None
-    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta, "class_labels": class_labels,
-                                 "prompts": prompt, "guidance": guidance, "negative_class": negative_class,
-                                 "negative_prompt": negative_prompt}.items() if v is not None}
-    if options and not isinstance(model, DiffusionModel):
-        raise ConfigError(f"--sampler, --steps, --eta, --class, --prompt and --guidance apply to diffusion models; "
-                          f"{run} is a {model.family!r} run")
+    target = _writable_out(trajectory if trajectory is not None else out, overwrite)
+    loaded = _load(run)
+    loaded.model.require(Capability.SAMPLE, "aediff sample")
+    condition = _condition(loaded, samples, class_, negative_class, prompt, negative_prompt, guidance)
+    options = _sampler_options(loaded, sampler, steps, eta, s_churn)
     if trajectory is not None:
-        if not isinstance(model, DiffusionModel):
-            raise ConfigError("--trajectory shows a diffusion model's sampling path; use a diffusion run")
-        strip, columns = sampling_trajectory(model, min(n, 4), seed, frames=frames, **options)
-        save_image_grid(strip, trajectory, nrow=columns)
-        console.print(f"trajectory (rows: x_t, predicted x0; left to right: high to low noise) -> {trajectory}")
+        loaded.model.require(Capability.SAMPLER, "--trajectory")
+        strip, columns = sampling_trajectory(loaded.model, min(samples, 4), seed, frames, condition, options)
+        save_image_grid(strip, target, nrow=columns)
+        console.print(f"trajectory (rows: x_t, predicted x0; left to right: high to low noise) -> {target}")
         return
-    images = sample_images(model, n, seed, **options)
-    if out.suffix == ".npz":
-        npz, out = out, out.with_suffix(".png")
-    save_image_grid(images[:256], out)
-    if npz is not None:
-        np.savez_compressed(npz, images=to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
-    console.print(f"{n} samples -> {out}" + (f" and {npz}" if npz else ""))
+    grid = target.with_suffix(".png") if target.suffix == ".npz" else target
+    if grid != target:
+        _writable_out(grid, overwrite)
+    images = sample_images(loaded.model, samples, seed, condition, options)
+    save_image_grid(images[:256], grid)
+    if target.suffix == ".npz":
+        np.savez_compressed(target, images=to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
+    console.print(f"{samples} samples -> {grid}" + (f" and {target}" if grid != target else ""))
 
 
 @app.command()
 def encode(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
     data: DataOpt = None,
     split: SplitOpt = "test",
     out: Annotated[Path, typer.Option(help=".npz with `latents` and, when known, `labels`")] = Path("latents.npz"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Encode a dataset split to latents (the posterior mean for a VAE)."""
     import numpy as np
-    import torch
 
-    from aediff.evaluation import iterate_images, model_device
+    from aediff.evaluation import latent_codes
+    from aediff.models import Capability
 
-    model = _load(run)
-    dataset = _dataset(model, data, split)
-    _check_shape(model, dataset)
-    latents, labels = [], []
-    with torch.no_grad():
-        for batch in iterate_images(dataset, device=model_device(model)):
-            latents.append(model.encode(batch["images"]).cpu())
-            if "labels" in batch:
-                labels.append(batch["labels"].cpu())
-    arrays = {"latents": torch.cat(latents).numpy()}
-    if labels:
-        arrays["labels"] = torch.cat(labels).numpy()
+    out = _writable_out(out, overwrite)
+    loaded = _load(run)
+    loaded.model.require(Capability.LATENT, "aediff encode")
+    dataset = _dataset(loaded, data, split)
+    codes, labels = latent_codes(loaded.model, dataset, flatten=False)
+    arrays = {"latents": codes} if dataset.labels is None else {"latents": codes, "labels": labels}
     np.savez_compressed(out, **arrays)
-    console.print(f"{len(arrays['latents'])} latents of shape {arrays['latents'].shape[1:]} -> {out}")
+    console.print(f"{len(codes)} latents of shape {codes.shape[1:]} -> {out}")
 
 
 @app.command()
 def denoise(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a model that denoises (AE, VAE, DAE, diffusion)")],
     noise: Annotated[str, typer.Option(help="corruption, e.g. gaussian:0.5 or mask:0.3")] = "gaussian:0.5",
     data: DataOpt = None,
     split: SplitOpt = "test",
-    n: Annotated[int, typer.Option(min=1, help="images in the grid")] = 16,
+    images: Annotated[int, typer.Option(min=1, max=1024, help="images in the grid")] = 16,
     seed: SeedOpt = 0,
-    steps: Annotated[int, typer.Option(min=1, help="diffusion: 1 = the one-step x0 estimate; more = "
+    steps: Annotated[int, typer.Option(min=1, max=10_000, help="diffusion: 1 = the one-step x0 estimate; more = "
                                        "integrate from the noise level down to 0")] = 1,
     out: Annotated[Path, typer.Option(help="PNG grid: clean, corrupted, denoised rows")] = Path("denoised.png"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Corrupt test images, denoise them; write a grid and print PSNR / SSIM before and after.
     A diffusion model is told the noise level: one model serves every sigma."""
     import torch
 
     from aediff.data import save_image_grid
-    from aediff.evaluation import denoising_metrics, model_device
-    from aediff.models import Corruption
+    from aediff.evaluation import denoising_metrics
+    from aediff.models import Capability, Corruption
 
-    model = _load(run)
+    out = _writable_out(out, overwrite)
+    loaded = _load(run)
+    model = loaded.model
+    model.require(Capability.DENOISE, "aediff denoise")
     corruption = Corruption.parse(noise)
-    sigma = corruption.low if corruption.kind == "gaussian" and corruption.low == corruption.high else None
-    if model.family == "diffusion" and sigma is None:
+    sigma = corruption.fixed_sigma
+    if model.can(Capability.NOISE_LEVEL) and sigma is None:
         raise ConfigError(f"a diffusion model removes Gaussian noise of a known level: use --noise gaussian:SIGMA, "
                           f"not {noise!r}")
-    dataset = _dataset(model, data, split)
-    _check_shape(model, dataset)
-    x = dataset.batch(torch.arange(min(n, len(dataset))))["images"].to(model_device(model))
+    if steps > 1 and not model.can(Capability.NOISE_LEVEL):
+        model.require(Capability.NOISE_LEVEL, "--steps")
+    dataset = _dataset(loaded, data, split)
+    x = dataset.batch(torch.arange(min(images, len(dataset))))["images"].to(model.device)
     noisy = corruption(x, torch.Generator(x.device).manual_seed(seed))
     with torch.no_grad():
         denoised = model.denoise(noisy, sigma=sigma, steps=steps)
@@ -315,44 +446,47 @@ def denoise(
 
 @app.command("eval-nll")
 def eval_nll(
-    run: Annotated[Path, typer.Argument(help="run folder of a VAE or a diffusion model")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a VAE or a pixel diffusion model")],
     data: DataOpt = None,
     split: SplitOpt = "test",
-    k: Annotated[int, typer.Option(min=1, help="VAE: importance samples for the IWAE bound")] = 100,
-    timesteps: Annotated[int, typer.Option(min=1, help="diffusion: timesteps drawn per image for the bound")] = 32,
+    k: Annotated[int, typer.Option(min=1, max=100_000, help="VAE: importance samples for the IWAE bound")] = 100,
+    timesteps: Annotated[int, typer.Option(min=1, max=100_000, help="diffusion: timesteps drawn per image for the "
+                                           "bound")] = 32,
     limit: Annotated[int | None, typer.Option(min=1, help="score N images spread over the split")] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Negative log-likelihood bound on a split, in nats and bits/dim: a VAE's ELBO and IWAE (k), or a
     diffusion model's variational bound (DDPM's discretized decoder)."""
     from aediff.evaluation import diffusion_nll, vae_likelihood
+    from aediff.models import Capability
 
-    model = _load(run)
-    dataset = _dataset(model, data, split)
-    _check_shape(model, dataset)
-    if model.family == "diffusion":
-        result = diffusion_nll(model, dataset, timesteps_per_image=timesteps, seed=seed, limit=limit)
-    elif hasattr(model, "iwae_log_likelihood"):
-        result = vae_likelihood(model, dataset, k=k, seed=seed, limit=limit)
+    loaded = _load(run)
+    model = loaded.model
+    if model.can(Capability.ELBO):
+        result = vae_likelihood(model, _dataset(loaded, data, split), k=k, seed=seed, limit=limit)
+    elif model.can(Capability.DIFFUSION_BOUND):
+        result = diffusion_nll(model, _dataset(loaded, data, split), timesteps_per_image=timesteps, seed=seed,
+                               limit=limit)
     else:
-        raise ConfigError(f"{run} holds a {model.family!r} model, which defines no likelihood; "
-                          f"use a VAE or a diffusion run")
-    _print_json(f"likelihood on {dataset.name}:{split}", result)
+        raise ConfigError(f"{run} holds a {loaded.family!r} model, which defines no likelihood bound; use a VAE "
+                          f"or a pixel diffusion run")
+    _print_json(f"likelihood on {split}", result)
 
 
 @app.command()
 def score(
-    run: Annotated[Path, typer.Argument(help="run folder of a generative model")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a generative model")],
     classifier: Annotated[Path | None, typer.Option(help="run folder of `aediff train classifier`: its "
                                                      "penultimate features are the feature space")] = None,
     inception: Annotated[bool, typer.Option(help="Inception-v3 features (torch-fidelity; weights on disk)")] = False,
-    n: Annotated[int, typer.Option(min=2, help="samples to score")] = 1000,
+    samples: Annotated[int, typer.Option(min=2, max=100_000, help="samples to score")] = 1000,
     data: DataOpt = None,
     split: SplitOpt = "test",
     seed: SeedOpt = 0,
 ) -> None:
     """FID and KID of the model's samples against a data split, in the classifier's feature space."""
     from aediff.evaluation import generation_score, sample_images
+    from aediff.models import Capability
 
     if (classifier is None) == (not inception):
         raise ConfigError("choose one feature space: --classifier RUN (train one with `aediff train classifier`) "
@@ -362,10 +496,13 @@ def score(
 
         features, name = inception_extractor(), "inception-v3 (torch-fidelity)"
     else:
-        features, name = _load(classifier).features, f"classifier:{classifier}"
-    model = _load(run)
-    reference = _dataset(model, data, split)
-    images = sample_images(model, n, seed)
+        judge = _load(classifier).model
+        judge.require(Capability.CLASSIFY, "--classifier")
+        features, name = judge.features, f"classifier:{classifier}"
+    loaded = _load(run)
+    loaded.model.require(Capability.SAMPLE, "aediff score")
+    reference = _dataset(loaded, data, split)
+    images = sample_images(loaded.model, samples, seed)
     result = generation_score(images, features, reference, feature_extractor=name,
                               reference_name=f"{reference.name}:{split}", seed=seed)
     _print_json(f"samples of {run}", result.to_dict())
@@ -387,11 +524,13 @@ def compare(
     budget: Annotated[str, typer.Option(help="training budget of EACH model: 90s, 10m, 1h")] = "10m",
     out: Annotated[Path, typer.Option(help="report folder (report.html, metrics.json, tables/, figures/)")] = Path(
         "reports/compare"),
+    overwrite: Annotated[bool, typer.Option(help="replace the report already in --out")] = False,
     runs: Annotated[list[str] | None, typer.Option(help="reuse a trained run instead of training it: NAME=RUN "
                                                    "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.1, "
                                                    "dae-0.3, dae-0.75, diffusion, diffusion-noskip, "
                                                    "ae-spatial, latent-diffusion)")] = None,
-    samples: Annotated[int, typer.Option(min=20, help="samples per model for FID / KID / precision / recall")] = 1000,
+    samples: Annotated[int, typer.Option(min=20, max=100_000, help="samples per model for FID / KID / precision / "
+                                         "recall")] = 1000,
     limit: Annotated[int, typer.Option(min=10, help="test images for denoising, likelihood and probes")] = 500,
     max_steps: Annotated[int | None, typer.Option(min=1, help="also stop each model after this many steps")] = None,
     bottlenecks: Annotated[str, typer.Option(help="AE bottleneck sizes; the middle one is shared by the "
@@ -402,10 +541,14 @@ def compare(
 ) -> None:
     """Train the whole family under the same budget each, evaluate them with one protocol, and write a
     report whose sections each test a claim about autoencoders and diffusion models."""
-    from aediff.reports.compare import CompareConfig, compare_plan, parse_budget, parse_runs, run_compare
+    from aediff.config import parse_duration
+    from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
 
-    config = CompareConfig(data=data, budget_minutes=parse_budget(budget), samples=samples, limit=limit,
-                           max_steps=max_steps, seed=seed, runs=parse_runs(runs or []),
+    if (out / "report.html").exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a report; pass --overwrite to replace it (its trained runs are "
+                          f"kept and can be reused with --runs), or choose another --out")
+    config = CompareConfig(data=data, budget_minutes=parse_duration(budget, "--budget"), samples=samples,
+                           limit=limit, max_steps=max_steps, seed=seed, runs=parse_runs(runs or []),
                            bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
                            dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"))
     trained = len([p for p in compare_plan(config) if p.name not in config.runs])
@@ -441,35 +584,32 @@ def _metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
 
 @app.command("eval")
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder")],
     data: DataOpt = None,
     split: SplitOpt = "test",
     classifier: Annotated[Path | None, typer.Option(help="run folder of `aediff train classifier`: its features "
                                                      "score samples (FID, KID, precision, recall)")] = None,
-    samples: Annotated[int, typer.Option(min=2, help="samples to score")] = 1000,
+    samples: Annotated[int, typer.Option(min=2, max=100_000, help="samples to score")] = 1000,
     limit: Annotated[int | None, typer.Option(min=1, help="test images per protocol (default: the whole split)")
                      ] = None,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="JSON file for every number")] = Path("metrics.json"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Every evaluation that applies to the model: reconstruction, denoising sweep, likelihood, latent
     probes, FID / KID / precision / recall (with --classifier), class accuracy of conditioned samples,
     speed. Prints a summary table and writes all numbers to --out."""
-    from aediff.config import config_from_dict
     from aediff.evaluation import evaluate_model
-    from aediff.training import DataConfig, load_data
+    from aediff.models import Capability
 
-    model = _load(run)
-    # A latent diffusion model's config holds its latent's shape; the images are its autoencoder's.
-    images_of = getattr(model, "autoencoder", model)
-    config = config_from_dict(DataConfig, model.run_config.get("data") or {})
-    if data is not None:
-        config = DataConfig(spec=data, resolution=images_of.config.image_size,
-                            channels=images_of.config.image_channels)
-    test, train_split = load_data(config, split), load_data(config, "train")
-    _check_shape(images_of, test)
-    result = evaluate_model(model, train_split, test, classifier=_load(classifier) if classifier else None,
-                            samples=samples, seed=seed, limit=limit, test_split=split)
+    out = _writable_out(out, overwrite)
+    loaded = _load(run)
+    judge = _load(classifier) if classifier else None
+    if judge is not None:
+        judge.model.require(Capability.CLASSIFY, "--classifier")
+    test, train_split = _dataset(loaded, data, split), _dataset(loaded, data, "train")
+    result = evaluate_model(loaded, train_split, test, classifier=judge, samples=samples, seed=seed, limit=limit,
+                            test_split=split)
     result["run"] = str(run)
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     table = Table("metric", "value", title=escape(f"{run} on {result['data']['reference']}"))
@@ -480,20 +620,30 @@ def evaluate(
 
 
 def main() -> None:
-    """Entry point: user errors print one message (no stack trace) and exit with status 2."""
+    """Entry point. Usage mistakes are Typer's (usage, one line, exit 2); aediff's own errors print one line
+    and exit 1; Ctrl-C exits 130; anything else is a bug: one line, and the traceback with AEDIFF_DEBUG=1."""
+    debug = os.environ.get("AEDIFF_DEBUG", "") not in ("", "0")
     try:
-        app(standalone_mode=False)
+        app()  # standalone: Typer prints usage errors itself and exits 2
     except AediffError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")  # messages name extras like aediff[text]
-        sys.exit(2)
-    except click.exceptions.Abort:
-        console.print("aborted")
+        if debug:
+            raise
+        errors.print(f"[red]error:[/red] {escape(str(exc))}")  # messages name extras like aediff[text]
+        sys.exit(1)
+    except KeyboardInterrupt:
+        errors.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    except OSError as exc:  # a full disk, a folder without write permission...: the system's own words
+        if debug:
+            raise
+        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            raise
+        errors.print(f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} (a bug in "
+                     "aediff: rerun with AEDIFF_DEBUG=1 for the traceback, and please report it)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

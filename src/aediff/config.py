@@ -126,6 +126,25 @@ def update_config(config: C, overrides: dict[str, Any]) -> C:
     return config_from_dict(type(config), merged)
 
 
+def parse_duration(text: str, option: str = "a duration") -> float:
+    """'90s', '10m', '1.5h' or a bare number of minutes -> minutes (finite, positive)."""
+    text = str(text).strip().lower()
+    units = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            number, scale = text[: -len(unit)], units[unit]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        minutes = float(number) * scale
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a duration: write e.g. 90s, 10m or 1.5h") from None
+    if not 0 < minutes < float("inf"):
+        raise ConfigError(f"{option} must be a positive, finite duration, got {text!r}")
+    return minutes
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line -> (key, JSON-ish value): numbers, true/false, a,b lists."""
     if "=" not in text:

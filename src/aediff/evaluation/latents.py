@@ -34,9 +34,9 @@ def _numpy(values: ArrayLike) -> np.ndarray:
 
 @torch.no_grad()
 def latent_codes(model: nn.Module, dataset: Any, limit: int | None = None, corruption: str | Corruption | None = None,
-                 seed: int = 0, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of ``limit`` images spread evenly over ``dataset`` (all when None): (codes [N, D] float32,
-    labels [N] int64).
+                 seed: int = 0, batch_size: int = 256, flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``limit`` images spread evenly over ``dataset`` (all when None): (codes [N, D] float32, or
+    [N, *latent_shape] with ``flatten=False``; labels [N] int64).
 
     ``corruption`` (a spec like "gaussian:0.3", or a ``Corruption``) corrupts the inputs first, drawn
     from a generator seeded with ``seed``. Labels are -1 when the dataset has none.
@@ -51,7 +51,8 @@ def latent_codes(model: nn.Module, dataset: Any, limit: int | None = None, corru
         x = batch["images"]
         if corruption is not None:
             x = corruption(x, generator)
-        codes.append(model.encode(x).flatten(1).float().cpu())
+        z = model.encode(x)
+        codes.append((z.flatten(1) if flatten else z).float().cpu())
         labels.append(batch["labels"].cpu() if "labels" in batch else torch.full((len(x),), -1))
     return torch.cat(codes).numpy(), torch.cat(labels).long().numpy()
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aediff.diffusion.samplers import SamplerOptions
 from aediff.metrics import (
     FeatureScore,
     bits_per_dim,
@@ -20,7 +21,6 @@ from aediff.metrics import (
     score_features,
     ssim,
 )
-from aediff.diffusion.samplers import SamplerOptions
 from aediff.models import Capability, Condition, Corruption, Model, model_device
 
 
@@ -79,7 +79,7 @@ def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corrupti
 
     Models that take the noise level (diffusion) are told the Gaussian sigma, and denoise in ``steps``."""
     corruption = Corruption.parse(corruption) if isinstance(corruption, str) else corruption
-    sigma = corruption.low if corruption.kind == "gaussian" and corruption.low == corruption.high else None
+    sigma = corruption.fixed_sigma
     model.eval()
     device = model_device(model)
     generator = torch.Generator(device).manual_seed(seed)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
 from aediff.errors import ConfigError
 from aediff.evaluation.protocols import model_device
 from aediff.models import Capability, Model

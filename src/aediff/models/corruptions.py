@@ -63,6 +63,11 @@ class Corruption:
         level = f"{self.low:g}" if self.low == self.high else f"{self.low:g}-{self.high:g}"
         return f"{self.kind}:{level}" + (f":patch{self.patch}" if self.patch > 1 else "")
 
+    @property
+    def fixed_sigma(self) -> float | None:
+        """The noise level of Gaussian noise of one fixed sigma (what a diffusion model can be told); else None."""
+        return self.low if self.kind == "gaussian" and self.low == self.high else None
+
     def levels(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-image levels [n], uniform in [low, high]."""
         u = torch.rand(n, device=device, generator=generator)

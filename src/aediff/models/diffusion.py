@@ -229,14 +229,16 @@ class DiffusionModel(Model):
         if (kind == "class" and labels is None) or (kind == "text" and captions is None):
             what = "labels" if kind == "class" else "captions"
             raise ConfigError(f"condition {kind!r} needs {what} in every batch; this dataset has none")
+        dropped = None
         if self.config.conditioning.null_probability and kind != "none":
             # the null condition stands in for a random share of the batch (classifier-free guidance)
             dropped = torch.rand(len(images)) < self.config.conditioning.null_probability
-            if labels is not None:
-                labels = torch.where(dropped.to(labels.device), torch.full_like(labels, self.num_classes), labels)
             if captions is not None:
                 captions = ["" if d else c for c, d in zip(captions, dropped.tolist(), strict=True)]
         condition = self.condition_inputs(len(images), labels, captions, where="the training batch")
+        if dropped is not None and "class_labels" in condition:  # the null class, after the labels are checked
+            labels = condition["class_labels"]
+            condition["class_labels"] = torch.where(dropped.to(labels.device), self.num_classes, labels)
         return self.denoising_loss(self.diffusion_input(images), condition), {}
 
     def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -28,6 +27,8 @@ import torch
 import aediff
 from aediff.device import default_device
 from aediff.errors import ConfigError
+from aediff.reports.sections import build_report, evaluate_all
+
 
 @dataclass
 class CompareConfig:
@@ -76,35 +77,18 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
     condition = "class" if labelled else "none"
     plan.append(PlannedModel("diffusion", "diffusion", {"conditioning.kind": condition},
                              "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else "")))
-    plan.append(PlannedModel("diffusion-noskip", "diffusion", {"conditioning.kind": condition, "skip_connections": False},
+    plan.append(PlannedModel("diffusion-noskip", "diffusion",
+                             {"conditioning.kind": condition, "skip_connections": False},
                              "the same network without encoder-decoder skips"))
     plan.append(PlannedModel("ae-spatial", "ae", {"latent": "spatial", "latent_channels": 4},
                              "autoencoder with a spatial latent, for latent diffusion"))
-    plan.append(PlannedModel("latent-diffusion", "latent-diffusion", {"conditioning.kind": "text" if labelled else "none"},
+    plan.append(PlannedModel("latent-diffusion", "latent-diffusion",
+                             {"conditioning.kind": "text" if labelled else "none"},
                              "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else ""),
                              autoencoder="ae-spatial"))
     if not labelled:
         plan = [p for p in plan if not p.judge]
     return plan
-
-
-def parse_budget(text: str) -> float:
-    """'90s', '10m', '1.5h' or a bare number of minutes -> minutes."""
-    text = str(text).strip().lower()
-    units = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
-    for unit in sorted(units, key=len, reverse=True):
-        if text.endswith(unit):
-            number, scale = text[: -len(unit)], units[unit]
-            break
-    else:
-        number, scale = text, 1.0
-    try:
-        minutes = float(number) * scale
-    except ValueError:
-        raise ConfigError(f"budget {text!r} is not a duration: write e.g. 90s, 10m or 1h") from None
-    if not minutes > 0:
-        raise ConfigError(f"budget must be positive, got {text!r}")
-    return minutes
 
 
 def parse_runs(items: list[str]) -> dict[str, str]:
@@ -118,39 +102,6 @@ def parse_runs(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--runs {item!r}: {path} is not a run folder")
         out[name] = path
     return out
-
-
-# --- verdicts ------------------------------------------------------------------------------------
-
-
-def compare_values(claim_value: float, other: float, margin: float, higher_is_better: bool = True) -> str:
-    """'holds' when claim_value beats other by more than margin, 'does not hold' when it loses by more than
-    margin, else 'inconclusive'."""
-    gap = (claim_value - other) if higher_is_better else (other - claim_value)
-    if gap > margin:
-        return "holds"
-    if gap < -margin:
-        return "does not hold"
-    return "inconclusive"
-
-
-def accuracy_margin(p: float, n: int) -> float:
-    """Two standard errors of an accuracy p measured on n items (at least one item's worth)."""
-    return max(2 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1)), 1 / max(n, 1))
-
-
-def all_of(verdicts: list[str]) -> str:
-    """A claim made of parts holds when every part holds, fails when any fails, else is inconclusive."""
-    if any(v == "does not hold" for v in verdicts):
-        return "does not hold"
-    return "holds" if verdicts and all(v == "holds" for v in verdicts) else "inconclusive"
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    if len(x) < 2 or np.std(rx) == 0 or np.std(ry) == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -248,13 +199,9 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
             meter.finish("train", begun)
             if log:
                 log(f"trained {planned.name} in {train_seconds[planned.name]:.0f} s")
-        from aediff.reports.sections import evaluate_all
-
         results = evaluate_all(config, plan, runs, train_set, test_set, meter, log)
     finally:
         meter.close()
-    from aediff.reports.sections import build_report
-
     results["meta"] = {
         "data": config.data, "budget_minutes": config.budget_minutes, "max_steps": config.max_steps,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "aediff": aediff.__version__,

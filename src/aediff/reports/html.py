@@ -455,7 +455,7 @@ def _run_chromium(executable: str, args: list[str], timeout: float) -> str:
         try:
             stdout, stderr = process.communicate(timeout=max(timeout, 1.0))
         except subprocess.TimeoutExpired:
-            if hasattr(os, "killpg"):
+            if os.name == "posix":  # the whole session: the browser's helper processes too
                 os.killpg(process.pid, signal.SIGKILL)
             else:
                 process.kill()

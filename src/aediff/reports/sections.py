@@ -32,8 +32,8 @@ from aediff.evaluation import (
 )
 from aediff.models import Capability, Condition, Model
 from aediff.reports import figures
-from aediff.reports.compare import accuracy_margin, all_of, compare_values, spearman
 from aediff.reports.html import Figure, Section, Table, render_report, write_report
+from aediff.reports.verdicts import accuracy_margin, all_of, compare_values, spearman
 
 PSNR_MARGIN = 0.1  # dB
 FID_RELATIVE_MARGIN = 0.10
@@ -453,7 +453,8 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
     fid_bars = {r[0]: r[3] for r in rows if r[3] is not None}
     add("summary", "9. Every model in one table", "The diffusion models generate better samples than every "
         "member of the autoencoder family (lowest FID).",
-        "holds" if best is not None and Capability.SAMPLER.value in models[best[0]]["capabilities"] else ("does not hold" if best else "inconclusive"),
+        "holds" if best is not None and Capability.SAMPLER.value in models[best[0]]["capabilities"]
+        else ("does not hold" if best else "inconclusive"),
         (f"Lowest FID: {best[0]} ({best[3]:.2f})." if best else "No FID measured.") + (
             f" For context, not for the verdict: the class-conditioned diffusion model's samples at guidance 1, "
             f"classes in the test split's proportions, score FID {guidance['1']['fid']:.2f}; unconditional "

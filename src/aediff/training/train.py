@@ -61,7 +61,8 @@ def train(
         if training is not None:
             overrides = dataclasses.asdict(training) if isinstance(training, TrainConfig) else training
             allowed = {"max_steps", "epochs", "max_minutes"}
-            changed = {k: v for k, v in overrides.items() if getattr(train_config, k) != v and k in allowed}
+            stored_values = dataclasses.asdict(train_config)
+            changed = {k: v for k, v in overrides.items() if k in allowed and stored_values[k] != v}
             train_config = update_config(train_config, changed)
         dataset = data_config.load("train")
     else:

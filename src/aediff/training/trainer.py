@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from aediff import runs
 from aediff.config import config_to_dict
+from aediff.data import DataConfig
 from aediff.device import default_device
 from aediff.errors import ConfigError, RunError
-from aediff.data import DataConfig
 from aediff.models import Model
 from aediff.training.config import TrainConfig
 
@@ -119,7 +119,7 @@ class Trainer:
     ):
         if config.max_steps is None and config.epochs is None and config.max_minutes is None:
             raise ConfigError("say how long to train: set max_steps, epochs or max_minutes "
-                              "(--max-steps, --epochs, --max-minutes)")
+                              "(--max-steps, --epochs, --max-time)")
         self.config = config
         self.run_dir = Path(run_dir)
         self.train_set = train_set
