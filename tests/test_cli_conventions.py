@@ -113,13 +113,15 @@ def test_every_command_has_short_help(name):
     assert "Usage" in out and "--help" in out and "Traceback" not in out
 
 
-def test_the_cli_sampler_choices_are_the_registered_samplers():
+def test_the_mode_names_are_the_registered_ones():
     from typing import get_args
 
-    from aediff.cli import SamplerChoice
     from aediff.diffusion.samplers import SAMPLER_NAMES
+    from aediff.models import MODELS
+    from aediff.modes import Family, SamplerName
 
-    assert get_args(SamplerChoice) == tuple(SAMPLER_NAMES)
+    assert get_args(SamplerName) == tuple(SAMPLER_NAMES)
+    assert sorted(get_args(Family)) == sorted(MODELS)
 
 
 def test_env_lists_versions_and_offline_assets():

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from aediff.errors import AediffError, ConfigError
+from aediff.modes import (
+    ConditionKind,
+    Family,
+    LatentKind,
+    Likelihood,
+    MixedPrecision,
+    SamplerName,
+    Split,
+    TextEncoderKind,
+)
 
 if TYPE_CHECKING:
     from aediff.diffusion.samplers import SamplerOptions
@@ -38,11 +48,9 @@ errors = Console(stderr=True)
 
 DataOpt = Annotated[str | None, typer.Option("--data", help="dataset: a name from `aediff datasets`, "
                                              "folder:PATH or npz:PATH (default: the run's training data)")]
-SplitOpt = Annotated[Literal["train", "test", "all"], typer.Option(help="which split")]
+SplitOpt = Annotated[Split, typer.Option(help="which split")]
 SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="random seed")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace --out if it exists")]
-# The samplers' names, written once in aediff.diffusion.samplers.SamplerName (a test checks they agree).
-SamplerChoice = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
 
 
 def _version(value: bool) -> None:
@@ -100,7 +108,6 @@ def environment() -> None:
 
 
 # --- train ---------------------------------------------------------------------------------------------
-Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifier"]
 # Model options of `aediff train` -> the config field each sets (a bare name resolves in every family's config).
 MODEL_FLAGS = {"bottleneck": "bottleneck_dim", "latent": "latent", "latent_channels": "latent_channels",
                "beta": "beta", "likelihood": "likelihood", "noise": "corruption", "condition": "conditioning.kind",
@@ -140,21 +147,21 @@ def _widths(text: str) -> list[int]:
 
 @app.command()
 def train(
-    family: Annotated[Family | None, typer.Argument(metavar="FAMILY", help="model family to train (leave out with --resume)")] = None,
+    family: Annotated[Family | None, typer.Argument(metavar="FAMILY", help="model family to train (leave out "
+                                                    "with --resume)")] = None,
     out: Annotated[Path, typer.Option(help="run folder to create (or continue with --resume)")] = Path("runs/run"),
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
     bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
-    latent: Annotated[Literal["vector", "spatial"] | None, typer.Option(help="bottleneck shape")] = None,
+    latent: Annotated[LatentKind | None, typer.Option(help="bottleneck shape")] = None,
     latent_channels: Annotated[int | None, typer.Option(min=1, help="channels of a spatial latent")] = None,
     widths: Annotated[str | None, typer.Option(help="channels of each resolution stage, e.g. 16,32,64")] = None,
     noise: Annotated[str | None, typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, "
                                               "mask:0.5:patch4, saltpepper:0.1")] = None,
     beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
-    likelihood: Annotated[Literal["gaussian", "bernoulli"] | None, typer.Option(help="VAE: p(x|z)")] = None,
-    condition: Annotated[Literal["none", "class", "text"] | None,
-                         typer.Option(help="diffusion: condition on class labels or captions")] = None,
-    text_encoder: Annotated[Literal["learned", "minilm", "clip"] | None,
-                            typer.Option(help="--condition text: caption encoder")] = None,
+    likelihood: Annotated[Likelihood | None, typer.Option(help="VAE: p(x|z)")] = None,
+    condition: Annotated[ConditionKind | None, typer.Option(help="diffusion: condition on class labels or captions")
+                         ] = None,
+    text_encoder: Annotated[TextEncoderKind | None, typer.Option(help="--condition text: caption encoder")] = None,
     text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
     autoencoder: Annotated[Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE "
                                                      "with --latent spatial")] = None,
@@ -164,7 +171,7 @@ def train(
     epochs: Annotated[float | None, typer.Option(min=0.0, help="stop after this many epochs")] = None,
     max_time: Annotated[str | None, typer.Option(help="stop after this much training time: 90s, 10m, 1.5h")] = None,
     seed: Annotated[int | None, typer.Option(min=0, max=2**63 - 1, help="seed of init, data order and noise")] = None,
-    mixed_precision: Annotated[Literal["no", "fp16", "bf16"] | None, typer.Option(help="autocast")] = None,
+    mixed_precision: Annotated[MixedPrecision | None, typer.Option(help="autocast")] = None,
     resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
     image_channels: Annotated[int | None, typer.Option(min=1, max=3, help="convert images to 1 or 3 channels")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
@@ -330,7 +337,7 @@ def sample(
     out: Annotated[Path, typer.Option(help="PNG grid, or .npz (uint8 arrays; a PNG grid is written beside)")
                    ] = Path("samples.png"),
     overwrite: OverwriteOpt = False,
-    sampler: Annotated[SamplerChoice | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
+    sampler: Annotated[SamplerName | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
     steps: Annotated[int | None, typer.Option(min=1, max=10_000, help="diffusion: sampling steps (default: the "
                                               "run's)")] = None,
     eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="ddim: stochasticity (0 = deterministic)")
@@ -404,7 +411,8 @@ def encode(
 
 @app.command()
 def denoise(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a model that denoises (AE, VAE, DAE, diffusion)")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a model that denoises (AE, VAE, DAE, "
+                                        "diffusion)")],
     noise: Annotated[str, typer.Option(help="corruption, e.g. gaussian:0.5 or mask:0.3")] = "gaussian:0.5",
     data: DataOpt = None,
     split: SplitOpt = "test",

@@ -4,7 +4,6 @@ from aediff.diffusion.parameterization import PARAMETERIZATIONS, Denoiser, preco
 from aediff.diffusion.samplers import (
     SAMPLER_NAMES,
     SAMPLERS,
-    SamplerName,
     SamplerOptions,
     SamplerSpec,
     ddim_step,
@@ -18,6 +17,7 @@ from aediff.diffusion.samplers import (
     sample_heun,
 )
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
+from aediff.modes import SamplerName
 
 __all__ = [
     "PARAMETERIZATIONS", "SAMPLERS", "SAMPLER_NAMES", "Denoiser", "NoiseSchedule", "SamplerName", "SamplerOptions",

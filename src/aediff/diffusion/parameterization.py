@@ -18,12 +18,13 @@ sinusoidal embedding was designed for, so one network serves any sigma, discrete
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
-Parameterization = Literal["eps", "x0", "v", "edm"]
+from aediff.modes import Parameterization
+
 PARAMETERIZATIONS: tuple[str, ...] = get_args(Parameterization)
 NOISE_EMBED_SCALE = 250.0  # c_noise = 250 * ln(sigma): sigma in [0.002, 160] -> about [-1550, 1270]
 

@@ -27,7 +27,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -189,7 +189,6 @@ def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ca
 
 
 # --- declarations ----------------------------------------------------------------------------------------
-SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
 
 
 def _always(options: SamplerOptions) -> bool:
@@ -372,7 +371,7 @@ SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("heun", sample_heun, ("s_churn",), stochastic=_churn_positive, network_evaluations=_heun_evaluations),
     SamplerSpec("dpm++", sample_dpmpp_2m),
 )}
-SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # SamplerName spells them for type checkers; a test keeps both equal
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # aediff.modes.SamplerName spells them; a test keeps both equal
 
 
 def evaluations_per_sample(sampler: str, steps: int) -> int:

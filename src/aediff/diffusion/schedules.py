@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
+from aediff.modes import ScheduleKind
 
 
 def betas_for(kind: str, num_steps: int = 1000) -> torch.Tensor:

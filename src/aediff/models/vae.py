@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from torch import nn
 from aediff.models.ae import AEConfig, Autoencoder
 from aediff.models.interface import Capability
 from aediff.models.registry import register_model
+from aediff.modes import Likelihood
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -28,7 +29,7 @@ LOG_2PI = math.log(2 * math.pi)
 @dataclass
 class VAEConfig(AEConfig):
     beta: float = 1.0  # weight of the KL term (1 = the ELBO; >1 = beta-VAE)
-    likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # p(x|z); bernoulli binarizes inputs
+    likelihood: Likelihood = "gaussian"  # p(x|z); bernoulli binarizes inputs
     init_log_sigma: float = -2.0  # gaussian: initial decoder log-std, in [-1, 1] pixel units
 
 

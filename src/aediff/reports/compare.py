@@ -26,6 +26,7 @@ import torch
 
 import aediff
 from aediff.device import default_device
+from aediff.environment import cpu_model
 from aediff.errors import ConfigError
 from aediff.reports.sections import build_report, evaluate_all
 
@@ -206,6 +207,7 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
         "data": config.data, "budget_minutes": config.budget_minutes, "max_steps": config.max_steps,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "aediff": aediff.__version__,
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(), "device": str(default_device()),
         "wall_seconds": time.perf_counter() - started, "config": _jsonable(dataclasses.asdict(config)),
         "runs": {k: str(v) for k, v in runs.items()}, "train_wall_seconds": train_seconds, "command": command,

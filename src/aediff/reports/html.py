@@ -21,18 +21,15 @@ import json
 import math
 import numbers
 import os
-import platform
 import re
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -303,7 +300,7 @@ def render_report(
     """The report as one self-contained HTML5 document (a str; write it as UTF-8).
 
     Layout: ``title``; the ``meta`` block (label -> value, in the given order; e.g. dataset, budget, date,
-    machine, aediff version, command: see :func:`default_meta`); the contents (a link and verdict badge
+    machine, aediff version, command); the contents (a link and verdict badge
     per section); the ``summary_rows`` table (one dict per row, columns = the union of the keys in
     first-seen order; omitted when empty); then the sections. All text is HTML-escaped.
 
@@ -346,33 +343,6 @@ def render_report(
     )  # fmt: skip
 
 
-def default_meta(command: str | None = None) -> dict[str, str]:
-    """Meta block entries every report should carry: date (UTC), machine, aediff / torch / python versions,
-    and ``command`` (default: this process's command line). Add dataset and budget in front::
-
-        meta = {"dataset": "mnist5k", "budget": "10 min per model", **default_meta()}
-    """
-    import torch
-
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's total
-    except AttributeError:  # not on macOS / Windows
-        cores = os.cpu_count() or 1
-    machine = f"{platform.system()} {platform.machine()}, {cores} CPU cores"
-    if torch.cuda.is_available():
-        machine += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    if command is None:
-        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "aediff version": __version__,
-        "torch / python": f"{torch.__version__} / {platform.python_version()}",
-        "command": command,
-    }
-
-
-# --- files --------------------------------------------------------------------------------------------
 def _check_unique(kind: str, names: list[str]) -> None:
     seen: set[str] = set()
     for name in names:

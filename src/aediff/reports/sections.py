@@ -46,7 +46,7 @@ def held_out_diffusion_loss(model: Model, dataset: Any, limit: int, seed: int = 
     """The training objective on test images (null condition), averaged over ``draws`` seeded noise draws:
     the same noise levels and noise for every model, so two models' losses compare directly."""
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     images = dataset.batch(spread_indices(len(dataset), limit))["images"].to(device)
     total = 0.0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave the caller's RNG be

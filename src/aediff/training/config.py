@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from aediff.modes import MixedPrecision
+
 
 @dataclass
 class TrainConfig:
@@ -21,7 +23,7 @@ class TrainConfig:
     epochs: float | None = None  # ... or after this many passes over the training split ...
     max_minutes: float | None = None  # ... or after this much wall-clock training time (first one reached)
     seed: int = 0  # model init, data order and every random draw of the loss derive from it
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast dtype on accelerators
+    mixed_precision: MixedPrecision = "no"  # autocast dtype on accelerators
     log_every: int = 25  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
     checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
     preview_every: int = 1000  # steps between TensorBoard image grids; 0 = never

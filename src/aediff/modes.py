@@ -1,0 +1,18 @@
+"""The names of every mode a user chooses between, written once. Configs, samplers and the command line all
+take their choices from here (this module imports nothing heavy, so `aediff -h` stays fast)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifier"]  # the registered models
+LatentKind = Literal["vector", "spatial"]  # an autoencoder's bottleneck shape
+Likelihood = Literal["gaussian", "bernoulli"]  # a VAE's p(x|z)
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
+ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
+Parameterization = Literal["eps", "x0", "v", "edm"]
+LossWeighting = Literal["uniform", "min_snr"]
+ConditionKind = Literal["none", "class", "text"]
+TextEncoderKind = Literal["learned", "minilm", "clip"]
+MixedPrecision = Literal["no", "fp16", "bf16"]
+Split = Literal["train", "test", "all"]
