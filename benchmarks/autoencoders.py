@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 import aediff
+from aediff.data import DataConfig
 from aediff.evaluation import denoising_metrics, reconstruction_metrics, vae_likelihood
-from aediff.training import DataConfig, load_data, train
+from aediff.training.train import train
 
 MODELS = {
     "ae2": ("ae", {"bottleneck_dim": 2}),
@@ -39,13 +40,16 @@ MODELS = {
 }
 
 
-def median_throughput(run: Path) -> float:
-    """Median images/s over the logged windows (robust to a noisy shared machine)."""
-    batch_size = json.loads((run / "config.json").read_text())["training"]["batch_size"]
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    rates = [(b["step"] - a["step"]) * batch_size / (b["train_seconds"] - a["train_seconds"])
+def median_throughput(run: aediff.Run) -> float:
+    """Median images/s over the logged windows (robust to a noisy shared machine); for a run too short to
+    log two windows, its mean over the whole training."""
+    log_file = run.path / "log.jsonl"
+    log = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+    rates = [(b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
              for a, b in zip(log, log[1:], strict=False) if b["train_seconds"] > a["train_seconds"]]
-    return statistics.median(rates) if rates else float("nan")
+    if rates:
+        return statistics.median(rates)
+    return run.summary.images_per_second if run.summary is not None else float("nan")
 
 
 def main() -> None:
@@ -62,8 +66,9 @@ def main() -> None:
     from aediff.config import parse_assignment
 
     common = dict(parse_assignment(s) for s in args.set)
-    test = load_data(DataConfig(spec=args.data), "test")
-    train_size = len(load_data(DataConfig(spec=args.data), "train"))
+    data = DataConfig(spec=args.data)
+    test = data.load("test")
+    train_size = len(data.load("train"))
     results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                            "threads": torch.get_num_threads(), "processor": platform.processor()},
                "data": f"{args.data}:test ({len(test)} images)", "minutes_per_model": args.minutes, "models": {}}
@@ -77,9 +82,10 @@ def main() -> None:
         t0 = time.time()
         result = train(family, run, args.data, model={**overrides, **common},
                        training={"max_minutes": args.minutes, "log_every": 20}, progress=False)
-        model = aediff.load(run)
+        loaded = aediff.load(run)
+        model = loaded.model
         row = {"family": family, **overrides, "steps": result.step, "epochs": result.images_seen / train_size,
-               "train_images_per_s": median_throughput(run),
+               "train_images_per_s": median_throughput(loaded),
                "parameters": sum(p.numel() for p in model.parameters())}
         row.update({f"test_{k}": v for k, v in reconstruction_metrics(model, test).items() if k != "num_images"})
         if family == "vae":

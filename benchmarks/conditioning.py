@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,9 +33,10 @@ from pathlib import Path
 import torch
 
 import aediff
-from aediff.data import caption_templates, fill_template, load_dataset, save_image_grid
+from aediff.data import DataConfig, caption_templates, fill_template, load_dataset, save_image_grid
 from aediff.evaluation import generation_score, sample_images
-from aediff.training import DataConfig, train
+from aediff.models import Condition
+from aediff.training.train import train
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 UNSEEN_EMOJI_CAPTIONS = ["red heart with a smile", "blue car", "pink robot", "smiling sun", "yellow star face",
@@ -51,11 +53,21 @@ def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
+def save_digit_grid(images: torch.Tensor, path: Path) -> None:
+    """Samples drawn for the digits 0..9 in turn as a grid with one row per digit (up to 10 per row)."""
+    per = min(10, len(images) // 10)
+    if per == 0:
+        return
+    shape = images.shape[1:]
+    save_image_grid(images[:10 * per].reshape(per, 10, *shape).transpose(0, 1).reshape(10 * per, *shape), path,
+                    nrow=per)
+
+
 class Judge:
     """The classifier of `aediff train classifier`: accuracy and FID / KID in its features."""
 
     def __init__(self, path: Path, test):
-        self.model, self.test, self.path = aediff.load(path), test, path
+        self.model, self.test, self.path = aediff.load(path).model, test, path
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         with torch.no_grad():
@@ -70,32 +82,30 @@ class Judge:
 def train_run(family: str, out: Path, data: str | DataConfig, minutes: float, model: dict,
               steps: int | None = None) -> Path:
     """Train for ``minutes`` (or exactly ``steps``, which makes the result independent of the machine's
-    load); returns the run folder."""
+    load) into ``out``, replacing a run left there by an earlier benchmark; returns the run folder."""
     budget = {"max_steps": steps} if steps else {"max_minutes": minutes}
     log(f"== training {family} {model} for {budget} -> {out}")
+    if (out / "config.json").exists():
+        shutil.rmtree(out)
     result = train(family, out, data, model=model, training={**budget, "batch_size": 64}, progress=False)
-    STEPS[str(result.run_dir)] = result.step
     return result.run_dir
 
 
-STEPS: dict[str, int] = {}
-
-
-def steps_of(run) -> int:
-    """Training steps of a run trained here, else the last logged step of its log.jsonl."""
-    if str(run) in STEPS:
-        return STEPS[str(run)]
-    return json.loads((Path(run) / "log.jsonl").read_text().splitlines()[-1])["step"]
+def steps_of(run: aediff.Run) -> int:
+    """Training steps of a run (from its training state, else its log)."""
+    return run.summary.steps if run.summary is not None else 0
 
 
 def class_section(args, judge: Judge) -> dict:
-    run = train_run("diffusion", args.runs / "class", "mnist5k", args.minutes, {"condition": "class"}, args.steps)
-    model = aediff.load(run)
+    run = train_run("diffusion", args.runs / "class", "mnist5k", args.minutes, {"conditioning.kind": "class"},
+                    args.steps)
+    loaded = aediff.load(run)
+    model = loaded.model
     labels = torch.arange(args.samples) % 10
     rows = {}
     for w in args.guidances:
         start = time.perf_counter()
-        images = sample_images(model, args.samples, seed=1, class_labels=labels, guidance=w)
+        images = sample_images(model, args.samples, seed=1, condition=Condition(class_labels=labels, guidance=w))
         seconds = time.perf_counter() - start
         per_class = {}
         for digit in range(10):
@@ -104,17 +114,16 @@ def class_section(args, judge: Judge) -> dict:
         rows[str(w)] = {"accuracy": judge.accuracy(images, labels), **judge.score(images),
                         "per_class_fid": per_class, "mean_per_class_fid": sum(per_class.values()) / 10,
                         "sample_seconds_per_image": seconds / args.samples}
-        save_image_grid(images[:100].reshape(10, 10, *images.shape[1:]).transpose(0, 1).reshape(100, *images.shape[1:]),
-                        args.out.parent / f"conditioning_class_w{w:g}.png", nrow=10)
+        save_digit_grid(images, args.out.parent / f"conditioning_class_w{w:g}.png")
         log(f"class, guidance {w}: accuracy {rows[str(w)]['accuracy']:.3f}, FID {rows[str(w)]['fid']:.2f}")
-    steps = steps_of(run)
-    return {"run": str(run), "steps": steps, "guidance": rows}
+    return {"run": str(run), "steps": steps_of(loaded), "guidance": rows}
 
 
 def text_section(args, judge: Judge, encoder: str) -> dict:
     run = train_run("diffusion", args.runs / f"text-{encoder}", "mnist5k", args.minutes,
-                    {"condition": "text", "text_encoder": encoder}, args.steps)
-    model = aediff.load(run)
+                    {"conditioning.kind": "text", "text_encoder": encoder}, args.steps)
+    loaded = aediff.load(run)
+    model = loaded.model
     names = [str(d) for d in range(10)]
     templates, held_out = caption_templates(names), caption_templates(names, held_out=True)
     per = args.samples // 10
@@ -127,34 +136,34 @@ def text_section(args, judge: Judge, encoder: str) -> dict:
         prompt_sets[style] = [paraphrases(int(d))[k] for d in labels]
     rows = {}
     for name, prompts in prompt_sets.items():
-        images = sample_images(model, len(prompts), seed=1, prompts=prompts, guidance=args.text_guidance)
+        images = sample_images(model, len(prompts), seed=1,
+                               condition=Condition(prompts=prompts, guidance=args.text_guidance))
         rows[name] = {"accuracy": judge.accuracy(images, labels), "fid": judge.score(images)["fid"]}
         log(f"text {encoder}, {name}: accuracy {rows[name]['accuracy']:.3f}")
         if name == "riddle ('the digit after six')":
-            save_image_grid(images[:100].reshape(10, 10, *images.shape[1:]).transpose(0, 1).reshape(
-                100, *images.shape[1:]), args.out.parent / f"conditioning_text_{encoder}.png", nrow=10)
-    steps = steps_of(run)
-    return {"run": str(run), "steps": steps, "guidance": args.text_guidance, "prompts": rows}
+            save_digit_grid(images, args.out.parent / f"conditioning_text_{encoder}.png")
+    return {"run": str(run), "steps": steps_of(loaded), "guidance": args.text_guidance, "prompts": rows}
 
 
 def latent_section(args, judge: Judge) -> dict:
     autoencoder = train_run("ae", args.runs / "latent-ae", "mnist5k", args.ae_minutes,
                             {"latent": "spatial", "latent_channels": 4})
     latent = train_run("latent-diffusion", args.runs / "latent", "mnist5k", args.latent_minutes,
-                       {"autoencoder": str(autoencoder)})
+                       {"autoencoder.path": str(autoencoder)})
     out = {}
     for name, run in [("pixel", args.pixel_run), ("latent", latent)]:
-        model = aediff.load(run)
+        loaded = aediff.load(run)
+        model = loaded.model
         sample_images(model, 8, seed=0)  # warm-up
         seconds = []
         for repeat in range(3):  # median of three timings, both models in this process
             start = time.perf_counter()
             images = sample_images(model, args.samples, seed=repeat + 1)
             seconds.append((time.perf_counter() - start) / args.samples)
-        steps = steps_of(run)
+        steps = steps_of(loaded)
         denoiser_parameters = sum(p.numel() for k, p in model.named_parameters() if not k.startswith("autoencoder"))
-        out[name] = {"run": str(run), "training_steps": steps, "sampler": model.config.sampler,
-                     "sampling_steps": model.config.sampling_steps, **judge.score(images),
+        out[name] = {"run": str(run), "training_steps": steps, "sampler": model.config.sampling.sampler,
+                     "sampling_steps": model.config.sampling.steps, **judge.score(images),
                      "sample_seconds_per_image": sorted(seconds)[1], "parameters": denoiser_parameters}
         save_image_grid(images[:100], args.out.parent / f"conditioning_{name}_diffusion.png", nrow=10)
         log(f"{name}: FID {out[name]['fid']:.2f}, {out[name]['sample_seconds_per_image'] * 1000:.2f} ms/image")
@@ -170,19 +179,20 @@ def emoji_section(args) -> dict:
     features_run = train_run("ae", args.runs / "emoji-ae", emoji, args.ae_minutes,
                              {"bottleneck_dim": 64, "channels": (32, 64, 64)})
     run = train_run("diffusion", args.runs / "emoji", emoji, args.minutes,
-                    {"condition": "text", "channels": (32, 64, 64), "attention_resolutions": (8,)}, args.steps)
-    model, features = aediff.load(run), aediff.load(features_run)
-    grid = sample_images(model, len(unseen) * 4, seed=0, prompts=[c for c in unseen for _ in range(4)],
-                         guidance=args.text_guidance)
+                    {"conditioning.kind": "text", "channels": (32, 64, 64), "attention_resolutions": (8,)}, args.steps)
+    loaded = aediff.load(run)
+    model, features = loaded.model, aediff.load(features_run).model
+    unseen_prompts = Condition(prompts=[c for c in unseen for _ in range(4)], guidance=args.text_guidance)
+    grid = sample_images(model, len(unseen) * 4, seed=0, condition=unseen_prompts)
     save_image_grid(grid, args.out.parent / "conditioning_emoji_unseen.png", nrow=4)
-    images = sample_images(model, min(args.samples, len(test)), seed=1,
-                           prompts=[test.captions[i % len(test)] for i in range(min(args.samples, len(test)))],
-                           guidance=args.text_guidance)
+    count = min(args.samples, len(test))
+    test_prompts = Condition(prompts=[test.captions[i % len(test)] for i in range(count)], guidance=args.text_guidance)
+    images = sample_images(model, count, seed=1, condition=test_prompts)
     score = generation_score(images, features.encode, test, feature_extractor=f"ae:{features_run}",
                              reference_name="emoji:test").to_dict()
     reference = generation_score(train_set.batch(torch.arange(len(images)))["images"], features.encode, test,
                                  feature_extractor=f"ae:{features_run}", reference_name="emoji:test").to_dict()
-    steps = steps_of(run)
+    steps = steps_of(loaded)
     log(f"emoji: FID {score['fid']:.2f} (train images against test: {reference['fid']:.2f})")
     return {"run": str(run), "steps": steps, "unseen_captions": unseen, "fid": score["fid"],
             "kid_mean": score["kid_mean"], "train_vs_test_fid": reference["fid"], "samples": len(images)}

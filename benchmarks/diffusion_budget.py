@@ -23,6 +23,7 @@ Writes benchmarks/results/diffusion_budget.json and .md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -35,8 +36,11 @@ from pathlib import Path
 import torch
 
 import aediff
+from aediff.data import DataConfig
+from aediff.diffusion import SAMPLERS, SamplerOptions
 from aediff.evaluation import generation_score, sample_images
-from aediff.training import DataConfig, load_data, train
+from aediff.models import Model
+from aediff.training.train import train
 
 BATCH = 64
 
@@ -70,7 +74,35 @@ def timed_sampling(sample: Callable[[int], torch.Tensor], n: int, nfe: int, chun
 
 
 # --- contenders ----------------------------------------------------------------------------------------------
-def run_aediff(args, train_set) -> tuple[dict, Callable]:
+def median_throughput(run: aediff.Run) -> float:
+    """Median images/s over the logged windows (robust to a noisy shared machine); for a run too short to
+    log two windows, its mean over the whole training."""
+    log_file = run.path / "log.jsonl"
+    log = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+    rates = [(b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
+             for a, b in zip(log, log[1:], strict=False) if b["train_seconds"] > a["train_seconds"]]
+    if rates:
+        return statistics.median(rates)
+    return run.summary.images_per_second if run.summary is not None else float("nan")
+
+
+def seeded_sampler(model: Model) -> Callable[[int], torch.Tensor]:
+    """``sample(n)``: n images with the model's default sampler, each call seeded 0, 1, 2, ... in turn."""
+    seed = iter(range(10**6))
+
+    def sample(n: int) -> torch.Tensor:
+        return model.sample(n, generator=torch.Generator(model.device).manual_seed(next(seed)))
+
+    return sample
+
+
+def default_nfe(model: Model) -> int:
+    """Network evaluations per sample of the model's default sampler at its default steps."""
+    sampling = model.config.sampling
+    return SAMPLERS[sampling.sampler].evaluations(sampling.steps)
+
+
+def run_aediff(args, train_set) -> tuple[dict, Model]:
     run = args.runs / "aediff"
     if run.exists():
         import shutil
@@ -81,13 +113,11 @@ def run_aediff(args, train_set) -> tuple[dict, Callable]:
     overrides = dict(parse_assignment(s) for s in args.set)
     result = train("diffusion", run, args.data, model=overrides, progress=False,
                    training={"max_minutes": args.minutes, "batch_size": BATCH, "log_every": 20})
-    model = aediff.load(run)
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    rates = [(b["step"] - a["step"]) * BATCH / (b["train_seconds"] - a["train_seconds"])
-             for a, b in zip(log, log[1:], strict=False) if b["train_seconds"] > a["train_seconds"]]
-    stats = {"steps": result.step, "train_images_per_s": statistics.median(rates),
+    loaded = aediff.load(run)
+    model = loaded.model
+    stats = {"steps": result.step, "train_images_per_s": median_throughput(loaded),
              "parameters": sum(p.numel() for p in model.parameters()),
-             "config": {k: v for k, v in model.run_config["model"].items()}}
+             "config": dataclasses.asdict(loaded.config)}
     return stats, model
 
 
@@ -189,9 +219,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
-    train_set = load_data(DataConfig(spec=args.data), "train")
-    test = load_data(DataConfig(spec=args.data), "test")
-    classifier = aediff.load(args.classifier)
+    data = DataConfig(spec=args.data)
+    train_set, test = data.load("train"), data.load("test")
+    classifier = aediff.load(args.classifier).model
 
     def score(images):
         return generation_score(images, classifier.features, test, feature_extractor=f"classifier:{args.classifier}",
@@ -215,18 +245,17 @@ def main() -> None:
 
     if args.sweep_only:
         results = json.loads(args.out.with_suffix(".json").read_text())
-        model = aediff.load(args.runs / "aediff")
+        model = aediff.load(args.runs / "aediff").model
         if args.rescore:  # sample and score the default sampler again (e.g. after a sampler fix)
-            seed = iter(range(10**6))
             torch.manual_seed(0)
-            images, per_nfe = timed_sampling(lambda n: model.sample(n, torch.Generator().manual_seed(next(seed))),
-                                             args.samples, model.config.sampling_steps)
+            images, per_nfe = timed_sampling(seeded_sampler(model), args.samples, default_nfe(model))
             results["contenders"]["aediff"].update({"sample_images_per_s_per_nfe": per_nfe, **score(images)})
             print("aediff rescored", json.dumps(results["contenders"]["aediff"]), file=sys.stderr, flush=True)
             save()
         for sampler in args.sweep_samplers:
             for steps in args.sweep_steps:
-                images = sample_images(model, results["sweep_samples"], seed=1, sampler=sampler, steps=steps)
+                images = sample_images(model, results["sweep_samples"], seed=1,
+                                       options=SamplerOptions(sampler=sampler, steps=steps))
                 results["aediff_step_sweep"].setdefault(sampler, {})[str(steps)] = score(images)["fid"]
                 print(f"sweep {sampler} {steps}: FID {results['aediff_step_sweep'][sampler][str(steps)]:.3f}",
                       file=sys.stderr, flush=True)
@@ -237,13 +266,8 @@ def main() -> None:
         print(f"== {name}: training {args.minutes} min", file=sys.stderr, flush=True)
         if name == "aediff":
             stats, model = run_aediff(args, train_set)
-            nfe = model.config.sampling_steps * (2 if model.config.sampler == "heun" else 1)
-            seed = iter(range(10**6))
-
-            def sample(n, model=model, seed=seed):
-                return model.sample(n, torch.Generator().manual_seed(next(seed)))
-
-            stats["sampler"] = f"{model.config.sampler}, {model.config.sampling_steps} steps"
+            nfe, sample = default_nfe(model), seeded_sampler(model)
+            stats["sampler"] = f"{model.config.sampling.sampler}, {model.config.sampling.steps} steps"
         elif name == "diffusers":
             stats, sample = run_diffusers(args, train_set)
             nfe, stats["sampler"] = 50, "DDIM, 50 steps"
@@ -263,10 +287,11 @@ def main() -> None:
             sweep = results.setdefault("aediff_step_sweep", {})
             results["sweep_samples"] = args.sweep_samples
             grid = [(sampler, steps) for sampler in args.sweep_samplers for steps in args.sweep_steps]
-            if (model.config.sampler, args.reference_steps) not in grid:
-                grid.append((model.config.sampler, args.reference_steps))
+            if (model.config.sampling.sampler, args.reference_steps) not in grid:
+                grid.append((model.config.sampling.sampler, args.reference_steps))
             for sampler, steps in grid:
-                images = sample_images(model, args.sweep_samples, seed=1, sampler=sampler, steps=steps)
+                images = sample_images(model, args.sweep_samples, seed=1,
+                                       options=SamplerOptions(sampler=sampler, steps=steps))
                 fid = score(images)["fid"]
                 sweep.setdefault(sampler, {})[str(steps)] = fid
                 print(f"sweep {sampler} {steps}: FID {fid:.3f}", file=sys.stderr, flush=True)

@@ -5,6 +5,8 @@ minutes on mnist5k and scored by FID / KID of 500 samples (the default sampler, 
 features of `aediff train classifier` against mnist5k's test split.
 
     python benchmarks/diffusion_defaults.py --minutes 3
+    python benchmarks/diffusion_defaults.py --minutes 0.1 --samples 100 --only edm --runs /tmp/defaults \
+        --out /tmp/defaults/result      # a smoke run
 
 Writes benchmarks/results/diffusion_defaults.json and .md.
 """
@@ -30,14 +32,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--samples", type=int, default=500, help="samples scored per variant")
+    parser.add_argument("--classifier", type=Path, default=Path("runs/clf"), help="the judge's run folder")
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench-defaults"), help="scratch folder of the runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/diffusion_defaults"))
     args = parser.parse_args()
-    results = {"minutes": args.minutes, "samples": 500, "variants": {}}
-    scratch = Path("runs/bench-defaults")
+    results = {"minutes": args.minutes, "samples": args.samples, "variants": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    budget_script = Path(__file__).with_name("diffusion_budget.py")
     for name in args.only:
-        out = scratch / name.split()[0].strip(",") / "result"
-        command = [sys.executable, "benchmarks/diffusion_budget.py", "--only", "aediff", "--minutes", str(args.minutes),
-                   "--samples", "500", "--sweep-samples", "0", "--runs", str(out.parent / "runs"), "--out", str(out)]
+        out = args.runs / name.split()[0].strip(",") / "result"
+        command = [sys.executable, str(budget_script), "--only", "aediff", "--minutes", str(args.minutes),
+                   "--samples", str(args.samples), "--sweep-samples", "0", "--classifier", str(args.classifier),
+                   "--runs", str(out.parent / "runs"), "--out", str(out)]
         if VARIANTS[name]:
             command += ["--set", *VARIANTS[name]]
         print("==", name, file=sys.stderr, flush=True)
@@ -46,8 +53,8 @@ def main() -> None:
         results["variants"][name] = {k: row[k] for k in ("steps", "train_images_per_s", "parameters", "fid",
                                                           "kid_mean", "sample_images_per_s_per_nfe")}
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    lines = [f"{args.minutes} min of training each on mnist5k; 500 samples (dpm++, 20 steps) scored against the "
-             "test split in the classifier's features.", "",
+    lines = [f"{args.minutes} min of training each on mnist5k; {results['samples']} samples (dpm++, 20 steps) "
+             "scored against the test split in the classifier's features.", "",
              "| variant | parameters | steps | train img/s | FID | KID |", "|---|---|---|---|---|---|"]
     for name, r in results["variants"].items():
         lines.append(f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['train_images_per_s']:.0f} | "

@@ -145,3 +145,16 @@ def test_latent_diffusion_denoises_pixels_through_its_autoencoder():
     assert one.shape == many.shape == noisy.shape and not torch.equal(one, many)
     # the latent noise level grows with the pixel noise level
     assert run.model.latent_noise_level(noisy, 0.1) < run.model.latent_noise_level(noisy, 1.0)
+
+
+@pytest.mark.parametrize("labels", [3, torch.tensor(3), [3, 3, 3, 3]])
+def test_a_condition_for_all_or_for_each_image_is_split_with_the_batches(labels):
+    import numpy as np
+
+    from aediff.evaluation import sample_images
+
+    run = aediff.load(V1 / "diffusion-class", device="cpu")
+    images = sample_images(run.model, 4, 0, Condition(class_labels=labels), batch_size=3)
+    assert images.shape == (4, 1, 8, 8)
+    assert Condition(class_labels=np.int64(2)).rows(0, 2, 4).class_labels == 2
+    assert Condition(prompts=["a", "b", "c"]).rows(1, 3, 3).prompts == ["b", "c"]

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -107,7 +108,7 @@ class Condition:
     def rows(self, start: int, stop: int, n: int) -> Condition:
         """The condition of images start..stop-1 of n (per-image labels and prompts are sliced)."""
         def part(value: Any) -> Any:
-            if value is None or isinstance(value, (int, str)) or len(value) != n:
+            if value is None or np.ndim(value) == 0 or len(value) != n:  # one for all (0-d tensors too)
                 return value
             return value[start:stop]
 
