@@ -9,19 +9,12 @@ import shutil
 
 import pytest
 
+from aediff.config import parse_duration
 from aediff.errors import ConfigError
-from aediff.reports.compare import (
-    CompareConfig,
-    accuracy_margin,
-    all_of,
-    compare_plan,
-    compare_values,
-    parse_budget,
-    parse_runs,
-    run_compare,
-)
+from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
+from aediff.reports.verdicts import accuracy_margin, all_of, compare_values
 
-TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "sampling_steps": 3}
+TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "steps": 3}
 TINY = {
     "classifier": {"channels": (8, 16), "feature_dim": 16},
     "ae": {"channels": (8, 16)}, "vae": {"channels": (8, 16)}, "dae": {"channels": (8, 16)},
@@ -126,11 +119,11 @@ def test_verdict_rules():
 
 
 def test_budget_and_runs_parsing(tmp_path):
-    assert parse_budget("90s") == pytest.approx(1.5)
-    assert parse_budget("10m") == 10 and parse_budget("1h") == 60 and parse_budget("2.5") == 2.5
+    assert parse_duration("90s") == pytest.approx(1.5)
+    assert parse_duration("10m") == 10 and parse_duration("1h") == 60 and parse_duration("2.5") == 2.5
     for bad in ("ten minutes", "-1m", "0"):
         with pytest.raises(ConfigError):
-            parse_budget(bad)
+            parse_duration(bad)
     (tmp_path / "vae").mkdir()
     assert parse_runs([f"vae={tmp_path / 'vae'}"]) == {"vae": str(tmp_path / "vae")}
     with pytest.raises(ConfigError, match="NAME=RUN_FOLDER"):
@@ -143,12 +136,13 @@ def test_cli_compare_reuses_runs_and_refuses_bad_options(report, monkeypatch, ca
     from test_cli import run_cli
 
     out, _ = report
+    monkeypatch.chdir(tmp_path)  # the refused calls name no --out: the default report folder is here
     code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--budget", "soon")
-    assert code == 2 and "90s, 10m or 1h" in text
+    assert code == 1 and "90s, 10m or 1.5h" in text
     code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--bottlenecks", "4,x")
-    assert code == 2 and "--bottlenecks" in text
+    assert code == 1 and "--bottlenecks" in text
     code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--runs", f"gan={out / 'runs' / 'vae'}")
-    assert code == 2 and "gan" in text and "latent-diffusion" in text
+    assert code == 1 and "gan" in text and "latent-diffusion" in text
     every = [f"{p.name}={out / 'runs' / p.name}" for p in compare_plan(CompareConfig(bottlenecks=(2, 4, 8)))]
     args = [arg for run in every for arg in ("--runs", run)]
     code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--bottlenecks", "2,4,8",

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 import aediff
+from aediff.diffusion import SamplerOptions
 from aediff.errors import ConfigError
-from aediff.models import UNet, UNetConfig, build_model
+from aediff.models import Condition, UNet, UNetConfig, build_model
 from aediff.models.diffusion import concat_conditions
-from aediff.training import train
+from aediff.training.train import train
 from test_cli import run_cli
 
 TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16,
-        "sampling_steps": 3}
-TINY_TEXT = {**TINY, "condition": "text", "text_width": 16, "text_layers": 1, "text_max_length": 24}
+        "steps": 3}
+TINY_TEXT = {**TINY, "conditioning.kind": "text", "text_width": 16, "text_layers": 1, "text_max_length": 24}
 QUICK = {"max_steps": 30, "batch_size": 32, "tensorboard": False}
 
 
@@ -56,23 +57,23 @@ def test_condition_batches_are_padded_when_stacked():
 
 
 def test_guidance_extrapolates_from_the_null_to_the_conditional_prediction():
-    model = randomize(build_model("diffusion", {**TINY, "condition": "class", "num_classes": 4,
+    model = randomize(build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4,
                                                 "clip_denoised": False})).eval()
     x, sigma = torch.randn(3, 1, 8, 8), torch.tensor(0.7)
     with torch.no_grad():
         cond = model.predict_x0(x, sigma, class_labels=torch.tensor([1, 2, 3]))
         null = model.predict_x0(x, sigma, class_labels=torch.tensor([4, 4, 4]))
         negative = model.predict_x0(x, sigma, class_labels=torch.tensor([0, 0, 0]))
-        guided = model.guided_denoiser(3, class_labels=[1, 2, 3], guidance=3.0)(x, sigma)
-        plain = model.guided_denoiser(3, class_labels=[1, 2, 3], guidance=1.0)(x, sigma)
-        away = model.guided_denoiser(3, class_labels=[1, 2, 3], guidance=2.0, negative_class=0)(x, sigma)
+        guided = model.guided_denoiser(3, Condition(class_labels=[1, 2, 3], guidance=3.0))(x, sigma)
+        plain = model.guided_denoiser(3, Condition(class_labels=[1, 2, 3], guidance=1.0))(x, sigma)
+        away = model.guided_denoiser(3, Condition(class_labels=[1, 2, 3], guidance=2.0, negative_class=0))(x, sigma)
     assert torch.allclose(guided, null + 3 * (cond - null), atol=1e-5)
     assert torch.allclose(plain, cond, atol=1e-6)
     assert torch.allclose(away, negative + 2 * (cond - negative), atol=1e-5)
 
 
 def test_training_drops_the_condition_for_a_share_of_the_batch():
-    model = build_model("diffusion", {**TINY, "condition": "class", "num_classes": 4, "condition_dropout": 0.5})
+    model = build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4, "null_probability": 0.5})
     seen = []
     model.denoiser.network.embed_class.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
     torch.manual_seed(0)
@@ -83,33 +84,37 @@ def test_training_drops_the_condition_for_a_share_of_the_batch():
 
 def test_wrong_conditions_are_refused_clearly():
     plain = build_model("diffusion", TINY)
-    with pytest.raises(ConfigError, match="not class-conditioned"):
-        plain.sample(2, class_labels=1)
-    with pytest.raises(ConfigError, match="not text-conditioned"):
-        plain.sample(2, prompts="a seven")
+    with pytest.raises(ConfigError, match="draw a given class"):
+        plain.sample(2, Condition(class_labels=1))
+    with pytest.raises(ConfigError, match="draw a given caption"):
+        plain.sample(2, Condition(prompts="a seven"))
     with pytest.raises(ConfigError, match="needs a conditioned model"):
-        plain.sample(2, guidance=3.0)
-    classes = build_model("diffusion", {**TINY, "condition": "class", "num_classes": 4})
+        plain.sample(2, Condition(guidance=3.0))
+    classes = build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4})
     with pytest.raises(ConfigError, match=r"class labels in \[0, 3\]"):
-        classes.sample(2, class_labels=7)
+        classes.sample(2, Condition(class_labels=7))
     with pytest.raises(ConfigError, match="needs labels"):
         classes({"images": torch.zeros(2, 1, 8, 8)})
     with pytest.raises(ConfigError, match="num_classes"):
-        build_model("diffusion", {**TINY, "condition": "class"})
+        build_model("diffusion", {**TINY, "conditioning.kind": "class"})
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "euler", "heun", "dpm++"])
 def test_every_sampler_takes_a_class_and_guidance(sampler):
-    model = randomize(build_model("diffusion", {**TINY, "condition": "class", "num_classes": 4})).eval()
-    a = model.sample(4, torch.Generator().manual_seed(0), sampler=sampler, class_labels=[0, 1, 2, 3], guidance=3)
-    b = model.sample(4, torch.Generator().manual_seed(0), sampler=sampler, class_labels=[0, 1, 2, 3], guidance=3)
-    c = model.sample(4, torch.Generator().manual_seed(0), sampler=sampler, class_labels=[3, 2, 1, 0], guidance=3)
+    model = randomize(build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4})).eval()
+    options = SamplerOptions(sampler=sampler)
+    a = model.sample(4, Condition(class_labels=[0, 1, 2, 3], guidance=3), options,
+                     generator=torch.Generator().manual_seed(0))
+    b = model.sample(4, Condition(class_labels=[0, 1, 2, 3], guidance=3), options,
+                     generator=torch.Generator().manual_seed(0))
+    c = model.sample(4, Condition(class_labels=[3, 2, 1, 0], guidance=3), options,
+                     generator=torch.Generator().manual_seed(0))
     assert a.shape == (4, 1, 8, 8) and torch.equal(a, b) and not torch.allclose(a, c)
     assert a.min() >= -1 and a.max() <= 1
 
 
 def test_text_conditioned_model_learns_and_samples_from_prompts():
-    model = build_model("diffusion", {**TINY_TEXT, "condition_dropout": 0.0})
+    model = build_model("diffusion", {**TINY_TEXT, "null_probability": 0.0})
     batch = {"images": torch.rand(16, 1, 8, 8) * 2 - 1, "captions": ["a bright one", "a dark one"] * 8}
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     before = model.text_encoder(["a bright one"]).pooled.detach().clone()
@@ -124,29 +129,29 @@ def test_text_conditioned_model_learns_and_samples_from_prompts():
     assert sum(history[-5:]) < sum(history[:5])
     assert not torch.allclose(model.text_encoder(["a bright one"]).pooled, before)  # the encoder trained too
     model.eval()
-    out = model.sample(3, torch.Generator().manual_seed(0), prompts=["a bright one", "a dark one", ""],
-                       guidance=2.0, negative_prompt="a dark one")
+    out = model.sample(3, Condition(prompts=["a bright one", "a dark one", ""], guidance=2.0,
+                                    negative_prompt="a dark one"), generator=torch.Generator().manual_seed(0))
     assert out.shape == (3, 1, 8, 8)
 
 
 def test_class_conditioned_run_trains_saves_and_reloads(tmp_path):
-    result = train("diffusion", tmp_path / "run", "digits", model={**TINY, "condition": "class"},
+    result = train("diffusion", tmp_path / "run", "digits", model={**TINY, "conditioning.kind": "class"},
                    training=QUICK, progress=False)
-    model = aediff.load(result.run_dir)
-    assert model.config.num_classes == 10 and model.config.condition == "class"
+    model = aediff.load(result.run_dir).model
+    assert model.num_classes == 10 and model.config.conditioning.kind == "class"
     from aediff.evaluation import sample_images
 
-    images = sample_images(model, 5, seed=0, batch_size=2, class_labels=torch.arange(5), guidance=2.0)
+    images = sample_images(model, 5, 0, Condition(class_labels=torch.arange(5), guidance=2.0), batch_size=2)
     assert images.shape == (5, 1, 8, 8)
-    again = sample_images(model, 5, seed=0, batch_size=5, class_labels=torch.arange(5), guidance=2.0)
+    again = sample_images(model, 5, 0, Condition(class_labels=torch.arange(5), guidance=2.0), batch_size=5)
     assert torch.allclose(images[:2], again[:2], atol=1e-5)  # per-image labels follow their batch
 
 
 def test_text_conditioning_on_a_labelled_set_uses_generated_captions(tmp_path):
     result = train("diffusion", tmp_path / "run", "digits", model=TINY_TEXT, training={**QUICK, "max_steps": 5},
                    progress=False)
-    model = aediff.load(result.run_dir)
-    assert model.sample(2, prompts="the digit seven").shape == (2, 1, 8, 8)
+    model = aediff.load(result.run_dir).model
+    assert model.sample(2, Condition(prompts="the digit seven")).shape == (2, 1, 8, 8)
 
 
 # --- latent diffusion ------------------------------------------------------------------------------------
@@ -160,21 +165,23 @@ def spatial_ae(tmp_path_factory):
 
 def test_latent_diffusion_trains_in_the_autoencoders_latent_space(spatial_ae, tmp_path):
     result = train("latent-diffusion", tmp_path / "ldm", "digits",
-                   model={"autoencoder": str(spatial_ae), "channels": (8, 16), "attention_resolutions": (2,),
-                          "embedding_dim": 16, "sampling_steps": 3, "condition": "class"},
+                   model={"autoencoder.path": str(spatial_ae), "channels": (8, 16), "attention_resolutions": (2,),
+                          "embedding_dim": 16, "steps": 3, "conditioning.kind": "class"},
                    training=QUICK, progress=False)
     config = json.loads((result.run_dir / "config.json").read_text())["model"]
-    assert config["image_channels"] == 2 and config["image_size"] == 4  # the latent's shape, not the images'
-    assert config["autoencoder_family"] == "ae" and config["latent_scale"] > 0
-    autoencoder = aediff.load(spatial_ae, device="cpu")
+    assert config["image_channels"] == 1 and config["image_size"] == 8  # the images' shape, not the latent's
+    assert config["autoencoder"]["family"] == "ae" and config["latent_scale"] > 0
+    autoencoder = aediff.load(spatial_ae, device="cpu").model
     z = autoencoder.encode(torch.cat([b["images"] for b in [aediff.data.load_dataset("digits", "train").batch(
         torch.arange(512))]])).detach()
     assert abs(z.std().item() * config["latent_scale"] - 1) < 0.1  # unit variance on the training data
     shutil.rmtree(spatial_ae.parent / "moved", ignore_errors=True)
     shutil.move(str(spatial_ae), spatial_ae.parent / "moved")  # the run folder alone rebuilds the pipeline
     try:
-        model = aediff.load(result.run_dir, device="cpu")
-        images = model.sample(3, torch.Generator().manual_seed(0), class_labels=[1, 2, 3], guidance=2)
+        model = aediff.load(result.run_dir, device="cpu").model
+        assert model.space_shape == (2, 4, 4)
+        images = model.sample(3, Condition(class_labels=[1, 2, 3], guidance=2),
+                              generator=torch.Generator().manual_seed(0))
         assert images.shape == (3, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
         for name, p in model.autoencoder.state_dict().items():
             assert torch.equal(p, autoencoder.state_dict()[name]), name  # training left the autoencoder alone
@@ -186,33 +193,38 @@ def test_latent_diffusion_refuses_a_vector_latent(tmp_path):
     train("ae", tmp_path / "ae", "digits", model={"channels": (8, 16), "bottleneck_dim": 4},
           training={**QUICK, "max_steps": 2}, progress=False)
     with pytest.raises(ConfigError, match="spatial"):
-        train("latent-diffusion", tmp_path / "ldm", "digits", model={"autoencoder": str(tmp_path / "ae")},
+        train("latent-diffusion", tmp_path / "ldm", "digits", model={"autoencoder.path": str(tmp_path / "ae")},
               training=QUICK, progress=False)
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
 def test_cli_trains_and_samples_conditioned_models(spatial_ae, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the refused `sample` calls below name no --out: their default is here
     tiny = ["--set", "channels=8,16", "--set", "attention_resolutions=4", "--set", "embedding_dim=16",
-            "--set", "sampling_steps=3", "--batch-size", "32", "--no-progress", "--train-set", "tensorboard=false",
+            "--set", "steps=3", "--batch-size", "32", "--no-progress", "--train-set", "tensorboard=false",
             "--max-steps", "5", "--data", "digits"]
     code, out = run_cli(monkeypatch, capsys, "train", "diffusion", "--condition", "class", "--out", tmp_path / "c",
                         *tiny)
     assert code == 0, out
-    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--class", "all", "--n", "10",
+    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--class", "all", "--samples", "10",
                         "--guidance", "3", "--out", tmp_path / "grid.npz")
     assert code == 0, out
     import numpy as np
 
     assert np.load(tmp_path / "grid.npz")["images"].shape == (10, 8, 8, 1)
     code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--prompt", "a seven")
-    assert code == 2 and "not text-conditioned" in out
+    assert code == 1 and "draw a given caption" in out
     code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--class", "seven")
-    assert code == 2 and "'all'" in out
+    assert code == 1 and "'all'" in out
+    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--class", "10")
+    assert code == 1 and "classes 0..9" in " ".join(out.split())  # the console may wrap the line
+    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--negative-class", "all")
+    assert code == 1 and "class index" in out
     code, out = run_cli(monkeypatch, capsys, "train", "latent-diffusion", "--autoencoder", spatial_ae,
                         "--out", tmp_path / "l", *tiny[:2], "--set", "attention_resolutions=2", *tiny[4:])
     assert code == 0, out
-    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "l", "--n", "2", "--trajectory",
+    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "l", "--samples", "2", "--trajectory",
                         tmp_path / "strip.png", "--steps", "3")
     assert code == 0, out
     code, out = run_cli(monkeypatch, capsys, "train", "latent-diffusion", "--out", tmp_path / "x", *tiny)
-    assert code == 2 and "--autoencoder" in out
+    assert code == 1 and "--autoencoder" in out

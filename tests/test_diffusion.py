@@ -9,6 +9,7 @@ from aediff.diffusion import (
     SAMPLERS,
     Denoiser,
     NoiseSchedule,
+    SamplerOptions,
     ddim_step,
     ddpm_step,
     discrete_timesteps,
@@ -178,7 +179,7 @@ def test_second_order_samplers_beat_euler_at_few_steps():
 
 # --- the model --------------------------------------------------------------------------------------------
 def tiny_diffusion(**extra):
-    return build_model("diffusion", {**TINY_UNET, "sampling_steps": 4, **extra})
+    return build_model("diffusion", {**TINY_UNET, "steps": 4, **extra})
 
 
 @pytest.mark.parametrize("schedule,parameterization,weighting", [
@@ -194,8 +195,9 @@ def test_diffusion_loss_decreases(schedule, parameterization, weighting, losses_
 @pytest.mark.parametrize("schedule", ["edm", "linear"])
 def test_sampling_is_batched_reproducible_and_in_range(sampler, schedule):
     model = tiny_diffusion(schedule=schedule).eval()
-    a = model.sample(3, torch.Generator().manual_seed(1), sampler=sampler, steps=3)
-    b = model.sample(3, torch.Generator().manual_seed(1), sampler=sampler, steps=3)
+    options = SamplerOptions(sampler=sampler, steps=3)
+    a = model.sample(3, options=options, generator=torch.Generator().manual_seed(1))
+    b = model.sample(3, options=options, generator=torch.Generator().manual_seed(1))
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and a.abs().max() <= 1
 
 
@@ -203,16 +205,18 @@ def test_karras_spacing_starts_at_sigma_max_not_at_a_huge_schedule_end():
     model = build_model("diffusion", {**TINY_UNET, "schedule": "cosine", "parameterization": "v"})
     assert model.schedule.sigma_range[1] > 1000  # the cosine schedule's last level is ~2e4
     for sampler in ("euler", "heun", "dpm++"):
-        sigmas = model.sampling_sigmas(10, sampler)
+        sigmas = model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler=sampler, steps=10)))
         assert sigmas[0].item() == pytest.approx(80.0) and sigmas[-1] == 0
-    ddim = model.sampling_sigmas(10, "ddim")  # DDIM walks the schedule's own levels, from its last
+    # DDIM walks the schedule's own levels, from its last
+    ddim = model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler="ddim", steps=10)))
     assert ddim[0].item() == pytest.approx(model.schedule.sigma_range[1], rel=1e-4)
 
 
 def test_trajectory_shows_each_step():
     model = tiny_diffusion().eval()
     steps = []
-    model.sample(2, torch.Generator().manual_seed(0), sampler="euler", steps=5, callback=steps.append)
+    model.sample(2, options=SamplerOptions(sampler="euler", steps=5), generator=torch.Generator().manual_seed(0),
+                 callback=steps.append)
     assert [s["i"] for s in steps] == list(range(5))
     assert steps[0]["sigma"] > steps[-1]["sigma"]
     assert steps[0]["denoised"].shape == (2, 1, 8, 8)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aediff.training import train
+from aediff.training.train import train
 
 
 def free_port() -> int:

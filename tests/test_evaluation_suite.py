@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import aediff
+from aediff.diffusion import SamplerOptions
 from aediff.errors import ConfigError, RunError
 from aediff.evaluation import (
     denoising_metrics,
@@ -25,16 +26,16 @@ from aediff.evaluation import (
     predicted_x0_sweep,
     sampling_speed,
     spread_indices,
-    training_speed,
     umap_available,
 )
-from aediff.models import build_model
-from aediff.training import train
+from aediff.models import CapabilityError, Condition, build_model
+from aediff.runs import read_training_summary
+from aediff.training.train import train
 from test_cli import run_cli
 
 AE_TINY = {"channels": (8, 16), "bottleneck_dim": 8}
 DIFFUSION_TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16,
-                  "sampling_steps": 3}
+                  "steps": 3}
 QUICK = {"max_steps": 5, "batch_size": 32, "tensorboard": False}
 
 
@@ -44,7 +45,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("suite")
     for name, family, model in [("vae", "vae", AE_TINY), ("dae", "dae", AE_TINY),
                                 ("diffusion", "diffusion", DIFFUSION_TINY),
-                                ("class_diffusion", "diffusion", {**DIFFUSION_TINY, "condition": "class"}),
+                                ("class_diffusion", "diffusion", {**DIFFUSION_TINY, "conditioning.kind": "class"}),
                                 ("classifier", "classifier", {"channels": (8, 16)})]:
         torch.manual_seed(0)
         train(family, root / name, "digits", model=model, training=QUICK, progress=False)
@@ -52,18 +53,26 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(runs):
+def loaded(runs):
+    """The run records (``aediff.load``) of the run folders."""
     return {name: aediff.load(runs / name, device="cpu")
             for name in ("vae", "dae", "diffusion", "class_diffusion", "classifier")}
 
 
 @pytest.fixture(scope="module")
+def models(loaded):
+    return {name: run.model for name, run in loaded.items()}
+
+
+@pytest.fixture(scope="module")
 def latent_diffusion():
     """An untrained latent diffusion model on an untrained spatial AE (built directly: no run folders)."""
-    return build_model("latent-diffusion", {
-        "autoencoder_family": "ae", "latent_scale": 1.0, "image_channels": 2, "image_size": 4,
-        "autoencoder_config": {"image_size": 8, "channels": [8, 16], "latent": "spatial", "latent_channels": 2},
-        "channels": (8, 16), "attention_resolutions": (2,), "embedding_dim": 16, "sampling_steps": 3}).eval()
+    model = build_model("latent-diffusion", {
+        "autoencoder.family": "ae", "latent_scale": 1.0, "image_channels": 1, "image_size": 8,
+        "autoencoder.config": {"image_size": 8, "channels": [8, 16], "latent": "spatial", "latent_channels": 2},
+        "channels": (8, 16), "attention_resolutions": (2,), "embedding_dim": 16, "steps": 3}).eval()
+    assert model.space_shape == (2, 4, 4) and model.image_shape == (1, 8, 8)
+    return model
 
 
 def numbers(value):
@@ -101,7 +110,14 @@ def test_denoising_sweep_of_diffusion_models(models, latent_diffusion, digits_te
     assert all(r["kind"] == "gaussian" for r in rows)  # masking does not apply
     assert all(math.isfinite(n) for r in rows for n in numbers(r))
     assert rows[0]["psnr_noisy"] == rows[1]["psnr_noisy"] > rows[2]["psnr_noisy"]
-    assert denoising_sweep(latent_diffusion, digits_test) == []
+    # Latent diffusion denoises pixels too (encode, denoise the latent, decode): Gaussian rows, no masking.
+    latent_rows = denoising_sweep(latent_diffusion, digits_test, sigmas=(0.1, 0.5), steps=(1, 2), limit=8)
+    assert [(r["level"], r["steps"]) for r in latent_rows] == [(0.1, 1), (0.1, 2), (0.5, 1), (0.5, 2)]
+    assert all(r["kind"] == "gaussian" and r["num_images"] == 8 for r in latent_rows)
+    assert all(math.isfinite(n) for r in latent_rows for n in numbers(r))
+    # The same noisy images as the pixel model's at a level.
+    assert latent_rows[2]["psnr_noisy"] == denoising_sweep(models["diffusion"], digits_test, sigmas=(0.5,),
+                                                           limit=8)[0]["psnr_noisy"]
 
 
 # --- latent space ----------------------------------------------------------------------------------------
@@ -208,8 +224,13 @@ def test_predicted_x0_sweep_uses_one_noise_draw_and_the_null_condition(models, l
     with torch.no_grad():
         expected = conditioned.predict_x0(sweep["noisy"][0], 0.5, class_labels=null)
     assert torch.allclose(sweep["predictions"][0], expected, atol=1e-6)
-    with pytest.raises(ConfigError, match="pixel diffusion"):
-        predicted_x0_sweep(latent_diffusion, images, [0.5])
+    # Latent diffusion denoises pixels too: its sweep is of images, told the pixel noise level.
+    latent = predicted_x0_sweep(latent_diffusion, images, [0.5, 2.0])
+    assert latent["predictions"].shape == latent["noisy"].shape == (2, 6, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(latent["predictions"][0], latent_diffusion.denoise(latent["noisy"][0], 0.5), atol=1e-6)
+    with pytest.raises(CapabilityError, match="noise level"):  # an autoencoder is not told the level
+        predicted_x0_sweep(models["dae"], images, [0.5])
 
 
 # --- gradient norms --------------------------------------------------------------------------------------
@@ -255,8 +276,9 @@ def test_sampling_speed_counts_network_evaluations(models, sampler, steps, guida
     from aediff.diffusion.samplers import evaluations_per_sample
 
     model = models["class_diffusion" if guidance else "diffusion"]
-    options = {"guidance": guidance, "class_labels": 3} if guidance else {}
-    result = sampling_speed(model, n=4, repeats=2, sampler=sampler, steps=steps, **options)
+    condition = Condition(class_labels=3, guidance=guidance) if guidance else None
+    result = sampling_speed(model, n=4, repeats=2, condition=condition,
+                            options=SamplerOptions(sampler=sampler, steps=steps))
     assert result["nfe"] == nfe == evaluations_per_sample(sampler, steps) * (2 if guidance else 1)
     assert result["images_per_second"] > 0
     assert result["seconds_per_image"] * result["images_per_second"] == pytest.approx(1.0)
@@ -267,24 +289,29 @@ def test_sampling_speed_of_a_vae_is_one_decoder_call(models):
     assert sampling_speed(models["vae"], n=8, repeats=1)["nfe"] == 1
 
 
-def test_training_speed_reads_the_run_folder(runs, tmp_path):
-    result = training_speed(runs / "vae")
-    assert result["steps"] == 5 and result["images_seen"] == 5 * 32
-    assert result["images_per_second"] == pytest.approx(160 / result["train_seconds"])
-    assert result["wall_seconds"] >= result["train_seconds"] > 0
+def test_training_summary_reads_the_run_folder(runs, loaded, tmp_path):
+    result = read_training_summary(runs / "vae", batch_size=32)
+    assert result.steps == 5 and result.images_seen == 5 * 32
+    assert result.images_per_second == pytest.approx(160 / result.train_seconds)
+    assert result.wall_seconds >= result.train_seconds > 0
+    assert loaded["vae"].summary == result  # what aediff.load reports
     # Without the training state: the last line of log.jsonl
     (tmp_path / "config.json").write_text((runs / "vae" / "config.json").read_text())
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 25, "train_seconds": 2.0}) + "\n" +
                                         json.dumps({"step": 50, "train_seconds": 4.0}) + "\n")
-    result = training_speed(tmp_path)
-    assert (result["steps"], result["images_per_second"]) == (50, 50 * 32 / 4.0)
-    with pytest.raises(RunError, match="log.jsonl"):
-        training_speed(tmp_path / "nothing")
+    result = read_training_summary(tmp_path, batch_size=32)
+    assert (result.steps, result.images_per_second) == (50, 50 * 32 / 4.0)
+    # No training record: no summary; a damaged one: a clear error.
+    assert read_training_summary(tmp_path / "nothing", batch_size=32) is None
+    (tmp_path / "log.jsonl").write_text('{"step": 50}\n')
+    with pytest.raises(RunError, match="training record"):
+        read_training_summary(tmp_path, batch_size=32)
 
 
 # --- evaluate_model and `aediff eval` --------------------------------------------------------------------
-def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(models, digits_train, digits_test):
-    result = evaluate_model(models["vae"], digits_train, digits_test, classifier=models["classifier"], samples=30,
+def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(models, loaded, digits_train,
+                                                                           digits_test):
+    result = evaluate_model(loaded["vae"], digits_train, digits_test, classifier=loaded["classifier"], samples=30,
                             limit=24)
     for section in ("reconstruction", "denoising", "likelihood", "latent_space", "generation", "sampling_speed",
                     "training_speed"):
@@ -298,11 +325,15 @@ def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(model
     assert generation["feature_extractor"].startswith("classifier:") and generation["reference"] == "digits:test"
     assert result["likelihood"]["num_images"] == 24 and result["reconstruction"]["num_images"] == 24
     assert result["parameters"] == sum(p.numel() for p in models["vae"].parameters())
+    assert result["training_speed"]["steps"] == 5 and result["training_speed"]["images_seen"] == 5 * 32
+    # Training speed comes from a run's record: a bare model has none.
+    bare = evaluate_model(models["vae"], digits_train, digits_test, samples=20, limit=8)
+    assert "training_speed" not in bare and "training_speed" not in bare["skipped"]
 
 
 def test_evaluate_model_of_diffusion_models(models, latent_diffusion, digits_train, digits_test):
     result = evaluate_model(models["class_diffusion"], digits_train, digits_test, classifier=models["classifier"],
-                            samples=20, limit=8, sample_options={"steps": 2, "guidance": 2.0})
+                            samples=20, limit=8, condition=Condition(guidance=2.0), options=SamplerOptions(steps=2))
     assert {"denoising", "likelihood", "generation", "conditional", "sampling_speed"} <= set(result)
     assert "latent_space" not in result and "reconstruction" not in result
     assert result["conditional"]["per_class"] == 10 and 0 <= result["conditional"]["accuracy"] <= 1
@@ -310,8 +341,11 @@ def test_evaluate_model_of_diffusion_models(models, latent_diffusion, digits_tra
     assert result["generation"]["condition"] == "classes cycled"
     json.dumps(result, allow_nan=False)
     result = evaluate_model(latent_diffusion, digits_train, digits_test, samples=4, limit=8)
-    assert "denoising" in result["skipped"] and "generation" in result["skipped"]
+    assert "generation" in result["skipped"] and "denoising" not in result["skipped"]
+    assert result["denoising"] and all(r["kind"] == "gaussian" and r["num_images"] == 8 for r in result["denoising"])
     assert result["sampling_speed"]["nfe"] == 3 and "likelihood" not in result
+    assert {"sample", "sampler", "denoise", "noise-level"} <= set(result["capabilities"])
+    assert "diffusion-bound" not in result["capabilities"] and "latent" not in result["capabilities"]
     assert all(math.isfinite(n) for n in numbers(result))
 
 

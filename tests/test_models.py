@@ -77,12 +77,12 @@ def test_vae_kl_and_likelihoods_match_torch_distributions():
 
     x, mean = images(3), images(3)
     sigma = model.log_sigma.exp()[0]
-    assert torch.allclose(model.log_likelihood(x, mean), Normal(mean, sigma).log_prob(x).flatten(1).sum(1), atol=1e-3)
+    assert torch.allclose(model.decoder_log_prob(x, mean), Normal(mean, sigma).log_prob(x).flatten(1).sum(1), atol=1e-3)
 
     bern = tiny("vae", likelihood="bernoulli")
     xb, logits = binarize(images(3)), torch.randn(3, 1, 8, 8)
     ref = Bernoulli(logits=logits).log_prob((xb + 1) / 2).flatten(1).sum(1)
-    assert torch.allclose(bern.log_likelihood(xb, logits), ref, atol=1e-4)
+    assert torch.allclose(bern.decoder_log_prob(xb, logits), ref, atol=1e-4)
     assert not hasattr(bern, "log_sigma")
 
 

@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 import aediff
 from aediff import runs
 from aediff.errors import ConfigError, RunError
-from aediff.training import TrainConfig, lr_factor, train
+from aediff.training import TrainConfig
+from aediff.training.train import train
+from aediff.training.trainer import lr_factor
 
 TINY = {"channels": (8, 16), "bottleneck_dim": 8}
 
@@ -50,8 +52,8 @@ def test_load_rebuilds_the_model_from_its_folder_without_unpickling(tmp_path, mo
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
-    model = aediff.load(tmp_path / "vae", weights="model", device="cpu")
-    ema = aediff.load(tmp_path / "vae", device="cpu")
+    model = aediff.load(tmp_path / "vae", weights="model", device="cpu").model
+    ema = aediff.load(tmp_path / "vae", device="cpu").model
     x = digits_test.batch(torch.arange(4))["images"]
     stored = weights(tmp_path / "vae" / "model.safetensors")
     assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
@@ -61,7 +63,7 @@ def test_load_rebuilds_the_model_from_its_folder_without_unpickling(tmp_path, mo
 
 def test_ae_run_can_sample_after_training(tmp_path):
     train("ae", tmp_path / "ae", "digits", model=TINY, training=quick(max_steps=5), progress=False)
-    model = aediff.load(tmp_path / "ae")
+    model = aediff.load(tmp_path / "ae").model
     assert bool(model.prior_fitted)
     assert model.sample(3).shape == (3, 1, 8, 8)
 
@@ -112,7 +114,7 @@ def test_a_crash_before_the_commit_point_keeps_the_last_checkpoint(tmp_path, mon
         runs.write_files_atomically(run, {runs.MODEL_FILE: b"garbage", runs.STATE_FILE: b"{}"})
     monkeypatch.setattr(os, "replace", real_replace)
     assert list(run.glob("*.tmp"))  # debris of the interrupted write ...
-    model = aediff.load(run, weights="model", device="cpu")  # ... is discarded on open
+    model = aediff.load(run, weights="model", device="cpu").model  # ... is discarded on open
     assert not list(run.glob("*.tmp"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.evaluation.protocols import model_device, sample_images
-from aediff.models import Condition, Model
+from aediff.models import Capability, Condition, Model
 
 
 def _synchronize(device: torch.device) -> None:
@@ -51,4 +51,12 @@ def sampling_speed(model: Model, n: int = 64, seed: int = 0, repeats: int = 3, c
     median = statistics.median(seconds)
     return {"images_per_second": n / median, "seconds_per_image": median / n, "nfe": rows / n, "num_images": n,
             "repeats": repeats, "device": str(device),
-            **{k: v for k, v in vars(options or SamplerOptions()).items() if v is not None}}
+            **_chosen(model, options)}
+
+
+def _chosen(model: Model, options: SamplerOptions | None) -> dict[str, Any]:
+    """The sampler choices the timing ran with: a diffusion model's resolved sampler and steps (its defaults
+    filled in), and any option given."""
+    if model.can(Capability.SAMPLER):
+        options = model.sampler_options(options)
+    return {k: v for k, v in vars(options or SamplerOptions()).items() if v is not None}

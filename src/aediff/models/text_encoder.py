@@ -42,6 +42,7 @@ from torch import nn
 
 from aediff.data import cache_dir
 from aediff.errors import ConfigError
+from aediff.models.interface import model_device
 from aediff.modes import TextEncoderKind
 
 log = logging.getLogger("aediff.text")
@@ -94,11 +95,7 @@ class TextEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where outputs go: the device of the first parameter or buffer (``module.to(...)`` moves it)."""
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
-        return torch.device("cpu")
+        return model_device(self)
 
     def forward(self, captions: Sequence[str]) -> TextEmbedding:
         raise NotImplementedError
