@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/aediff compare --data mnist5k --budget $(DEMO_BUDGET) --samples 500 --limit 300 --out $(REPORT)
+	$(VENV)/bin/aediff compare --data mnist5k --budget $(DEMO_BUDGET) --samples 500 --limit 300 --out $(REPORT) --overwrite
 	@echo "Report: $(REPORT)/report.html"
 
 test: install

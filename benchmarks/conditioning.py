@@ -34,6 +34,7 @@ import torch
 
 import aediff
 from aediff.data import DataConfig, caption_templates, fill_template, load_dataset, save_image_grid
+from aediff.environment import cpu_model
 from aediff.evaluation import generation_score, sample_images
 from aediff.models import Condition
 from aediff.training.train import train
@@ -218,7 +219,7 @@ def main() -> None:
     path = args.out.with_suffix(".json")
     results = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads()}
+                          "threads": torch.get_num_threads(), "cpu": cpu_model()}
     results["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "only"}
     judge = Judge(args.classifier, load_dataset("mnist5k", "test"))
     for section in args.only:
@@ -241,7 +242,8 @@ def write_markdown(results: dict, path: Path) -> None:
     machine = results["machine"]
     budget = f"{s['steps']} steps" if s.get("steps") else f"{s['minutes']} min"
     lines = [f"Conditioned models: {budget} of training each (batch 64); latent diffusion {s['latent_minutes']} min; "
-             f"{s['samples']} samples; torch {machine['torch']}, {machine['threads']} threads.", ""]
+             f"{s['samples']} samples; torch {machine['torch']}, {machine['threads']} threads"
+             + (f", {machine['cpu']}." if machine.get("cpu") else "."), ""]
     if "class" in results:
         lines += ["Class conditioning (100 samples per digit):", "",
                   "| guidance | accuracy | FID | KID | mean per-class FID |", "|---|---|---|---|---|"]

@@ -169,3 +169,19 @@ def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
     assert "conditioning" not in verdicts and "manifold" not in verdicts  # both need labels
     assert verdicts["summary"]["verdict"] == "inconclusive" and "No FID" in verdicts["summary"]["evidence"]
     assert "generation" in metrics["models"]["vae"]["skipped"]
+
+
+def test_runs_left_by_an_earlier_comparison_are_refused_or_replaced(tmp_path):
+    from aediff.reports.compare import _clear_old_runs
+
+    config = CompareConfig(data="digits", runs={"vae": str(tmp_path / "elsewhere")})
+    plan = compare_plan(config)
+    for name in ("ae-4", "vae"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="ae-4.*--overwrite"):
+        _clear_old_runs(plan, config, tmp_path, replace=False)
+    assert (tmp_path / "runs" / "ae-4").exists()  # refused: nothing deleted
+    _clear_old_runs(plan, config, tmp_path, replace=True)
+    assert not (tmp_path / "runs" / "ae-4").exists()
+    assert (tmp_path / "runs" / "vae").exists()  # reused with --runs: never touched

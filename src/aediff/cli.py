@@ -532,7 +532,8 @@ def compare(
     budget: Annotated[str, typer.Option(help="training budget of EACH model: 90s, 10m, 1h")] = "10m",
     out: Annotated[Path, typer.Option(help="report folder (report.html, metrics.json, tables/, figures/)")] = Path(
         "reports/compare"),
-    overwrite: Annotated[bool, typer.Option(help="replace the report already in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the report already in --out, and train again the "
+                                            "models it trained")] = False,
     runs: Annotated[list[str] | None, typer.Option(help="reuse a trained run instead of training it: NAME=RUN "
                                                    "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.1, "
                                                    "dae-0.3, dae-0.75, diffusion, diffusion-noskip, "
@@ -553,8 +554,8 @@ def compare(
     from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
 
     if (out / "report.html").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a report; pass --overwrite to replace it (its trained runs are "
-                          f"kept and can be reused with --runs), or choose another --out")
+        raise ConfigError(f"{out} already holds a report; pass --overwrite to replace it, reuse its trained runs "
+                          f"with --runs NAME={out}/runs/NAME, or choose another --out")
     config = CompareConfig(data=data, budget_minutes=parse_duration(budget, "--budget"), samples=samples,
                            limit=limit, max_steps=max_steps, seed=seed, runs=parse_runs(runs or []),
                            bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
@@ -562,7 +563,8 @@ def compare(
     trained = len([p for p in compare_plan(config) if p.name not in config.runs])
     console.print(f"training {trained} models (the judging classifier among them) for {budget} each (about "
                   f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html")
-    results = run_compare(config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]))
+    results = run_compare(config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]),
+                          replace_runs=overwrite)
     table = Table("section", "claim", "verdict")
     for key, v in results["verdicts"].items():
         table.add_row(key, v["claim"], v["verdict"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,11 +165,26 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
     return run_dir
 
 
+def _clear_old_runs(plan: list[PlannedModel], config: CompareConfig, out: Path, replace: bool) -> None:
+    """Before any training: the run folders this comparison will train must be free, or be replaced."""
+    for planned in plan:
+        folder = out / "runs" / planned.name
+        if planned.name in config.runs or not folder.exists():
+            continue
+        if not replace:
+            raise ConfigError(f"{folder} holds a run from an earlier comparison; reuse it with --runs "
+                              f"{planned.name}={folder}, or pass --overwrite to train it again")
+        shutil.rmtree(folder)
+
+
 def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
-                log: Callable[[str], None] | None = None, command: str = "") -> dict[str, Any]:
+                log: Callable[[str], None] | None = None, command: str = "", replace_runs: bool = False
+                ) -> dict[str, Any]:
     """Train (or reuse) every model of the plan, evaluate them, write the report into ``out``.
 
-    Returns the metrics dict that is also written to ``out/metrics.json``; ``out/report.html`` is the report.
+    replace_runs: train again the models whose run folders an earlier comparison left in ``out/runs``
+    (else that is an error, checked before any training). Returns the metrics dict that is also written to
+    ``out/metrics.json``; ``out/report.html`` is the report.
     """
     from aediff.data import load_dataset
 
@@ -183,6 +199,7 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
     if unknown:
         raise ConfigError(f"--runs names models the comparison does not have: {sorted(unknown)}; "
                           f"it has {[p.name for p in plan]}")
+    _clear_old_runs(plan, config, out, replace_runs)
     jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
     jobs += [("eval", 30.0) for p in plan if not p.judge]
     meter = Progress(jobs, enabled=progress)
