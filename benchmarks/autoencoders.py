@@ -45,8 +45,11 @@ def median_throughput(run: aediff.Run) -> float:
     log two windows, its mean over the whole training."""
     log_file = run.path / "log.jsonl"
     log = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
-    rates = [(b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
-             for a, b in zip(log, log[1:], strict=False) if b["train_seconds"] > a["train_seconds"]]
+    rates = [
+        (b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
+        for a, b in zip(log, log[1:], strict=False)
+        if b["train_seconds"] > a["train_seconds"]
+    ]
     if rates:
         return statistics.median(rates)
     return run.summary.images_per_second if run.summary is not None else float("nan")
@@ -69,9 +72,17 @@ def main() -> None:
     data = DataConfig(spec=args.data)
     test = data.load("test")
     train_size = len(data.load("train"))
-    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), "processor": platform.processor()},
-               "data": f"{args.data}:test ({len(test)} images)", "minutes_per_model": args.minutes, "models": {}}
+    results = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor(),
+        },
+        "data": f"{args.data}:test ({len(test)} images)",
+        "minutes_per_model": args.minutes,
+        "models": {},
+    }
     for name in args.only:
         family, overrides = MODELS[name]
         run = args.runs / name
@@ -80,13 +91,24 @@ def main() -> None:
 
             shutil.rmtree(run)
         t0 = time.time()
-        result = train(family, run, args.data, model={**overrides, **common},
-                       training={"max_minutes": args.minutes, "log_every": 20}, progress=False)
+        result = train(
+            family,
+            run,
+            args.data,
+            model={**overrides, **common},
+            training={"max_minutes": args.minutes, "log_every": 20},
+            progress=False,
+        )
         loaded = aediff.load(run)
         model = loaded.model
-        row = {"family": family, **overrides, "steps": result.step, "epochs": result.images_seen / train_size,
-               "train_images_per_s": median_throughput(loaded),
-               "parameters": sum(p.numel() for p in model.parameters())}
+        row = {
+            "family": family,
+            **overrides,
+            "steps": result.step,
+            "epochs": result.images_seen / train_size,
+            "train_images_per_s": median_throughput(loaded),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
         row.update({f"test_{k}": v for k, v in reconstruction_metrics(model, test).items() if k != "num_images"})
         if family == "vae":
             row.update(vae_likelihood(model, test, k=args.iwae_k))
@@ -101,20 +123,30 @@ def main() -> None:
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    lines = [f"Data: {results['data']}; {results['minutes_per_model']} min of training per model; "
-             f"torch {results['machine']['torch']}, {results['machine']['threads']} threads.", "",
-             "| model | steps | train img/s | test PSNR (dB) | test SSIM | other |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Data: {results['data']}; {results['minutes_per_model']} min of training per model; "
+        f"torch {results['machine']['torch']}, {results['machine']['threads']} threads.",
+        "",
+        "| model | steps | train img/s | test PSNR (dB) | test SSIM | other |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in results["models"].items():
         other = ""
         if row["family"] == "vae":
-            other = (f"ELBO NLL {row['nll_elbo_nats']:.1f} nats, "
-                     f"IWAE(k={row['iwae_k']}) {row['nll_iwae_nats']:.1f} nats "
-                     f"({row['iwae_bits_per_dim']:.3f} bits/dim)")
+            other = (
+                f"ELBO NLL {row['nll_elbo_nats']:.1f} nats, "
+                f"IWAE(k={row['iwae_k']}) {row['nll_iwae_nats']:.1f} nats "
+                f"({row['iwae_bits_per_dim']:.3f} bits/dim)"
+            )
         if row["family"] == "dae":
-            other = (f"{row['denoise_corruption']}: noisy {row['denoise_psnr_noisy']:.2f} dB -> "
-                     f"denoised {row['denoise_psnr']:.2f} dB")
-        lines.append(f"| {name} | {row['steps']} | {row['train_images_per_s']:.0f} | {row['test_psnr']:.2f} | "
-                     f"{row['test_ssim']:.3f} | {other} |")
+            other = (
+                f"{row['denoise_corruption']}: noisy {row['denoise_psnr_noisy']:.2f} dB -> "
+                f"denoised {row['denoise_psnr']:.2f} dB"
+            )
+        lines.append(
+            f"| {name} | {row['steps']} | {row['train_images_per_s']:.0f} | {row['test_psnr']:.2f} | "
+            f"{row['test_ssim']:.3f} | {other} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -54,15 +54,18 @@ def timed_training(step: Callable[[torch.Tensor], float], data, minutes: float, 
     while time.perf_counter() - start < minutes * 60:
         if position + BATCH > len(data):
             order, position = torch.randperm(len(data), generator=g), 0
-        step(data.batch(order[position:position + BATCH])["images"])
+        step(data.batch(order[position : position + BATCH])["images"])
         position += BATCH
         steps += 1
         if steps % 20 == 0:
             now = time.perf_counter()
             rates.append(20 * BATCH / (now - window_start))
             window_start = now
-    return {"steps": steps, "train_images_per_s": statistics.median(rates) if rates else float("nan"),
-            "train_seconds": time.perf_counter() - start}
+    return {
+        "steps": steps,
+        "train_images_per_s": statistics.median(rates) if rates else float("nan"),
+        "train_seconds": time.perf_counter() - start,
+    }
 
 
 def timed_sampling(sample: Callable[[int], torch.Tensor], n: int, nfe: int, chunk: int = 250) -> tuple:
@@ -79,8 +82,11 @@ def median_throughput(run: aediff.Run) -> float:
     log two windows, its mean over the whole training."""
     log_file = run.path / "log.jsonl"
     log = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
-    rates = [(b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
-             for a, b in zip(log, log[1:], strict=False) if b["train_seconds"] > a["train_seconds"]]
+    rates = [
+        (b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
+        for a, b in zip(log, log[1:], strict=False)
+        if b["train_seconds"] > a["train_seconds"]
+    ]
     if rates:
         return statistics.median(rates)
     return run.summary.images_per_second if run.summary is not None else float("nan")
@@ -111,13 +117,22 @@ def run_aediff(args, train_set) -> tuple[dict, Model]:
     from aediff.config import parse_assignment
 
     overrides = dict(parse_assignment(s) for s in args.set)
-    result = train("diffusion", run, args.data, model=overrides, progress=False,
-                   training={"max_minutes": args.minutes, "batch_size": BATCH, "log_every": 20})
+    result = train(
+        "diffusion",
+        run,
+        args.data,
+        model=overrides,
+        progress=False,
+        training={"max_minutes": args.minutes, "batch_size": BATCH, "log_every": 20},
+    )
     loaded = aediff.load(run)
     model = loaded.model
-    stats = {"steps": result.step, "train_images_per_s": median_throughput(loaded),
-             "parameters": sum(p.numel() for p in model.parameters()),
-             "config": dataclasses.asdict(loaded.config)}
+    stats = {
+        "steps": result.step,
+        "train_images_per_s": median_throughput(loaded),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": dataclasses.asdict(loaded.config),
+    }
     return stats, model
 
 
@@ -125,10 +140,15 @@ def run_diffusers(args, train_set) -> tuple[dict, Callable]:
     from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(0)
-    net = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2,
-                      block_out_channels=(32, 64, 64),
-                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                      up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+    net = UNet2DModel(
+        sample_size=28,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    )
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 
@@ -212,9 +232,12 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="aediff model overrides, key=value")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-diffusion"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/diffusion_budget"))
-    parser.add_argument("--sweep-only", action="store_true",
-                        help="no training: add --sweep-samplers x --sweep-steps to the existing results, "
-                             "sampling the aediff run left in --runs")
+    parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="no training: add --sweep-samplers x --sweep-steps to the existing results, "
+        "sampling the aediff run left in --runs",
+    )
     parser.add_argument("--rescore", action="store_true", help="--sweep-only: also redo aediff's main row")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -224,12 +247,25 @@ def main() -> None:
     classifier = aediff.load(args.classifier).model
 
     def score(images):
-        return generation_score(images, classifier.features, test, feature_extractor=f"classifier:{args.classifier}",
-                                reference_name=f"{args.data}:test").to_dict()
+        return generation_score(
+            images,
+            classifier.features,
+            test,
+            feature_extractor=f"classifier:{args.classifier}",
+            reference_name=f"{args.data}:test",
+        ).to_dict()
 
-    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads()},
-               "minutes": args.minutes, "batch_size": BATCH, "samples": args.samples, "contenders": {}}
+    results = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "minutes": args.minutes,
+        "batch_size": BATCH,
+        "samples": args.samples,
+        "contenders": {},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
@@ -254,11 +290,15 @@ def main() -> None:
             save()
         for sampler in args.sweep_samplers:
             for steps in args.sweep_steps:
-                images = sample_images(model, results["sweep_samples"], seed=1,
-                                       options=SamplerOptions(sampler=sampler, steps=steps))
+                images = sample_images(
+                    model, results["sweep_samples"], seed=1, options=SamplerOptions(sampler=sampler, steps=steps)
+                )
                 results["aediff_step_sweep"].setdefault(sampler, {})[str(steps)] = score(images)["fid"]
-                print(f"sweep {sampler} {steps}: FID {results['aediff_step_sweep'][sampler][str(steps)]:.3f}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"sweep {sampler} {steps}: FID {results['aediff_step_sweep'][sampler][str(steps)]:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 save()
         return
 
@@ -290,8 +330,9 @@ def main() -> None:
             if (model.config.sampling.sampler, args.reference_steps) not in grid:
                 grid.append((model.config.sampling.sampler, args.reference_steps))
             for sampler, steps in grid:
-                images = sample_images(model, args.sweep_samples, seed=1,
-                                       options=SamplerOptions(sampler=sampler, steps=steps))
+                images = sample_images(
+                    model, args.sweep_samples, seed=1, options=SamplerOptions(sampler=sampler, steps=steps)
+                )
                 fid = score(images)["fid"]
                 sweep.setdefault(sampler, {})[str(steps)] = fid
                 print(f"sweep {sampler} {steps}: FID {fid:.3f}", file=sys.stderr, flush=True)
@@ -300,25 +341,35 @@ def main() -> None:
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    lines = [f"{results['minutes']} min of training each on mnist5k's train split, batch {results['batch_size']}, "
-             f"{results['samples']} samples scored against mnist5k's test split in the features of "
-             f"`aediff train classifier`; torch {results['machine']['torch']}, "
-             f"{results['machine']['threads']} threads.", "",
-             "| contender | parameters | steps | train img/s | sampler (NFE) | sample img/s x NFE | FID | KID |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{results['minutes']} min of training each on mnist5k's train split, batch {results['batch_size']}, "
+        f"{results['samples']} samples scored against mnist5k's test split in the features of "
+        f"`aediff train classifier`; torch {results['machine']['torch']}, "
+        f"{results['machine']['threads']} threads.",
+        "",
+        "| contender | parameters | steps | train img/s | sampler (NFE) | sample img/s x NFE | FID | KID |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results["contenders"].items():
-        lines.append(f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['train_images_per_s']:.0f} | "
-                     f"{r['sampler']} ({r['nfe']}) | {r['sample_images_per_s_per_nfe']:.0f} | {r['fid']:.3f} | "
-                     f"{r['kid_mean']:.4f} |")
+        lines.append(
+            f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['train_images_per_s']:.0f} | "
+            f"{r['sampler']} ({r['nfe']}) | {r['sample_images_per_s_per_nfe']:.0f} | {r['fid']:.3f} | "
+            f"{r['kid_mean']:.4f} |"
+        )
     sweep = results.get("aediff_step_sweep")
     if sweep:
         steps = sorted({int(s) for row in sweep.values() for s in row})
-        lines += ["", f"aediff: FID against sampling steps ({results.get('sweep_samples')} samples each)", "",
-                  "| sampler | " + " | ".join(f"{s} steps" for s in steps) + " |",
-                  "|---|" + "---|" * len(steps)]
+        lines += [
+            "",
+            f"aediff: FID against sampling steps ({results.get('sweep_samples')} samples each)",
+            "",
+            "| sampler | " + " | ".join(f"{s} steps" for s in steps) + " |",
+            "|---|" + "---|" * len(steps),
+        ]
         for sampler, row in sweep.items():
-            lines.append(f"| {sampler} | " + " | ".join(f"{row[str(s)]:.3f}" if str(s) in row else "" for s in steps)
-                         + " |")
+            lines.append(
+                f"| {sampler} | " + " | ".join(f"{row[str(s)]:.3f}" if str(s) in row else "" for s in steps) + " |"
+            )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -42,23 +42,46 @@ def main() -> None:
     budget_script = Path(__file__).with_name("diffusion_budget.py")
     for name in args.only:
         out = args.runs / name.split()[0].strip(",") / "result"
-        command = [sys.executable, str(budget_script), "--only", "aediff", "--minutes", str(args.minutes),
-                   "--samples", str(args.samples), "--sweep-samples", "0", "--classifier", str(args.classifier),
-                   "--runs", str(out.parent / "runs"), "--out", str(out)]
+        command = [
+            sys.executable,
+            str(budget_script),
+            "--only",
+            "aediff",
+            "--minutes",
+            str(args.minutes),
+            "--samples",
+            str(args.samples),
+            "--sweep-samples",
+            "0",
+            "--classifier",
+            str(args.classifier),
+            "--runs",
+            str(out.parent / "runs"),
+            "--out",
+            str(out),
+        ]
         if VARIANTS[name]:
             command += ["--set", *VARIANTS[name]]
         print("==", name, file=sys.stderr, flush=True)
         subprocess.run(command, check=True)
         row = json.loads(out.with_suffix(".json").read_text())["contenders"]["aediff"]
-        results["variants"][name] = {k: row[k] for k in ("steps", "train_images_per_s", "parameters", "fid",
-                                                          "kid_mean", "sample_images_per_s_per_nfe")}
+        results["variants"][name] = {
+            k: row[k]
+            for k in ("steps", "train_images_per_s", "parameters", "fid", "kid_mean", "sample_images_per_s_per_nfe")
+        }
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    lines = [f"{args.minutes} min of training each on mnist5k; {results['samples']} samples (dpm++, 20 steps) "
-             "scored against the test split in the classifier's features.", "",
-             "| variant | parameters | steps | train img/s | FID | KID |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"{args.minutes} min of training each on mnist5k; {results['samples']} samples (dpm++, 20 steps) "
+        "scored against the test split in the classifier's features.",
+        "",
+        "| variant | parameters | steps | train img/s | FID | KID |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results["variants"].items():
-        lines.append(f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['train_images_per_s']:.0f} | "
-                     f"{r['fid']:.3f} | {r['kid_mean']:.4f} |")
+        lines.append(
+            f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['train_images_per_s']:.0f} | "
+            f"{r['fid']:.3f} | {r['kid_mean']:.4f} |"
+        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -10,8 +10,17 @@ from PIL import Image
 
 from aediff import cli
 
-TINY = ["--set", "channels=8,16", "--set", "bottleneck_dim=8", "--batch-size", "32", "--no-progress",
-        "--train-set", "tensorboard=false"]
+TINY = [
+    "--set",
+    "channels=8,16",
+    "--set",
+    "bottleneck_dim=8",
+    "--batch-size",
+    "32",
+    "--no-progress",
+    "--train-set",
+    "tensorboard=false",
+]
 
 
 def run_cli(monkeypatch, capsys, *args):
@@ -31,12 +40,41 @@ def trained_runs(tmp_path_factory):
     """A VAE, a DAE and a classifier on digits, trained for a few steps through the CLI."""
     root = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()
-    for family, extra in [("vae", ["--likelihood", "bernoulli"]), ("dae", ["--noise", "mask:0.3"]),
-                          ("classifier", ["--set", "channels=8,16"]),
-                          ("diffusion", ["--set", "channels=8,16", "--set", "attention_resolutions=4",
-                                         "--set", "embedding_dim=16", "--set", "steps=3"])]:
-        args = ["aediff", "train", family, "--data", "digits", "--out", root / family, "--max-steps", "30",
-                "--batch-size", "32", "--no-progress", "--train-set", "tensorboard=false", *extra]
+    for family, extra in [
+        ("vae", ["--likelihood", "bernoulli"]),
+        ("dae", ["--noise", "mask:0.3"]),
+        ("classifier", ["--set", "channels=8,16"]),
+        (
+            "diffusion",
+            [
+                "--set",
+                "channels=8,16",
+                "--set",
+                "attention_resolutions=4",
+                "--set",
+                "embedding_dim=16",
+                "--set",
+                "steps=3",
+            ],
+        ),
+    ]:
+        args = [
+            "aediff",
+            "train",
+            family,
+            "--data",
+            "digits",
+            "--out",
+            root / family,
+            "--max-steps",
+            "30",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--train-set",
+            "tensorboard=false",
+            *extra,
+        ]
         if family in ("vae", "dae"):
             args += ["--set", "channels=8,16", "--bottleneck", "8"]
         mp.setattr(sys, "argv", list(map(str, args)))
@@ -49,8 +87,9 @@ def trained_runs(tmp_path_factory):
 
 
 def test_train_prints_a_summary_and_writes_the_run(tmp_path, monkeypatch, capsys):
-    code, out = run_cli(monkeypatch, capsys, "train", "ae", "--data", "digits", "--out", tmp_path / "ae",
-                        "--max-steps", "5", *TINY)
+    code, out = run_cli(
+        monkeypatch, capsys, "train", "ae", "--data", "digits", "--out", tmp_path / "ae", "--max-steps", "5", *TINY
+    )
     assert code == 0, out
     assert "done: 5 steps" in out
     config = json.loads((tmp_path / "ae" / "config.json").read_text())
@@ -67,15 +106,17 @@ def test_reconstruct_writes_a_grid_and_reports_metrics(trained_runs, tmp_path, m
 
 
 def test_sample_writes_png_and_npz(trained_runs, tmp_path, monkeypatch, capsys):
-    code, out = run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--samples", "5", "--out",
-                        tmp_path / "s.npz")
+    code, out = run_cli(
+        monkeypatch, capsys, "sample", trained_runs / "vae", "--samples", "5", "--out", tmp_path / "s.npz"
+    )
     assert code == 0, out
     assert (tmp_path / "s.png").exists()  # the grid beside the arrays
     arrays = np.load(tmp_path / "s.npz")
     assert arrays["images"].shape == (5, 8, 8, 1) and arrays["images"].dtype == np.uint8
     # Same seed, same samples.
-    code, out = run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--samples", "5", "--out",
-                        tmp_path / "t.npz")
+    code, out = run_cli(
+        monkeypatch, capsys, "sample", trained_runs / "vae", "--samples", "5", "--out", tmp_path / "t.npz"
+    )
     assert code == 0, out
     assert np.array_equal(np.load(tmp_path / "t.npz")["images"], arrays["images"])
 
@@ -88,22 +129,31 @@ def test_encode_writes_latents_with_labels(trained_runs, tmp_path, monkeypatch, 
 
 
 def test_denoise_reports_before_and_after(trained_runs, tmp_path, monkeypatch, capsys):
-    code, out = run_cli(monkeypatch, capsys, "denoise", trained_runs / "dae", "--noise", "mask:0.3", "--out",
-                        tmp_path / "d.png")
+    code, out = run_cli(
+        monkeypatch, capsys, "denoise", trained_runs / "dae", "--noise", "mask:0.3", "--out", tmp_path / "d.png"
+    )
     assert code == 0, out
-    payload = json.loads(out[out.index("{"):])
+    payload = json.loads(out[out.index("{") :])
     assert payload["corruption"] == "mask:0.3" and payload["psnr"] > 0 and payload["psnr_noisy"] > 0
 
 
 def test_eval_nll_and_score(trained_runs, monkeypatch, capsys):
     code, out = run_cli(monkeypatch, capsys, "eval-nll", trained_runs / "vae", "--k", "4", "--limit", "50")
     assert code == 0, out
-    payload = json.loads(out[out.index("{"):])
+    payload = json.loads(out[out.index("{") :])
     assert payload["nll_iwae_nats"] > 0 and payload["iwae_k"] == 4 and payload["num_images"] == 50
-    code, out = run_cli(monkeypatch, capsys, "score", trained_runs / "vae", "--classifier",
-                        trained_runs / "classifier", "--samples", "50")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "score",
+        trained_runs / "vae",
+        "--classifier",
+        trained_runs / "classifier",
+        "--samples",
+        "50",
+    )
     assert code == 0, out
-    payload = json.loads(out[out.index("{"):])
+    payload = json.loads(out[out.index("{") :])
     assert payload["fid"] > 0 and payload["num_samples"] == 50 and payload["reference"] == "digits:test"
     assert payload["feature_extractor"].startswith("classifier:")
 
@@ -116,14 +166,17 @@ def test_datasets_lists_the_builtins(monkeypatch, capsys):
 
 
 # A usage mistake (a family that is not a choice) exits 2; aediff's own errors exit 1.
-@pytest.mark.parametrize("args,message,exit_code", [
-    (["train", "gan", "--data", "digits", "--max-steps", "1"], "'gan' is not one of", 2),
-    (["train", "vae", "--data", "digits", "--noise", "gaussian:0.5", "--max-steps", "1"], "does not apply", 1),
-    (["train", "dae", "--data", "digits", "--noise", "blur:2", "--max-steps", "1"], "unknown corruption", 1),
-    (["train", "ae", "--data", "nosuchset", "--max-steps", "1"], "nosuchset", 1),
-    (["reconstruct", "no/such/run"], "does not exist", 1),
-    (["score", "no/such/run"], "choose one feature space", 1),
-])
+@pytest.mark.parametrize(
+    "args,message,exit_code",
+    [
+        (["train", "gan", "--data", "digits", "--max-steps", "1"], "'gan' is not one of", 2),
+        (["train", "vae", "--data", "digits", "--noise", "gaussian:0.5", "--max-steps", "1"], "does not apply", 1),
+        (["train", "dae", "--data", "digits", "--noise", "blur:2", "--max-steps", "1"], "unknown corruption", 1),
+        (["train", "ae", "--data", "nosuchset", "--max-steps", "1"], "nosuchset", 1),
+        (["reconstruct", "no/such/run"], "does not exist", 1),
+        (["score", "no/such/run"], "choose one feature space", 1),
+    ],
+)
 def test_user_errors_give_one_clear_message(tmp_path, monkeypatch, capsys, args, message, exit_code):
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(monkeypatch, capsys, *args)
@@ -140,24 +193,49 @@ def test_eval_nll_refuses_a_model_without_likelihood(trained_runs, monkeypatch, 
 def test_diffusion_sampling_options_trajectory_denoising_and_bound(trained_runs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the commands below without --out would write their default file here
     run = trained_runs / "diffusion"
-    code, out = run_cli(monkeypatch, capsys, "sample", run, "--samples", "4", "--sampler", "heun", "--steps", "2",
-                        "--out", tmp_path / "s.npz")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "sample",
+        run,
+        "--samples",
+        "4",
+        "--sampler",
+        "heun",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "s.npz",
+    )
     assert code == 0, out
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 8, 8, 1) and (tmp_path / "s.png").exists()
-    code, out = run_cli(monkeypatch, capsys, "sample", run, "--samples", "2", "--steps", "5", "--sampler", "euler",
-                        "--trajectory", tmp_path / "strip.png")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "sample",
+        run,
+        "--samples",
+        "2",
+        "--steps",
+        "5",
+        "--sampler",
+        "euler",
+        "--trajectory",
+        tmp_path / "strip.png",
+    )
     assert code == 0, out
     with Image.open(tmp_path / "strip.png") as img:  # 2 samples x 2 rows; 5 frames + the final sample
         assert img.size == (6 * 10 + 2, 4 * 10 + 2)
-    code, out = run_cli(monkeypatch, capsys, "denoise", run, "--noise", "gaussian:0.3", "--steps", "3",
-                        "--out", tmp_path / "d.png")
+    code, out = run_cli(
+        monkeypatch, capsys, "denoise", run, "--noise", "gaussian:0.3", "--steps", "3", "--out", tmp_path / "d.png"
+    )
     assert code == 0, out
-    assert json.loads(out[out.index("{"):])["steps"] == 3
+    assert json.loads(out[out.index("{") :])["steps"] == 3
     code, out = run_cli(monkeypatch, capsys, "denoise", run, "--noise", "mask:0.3")
     assert code == 1 and "gaussian:SIGMA" in out
     code, out = run_cli(monkeypatch, capsys, "eval-nll", run, "--timesteps", "2", "--limit", "20")
     assert code == 0, out
-    assert json.loads(out[out.index("{"):])["bits_per_dim"] > 0
+    assert json.loads(out[out.index("{") :])["bits_per_dim"] > 0
     code, out = run_cli(monkeypatch, capsys, "sample", trained_runs / "vae", "--sampler", "ddim")
     assert code == 1 and "diffusion" in out
 

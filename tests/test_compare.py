@@ -17,15 +17,34 @@ from aediff.reports.verdicts import accuracy_margin, all_of, compare_values
 TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "steps": 3}
 TINY = {
     "classifier": {"channels": (8, 16), "feature_dim": 16},
-    "ae": {"channels": (8, 16)}, "vae": {"channels": (8, 16)}, "dae": {"channels": (8, 16)},
+    "ae": {"channels": (8, 16)},
+    "vae": {"channels": (8, 16)},
+    "dae": {"channels": (8, 16)},
     "diffusion": TINY_UNET,
     "latent-diffusion": {**TINY_UNET, "text_width": 16, "text_layers": 1},
 }
 SECTIONS = ["bottleneck", "vae", "dae", "manifold", "noise_levels", "blur", "skips", "conditioning", "summary"]
-FIGURES = ["bottleneck_psnr", "bottleneck_reconstructions", "vae_samples", "ae_samples", "vae_interpolation",
-           "dae_denoising", "probe_accuracy", "latent_maps_pca", "denoising_sweep", "denoising_table", "predicted_x0",
-           "high_frequency_share", "skip_loss", "gradient_norms", "class_grid", "guidance", "guidance_fid",
-           "prompt_grid", "fid_all"]
+FIGURES = [
+    "bottleneck_psnr",
+    "bottleneck_reconstructions",
+    "vae_samples",
+    "ae_samples",
+    "vae_interpolation",
+    "dae_denoising",
+    "probe_accuracy",
+    "latent_maps_pca",
+    "denoising_sweep",
+    "denoising_table",
+    "predicted_x0",
+    "high_frequency_share",
+    "skip_loss",
+    "gradient_norms",
+    "class_grid",
+    "guidance",
+    "guidance_fid",
+    "prompt_grid",
+    "fid_all",
+]
 
 
 def _numbers(obj, path=""):
@@ -42,8 +61,18 @@ def _numbers(obj, path=""):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    config = CompareConfig(data="digits", budget_minutes=0.5, max_steps=4, bottlenecks=(2, 4, 8), samples=40,
-                           limit=60, guidances=(1.0, 3.0), denoise_steps=2, batch_size=32, model_overrides=TINY)
+    config = CompareConfig(
+        data="digits",
+        budget_minutes=0.5,
+        max_steps=4,
+        bottlenecks=(2, 4, 8),
+        samples=40,
+        limit=60,
+        guidances=(1.0, 3.0),
+        denoise_steps=2,
+        batch_size=32,
+        model_overrides=TINY,
+    )
     metrics = run_compare(config, out, progress=False)
     return out, metrics
 
@@ -64,8 +93,20 @@ def test_compare_writes_every_section_figure_and_table(report):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["verdicts"] == metrics["verdicts"]
     names = set(on_disk["models"])
-    assert {"ae-2", "ae-4", "ae-8", "vae", "dae-0.1", "dae-0.3", "dae-0.75", "diffusion", "diffusion-noskip",
-            "ae-spatial", "latent-diffusion", "classifier"} == names
+    assert {
+        "ae-2",
+        "ae-4",
+        "ae-8",
+        "vae",
+        "dae-0.1",
+        "dae-0.3",
+        "dae-0.75",
+        "diffusion",
+        "diffusion-noskip",
+        "ae-spatial",
+        "latent-diffusion",
+        "classifier",
+    } == names
 
 
 def test_every_number_in_metrics_is_finite_and_records_its_protocol(report):
@@ -96,8 +137,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 def test_reused_runs_are_not_retrained(report, tmp_path):
     out, _ = report
-    config = CompareConfig(data="digits", budget_minutes=0.5, max_steps=4, bottlenecks=(2, 4, 8), samples=40,
-                           limit=60, guidances=(1.0,), denoise_steps=2, batch_size=32, model_overrides=TINY)
+    config = CompareConfig(
+        data="digits",
+        budget_minutes=0.5,
+        max_steps=4,
+        bottlenecks=(2, 4, 8),
+        samples=40,
+        limit=60,
+        guidances=(1.0,),
+        denoise_steps=2,
+        batch_size=32,
+        model_overrides=TINY,
+    )
     config.runs = {p.name: str(out / "runs" / p.name) for p in compare_plan(config)}
     metrics = run_compare(config, tmp_path / "again", progress=False)
     assert not (tmp_path / "again" / "runs").exists()
@@ -145,8 +196,23 @@ def test_cli_compare_reuses_runs_and_refuses_bad_options(report, monkeypatch, ca
     assert code == 1 and "gan" in text and "latent-diffusion" in text
     every = [f"{p.name}={out / 'runs' / p.name}" for p in compare_plan(CompareConfig(bottlenecks=(2, 4, 8)))]
     args = [arg for run in every for arg in ("--runs", run)]
-    code, text = run_cli(monkeypatch, capsys, "compare", "--data", "digits", "--bottlenecks", "2,4,8",
-                         "--samples", "20", "--limit", "30", "--out", tmp_path / "cli", "--no-progress", *args)
+    code, text = run_cli(
+        monkeypatch,
+        capsys,
+        "compare",
+        "--data",
+        "digits",
+        "--bottlenecks",
+        "2,4,8",
+        "--samples",
+        "20",
+        "--limit",
+        "30",
+        "--out",
+        tmp_path / "cli",
+        "--no-progress",
+        *args,
+    )
     assert code == 0, text
     assert "training 0 models" in text and (tmp_path / "cli" / "report.html").exists()
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["meta"]["command"].startswith("aediff compare")
@@ -159,9 +225,17 @@ def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
 
     digits = load_dataset("digits", "all")
     np.savez(tmp_path / "plain.npz", images=digits.images[:400, 0].numpy())  # no labels, no captions
-    config = CompareConfig(data=f"npz:{tmp_path / 'plain.npz'}", budget_minutes=0.5, max_steps=3,
-                           bottlenecks=(2, 4, 8), samples=30, limit=40, denoise_steps=2, batch_size=32,
-                           model_overrides=TINY)
+    config = CompareConfig(
+        data=f"npz:{tmp_path / 'plain.npz'}",
+        budget_minutes=0.5,
+        max_steps=3,
+        bottlenecks=(2, 4, 8),
+        samples=30,
+        limit=40,
+        denoise_steps=2,
+        batch_size=32,
+        model_overrides=TINY,
+    )
     assert "classifier" not in {p.name for p in compare_plan(config, labelled=False)}
     metrics = run_compare(config, tmp_path / "out", progress=False)
     verdicts = metrics["verdicts"]

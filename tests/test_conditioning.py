@@ -15,8 +15,7 @@ from aediff.models.diffusion import concat_conditions
 from aediff.training.train import train
 from test_cli import run_cli
 
-TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16,
-        "steps": 3}
+TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16, "steps": 3}
 TINY_TEXT = {**TINY, "conditioning.kind": "text", "text_width": 16, "text_layers": 1, "text_max_length": 24}
 QUICK = {"max_steps": 30, "batch_size": 32, "tensorboard": False}
 
@@ -30,8 +29,9 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_unet_class_labels_change_the_output_and_none_means_the_null_class():
-    net = randomize(UNet(UNetConfig(image_size=8, channels=(8, 16), attention_resolutions=(4,), embedding_dim=16,
-                                    num_classes=3)))
+    net = randomize(
+        UNet(UNetConfig(image_size=8, channels=(8, 16), attention_resolutions=(4,), embedding_dim=16, num_classes=3))
+    )
     x, level = torch.randn(2, 1, 8, 8), torch.zeros(2)
     a, b = net(x, level, torch.tensor([0, 0])), net(x, level, torch.tensor([1, 1]))
     assert not torch.allclose(a, b, atol=1e-4)
@@ -39,12 +39,16 @@ def test_unet_class_labels_change_the_output_and_none_means_the_null_class():
 
 
 def test_unet_text_condition_needs_its_inputs():
-    net = UNet(UNetConfig(image_size=8, channels=(8, 16), attention_resolutions=(4,), embedding_dim=16,
-                          context_dim=6))
+    net = UNet(UNetConfig(image_size=8, channels=(8, 16), attention_resolutions=(4,), embedding_dim=16, context_dim=6))
     with pytest.raises(ValueError, match="text-conditioned"):
         net(torch.randn(1, 1, 8, 8), torch.zeros(1))
-    out = net(torch.randn(1, 1, 8, 8), torch.zeros(1), context=torch.randn(1, 3, 6),
-              context_mask=torch.ones(1, 3, dtype=torch.bool), pooled=torch.randn(1, 6))
+    out = net(
+        torch.randn(1, 1, 8, 8),
+        torch.zeros(1),
+        context=torch.randn(1, 3, 6),
+        context_mask=torch.ones(1, 3, dtype=torch.bool),
+        pooled=torch.randn(1, 6),
+    )
     assert out.shape == (1, 1, 8, 8)
 
 
@@ -57,8 +61,9 @@ def test_condition_batches_are_padded_when_stacked():
 
 
 def test_guidance_extrapolates_from_the_null_to_the_conditional_prediction():
-    model = randomize(build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4,
-                                                "clip_denoised": False})).eval()
+    model = randomize(
+        build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4, "clip_denoised": False})
+    ).eval()
     x, sigma = torch.randn(3, 1, 8, 8), torch.tensor(0.7)
     with torch.no_grad():
         cond = model.predict_x0(x, sigma, class_labels=torch.tensor([1, 2, 3]))
@@ -103,12 +108,15 @@ def test_wrong_conditions_are_refused_clearly():
 def test_every_sampler_takes_a_class_and_guidance(sampler):
     model = randomize(build_model("diffusion", {**TINY, "conditioning.kind": "class", "num_classes": 4})).eval()
     options = SamplerOptions(sampler=sampler)
-    a = model.sample(4, Condition(class_labels=[0, 1, 2, 3], guidance=3), options,
-                     generator=torch.Generator().manual_seed(0))
-    b = model.sample(4, Condition(class_labels=[0, 1, 2, 3], guidance=3), options,
-                     generator=torch.Generator().manual_seed(0))
-    c = model.sample(4, Condition(class_labels=[3, 2, 1, 0], guidance=3), options,
-                     generator=torch.Generator().manual_seed(0))
+    a = model.sample(
+        4, Condition(class_labels=[0, 1, 2, 3], guidance=3), options, generator=torch.Generator().manual_seed(0)
+    )
+    b = model.sample(
+        4, Condition(class_labels=[0, 1, 2, 3], guidance=3), options, generator=torch.Generator().manual_seed(0)
+    )
+    c = model.sample(
+        4, Condition(class_labels=[3, 2, 1, 0], guidance=3), options, generator=torch.Generator().manual_seed(0)
+    )
     assert a.shape == (4, 1, 8, 8) and torch.equal(a, b) and not torch.allclose(a, c)
     assert a.min() >= -1 and a.max() <= 1
 
@@ -129,14 +137,23 @@ def test_text_conditioned_model_learns_and_samples_from_prompts():
     assert sum(history[-5:]) < sum(history[:5])
     assert not torch.allclose(model.text_encoder(["a bright one"]).pooled, before)  # the encoder trained too
     model.eval()
-    out = model.sample(3, Condition(prompts=["a bright one", "a dark one", ""], guidance=2.0,
-                                    negative_prompt="a dark one"), generator=torch.Generator().manual_seed(0))
+    out = model.sample(
+        3,
+        Condition(prompts=["a bright one", "a dark one", ""], guidance=2.0, negative_prompt="a dark one"),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.shape == (3, 1, 8, 8)
 
 
 def test_class_conditioned_run_trains_saves_and_reloads(tmp_path):
-    result = train("diffusion", tmp_path / "run", "digits", model={**TINY, "conditioning.kind": "class"},
-                   training=QUICK, progress=False)
+    result = train(
+        "diffusion",
+        tmp_path / "run",
+        "digits",
+        model={**TINY, "conditioning.kind": "class"},
+        training=QUICK,
+        progress=False,
+    )
     model = aediff.load(result.run_dir).model
     assert model.num_classes == 10 and model.config.conditioning.kind == "class"
     from aediff.evaluation import sample_images
@@ -148,8 +165,9 @@ def test_class_conditioned_run_trains_saves_and_reloads(tmp_path):
 
 
 def test_text_conditioning_on_a_labelled_set_uses_generated_captions(tmp_path):
-    result = train("diffusion", tmp_path / "run", "digits", model=TINY_TEXT, training={**QUICK, "max_steps": 5},
-                   progress=False)
+    result = train(
+        "diffusion", tmp_path / "run", "digits", model=TINY_TEXT, training={**QUICK, "max_steps": 5}, progress=False
+    )
     model = aediff.load(result.run_dir).model
     assert model.sample(2, Condition(prompts="the digit seven")).shape == (2, 1, 8, 8)
 
@@ -158,30 +176,49 @@ def test_text_conditioning_on_a_labelled_set_uses_generated_captions(tmp_path):
 @pytest.fixture(scope="module")
 def spatial_ae(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
-    train("ae", root / "ae", "digits", model={"channels": (8, 16), "latent": "spatial", "latent_channels": 2},
-          training={**QUICK, "max_steps": 40}, progress=False)
+    train(
+        "ae",
+        root / "ae",
+        "digits",
+        model={"channels": (8, 16), "latent": "spatial", "latent_channels": 2},
+        training={**QUICK, "max_steps": 40},
+        progress=False,
+    )
     return root / "ae"
 
 
 def test_latent_diffusion_trains_in_the_autoencoders_latent_space(spatial_ae, tmp_path):
-    result = train("latent-diffusion", tmp_path / "ldm", "digits",
-                   model={"autoencoder.path": str(spatial_ae), "channels": (8, 16), "attention_resolutions": (2,),
-                          "embedding_dim": 16, "steps": 3, "conditioning.kind": "class"},
-                   training=QUICK, progress=False)
+    result = train(
+        "latent-diffusion",
+        tmp_path / "ldm",
+        "digits",
+        model={
+            "autoencoder.path": str(spatial_ae),
+            "channels": (8, 16),
+            "attention_resolutions": (2,),
+            "embedding_dim": 16,
+            "steps": 3,
+            "conditioning.kind": "class",
+        },
+        training=QUICK,
+        progress=False,
+    )
     config = json.loads((result.run_dir / "config.json").read_text())["model"]
     assert config["image_channels"] == 1 and config["image_size"] == 8  # the images' shape, not the latent's
     assert config["autoencoder"]["family"] == "ae" and config["latent_scale"] > 0
     autoencoder = aediff.load(spatial_ae, device="cpu").model
-    z = autoencoder.encode(torch.cat([b["images"] for b in [aediff.data.load_dataset("digits", "train").batch(
-        torch.arange(512))]])).detach()
+    z = autoencoder.encode(
+        torch.cat([b["images"] for b in [aediff.data.load_dataset("digits", "train").batch(torch.arange(512))]])
+    ).detach()
     assert abs(z.std().item() * config["latent_scale"] - 1) < 0.1  # unit variance on the training data
     shutil.rmtree(spatial_ae.parent / "moved", ignore_errors=True)
     shutil.move(str(spatial_ae), spatial_ae.parent / "moved")  # the run folder alone rebuilds the pipeline
     try:
         model = aediff.load(result.run_dir, device="cpu").model
         assert model.space_shape == (2, 4, 4)
-        images = model.sample(3, Condition(class_labels=[1, 2, 3], guidance=2),
-                              generator=torch.Generator().manual_seed(0))
+        images = model.sample(
+            3, Condition(class_labels=[1, 2, 3], guidance=2), generator=torch.Generator().manual_seed(0)
+        )
         assert images.shape == (3, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
         for name, p in model.autoencoder.state_dict().items():
             assert torch.equal(p, autoencoder.state_dict()[name]), name  # training left the autoencoder alone
@@ -190,24 +227,65 @@ def test_latent_diffusion_trains_in_the_autoencoders_latent_space(spatial_ae, tm
 
 
 def test_latent_diffusion_refuses_a_vector_latent(tmp_path):
-    train("ae", tmp_path / "ae", "digits", model={"channels": (8, 16), "bottleneck_dim": 4},
-          training={**QUICK, "max_steps": 2}, progress=False)
+    train(
+        "ae",
+        tmp_path / "ae",
+        "digits",
+        model={"channels": (8, 16), "bottleneck_dim": 4},
+        training={**QUICK, "max_steps": 2},
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="spatial"):
-        train("latent-diffusion", tmp_path / "ldm", "digits", model={"autoencoder.path": str(tmp_path / "ae")},
-              training=QUICK, progress=False)
+        train(
+            "latent-diffusion",
+            tmp_path / "ldm",
+            "digits",
+            model={"autoencoder.path": str(tmp_path / "ae")},
+            training=QUICK,
+            progress=False,
+        )
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
 def test_cli_trains_and_samples_conditioned_models(spatial_ae, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the refused `sample` calls below name no --out: their default is here
-    tiny = ["--set", "channels=8,16", "--set", "attention_resolutions=4", "--set", "embedding_dim=16",
-            "--set", "steps=3", "--batch-size", "32", "--no-progress", "--train-set", "tensorboard=false",
-            "--max-steps", "5", "--data", "digits"]
-    code, out = run_cli(monkeypatch, capsys, "train", "diffusion", "--condition", "class", "--out", tmp_path / "c",
-                        *tiny)
+    tiny = [
+        "--set",
+        "channels=8,16",
+        "--set",
+        "attention_resolutions=4",
+        "--set",
+        "embedding_dim=16",
+        "--set",
+        "steps=3",
+        "--batch-size",
+        "32",
+        "--no-progress",
+        "--train-set",
+        "tensorboard=false",
+        "--max-steps",
+        "5",
+        "--data",
+        "digits",
+    ]
+    code, out = run_cli(
+        monkeypatch, capsys, "train", "diffusion", "--condition", "class", "--out", tmp_path / "c", *tiny
+    )
     assert code == 0, out
-    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--class", "all", "--samples", "10",
-                        "--guidance", "3", "--out", tmp_path / "grid.npz")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "sample",
+        tmp_path / "c",
+        "--class",
+        "all",
+        "--samples",
+        "10",
+        "--guidance",
+        "3",
+        "--out",
+        tmp_path / "grid.npz",
+    )
     assert code == 0, out
     import numpy as np
 
@@ -220,11 +298,33 @@ def test_cli_trains_and_samples_conditioned_models(spatial_ae, tmp_path, monkeyp
     assert code == 1 and "classes 0..9" in " ".join(out.split())  # the console may wrap the line
     code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "c", "--negative-class", "all")
     assert code == 1 and "class index" in out
-    code, out = run_cli(monkeypatch, capsys, "train", "latent-diffusion", "--autoencoder", spatial_ae,
-                        "--out", tmp_path / "l", *tiny[:2], "--set", "attention_resolutions=2", *tiny[4:])
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "latent-diffusion",
+        "--autoencoder",
+        spatial_ae,
+        "--out",
+        tmp_path / "l",
+        *tiny[:2],
+        "--set",
+        "attention_resolutions=2",
+        *tiny[4:],
+    )
     assert code == 0, out
-    code, out = run_cli(monkeypatch, capsys, "sample", tmp_path / "l", "--samples", "2", "--trajectory",
-                        tmp_path / "strip.png", "--steps", "3")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "sample",
+        tmp_path / "l",
+        "--samples",
+        "2",
+        "--trajectory",
+        tmp_path / "strip.png",
+        "--steps",
+        "3",
+    )
     assert code == 0, out
     code, out = run_cli(monkeypatch, capsys, "train", "latent-diffusion", "--out", tmp_path / "x", *tiny)
     assert code == 1 and "--autoencoder" in out

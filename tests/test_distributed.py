@@ -22,16 +22,58 @@ def free_port() -> int:
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     model = {"channels": (8, 16), "bottleneck_dim": 8}
     steps = 12
-    train("ae", tmp_path / "one", "digits", model=model, progress=False,
-          training={"batch_size": 32, "max_steps": steps, "warmup_steps": 3, "tensorboard": False})
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "aediff.cli",
-               "train", "ae", "--data", "digits", "--out", str(tmp_path / "two"), "--max-steps", str(steps),
-               "--batch-size", "32", "--set", "channels=8,16", "--bottleneck", "8", "--no-progress",
-               "--train-set", "warmup_steps=3", "--train-set", "tensorboard=false"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={
-        **__import__("os").environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+    train(
+        "ae",
+        tmp_path / "one",
+        "digits",
+        model=model,
+        progress=False,
+        training={"batch_size": 32, "max_steps": steps, "warmup_steps": 3, "tensorboard": False},
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "aediff.cli",
+        "train",
+        "ae",
+        "--data",
+        "digits",
+        "--out",
+        str(tmp_path / "two"),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        "32",
+        "--set",
+        "channels=8,16",
+        "--bottleneck",
+        "8",
+        "--no-progress",
+        "--train-set",
+        "warmup_steps=3",
+        "--train-set",
+        "tensorboard=false",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     state = (tmp_path / "two" / "training_state" / "state.json").read_text()
     assert '"world_size": 2' in state

@@ -89,7 +89,9 @@ def test_diffusion_bound_is_near_zero_for_an_oracle_and_large_for_an_untrained_m
     lower = torch.where(x < -0.999, torch.zeros_like(x), normal.cdf(torch.full_like(x, -1 / 255)))
     floor_bits = -(upper - lower).log().sum() / (x.numel() * math.log(2))
     assert abs(oracle["bits_per_dim"] - floor_bits) < 1e-3
-    untrained = build_model("diffusion", {"image_size": 8, "channels": (8, 16), "attention_resolutions": (),
-                                          "embedding_dim": 16, "schedule": "cosine"})
+    untrained = build_model(
+        "diffusion",
+        {"image_size": 8, "channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "schedule": "cosine"},
+    )
     result = diffusion_nll(untrained, one_image, timesteps_per_image=4)
     assert result["bits_per_dim"] > 1 and result["chain"] == "cosine, T=1000"

@@ -34,8 +34,7 @@ from aediff.training.train import train
 from test_cli import run_cli
 
 AE_TINY = {"channels": (8, 16), "bottleneck_dim": 8}
-DIFFUSION_TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16,
-                  "steps": 3}
+DIFFUSION_TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16, "steps": 3}
 QUICK = {"max_steps": 5, "batch_size": 32, "tensorboard": False}
 
 
@@ -43,10 +42,13 @@ QUICK = {"max_steps": 5, "batch_size": 32, "tensorboard": False}
 def runs(tmp_path_factory):
     """Run folders of a VAE, a DAE, a diffusion model, a class-conditioned one and a classifier."""
     root = tmp_path_factory.mktemp("suite")
-    for name, family, model in [("vae", "vae", AE_TINY), ("dae", "dae", AE_TINY),
-                                ("diffusion", "diffusion", DIFFUSION_TINY),
-                                ("class_diffusion", "diffusion", {**DIFFUSION_TINY, "conditioning.kind": "class"}),
-                                ("classifier", "classifier", {"channels": (8, 16)})]:
+    for name, family, model in [
+        ("vae", "vae", AE_TINY),
+        ("dae", "dae", AE_TINY),
+        ("diffusion", "diffusion", DIFFUSION_TINY),
+        ("class_diffusion", "diffusion", {**DIFFUSION_TINY, "conditioning.kind": "class"}),
+        ("classifier", "classifier", {"channels": (8, 16)}),
+    ]:
         torch.manual_seed(0)
         train(family, root / name, "digits", model=model, training=QUICK, progress=False)
     return root
@@ -55,8 +57,10 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(runs):
     """The run records (``aediff.load``) of the run folders."""
-    return {name: aediff.load(runs / name, device="cpu")
-            for name in ("vae", "dae", "diffusion", "class_diffusion", "classifier")}
+    return {
+        name: aediff.load(runs / name, device="cpu")
+        for name in ("vae", "dae", "diffusion", "class_diffusion", "classifier")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +71,20 @@ def models(loaded):
 @pytest.fixture(scope="module")
 def latent_diffusion():
     """An untrained latent diffusion model on an untrained spatial AE (built directly: no run folders)."""
-    model = build_model("latent-diffusion", {
-        "autoencoder.family": "ae", "latent_scale": 1.0, "image_channels": 1, "image_size": 8,
-        "autoencoder.config": {"image_size": 8, "channels": [8, 16], "latent": "spatial", "latent_channels": 2},
-        "channels": (8, 16), "attention_resolutions": (2,), "embedding_dim": 16, "steps": 3}).eval()
+    model = build_model(
+        "latent-diffusion",
+        {
+            "autoencoder.family": "ae",
+            "latent_scale": 1.0,
+            "image_channels": 1,
+            "image_size": 8,
+            "autoencoder.config": {"image_size": 8, "channels": [8, 16], "latent": "spatial", "latent_channels": 2},
+            "channels": (8, 16),
+            "attention_resolutions": (2,),
+            "embedding_dim": 16,
+            "steps": 3,
+        },
+    ).eval()
     assert model.space_shape == (2, 4, 4) and model.image_shape == (1, 8, 8)
     return model
 
@@ -87,12 +101,23 @@ def numbers(value):
 # --- denoising sweep ----------------------------------------------------------------------------------
 def test_denoising_sweep_of_an_autoencoder_has_one_row_per_corruption(models, digits_test):
     rows = denoising_sweep(models["dae"], digits_test, steps=(1, 3), limit=40)
-    assert [r["corruption"] for r in rows] == ["gaussian:0.05", "gaussian:0.1", "gaussian:0.2", "gaussian:0.3",
-                                               "gaussian:0.5", "gaussian:0.75", "gaussian:1", "mask:0.1",
-                                               "mask:0.3", "mask:0.5", "mask:0.7"]
+    assert [r["corruption"] for r in rows] == [
+        "gaussian:0.05",
+        "gaussian:0.1",
+        "gaussian:0.2",
+        "gaussian:0.3",
+        "gaussian:0.5",
+        "gaussian:0.75",
+        "gaussian:1",
+        "mask:0.1",
+        "mask:0.3",
+        "mask:0.5",
+        "mask:0.7",
+    ]
     assert {r["steps"] for r in rows} == {1}  # the reconstruction ignores steps: no duplicate rows
-    assert all(r["num_images"] == 40 and all(math.isfinite(r[k]) for k in ("psnr", "psnr_noisy", "ssim", "mse"))
-               for r in rows)
+    assert all(
+        r["num_images"] == 40 and all(math.isfinite(r[k]) for k in ("psnr", "psnr_noisy", "ssim", "mse")) for r in rows
+    )
     for kind in ("gaussian", "mask"):
         noisy = [r["psnr_noisy"] for r in rows if r["kind"] == kind]
         assert all(a > b for a, b in zip(noisy, noisy[1:], strict=False))  # more corruption, worse input
@@ -116,8 +141,10 @@ def test_denoising_sweep_of_diffusion_models(models, latent_diffusion, digits_te
     assert all(r["kind"] == "gaussian" and r["num_images"] == 8 for r in latent_rows)
     assert all(math.isfinite(n) for r in latent_rows for n in numbers(r))
     # The same noisy images as the pixel model's at a level.
-    assert latent_rows[2]["psnr_noisy"] == denoising_sweep(models["diffusion"], digits_test, sigmas=(0.5,),
-                                                           limit=8)[0]["psnr_noisy"]
+    assert (
+        latent_rows[2]["psnr_noisy"]
+        == denoising_sweep(models["diffusion"], digits_test, sigmas=(0.5,), limit=8)[0]["psnr_noisy"]
+    )
 
 
 # --- latent space ----------------------------------------------------------------------------------------
@@ -241,9 +268,22 @@ def test_gradient_norms_of_a_unet_in_network_order(models, digits_train):
     norms = gradient_norms(model, batch, seed=4)
     names = list(norms)
     assert names[0] == "embed_noise" and names[-1] == "decoder.out_conv"
-    order = [names.index(n) for n in ("embed_class", "encoder.stem", "encoder.blocks.0", "encoder.downsamples.0",
-                                      "encoder.attentions.1", "middle.0", "middle.1", "middle.2",
-                                      "decoder.blocks.0", "decoder.upsamples.0", "decoder.out_norm")]
+    order = [
+        names.index(n)
+        for n in (
+            "embed_class",
+            "encoder.stem",
+            "encoder.blocks.0",
+            "encoder.downsamples.0",
+            "encoder.attentions.1",
+            "middle.0",
+            "middle.1",
+            "middle.2",
+            "decoder.blocks.0",
+            "decoder.upsamples.0",
+            "decoder.out_norm",
+        )
+    ]
     assert order == sorted(order)
     assert "encoder.attentions.0" not in norms  # an identity slot has nothing to train
     assert all(math.isfinite(v) and v >= 0 for v in norms.values()) and sum(norms.values()) > 0
@@ -270,15 +310,18 @@ def test_gradient_norms_match_a_direct_backward_and_keep_existing_grads(models, 
 
 
 # --- speed -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler, steps, guidance, nfe", [("euler", 3, None, 3), ("heun", 3, None, 5),
-                                                           ("ddim", 4, None, 4), ("dpm++", 3, 2.0, 6)])
+@pytest.mark.parametrize(
+    "sampler, steps, guidance, nfe",
+    [("euler", 3, None, 3), ("heun", 3, None, 5), ("ddim", 4, None, 4), ("dpm++", 3, 2.0, 6)],
+)
 def test_sampling_speed_counts_network_evaluations(models, sampler, steps, guidance, nfe):
     from aediff.diffusion.samplers import evaluations_per_sample
 
     model = models["class_diffusion" if guidance else "diffusion"]
     condition = Condition(class_labels=3, guidance=guidance) if guidance else None
-    result = sampling_speed(model, n=4, repeats=2, condition=condition,
-                            options=SamplerOptions(sampler=sampler, steps=steps))
+    result = sampling_speed(
+        model, n=4, repeats=2, condition=condition, options=SamplerOptions(sampler=sampler, steps=steps)
+    )
     assert result["nfe"] == nfe == evaluations_per_sample(sampler, steps) * (2 if guidance else 1)
     assert result["images_per_second"] > 0
     assert result["seconds_per_image"] * result["images_per_second"] == pytest.approx(1.0)
@@ -297,8 +340,9 @@ def test_training_summary_reads_the_run_folder(runs, loaded, tmp_path):
     assert loaded["vae"].summary == result  # what aediff.load reports
     # Without the training state: the last line of log.jsonl
     (tmp_path / "config.json").write_text((runs / "vae" / "config.json").read_text())
-    (tmp_path / "log.jsonl").write_text(json.dumps({"step": 25, "train_seconds": 2.0}) + "\n" +
-                                        json.dumps({"step": 50, "train_seconds": 4.0}) + "\n")
+    (tmp_path / "log.jsonl").write_text(
+        json.dumps({"step": 25, "train_seconds": 2.0}) + "\n" + json.dumps({"step": 50, "train_seconds": 4.0}) + "\n"
+    )
     result = read_training_summary(tmp_path, batch_size=32)
     assert (result.steps, result.images_per_second) == (50, 50 * 32 / 4.0)
     # No training record: no summary; a damaged one: a clear error.
@@ -309,12 +353,19 @@ def test_training_summary_reads_the_run_folder(runs, loaded, tmp_path):
 
 
 # --- evaluate_model and `aediff eval` --------------------------------------------------------------------
-def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(models, loaded, digits_train,
-                                                                           digits_test):
-    result = evaluate_model(loaded["vae"], digits_train, digits_test, classifier=loaded["classifier"], samples=30,
-                            limit=24)
-    for section in ("reconstruction", "denoising", "likelihood", "latent_space", "generation", "sampling_speed",
-                    "training_speed"):
+def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(models, loaded, digits_train, digits_test):
+    result = evaluate_model(
+        loaded["vae"], digits_train, digits_test, classifier=loaded["classifier"], samples=30, limit=24
+    )
+    for section in (
+        "reconstruction",
+        "denoising",
+        "likelihood",
+        "latent_space",
+        "generation",
+        "sampling_speed",
+        "training_speed",
+    ):
         assert section in result, result.get("skipped")
     assert result["skipped"] == {}
     text = json.dumps(result, allow_nan=False)
@@ -332,8 +383,16 @@ def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(model
 
 
 def test_evaluate_model_of_diffusion_models(models, latent_diffusion, digits_train, digits_test):
-    result = evaluate_model(models["class_diffusion"], digits_train, digits_test, classifier=models["classifier"],
-                            samples=20, limit=8, condition=Condition(guidance=2.0), options=SamplerOptions(steps=2))
+    result = evaluate_model(
+        models["class_diffusion"],
+        digits_train,
+        digits_test,
+        classifier=models["classifier"],
+        samples=20,
+        limit=8,
+        condition=Condition(guidance=2.0),
+        options=SamplerOptions(steps=2),
+    )
     assert {"denoising", "likelihood", "generation", "conditional", "sampling_speed"} <= set(result)
     assert "latent_space" not in result and "reconstruction" not in result
     assert result["conditional"]["per_class"] == 10 and 0 <= result["conditional"]["accuracy"] <= 1
@@ -351,8 +410,22 @@ def test_evaluate_model_of_diffusion_models(models, latent_diffusion, digits_tra
 
 def test_eval_command_writes_the_metrics(runs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "metrics.json"
-    code, text = run_cli(monkeypatch, capsys, "eval", runs / "dae", "--data", "digits", "--classifier",
-                         runs / "classifier", "--samples", "20", "--limit", "16", "--out", out)
+    code, text = run_cli(
+        monkeypatch,
+        capsys,
+        "eval",
+        runs / "dae",
+        "--data",
+        "digits",
+        "--classifier",
+        runs / "classifier",
+        "--samples",
+        "20",
+        "--limit",
+        "16",
+        "--out",
+        out,
+    )
     assert code == 0, text
     result = json.loads(out.read_text())
     assert result["family"] == "dae" and result["generation"]["num_samples"] == 20

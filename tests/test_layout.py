@@ -92,9 +92,11 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def _is_family(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "family") or (isinstance(node, ast.Name) and
-            node.id == "family") or (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
-                                     and node.slice.value == "family")
+    return (
+        (isinstance(node, ast.Attribute) and node.attr == "family")
+        or (isinstance(node, ast.Name) and node.id == "family")
+        or (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "family")
+    )
 
 
 def _is_text(node: ast.AST) -> bool:

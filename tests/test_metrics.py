@@ -91,9 +91,7 @@ def test_mse_psnr_match_references(name, x, y, sigma, crop):
         a, b = x[i].double().numpy(), y[i].double().numpy()
         assert ours_mse[i].item() == pytest.approx(skm.mean_squared_error(a, b), rel=1e-5)
         assert ours_mse[i].item() == pytest.approx(tm_mse(x[i], y[i]).item(), rel=1e-5)
-        assert ours_psnr[i].item() == pytest.approx(
-            skm.peak_signal_noise_ratio(a, b, data_range=2.0), abs=1e-4
-        )
+        assert ours_psnr[i].item() == pytest.approx(skm.peak_signal_noise_ratio(a, b, data_range=2.0), abs=1e-4)
 
 
 @pytest.mark.parametrize("name,x,y,sigma,crop", PAIRS, ids=[p[0] for p in PAIRS])
@@ -118,9 +116,7 @@ def test_ssim_matches_skimage_and_torchmetrics_valid_region(name, x, y, sigma, c
     # included). Cropping its full map to the valid region reproduces ours exactly.
     tm_scalar, tm_map = tm_ssim(x, y, data_range=2.0, sigma=sigma, reduction="none", return_full_image=True)
     assert tm_map.shape == x.shape
-    torch.testing.assert_close(
-        ours, tm_map[..., crop:-crop, crop:-crop].mean(dim=(1, 2, 3)), atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(ours, tm_map[..., crop:-crop, crop:-crop].mean(dim=(1, 2, 3)), atol=1e-5, rtol=0)
     # The known difference (border positions) is bounded but not small: only a loose check.
     assert (ours - tm_scalar).abs().max() < 0.5
 

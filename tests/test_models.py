@@ -124,14 +124,16 @@ def test_dae_trains_on_corrupted_input():
         tiny("dae", corruption="blur:3")
 
 
-@pytest.mark.parametrize("spec", ["gaussian:0.5", "gaussian:0.1-0.8", "mask:0.3", "mask:0.5:patch4", "saltpepper:0.1",
-                                  "none"])
+@pytest.mark.parametrize(
+    "spec", ["gaussian:0.5", "gaussian:0.1-0.8", "mask:0.3", "mask:0.5:patch4", "saltpepper:0.1", "none"]
+)
 def test_corruption_specs_round_trip(spec):
     assert Corruption.parse(spec).spec == spec
 
 
-@pytest.mark.parametrize("spec", ["gaussian", "gaussian:x", "mask:1.5", "gaussian:0.5-0.1", "mask:0.3:blur",
-                                  "saltpepper:0.2:patch2"])
+@pytest.mark.parametrize(
+    "spec", ["gaussian", "gaussian:x", "mask:1.5", "gaussian:0.5-0.1", "mask:0.3:blur", "saltpepper:0.2:patch2"]
+)
 def test_bad_corruption_specs_say_what_to_write(spec):
     with pytest.raises(ConfigError):
         Corruption.parse(spec)

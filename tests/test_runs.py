@@ -48,8 +48,14 @@ def test_a_version_1_latent_diffusion_keeps_the_images_shape_and_its_autoencoder
 def test_the_run_record_carries_typed_configs_and_a_training_summary(tmp_path):
     from aediff.training.train import train
 
-    train("ae", tmp_path / "ae", "digits", model={"channels": (8, 16), "bottleneck_dim": 4},
-          training={"max_steps": 3, "batch_size": 32, "tensorboard": False}, progress=False)
+    train(
+        "ae",
+        tmp_path / "ae",
+        "digits",
+        model={"channels": (8, 16), "bottleneck_dim": 4},
+        training={"max_steps": 3, "batch_size": 32, "tensorboard": False},
+        progress=False,
+    )
     run = aediff.load(tmp_path / "ae", device="cpu")
     assert run.format_version == aediff.runs.FORMAT_VERSION == 2
     assert run.training.max_steps == 3 and run.data.spec == "digits" and run.weights == "ema"

@@ -56,18 +56,27 @@ def run(name: str, seed: int, **options) -> torch.Tensor:
 
 
 # --- the registry ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,function,options,evaluations", [
-    ("ddpm", sample_ddpm, (), 7), ("ddim", sample_ddim, ("eta",), 7), ("euler", sample_euler, ("s_churn",), 7),
-    ("heun", sample_heun, ("s_churn",), 13), ("dpm++", sample_dpmpp_2m, (), 7),
-])
+@pytest.mark.parametrize(
+    "name,function,options,evaluations",
+    [
+        ("ddpm", sample_ddpm, (), 7),
+        ("ddim", sample_ddim, ("eta",), 7),
+        ("euler", sample_euler, ("s_churn",), 7),
+        ("heun", sample_heun, ("s_churn",), 13),
+        ("dpm++", sample_dpmpp_2m, (), 7),
+    ],
+)
 def test_every_sampler_is_declared_with_its_function_options_and_evaluations(name, function, options, evaluations):
     spec = SAMPLERS[name]
     assert isinstance(spec, SamplerSpec) and spec.name == name and spec.function is function
     assert spec.options == options and spec.evaluations(7) == evaluations == evaluations_per_sample(name, 7)
     assert spec.discrete_timesteps == (name in ("ddpm", "ddim"))
     keywords = inspect.signature(function).parameters
-    assert all(keywords[option].kind is inspect.Parameter.KEYWORD_ONLY or keywords[option].default is not
-               inspect.Parameter.empty for option in options)
+    assert all(
+        keywords[option].kind is inspect.Parameter.KEYWORD_ONLY
+        or keywords[option].default is not inspect.Parameter.empty
+        for option in options
+    )
 
 
 def test_sampler_names_are_the_registry_and_the_literal():
@@ -81,10 +90,19 @@ def test_a_spec_is_still_callable_as_its_function():
         SAMPLERS["euler"](gaussian_denoiser, x, sigmas, eta=0.5)
 
 
-@pytest.mark.parametrize("name,options,stochastic", [
-    ("ddpm", {}, True), ("ddim", {}, False), ("ddim", {"eta": 0.0}, False), ("ddim", {"eta": 0.3}, True),
-    ("euler", {}, False), ("euler", {"s_churn": 1.0}, True), ("heun", {"s_churn": 0.0}, False), ("dpm++", {}, False),
-])
+@pytest.mark.parametrize(
+    "name,options,stochastic",
+    [
+        ("ddpm", {}, True),
+        ("ddim", {}, False),
+        ("ddim", {"eta": 0.0}, False),
+        ("ddim", {"eta": 0.3}, True),
+        ("euler", {}, False),
+        ("euler", {"s_churn": 1.0}, True),
+        ("heun", {"s_churn": 0.0}, False),
+        ("dpm++", {}, False),
+    ],
+)
 def test_stochastic_follows_the_options(name, options, stochastic):
     assert SamplerOptions(sampler=name, **options).resolve("dpm++", 5).stochastic is stochastic
 
@@ -112,12 +130,18 @@ def test_resolve_fills_the_defaults():
     assert SamplerOptions(sampler="heun", steps=3).resolve("euler", 7) == SamplerOptions(sampler="heun", steps=3)
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"sampler": "plms"}, "unknown sampler 'plms'; choose one of ddpm, ddim, euler, heun, dpm\\+\\+"),
-    ({"steps": 0}, "steps must be"), ({"steps": 2.5}, "steps must be"),
-    ({"sampler": "ddim", "eta": -1.0}, "--eta must be between 0"), ({"sampler": "ddim", "eta": 1.5}, "--eta must"),
-    ({"sampler": "ddim", "eta": float("nan")}, "--eta must"), ({"sampler": "euler", "s_churn": -0.1}, "--s-churn must"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"sampler": "plms"}, "unknown sampler 'plms'; choose one of ddpm, ddim, euler, heun, dpm\\+\\+"),
+        ({"steps": 0}, "steps must be"),
+        ({"steps": 2.5}, "steps must be"),
+        ({"sampler": "ddim", "eta": -1.0}, "--eta must be between 0"),
+        ({"sampler": "ddim", "eta": 1.5}, "--eta must"),
+        ({"sampler": "ddim", "eta": float("nan")}, "--eta must"),
+        ({"sampler": "euler", "s_churn": -0.1}, "--s-churn must"),
+    ],
+)
 def test_resolve_rejects_what_cannot_run(options, message):
     with pytest.raises(ConfigError, match=message):
         SamplerOptions(**options).resolve("dpm++", 20)
@@ -132,8 +156,11 @@ def test_unresolved_options_cannot_run():
 
 
 # --- one trajectory convention -------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,options", [(name, {}) for name in SAMPLERS] + [
-    ("ddim", {"eta": 1.0}), ("euler", {"s_churn": 10.0}), ("heun", {"s_churn": 10.0})])
+@pytest.mark.parametrize(
+    "name,options",
+    [(name, {}) for name in SAMPLERS]
+    + [("ddim", {"eta": 1.0}), ("euler", {"s_churn": 10.0}), ("heun", {"s_churn": 10.0})],
+)
 def test_each_frame_is_the_state_the_denoiser_first_sees_at_that_step(name, options):
     x, sigmas = start()
     denoiser, frames = RecordingDenoiser(), []
@@ -153,14 +180,16 @@ def test_each_frame_is_the_state_the_denoiser_first_sees_at_that_step(name, opti
 
 
 # --- determinism and churn -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,options", [
-    ("ddim", {"eta": 0.0}), ("euler", {"s_churn": 0.0}), ("heun", {"s_churn": 0.0}), ("dpm++", {})])
+@pytest.mark.parametrize(
+    "name,options", [("ddim", {"eta": 0.0}), ("euler", {"s_churn": 0.0}), ("heun", {"s_churn": 0.0}), ("dpm++", {})]
+)
 def test_deterministic_samplers_ignore_the_generator(name, options):
     assert torch.equal(run(name, 1, **options), run(name, 2, **options))
 
 
-@pytest.mark.parametrize("name,options", [
-    ("ddpm", {}), ("ddim", {"eta": 1.0}), ("euler", {"s_churn": 10.0}), ("heun", {"s_churn": 10.0})])
+@pytest.mark.parametrize(
+    "name,options", [("ddpm", {}), ("ddim", {"eta": 1.0}), ("euler", {"s_churn": 10.0}), ("heun", {"s_churn": 10.0})]
+)
 def test_stochastic_samplers_follow_the_generator(name, options):
     assert torch.equal(run(name, 1, **options), run(name, 1, **options))
     assert not torch.allclose(run(name, 1, **options), run(name, 2, **options))

@@ -21,8 +21,15 @@ TINY = {"channels": (8, 16), "bottleneck_dim": 8}
 
 
 def quick(**overrides):
-    base = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "log_every": 5, "checkpoint_every": 1000,
-            "preview_every": 0, "tensorboard": False}
+    base = {
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "log_every": 5,
+        "checkpoint_every": 1000,
+        "preview_every": 0,
+        "tensorboard": False,
+    }
     return {**base, **overrides}
 
 
@@ -35,8 +42,13 @@ def test_training_lowers_the_loss_and_writes_a_complete_run(tmp_path):
     assert result.step == 60 and not result.interrupted
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
-    for name in ("config.json", "model.safetensors", "ema.safetensors", "training_state/optimizer.safetensors",
-                 "training_state/state.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "ema.safetensors",
+        "training_state/optimizer.safetensors",
+        "training_state/state.json",
+    ):
         assert (tmp_path / "run" / name).exists(), name
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["family"] == "ae" and config["model"]["image_size"] == 8 and config["data"]["spec"] == "digits"
@@ -77,8 +89,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, famil
         if step == 7:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the trainer finishes the step and saves
 
-    part = train(family, tmp_path / "part", "digits", model=TINY, training=config, progress=False,
-                 callbacks=[ctrl_c_at_step_7])
+    part = train(
+        family, tmp_path / "part", "digits", model=TINY, training=config, progress=False, callbacks=[ctrl_c_at_step_7]
+    )
     assert part.interrupted and part.step == 7
     assert json.loads((tmp_path / "part" / "training_state" / "state.json").read_text())["step"] == 7
     resumed = train(None, tmp_path / "part", resume=True, progress=False)
@@ -88,8 +101,10 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, famil
         assert a.keys() == b.keys()
         for key in a:
             # cuDNN's convolution backward is not bitwise reproducible, so on CUDA the runs agree to rounding.
-            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4 if torch.cuda.is_available() else 1e-6), \
-                (name, key)
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4 if torch.cuda.is_available() else 1e-6), (
+                name,
+                key,
+            )
 
 
 def test_resume_can_extend_a_finished_run(tmp_path):
@@ -159,8 +174,7 @@ def test_clear_errors_for_bad_runs_and_configs(tmp_path):
     with pytest.raises(ConfigError, match="how long"):
         train("ae", tmp_path / "s", "digits", model=TINY, training=quick(), progress=False)
     with pytest.raises(ConfigError, match="batch"):
-        train("ae", tmp_path / "t", "digits", model=TINY, training=quick(batch_size=5000, max_steps=1),
-              progress=False)
+        train("ae", tmp_path / "t", "digits", model=TINY, training=quick(batch_size=5000, max_steps=1), progress=False)
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine():
@@ -180,8 +194,14 @@ def test_time_budget_stops_training(tmp_path):
 def test_tensorboard_gets_scalars_and_image_grids(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train("dae", tmp_path / "tb", "digits", model=TINY, progress=False,
-          training=quick(max_steps=10, tensorboard=True, preview_every=5))
+    train(
+        "dae",
+        tmp_path / "tb",
+        "digits",
+        model=TINY,
+        progress=False,
+        training=quick(max_steps=10, tensorboard=True, preview_every=5),
+    )
     events = EventAccumulator(str(tmp_path / "tb" / "tb"), size_guidance={"images": 0})
     events.Reload()
     assert {"train/loss", "train/lr", "train/mse"} <= set(events.Tags()["scalars"])
@@ -190,6 +210,12 @@ def test_tensorboard_gets_scalars_and_image_grids(tmp_path):
 
 
 def test_mixed_precision_flag_trains(tmp_path):
-    result = train("ae", tmp_path / "bf16", "digits", model=TINY, progress=False,
-                   training=quick(max_steps=4, mixed_precision="bf16"))
+    result = train(
+        "ae",
+        tmp_path / "bf16",
+        "digits",
+        model=TINY,
+        progress=False,
+        training=quick(max_steps=4, mixed_precision="bf16"),
+    )
     assert result.step == 4 and torch.isfinite(torch.tensor(result.last_logs["loss"]))

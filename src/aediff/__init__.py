@@ -1,9 +1,9 @@
 """aediff: the autoencoder family and diffusion models, side by side.
 
-    import aediff
-    aediff.train("vae", out="runs/vae", data="mnist5k", training={"max_minutes": 5})
-    run = aediff.load("runs/vae")            # rebuilt from the run folder alone (safetensors + JSON)
-    z = run.model.encode(x); x_hat = run.model.decode(z); samples = run.model.sample(16)
+import aediff
+aediff.train("vae", out="runs/vae", data="mnist5k", training={"max_minutes": 5})
+run = aediff.load("runs/vae")            # rebuilt from the run folder alone (safetensors + JSON)
+z = run.model.encode(x); x_hat = run.model.decode(z); samples = run.model.sample(16)
 """
 
 from aediff.errors import AediffError, ConfigError, DataError, RunError

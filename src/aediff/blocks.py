@@ -94,8 +94,9 @@ class Attention2d(nn.Module):
         n, c, p = t.shape
         return t.reshape(n, self.num_heads, c // self.num_heads, p).transpose(-1, -2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         n, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).unbind(1)
         out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
@@ -111,8 +112,9 @@ class Attention2d(nn.Module):
         return x + self.cross_proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
 
-def attend(block: nn.Module, h: torch.Tensor, context: torch.Tensor | None,
-           context_mask: torch.Tensor | None) -> torch.Tensor:
+def attend(
+    block: nn.Module, h: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+) -> torch.Tensor:
     """Apply ``block`` if it is an Attention2d (stages without attention hold an nn.Identity)."""
     return block(h, context, context_mask) if isinstance(block, Attention2d) else h
 
@@ -187,7 +189,10 @@ class Encoder(nn.Module):
         self.out_channels = width
 
     def forward(
-        self, x: torch.Tensor, emb: torch.Tensor | None = None, context: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(x)

@@ -40,14 +40,23 @@ if TYPE_CHECKING:
     from aediff.models import Condition
     from aediff.runs import Run
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,  # plain errors: one line
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Train, sample, reconstruct, denoise and evaluate autoencoders and diffusion models.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain errors: one line
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Train, sample, reconstruct, denoise and evaluate autoencoders and diffusion models.",
+)
 console = Console()
 errors = Console(stderr=True)
 
-DataOpt = Annotated[str | None, typer.Option("--data", help="dataset: a name from `aediff datasets`, "
-                                             "folder:PATH or npz:PATH (default: the run's training data)")]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="dataset: a name from `aediff datasets`, folder:PATH or npz:PATH (default: the run's training data)",
+    ),
+]
 SplitOpt = Annotated[Split, typer.Option(help="which split")]
 SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="random seed")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace --out if it exists")]
@@ -62,8 +71,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="print the version and exit")] = False) -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
     """Train, sample, reconstruct, denoise and evaluate autoencoders and diffusion models."""
 
 
@@ -89,11 +101,18 @@ def datasets() -> None:
 
     table = Table("name", "offline", "labels", "description", "how to get it")
     for info in list_datasets():
-        table.add_row(info.name, "yes" if info.offline_available else "no", info.targets, info.description,
-                      escape(info.how_to_get))
+        table.add_row(
+            info.name,
+            "yes" if info.offline_available else "no",
+            info.targets,
+            info.description,
+            escape(info.how_to_get),
+        )
     console.print(table)
-    console.print("Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl) "
-                  "and npz:PATH (arrays `images`, optional `labels`, `captions`).")
+    console.print(
+        "Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl) "
+        "and npz:PATH (arrays `images`, optional `labels`, `captions`)."
+    )
 
 
 @app.command("env")
@@ -109,10 +128,18 @@ def environment() -> None:
 
 # --- train ---------------------------------------------------------------------------------------------
 # Model options of `aediff train` -> the config field each sets (a bare name resolves in every family's config).
-MODEL_FLAGS = {"bottleneck": "bottleneck_dim", "latent": "latent", "latent_channels": "latent_channels",
-               "beta": "beta", "likelihood": "likelihood", "noise": "corruption", "condition": "conditioning.kind",
-               "text_encoder": "text_encoder", "text_encoder_path": "text_encoder_path",
-               "autoencoder": "autoencoder.path"}
+MODEL_FLAGS = {
+    "bottleneck": "bottleneck_dim",
+    "latent": "latent",
+    "latent_channels": "latent_channels",
+    "beta": "beta",
+    "likelihood": "likelihood",
+    "noise": "corruption",
+    "condition": "conditioning.kind",
+    "text_encoder": "text_encoder",
+    "text_encoder_path": "text_encoder_path",
+    "autoencoder": "autoencoder.path",
+}
 
 
 def _model_overrides(family: str | None, flags: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
@@ -147,24 +174,29 @@ def _widths(text: str) -> list[int]:
 
 @app.command()
 def train(
-    family: Annotated[Family | None, typer.Argument(metavar="FAMILY", help="model family to train (leave out "
-                                                    "with --resume)")] = None,
+    family: Annotated[
+        Family | None, typer.Argument(metavar="FAMILY", help="model family to train (leave out with --resume)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="run folder to create (or continue with --resume)")] = Path("runs/run"),
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
     bottleneck: Annotated[int | None, typer.Option(min=1, help="size of the vector latent")] = None,
     latent: Annotated[LatentKind | None, typer.Option(help="bottleneck shape")] = None,
     latent_channels: Annotated[int | None, typer.Option(min=1, help="channels of a spatial latent")] = None,
     widths: Annotated[str | None, typer.Option(help="channels of each resolution stage, e.g. 16,32,64")] = None,
-    noise: Annotated[str | None, typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, "
-                                              "mask:0.5:patch4, saltpepper:0.1")] = None,
+    noise: Annotated[
+        str | None,
+        typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, mask:0.5:patch4, saltpepper:0.1"),
+    ] = None,
     beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
     likelihood: Annotated[Likelihood | None, typer.Option(help="VAE: p(x|z)")] = None,
-    condition: Annotated[ConditionKind | None, typer.Option(help="diffusion: condition on class labels or captions")
-                         ] = None,
+    condition: Annotated[
+        ConditionKind | None, typer.Option(help="diffusion: condition on class labels or captions")
+    ] = None,
     text_encoder: Annotated[TextEncoderKind | None, typer.Option(help="--condition text: caption encoder")] = None,
     text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
-    autoencoder: Annotated[Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE "
-                                                     "with --latent spatial")] = None,
+    autoencoder: Annotated[
+        Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE with --latent spatial")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="global batch size")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="peak learning rate")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
@@ -177,8 +209,13 @@ def train(
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
     data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="model config field, key=value (repeatable; "
-                                                   "a field name or its dotted path, e.g. network.channels)")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="model config field, key=value (repeatable; a field name or its dotted path, e.g. network.channels)",
+        ),
+    ] = None,
     train_set: Annotated[list[str] | None, typer.Option("--train-set", help="training config field, key=value")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
@@ -190,23 +227,39 @@ def train(
 
     if family is None and not resume:
         raise ConfigError("name the model family to train, e.g. `aediff train vae` (or pass --resume)")
-    flags = {"bottleneck": bottleneck, "latent": latent, "latent_channels": latent_channels, "beta": beta,
-             "likelihood": likelihood, "noise": noise, "condition": condition, "text_encoder": text_encoder,
-             "text_encoder_path": text_encoder_path, "autoencoder": str(autoencoder) if autoencoder else None}
+    flags = {
+        "bottleneck": bottleneck,
+        "latent": latent,
+        "latent_channels": latent_channels,
+        "beta": beta,
+        "likelihood": likelihood,
+        "noise": noise,
+        "condition": condition,
+        "text_encoder": text_encoder,
+        "text_encoder_path": text_encoder_path,
+        "autoencoder": str(autoencoder) if autoencoder else None,
+    }
     model = _model_overrides(None if resume else family, flags, set_ or [])
     if widths is not None:
         model["channels"] = _widths(widths)
     training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
-    for key, value in {"batch_size": batch_size, "lr": lr, "max_steps": max_steps, "epochs": epochs,
-                       "max_minutes": parse_duration(max_time, "--max-time") if max_time else None, "seed": seed,
-                       "mixed_precision": mixed_precision}.items():
+    for key, value in {
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_steps": max_steps,
+        "epochs": epochs,
+        "max_minutes": parse_duration(max_time, "--max-time") if max_time else None,
+        "seed": seed,
+        "mixed_precision": mixed_precision,
+    }.items():
         if value is not None:
             training[key] = value
     if not resume and not {"max_steps", "epochs", "max_minutes"} & set(training):
         training["epochs"] = 10.0
         console.print("No --max-steps, --epochs or --max-time given: training for 10 epochs.")
-    data_config = DataConfig(spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad,
-                             data_dir=data_dir)
+    data_config = DataConfig(
+        spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad, data_dir=data_dir
+    )
     if dry_run:
         _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
         _print_json("model overrides", model)
@@ -214,13 +267,14 @@ def train(
         return
     from aediff.training.train import train as run_training
 
-    result = run_training(family, out, data_config, model=model, training=training, resume=resume,
-                          progress=progress)
+    result = run_training(family, out, data_config, model=model, training=training, resume=resume, progress=progress)
     if not result.is_main_process:
         return
     state = "interrupted; continue with --resume" if result.interrupted else "done"
-    console.print(f"{state}: {result.step} steps, {result.images_per_second:.0f} images/s, "
-                  f"loss {result.last_logs.get('loss', float('nan')):.4g} -> {result.run_dir}")
+    console.print(
+        f"{state}: {result.step} steps, {result.images_per_second:.0f} images/s, "
+        f"loss {result.last_logs.get('loss', float('nan')):.4g} -> {result.run_dir}"
+    )
 
 
 # --- using a trained model -------------------------------------------------------------------------------
@@ -243,8 +297,10 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
         raise ConfigError(f"{run.path} records no dataset; name one with --data")
     dataset = config.load(split)
     if dataset.resolution != (size, size) or dataset.channels != channels:
-        raise ConfigError(f"the model takes {channels}x{size}x{size} images but the data is "
-                          f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}")
+        raise ConfigError(
+            f"the model takes {channels}x{size}x{size} images but the data is "
+            f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}"
+        )
     return dataset
 
 
@@ -266,8 +322,15 @@ def _class_index(text: str | None, run: Run, option: str, allow_all: bool = Fals
     return index
 
 
-def _condition(run: Run, samples: int, class_: str | None, negative_class: str | None, prompt: str | None,
-               negative_prompt: str | None, guidance: float | None) -> Condition | None:
+def _condition(
+    run: Run,
+    samples: int,
+    class_: str | None,
+    negative_class: str | None,
+    prompt: str | None,
+    negative_prompt: str | None,
+    guidance: float | None,
+) -> Condition | None:
     """The Condition the options describe (None when none is given), checked against the model."""
     import torch
 
@@ -277,19 +340,28 @@ def _condition(run: Run, samples: int, class_: str | None, negative_class: str |
     if chosen == "all":
         run.model.require(Capability.CLASS_CONDITION, "--class all")
         chosen = torch.arange(samples) % run.model.num_classes
-    condition = Condition(class_labels=chosen, prompts=prompt,
-                          negative_class=_class_index(negative_class, run, "--negative-class"),
-                          negative_prompt=negative_prompt, guidance=guidance)
+    condition = Condition(
+        class_labels=chosen,
+        prompts=prompt,
+        negative_class=_class_index(negative_class, run, "--negative-class"),
+        negative_prompt=negative_prompt,
+        guidance=guidance,
+    )
     for capability in condition.needs:
-        run.model.require(capability, "--class / --negative-class" if capability is Capability.CLASS_CONDITION
-                          else "--prompt / --negative-prompt")
+        run.model.require(
+            capability,
+            "--class / --negative-class"
+            if capability is Capability.CLASS_CONDITION
+            else "--prompt / --negative-prompt",
+        )
     if guidance is not None and not condition.needs:
         run.model.require(Capability.SAMPLER, "--guidance")
     return condition if (condition.needs or guidance is not None) else None
 
 
-def _sampler_options(run: Run, sampler: str | None, steps: int | None, eta: float | None,
-                     s_churn: float | None) -> SamplerOptions | None:
+def _sampler_options(
+    run: Run, sampler: str | None, steps: int | None, eta: float | None, s_churn: float | None
+) -> SamplerOptions | None:
     """The SamplerOptions the options describe, validated against the chosen sampler (None when none given)."""
     from aediff.diffusion.samplers import SamplerOptions
     from aediff.models import Capability
@@ -325,8 +397,9 @@ def reconstruct(
     x = dataset.batch(torch.arange(min(images, len(dataset))))["images"].to(loaded.model.device)
     with torch.no_grad():
         save_image_grid(torch.cat([x, loaded.model.reconstruct(x)]).cpu(), out, nrow=len(x))
-    _print_json(f"reconstruction on {dataset.name}:{split} (grid: {out})",
-                reconstruction_metrics(loaded.model, dataset))
+    _print_json(
+        f"reconstruction on {dataset.name}:{split} (grid: {out})", reconstruction_metrics(loaded.model, dataset)
+    )
 
 
 @app.command()
@@ -334,26 +407,35 @@ def sample(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a generative model")],
     samples: Annotated[int, typer.Option(min=1, max=100_000, help="number of samples")] = 64,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option(help="PNG grid, or .npz (uint8 arrays; a PNG grid is written beside)")
-                   ] = Path("samples.png"),
+    out: Annotated[Path, typer.Option(help="PNG grid, or .npz (uint8 arrays; a PNG grid is written beside)")] = Path(
+        "samples.png"
+    ),
     overwrite: OverwriteOpt = False,
     sampler: Annotated[SamplerName | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, max=10_000, help="diffusion: sampling steps (default: the "
-                                              "run's)")] = None,
-    eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="ddim: stochasticity (0 = deterministic)")
-                   ] = None,
-    s_churn: Annotated[float | None, typer.Option(min=0.0, help="euler, heun: stochastic churn (Karras et al. "
-                                                  "2022; 0 = deterministic)")] = None,
-    trajectory: Annotated[Path | None, typer.Option(help="diffusion: PNG strip of x_t and the predicted x0 "
-                                                    "along the sampling path")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="diffusion: sampling steps (default: the run's)")
+    ] = None,
+    eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="ddim: stochasticity (0 = deterministic)")] = None,
+    s_churn: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="euler, heun: stochastic churn (Karras et al. 2022; 0 = deterministic)"),
+    ] = None,
+    trajectory: Annotated[
+        Path | None, typer.Option(help="diffusion: PNG strip of x_t and the predicted x0 along the sampling path")
+    ] = None,
     frames: Annotated[int, typer.Option(min=1, max=1000, help="--trajectory: steps shown, evenly spread")] = 8,
-    class_: Annotated[str | None, typer.Option("--class", help="class-conditioned diffusion: a class index, or "
-                                               "'all' to cycle through the classes")] = None,
+    class_: Annotated[
+        str | None,
+        typer.Option(
+            "--class", help="class-conditioned diffusion: a class index, or 'all' to cycle through the classes"
+        ),
+    ] = None,
     negative_class: Annotated[str | None, typer.Option(help="guide away from this class index")] = None,
     prompt: Annotated[str | None, typer.Option(help="text-conditioned diffusion: the caption to draw")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
-    guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale (1 = none; default: "
-                                                   "the run's)")] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="classifier-free guidance scale (1 = none; default: the run's)")
+    ] = None,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
     diffusion: with a sampler (`--sampler dpm++ --steps 20`), conditioned with `--class 7` or
@@ -411,15 +493,22 @@ def encode(
 
 @app.command()
 def denoise(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a model that denoises (AE, VAE, DAE, "
-                                        "diffusion)")],
+    run: Annotated[
+        Path, typer.Argument(metavar="RUN", help="run folder of a model that denoises (AE, VAE, DAE, diffusion)")
+    ],
     noise: Annotated[str, typer.Option(help="corruption, e.g. gaussian:0.5 or mask:0.3")] = "gaussian:0.5",
     data: DataOpt = None,
     split: SplitOpt = "test",
     images: Annotated[int, typer.Option(min=1, max=1024, help="images in the grid")] = 16,
     seed: SeedOpt = 0,
-    steps: Annotated[int, typer.Option(min=1, max=10_000, help="diffusion: 1 = the one-step x0 estimate; more = "
-                                       "integrate from the noise level down to 0")] = 1,
+    steps: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="diffusion: 1 = the one-step x0 estimate; more = integrate from the noise level down to 0",
+        ),
+    ] = 1,
     out: Annotated[Path, typer.Option(help="PNG grid: clean, corrupted, denoised rows")] = Path("denoised.png"),
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -438,8 +527,9 @@ def denoise(
     corruption = Corruption.parse(noise)
     sigma = corruption.fixed_sigma
     if model.can(Capability.NOISE_LEVEL) and sigma is None:
-        raise ConfigError(f"a diffusion model removes Gaussian noise of a known level: use --noise gaussian:SIGMA, "
-                          f"not {noise!r}")
+        raise ConfigError(
+            f"a diffusion model removes Gaussian noise of a known level: use --noise gaussian:SIGMA, not {noise!r}"
+        )
     if steps > 1 and not model.can(Capability.NOISE_LEVEL):
         model.require(Capability.NOISE_LEVEL, "--steps")
     dataset = _dataset(loaded, data, split)
@@ -448,8 +538,10 @@ def denoise(
     with torch.no_grad():
         denoised = model.denoise(noisy, sigma=sigma, steps=steps)
         save_image_grid(torch.cat([x, noisy.clamp(-1, 1), denoised]).cpu(), out, nrow=len(x))
-    _print_json(f"denoising {corruption.spec} on {dataset.name}:{split} (grid: {out})",
-                denoising_metrics(model, dataset, corruption, seed, steps=steps))
+    _print_json(
+        f"denoising {corruption.spec} on {dataset.name}:{split} (grid: {out})",
+        denoising_metrics(model, dataset, corruption, seed, steps=steps),
+    )
 
 
 @app.command("eval-nll")
@@ -458,8 +550,9 @@ def eval_nll(
     data: DataOpt = None,
     split: SplitOpt = "test",
     k: Annotated[int, typer.Option(min=1, max=100_000, help="VAE: importance samples for the IWAE bound")] = 100,
-    timesteps: Annotated[int, typer.Option(min=1, max=100_000, help="diffusion: timesteps drawn per image for the "
-                                           "bound")] = 32,
+    timesteps: Annotated[
+        int, typer.Option(min=1, max=100_000, help="diffusion: timesteps drawn per image for the bound")
+    ] = 32,
     limit: Annotated[int | None, typer.Option(min=1, help="score N images spread over the split")] = None,
     seed: SeedOpt = 0,
 ) -> None:
@@ -473,19 +566,24 @@ def eval_nll(
     if model.can(Capability.ELBO):
         result = vae_likelihood(model, _dataset(loaded, data, split), k=k, seed=seed, limit=limit)
     elif model.can(Capability.DIFFUSION_BOUND):
-        result = diffusion_nll(model, _dataset(loaded, data, split), timesteps_per_image=timesteps, seed=seed,
-                               limit=limit)
+        result = diffusion_nll(
+            model, _dataset(loaded, data, split), timesteps_per_image=timesteps, seed=seed, limit=limit
+        )
     else:
-        raise ConfigError(f"{run} holds a {loaded.family!r} model, which defines no likelihood bound; use a VAE "
-                          f"or a pixel diffusion run")
+        raise ConfigError(
+            f"{run} holds a {loaded.family!r} model, which defines no likelihood bound; use a VAE "
+            f"or a pixel diffusion run"
+        )
     _print_json(f"likelihood on {split}", result)
 
 
 @app.command()
 def score(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a generative model")],
-    classifier: Annotated[Path | None, typer.Option(help="run folder of `aediff train classifier`: its "
-                                                     "penultimate features are the feature space")] = None,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(help="run folder of `aediff train classifier`: its penultimate features are the feature space"),
+    ] = None,
     inception: Annotated[bool, typer.Option(help="Inception-v3 features (torch-fidelity; weights on disk)")] = False,
     samples: Annotated[int, typer.Option(min=2, max=100_000, help="samples to score")] = 1000,
     data: DataOpt = None,
@@ -497,8 +595,9 @@ def score(
     from aediff.models import Capability
 
     if (classifier is None) == (not inception):
-        raise ConfigError("choose one feature space: --classifier RUN (train one with `aediff train classifier`) "
-                          "or --inception")
+        raise ConfigError(
+            "choose one feature space: --classifier RUN (train one with `aediff train classifier`) or --inception"
+        )
     if inception:
         from aediff.metrics import inception_extractor
 
@@ -511,8 +610,9 @@ def score(
     loaded.model.require(Capability.SAMPLE, "aediff score")
     reference = _dataset(loaded, data, split)
     images = sample_images(loaded.model, samples, seed)
-    result = generation_score(images, features, reference, feature_extractor=name,
-                              reference_name=f"{reference.name}:{split}", seed=seed)
+    result = generation_score(
+        images, features, reference, feature_extractor=name, reference_name=f"{reference.name}:{split}", seed=seed
+    )
     _print_json(f"samples of {run}", result.to_dict())
 
 
@@ -531,19 +631,28 @@ def compare(
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
     budget: Annotated[str, typer.Option(help="training budget of EACH model: 90s, 10m, 1h")] = "10m",
     out: Annotated[Path, typer.Option(help="report folder (report.html, metrics.json, tables/, figures/)")] = Path(
-        "reports/compare"),
-    overwrite: Annotated[bool, typer.Option(help="replace the report already in --out, and train again the "
-                                            "models it trained")] = False,
-    runs: Annotated[list[str] | None, typer.Option(help="reuse a trained run instead of training it: NAME=RUN "
-                                                   "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.1, "
-                                                   "dae-0.3, dae-0.75, diffusion, diffusion-noskip, "
-                                                   "ae-spatial, latent-diffusion)")] = None,
-    samples: Annotated[int, typer.Option(min=20, max=100_000, help="samples per model for FID / KID / precision / "
-                                         "recall")] = 1000,
+        "reports/compare"
+    ),
+    overwrite: Annotated[
+        bool, typer.Option(help="replace the report already in --out, and train again the models it trained")
+    ] = False,
+    runs: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="reuse a trained run instead of training it: NAME=RUN "
+            "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.1, "
+            "dae-0.3, dae-0.75, diffusion, diffusion-noskip, "
+            "ae-spatial, latent-diffusion)"
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(min=20, max=100_000, help="samples per model for FID / KID / precision / recall")
+    ] = 1000,
     limit: Annotated[int, typer.Option(min=10, help="test images for denoising, likelihood and probes")] = 500,
     max_steps: Annotated[int | None, typer.Option(min=1, help="also stop each model after this many steps")] = None,
-    bottlenecks: Annotated[str, typer.Option(help="AE bottleneck sizes; the middle one is shared by the "
-                                             "VAE and DAEs")] = "4,16,64",
+    bottlenecks: Annotated[
+        str, typer.Option(help="AE bottleneck sizes; the middle one is shared by the VAE and DAEs")
+    ] = "4,16,64",
     dae_sigmas: Annotated[str, typer.Option(help="Gaussian noise levels of the DAEs")] = "0.1,0.3,0.75",
     seed: SeedOpt = 0,
     progress: Annotated[bool, typer.Option(help="show the progress display")] = True,
@@ -554,17 +663,29 @@ def compare(
     from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
 
     if (out / "report.html").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a report; pass --overwrite to replace it, reuse its trained runs "
-                          f"with --runs NAME={out}/runs/NAME, or choose another --out")
-    config = CompareConfig(data=data, budget_minutes=parse_duration(budget, "--budget"), samples=samples,
-                           limit=limit, max_steps=max_steps, seed=seed, runs=parse_runs(runs or []),
-                           bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
-                           dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"))
+        raise ConfigError(
+            f"{out} already holds a report; pass --overwrite to replace it, reuse its trained runs "
+            f"with --runs NAME={out}/runs/NAME, or choose another --out"
+        )
+    config = CompareConfig(
+        data=data,
+        budget_minutes=parse_duration(budget, "--budget"),
+        samples=samples,
+        limit=limit,
+        max_steps=max_steps,
+        seed=seed,
+        runs=parse_runs(runs or []),
+        bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
+        dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"),
+    )
     trained = len([p for p in compare_plan(config) if p.name not in config.runs])
-    console.print(f"training {trained} models (the judging classifier among them) for {budget} each (about "
-                  f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html")
-    results = run_compare(config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]),
-                          replace_runs=overwrite)
+    console.print(
+        f"training {trained} models (the judging classifier among them) for {budget} each (about "
+        f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html"
+    )
+    results = run_compare(
+        config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]), replace_runs=overwrite
+    )
     table = Table("section", "claim", "verdict")
     for key, v in results["verdicts"].items():
         table.add_row(key, v["claim"], v["verdict"])
@@ -575,6 +696,7 @@ def compare(
 def _metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, value) rows of ``evaluate_model``'s result for the summary table: the scalars of each
     section, and one row per denoising level."""
+
     def show(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -583,11 +705,18 @@ def _metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         if section == "denoising":
             for row in values:
                 steps = f", {row['steps']} steps" if row["steps"] > 1 else ""
-                rows.append((f"denoising {row['corruption']}{steps}", f"PSNR {row['psnr']:.2f} dB (noisy "
-                             f"{row['psnr_noisy']:.2f}), SSIM {row['ssim']:.3f}"))
+                rows.append(
+                    (
+                        f"denoising {row['corruption']}{steps}",
+                        f"PSNR {row['psnr']:.2f} dB (noisy {row['psnr_noisy']:.2f}), SSIM {row['ssim']:.3f}",
+                    )
+                )
         elif isinstance(values, dict) and section not in ("data", "settings", "skipped"):
-            rows += [(f"{section} {key}", show(value)) for key, value in values.items()
-                     if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed"]
+            rows += [
+                (f"{section} {key}", show(value))
+                for key, value in values.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed"
+            ]
     rows += [(f"skipped {section}", reason) for section, reason in result.get("skipped", {}).items()]
     return rows
 
@@ -597,11 +726,16 @@ def evaluate(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder")],
     data: DataOpt = None,
     split: SplitOpt = "test",
-    classifier: Annotated[Path | None, typer.Option(help="run folder of `aediff train classifier`: its features "
-                                                     "score samples (FID, KID, precision, recall)")] = None,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(
+            help="run folder of `aediff train classifier`: its features score samples (FID, KID, precision, recall)"
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option(min=2, max=100_000, help="samples to score")] = 1000,
-    limit: Annotated[int | None, typer.Option(min=1, help="test images per protocol (default: the whole split)")
-                     ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="test images per protocol (default: the whole split)")
+    ] = None,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="JSON file for every number")] = Path("metrics.json"),
     overwrite: OverwriteOpt = False,
@@ -618,8 +752,9 @@ def evaluate(
     if judge is not None:
         judge.model.require(Capability.CLASSIFY, "--classifier")
     test, train_split = _dataset(loaded, data, split), _dataset(loaded, data, "train")
-    result = evaluate_model(loaded, train_split, test, classifier=judge, samples=samples, seed=seed, limit=limit,
-                            test_split=split)
+    result = evaluate_model(
+        loaded, train_split, test, classifier=judge, samples=samples, seed=seed, limit=limit, test_split=split
+    )
     result["run"] = str(run)
     out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     table = Table("metric", "value", title=escape(f"{run} on {result['data']['reference']}"))
@@ -651,8 +786,10 @@ def main() -> None:
     except Exception as exc:
         if debug:
             raise
-        errors.print(f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} (a bug in "
-                     "aediff: rerun with AEDIFF_DEBUG=1 for the traceback, and please report it)")
+        errors.print(
+            f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} (a bug in "
+            "aediff: rerun with AEDIFF_DEBUG=1 for the traceback, and please report it)"
+        )
         sys.exit(1)
 
 

@@ -130,9 +130,7 @@ def _inception_section() -> dict[str, Any]:
 def _datasets_section() -> list[dict[str, Any]]:
     from aediff.data import list_datasets
 
-    return [
-        {"name": i.name, "offline_available": i.offline_available, "targets": i.targets} for i in list_datasets()
-    ]
+    return [{"name": i.name, "offline_available": i.offline_available, "targets": i.targets} for i in list_datasets()]
 
 
 def environment_report() -> dict[str, Any]:

@@ -197,8 +197,12 @@ def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSumma
     try:
         if state_path.exists():
             state = json.loads(state_path.read_text())
-            return TrainingSummary(int(state["step"]), int(state["images_seen"]), float(state["train_seconds"]),
-                                   float(state["elapsed_seconds"]))
+            return TrainingSummary(
+                int(state["step"]),
+                int(state["images_seen"]),
+                float(state["train_seconds"]),
+                float(state["elapsed_seconds"]),
+            )
         lines = log_path.read_text().strip().splitlines() if log_path.exists() else []
         if lines:
             last = json.loads(lines[-1])
@@ -255,10 +259,19 @@ def load(path: str | Path, weights: str = "ema", device: str | torch.device | No
     tensors = read_tensors(file)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise RunError(f"{file} does not match the model in {CONFIG_FILE}: missing {missing[:5]}, "
-                       f"unexpected {unexpected[:5]}")
+        raise RunError(
+            f"{file} does not match the model in {CONFIG_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     training = _typed(TrainConfig, stored.get("training"), where, "training")
     data = _typed(DataConfig, stored["data"], where, "data") if stored.get("data") is not None else None
-    return Run(model=model.to(device or default_device()).eval(), path=run_dir, family=cls.family,
-               config=model_config, training=training, data=data,
-               summary=read_training_summary(run_dir, training.batch_size), format_version=version, weights=weights)
+    return Run(
+        model=model.to(device or default_device()).eval(),
+        path=run_dir,
+        family=cls.family,
+        config=model_config,
+        training=training,
+        data=data,
+        summary=read_training_summary(run_dir, training.batch_size),
+        format_version=version,
+        weights=weights,
+    )

@@ -67,9 +67,7 @@ def _check_class_names(class_names: Sequence[str] | None) -> list[str]:
     names = [str(n) for n in class_names]
     blank = [i for i, n in enumerate(names) if not n.strip()]
     if not names or blank:
-        raise DataError(
-            f"Label captions need a non-empty name for every class; got {names!r} (blank at {blank})."
-        )
+        raise DataError(f"Label captions need a non-empty name for every class; got {names!r} (blank at {blank}).")
     return names
 
 

@@ -20,5 +20,13 @@ class DataConfig:
 
     def load(self, split: str = "train") -> ImageDataset:
         """The ``split`` ("train", "test" or "all") of the dataset this config names."""
-        return load_dataset(self.spec, split, resolution=self.resolution, channels=self.channels, seed=self.seed,
-                            test_fraction=self.test_fraction, skip_bad=self.skip_bad, data_dir=self.data_dir)
+        return load_dataset(
+            self.spec,
+            split,
+            resolution=self.resolution,
+            channels=self.channels,
+            seed=self.seed,
+            test_fraction=self.test_fraction,
+            skip_bad=self.skip_bad,
+            data_dir=self.data_dir,
+        )

@@ -55,8 +55,7 @@ class ImageDataset(torch.utils.data.Dataset):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(
-                f"images must be a uint8 tensor [N, C, H, W] with C in 1, 3; "
-                f"got {images.dtype} {tuple(images.shape)}"
+                f"images must be a uint8 tensor [N, C, H, W] with C in 1, 3; got {images.dtype} {tuple(images.shape)}"
             )
         n = images.shape[0]
         if labels is not None:
@@ -265,9 +264,7 @@ def tile_images(images: Tensor, nrow: int | None = None, padding: int = 2, fill:
     return grid
 
 
-def save_image_grid(
-    images: Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
-) -> None:
+def save_image_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> None:
     """Save float images ``[N, C, H, W]`` in [-1, 1] (C in 1, 3; uint8 also accepted) as one PNG grid.
 
     ``nrow`` images per row (default ceil(sqrt(N))); ``padding`` black pixels between and around images,

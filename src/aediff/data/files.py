@@ -109,9 +109,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         f.write(header + data)
 
 
-def read_idx_pair(
-    images_path: str | os.PathLike, labels_path: str | os.PathLike
-) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read an MNIST-style images/labels pair.
 
     Returns ``images`` uint8 ``[N, H, W, 1]`` (0..255) and ``labels`` int64 ``[N]``.
@@ -203,13 +201,10 @@ def read_metadata(root: Path) -> dict[str, str] | None:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(
-                        f"{jsonl} line {n} is not valid JSON ({e}); fix or remove that line."
-                    ) from e
+                    raise DataError(f"{jsonl} line {n} is not valid JSON ({e}); fix or remove that line.") from e
                 if not isinstance(rec, dict):
                     raise DataError(
-                        f"{jsonl} line {n} must be a JSON object like "
-                        '{"file_name": "a.png", "text": "..."}.'
+                        f'{jsonl} line {n} must be a JSON object like {{"file_name": "a.png", "text": "..."}}.'
                     )
                 records.append((f"{jsonl} line {n}", rec))
     elif csv_path.is_file():
@@ -336,9 +331,7 @@ def read_image_folder(
         if progress is not None:
             progress(n + 1, len(files))
     if not arrays:
-        raise DataError(
-            f"None of the {len(files)} image files under {root} could be read (all were skipped)."
-        )
+        raise DataError(f"None of the {len(files)} image files under {root} could be read (all were skipped).")
     if bad:
         log.warning("%s: skipped %d unreadable image(s)", root, len(bad))
 
@@ -405,8 +398,7 @@ def read_npz(path: str | os.PathLike) -> ArrayData:
             labels = get("labels")
             if labels.shape != (n,):
                 raise DataError(
-                    f"{path}: 'labels' has shape {labels.shape}, expected ({n},) "
-                    f"(one label per image in 'images')."
+                    f"{path}: 'labels' has shape {labels.shape}, expected ({n},) (one label per image in 'images')."
                 )
             if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
                 raise DataError(f"{path}: 'labels' has dtype {labels.dtype}, expected integers.")
@@ -417,8 +409,7 @@ def read_npz(path: str | os.PathLike) -> ArrayData:
             caps = get("captions")
             if caps.shape != (n,):
                 raise DataError(
-                    f"{path}: 'captions' has shape {caps.shape}, expected ({n},) "
-                    f"(one caption per image in 'images')."
+                    f"{path}: 'captions' has shape {caps.shape}, expected ({n},) (one caption per image in 'images')."
                 )
             if caps.dtype.kind not in "US":
                 raise DataError(f"{path}: 'captions' has dtype {caps.dtype}, expected strings.")
@@ -427,8 +418,7 @@ def read_npz(path: str | os.PathLike) -> ArrayData:
             names = get("class_names")
             if names.ndim != 1 or names.dtype.kind not in "US":
                 raise DataError(
-                    f"{path}: 'class_names' must be a 1-D array of strings, found {names.dtype} "
-                    f"{names.shape}."
+                    f"{path}: 'class_names' must be a 1-D array of strings, found {names.dtype} {names.shape}."
                 )
             out.class_names = [str(c) for c in names.tolist()]
             if out.labels is not None and n and out.labels.max() >= len(out.class_names):

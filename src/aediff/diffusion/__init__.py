@@ -20,8 +20,25 @@ from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras
 from aediff.modes import SamplerName
 
 __all__ = [
-    "PARAMETERIZATIONS", "SAMPLERS", "SAMPLER_NAMES", "Denoiser", "NoiseSchedule", "SamplerName", "SamplerOptions",
-    "SamplerSpec", "ddim_step", "ddpm_step", "discrete_timesteps", "evaluations_per_sample", "karras_sigmas",
-    "preconditioning", "run_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler", "sample_heun",
+    "PARAMETERIZATIONS",
+    "SAMPLERS",
+    "SAMPLER_NAMES",
+    "Denoiser",
+    "NoiseSchedule",
+    "SamplerName",
+    "SamplerOptions",
+    "SamplerSpec",
+    "ddim_step",
+    "ddpm_step",
+    "discrete_timesteps",
+    "evaluations_per_sample",
+    "karras_sigmas",
+    "preconditioning",
+    "run_sampler",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "sample_heun",
     "x0_loss_weight",
 ]

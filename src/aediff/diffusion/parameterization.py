@@ -29,8 +29,9 @@ PARAMETERIZATIONS: tuple[str, ...] = get_args(Parameterization)
 NOISE_EMBED_SCALE = 250.0  # c_noise = 250 * ln(sigma): sigma in [0.002, 160] -> about [-1550, 1270]
 
 
-def preconditioning(kind: str, sigma: torch.Tensor, sigma_data: float = 0.5
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def preconditioning(
+    kind: str, sigma: torch.Tensor, sigma_data: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_skip, c_out, c_in) for noise levels ``sigma`` [N] -> each [N, 1, 1, 1]."""
     s = sigma.reshape(-1, 1, 1, 1)
     vp_scale = 1 / (1 + s**2).sqrt()

@@ -38,9 +38,14 @@ Callback = Callable[[dict[str, Any]], None] | None
 
 
 # --- single steps in DDPM's variance-preserving variables --------------------------------------------
-def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor | float,
-              alpha_bar_prev: torch.Tensor | float, eta: float = 0.0, noise: torch.Tensor | None = None
-              ) -> torch.Tensor:
+def ddim_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar_t: torch.Tensor | float,
+    alpha_bar_prev: torch.Tensor | float,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One DDIM step x_t -> x_prev (Song et al. 2021, eq. 12), given the predicted noise.
 
     x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z, with
@@ -55,8 +60,13 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor | 
     return x_prev
 
 
-def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor | float,
-              alpha_bar_prev: torch.Tensor | float, noise: torch.Tensor | None = None) -> torch.Tensor:
+def ddpm_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar_t: torch.Tensor | float,
+    alpha_bar_prev: torch.Tensor | float,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One ancestral DDPM step x_t -> x_prev (Ho et al. 2020, eqs. 6-7), variance beta-tilde ("fixed small").
 
     With beta = 1 - abar_t / abar_prev (a strided step's effective beta):
@@ -73,8 +83,15 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor | 
     return mean
 
 
-def _vp_step(step: Callable[..., torch.Tensor], x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor,
-             sigma_next: torch.Tensor, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
+def _vp_step(
+    step: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    denoised: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    generator: torch.Generator | None,
+    **kw: Any,
+) -> torch.Tensor:
     """Run a DDPM-variable step from the variance-exploding x: x_t = x * sqrt(abar), abar = 1/(1+sigma^2)."""
     alpha_bar, alpha_bar_next = 1 / (1 + sigma.double() ** 2), 1 / (1 + sigma_next.double() ** 2)
     eps = (x - denoised) / sigma
@@ -91,8 +108,15 @@ def _report(callback: Callback, i: int, sigma: torch.Tensor, x: torch.Tensor, de
 
 
 # --- samplers ------------------------------------------------------------------------------------------
-def _walk_vp(step: Callable[..., torch.Tensor], denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor,
-             callback: Callback, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
+def _walk_vp(
+    step: Callable[..., torch.Tensor],
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback,
+    generator: torch.Generator | None,
+    **kw: Any,
+) -> torch.Tensor:
     """Walk ``sigmas`` with a DDPM-variable step; each frame is reported before its step (module docstring)."""
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i])
@@ -102,22 +126,34 @@ def _walk_vp(step: Callable[..., torch.Tensor], denoiser: Denoise, x: torch.Tens
 
 
 @torch.no_grad()
-def sample_ddpm(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_ddpm(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020) along ``sigmas``; one network evaluation per step."""
     return _walk_vp(ddpm_step, denoiser, x, sigmas, callback, generator)
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:
+def sample_ddim(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+) -> torch.Tensor:
     """DDIM (Song et al. 2021): deterministic for eta = 0 (then it equals Euler on the probability-flow
     ODE in sigma), DDPM-like for eta = 1."""
     return _walk_vp(ddim_step, denoiser, x, sigmas, callback, generator, eta=eta)
 
 
-def _churn(x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, generator: torch.Generator | None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def _churn(
+    x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Karras et al. 2022, Algorithm 2, lines 4-6: raise the noise level of x from sigma_i to
     sigma_hat = sigma_i (1 + gamma) with fresh noise, gamma = min(s_churn / n, sqrt(2) - 1), at every step
     (S_tmin = 0, S_tmax = inf, S_noise = 1; as k-diffusion's ``sample_euler`` / ``sample_heun``).
@@ -134,8 +170,14 @@ def _churn(x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, genera
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                 generator: torch.Generator | None = None, s_churn: float = 0.0) -> torch.Tensor:
+def sample_euler(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+    s_churn: float = 0.0,
+) -> torch.Tensor:
     """Euler steps of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022);
     with s_churn > 0, Algorithm 2's stochastic churn before each step (then an SDE-like sampler)."""
     for i in range(len(sigmas) - 1):
@@ -147,8 +189,14 @@ def sample_euler(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callb
 
 
 @torch.no_grad()
-def sample_heun(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                generator: torch.Generator | None = None, s_churn: float = 0.0) -> torch.Tensor:
+def sample_heun(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+    s_churn: float = 0.0,
+) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 1; Algorithm 2 with s_churn > 0):
     2n - 1 evaluations when sigmas ends in 0 (the last step is Euler's)."""
     for i in range(len(sigmas) - 1):
@@ -165,8 +213,13 @@ def sample_heun(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callba
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_dpmpp_2m(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in lambda = -ln(sigma); one evaluation
     per step. Follows k-diffusion's ``sample_dpmpp_2m``."""
     old_denoised = None
@@ -243,8 +296,15 @@ class SamplerSpec:
             raise ValueError(f"steps must be at least 1, got {steps}")
         return self.network_evaluations(steps)
 
-    def __call__(self, denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback = None,
-                 generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
+    def __call__(
+        self,
+        denoiser: Denoise,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        callback: Callback = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
         """Run ``function``; options set to None are left to its defaults, the others are checked first, so
         that an option this sampler does not take is a ConfigError rather than a TypeError deep inside."""
         options = {name: value for name, value in options.items() if value is not None}
@@ -342,35 +402,51 @@ class SamplerOptions:
 
     def sampler_kwargs(self) -> dict[str, float]:
         """The keyword options to pass the sampler's function: those it takes that are set (resolved options)."""
-        return {option: value for option, value in self._option_values().items()
-                if option in self.spec.options and value is not None}
+        return {
+            option: value
+            for option, value in self._option_values().items()
+            if option in self.spec.options and value is not None
+        }
 
     def _option_values(self) -> dict[str, float | None]:
         return {option: getattr(self, option) for option in _OPTION_RANGES}
 
     def _require_resolved(self, what: str) -> None:
         if not self._resolved:
-            raise ValueError(f"SamplerOptions.{what} needs resolved options: call .resolve(default_sampler, "
-                             f"default_steps) first")
+            raise ValueError(
+                f"SamplerOptions.{what} needs resolved options: call .resolve(default_sampler, default_steps) first"
+            )
 
 
-def run_sampler(options: SamplerOptions, denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor,
-                callback: Callback = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def run_sampler(
+    options: SamplerOptions,
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Run the sampler ``options`` chose (resolved: ValueError otherwise) from x [N, C, S, S] along sigmas
     (usually [options.steps + 1], ending in 0, as the model computes them for ``options.spec``)."""
     if not options.resolved:
         raise ValueError("run_sampler needs resolved options: options.resolve(default_sampler, default_steps)")
-    return options.spec.function(denoiser, x, sigmas, callback=callback, generator=generator,
-                                 **options.sampler_kwargs())
+    return options.spec.function(
+        denoiser, x, sigmas, callback=callback, generator=generator, **options.sampler_kwargs()
+    )
 
 
-SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
-    SamplerSpec("ddpm", sample_ddpm, stochastic=_always, discrete_timesteps=True),
-    SamplerSpec("ddim", sample_ddim, ("eta",), stochastic=_eta_positive, discrete_timesteps=True),
-    SamplerSpec("euler", sample_euler, ("s_churn",), stochastic=_churn_positive),
-    SamplerSpec("heun", sample_heun, ("s_churn",), stochastic=_churn_positive, network_evaluations=_heun_evaluations),
-    SamplerSpec("dpm++", sample_dpmpp_2m),
-)}
+SAMPLERS: dict[str, SamplerSpec] = {
+    spec.name: spec
+    for spec in (
+        SamplerSpec("ddpm", sample_ddpm, stochastic=_always, discrete_timesteps=True),
+        SamplerSpec("ddim", sample_ddim, ("eta",), stochastic=_eta_positive, discrete_timesteps=True),
+        SamplerSpec("euler", sample_euler, ("s_churn",), stochastic=_churn_positive),
+        SamplerSpec(
+            "heun", sample_heun, ("s_churn",), stochastic=_churn_positive, network_evaluations=_heun_evaluations
+        ),
+        SamplerSpec("dpm++", sample_dpmpp_2m),
+    )
+}
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # aediff.modes.SamplerName spells them; a test keeps both equal
 
 

@@ -28,6 +28,7 @@ def betas_for(kind: str, num_steps: int = 1000) -> torch.Tensor:
     if kind == "linear":
         return torch.linspace(1e-4, 0.02, num_steps, dtype=torch.float64)
     if kind == "cosine":
+
         def abar(t: float) -> float:
             return math.cos((t / num_steps + 0.008) / 1.008 * math.pi / 2) ** 2
 
@@ -80,8 +81,9 @@ class NoiseSchedule:
             return float(s[0]), float(s[-1])
         return self.sigma_min, self.sigma_max
 
-    def sample_training_sigmas(self, n: int, device: torch.device | str = "cpu",
-                               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_training_sigmas(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """n training noise levels [n] (float32): t ~ U{0..T-1} for discrete, log-normal for edm."""
         if self.discrete:
             t = torch.randint(0, self.num_steps, (n,), generator=generator, device=device)

@@ -9,10 +9,16 @@ from aediff.evaluation.protocols import denoising_metrics
 from aediff.models import Capability, Model
 
 
-def denoising_sweep(model: Model, dataset: Any,
-                    sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
-                    mask_probabilities: Sequence[float] = (0.1, 0.3, 0.5, 0.7), steps: Sequence[int] = (1,),
-                    seed: int = 0, limit: int | None = None, batch_size: int = 256) -> list[dict[str, Any]]:
+def denoising_sweep(
+    model: Model,
+    dataset: Any,
+    sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+    mask_probabilities: Sequence[float] = (0.1, 0.3, 0.5, 0.7),
+    steps: Sequence[int] = (1,),
+    seed: int = 0,
+    limit: int | None = None,
+    batch_size: int = 256,
+) -> list[dict[str, Any]]:
     """``denoising_metrics`` at every Gaussian sigma and masking probability, one row per (corruption, steps).
 
     Row keys: corruption (spec, e.g. "gaussian:0.1", "mask:0.3"), kind ("gaussian" / "mask"), level (sigma
@@ -36,10 +42,19 @@ def denoising_sweep(model: Model, dataset: Any,
     for kind, level in corruptions:
         spec = f"{kind}:{level:g}"
         for count in step_counts if kind == "gaussian" else [1]:
-            result = denoising_metrics(model, dataset, spec, seed=seed, batch_size=batch_size, limit=limit,
-                                       steps=count)
-            rows.append({"corruption": result["corruption"], "kind": kind, "level": level, "steps": count,
-                         "psnr": result["psnr"], "psnr_noisy": result["psnr_noisy"], "ssim": result["ssim"],
-                         "ssim_noisy": result["ssim_noisy"], "mse": result["mse"],
-                         "num_images": result["num_images"]})
+            result = denoising_metrics(model, dataset, spec, seed=seed, batch_size=batch_size, limit=limit, steps=count)
+            rows.append(
+                {
+                    "corruption": result["corruption"],
+                    "kind": kind,
+                    "level": level,
+                    "steps": count,
+                    "psnr": result["psnr"],
+                    "psnr_noisy": result["psnr_noisy"],
+                    "ssim": result["ssim"],
+                    "ssim_noisy": result["ssim_noisy"],
+                    "mse": result["mse"],
+                    "num_images": result["num_images"],
+                }
+            )
     return rows

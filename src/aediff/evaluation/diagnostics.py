@@ -63,8 +63,10 @@ def gradient_norms(model: Model, batch: dict[str, Any], seed: int = 0) -> dict[s
     blocks = network_blocks(model)
     loose = _direct_parameters(model, blocks)
     order: list[str] = []
-    hooks = [block.register_forward_pre_hook(lambda module, args, name=name: order.append(name))
-             for name, block in blocks.items()]
+    hooks = [
+        block.register_forward_pre_hook(lambda module, args, name=name: order.append(name))
+        for name, block in blocks.items()
+    ]
     parameters = [p for p in model.parameters() if p.requires_grad]
     saved_grads = [p.grad for p in parameters]
     was_training = model.training
@@ -73,8 +75,9 @@ def gradient_norms(model: Model, batch: dict[str, Any], seed: int = 0) -> dict[s
         for p in parameters:
             p.grad = None
         model.train()
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
+        cuda = (
+            [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        )
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             loss, _ = model(batch)

@@ -33,8 +33,15 @@ def _numpy(values: ArrayLike) -> np.ndarray:
 
 
 @torch.no_grad()
-def latent_codes(model: nn.Module, dataset: Any, limit: int | None = None, corruption: str | Corruption | None = None,
-                 seed: int = 0, batch_size: int = 256, flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def latent_codes(
+    model: nn.Module,
+    dataset: Any,
+    limit: int | None = None,
+    corruption: str | Corruption | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    flatten: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Codes of ``limit`` images spread evenly over ``dataset`` (all when None): (codes [N, D] float32, or
     [N, *latent_shape] with ``flatten=False``; labels [N] int64).
 
@@ -77,16 +84,18 @@ def latent_map(codes: ArrayLike, method: str = "pca", seed: int = 0) -> np.ndarr
         return PCA(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
     if method == "umap":
         if not umap_available():
-            raise ConfigError("latent_map(method='umap') needs umap-learn: `pip install umap-learn` "
-                              "(or use method='pca')")
+            raise ConfigError(
+                "latent_map(method='umap') needs umap-learn: `pip install umap-learn` (or use method='pca')"
+            )
         import umap
 
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
     raise ConfigError(f"unknown latent map method {method!r}; use 'pca' or 'umap'")
 
 
-def knn_accuracy(train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike, test_labels: ArrayLike,
-                 k: int = 5) -> float:
+def knn_accuracy(
+    train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike, test_labels: ArrayLike, k: int = 5
+) -> float:
     """Accuracy in [0, 1] of a k-nearest-neighbour classifier (Euclidean, on codes standardized with the
     training codes' mean and std) fitted on the training codes, on the test codes."""
     probe = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_codes))))
@@ -104,16 +113,18 @@ def _fit_linear_probe(train_codes: ArrayLike, train_labels: ArrayLike, seed: int
     return probe
 
 
-def linear_probe_accuracy(train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike,
-                          test_labels: ArrayLike, seed: int = 0) -> float:
+def linear_probe_accuracy(
+    train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike, test_labels: ArrayLike, seed: int = 0
+) -> float:
     """Accuracy in [0, 1] on the test codes of a linear classifier (logistic regression on standardized
     codes) fitted on the training codes."""
     probe = _fit_linear_probe(train_codes, train_labels, seed)
     return float(probe.score(_numpy(test_codes), _numpy(test_labels)))
 
 
-def latent_space_metrics(model: nn.Module, train: Any, test: Any, limit: int = 2000, noisy: str = "gaussian:0.3",
-                         seed: int = 0) -> dict[str, Any]:
+def latent_space_metrics(
+    model: nn.Module, train: Any, test: Any, limit: int = 2000, noisy: str = "gaussian:0.3", seed: int = 0
+) -> dict[str, Any]:
     """Probes of the codes of up to ``limit`` images of each split (both need labels).
 
     Keys: knn_accuracy (k = 5), linear_probe_accuracy, probe_accuracy_noisy (the linear probe fitted on
@@ -123,19 +134,25 @@ def latent_space_metrics(model: nn.Module, train: Any, test: Any, limit: int = 2
     train_codes, train_labels = latent_codes(model, train, limit, seed=seed)
     test_codes, test_labels = latent_codes(model, test, limit, seed=seed)
     if (train_labels < 0).any() or (test_labels < 0).any():
-        raise ConfigError("latent probes need labelled data (e.g. digits, mnist5k, or folder:PATH with one "
-                          "sub-folder per class)")
+        raise ConfigError(
+            "latent probes need labelled data (e.g. digits, mnist5k, or folder:PATH with one sub-folder per class)"
+        )
     noisy_codes, _ = latent_codes(model, test, limit, corruption=noisy, seed=seed)
     probe = _fit_linear_probe(train_codes, train_labels, seed)
-    return {"knn_accuracy": knn_accuracy(train_codes, train_labels, test_codes, test_labels, k=5),
-            "linear_probe_accuracy": float(probe.score(test_codes, test_labels)),
-            "probe_accuracy_noisy": float(probe.score(noisy_codes, test_labels)),
-            "noisy": Corruption.parse(noisy).spec, "latent_dim": int(train_codes.shape[1]),
-            "num_train": len(train_codes), "num_test": len(test_codes)}
+    return {
+        "knn_accuracy": knn_accuracy(train_codes, train_labels, test_codes, test_labels, k=5),
+        "linear_probe_accuracy": float(probe.score(test_codes, test_labels)),
+        "probe_accuracy_noisy": float(probe.score(noisy_codes, test_labels)),
+        "noisy": Corruption.parse(noisy).spec,
+        "latent_dim": int(train_codes.shape[1]),
+        "num_train": len(train_codes),
+        "num_test": len(test_codes),
+    }
 
 
-def _interpolation_pairs(labels: torch.Tensor | None, n: int, pairs: int, generator: torch.Generator
-                         ) -> list[tuple[int, int]]:
+def _interpolation_pairs(
+    labels: torch.Tensor | None, n: int, pairs: int, generator: torch.Generator
+) -> list[tuple[int, int]]:
     """``pairs`` (a, b) index pairs drawn at random, a != b, of different classes when labels allow."""
     chosen = []
     for _ in range(pairs):

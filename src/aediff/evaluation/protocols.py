@@ -33,8 +33,9 @@ def spread_indices(size: int, limit: int | None = None) -> torch.Tensor:
     return torch.linspace(0, size - 1, max(limit, 1)).round().long()
 
 
-def iterate_images(dataset: Any, batch_size: int = 256, device: torch.device | str = "cpu",
-                   limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iterate_images(
+    dataset: Any, batch_size: int = 256, device: torch.device | str = "cpu", limit: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Batches of ``dataset`` (``limit`` images spread evenly over it, see ``spread_indices``, in dataset
     order), tensors moved to ``device``."""
     indices = spread_indices(len(dataset), limit)
@@ -59,8 +60,9 @@ def _summarise(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def reconstruction_metrics(model: nn.Module, dataset: Any, batch_size: int = 256,
-                           limit: int | None = None) -> dict[str, Any]:
+def reconstruction_metrics(
+    model: nn.Module, dataset: Any, batch_size: int = 256, limit: int | None = None
+) -> dict[str, Any]:
     """MSE, PSNR (dB) and SSIM of ``model.reconstruct(x)`` against x, averaged over images."""
     model.eval()
     per_image: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
@@ -72,8 +74,15 @@ def reconstruction_metrics(model: nn.Module, dataset: Any, batch_size: int = 256
 
 
 @torch.no_grad()
-def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corruption, seed: int = 0,
-                      batch_size: int = 256, limit: int | None = None, steps: int = 1) -> dict[str, Any]:
+def denoising_metrics(
+    model: nn.Module,
+    dataset: Any,
+    corruption: str | Corruption,
+    seed: int = 0,
+    batch_size: int = 256,
+    limit: int | None = None,
+    steps: int = 1,
+) -> dict[str, Any]:
     """Corrupt each image (seeded), denoise it with ``model.denoise``; quality of the noisy input and of
     the output, both against the clean image. Keys: psnr_noisy, psnr, ssim_noisy, ssim, mse.
 
@@ -83,8 +92,7 @@ def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corrupti
     model.eval()
     device = model_device(model)
     generator = torch.Generator(device).manual_seed(seed)
-    per_image: dict[str, list[torch.Tensor]] = {"psnr_noisy": [], "ssim_noisy": [], "mse": [], "psnr": [],
-                                                "ssim": []}
+    per_image: dict[str, list[torch.Tensor]] = {"psnr_noisy": [], "ssim_noisy": [], "mse": [], "psnr": [], "ssim": []}
     for batch in iterate_images(dataset, batch_size, device, limit):
         x = batch["images"]
         noisy = corruption(x, generator)
@@ -92,8 +100,12 @@ def denoising_metrics(model: nn.Module, dataset: Any, corruption: str | Corrupti
         per_image["ssim_noisy"].append(ssim(noisy.clamp(-1, 1), x).cpu())
         for key, value in _image_quality(x, model.denoise(noisy, sigma=sigma, steps=steps)).items():
             per_image[key].append(value.cpu())
-    return {**_summarise(per_image), "corruption": corruption.spec, "steps": steps,
-            "num_images": sum(len(v) for v in per_image["mse"])}
+    return {
+        **_summarise(per_image),
+        "corruption": corruption.spec,
+        "steps": steps,
+        "num_images": sum(len(v) for v in per_image["mse"]),
+    }
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -108,8 +120,9 @@ def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
 
 
 @torch.no_grad()
-def vae_likelihood(model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, batch_size: int = 100,
-                   limit: int | None = None) -> dict[str, Any]:
+def vae_likelihood(
+    model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, batch_size: int = 100, limit: int | None = None
+) -> dict[str, Any]:
     """Test-set ELBO and IWAE (k samples) negative log-likelihood of a VAE, in nats and bits/dim.
 
     Bernoulli VAEs are scored on images binarized once with ``seed`` (fixed across models); Gaussian
@@ -138,14 +151,28 @@ def vae_likelihood(model: nn.Module, dataset: Any, k: int = 100, seed: int = 0, 
         bpd_elbo = continuous_nll_to_discrete_bpd(nll_elbo, dims)
         bpd_iwae = continuous_nll_to_discrete_bpd(nll_iwae, dims)
         data = "8-bit, uniformly dequantized"
-    return {"nll_elbo_nats": nll_elbo, "nll_iwae_nats": nll_iwae, "elbo_bits_per_dim": bpd_elbo,
-            "iwae_bits_per_dim": bpd_iwae, "iwae_k": k, "likelihood": model.config.likelihood, "data": data,
-            "num_images": len(torch.cat(elbos)), "seed": seed}
+    return {
+        "nll_elbo_nats": nll_elbo,
+        "nll_iwae_nats": nll_iwae,
+        "elbo_bits_per_dim": bpd_elbo,
+        "iwae_bits_per_dim": bpd_iwae,
+        "iwae_k": k,
+        "likelihood": model.config.likelihood,
+        "data": data,
+        "num_images": len(torch.cat(elbos)),
+        "seed": seed,
+    }
 
 
 @torch.no_grad()
-def sample_images(model: Model, n: int, seed: int = 0, condition: Condition | None = None,
-                  options: SamplerOptions | None = None, batch_size: int = 250) -> torch.Tensor:
+def sample_images(
+    model: Model,
+    n: int,
+    seed: int = 0,
+    condition: Condition | None = None,
+    options: SamplerOptions | None = None,
+    batch_size: int = 250,
+) -> torch.Tensor:
     """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``, drawn in batches.
     ``condition`` and ``options`` go to ``model.sample``; per-image class labels / prompts (n of them) are
     split with the batches."""
@@ -161,8 +188,14 @@ def sample_images(model: Model, n: int, seed: int = 0, condition: Condition | No
 
 
 @torch.no_grad()
-def sampling_trajectory(model: Model, n: int = 4, seed: int = 0, frames: int = 8, condition: Condition | None = None,
-                        options: SamplerOptions | None = None) -> tuple[torch.Tensor, int]:
+def sampling_trajectory(
+    model: Model,
+    n: int = 4,
+    seed: int = 0,
+    frames: int = 8,
+    condition: Condition | None = None,
+    options: SamplerOptions | None = None,
+) -> tuple[torch.Tensor, int]:
     """A diffusion model's sampling path: for each of ``n`` samples, a row of x_t (scaled to unit variance
     for display) and a row of the predicted x0, at ``frames`` evenly spread steps, ending with the sample.
     Frame k shows the state at the k-th noise level the sampler visits and the x0 predicted from it.
@@ -172,8 +205,9 @@ def sampling_trajectory(model: Model, n: int = 4, seed: int = 0, frames: int = 8
     model.require(Capability.SAMPLER, "a sampling trajectory")
     model.eval()
     seen: list[dict[str, Any]] = []
-    final = model.sample(n, condition, options, generator=torch.Generator(model_device(model)).manual_seed(seed),
-                         callback=seen.append)
+    final = model.sample(
+        n, condition, options, generator=torch.Generator(model_device(model)).manual_seed(seed), callback=seen.append
+    )
     picks = torch.linspace(0, len(seen) - 1, min(frames, len(seen))).round().long().unique().tolist()
     show = model.output_images  # pixels are shown as they are, latents decoded
     noisy = [show(seen[i]["x"] / (1 + seen[i]["sigma"] ** 2) ** 0.5).cpu() for i in picks] + [final.cpu()]
@@ -195,8 +229,16 @@ def classifier_accuracy(classifier: nn.Module, dataset: Any, batch_size: int = 2
     return correct / max(total, 1)
 
 
-def generation_score(images: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor], reference: Any, *,
-                     feature_extractor: str, reference_name: str, seed: int = 0, pr_k: int = 3) -> FeatureScore:
+def generation_score(
+    images: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    reference: Any,
+    *,
+    feature_extractor: str,
+    reference_name: str,
+    seed: int = 0,
+    pr_k: int = 3,
+) -> FeatureScore:
     """FID, KID and improved precision / recall (``pr_k``-th neighbour) of ``images`` against the
     ``reference`` dataset in the space of ``features`` (e.g. a trained classifier's ``features`` method, or
     ``aediff.metrics.inception_extractor()``).
@@ -207,9 +249,15 @@ def generation_score(images: torch.Tensor, features: Callable[[torch.Tensor], to
     reference_images = torch.cat([b["images"].cpu() for b in iterate_images(reference)])
     sample_feats = extract_features(features, images.to(device))
     reference_feats = extract_features(features, reference_images.to(device))
-    return score_features(sample_feats, reference_feats, feature_extractor=feature_extractor,
-                          reference=reference_name, kid_subset_size=min(1000, len(images), len(reference)),
-                          pr_k=pr_k, seed=seed)
+    return score_features(
+        sample_feats,
+        reference_feats,
+        feature_extractor=feature_extractor,
+        reference=reference_name,
+        kid_subset_size=min(1000, len(images), len(reference)),
+        pr_k=pr_k,
+        seed=seed,
+    )
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -227,8 +275,14 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 
 
 @torch.no_grad()
-def diffusion_nll(model: nn.Module, dataset: Any, timesteps_per_image: int = 32, seed: int = 0,
-                  batch_size: int = 100, limit: int | None = None) -> dict[str, Any]:
+def diffusion_nll(
+    model: nn.Module,
+    dataset: Any,
+    timesteps_per_image: int = 32,
+    seed: int = 0,
+    batch_size: int = 100,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """The variational bound on the negative log-likelihood of 8-bit test images, in nats and bits/dim
     (Ho et al. 2020, eq. 5), for any denoiser: L_T + sum_{t>=2} KL(q(x_{t-1}|x_t, x0) || p(x_{t-1}|x_t)) + L_0.
 
@@ -260,8 +314,9 @@ def diffusion_nll(model: nn.Module, dataset: Any, timesteps_per_image: int = 32,
         for _ in range(timesteps_per_image):
             t = torch.randint(1, T, (n,), device=device, generator=generator)  # index 1..T-1 = steps 2..T
             sigma = sigmas[t]
-            x_t = x0 + sigma[:, None, None, None] * torch.randn(x0.shape, device=device, generator=generator,
-                                                               dtype=x0.dtype)
+            x_t = x0 + sigma[:, None, None, None] * torch.randn(
+                x0.shape, device=device, generator=generator, dtype=x0.dtype
+            )
             x0_hat = model.denoiser(x_t.float(), sigma.float()).double()
             kl = (coef_x0[t] ** 2 / (2 * posterior_var[t]))[:, None] * (x0 - x0_hat).pow(2).flatten(1)
             middle += (T - 1) * kl.sum(1) / timesteps_per_image
@@ -271,6 +326,12 @@ def diffusion_nll(model: nn.Module, dataset: Any, timesteps_per_image: int = 32,
         decoder = -discretized_gaussian_log_likelihood(x0, x0_hat, 0.5 * posterior_var[1].log())
         totals.append((prior + middle + decoder).cpu())
     nll = torch.cat(totals)
-    return {"nll_nats": float(nll.mean()), "bits_per_dim": float(bits_per_dim(nll.mean(), dims)),
-            "chain": f"{schedule.kind}, T={T}", "timesteps_per_image": timesteps_per_image,
-            "num_images": len(nll), "data": "8-bit, discretized decoder", "seed": seed}
+    return {
+        "nll_nats": float(nll.mean()),
+        "bits_per_dim": float(bits_per_dim(nll.mean(), dims)),
+        "chain": f"{schedule.kind}, T={T}",
+        "timesteps_per_image": timesteps_per_image,
+        "num_images": len(nll),
+        "data": "8-bit, discretized decoder",
+        "seed": seed,
+    }

@@ -46,8 +46,9 @@ def high_frequency_share(images: torch.Tensor, cutoff: float = 0.5) -> torch.Ten
 
 
 @torch.no_grad()
-def predicted_x0_sweep(model: Model, images: torch.Tensor, sigmas: Sequence[float], seed: int = 0,
-                       batch_size: int = 256) -> dict[str, Any]:
+def predicted_x0_sweep(
+    model: Model, images: torch.Tensor, sigmas: Sequence[float], seed: int = 0, batch_size: int = 256
+) -> dict[str, Any]:
     """A diffusion model's one-step estimate of x0 from x_t = x0 + sigma * eps (``denoise(x_t, sigma)``), at
     each sigma.
 
@@ -70,11 +71,15 @@ def predicted_x0_sweep(model: Model, images: torch.Tensor, sigmas: Sequence[floa
         x_t = x0 + float(sigma) * eps
         chunks = []
         for start in range(0, len(x0), batch_size):
-            part = x_t[start:start + batch_size]
+            part = x_t[start : start + batch_size]
             chunks.append(model.denoise(part, float(sigma)).cpu())
         predictions.append(torch.cat(chunks))
         noisy.append(x_t.cpu())
     predictions_t = torch.stack(predictions)
-    return {"sigmas": [float(s) for s in sigmas], "predictions": predictions_t, "noisy": torch.stack(noisy),
-            "high_frequency_share": [float(high_frequency_share(p).mean()) for p in predictions_t],
-            "data_high_frequency_share": float(high_frequency_share(x0).mean())}
+    return {
+        "sigmas": [float(s) for s in sigmas],
+        "predictions": predictions_t,
+        "noisy": torch.stack(noisy),
+        "high_frequency_share": [float(high_frequency_share(p).mean()) for p in predictions_t],
+        "data_high_frequency_share": float(high_frequency_share(x0).mean()),
+    }

@@ -20,8 +20,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sampling_speed(model: Model, n: int = 64, seed: int = 0, repeats: int = 3, condition: Condition | None = None,
-                   options: SamplerOptions | None = None) -> dict[str, Any]:
+def sampling_speed(
+    model: Model,
+    n: int = 64,
+    seed: int = 0,
+    repeats: int = 3,
+    condition: Condition | None = None,
+    options: SamplerOptions | None = None,
+) -> dict[str, Any]:
     """Time ``sample_images(model, n, seed, condition, options)``.
 
     One untimed warm-up call (it also counts the network evaluations), then ``repeats`` timed calls.
@@ -49,9 +55,15 @@ def sampling_speed(model: Model, n: int = 64, seed: int = 0, repeats: int = 3, c
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
-    return {"images_per_second": n / median, "seconds_per_image": median / n, "nfe": rows / n, "num_images": n,
-            "repeats": repeats, "device": str(device),
-            **_chosen(model, options)}
+    return {
+        "images_per_second": n / median,
+        "seconds_per_image": median / n,
+        "nfe": rows / n,
+        "num_images": n,
+        "repeats": repeats,
+        "device": str(device),
+        **_chosen(model, options),
+    }
 
 
 def _chosen(model: Model, options: SamplerOptions | None) -> dict[str, Any]:

@@ -49,28 +49,49 @@ def json_safe(value: Any) -> Any:
 def predicted_classes(classifier: Model, images: torch.Tensor) -> torch.Tensor:
     """The classifier's top class [N] (int64, CPU) for images [N, C, H, W] in [-1, 1]."""
     classifier.eval()
-    return torch.cat([classifier.logits(chunk.to(model_device(classifier))).argmax(1).cpu()
-                      for chunk in images.split(256)])
+    return torch.cat(
+        [classifier.logits(chunk.to(model_device(classifier))).argmax(1).cpu() for chunk in images.split(256)]
+    )
 
 
 @torch.no_grad()
-def conditional_accuracy(model: Model, classifier: Model, per_class: int = 10, seed: int = 0,
-                         guidance: float | None = None, options: SamplerOptions | None = None) -> dict[str, Any]:
+def conditional_accuracy(
+    model: Model,
+    classifier: Model,
+    per_class: int = 10,
+    seed: int = 0,
+    guidance: float | None = None,
+    options: SamplerOptions | None = None,
+) -> dict[str, Any]:
     """A class-conditioned model's samples, ``per_class`` of each class, classified by ``classifier``:
     the share labelled as the class they were drawn for."""
     model.require(Capability.CLASS_CONDITION, "conditional accuracy")
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
     images = sample_images(model, len(labels), seed, Condition(class_labels=labels, guidance=guidance), options)
-    return {"accuracy": float((predicted_classes(classifier, images) == labels).float().mean()), "per_class": per_class,
-            "num_classes": model.num_classes,
-            "guidance": guidance if guidance is not None else model.config.sampling.guidance}
+    return {
+        "accuracy": float((predicted_classes(classifier, images) == labels).float().mean()),
+        "per_class": per_class,
+        "num_classes": model.num_classes,
+        "guidance": guidance if guidance is not None else model.config.sampling.guidance,
+    }
 
 
-def evaluate_model(subject: Model | Run, train: Any, test: Any, *, classifier: Model | Run | None = None,
-                   samples: int = 1000, seed: int = 0, limit: int | None = None,
-                   condition: Condition | None = None, options: SamplerOptions | None = None,
-                   cycle_classes: bool = True, test_split: str = "test", denoising_steps: tuple[int, ...] = (1,),
-                   inception: Any = None) -> dict[str, Any]:
+def evaluate_model(
+    subject: Model | Run,
+    train: Any,
+    test: Any,
+    *,
+    classifier: Model | Run | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+    limit: int | None = None,
+    condition: Condition | None = None,
+    options: SamplerOptions | None = None,
+    cycle_classes: bool = True,
+    test_split: str = "test",
+    denoising_steps: tuple[int, ...] = (1,),
+    inception: Any = None,
+) -> dict[str, Any]:
     """Every evaluation that applies to the model, chosen by its capabilities, as one JSON-able dict of
     finite numbers.
 
@@ -101,8 +122,7 @@ def evaluate_model(subject: Model | Run, train: Any, test: Any, *, classifier: M
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": {"reference": f"{test.name}:{test_split}", "num_test": len(test), "num_train": len(train)},
-        "settings": {"samples": samples, "seed": seed, "limit": limit,
-                     "sample_options": _describe(condition, options)},
+        "settings": {"samples": samples, "seed": seed, "limit": limit, "sample_options": _describe(condition, options)},
     }
     skipped: dict[str, str] = {}
 
@@ -124,18 +144,39 @@ def evaluate_model(subject: Model | Run, train: Any, test: Any, *, classifier: M
         attempt("likelihood", lambda: diffusion_nll(model, test, seed=seed, limit=limit))
     if model.can(Capability.LATENT):
         # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split
-        attempt("latent_space", lambda: latent_space_metrics(model, train, test, limit=max(limit or 0, 2000),
-                                                             seed=seed))
+        attempt(
+            "latent_space", lambda: latent_space_metrics(model, train, test, limit=max(limit or 0, 2000), seed=seed)
+        )
     if model.can(Capability.SAMPLE):
-        _generation_sections(result, attempt, skipped, model, judge, judge_name, test, test_split, samples, seed,
-                             condition, options, inception, cycle_classes)
-        attempt("sampling_speed", lambda: sampling_speed(model, n=max(1, min(64, samples)), seed=seed,
-                                                         condition=condition, options=options))
+        _generation_sections(
+            result,
+            attempt,
+            skipped,
+            model,
+            judge,
+            judge_name,
+            test,
+            test_split,
+            samples,
+            seed,
+            condition,
+            options,
+            inception,
+            cycle_classes,
+        )
+        attempt(
+            "sampling_speed",
+            lambda: sampling_speed(model, n=max(1, min(64, samples)), seed=seed, condition=condition, options=options),
+        )
     if isinstance(subject, Run) and subject.summary is not None:
         summary = subject.summary
-        result["training_speed"] = {"images_per_second": summary.images_per_second, "steps": summary.steps,
-                                    "images_seen": summary.images_seen, "train_seconds": summary.train_seconds,
-                                    "wall_seconds": summary.wall_seconds}
+        result["training_speed"] = {
+            "images_per_second": summary.images_per_second,
+            "steps": summary.steps,
+            "images_seen": summary.images_seen,
+            "train_seconds": summary.train_seconds,
+            "wall_seconds": summary.wall_seconds,
+        }
     result["skipped"] = skipped
     result["seconds"] = time.perf_counter() - started
     return json_safe(result)
@@ -147,10 +188,22 @@ def _describe(condition: Condition | None, options: SamplerOptions | None) -> di
     return {k: v for k, v in chosen.items() if isinstance(v, (bool, int, float, str))}
 
 
-def _generation_sections(result: dict[str, Any], attempt: Any, skipped: dict[str, str], model: Model,
-                         judge: Model | None, judge_name: str, test: Any, test_split: str, samples: int, seed: int,
-                         condition: Condition | None, options: SamplerOptions | None, inception: Any,
-                         cycle_classes: bool) -> None:
+def _generation_sections(
+    result: dict[str, Any],
+    attempt: Any,
+    skipped: dict[str, str],
+    model: Model,
+    judge: Model | None,
+    judge_name: str,
+    test: Any,
+    test_split: str,
+    samples: int,
+    seed: int,
+    condition: Condition | None,
+    options: SamplerOptions | None,
+    inception: Any,
+    cycle_classes: bool,
+) -> None:
     """generation (FID / KID / precision / recall, in the judge's and Inception's features) and conditional
     accuracy (class-conditioned models)."""
     if judge is None:
@@ -169,8 +222,9 @@ def _generation_sections(result: dict[str, Any], attempt: Any, skipped: dict[str
             result["generation_inception"] = generation_score(
                 images, inception, test, feature_extractor=inception.name, reference_name=reference, seed=seed
             ).to_dict()
-        score = generation_score(images, judge.features, test, feature_extractor=judge_name,
-                                 reference_name=reference, seed=seed)
+        score = generation_score(
+            images, judge.features, test, feature_extractor=judge_name, reference_name=reference, seed=seed
+        )
         if cycled:
             how = "classes cycled"
         elif condition is not None and condition.needs:

@@ -172,9 +172,7 @@ def kernel_inception_distance(
     if num_subsets < 1:
         raise ConfigError(f"kernel_inception_distance: num_subsets must be >= 1, got {num_subsets}; use 100.")
     if subset_size < 2:
-        raise ConfigError(
-            f"kernel_inception_distance: subset_size must be >= 2, got {subset_size}; use 1000."
-        )
+        raise ConfigError(f"kernel_inception_distance: subset_size must be >= 2, got {subset_size}; use 1000.")
     if degree < 1:
         raise ConfigError(f"kernel_inception_distance: degree must be >= 1, got {degree}; use 3.")
     n, m, dim = a_np.shape[0], b_np.shape[0], a_np.shape[1]
@@ -200,7 +198,7 @@ def _knn_radii(feats: Tensor, k: int) -> Tensor:
     """Distance of each row of ``feats`` [N, D] to its k-th nearest other row, [N]."""
     radii = []
     for start in range(0, len(feats), _PR_CHUNK_ROWS):
-        d = torch.cdist(feats[start:start + _PR_CHUNK_ROWS], feats)
+        d = torch.cdist(feats[start : start + _PR_CHUNK_ROWS], feats)
         # The row itself is among the k + 1 smallest (at distance 0), so the (k + 1)-th is the k-th neighbour.
         radii.append(d.kthvalue(k + 1, dim=1).values)
     return torch.cat(radii)
@@ -210,7 +208,7 @@ def _share_inside(points: Tensor, centres: Tensor, radii: Tensor) -> float:
     """Share of ``points`` [N, D] inside at least one ball (``centres`` [M, D], ``radii`` [M])."""
     inside = 0
     for start in range(0, len(points), _PR_CHUNK_ROWS):
-        d = torch.cdist(points[start:start + _PR_CHUNK_ROWS], centres)
+        d = torch.cdist(points[start : start + _PR_CHUNK_ROWS], centres)
         inside += int((d <= radii[None, :]).any(dim=1).sum())
     return inside / len(points)
 
@@ -304,9 +302,7 @@ def score_features(
     a = _as_float64(sample_feats, "score_features(sample_feats)")
     b = _as_float64(reference_feats, "score_features(reference_feats)")
     fid = frechet_distance(a, b)
-    kid_mean, kid_std = kernel_inception_distance(
-        a, b, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
-    )
+    kid_mean, kid_std = kernel_inception_distance(a, b, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
     k = max(1, min(pr_k, a.shape[0] - 1, b.shape[0] - 1))
     precision, recall = precision_recall(a, b, k=k)
     return FeatureScore(
@@ -414,9 +410,7 @@ class _InceptionFeatures:
 
     def __call__(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ConfigError(
-                f"inception_extractor: expected images [N, 1 or 3, H, W], got {tuple(images.shape)}."
-            )
+            raise ConfigError(f"inception_extractor: expected images [N, 1 or 3, H, W], got {tuple(images.shape)}.")
         # torch-fidelity expects uint8 RGB of any size; it resizes to 299x299 itself with TF1-compatible
         # bilinear interpolation and normalises (x - 128) / 128 internally.
         pixels = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
@@ -476,8 +470,6 @@ def inception_extractor(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    model = FeatureExtractorInceptionV3(
-        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
-    )
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
     model = model.to(device).eval()
     return _InceptionFeatures(model, device)

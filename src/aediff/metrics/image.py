@@ -71,9 +71,7 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:
         before reporting a batch mean.
     """
     if data_range <= 0:
-        raise ConfigError(
-            f"psnr: data_range must be positive, got {data_range}; use 2.0 for images in [-1, 1]."
-        )
+        raise ConfigError(f"psnr: data_range must be positive, got {data_range}; use 2.0 for images in [-1, 1].")
     err = mse(x, y)
     return 10.0 * torch.log10(float(data_range) ** 2 / err)
 
@@ -127,9 +125,7 @@ def ssim(
     """
     _check_pair(x, y, "ssim")
     if data_range <= 0:
-        raise ConfigError(
-            f"ssim: data_range must be positive, got {data_range}; use 2.0 for images in [-1, 1]."
-        )
+        raise ConfigError(f"ssim: data_range must be positive, got {data_range}; use 2.0 for images in [-1, 1].")
     if window_size < 1 or window_size % 2 == 0:
         raise ConfigError(f"ssim: window_size must be a positive odd integer, got {window_size}; use 11.")
     if sigma <= 0:

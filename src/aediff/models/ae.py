@@ -50,20 +50,33 @@ class Autoencoder(Model):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = Encoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size,
-                               c.attention_resolutions, dropout=c.dropout)
-        self.decoder = Decoder(self.decoder_out_channels, c.channels, c.blocks_per_stage, c.image_size,
-                               c.attention_resolutions, dropout=c.dropout)
+        self.encoder = Encoder(
+            c.image_channels, c.channels, c.blocks_per_stage, c.image_size, c.attention_resolutions, dropout=c.dropout
+        )
+        self.decoder = Decoder(
+            self.decoder_out_channels,
+            c.channels,
+            c.blocks_per_stage,
+            c.image_size,
+            c.attention_resolutions,
+            dropout=c.dropout,
+        )
         width, low = c.channels[-1], stage_sizes(c.image_size, len(c.channels))[-1]
         if c.latent == "vector":
-            self.to_latent = nn.Sequential(group_norm(width), nn.SiLU(), nn.Flatten(),
-                                           nn.Linear(width * low * low, self.latent_outputs * c.bottleneck_dim))
-            self.from_latent = nn.Sequential(nn.Linear(c.bottleneck_dim, width * low * low),
-                                             nn.Unflatten(1, (width, low, low)))
+            self.to_latent = nn.Sequential(
+                group_norm(width),
+                nn.SiLU(),
+                nn.Flatten(),
+                nn.Linear(width * low * low, self.latent_outputs * c.bottleneck_dim),
+            )
+            self.from_latent = nn.Sequential(
+                nn.Linear(c.bottleneck_dim, width * low * low), nn.Unflatten(1, (width, low, low))
+            )
             latent_shape: tuple[int, ...] = (c.bottleneck_dim,)
         else:
-            self.to_latent = nn.Sequential(group_norm(width), nn.SiLU(),
-                                           nn.Conv2d(width, self.latent_outputs * c.latent_channels, 1))
+            self.to_latent = nn.Sequential(
+                group_norm(width), nn.SiLU(), nn.Conv2d(width, self.latent_outputs * c.latent_channels, 1)
+            )
             self.from_latent = nn.Conv2d(c.latent_channels, width, 3, padding=1)
             latent_shape = (c.latent_channels, low, low)
         self.latent_shape = latent_shape
@@ -105,8 +118,10 @@ class Autoencoder(Model):
         noise-level input (it lacks Capability.NOISE_LEVEL), so ``sigma`` is not used; more than one step
         is refused rather than ignored."""
         if steps != 1:
-            raise ConfigError(f"a {self.family!r} model denoises in one pass (its reconstruction); steps={steps} "
-                              "needs a diffusion model")
+            raise ConfigError(
+                f"a {self.family!r} model denoises in one pass (its reconstruction); steps={steps} "
+                "needs a diffusion model"
+            )
         return self.reconstruct(x)
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -139,15 +154,23 @@ class Autoencoder(Model):
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n latents from the fitted Gaussian, [n, *latent_shape]."""
         if not bool(self.prior_fitted):
-            raise RunError("this autoencoder's latent Gaussian was never fitted (training did not finish); "
-                           "finish training, or call model.fit_latent_prior(batches) with training images")
+            raise RunError(
+                "this autoencoder's latent Gaussian was never fitted (training did not finish); "
+                "finish training, or call model.fit_latent_prior(batches) with training images"
+            )
         eps = torch.randn(n, self.prior_mean.numel(), device=self.prior_mean.device, generator=generator)
         z = self.prior_mean + eps @ self.prior_scale_tril.T
         return z.reshape(n, *self.latent_shape)
 
     @torch.no_grad()
-    def sample(self, n: int, condition: Condition | None = None, options: SamplerOptions | None = None,
-               generator: torch.Generator | None = None, callback: Any = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        condition: Condition | None = None,
+        options: SamplerOptions | None = None,
+        generator: torch.Generator | None = None,
+        callback: Any = None,
+    ) -> torch.Tensor:
         """n images [n, C, S, S] in [-1, 1] decoded from latents drawn by ``sample_latents``. An autoencoder
         takes no condition and no sampler options (refused, not ignored)."""
         check_no_sampling_choices(self, condition, options)

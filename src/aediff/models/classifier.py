@@ -62,8 +62,10 @@ class Classifier(Model):
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy on the labels."""
         if "labels" not in batch:
-            raise DataError("the classifier needs labelled data: use a dataset with labels "
-                            "(e.g. mnist5k, digits, or folder:PATH with one sub-folder per class)")
+            raise DataError(
+                "the classifier needs labelled data: use a dataset with labels "
+                "(e.g. mnist5k, digits, or folder:PATH with one sub-folder per class)"
+            )
         logits = self.logits(batch["images"])
         loss = F.cross_entropy(logits, batch["labels"])
         accuracy = (logits.argmax(1) == batch["labels"]).float().mean()

@@ -93,17 +93,46 @@ class DiffusionConfig:
 
 # Config format 1 kept every field in one flat DiffusionConfig; where each one lives now.
 V1_FIELDS: dict[str, str] = {
-    **{name: f"network.{name}" for name in ("channels", "blocks_per_stage", "attention_resolutions", "dropout",
-                                           "embedding_dim", "skip_connections")},
-    **{name: f"process.{name}" for name in ("schedule", "num_train_steps", "parameterization", "sigma_data",
-                                           "loss_weighting", "min_snr_gamma", "p_mean", "p_std", "sigma_min",
-                                           "sigma_max")},
-    "sampler": "sampling.sampler", "sampling_steps": "sampling.steps", "clip_denoised": "sampling.clip_denoised",
-    "guidance": "sampling.guidance", "condition": "conditioning.kind", "num_classes": "conditioning.num_classes",
+    **{
+        name: f"network.{name}"
+        for name in (
+            "channels",
+            "blocks_per_stage",
+            "attention_resolutions",
+            "dropout",
+            "embedding_dim",
+            "skip_connections",
+        )
+    },
+    **{
+        name: f"process.{name}"
+        for name in (
+            "schedule",
+            "num_train_steps",
+            "parameterization",
+            "sigma_data",
+            "loss_weighting",
+            "min_snr_gamma",
+            "p_mean",
+            "p_std",
+            "sigma_min",
+            "sigma_max",
+        )
+    },
+    "sampler": "sampling.sampler",
+    "sampling_steps": "sampling.steps",
+    "clip_denoised": "sampling.clip_denoised",
+    "guidance": "sampling.guidance",
+    "condition": "conditioning.kind",
+    "num_classes": "conditioning.num_classes",
     "condition_dropout": "conditioning.null_probability",
-    **{name: f"conditioning.{name}" for name in ("text_encoder", "text_encoder_path", "text_width", "text_layers",
-                                                "text_max_length")},
-    "image_channels": "image_channels", "image_size": "image_size", "context_dim": "",  # derived, not stored
+    **{
+        name: f"conditioning.{name}"
+        for name in ("text_encoder", "text_encoder_path", "text_width", "text_layers", "text_max_length")
+    },
+    "image_channels": "image_channels",
+    "image_size": "image_size",
+    "context_dim": "",  # derived, not stored
 }
 
 
@@ -123,9 +152,14 @@ def nest_v1_fields(flat: dict[str, Any], table: dict[str, str] = V1_FIELDS) -> d
     return nested
 
 
-def diffusion_loss(denoiser: nn.Module, x0: torch.Tensor, schedule: NoiseSchedule, weighting: str = "uniform",
-                   min_snr_gamma: float = 5.0, condition: dict[str, Any] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def diffusion_loss(
+    denoiser: nn.Module,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
+    condition: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted denoising loss E_sigma,eps [ w(sigma) ||D(x0 + sigma eps, sigma, condition) - x0||^2 ].
 
     x0: [N, C, S, S] in [-1, 1]; condition: the network's condition inputs for the N images.
@@ -166,8 +200,9 @@ class DiffusionModel(Model):
 
     family = "diffusion"
     config_class = DiffusionConfig
-    declared = frozenset({Capability.SAMPLE, Capability.SAMPLER, Capability.DENOISE, Capability.NOISE_LEVEL,
-                          Capability.DIFFUSION_BOUND})
+    declared = frozenset(
+        {Capability.SAMPLE, Capability.SAMPLER, Capability.DENOISE, Capability.NOISE_LEVEL, Capability.DIFFUSION_BOUND}
+    )
 
     def __init__(self, config: DiffusionConfig, space_shape: tuple[int, int, int] | None = None):
         super().__init__()
@@ -175,25 +210,40 @@ class DiffusionModel(Model):
         if not 0 <= conditioning.null_probability < 1:
             raise ConfigError(f"conditioning.null_probability must be in [0, 1), got {conditioning.null_probability}")
         if conditioning.kind == "class" and conditioning.num_classes < 1:
-            raise ConfigError("condition 'class' needs num_classes >= 1: train on a labelled dataset, or use "
-                              "--condition text / none")
+            raise ConfigError(
+                "condition 'class' needs num_classes >= 1: train on a labelled dataset, or use --condition text / none"
+            )
         self.config = config
         self.space_shape = space_shape or (config.image_channels, config.image_size, config.image_size)
         context_dim = 0
         if conditioning.kind == "text":
-            self.text_encoder = build_text_encoder(conditioning.text_encoder, path=conditioning.text_encoder_path,
-                                                   width=conditioning.text_width, layers=conditioning.text_layers,
-                                                   max_length=conditioning.text_max_length,
-                                                   cache_to_disk=conditioning.text_encoder != "learned")
+            self.text_encoder = build_text_encoder(
+                conditioning.text_encoder,
+                path=conditioning.text_encoder_path,
+                width=conditioning.text_width,
+                layers=conditioning.text_layers,
+                max_length=conditioning.text_max_length,
+                cache_to_disk=conditioning.text_encoder != "learned",
+            )
             context_dim = self.text_encoder.width
         channels, size, _ = self.space_shape
-        network = UNetConfig(image_channels=channels, image_size=size, **dataclasses.asdict(config.network),
-                             num_classes=conditioning.num_classes if conditioning.kind == "class" else 0,
-                             context_dim=context_dim)
+        network = UNetConfig(
+            image_channels=channels,
+            image_size=size,
+            **dataclasses.asdict(config.network),
+            num_classes=conditioning.num_classes if conditioning.kind == "class" else 0,
+            context_dim=context_dim,
+        )
         process = config.process
         self.denoiser = Denoiser(UNet(network), process.parameterization, process.sigma_data)
-        self.schedule = NoiseSchedule(process.schedule, process.num_train_steps, process.sigma_min,
-                                      process.sigma_max, process.p_mean, process.p_std)
+        self.schedule = NoiseSchedule(
+            process.schedule,
+            process.num_train_steps,
+            process.sigma_min,
+            process.sigma_max,
+            process.p_mean,
+            process.p_std,
+        )
 
     @classmethod
     def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
@@ -246,13 +296,15 @@ class DiffusionModel(Model):
     def denoising_loss(self, x0: torch.Tensor, condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The training objective on x0 [N, *space_shape] with the network's condition inputs (scalar)."""
         process = self.config.process
-        loss, _ = diffusion_loss(self.denoiser, x0, self.schedule, process.loss_weighting, process.min_snr_gamma,
-                                 condition)
+        loss, _ = diffusion_loss(
+            self.denoiser, x0, self.schedule, process.loss_weighting, process.min_snr_gamma, condition
+        )
         return loss
 
     # --- conditions ---------------------------------------------------------------------------------------
-    def condition_inputs(self, n: int, class_labels: Any = None, prompts: Any = None,
-                         where: str = "sample()") -> dict[str, torch.Tensor]:
+    def condition_inputs(
+        self, n: int, class_labels: Any = None, prompts: Any = None, where: str = "sample()"
+    ) -> dict[str, torch.Tensor]:
         """The network's condition inputs for n images. class_labels: an int, n ints or None (none: the
         null class); prompts: a string, n strings or None (none: the empty caption, the null prompt)."""
         kind = self.config.conditioning.kind
@@ -266,8 +318,9 @@ class DiffusionModel(Model):
             labels = torch.as_tensor(class_labels, dtype=torch.long, device=self.device).flatten()
             labels = labels.expand(n) if labels.numel() == 1 else labels
             if labels.numel() != n or labels.min() < 0 or labels.max() >= self.num_classes:
-                raise ConfigError(f"{where}: need 1 or {n} class labels in [0, {self.num_classes - 1}], "
-                                  f"got {labels.tolist()[:10]}")
+                raise ConfigError(
+                    f"{where}: need 1 or {n} class labels in [0, {self.num_classes - 1}], got {labels.tolist()[:10]}"
+                )
             return {"class_labels": labels}
         if kind == "text":
             if prompts is None:
@@ -292,8 +345,10 @@ class DiffusionModel(Model):
         condition unless a negative class / prompt is given. Guidance evaluates both in one batched call."""
         condition = condition or Condition()
         if self.config.conditioning.kind == "none" and condition.guidance not in (None, 1):
-            raise ConfigError(f"guidance {condition.guidance} needs a conditioned model (this one has condition "
-                              "'none'); train one with --condition class or --condition text")
+            raise ConfigError(
+                f"guidance {condition.guidance} needs a conditioned model (this one has condition "
+                "'none'); train one with --condition class or --condition text"
+            )
         w = self.config.sampling.guidance if condition.guidance is None else condition.guidance
         inputs = self.condition_inputs(n, condition.class_labels, condition.prompts)
         negative_given = condition.negative_class is not None or condition.negative_prompt is not None
@@ -333,9 +388,14 @@ class DiffusionModel(Model):
         return sigmas.float().to(self.device)
 
     @torch.no_grad()
-    def sample(self, n: int, condition: Condition | None = None, options: SamplerOptions | None = None,
-               generator: torch.Generator | None = None, callback: Callable[[dict[str, Any]], None] | None = None
-               ) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        condition: Condition | None = None,
+        options: SamplerOptions | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
         """n images [n, C, S, S] in [-1, 1].
 
         condition: what to draw and the guidance scale (None: unconditional, the model's default guidance);
@@ -383,5 +443,8 @@ class DiffusionModel(Model):
     def preview(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Samples for TensorBoard (fixed seed, so they can be compared across steps)."""
         labels = torch.arange(16) % self.num_classes if self.can(Capability.CLASS_CONDITION) else None
-        return {"samples": self.sample(16, Condition(class_labels=labels),
-                                       generator=torch.Generator(self.device).manual_seed(0))}
+        return {
+            "samples": self.sample(
+                16, Condition(class_labels=labels), generator=torch.Generator(self.device).manual_seed(0)
+            )
+        }

@@ -107,6 +107,7 @@ class Condition:
 
     def rows(self, start: int, stop: int, n: int) -> Condition:
         """The condition of images start..stop-1 of n (per-image labels and prompts are sliced)."""
+
         def part(value: Any) -> Any:
             if value is None or np.ndim(value) == 0 or len(value) != n:  # one for all (0-d tensors too)
                 return value
@@ -117,11 +118,12 @@ class Condition:
 
 def check_no_sampling_choices(model: Model, condition: Condition | None, options: SamplerOptions | None) -> None:
     """Refuse a condition or sampler options for a model that would ignore them (never silently ignored)."""
-    for capability in (condition.needs if condition is not None else []):
+    for capability in condition.needs if condition is not None else []:
         model.require(capability, "this condition")
     if condition is not None and condition.guidance not in (None, 1):
-        raise CapabilityError(f"guidance {condition.guidance} needs a conditioned diffusion model; this is a "
-                              f"{model.family!r} model")
+        raise CapabilityError(
+            f"guidance {condition.guidance} needs a conditioned diffusion model; this is a {model.family!r} model"
+        )
     if options is not None and options != SamplerOptions():
         model.require(Capability.SAMPLER, "sampler options (--sampler, --steps, --eta, --s-churn)")
 
@@ -145,8 +147,10 @@ class Model(nn.Module):
     def require(self, capability: Capability, action: str) -> None:
         """Raise CapabilityError, naming ``action`` and who could do it, unless this model can."""
         if not self.can(capability):
-            raise CapabilityError(f"{action} needs a model that can {ABILITIES[capability]}; this is a "
-                                  f"{self.family!r} model, which cannot")
+            raise CapabilityError(
+                f"{action} needs a model that can {ABILITIES[capability]}; this is a "
+                f"{self.family!r} model, which cannot"
+            )
 
     # --- shapes and placement ---------------------------------------------------------------------------
     @property
@@ -166,8 +170,9 @@ class Model(nn.Module):
 
     # --- the capabilities' methods (overridden by the families that declare them) -------------------------
     def _unsupported(self, capability: Capability, method: str) -> CapabilityError:
-        return CapabilityError(f"{method}() needs a model that can {ABILITIES[capability]}; this is a "
-                               f"{self.family!r} model, which cannot")
+        return CapabilityError(
+            f"{method}() needs a model that can {ABILITIES[capability]}; this is a {self.family!r} model, which cannot"
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise self._unsupported(Capability.LATENT, "encode")
@@ -178,9 +183,14 @@ class Model(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         raise self._unsupported(Capability.LATENT, "reconstruct")
 
-    def sample(self, n: int, condition: Condition | None = None, options: SamplerOptions | None = None,
-               generator: torch.Generator | None = None, callback: Callable[[dict[str, Any]], None] | None = None
-               ) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        condition: Condition | None = None,
+        options: SamplerOptions | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
         raise self._unsupported(Capability.SAMPLE, "sample")
 
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:

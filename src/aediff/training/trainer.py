@@ -118,8 +118,9 @@ class Trainer:
         progress: bool = True,
     ):
         if config.max_steps is None and config.epochs is None and config.max_minutes is None:
-            raise ConfigError("say how long to train: set max_steps, epochs or max_minutes "
-                              "(--max-steps, --epochs, --max-time)")
+            raise ConfigError(
+                "say how long to train: set max_steps, epochs or max_minutes (--max-steps, --epochs, --max-time)"
+            )
         self.config = config
         self.run_dir = Path(run_dir)
         self.train_set = train_set
@@ -135,12 +136,16 @@ class Trainer:
         acc = self.accelerator
         self.world_size, self.rank = acc.num_processes, acc.process_index
         if config.batch_size % self.world_size:
-            raise ConfigError(f"batch size {config.batch_size} does not split over {self.world_size} processes; "
-                              f"use a multiple of {self.world_size}")
+            raise ConfigError(
+                f"batch size {config.batch_size} does not split over {self.world_size} processes; "
+                f"use a multiple of {self.world_size}"
+            )
         self.steps_per_epoch = len(train_set) // config.batch_size
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"the training split has {len(train_set)} images, fewer than one batch of "
-                              f"{config.batch_size}; lower --batch-size")
+            raise ConfigError(
+                f"the training split has {len(train_set)} images, fewer than one batch of "
+                f"{config.batch_size}; lower --batch-size"
+            )
         self.horizon = self._horizon()
         self.step = 0
         self.train_seconds = 0.0
@@ -149,16 +154,18 @@ class Trainer:
 
         self.model = model
         trainable = [p for p in model.parameters() if p.requires_grad]  # a frozen part (e.g. an autoencoder) stays
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=config.adam_betas,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay
+        )
         state = None
         if resume:
             state = self._load_checkpoint()
         else:
             # Every process checks before any writes, so that all of them stop on the same error.
             if (self.run_dir / runs.CONFIG_FILE).exists():
-                raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
-                               f"or choose another --out")
+                raise RunError(
+                    f"{self.run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+                )
             acc.wait_for_everyone()
             if acc.is_main_process:
                 self._start_run_folder(run_config, data_config)
@@ -169,8 +176,9 @@ class Trainer:
         self.ema.model.to(acc.device)
         self.ddp_model = acc.prepare(model)  # moves to the device; wraps in DDP with several processes
         if state is not None:
-            self.optimizer.load_state_dict(runs.optimizer_from_files(
-                runs.read_tensors(self.run_dir / runs.OPTIMIZER_FILE), state["param_groups"]))
+            self.optimizer.load_state_dict(
+                runs.optimizer_from_files(runs.read_tensors(self.run_dir / runs.OPTIMIZER_FILE), state["param_groups"])
+            )
         self.optimizer = acc.prepare(self.optimizer)
         self.writer = None
 
@@ -185,19 +193,24 @@ class Trainer:
         return min(bounds) if bounds else None
 
     def _start_run_folder(self, run_config: dict[str, Any], data_config: DataConfig | None) -> None:
-        runs.write_run_config(self.run_dir, {
-            **run_config,
-            "training": config_to_dict(self.config),
-            "data": config_to_dict(data_config) if data_config is not None else None,
-        })
+        runs.write_run_config(
+            self.run_dir,
+            {
+                **run_config,
+                "training": config_to_dict(self.config),
+                "data": config_to_dict(data_config) if data_config is not None else None,
+            },
+        )
         (self.run_dir / runs.LOG_FILE).unlink(missing_ok=True)
 
     def _load_checkpoint(self) -> dict[str, Any]:
         runs.recover(self.run_dir)
         state_path = self.run_dir / runs.STATE_FILE
         if not state_path.exists():
-            raise RunError(f"{self.run_dir} has no training state to resume from ({runs.STATE_FILE}); "
-                           f"start a new run without --resume")
+            raise RunError(
+                f"{self.run_dir} has no training state to resume from ({runs.STATE_FILE}); "
+                f"start a new run without --resume"
+            )
         state = json.loads(state_path.read_text())
         self.model.load_state_dict(runs.read_tensors(self.run_dir / runs.MODEL_FILE))
         self.step = state["step"]
@@ -212,11 +225,12 @@ class Trainer:
 
     def _batch_indices(self, step: int) -> torch.Tensor:
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
-            step_seed(self.config.seed, epoch, 10_007)))
+        order = torch.randperm(
+            len(self.train_set), generator=torch.Generator().manual_seed(step_seed(self.config.seed, epoch, 10_007))
+        )
         start = position * self.config.batch_size
         local = self.config.batch_size // self.world_size
-        return order[start + self.rank * local: start + (self.rank + 1) * local]
+        return order[start + self.rank * local : start + (self.rank + 1) * local]
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -225,8 +239,9 @@ class Trainer:
         if self.horizon is not None and self.step >= self.horizon:
             return True
         if self.config.max_minutes is not None:
-            over = torch.tensor(float(self.elapsed_seconds >= self.config.max_minutes * 60),
-                                device=self.accelerator.device)
+            over = torch.tensor(
+                float(self.elapsed_seconds >= self.config.max_minutes * 60), device=self.accelerator.device
+            )
             if self.world_size > 1:  # every process must stop at the same step
                 over = self.accelerator.reduce(over, "max")
             return bool(over.item())
@@ -241,8 +256,14 @@ class Trainer:
         """Run until the step, epoch or time budget is spent (or Ctrl-C); returns what was done."""
         acc, cfg = self.accelerator, self.config
         previous_handler = self._install_interrupt_handler()
-        bar = tqdm(total=self.horizon, initial=self.step, disable=not (acc.is_main_process and self.show_progress),
-                   desc=f"train {self.run_dir.name}", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.horizon,
+            initial=self.step,
+            disable=not (acc.is_main_process and self.show_progress),
+            desc=f"train {self.run_dir.name}",
+            unit="step",
+            dynamic_ncols=True,
+        )
         logs: dict[str, float] = {}
         last_saved = self.step
         session_start = time.perf_counter() - self.elapsed_seconds
@@ -267,8 +288,10 @@ class Trainer:
                 self.elapsed_seconds = time.perf_counter() - session_start
                 logs = {"loss": loss.item(), "lr": lr, **logs}
                 if not math.isfinite(logs["loss"]):
-                    raise RunError(f"the loss became {logs['loss']} at step {self.step}; lower --lr or check "
-                                   f"the data; the last good checkpoint is in {self.run_dir}")
+                    raise RunError(
+                        f"the loss became {logs['loss']} at step {self.step}; lower --lr or check "
+                        f"the data; the last good checkpoint is in {self.run_dir}"
+                    )
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     self._log(logs, bar)
@@ -290,8 +313,15 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous_handler)
             if self.writer is not None:
                 self.writer.close()
-        return TrainResult(self.run_dir, self.step, self.step * cfg.batch_size, self.train_seconds,
-                           interrupted, acc.is_main_process, logs)
+        return TrainResult(
+            self.run_dir,
+            self.step,
+            self.step * cfg.batch_size,
+            self.train_seconds,
+            interrupted,
+            acc.is_main_process,
+            logs,
+        )
 
     def _install_interrupt_handler(self) -> Any:
         """First Ctrl-C: stop after this step and save; a second one aborts at once (the last
@@ -327,8 +357,12 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "lr")})
-        record = {"step": self.step, "train_seconds": self.train_seconds,
-                  "images_per_second": self.step * self.config.batch_size / max(self.train_seconds, 1e-9), **logs}
+        record = {
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "images_per_second": self.step * self.config.batch_size / max(self.train_seconds, 1e-9),
+            **logs,
+        }
         with open(self.run_dir / runs.LOG_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
         writer = self._tensorboard()
@@ -351,13 +385,21 @@ class Trainer:
         if acc.is_main_process:
             opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer)  # Accelerate's wrapper
             meta = {"step": str(self.step)}
-            state = {"step": self.step, "train_seconds": self.train_seconds,
-                     "elapsed_seconds": self.elapsed_seconds, "images_seen": self.step * self.config.batch_size,
-                     "world_size": self.world_size, "param_groups": param_groups}
-            runs.write_files_atomically(self.run_dir, {
-                runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
-                runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
-                runs.OPTIMIZER_FILE: runs.tensors_to_bytes(opt_tensors, meta),
-                runs.STATE_FILE: json.dumps(state, indent=2).encode(),
-            })
+            state = {
+                "step": self.step,
+                "train_seconds": self.train_seconds,
+                "elapsed_seconds": self.elapsed_seconds,
+                "images_seen": self.step * self.config.batch_size,
+                "world_size": self.world_size,
+                "param_groups": param_groups,
+            }
+            runs.write_files_atomically(
+                self.run_dir,
+                {
+                    runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
+                    runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
+                    runs.OPTIMIZER_FILE: runs.tensors_to_bytes(opt_tensors, meta),
+                    runs.STATE_FILE: json.dumps(state, indent=2).encode(),
+                },
+            )
         acc.wait_for_everyone()
