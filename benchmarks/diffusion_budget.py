@@ -40,6 +40,7 @@ from aediff.data import DataConfig
 from aediff.diffusion import SAMPLERS, SamplerOptions
 from aediff.evaluation import generation_score, sample_images
 from aediff.models import Model
+from aediff.runs import median_images_per_second
 from aediff.training.train import train
 
 BATCH = 64
@@ -78,17 +79,11 @@ def timed_sampling(sample: Callable[[int], torch.Tensor], n: int, nfe: int, chun
 
 # --- contenders ----------------------------------------------------------------------------------------------
 def median_throughput(run: aediff.Run) -> float:
-    """Median images/s over the logged windows (robust to a noisy shared machine); for a run too short to
-    log two windows, its mean over the whole training."""
-    log_file = run.path / "log.jsonl"
-    log = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
-    rates = [
-        (b["step"] - a["step"]) * run.training.batch_size / (b["train_seconds"] - a["train_seconds"])
-        for a, b in zip(log, log[1:], strict=False)
-        if b["train_seconds"] > a["train_seconds"]
-    ]
-    if rates:
-        return statistics.median(rates)
+    """Median images/s over the logged windows; for a run too short to log two windows, its mean over the
+    whole training."""
+    median = median_images_per_second(run.path, run.training.batch_size)
+    if median is not None:
+        return median
     return run.summary.images_per_second if run.summary is not None else float("nan")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,19 @@ def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSumma
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"the training record of {run_dir} is unreadable ({exc}); the run folder is damaged") from exc
     return None
+
+
+def median_images_per_second(run_dir: str | Path, batch_size: int) -> float | None:
+    """Median training throughput over the windows of log.jsonl (robust to a noisy shared machine); None when
+    the log has fewer than two windows."""
+    path = Path(run_dir) / LOG_FILE
+    log = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rates = [
+        (b["step"] - a["step"]) * batch_size / (b["train_seconds"] - a["train_seconds"])
+        for a, b in zip(log, log[1:], strict=False)
+        if b["train_seconds"] > a["train_seconds"]
+    ]
+    return statistics.median(rates) if rates else None
 
 
 @dataclass
