@@ -19,7 +19,7 @@ COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "aediff.cli"]
 
 
 def aediff(*args: str, cwd: Path | None = None, debug: bool = False) -> tuple[int, str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}  # a narrow terminal: still one line
     env.pop("AEDIFF_DEBUG", None)
     if debug:
         env["AEDIFF_DEBUG"] = "1"

@@ -773,22 +773,23 @@ def main() -> None:
     except AediffError as exc:
         if debug:
             raise
-        errors.print(f"[red]error:[/red] {escape(str(exc))}")  # messages name extras like aediff[text]
+        errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # messages name extras like aediff[text]
         sys.exit(1)
     except KeyboardInterrupt:
-        errors.print("aborted")
+        errors.print("aborted", soft_wrap=True)
         sys.exit(130)
     except OSError as exc:  # a full disk, a folder without write permission...: the system's own words
         if debug:
             raise
-        errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
     except Exception as exc:
         if debug:
             raise
         errors.print(
             f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} (a bug in "
-            "aediff: rerun with AEDIFF_DEBUG=1 for the traceback, and please report it)"
+            "aediff: rerun with AEDIFF_DEBUG=1 for the traceback, and please report it)",
+            soft_wrap=True,
         )
         sys.exit(1)
 
