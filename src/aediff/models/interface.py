@@ -26,6 +26,7 @@ takes and makes (a latent diffusion model's are its autoencoder's, not its laten
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -238,6 +239,6 @@ class Model(nn.Module):
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter (or buffer); the CPU for a model with neither."""
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):  # lazily: the first one decides
         return tensor.device
     return torch.device("cpu")
