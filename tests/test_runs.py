@@ -35,7 +35,8 @@ def test_a_version_1_run_folder_loads_and_computes_what_it_did(name):
     assert run.model.family == run.family and not run.model.training
     with torch.no_grad():
         out = _outputs(run)
-    assert torch.allclose(out.flatten(), torch.tensor(EXPECTED[name]), atol=1e-5)
+    # 1e-4: room for another CPU's float rounding; a wrong upgrade of the config changes the outputs entirely
+    assert torch.allclose(out.flatten(), torch.tensor(EXPECTED[name]), atol=1e-4)
 
 
 def test_a_version_1_latent_diffusion_keeps_the_images_shape_and_its_autoencoder():
