@@ -40,15 +40,6 @@ MODELS = {
 }
 
 
-def median_throughput(run: aediff.Run) -> float:
-    """Median images/s over the logged windows; for a run too short to log two windows, its mean over the
-    whole training."""
-    median = median_images_per_second(run.path, run.training.batch_size)
-    if median is not None:
-        return median
-    return run.summary.images_per_second if run.summary is not None else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
@@ -100,7 +91,7 @@ def main() -> None:
             **overrides,
             "steps": result.step,
             "epochs": result.images_seen / train_size,
-            "train_images_per_s": median_throughput(loaded),
+            "train_images_per_s": median_images_per_second(loaded),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         row.update({f"test_{k}": v for k, v in reconstruction_metrics(model, test).items() if k != "num_images"})

@@ -78,13 +78,6 @@ def timed_sampling(sample: Callable[[int], torch.Tensor], n: int, nfe: int, chun
 
 
 # --- contenders ----------------------------------------------------------------------------------------------
-def median_throughput(run: aediff.Run) -> float:
-    """Median images/s over the logged windows; for a run too short to log two windows, its mean over the
-    whole training."""
-    median = median_images_per_second(run.path, run.training.batch_size)
-    if median is not None:
-        return median
-    return run.summary.images_per_second if run.summary is not None else float("nan")
 
 
 def seeded_sampler(model: Model) -> Callable[[int], torch.Tensor]:
@@ -124,7 +117,7 @@ def run_aediff(args, train_set) -> tuple[dict, Model]:
     model = loaded.model
     stats = {
         "steps": result.step,
-        "train_images_per_s": median_throughput(loaded),
+        "train_images_per_s": median_images_per_second(loaded),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": dataclasses.asdict(loaded.config),
     }

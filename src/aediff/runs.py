@@ -214,19 +214,6 @@ def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSumma
     return None
 
 
-def median_images_per_second(run_dir: str | Path, batch_size: int) -> float | None:
-    """Median training throughput over the windows of log.jsonl (robust to a noisy shared machine); None when
-    the log has fewer than two windows."""
-    path = Path(run_dir) / LOG_FILE
-    log = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    rates = [
-        (b["step"] - a["step"]) * batch_size / (b["train_seconds"] - a["train_seconds"])
-        for a, b in zip(log, log[1:], strict=False)
-        if b["train_seconds"] > a["train_seconds"]
-    ]
-    return statistics.median(rates) if rates else None
-
-
 @dataclass
 class Run:
     """A trained model and everything its run folder says about it: what ``aediff.load`` returns."""
@@ -289,3 +276,19 @@ def load(path: str | Path, weights: str = "ema", device: str | torch.device | No
         format_version=version,
         weights=weights,
     )
+
+
+def median_images_per_second(run: Run) -> float:
+    """Median training throughput over the windows of the run's log.jsonl (robust to a noisy shared machine);
+    for a run too short to log two windows, its mean over the whole training; NaN with neither."""
+    path = run.path / LOG_FILE
+    log = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    batch = run.training.batch_size
+    rates = [
+        (b["step"] - a["step"]) * batch / (b["train_seconds"] - a["train_seconds"])
+        for a, b in zip(log, log[1:], strict=False)
+        if b["train_seconds"] > a["train_seconds"]
+    ]
+    if rates:
+        return statistics.median(rates)
+    return run.summary.images_per_second if run.summary is not None else float("nan")
