@@ -58,22 +58,17 @@ def _numbers(obj, path=""):
         yield path, obj
 
 
+def tiny_config(**changes) -> CompareConfig:
+    """A comparison of tiny models on digits that trains in seconds."""
+    settings = dict(data="digits", budget_minutes=0.5, max_steps=4, bottlenecks=(2, 4, 8), samples=40, limit=60,
+                    denoise_steps=2, batch_size=32, model_overrides=TINY)  # fmt: skip
+    return CompareConfig(**{**settings, **changes})
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    config = CompareConfig(
-        data="digits",
-        budget_minutes=0.5,
-        max_steps=4,
-        bottlenecks=(2, 4, 8),
-        samples=40,
-        limit=60,
-        guidances=(1.0, 3.0),
-        denoise_steps=2,
-        batch_size=32,
-        model_overrides=TINY,
-    )
-    metrics = run_compare(config, out, progress=False)
+    metrics = run_compare(tiny_config(guidances=(1.0, 3.0)), out, progress=False)
     return out, metrics
 
 
@@ -137,18 +132,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 def test_reused_runs_are_not_retrained(report, tmp_path):
     out, _ = report
-    config = CompareConfig(
-        data="digits",
-        budget_minutes=0.5,
-        max_steps=4,
-        bottlenecks=(2, 4, 8),
-        samples=40,
-        limit=60,
-        guidances=(1.0,),
-        denoise_steps=2,
-        batch_size=32,
-        model_overrides=TINY,
-    )
+    config = tiny_config(guidances=(1.0,))
     config.runs = {p.name: str(out / "runs" / p.name) for p in compare_plan(config)}
     metrics = run_compare(config, tmp_path / "again", progress=False)
     assert not (tmp_path / "again" / "runs").exists()

@@ -13,7 +13,7 @@ from aediff.errors import ConfigError
 from aediff.models import Condition, UNet, UNetConfig, build_model
 from aediff.models.diffusion import concat_conditions
 from aediff.training.train import train
-from test_cli import run_cli
+from test_cli import TINY_DIFFUSION, run_cli
 
 TINY = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16, "steps": 3}
 TINY_TEXT = {**TINY, "conditioning.kind": "text", "text_width": 16, "text_layers": 1, "text_max_length": 24}
@@ -250,14 +250,7 @@ def test_latent_diffusion_refuses_a_vector_latent(tmp_path):
 def test_cli_trains_and_samples_conditioned_models(spatial_ae, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the refused `sample` calls below name no --out: their default is here
     tiny = [
-        "--set",
-        "channels=8,16",
-        "--set",
-        "attention_resolutions=4",
-        "--set",
-        "embedding_dim=16",
-        "--set",
-        "steps=3",
+        *TINY_DIFFUSION,
         "--batch-size",
         "32",
         "--no-progress",

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from aediff.diffusion.parameterization import Denoiser, x0_loss_weight
-from aediff.diffusion.samplers import SamplerOptions, run_sampler
+from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
 from aediff.models.interface import Capability, Condition, Model
@@ -419,9 +419,9 @@ class DiffusionModel(Model):
         the default sampler (dpm++ when the default needs discrete timesteps), deterministically."""
         low, _ = self.schedule.sigma_range
         sigmas = karras_sigmas(steps, min(low, sigma), sigma).float().to(x.device)
-        default = SamplerOptions().resolve(self.config.sampling.sampler, steps)
-        name = default.sampler if not default.spec.discrete_timesteps else "dpm++"
-        return run_sampler(SamplerOptions(sampler=name, steps=steps).resolve(name, steps), denoiser, x, sigmas)
+        name = self.config.sampling.sampler
+        name = "dpm++" if SAMPLERS[name].discrete_timesteps else name  # these sigmas are not the schedule's own
+        return run_sampler(SamplerOptions(sampler=name).resolve(name, steps), denoiser, x, sigmas)
 
     @torch.no_grad()
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
