@@ -22,6 +22,7 @@ from aediff.metrics import (
     continuous_nll_to_discrete_bpd,
     dequantization_offset_bits,
     extract_features,
+    fid_bootstrap,
     frechet_distance,
     inception_extractor,
     kernel_inception_distance,
@@ -31,7 +32,9 @@ from aediff.metrics import (
     psnr,
     score_features,
     ssim,
+    stats,
 )
+from aediff.metrics import features as features_module
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -94,37 +97,104 @@ def test_mse_psnr_match_references(name, x, y, sigma, crop):
         assert ours_psnr[i].item() == pytest.approx(skm.peak_signal_noise_ratio(a, b, data_range=2.0), abs=1e-4)
 
 
-@pytest.mark.parametrize("name,x,y,sigma,crop", PAIRS, ids=[p[0] for p in PAIRS])
-def test_ssim_matches_skimage_and_torchmetrics_valid_region(name, x, y, sigma, crop):
+def _to_unit(x: torch.Tensor) -> torch.Tensor:
+    """aediff [-1, 1] images -> [0, 1], the conversion ssim's callers make."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def _skimage_ssim(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.5, data_range: float = 1.0) -> np.ndarray:
+    """scikit-image's SSIM per image of [N, C, H, W] batches (Wang et al.'s Gaussian-window settings)."""
+    return np.array(
+        [
+            skm.structural_similarity(
+                x[i].permute(1, 2, 0).double().numpy(),
+                y[i].permute(1, 2, 0).double().numpy(),
+                channel_axis=2,
+                gaussian_weights=True,
+                sigma=sigma,
+                use_sample_covariance=False,
+                data_range=data_range,
+            )
+            for i in range(x.shape[0])
+        ]
+    )
+
+
+def _check_ssim_against_references(x: torch.Tensor, y: torch.Tensor, sigma: float, crop: int) -> torch.Tensor:
     ours = ssim(x, y)
     assert ours.shape == (x.shape[0],)
     # scikit-image: reflect-filter then crop (w-1)/2 -> identical valid-region mean.
-    sk = [
-        skm.structural_similarity(
-            x[i].permute(1, 2, 0).double().numpy(),
-            y[i].permute(1, 2, 0).double().numpy(),
-            channel_axis=2,
-            gaussian_weights=True,
-            sigma=sigma,
-            use_sample_covariance=False,
-            data_range=2.0,
-        )
-        for i in range(x.shape[0])
-    ]
-    np.testing.assert_allclose(ours.numpy(), sk, atol=1e-5)
+    np.testing.assert_allclose(ours.numpy(), _skimage_ssim(x, y, sigma), atol=1e-5)
     # torchmetrics: same map, but its scalar averages over the whole reflect-padded image (border
     # included). Cropping its full map to the valid region reproduces ours exactly.
-    tm_scalar, tm_map = tm_ssim(x, y, data_range=2.0, sigma=sigma, reduction="none", return_full_image=True)
+    tm_scalar, tm_map = tm_ssim(x, y, data_range=1.0, sigma=sigma, reduction="none", return_full_image=True)
     assert tm_map.shape == x.shape
     torch.testing.assert_close(ours, tm_map[..., crop:-crop, crop:-crop].mean(dim=(1, 2, 3)), atol=1e-5, rtol=0)
     # The known difference (border positions) is bounded but not small: only a loose check.
     assert (ours - tm_scalar).abs().max() < 0.5
+    return ours
+
+
+@pytest.mark.parametrize("name,x,y,sigma,crop", PAIRS, ids=[p[0] for p in PAIRS])
+def test_ssim_matches_skimage_and_torchmetrics_valid_region(name, x, y, sigma, crop):
+    _check_ssim_against_references(_to_unit(x), _to_unit(y), sigma, crop)
+
+
+def _digits_28() -> torch.Tensor:
+    """MNIST-like images [12, 1, 28, 28] in [0, 1]: scikit-learn's 8x8 digits (bundled, 0..16) upsampled."""
+    from sklearn.datasets import load_digits
+
+    small = torch.from_numpy(load_digits().images[:12]).float()[:, None] / 16
+    return torch.nn.functional.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _blur(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    g = torch.exp(-0.5 * (torch.arange(7.0) - 3) ** 2 / sigma**2)
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect"), kernel)
+
+
+def test_ssim_on_blurred_and_noisy_digits_matches_references_in_unit_range():
+    x = _digits_28()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    blurred = _check_ssim_against_references(x, _blur(x), sigma=1.5, crop=5)
+    noisy = _check_ssim_against_references(x, (x + 0.1 * noise).clamp(0, 1), sigma=1.5, crop=5)
+    very_noisy = _check_ssim_against_references(x, (x + 0.3 * noise).clamp(0, 1), sigma=1.5, crop=5)
+    assert (blurred < 1).all() and (noisy < 1).all()
+    assert (very_noisy < noisy).all()
+    # the tolerance band admits round-off and slightly unclamped outputs
+    ssim(x * 1.005, x)
+
+
+def test_ssim_convention_is_wang_unit_range_not_minus_one_to_one():
+    """The luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) is not shift-invariant: computing
+    on [-1, 1] images with data range 2 (aediff's old convention) gives another number for a blurred
+    digit. This pins ssim to Wang et al.'s [0, 1] convention."""
+    x = _digits_28()
+    y = _blur(x)
+    ours = ssim(x, y).numpy()
+    old = _skimage_ssim(2 * x - 1, 2 * y - 1, data_range=2.0)
+    np.testing.assert_allclose(ours, _skimage_ssim(x, y), atol=1e-5)
+    assert np.abs(ours - old).min() > 1e-3 and np.abs(ours - old).mean() > 0.03
+    # torchmetrics agrees on the shift: its [-1, 1] / range 2 map differs from its [0, 1] map
+    _, tm_unit = tm_ssim(x, y, data_range=1.0, reduction="none", return_full_image=True)
+    _, tm_old = tm_ssim(2 * x - 1, 2 * y - 1, data_range=2.0, reduction="none", return_full_image=True)
+    np.testing.assert_allclose(ours, tm_unit[..., 5:-5, 5:-5].mean(dim=(1, 2, 3)).numpy(), atol=1e-5)
+    assert (tm_unit - tm_old)[..., 5:-5, 5:-5].mean(dim=(1, 2, 3)).abs().min() > 1e-3
+    # [-1, 1] images are rejected with the fix in the message, whatever data_range is passed
+    for data_range in (1.0, 2.0):
+        with pytest.raises(ConfigError, match=r"ssim expects images in \[0, .*\(x \+ 1\) / 2"):
+            ssim(2 * x - 1, 2 * y - 1, data_range=data_range)
+    with pytest.raises(ConfigError, match=r"ssim expects images in \[0, 1\] \(Wang et al.\); convert aediff"):
+        ssim(x, y * 1.2)
+    # another range: images in [0, 255] with data_range 255 are the same SSIM
+    torch.testing.assert_close(ssim(255 * x, 255 * y, data_range=255.0), ssim(x, y), atol=1e-5, rtol=0)
 
 
 def test_identical_images_give_ssim_one_and_psnr_inf():
     for shape in [(2, 1, 28, 28), (2, 3, 8, 8)]:
         x = torch.rand(shape) * 2 - 1
-        torch.testing.assert_close(ssim(x, x.clone()), torch.ones(shape[0]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(ssim(_to_unit(x), _to_unit(x)), torch.ones(shape[0]), atol=1e-6, rtol=0)
         assert torch.isinf(psnr(x, x.clone())).all() and (psnr(x, x.clone()) > 0).all()
         assert (mse(x, x.clone()) == 0).all()
 
@@ -135,7 +205,7 @@ def test_noisier_images_score_lower():
     noise = torch.randn(x.shape, generator=gen)
     levels = [0.05, 0.2, 0.6]
     ps = [psnr(x, (x + s * noise).clamp(-1, 1)) for s in levels]
-    ss = [ssim(x, (x + s * noise).clamp(-1, 1)) for s in levels]
+    ss = [ssim(_to_unit(x), _to_unit(x + s * noise)) for s in levels]
     for i in range(1, len(levels)):
         assert (ps[i] < ps[i - 1]).all()
         assert (ss[i] < ss[i - 1]).all()
@@ -207,12 +277,22 @@ def test_kid_matches_torchmetrics():
     gen = torch.Generator().manual_seed(0)
     real = torch.randn(60, 12, generator=gen, dtype=torch.float64)
     fake = torch.randn(50, 12, generator=gen, dtype=torch.float64) * 1.2 + 0.3
-    # equal-size sets, subset_size clipped to N: every subset is a permutation of the whole set and the
-    # estimator is permutation invariant -> torchmetrics' poly_mmd on the full sets, zero spread
+    # N = M = subset_size (or larger): a "subset" of the whole set would be a permutation of it, the same
+    # value every time and a std of 0. Subsets are halved to 25 rows instead: the same subsets as
+    # torchmetrics with subset_size=25, and a real spread.
     real50 = real[:50]
-    mean50, std50 = kernel_inception_distance(fake, real50, num_subsets=3, subset_size=10_000)
-    assert mean50 == pytest.approx(poly_mmd(real50, fake).item(), rel=1e-9)
-    assert std50 == pytest.approx(0.0, abs=1e-12)
+    metric25 = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=20, subset_size=25)
+    metric25.update(real50, real=True)
+    metric25.update(fake, real=False)
+    torch.manual_seed(7)
+    tm_mean25, tm_std25 = metric25.compute()
+    for requested in (50, 10_000):
+        mean50, std50 = kernel_inception_distance(fake, real50, num_subsets=20, subset_size=requested, seed=7)
+        assert (mean50, std50) == pytest.approx((tm_mean25.item(), tm_std25.item()), rel=1e-6)
+        assert std50 > 0.1 * abs(mean50)
+    # The subset mean is unbiased for the full-set U-statistic (torchmetrics' poly_mmd on all rows).
+    many_mean, many_std = kernel_inception_distance(fake, real50, num_subsets=150, subset_size=50)
+    assert abs(many_mean - poly_mmd(real50, fake).item()) < 4 * many_std / math.sqrt(150)
     # random subsets: same seed -> same subsets as torchmetrics' metric (real drawn first, global RNG)
     metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=20, subset_size=30)
     metric.update(real, real=True)
@@ -232,10 +312,20 @@ def test_kid_same_distribution_near_zero_and_shift_larger():
     shift_mean, _ = kernel_inception_distance(a, b + 0.5, num_subsets=20, subset_size=100)
     assert abs(same_mean) < 3 * same_std + 1e-3
     assert shift_mean > 10 * max(abs(same_mean), same_std)
-    # subset size clipped to min(N, M) rather than raising
+    # subset size lowered below min(N, M) rather than raising
     assert math.isfinite(kernel_inception_distance(a[:20], b, num_subsets=2, subset_size=1000)[0])
+    assert kernel_inception_distance(a[:3], b[:3], num_subsets=5, subset_size=1000)[1] > 0
     with pytest.raises(ConfigError, match="feature dimensions differ"):
         kernel_inception_distance(a, b[:, :5])
+
+
+@pytest.mark.parametrize(
+    "requested,n,m,expected",
+    [(1000, 5000, 6000, 1000), (30, 50, 60, 30), (50, 50, 60, 25), (1000, 50, 60, 25), (1000, 60, 51, 25)]
+    + [(1000, 3, 100, 2), (1000, 2, 2, 2), (49, 50, 50, 49)],
+)
+def test_kid_subsets_are_proper_subsets(requested, n, m, expected):
+    assert features_module._kid_subset_size(requested, n, m) == expected
 
 
 def test_score_features_record():
@@ -254,6 +344,14 @@ def test_score_features_record():
     assert (score.kid_mean, score.kid_std) == pytest.approx(
         kernel_inception_distance(a, b, num_subsets=5, subset_size=40, seed=0)
     )
+    assert (score.kid_subset_size, score.kid_subsets, score.pr_set_size) == (40, 5, 80)
+    # FID's bootstrap: 50 draws by default, seeded like the rest
+    np.testing.assert_allclose(score.fid_draws_values, fid_bootstrap(a, b, draws=50, seed=0), rtol=1e-12)
+    assert score.fid_se == pytest.approx(np.std(score.fid_draws_values, ddof=1)) and score.fid_se > 0
+    estimate = score.fid_estimate()
+    assert isinstance(estimate, stats.Estimate)
+    assert (estimate.value, estimate.se, estimate.n) == (score.fid, score.fid_se, 50)
+    assert score.warnings == []
     d = score.to_dict()
     assert set(d) == {
         "fid",
@@ -266,13 +364,161 @@ def test_score_features_record():
         "precision",
         "recall",
         "pr_k",
+        "kid_subset_size",
+        "kid_subsets",
+        "pr_set_size",
+        "fid_se",
+        "fid_draws_values",
+        "warnings",
     }
-    assert (d["precision"], d["recall"]) == pytest.approx(precision_recall(a, b, k=3)) and d["pr_k"] == 3
+    assert d["pr_k"] == 3 and 0 <= d["precision"] <= 1 and 0 <= d["recall"] <= 1
     assert (d["num_samples"], d["num_reference"]) == (80, 90)
     assert d["reference"] == "mnist5k:test" and d["feature_extractor"] == "classifier:mnist"
-    assert json.loads(json.dumps(d)) == d
+    assert d["kid_subset_size"] == 40 and len(d["fid_draws_values"]) == 50
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
+    assert all(type(v) is float for v in d["fid_draws_values"]) and type(d["fid_se"]) is float
+    assert FeatureScore.from_dict(json.loads(json.dumps(d))) == score
+    # an older record (no uncertainty fields) still reads, with defaults
+    old = {k: d[k] for k in list(d)[:10]}
+    assert FeatureScore.from_dict(old).fid_draws_values == [] and FeatureScore.from_dict(old).fid_se is None
+    # two models against the same reference with the same seed: paired draws from the dicts alone
+    other = score_features(a + 0.2, b, feature_extractor="classifier:mnist", reference="mnist5k:test", kid_subsets=2)
+    paired = stats.difference_of_draws(d["fid"], d["fid_draws_values"], other.fid, other.to_dict()["fid_draws_values"])
+    assert paired.value == pytest.approx(score.fid - other.fid) and paired.n == 50
     with pytest.raises(ConfigError, match="NaN"):
         score_features(a * np.nan, b, feature_extractor="x", reference="y")
+
+
+def test_score_features_without_fid_draws():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(30, 3)), rng.normal(size=(40, 3))
+    score = score_features(a, b, feature_extractor="x", reference="y", kid_subsets=2, fid_draws=0)
+    assert score.fid_se is None and score.fid_draws_values == []
+    assert json.loads(json.dumps(score.to_dict(), allow_nan=False))["fid_se"] is None
+    with pytest.raises(ConfigError, match="fid_draws=50"):
+        score.fid_estimate()
+    for bad in (1, -3):
+        with pytest.raises(ConfigError, match="fid_draws must be 0"):
+            score_features(a, b, feature_extractor="x", reference="y", fid_draws=bad)
+
+
+def test_score_features_compares_precision_recall_on_equal_size_sets(monkeypatch):
+    rng = np.random.default_rng(5)
+    small, large = rng.normal(size=(40, 3)), rng.normal(size=(100, 3)) + 0.2
+    seen = []
+
+    def spy(sample_feats, reference_feats, k=3):
+        seen.append((sample_feats, reference_feats))
+        return precision_recall(sample_feats, reference_feats, k=k)
+
+    monkeypatch.setattr(features_module, "precision_recall", spy)
+    large_rows = {tuple(row) for row in large}
+    subsets = {}
+    for samples, reference, seed in ((small, large, 0), (large, small, 0), (small, large, 1)):
+        seen.clear()
+        score = score_features(samples, reference, feature_extractor="x", reference="y", kid_subsets=2, seed=seed)
+        ((pr_samples, pr_reference),) = seen
+        assert pr_samples.shape == pr_reference.shape == (40, 3) and score.pr_set_size == 40
+        assert (score.num_samples, score.num_reference) == (len(samples), len(reference))
+        whole, subsampled = (pr_samples, pr_reference) if samples is small else (pr_reference, pr_samples)
+        np.testing.assert_array_equal(whole, small)  # the smaller set is used whole
+        rows = [tuple(row) for row in subsampled]
+        assert set(rows) <= large_rows and len(set(rows)) == 40  # rows of the larger set, without replacement
+        assert (score.precision, score.recall) == precision_recall(pr_samples, pr_reference, k=3)
+        subsets[(samples is small, seed)] = frozenset(rows)
+    # seeded: same seed, same subset whichever side it is on; another seed, another subset
+    assert subsets[(True, 0)] == subsets[(False, 0)] != subsets[(True, 1)]
+    # equal sizes: nothing is subsampled
+    seen.clear()
+    score = score_features(small, large[:40], feature_extractor="x", reference="y", kid_subsets=2)
+    np.testing.assert_array_equal(seen[0][1], large[:40])
+    assert score.pr_set_size == 40
+
+
+def test_score_features_warns_about_small_sets():
+    rng = np.random.default_rng(6)
+    dim = 48
+    big, small = rng.normal(size=(200, dim)), rng.normal(size=(80, dim))
+    kwargs = {"feature_extractor": "x", "reference": "y", "kid_subsets": 2, "fid_draws": 0}
+    assert score_features(big, big + 0.1, **kwargs).warnings == []
+    assert score_features(big[:96], big[96:192], **kwargs).warnings == []  # exactly 2 * D is enough
+    score = score_features(big, small, **kwargs)
+    assert score.warnings == [
+        "the reference set has 80 feature vectors, fewer than twice the feature dimension (48): FID is dominated "
+        "by estimation error; use more images or a smaller feature space"
+    ]
+    assert score.to_dict()["warnings"] == score.warnings
+    both = score_features(small, small[:50], **kwargs).warnings
+    assert len(both) == 2 and both[0].startswith("the sample set has 80 ") and "reference set has 50 " in both[1]
+
+
+# ------------------------------------------------------------------------------- FID bootstrap
+
+
+def test_fid_bootstrap_draws_are_fids_of_resampled_sets():
+    rng = np.random.default_rng(7)
+    reference = rng.normal(size=(60, 5)) * 2 + 10  # large mean: the centred moment updates must not cancel
+    samples_1, samples_2 = rng.normal(size=(50, 5)) + 10, rng.normal(size=(70, 5)) + 10.5
+    draws_1 = fid_bootstrap(samples_1, reference, draws=4, seed=3)
+    draws_2 = fid_bootstrap(torch.from_numpy(samples_2).float(), reference, draws=4, seed=3)
+    assert draws_1.shape == (4,) and draws_1.dtype == np.float64 and (draws_1 > 0).all()
+    for i in range(4):
+        # the reference rows of draw i depend on (seed, i, M) only: the same for both sample sets
+        ref_rows = features_module._bootstrap_indices(3, features_module._REFERENCE_STREAM, i, 60)
+        for samples, draws in ((samples_1, draws_1), (samples_2.astype(np.float32), draws_2)):
+            rows = features_module._bootstrap_indices(3, features_module._SAMPLE_STREAM, i, len(samples))
+            assert draws[i] == pytest.approx(frechet_distance(samples[rows], reference[ref_rows]), rel=1e-6)
+    np.testing.assert_array_equal(fid_bootstrap(samples_1, reference, draws=4, seed=3), draws_1)
+    assert not np.allclose(fid_bootstrap(samples_1, reference, draws=4, seed=4), draws_1)
+    assert fid_bootstrap(samples_1, reference, draws=0).shape == (0,)
+    with pytest.raises(ConfigError, match="draws must be >= 0"):
+        fid_bootstrap(samples_1, reference, draws=-1)
+    with pytest.raises(ConfigError, match="feature dimensions differ"):
+        fid_bootstrap(samples_1, reference[:, :3])
+
+
+def test_fid_bootstrap_handles_singular_resampled_covariances():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(10, 32)), rng.normal(size=(12, 32))  # N < D: every covariance is singular
+    draws = fid_bootstrap(a, b, draws=5)
+    assert np.isfinite(draws).all() and (draws > 0).all()
+    rows_a = features_module._bootstrap_indices(0, features_module._SAMPLE_STREAM, 0, 10)
+    rows_b = features_module._bootstrap_indices(0, features_module._REFERENCE_STREAM, 0, 12)
+    assert draws[0] == pytest.approx(_scipy_fid(a[rows_a], b[rows_b]), rel=1e-3)
+
+
+def test_fid_bootstrap_standard_error_shrinks_like_one_over_sqrt_n_and_is_calibrated():
+    rng = np.random.default_rng(9)
+    dim, shift = 4, 0.5  # distinct distributions: the mean term dominates and its spread is O(1 / sqrt(N))
+    se = {}
+    for n in (250, 4000):
+        a, b = rng.normal(size=(n, dim)) + shift, rng.normal(size=(n, dim))
+        se[n] = fid_bootstrap(a, b, draws=100, seed=1).std(ddof=1)
+    # 16x the data: 4x smaller (1 / sqrt(N)); 1 / N would give 16, no shrinkage 1
+    assert 2.8 < se[250] / se[4000] < 5.5
+    # the bootstrap SE estimates the spread of FID over independent data sets of the same size
+    replicate_fids = [
+        frechet_distance(rng.normal(size=(400, dim)) + shift, rng.normal(size=(400, dim))) for _ in range(200)
+    ]
+    a, b = rng.normal(size=(400, dim)) + shift, rng.normal(size=(400, dim))
+    assert fid_bootstrap(a, b, draws=200).std(ddof=1) == pytest.approx(np.std(replicate_fids, ddof=1), rel=0.3)
+
+
+def test_fid_bootstrap_pairs_two_models_against_one_reference():
+    rng = np.random.default_rng(10)
+    dim = 4
+    # a reference smaller than the sample sets: its noise is most of each FID's uncertainty, and shared
+    reference = rng.normal(size=(300, dim))
+    model_1, model_2 = rng.normal(size=(2000, dim)) + 0.3, rng.normal(size=(2000, dim)) + 0.35
+    fid_1, fid_2 = frechet_distance(model_1, reference), frechet_distance(model_2, reference)
+    draws_1, draws_2 = fid_bootstrap(model_1, reference, seed=0), fid_bootstrap(model_2, reference, seed=0)
+    independent = math.hypot(draws_1.std(ddof=1), draws_2.std(ddof=1))
+    paired = stats.difference_of_draws(fid_1, draws_1, fid_2, draws_2)
+    assert paired.value == pytest.approx(fid_1 - fid_2)
+    assert paired.se < 0.6 * independent
+    # the cancellation comes from the shared reference resamples: different seeds do not pair
+    unpaired = stats.difference_of_draws(fid_1, draws_1, fid_2, fid_bootstrap(model_2, reference, seed=1))
+    assert unpaired.se > 0.7 * independent
 
 
 def _modes(n_per_mode: int, modes: list[int], rng: np.random.Generator) -> np.ndarray:

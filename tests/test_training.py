@@ -4,7 +4,11 @@ models come back from their folder alone without unpickling anything."""
 import json
 import os
 import pickle
+import shutil
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +19,7 @@ from aediff import runs
 from aediff.errors import ConfigError, RunError
 from aediff.training import TrainConfig
 from aediff.training.train import train
-from aediff.training.trainer import lr_factor
+from aediff.training.trainer import Trainer, lr_factor
 
 TINY = {"channels": (8, 16), "bottleneck_dim": 8}
 
@@ -219,3 +223,117 @@ def test_mixed_precision_flag_trains(tmp_path):
         training=quick(max_steps=4, mixed_precision="bf16"),
     )
     assert result.step == 4 and torch.isfinite(torch.tensor(result.last_logs["loss"]))
+
+
+# --- snapshots along the budget ------------------------------------------------------------------------
+
+
+def test_snapshots_keep_loadable_models_along_the_way(tmp_path):
+    run = tmp_path / "snap"
+    config = quick(max_steps=8, log_every=1)
+    result = train("ae", run, "digits", model=TINY, training={**config, "snapshots": (0.25, 0.5)}, progress=False)
+    assert result.step == 8
+    snapshots = runs.list_snapshots(run)
+    assert snapshots == [(0.25, run / "snapshots" / "25"), (0.5, run / "snapshots" / "50")]
+    final = weights(run / "ema.safetensors")
+    previous_seconds = 0.0
+    for (_, folder), steps in zip(snapshots, (2, 4), strict=True):
+        assert not (folder / "training_state").exists()  # weights and a record, no optimizer state
+        loaded = aediff.load(folder, device="cpu")
+        assert loaded.summary.steps == steps and loaded.summary.images_seen == steps * 32
+        assert previous_seconds < loaded.summary.train_seconds < result.train_seconds
+        previous_seconds = loaded.summary.train_seconds
+        assert loaded.training.snapshots == (0.25, 0.5) and loaded.family == "ae"
+        snapshot = weights(folder / "ema.safetensors")
+        assert not all(torch.equal(snapshot[k], final[k]) for k in final)  # the model as it was then
+        assert bool(loaded.model.prior_fitted)  # after_training ran on the EMA model: it can sample
+        assert loaded.model.sample(3).shape == (3, 1, 8, 8)
+        log = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
+        assert log == list(range(1, steps + 1))  # the log so far, for the throughput at that point
+    assert not list((run / "snapshots").glob(".*"))  # no staging folder left
+    with pytest.raises(RunError, match="no training state"):
+        train(None, snapshots[0][1], resume=True, progress=False)
+
+    # Snapshots change nothing in the training itself.
+    train("ae", tmp_path / "plain", "digits", model=TINY, training=config, progress=False)
+    assert runs.list_snapshots(tmp_path / "plain") == []
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = weights(run / name), weights(tmp_path / "plain" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_crash_while_writing_a_snapshot_leaves_none_and_resume_writes_only_the_missing_one(tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    config = quick(max_steps=8, checkpoint_every=3, snapshots=(0.25, 0.5))
+    real_replace = os.replace
+
+    def power_cut(src, dst):
+        if Path(dst) == run / "snapshots" / "50":
+            raise RuntimeError("power cut")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train("ae", run, "digits", model=TINY, training=config, progress=False)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert [fraction for fraction, _ in runs.list_snapshots(run)] == [0.25]  # the half-written 50 is not listed
+    assert not (run / "snapshots" / "50").exists()
+    (run / "snapshots" / "25" / "marker").write_text("written before the crash")
+
+    result = train(None, run, resume=True, progress=False)  # from the checkpoint at step 3
+    assert result.step == 8
+    assert [fraction for fraction, _ in runs.list_snapshots(run)] == [0.25, 0.5]
+    assert (run / "snapshots" / "25" / "marker").exists()  # not rewritten
+    assert aediff.load(run / "snapshots" / "50").summary.steps == 4
+    assert not list((run / "snapshots").glob(".*"))  # the staging folder of the crash is gone
+
+
+def test_snapshot_time_is_neither_training_time_nor_spent_from_a_time_budget(tmp_path, monkeypatch):
+    import time
+
+    real_save = Trainer.save_snapshots
+
+    def slow_save(self, fractions):
+        time.sleep(5.0)  # longer than the whole budget: were it counted, training would stop right after
+        real_save(self, fractions)
+
+    monkeypatch.setattr(Trainer, "save_snapshots", slow_save)
+    run = tmp_path / "t"
+    # A budget of 2.4 s with a snapshot after the first step (whose set-up cost makes it the slowest).
+    result = train("ae", run, "digits", model=TINY, training=quick(max_minutes=0.04, snapshots=(0.01,)), progress=False)
+    [(fraction, folder)] = runs.list_snapshots(run)
+    snapshot, final = aediff.load(folder).summary, aediff.load(run).summary
+    assert fraction == 0.01 and snapshot.steps == 1 and result.step >= 1
+    assert 2.4 <= final.wall_seconds < 5.0 and final.train_seconds < 5.0  # the 5 s are in neither
+
+
+@pytest.mark.parametrize("fractions", [(2.0,), (0.0,), (1.0,), (0.5, 0.25), (0.5, 0.5), (0.3333331, 0.3333332)])
+def test_bad_snapshot_fractions_raise(fractions, tmp_path):
+    with pytest.raises(ConfigError, match="snapshots"):
+        TrainConfig(snapshots=fractions)
+    with pytest.raises(ConfigError, match="snapshots"):
+        train("ae", tmp_path / "r", "digits", model=TINY, training=quick(max_steps=2, snapshots=fractions))
+    assert not (tmp_path / "r").exists()
+
+
+def test_snapshot_fractions_come_from_lists_and_json():
+    assert TrainConfig(snapshots=[0.25, 0.5]).snapshots == (0.25, 0.5)
+    from aediff.config import config_from_dict, config_to_dict
+
+    config = TrainConfig(snapshots=(0.1, 0.125))
+    assert config_from_dict(TrainConfig, json.loads(json.dumps(config_to_dict(config)))) == config
+    assert runs.snapshot_path("r", 0.125) == Path("r/snapshots/12.5")
+
+
+@pytest.mark.parametrize("value", ["2", "0.5,0.25", "abc"])
+def test_cli_snapshots_is_checked_as_a_usage_error(value, tmp_path):
+    script = shutil.which("aediff", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "aediff.cli"]
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("AEDIFF_DEBUG", None)
+    args = [*command, "train", "ae", "--snapshots", value]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "Invalid value for '--snapshots'" in out and "e.g. 0.25,0.5" in out and "Traceback" not in out
+    assert not (tmp_path / "runs").exists()

@@ -172,6 +172,25 @@ def _widths(text: str) -> list[int]:
     return widths
 
 
+def _snapshot_fractions(text: str | None) -> tuple[float, ...] | None:
+    """``--snapshots 0.25,0.5`` -> (0.25, 0.5), checked like TrainConfig.snapshots; a bad value is a usage
+    error (exit 2), caught before anything loads."""
+    from aediff.training.config import check_snapshots
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"takes comma-separated fractions of the training budget, e.g. 0.25,0.5; got {text!r}"
+        ) from None
+    try:
+        return check_snapshots(values, "its values")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command()
 def train(
     family: Annotated[
@@ -202,6 +221,13 @@ def train(
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, help="stop after this many epochs")] = None,
     max_time: Annotated[str | None, typer.Option(help="stop after this much training time: 90s, 10m, 1.5h")] = None,
+    snapshots: Annotated[
+        str | None,
+        typer.Option(
+            callback=_snapshot_fractions,  # hands on a tuple of floats
+            help="keep the model at these fractions of the budget, e.g. 0.25,0.5 (in RUN/snapshots/25 and /50)",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(min=0, max=2**63 - 1, help="seed of init, data order and noise")] = None,
     mixed_precision: Annotated[MixedPrecision | None, typer.Option(help="autocast")] = None,
     resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
@@ -251,6 +277,7 @@ def train(
         "max_minutes": parse_duration(max_time, "--max-time") if max_time else None,
         "seed": seed,
         "mixed_precision": mixed_precision,
+        "snapshots": snapshots,
     }.items():
         if value is not None:
             training[key] = value
@@ -640,8 +667,8 @@ def compare(
         list[str] | None,
         typer.Option(
             help="reuse a trained run instead of training it: NAME=RUN "
-            "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.1, "
-            "dae-0.3, dae-0.75, diffusion, diffusion-noskip, "
+            "(names: classifier, ae-4, ae-16, ae-64, vae, dae-0.3, "
+            "dae-0.5, dae-0.75, diffusion, diffusion-noskip, "
             "ae-spatial, latent-diffusion)"
         ),
     ] = None,
@@ -653,7 +680,9 @@ def compare(
     bottlenecks: Annotated[
         str, typer.Option(help="AE bottleneck sizes; the middle one is shared by the VAE and DAEs")
     ] = "4,16,64",
-    dae_sigmas: Annotated[str, typer.Option(help="Gaussian noise levels of the DAEs")] = "0.1,0.3,0.75",
+    dae_sigmas: Annotated[
+        str, typer.Option(help="Gaussian noise levels of the DAEs (CompareConfig.dae_sigmas)")
+    ] = "0.3,0.5,0.75",
     seed: SeedOpt = 0,
     progress: Annotated[bool, typer.Option(help="show the progress display")] = True,
 ) -> None:

@@ -8,6 +8,8 @@
         optimizer.safetensors     AdamW moments
         state.json                step, elapsed time, optimizer hyper-parameters: what --resume needs
       tb/                         TensorBoard logs
+      snapshots/25/               with TrainConfig.snapshots: the model when 25% of the budget was spent, a
+                                  loadable run folder itself (config.json, weights, snapshot.json, log.jsonl)
 
 Checkpoints are written through a small journal so that a crash or Ctrl-C at any moment leaves the
 last good checkpoint intact: every file is first written in full beside its target (``*.tmp``,
@@ -35,7 +37,7 @@ from aediff.data.config import DataConfig
 from aediff.device import default_device
 from aediff.errors import AediffError, RunError
 from aediff.models import Model, model_class
-from aediff.training.config import TrainConfig
+from aediff.training.config import TrainConfig, snapshot_label
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -45,6 +47,8 @@ OPTIMIZER_FILE = f"{STATE_DIR}/optimizer.safetensors"
 STATE_FILE = f"{STATE_DIR}/state.json"
 PENDING_FILE = "pending.json"
 LOG_FILE = "log.jsonl"
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOT_FILE = "snapshot.json"  # in a snapshot folder: fraction, step, images_seen, train / elapsed seconds
 FORMAT_VERSION = 2  # 2: nested diffusion configs; latent diffusion keeps the images' shape and its autoencoder
 
 
@@ -192,7 +196,8 @@ class TrainingSummary:
 
 
 def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSummary | None:
-    """The run's TrainingSummary, or None when it has neither a training state nor a log."""
+    """The run's TrainingSummary (a snapshot's: at the time it was taken), or None when it has neither a
+    training state, a snapshot record nor a log."""
     run_dir = Path(run_dir)
     state_path, log_path = run_dir / STATE_FILE, run_dir / LOG_FILE
     try:
@@ -204,6 +209,15 @@ def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSumma
                 float(state["train_seconds"]),
                 float(state["elapsed_seconds"]),
             )
+        record_path = run_dir / SNAPSHOT_FILE
+        if record_path.exists():  # a snapshot keeps no training state (nothing to resume from), only this
+            record = json.loads(record_path.read_text())
+            return TrainingSummary(
+                int(record["step"]),
+                int(record["images_seen"]),
+                float(record["train_seconds"]),
+                float(record["elapsed_seconds"]),
+            )
         lines = log_path.read_text().strip().splitlines() if log_path.exists() else []
         if lines:
             last = json.loads(lines[-1])
@@ -212,6 +226,33 @@ def read_training_summary(run_dir: str | Path, batch_size: int) -> TrainingSumma
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"the training record of {run_dir} is unreadable ({exc}); the run folder is damaged") from exc
     return None
+
+
+def snapshot_path(run_dir: str | Path, fraction: float) -> Path:
+    """The folder of the run's snapshot at ``fraction`` (in (0, 1)) of its budget: RUN/snapshots/<percent>."""
+    return Path(run_dir) / SNAPSHOTS_DIR / snapshot_label(fraction)
+
+
+def list_snapshots(run_dir: str | Path) -> list[tuple[float, Path]]:
+    """The run's snapshots as (fraction of the budget in (0, 1), folder), by fraction; empty when it has none.
+
+    Each folder is a run folder of its own: ``load(folder).summary`` tells the steps, images and time it had.
+    """
+    folder = Path(run_dir) / SNAPSHOTS_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        record = path / SNAPSHOT_FILE
+        # A write in progress (or cut short) happens in a hidden staging folder, renamed when complete.
+        if path.name.startswith(".") or not record.is_file():
+            continue
+        try:
+            fraction = float(json.loads(record.read_text())["fraction"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{record} is unreadable ({exc}); delete the snapshot folder {path}") from exc
+        found.append((fraction, path))
+    return sorted(found)
 
 
 @dataclass

@@ -7,7 +7,10 @@ model's device, and returns a JSON-able dict (or plain arrays) that records what
   diffusion), samples and their FID / KID / precision / recall, classifier accuracy; batching helpers.
 - :mod:`~aediff.evaluation.denoising`: ``denoising_sweep`` over noise levels and masking rates.
 - :mod:`~aediff.evaluation.latents`: codes, 2-D maps (PCA / UMAP), kNN and linear probes, interpolations.
-- :mod:`~aediff.evaluation.spectra`: high-frequency share of images; a diffusion model's x0 estimates by sigma.
+- :mod:`~aediff.evaluation.spectra`: high-frequency share of images, Gaussian blur; a diffusion model's x0
+  estimates by sigma.
+- :mod:`~aediff.evaluation.judges`: the feature spaces samples are scored in (``judges_for`` a classifier) and
+  ``sharpness_gap`` against the data.
 - :mod:`~aediff.evaluation.diagnostics`: per-block gradient norms of the training loss.
 - :mod:`~aediff.evaluation.speed`: sampling speed with network evaluations per image.
 - :mod:`~aediff.evaluation.suite`: ``evaluate_model``, everything that applies to a model (`aediff eval`).
@@ -15,6 +18,7 @@ model's device, and returns a JSON-able dict (or plain arrays) that records what
 
 from aediff.evaluation.denoising import denoising_sweep
 from aediff.evaluation.diagnostics import gradient_norms, network_blocks
+from aediff.evaluation.judges import Judge, judges_for, sharpness_gap
 from aediff.evaluation.latents import (
     interpolation_grid,
     knn_accuracy,
@@ -39,11 +43,12 @@ from aediff.evaluation.protocols import (
     spread_indices,
     vae_likelihood,
 )
-from aediff.evaluation.spectra import high_frequency_share, predicted_x0_sweep, radial_frequency
+from aediff.evaluation.spectra import gaussian_blur, high_frequency_share, predicted_x0_sweep, radial_frequency
 from aediff.evaluation.speed import sampling_speed
 from aediff.evaluation.suite import conditional_accuracy, evaluate_model, json_safe, predicted_classes
 
 __all__ = [
+    "Judge",
     "classifier_accuracy",
     "conditional_accuracy",
     "denoising_metrics",
@@ -52,12 +57,14 @@ __all__ = [
     "diffusion_nll",
     "discretized_gaussian_log_likelihood",
     "evaluate_model",
+    "gaussian_blur",
     "generation_score",
     "gradient_norms",
     "predicted_classes",
     "high_frequency_share",
     "interpolation_grid",
     "iterate_images",
+    "judges_for",
     "json_safe",
     "knn_accuracy",
     "latent_codes",
@@ -72,6 +79,7 @@ __all__ = [
     "sample_images",
     "sampling_speed",
     "sampling_trajectory",
+    "sharpness_gap",
     "spread_indices",
     "umap_available",
     "vae_likelihood",

@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from aediff.errors import ConfigError
-from aediff.evaluation.protocols import iterate_images, model_device
+from aediff.evaluation.protocols import iterate_images, model_device, spread_indices
 from aediff.models.corruptions import Corruption
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -93,14 +93,21 @@ def latent_map(codes: ArrayLike, method: str = "pca", seed: int = 0) -> np.ndarr
     raise ConfigError(f"unknown latent map method {method!r}; use 'pca' or 'umap'")
 
 
+def knn_correct(
+    train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike, test_labels: ArrayLike, k: int = 5
+) -> np.ndarray:
+    """Whether a k-nearest-neighbour classifier (Euclidean, on codes standardized with the training codes'
+    mean and std) fitted on the training codes labels each test code correctly: [N_test] bool."""
+    probe = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_codes))))
+    probe.fit(_numpy(train_codes), _numpy(train_labels))
+    return probe.predict(_numpy(test_codes)) == _numpy(test_labels)
+
+
 def knn_accuracy(
     train_codes: ArrayLike, train_labels: ArrayLike, test_codes: ArrayLike, test_labels: ArrayLike, k: int = 5
 ) -> float:
-    """Accuracy in [0, 1] of a k-nearest-neighbour classifier (Euclidean, on codes standardized with the
-    training codes' mean and std) fitted on the training codes, on the test codes."""
-    probe = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_codes))))
-    probe.fit(_numpy(train_codes), _numpy(train_labels))
-    return float(probe.score(_numpy(test_codes), _numpy(test_labels)))
+    """Accuracy in [0, 1] of the k-NN classifier of ``knn_correct`` on the test codes."""
+    return float(knn_correct(train_codes, train_labels, test_codes, test_labels, k).mean())
 
 
 def _fit_linear_probe(train_codes: ArrayLike, train_labels: ArrayLike, seed: int = 0) -> Pipeline:
@@ -122,32 +129,81 @@ def linear_probe_accuracy(
     return float(probe.score(_numpy(test_codes), _numpy(test_labels)))
 
 
-def latent_space_metrics(
-    model: nn.Module, train: Any, test: Any, limit: int = 2000, noisy: str = "gaussian:0.3", seed: int = 0
-) -> dict[str, Any]:
-    """Probes of the codes of up to ``limit`` images of each split (both need labels).
+#: Noise levels of the robustness probe, fixed in advance and the same for every model (not any DAE's own).
+PROBE_SIGMAS = (0.2, 0.4, 0.6)
 
-    Keys: knn_accuracy (k = 5), linear_probe_accuracy, probe_accuracy_noisy (the linear probe fitted on
-    clean training codes, scored on the codes of test images corrupted by ``noisy``: how far corruption
-    moves a code across class boundaries), noisy, latent_dim, num_train, num_test.
-    """
-    train_codes, train_labels = latent_codes(model, train, limit, seed=seed)
-    test_codes, test_labels = latent_codes(model, test, limit, seed=seed)
-    if (train_labels < 0).any() or (test_labels < 0).any():
+
+def _labelled_codes(model: nn.Module, dataset: Any, limit: int, seed: int, corruption: str | None = None):
+    codes, labels = latent_codes(model, dataset, limit, corruption=corruption, seed=seed)
+    if (labels < 0).any():
         raise ConfigError(
             "latent probes need labelled data (e.g. digits, mnist5k, or folder:PATH with one sub-folder per class)"
         )
-    noisy_codes, _ = latent_codes(model, test, limit, corruption=noisy, seed=seed)
+    return codes, labels
+
+
+def latent_space_metrics(
+    model: nn.Module,
+    train: Any,
+    test: Any,
+    limit: int = 2000,
+    noisy_sigmas: tuple[float, ...] = PROBE_SIGMAS,
+    seed: int = 0,
+    keep_per_image: bool = False,
+) -> dict[str, Any]:
+    """Probes of the codes of up to ``limit`` images of each split (both need labels).
+
+    Keys: knn_accuracy (k = 5), linear_probe_accuracy, probe_accuracy_noisy ({sigma: accuracy} of the
+    linear probe fitted on clean training codes, scored on the codes of test images with Gaussian noise of
+    that sigma: how far corruption moves a code across class boundaries), latent_dim, num_train, num_test.
+    keep_per_image: also "per_image": {"knn": [N] bool, "probe_noisy": {sigma: [N] bool}} (not JSON), for
+    paired comparisons between models on the same test images.
+    """
+    train_codes, train_labels = _labelled_codes(model, train, limit, seed)
+    test_codes, test_labels = _labelled_codes(model, test, limit, seed)
     probe = _fit_linear_probe(train_codes, train_labels, seed)
-    return {
-        "knn_accuracy": knn_accuracy(train_codes, train_labels, test_codes, test_labels, k=5),
+    knn = knn_correct(train_codes, train_labels, test_codes, test_labels, k=5)
+    noisy = {}
+    for sigma in noisy_sigmas:
+        codes, _ = latent_codes(model, test, limit, corruption=f"gaussian:{sigma:g}", seed=seed)
+        noisy[f"{sigma:g}"] = probe.predict(codes) == test_labels
+    result: dict[str, Any] = {
+        "knn_accuracy": float(knn.mean()),
         "linear_probe_accuracy": float(probe.score(test_codes, test_labels)),
-        "probe_accuracy_noisy": float(probe.score(noisy_codes, test_labels)),
-        "noisy": Corruption.parse(noisy).spec,
+        "probe_accuracy_noisy": {s: float(c.mean()) for s, c in noisy.items()},
         "latent_dim": int(train_codes.shape[1]),
         "num_train": len(train_codes),
         "num_test": len(test_codes),
     }
+    if keep_per_image:
+        result["per_image"] = {"knn": knn, "probe_noisy": noisy}
+    return result
+
+
+@torch.no_grad()
+def knn_controls(
+    train: Any, test: Any, dims: tuple[int, ...], limit: int = 2000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """k-NN (k = 5) correctness [N_test] bool of the trivial representations a learned latent space must
+    beat, on the same images as ``latent_space_metrics``: "raw pixels" (all C * H * W numbers) and, for
+    each d in ``dims``, "random projection <d>" (the pixels times a fixed Gaussian matrix [C*H*W, d] drawn
+    from ``seed``: a code of the same size that nobody trained)."""
+    images = {
+        name: torch.cat([b["images"].flatten(1) for b in iterate_images(split, limit=limit)])
+        for name, split in (("train", train), ("test", test))
+    }
+    labels = {
+        name: split.batch(spread_indices(len(split), limit))["labels"].numpy()
+        for name, split in (("train", train), ("test", test))
+    }
+    out = {"raw pixels": knn_correct(images["train"], labels["train"], images["test"], labels["test"])}
+    generator = torch.Generator().manual_seed(seed)
+    for d in dims:
+        projection = torch.randn(images["train"].shape[1], d, generator=generator)
+        out[f"random projection {d}"] = knn_correct(
+            images["train"] @ projection, labels["train"], images["test"] @ projection, labels["test"]
+        )
+    return out
 
 
 def _interpolation_pairs(

@@ -3,14 +3,17 @@
 A denoiser that faces heavy noise can only guess the coarse shape of x0 (the posterior mean is blurry);
 fine detail comes back as sigma falls. The share of spectral power at high frequencies makes this one
 number per image (Rissanen et al. 2023 and Dieleman 2024 discuss diffusion as spectral autoregression).
+``gaussian_blur`` makes the blurred controls that a sharpness measure must tell from the data.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from aediff.errors import ConfigError
 from aediff.evaluation.protocols import model_device
@@ -43,6 +46,27 @@ def high_frequency_share(images: torch.Tensor, cutoff: float = 0.5) -> torch.Ten
     share = (power * high).sum(dim=(-2, -1)) / total.clamp_min(1e-300)
     share = torch.where(total > 0, share, torch.zeros_like(share))
     return share.mean(dim=1).float()
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur each channel with a Gaussian of standard deviation ``sigma`` pixels, [N, C, H, W] -> same shape.
+
+    A separable kernel truncated at ceil(3 sigma) pixels and normalised to sum 1 (a constant image stays
+    constant); borders are padded by replicating the edge pixels, so a dark background stays dark instead
+    of being pulled towards 0. Works in the images' dtype and device; any range.
+    """
+    if images.dim() != 4:
+        raise ConfigError(f"gaussian_blur takes images [N, C, H, W], got shape {tuple(images.shape)}")
+    if not sigma > 0:
+        raise ConfigError(f"gaussian_blur: sigma must be > 0 pixels, got {sigma}; use e.g. 1.0")
+    radius = math.ceil(3 * sigma)
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import AediffError
 from aediff.evaluation.denoising import denoising_sweep
+from aediff.evaluation.judges import Judge, judges_for
 from aediff.evaluation.latents import latent_space_metrics
 from aediff.evaluation.protocols import (
     classifier_accuracy,
@@ -91,6 +93,8 @@ def evaluate_model(
     test_split: str = "test",
     denoising_steps: tuple[int, ...] = (1,),
     inception: Any = None,
+    judges: Sequence[Judge] | None = None,
+    keep_per_image: bool = False,
 ) -> dict[str, Any]:
     """Every evaluation that applies to the model, chosen by its capabilities, as one JSON-able dict of
     finite numbers.
@@ -103,11 +107,15 @@ def evaluate_model(
     at least 2,000 per split); condition / options: what the samples are drawn with; cycle_classes: a
     class-conditioned model given no class draws every class equally often (False: the null class, i.e.
     unconditional samples); test_split: the name recorded for the
-    reference split.
+    reference split; judges: the feature spaces samples are scored in (default: ``judges_for(classifier)``,
+    the classifier's penultimate features and its layers); keep_per_image: also keep, under "per_image" in
+    the sections that have them, per-image numpy arrays and the samples themselves (not JSON: the
+    comparison report pops them for paired comparisons).
 
     Sections (present when they apply): parameters, classification (CLASSIFY), reconstruction and
     latent_space (LATENT), denoising (DENOISE: rows of ``denoising_sweep``), likelihood (ELBO: ELBO / IWAE;
-    DIFFUSION_BOUND: the variational bound), generation (SAMPLE, with a classifier), conditional
+    DIFFUSION_BOUND: the variational bound), generation (SAMPLE, with a classifier: the first judge's
+    scores) and generation_by_judge ({judge name: scores}), conditional
     (CLASS_CONDITION, with a classifier), sampling_speed (SAMPLE), training_speed (a run), seconds. A
     protocol that cannot run on this model or data (e.g. probes on unlabelled data) is recorded under
     "skipped" with the reason.
@@ -115,7 +123,6 @@ def evaluate_model(
     started = time.perf_counter()
     model = subject.model if isinstance(subject, Run) else subject
     judge = classifier.model if isinstance(classifier, Run) else classifier
-    judge_name = f"classifier:{classifier.path}" if isinstance(classifier, Run) else "classifier"
     result: dict[str, Any] = {
         "family": model.family,
         "capabilities": sorted(c.value for c in model.capabilities),
@@ -135,9 +142,16 @@ def evaluate_model(
     if model.can(Capability.CLASSIFY):
         attempt("classification", lambda: {"accuracy": classifier_accuracy(model, test)})
     if model.can(Capability.LATENT):
-        attempt("reconstruction", lambda: reconstruction_metrics(model, test, limit=limit))
+        attempt(
+            "reconstruction", lambda: reconstruction_metrics(model, test, limit=limit, keep_per_image=keep_per_image)
+        )
     if model.can(Capability.DENOISE):
-        attempt("denoising", lambda: denoising_sweep(model, test, seed=seed, limit=limit, steps=denoising_steps))
+        attempt(
+            "denoising",
+            lambda: denoising_sweep(
+                model, test, seed=seed, limit=limit, steps=denoising_steps, keep_per_image=keep_per_image
+            ),
+        )
     if model.can(Capability.ELBO):
         attempt("likelihood", lambda: vae_likelihood(model, test, seed=seed, limit=limit))
     elif model.can(Capability.DIFFUSION_BOUND):
@@ -145,25 +159,16 @@ def evaluate_model(
     if model.can(Capability.LATENT):
         # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split
         attempt(
-            "latent_space", lambda: latent_space_metrics(model, train, test, limit=max(limit or 0, 2000), seed=seed)
+            "latent_space",
+            lambda: latent_space_metrics(
+                model, train, test, limit=max(limit or 0, 2000), seed=seed, keep_per_image=keep_per_image
+            ),
         )
     if model.can(Capability.SAMPLE):
-        _generation_sections(
-            result,
-            attempt,
-            skipped,
-            model,
-            judge,
-            judge_name,
-            test,
-            test_split,
-            samples,
-            seed,
-            condition,
-            options,
-            inception,
-            cycle_classes,
-        )
+        if judge is not None and judges is None:
+            judges = judges_for(judge)
+        scoring = GenerationScoring(judges or [], judge, test, test_split, samples, seed, inception, keep_per_image)
+        _generation_sections(result, attempt, skipped, model, scoring, condition, options, cycle_classes)
         attempt(
             "sampling_speed",
             lambda: sampling_speed(model, n=max(1, min(64, samples)), seed=seed, condition=condition, options=options),
@@ -188,52 +193,74 @@ def _describe(condition: Condition | None, options: SamplerOptions | None) -> di
     return {k: v for k, v in chosen.items() if isinstance(v, (bool, int, float, str))}
 
 
+@dataclass(frozen=True)
+class GenerationScoring:
+    """How samples are scored: the judges' feature spaces, the classifier that judges conditional accuracy,
+    the reference split, how many samples from which seed, Inception where on disk."""
+
+    judges: Sequence[Judge]
+    classifier: Model | None
+    test: Any
+    test_split: str
+    samples: int
+    seed: int
+    inception: Any = None
+    keep_samples: bool = False
+
+
 def _generation_sections(
     result: dict[str, Any],
     attempt: Any,
     skipped: dict[str, str],
     model: Model,
-    judge: Model | None,
-    judge_name: str,
-    test: Any,
-    test_split: str,
-    samples: int,
-    seed: int,
+    scoring: GenerationScoring,
     condition: Condition | None,
     options: SamplerOptions | None,
-    inception: Any,
     cycle_classes: bool,
 ) -> None:
-    """generation (FID / KID / precision / recall, in the judge's and Inception's features) and conditional
-    accuracy (class-conditioned models)."""
-    if judge is None:
+    """generation (FID / KID / precision / recall, in the first judge's features), generation_by_judge (every
+    judge's), generation_inception (Inception's, where on disk) and conditional accuracy (class-conditioned
+    models)."""
+    if not scoring.judges:
         skipped["generation"] = "no classifier given (its features are the feature space of FID / KID)"
         return
     by_class = model.can(Capability.CLASS_CONDITION)
     cycled = by_class and cycle_classes and (condition is None or condition.class_labels is None)
+    samples, seed, test = scoring.samples, scoring.seed, scoring.test
+    reference = f"{test.name}:{scoring.test_split}"
 
     def generation() -> dict[str, Any]:
         drawn = condition
         if cycled:  # every class equally often, like the data (an unconditional draw would be the null class)
             drawn = replace(condition or Condition(), class_labels=torch.arange(samples) % model.num_classes)
         images = sample_images(model, samples, seed, drawn, options)
-        reference = f"{test.name}:{test_split}"
-        if inception is not None:
+        if scoring.inception is not None:
             result["generation_inception"] = generation_score(
-                images, inception, test, feature_extractor=inception.name, reference_name=reference, seed=seed
+                images,
+                scoring.inception,
+                test,
+                feature_extractor=scoring.inception.name,
+                reference_name=reference,
+                seed=seed,
             ).to_dict()
-        score = generation_score(
-            images, judge.features, test, feature_extractor=judge_name, reference_name=reference, seed=seed
-        )
+        result["generation_by_judge"] = {
+            j.name: generation_score(
+                images, j.features, test, feature_extractor=j.name, reference_name=reference, seed=seed
+            ).to_dict()
+            for j in scoring.judges
+        }
         if cycled:
             how = "classes cycled"
         elif condition is not None and condition.needs:
             how = "as given"
         else:
             how = "null condition (unconditional)" if by_class or model.can(Capability.TEXT_CONDITION) else "none"
-        return {**score.to_dict(), "condition": how}
+        first = {**result["generation_by_judge"][scoring.judges[0].name], "condition": how}
+        if scoring.keep_samples:
+            first["per_image"] = {"samples": images}
+        return first
 
     attempt("generation", generation)
-    if by_class:
+    if by_class and scoring.classifier is not None:
         guidance = condition.guidance if condition is not None else None
-        attempt("conditional", lambda: conditional_accuracy(model, judge, 10, seed, guidance, options))
+        attempt("conditional", lambda: conditional_accuracy(model, scoring.classifier, 10, seed, guidance, options))

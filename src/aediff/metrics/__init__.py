@@ -1,9 +1,11 @@
 """Evaluation metrics: per-image reconstruction quality, feature-space sample quality, likelihoods.
 
-- :mod:`aediff.metrics.image`: ``mse``, ``psnr``, ``ssim`` (per image, images ``[N, C, H, W]`` in [-1, 1]).
-- :mod:`aediff.metrics.features`: ``frechet_distance`` (FID), ``kernel_inception_distance`` (KID),
-  ``precision_recall`` (improved precision and recall), ``score_features`` / ``FeatureScore``,
-  ``extract_features``, ``inception_extractor``.
+- :mod:`aediff.metrics.image`: ``mse``, ``psnr`` (per image, images ``[N, C, H, W]`` in [-1, 1]) and
+  ``ssim`` (per image, Wang et al.'s convention: images in [0, 1], convert with ``((x + 1) / 2).clamp(0, 1)``).
+- :mod:`aediff.metrics.features`: ``frechet_distance`` (FID) and ``fid_bootstrap`` (its bootstrap draws),
+  ``kernel_inception_distance`` (KID), ``precision_recall`` (improved precision and recall),
+  ``score_features`` / ``FeatureScore``, ``extract_features``, ``inception_extractor``.
+- :mod:`aediff.metrics.stats`: ``Estimate`` (a value with its standard error) and its constructors.
 - :mod:`aediff.metrics.likelihood`: ``bits_per_dim``, ``continuous_nll_to_discrete_bpd``,
   ``dequantization_offset_bits``, ``logmeanexp``.
 """
@@ -14,6 +16,7 @@ from aediff.metrics.features import (
     FeatureScore,
     default_inception_weights_path,
     extract_features,
+    fid_bootstrap,
     frechet_distance,
     inception_extractor,
     kernel_inception_distance,
@@ -37,6 +40,7 @@ __all__ = [
     "default_inception_weights_path",
     "dequantization_offset_bits",
     "extract_features",
+    "fid_bootstrap",
     "frechet_distance",
     "inception_extractor",
     "kernel_inception_distance",

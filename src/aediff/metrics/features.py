@@ -1,18 +1,23 @@
 """Feature-space sample quality: Frechet distance (FID), kernel distance (KID), precision and recall.
 
-Both metrics compare two sets of feature vectors, ``[N, D]`` and ``[M, D]`` (torch tensors or numpy arrays),
+All metrics compare two sets of feature vectors, ``[N, D]`` and ``[M, D]`` (torch tensors or numpy arrays),
 typically the pool features of a pretrained network applied to generated samples and to reference data.
 aediff uses Inception-v3 pool features (the published FID/KID convention) when its weights are on disk
 (:func:`inception_extractor`) and otherwise the penultimate features of the dataset classifier trained by
 ``aediff train classifier``. Values computed with different extractors or reference sets are not
 comparable, which is why :class:`FeatureScore` records both.
+
+Uncertainty: :func:`fid_bootstrap` resamples both sets to give FID a standard error
+(:meth:`FeatureScore.fid_estimate`); its reference resamples depend only on the seed, the draw and the
+reference size, so two models scored against the same reference get paired draws
+(:func:`aediff.metrics.stats.difference_of_draws`). KID's spread is over random proper subsets.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,7 @@ import torch
 from torch import Tensor
 
 from aediff.errors import ConfigError
+from aediff.metrics.stats import Estimate
 
 __all__ = [
     "INCEPTION_WEIGHTS_ENV",
@@ -27,6 +33,7 @@ __all__ = [
     "FeatureScore",
     "default_inception_weights_path",
     "extract_features",
+    "fid_bootstrap",
     "frechet_distance",
     "inception_extractor",
     "kernel_inception_distance",
@@ -88,10 +95,12 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
 
     with sample means and unbiased (``N - 1``) sample covariances, as in the reference implementations
     (TTUR, pytorch-fid, torch-fidelity, torchmetrics). Computed in float64. The trace of the matrix square
-    root uses the eigenvalue identity ``Tr (S_a S_b)^{1/2} = sum_i sqrt(lambda_i(S_a^{1/2} S_b S_a^{1/2}))``
-    (``S_a S_b`` and the symmetric PSD matrix ``S_a^{1/2} S_b S_a^{1/2}`` share their eigenvalues), so no
-    non-symmetric ``sqrtm``, no complex round-off and no eps-offset retry are needed, and singular
-    covariances (``N <= D``) are handled. Tiny negative results from round-off are clipped to 0.
+    root uses the eigenvalue identity ``Tr (S_a S_b)^{1/2} = sum_i sqrt(lambda_i(R^T S_b R))`` for any
+    ``R`` with ``S_a = R R^T`` (``S_a S_b`` and the symmetric PSD matrix ``R^T S_b R`` share their
+    eigenvalues; ``R`` is a Cholesky factor of either covariance, or the symmetric root
+    ``S_a^{1/2}`` when both are singular), so no non-symmetric ``sqrtm``, no complex round-off and no
+    eps-offset retry are needed, and singular covariances (``N <= D``) are handled. Tiny negative results
+    from round-off are clipped to 0.
 
     Args:
         feats_a: ``[N, D]`` features (e.g. of generated samples), N >= 2.
@@ -104,16 +113,118 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
     a = _as_float64(feats_a, "frechet_distance(feats_a)")
     b = _as_float64(feats_b, "frechet_distance(feats_b)")
     _check_pair(a, b, "frechet_distance", min_rows=2)
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a = np.atleast_2d(np.cov(a, rowvar=False))
     cov_b = np.atleast_2d(np.cov(b, rowvar=False))
-    root_a = _psd_sqrt(cov_a)
-    middle = root_a @ cov_b @ root_a
+    return _frechet_from_moments(a.mean(axis=0) - b.mean(axis=0), cov_a, cov_b)
+
+
+def _trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """``Tr (S_a S_b)^{1/2}`` for symmetric PSD ``[D, D]`` covariances, as the sum of the square roots of
+    the eigenvalues of the symmetric PSD matrix ``R^T S_b R`` (or ``R^T S_a R``), ``R`` a root of the other.
+
+    A Cholesky factor (``S = L L^T``, so ``L^T S_b L`` has the eigenvalues of ``S_a S_b``) is ~100x cheaper
+    than an eigendecomposition at D = 1024, which matters for the bootstrap's 50 draws; a singular
+    covariance (N <= D, or a resample with many duplicates) has none, so the other side is tried, then the
+    eigendecomposition root of ``S_a``.
+    """
+    for first, second in ((cov_a, cov_b), (cov_b, cov_a)):
+        try:
+            root = np.linalg.cholesky(first)
+        except np.linalg.LinAlgError:
+            continue
+        middle = root.T @ second @ root
+        break
+    else:
+        root = _psd_sqrt(cov_a)
+        middle = root @ cov_b @ root
     middle = 0.5 * (middle + middle.T)
-    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh(middle), 0.0, None)).sum())
-    diff = mu_a - mu_b
-    value = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr_covmean)
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(middle), 0.0, None)).sum())
+
+
+def _frechet_from_moments(mean_diff: np.ndarray, cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` from ``mu_a - mu_b`` [D] and [D, D]
+    covariances, clipped at 0 (round-off)."""
+    tr_covmean = _trace_sqrt_product(cov_a, cov_b)
+    value = float(mean_diff @ mean_diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr_covmean)
     return max(value, 0.0)
+
+
+# Streams of the bootstrap / subsampling generators, keyed (seed, stream, draw): the reference stream
+# never sees the sample set, so every model scored with the same seed resamples the reference identically.
+_SAMPLE_STREAM = 0
+_REFERENCE_STREAM = 1
+_PR_STREAM = 2
+
+
+def _draw_rng(seed: int, stream: int, draw: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), stream, int(draw)])
+
+
+def _bootstrap_indices(seed: int, stream: int, draw: int, size: int) -> np.ndarray:
+    """Rows [size] of a set of ``size`` rows drawn with replacement for bootstrap draw ``draw``."""
+    return _draw_rng(seed, stream, draw).integers(0, size, size=size)
+
+
+def _resampled_moments(centred: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and unbiased covariance [D, D] of ``centred[rows]`` without building the resampled set:
+    a resample is the original rows weighted by their counts, ``sum_i w_i x_i x_i^T - n m m^T``."""
+    n = len(rows)
+    counts = np.bincount(rows, minlength=len(centred))
+    used = np.flatnonzero(counts)  # ~37% of rows are not drawn; skipping them saves as much of the matmul
+    weighted = centred[used] * np.sqrt(counts[used])[:, None]
+    mean = counts[used] @ centred[used] / n
+    # ``weighted.T @ weighted`` is one symmetric rank-k update (BLAS syrk), half a general product.
+    cov = (weighted.T @ weighted - n * np.outer(mean, mean)) / (n - 1)
+    return mean, cov
+
+
+def fid_bootstrap(
+    sample_feats: ArrayLike,
+    reference_feats: ArrayLike,
+    draws: int = 50,
+    seed: int = 0,
+) -> np.ndarray:
+    """Bootstrap draws of the Frechet distance: both sets resampled with replacement, FID recomputed.
+
+    Draw ``i`` resamples the ``N`` sample rows with a generator keyed ``(seed, samples, i)`` and the ``M``
+    reference rows with one keyed ``(seed, reference, i)``: the reference resample depends only on
+    ``(seed, i, M)``, never on the samples. Two models scored against the same reference with the same
+    seed therefore get *paired* draws; the spread of their per-draw differences
+    (:func:`aediff.metrics.stats.difference_of_draws`) excludes the reference noise both FIDs share,
+    which is most of each FID's own standard error when M is not much larger than N.
+
+    Same math as :func:`frechet_distance` in float64, each draw computing the resampled means and
+    covariances from the resample counts (``O(N D^2 + M D^2 + D^3)`` per draw).
+
+    Args:
+        sample_feats: ``[N, D]`` features of generated samples, N >= 2.
+        reference_feats: ``[M, D]`` features of reference data, M >= 2.
+        draws: number of bootstrap draws (0 gives an empty array); 50 is enough for a standard error
+            to ~10%.
+        seed: non-negative seed; the same seed, draw count and set sizes give the same resamples.
+
+    Returns:
+        ``[draws]`` float64 FID values, each >= 0. Use their standard deviation (``ddof=1``) as the
+        standard error of :func:`frechet_distance`; their mean is biased upwards (a resample has ~63%
+        distinct rows, and FID's small-sample bias grows as the effective sample shrinks), so keep the
+        full-set value as the point estimate (:meth:`aediff.metrics.stats.Estimate.from_draws`).
+    """
+    a = _as_float64(sample_feats, "fid_bootstrap(sample_feats)")
+    b = _as_float64(reference_feats, "fid_bootstrap(reference_feats)")
+    _check_pair(a, b, "fid_bootstrap", min_rows=2)
+    if draws < 0:
+        raise ConfigError(f"fid_bootstrap: draws must be >= 0, got {draws}; use 50 (0 for no draws).")
+    if seed < 0:
+        raise ConfigError(f"fid_bootstrap: seed must be a non-negative integer, got {seed}; use 0.")
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    # Centring first keeps sum w x x^T - n m m^T from cancelling large numbers when features have big means.
+    centred_a, centred_b = a - mean_a, b - mean_b
+    out = np.empty(draws, dtype=np.float64)
+    for i in range(draws):
+        res_mean_a, cov_a = _resampled_moments(centred_a, _bootstrap_indices(seed, _SAMPLE_STREAM, i, len(a)))
+        res_mean_b, cov_b = _resampled_moments(centred_b, _bootstrap_indices(seed, _REFERENCE_STREAM, i, len(b)))
+        out[i] = _frechet_from_moments((mean_a + res_mean_a) - (mean_b + res_mean_b), cov_a, cov_b)
+    return out
 
 
 def _unbiased_mmd2(x: Tensor, y: Tensor, degree: int, gamma: float, coef0: float) -> float:
@@ -124,6 +235,14 @@ def _unbiased_mmd2(x: Tensor, y: Tensor, degree: int, gamma: float, coef0: float
     sum_xx = k_xx.sum() - k_xx.diagonal().sum()
     sum_yy = k_yy.sum() - k_yy.diagonal().sum()
     return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
+
+
+def _kid_subset_size(subset_size: int, n: int, m: int) -> int:
+    """Rows per KID subset: ``min(subset_size, n, m)``, halved (at least 2) when it would be a whole set."""
+    size = min(subset_size, n, m)
+    if size >= min(n, m):
+        size = max(2, min(n, m) // 2)
+    return size
 
 
 def kernel_inception_distance(
@@ -148,7 +267,11 @@ def kernel_inception_distance(
 
     is evaluated (it can be slightly negative when the distributions match). Computed in float64 on CPU.
 
-    ``s = min(subset_size, N, M)`` (torchmetrics raises instead of clipping). Subsets are drawn with
+    Subsets are proper subsets of both sets, so they differ and their spread means something:
+    ``s = min(subset_size, N, M)``, and if that is ``min(N, M)`` (the whole smaller set, whose every
+    "subset" would be a permutation of it, giving the same value and a std of 0) it is lowered to
+    ``max(2, min(N, M) // 2)``. torchmetrics raises when ``subset_size`` exceeds a set instead, and
+    happily uses the whole set when it equals it. Subsets are drawn with
     ``torch.randperm`` from a generator seeded with ``seed``, first from ``feats_b`` then from
     ``feats_a`` in every round; this is the order torchmetrics' ``KernelInceptionDistance`` uses for
     (real, fake) with the global RNG, so with ``feats_b`` = real, ``feats_a`` = fake and
@@ -158,13 +281,15 @@ def kernel_inception_distance(
         feats_a: ``[N, D]`` features (e.g. generated samples).
         feats_b: ``[M, D]`` features (e.g. reference data).
         num_subsets: number of random subsets (100 in the paper / torch-fidelity).
-        subset_size: rows per subset (1000 in the paper), clipped to ``min(N, M)``; must end up >= 2.
+        subset_size: rows per subset (1000 in the paper), >= 2; lowered as above (the value used is
+            :func:`_kid_subset_size` ``(subset_size, N, M)``, recorded by :func:`score_features`).
         degree, gamma, coef0: polynomial kernel parameters; ``gamma=None`` means ``1 / D``.
         seed: seed for the subset draws (results are deterministic given the seed).
 
     Returns:
         ``(mean, std)`` of MMD^2 over the subsets; std is the population std (``ddof=0``), as in
-        torchmetrics and torch-fidelity. KID is conventionally reported x1000 in papers; this is not.
+        torchmetrics and torch-fidelity (the spread of one subset's value, not the standard error of the
+        mean). KID is conventionally reported x1000 in papers; this is not.
     """
     a_np = _as_float64(feats_a, "kernel_inception_distance(feats_a)")
     b_np = _as_float64(feats_b, "kernel_inception_distance(feats_b)")
@@ -176,7 +301,7 @@ def kernel_inception_distance(
     if degree < 1:
         raise ConfigError(f"kernel_inception_distance: degree must be >= 1, got {degree}; use 3.")
     n, m, dim = a_np.shape[0], b_np.shape[0], a_np.shape[1]
-    size = min(subset_size, n, m)
+    size = _kid_subset_size(subset_size, n, m)
     gamma_value = 1.0 / dim if gamma is None else float(gamma)
     a = torch.from_numpy(a_np)
     b = torch.from_numpy(b_np)
@@ -258,6 +383,18 @@ class FeatureScore:
         reference: reference set, e.g. ``"mnist5k:test"``.
         precision, recall: improved precision and recall (:func:`precision_recall`), in [0, 1].
         pr_k: the neighbour count k they used.
+        kid_subset_size, kid_subsets: rows per KID subset (a proper subset of both sets) and the number
+            of subsets (0 when unknown, e.g. read from an older record).
+        pr_set_size: rows of each set precision and recall compared; the larger set is subsampled
+            (seeded, without replacement) to the smaller one's size, since both numbers depend on the set
+            sizes (0 when unknown).
+        fid_se: standard error of ``fid``, the std (``ddof=1``) of ``fid_draws_values``; None without
+            draws.
+        fid_draws_values: the bootstrap draws of FID (:func:`fid_bootstrap`), ``[]`` without draws. Two
+            scores against the same reference with the same seed have paired draws:
+            ``stats.difference_of_draws(a.fid, a.fid_draws_values, b.fid, b.fid_draws_values)``.
+        warnings: sentences about numbers not to trust, e.g. a set smaller than twice the feature
+            dimension.
     """
 
     fid: float
@@ -270,15 +407,39 @@ class FeatureScore:
     precision: float
     recall: float
     pr_k: int
+    kid_subset_size: int = 0
+    kid_subsets: int = 0
+    pr_set_size: int = 0
+    fid_se: float | None = None
+    fid_draws_values: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, float | int | str]:
-        """Plain JSON-serialisable dict (builtin floats/ints/strs only)."""
+    def to_dict(self) -> dict[str, float | int | str | list | None]:
+        """Plain JSON-serialisable dict (builtin floats/ints/strs, lists of them, and None only)."""
         out = asdict(self)
         for key in ("fid", "kid_mean", "kid_std", "precision", "recall"):
             out[key] = float(out[key])
-        for key in ("num_samples", "num_reference", "pr_k"):
+        for key in ("num_samples", "num_reference", "pr_k", "kid_subset_size", "kid_subsets", "pr_set_size"):
             out[key] = int(out[key])
+        out["fid_se"] = None if self.fid_se is None else float(self.fid_se)
+        out["fid_draws_values"] = [float(v) for v in self.fid_draws_values]
+        out["warnings"] = [str(w) for w in self.warnings]
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureScore:
+        """Inverse of :meth:`to_dict`; keys added since a record was written take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in d.items() if key in known})
+
+    def fid_estimate(self) -> Estimate:
+        """FID with its bootstrap standard error, ``Estimate.from_draws(fid, fid_draws_values)``."""
+        if len(self.fid_draws_values) < 2:
+            raise ConfigError(
+                f"FeatureScore.fid_estimate: FID has {len(self.fid_draws_values)} bootstrap draws, so no standard "
+                "error; score with score_features(..., fid_draws=50) (a record from an older aediff has none)."
+            )
+        return Estimate.from_draws(self.fid, self.fid_draws_values)
 
 
 def score_features(
@@ -291,20 +452,42 @@ def score_features(
     kid_subset_size: int = 1000,
     pr_k: int = 3,
     seed: int = 0,
+    fid_draws: int = 50,
 ) -> FeatureScore:
     """FID, KID, precision and recall of ``sample_feats`` ``[N, D]`` against ``reference_feats`` ``[M, D]``.
 
     ``feature_extractor`` and ``reference`` are recorded verbatim in the returned :class:`FeatureScore`.
-    KID uses ``kid_subsets`` subsets of ``min(kid_subset_size, N, M)`` rows drawn with ``seed``.
-    Precision and recall use the ``pr_k``-th neighbour, lowered to ``min(N, M) - 1`` for tiny sets (the
-    value used is recorded).
+    FID gets a standard error from ``fid_draws`` bootstrap draws (:func:`fid_bootstrap`, seeded with
+    ``seed``; 0 for none, else >= 2). KID uses ``kid_subsets`` proper subsets of
+    ``_kid_subset_size(kid_subset_size, N, M)`` rows drawn with ``seed``. Precision and recall compare
+    equal-size sets: the larger set is subsampled without replacement (seeded) to ``min(N, M)`` rows; they
+    use the ``pr_k``-th neighbour, lowered to ``min(N, M) - 1`` for tiny sets. The values used are recorded,
+    and ``warnings`` names a set smaller than twice the feature dimension.
     """
     a = _as_float64(sample_feats, "score_features(sample_feats)")
     b = _as_float64(reference_feats, "score_features(reference_feats)")
+    if fid_draws < 0 or fid_draws == 1:
+        raise ConfigError(
+            f"score_features: fid_draws must be 0 (no FID standard error) or >= 2, got {fid_draws}; use 50."
+        )
     fid = frechet_distance(a, b)
+    draws = fid_bootstrap(a, b, draws=fid_draws, seed=seed)
     kid_mean, kid_std = kernel_inception_distance(a, b, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
-    k = max(1, min(pr_k, a.shape[0] - 1, b.shape[0] - 1))
-    precision, recall = precision_recall(a, b, k=k)
+    pr_size = min(a.shape[0], b.shape[0])
+    # Precision and recall depend on the set sizes (a larger set has smaller k-NN balls that cover more
+    # finely), so compare equal-size sets; subsampling the larger keeps every model's numbers comparable
+    # at a given sample count.
+    rng = _draw_rng(seed, _PR_STREAM, 0)
+    pr_a = a if a.shape[0] == pr_size else a[np.sort(rng.choice(a.shape[0], pr_size, replace=False))]
+    pr_b = b if b.shape[0] == pr_size else b[np.sort(rng.choice(b.shape[0], pr_size, replace=False))]
+    k = max(1, min(pr_k, pr_size - 1))
+    precision, recall = precision_recall(pr_a, pr_b, k=k)
+    warnings = [
+        f"the {name} set has {count} feature vectors, fewer than twice the feature dimension ({a.shape[1]}): "
+        "FID is dominated by estimation error; use more images or a smaller feature space"
+        for name, count in (("sample", a.shape[0]), ("reference", b.shape[0]))
+        if count < 2 * a.shape[1]
+    ]
     return FeatureScore(
         fid=fid,
         kid_mean=kid_mean,
@@ -316,6 +499,12 @@ def score_features(
         precision=precision,
         recall=recall,
         pr_k=k,
+        kid_subset_size=_kid_subset_size(kid_subset_size, a.shape[0], b.shape[0]),
+        kid_subsets=int(kid_subsets),
+        pr_set_size=int(pr_size),
+        fid_se=float(draws.std(ddof=1)) if len(draws) > 1 else None,
+        fid_draws_values=[float(v) for v in draws],
+        warnings=warnings,
     )
 
 

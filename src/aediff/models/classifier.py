@@ -31,7 +31,8 @@ class ClassifierConfig:
 
 @register_model
 class Classifier(Model):
-    """x: [N, C, S, S] in [-1, 1] -> logits [N, num_classes]; ``features(x)`` -> [N, feature_dim]."""
+    """x: [N, C, S, S] in [-1, 1] -> logits [N, num_classes]; ``features(x)`` -> [N, feature_dim];
+    ``layer_features(x)`` -> [N, layer_feature_dim] (also sees blur, see ``aediff.evaluation.judges``)."""
 
     family = "classifier"
     config_class = ClassifierConfig
@@ -50,6 +51,30 @@ class Classifier(Model):
         """Penultimate features, [N, feature_dim] (after the non-linearity)."""
         h, _ = self.encoder(x)
         return F.silu(self.to_features(self.pool(h)))
+
+    def layer_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features that also see blur: [N, layer_feature_dim] = [N, 2 * channels[0] + feature_dim].
+
+        x: [N, C, S, S] in [-1, 1]. For the two full-resolution feature maps of the encoder (the stem conv and
+        the first stage's last block), per channel the log of the RMS spatial gradient,
+        ``log(sqrt(mean(dx^2) + mean(dy^2)) + 1e-3)`` over the S x S positions, then the penultimate
+        ``features(x)``. The gradient energy of the early maps is the edge and stroke-contrast energy that
+        blur removes (the penultimate features are trained to ignore it); the log makes it scale-free, so a
+        uniform loss of sharpness moves every channel alike and its units are comparable with the
+        penultimate features' instead of vanishing next to them. With the default widths D = 192, small
+        enough for a Frechet distance from a few hundred samples.
+        """
+        h, skips = self.encoder(x)
+        # skips[0]: stem output; skips[blocks_per_stage]: the first stage's last block, both at S x S
+        early = [skips[0], skips[self.config.blocks_per_stage]]
+        stats = [_log_gradient_energy(a) for a in early]
+        penultimate = F.silu(self.to_features(self.pool(h)))
+        return torch.cat([*stats, penultimate], dim=1)
+
+    @property
+    def layer_feature_dim(self) -> int:
+        """D of ``layer_features``: two early maps of channels[0] channels each, plus feature_dim."""
+        return 2 * self.config.channels[0] + self.config.feature_dim
 
     @property
     def num_classes(self) -> int:
@@ -70,3 +95,11 @@ class Classifier(Model):
         loss = F.cross_entropy(logits, batch["labels"])
         accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
         return loss, {"accuracy": accuracy.item()}
+
+
+def _log_gradient_energy(a: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C]: log of each channel's RMS finite-difference gradient over the positions.
+    The 1e-3 floor keeps a flat map finite (zero padding makes even a blank image's maps non-flat)."""
+    dx = a[..., :, 1:] - a[..., :, :-1]
+    dy = a[..., 1:, :] - a[..., :-1, :]
+    return (dx.pow(2).mean(dim=(2, 3)) + dy.pow(2).mean(dim=(2, 3))).sqrt().add(1e-3).log()

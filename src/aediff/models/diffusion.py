@@ -382,7 +382,9 @@ class DiffusionModel(Model):
         else:
             # A discrete schedule's largest sigma can be huge (cosine: ~2e4); sigma_max (80, far beyond the
             # data's scale of 0.5) is already pure noise, and starting there spares the steps that Karras'
-            # spacing would spend above it (measured: heun at 5 steps, FID 145 -> 3.8).
+            # spacing would spend above it (measured after the change: heun at 5 steps, FID 4.06 on 500
+            # samples of docs/diffusion.md's 10-minute model; benchmarks/results/diffusion_budget.json,
+            # "aediff_step_sweep"; the FID before the change was not kept).
             low, high = self.schedule.sigma_range
             sigmas = karras_sigmas(options.steps, low, min(high, self.config.process.sigma_max))
         return sigmas.float().to(self.device)

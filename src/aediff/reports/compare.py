@@ -29,7 +29,8 @@ import aediff
 from aediff.device import default_device
 from aediff.environment import cpu_model
 from aediff.errors import ConfigError
-from aediff.reports.sections import build_report, evaluate_all
+from aediff.reports.evaluate import evaluate_all
+from aediff.reports.sections import build_report
 
 
 @dataclass
@@ -38,8 +39,12 @@ class CompareConfig:
     budget_minutes: float = 10.0  # training budget of each model (wall clock)
     max_steps: int | None = None  # also stop each model after this many steps (tests, smoke runs)
     bottlenecks: tuple[int, ...] = (4, 16, 64)  # AE bottleneck sweep; the middle one is the family's shared size
-    dae_sigmas: tuple[float, ...] = (0.1, 0.3, 0.75)  # one DAE per Gaussian noise level
+    # One DAE per Gaussian noise level; levels where a 16-number code can beat returning the noisy input
+    # (at 0.1 the noisy input scores about 28 dB, above any such DAE, so no claim about it is testable).
+    dae_sigmas: tuple[float, ...] = (0.3, 0.5, 0.75)
     samples: int = 1000  # samples per generative model for FID / KID / precision / recall
+    curve_samples: int = 250  # samples per point of the budget curves (FID against training time)
+    snapshots: tuple[float, ...] = (0.25, 0.5)  # budget fractions at which the curves' snapshots are kept
     limit: int = 500  # test images for the denoising sweep, likelihoods and latent probes
     guidances: tuple[float, ...] = (1.0, 3.0, 5.0)  # classifier-free guidance scales of section 8
     denoise_steps: int = 10  # the diffusion model's multi-step denoising
@@ -64,6 +69,9 @@ class PlannedModel:
     noise_sigma: float | None = None  # the noise sweep's training sigma
     judge: bool = False  # the classifier whose features score FID and whose top class scores accuracy
     autoencoder: str | None = None  # latent diffusion: the planned model whose latent space it works in
+    subject: bool = False  # the pixel diffusion model sections 5, 6 and 8 are about
+    ablation_of: str | None = None  # section 7: the planned model this one is, minus its skip connections
+    curve: bool = False  # evaluated at each budget snapshot for the budget curves
 
 
 def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
@@ -75,10 +83,12 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
         )
     ]
     plan += [
-        PlannedModel(f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck", "bottleneck", k)
+        PlannedModel(
+            f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck", "bottleneck", k, curve=k <= b
+        )
         for k in sorted(config.bottlenecks)
     ]
-    plan.append(PlannedModel("vae", "vae", {"bottleneck_dim": b}, f"variational autoencoder, {b}-d latent"))
+    plan.append(PlannedModel("vae", "vae", {"bottleneck_dim": b}, f"variational autoencoder, {b}-d latent", curve=True))
     plan += [
         PlannedModel(
             f"dae-{s:g}",
@@ -98,6 +108,8 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
             "diffusion",
             {"conditioning.kind": condition},
             "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else ""),
+            subject=True,
+            curve=True,
         )
     )
     plan.append(
@@ -106,6 +118,7 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
             "diffusion",
             {"conditioning.kind": condition, "skip_connections": False},
             "the same network without encoder-decoder skips",
+            ablation_of="diffusion",
         )
     )
     plan.append(
@@ -123,6 +136,7 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
             {"conditioning.kind": "text" if labelled else "none"},
             "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else ""),
             autoencoder="ae-spatial",
+            curve=True,
         )
     )
     if not labelled:
@@ -207,6 +221,8 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
         budget["max_steps"] = config.max_steps
     if planned.judge:  # the judge converges in a few epochs; more would only cost time
         budget["epochs"] = 15
+    elif planned.curve:
+        budget["snapshots"] = tuple(config.snapshots)
     train(planned.family, run_dir, config.data, model=overrides, training=budget, progress=False)
     return run_dir
 
@@ -271,7 +287,9 @@ def run_compare(
             meter.finish("train", begun)
             if log:
                 log(f"trained {planned.name} in {train_seconds[planned.name]:.0f} s")
+        evaluating = time.perf_counter()
         results = evaluate_all(config, plan, runs, train_set, test_set, meter, log)
+        eval_seconds = time.perf_counter() - evaluating
     finally:
         meter.close()
     results["meta"] = {
@@ -290,6 +308,8 @@ def run_compare(
         "config": _jsonable(dataclasses.asdict(config)),
         "runs": {k: str(v) for k, v in runs.items()},
         "train_wall_seconds": train_seconds,
+        "train_seconds": sum(train_seconds.values()),
+        "eval_seconds": eval_seconds,
         "command": command,
     }
     metrics, _ = build_report(results, plan, out)

@@ -67,17 +67,23 @@ def line_plot(
     logx: bool = False,
     logy: bool = False,
     markers: bool = True,
+    errors: dict[str, Sequence[float]] | None = None,
 ) -> bytes:
     """One line per entry of ``series`` (``name -> (xs, ys)``, equal lengths), with a legend.
 
     Non-finite ys leave a gap in their line. ``logx`` / ``logy`` use log axes (values must be > 0).
+    ``errors``: optional ``name -> half-widths`` (one per point) drawn as error bars.
     """
     fig = _new_figure()
     ax = fig.add_subplot()
+    errors = errors or {}
     for name, (xs, ys) in series.items():
         if len(xs) != len(ys):
             raise ValueError(f"line_plot series {name!r}: {len(xs)} xs but {len(ys)} ys")
-        ax.plot(xs, ys, marker="o" if markers else None, markersize=4, linewidth=1.6, label=name)
+        if name in errors:
+            ax.errorbar(xs, ys, yerr=errors[name], marker="o", markersize=4, linewidth=1.6, capsize=3, label=name)
+        else:
+            ax.plot(xs, ys, marker="o" if markers else None, markersize=4, linewidth=1.6, label=name)
     ax.set_xscale("log" if logx else "linear")
     if logx:  # plain numbers (4, 16, 64) on a log axis read better than 4 x 10^0
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter

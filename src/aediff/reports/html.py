@@ -108,6 +108,7 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     notes: str = ""
+    control: str = ""  # what the claim had to beat (the trivial baseline that should lose)
 
     def __post_init__(self) -> None:
         _check_name("section key", self.key)
@@ -215,7 +216,7 @@ dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; overflow-wrap: anywh
 nav ul { margin: 0; padding-left: 0; list-style: none; } nav li { margin: .25rem 0; }
 section { margin-top: 2.5rem; padding-top: 1.5rem; border-top: 1px solid var(--border); }
 section h2 .badge { margin-left: .5rem; font-size: .85rem; }
-p.claim, p.evidence, p.notes { margin: .4rem 0; }
+p.claim, p.evidence, p.control, p.notes { margin: .4rem 0; }
 p.notes { color: var(--muted); font-size: .95rem; }
 figure { margin: 1.5rem 0; }
 img.figure { display: block; max-width: 100%; height: auto; margin: 0 auto; }
@@ -269,6 +270,8 @@ def _section_html(section: Section) -> str:
         f'<p class="claim"><strong>Claim.</strong> {escape(section.claim)}</p>',
         f'<p class="evidence"><strong>Evidence.</strong> {escape(section.evidence)}</p>',
     ]
+    if section.control:
+        parts.append(f'<p class="control"><strong>Control.</strong> {escape(section.control)}</p>')
     parts += [_figure_html(f) for f in section.figures]
     parts += [_table_html(t.columns, t.rows, t.caption, t.name) for t in section.tables]
     if section.notes:

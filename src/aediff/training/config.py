@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from numbers import Real
+from typing import Any, Literal
 
+from aediff.errors import ConfigError
 from aediff.modes import MixedPrecision
+
+SNAPSHOT_EXAMPLE = "e.g. 0.25,0.5 for snapshots at 25% and 50% of the budget"
+
+
+def snapshot_label(fraction: float) -> str:
+    """The folder name of the snapshot at ``fraction`` (in (0, 1)) of the budget: its percent, "25" for 0.25."""
+    return f"{fraction * 100:g}"
+
+
+def check_snapshots(values: Any, what: str = "snapshots") -> tuple[float, ...]:
+    """``values`` as snapshot fractions: numbers strictly between 0 and 1, increasing, each with its own
+    folder name. ``what`` names them in the error (a ConfigError that says what to write instead)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(
+            f"{what} must be a list of fractions of the training budget, {SNAPSHOT_EXAMPLE}; got {values!r}"
+        )
+    if not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{what} must be numbers, {SNAPSHOT_EXAMPLE}; got {values!r}")
+    fractions = tuple(float(v) for v in values)
+    shown = ",".join(f"{v:g}" for v in fractions)
+    if not all(0 < v < 1 for v in fractions):  # also refuses NaN
+        raise ConfigError(
+            f"{what} must lie strictly between 0 and 1 (fractions of the training budget; the end of the run is "
+            f"the run itself), {SNAPSHOT_EXAMPLE}; got {shown}"
+        )
+    if any(a >= b for a, b in zip(fractions, fractions[1:], strict=False)):
+        raise ConfigError(f"{what} must be increasing and without repeats, {SNAPSHOT_EXAMPLE}; got {shown}")
+    for a, b in zip(fractions, fractions[1:], strict=False):
+        if snapshot_label(a) == snapshot_label(b):  # labels round to 6 digits, in order: equal ones are neighbours
+            raise ConfigError(
+                f"{what} {a!r} and {b!r} are too close: both would be snapshots/{snapshot_label(a)}; drop one"
+            )
+    return fractions
 
 
 @dataclass
@@ -28,3 +64,10 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
     preview_every: int = 1000  # steps between TensorBoard image grids; 0 = never
     tensorboard: bool = True  # write TensorBoard scalars and image grids under RUN/tb
+    # Fractions of the budget, increasing, in (0, 1): when the run's progress (steps / horizon, or time / time
+    # budget) first reaches one, a loadable copy of the model is kept in RUN/snapshots/<percent> (e.g. 25).
+    # Writing them counts neither as training time nor against a time budget.
+    snapshots: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.snapshots = check_snapshots(self.snapshots)

@@ -44,7 +44,8 @@ def train(
     """Train a model of ``family`` on ``data`` into the run folder ``out``; the API behind `aediff train`.
 
     model: overrides of the family's config fields (e.g. {"bottleneck_dim": 8}).
-    training: a TrainConfig, or overrides of the defaults.
+    training: a TrainConfig, or overrides of the defaults; e.g. {"snapshots": (0.25, 0.5)} also keeps the model at
+        25% and 50% of the budget in ``out/snapshots/25`` and ``/50`` (see ``aediff.runs.list_snapshots``).
     resume: continue the run in ``out`` from its last checkpoint, with the family, model and data it was
         started with; ``training`` may then only extend its stop conditions (max_steps, epochs, max_minutes).
     """

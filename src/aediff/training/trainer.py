@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import signal
 import threading
 import time
@@ -174,6 +176,8 @@ class Trainer:
         if state is not None:
             self.ema.model.load_state_dict(runs.read_tensors(self.run_dir / runs.EMA_FILE))
         self.ema.model.to(acc.device)
+        # A resumed run keeps the snapshots it already wrote (they are the same weights: training is exact).
+        self._snapshots_due = [f for f in config.snapshots if not runs.snapshot_path(self.run_dir, f).is_dir()]
         self.ddp_model = acc.prepare(model)  # moves to the device; wraps in DDP with several processes
         if state is not None:
             self.optimizer.load_state_dict(
@@ -202,6 +206,8 @@ class Trainer:
             },
         )
         (self.run_dir / runs.LOG_FILE).unlink(missing_ok=True)
+        # Snapshots left in a folder without config.json belong to no run; they would pass for this one's.
+        shutil.rmtree(self.run_dir / runs.SNAPSHOTS_DIR, ignore_errors=True)
 
     def _load_checkpoint(self) -> dict[str, Any]:
         runs.recover(self.run_dir)
@@ -297,6 +303,12 @@ class Trainer:
                     self._log(logs, bar)
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
                     self._preview(batch)
+                # Before the checkpoint: a run that resumes from this step has its snapshot already.
+                due = self._due_snapshots()
+                if due:
+                    began = time.perf_counter()
+                    self.save_snapshots(due)
+                    session_start += time.perf_counter() - began  # not training: out of the time budget too
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                     last_saved = self.step
@@ -338,14 +350,27 @@ class Trainer:
 
         return signal.signal(signal.SIGINT, handler)
 
-    def _after_training(self) -> None:
-        """Give the model its ``after_training`` hook with the training images (an AE fits its latent Gaussian)."""
+    def _after_training(self, models: tuple[Model, ...] | None = None) -> None:
+        """Give the models (default: the model and its EMA) their ``after_training`` hook with the training
+        images (an AE fits its latent Gaussian)."""
         from aediff.evaluation import iterate_images
 
-        for model in (self.model, self.ema.model):
+        for model in models or (self.model, self.ema.model):
             model.after_training(b["images"] for b in iterate_images(self.train_set, device=self.accelerator.device))
 
-    # --- logging and checkpoints -------------------------------------------------------------------
+    def _due_snapshots(self) -> list[float]:
+        """The snapshot fractions the run's progress has reached since the last call (the same on every process)."""
+        if not self._snapshots_due:
+            return []
+        progress = self._progress()
+        if self.horizon is None and self.world_size > 1:  # by time: the processes' clocks differ; all must agree
+            reached = torch.tensor(progress, device=self.accelerator.device)
+            progress = float(self.accelerator.reduce(reached, "max").item())
+        due = [f for f in self._snapshots_due if progress >= f]
+        self._snapshots_due = self._snapshots_due[len(due) :]
+        return due
+
+    # --- logging, checkpoints and snapshots --------------------------------------------------------
     def _tensorboard(self) -> Any:
         if self.writer is None and self.config.tensorboard and self.accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow to import
@@ -403,3 +428,59 @@ class Trainer:
                 },
             )
         acc.wait_for_everyone()
+
+    def save_snapshots(self, fractions: list[float]) -> None:
+        """Keep the model as it is now as RUN/snapshots/<percent> for each of ``fractions`` (main process).
+
+        A snapshot is a run folder of its own for ``aediff.load``: config.json, the weights and EMA weights,
+        snapshot.json (fraction, step, images seen, train and elapsed seconds: its ``summary``) and the log so
+        far; no optimizer state, so it cannot be resumed. The EMA model gets its ``after_training`` hook first
+        (an AE fits its latent Gaussian, to sample); the next step's EMA update overwrites those buffers again.
+        """
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self._after_training((self.ema.model,))
+            meta = {"step": str(self.step)}
+            files = {
+                runs.CONFIG_FILE: (self.run_dir / runs.CONFIG_FILE).read_bytes(),
+                runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
+                runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
+            }
+            log = self.run_dir / runs.LOG_FILE
+            if log.exists():
+                files[runs.LOG_FILE] = self._log_until_now(log.read_text())
+            for fraction in fractions:
+                record = {
+                    "fraction": fraction,
+                    "step": self.step,
+                    "images_seen": self.step * self.config.batch_size,
+                    "train_seconds": self.train_seconds,
+                    "elapsed_seconds": self.elapsed_seconds,
+                }
+                self._write_snapshot(fraction, {**files, runs.SNAPSHOT_FILE: json.dumps(record, indent=2).encode()})
+        acc.wait_for_everyone()
+
+    def _log_until_now(self, text: str) -> bytes:
+        """The lines of log.jsonl up to the current step (a resumed run's log may run past its checkpoint;
+        a line cut short by a crash is skipped, not fatal)."""
+        kept = []
+        for line in text.splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        return "".join(kept).encode()
+
+    def _write_snapshot(self, fraction: float, files: dict[str, bytes]) -> None:
+        """Write ``files`` into a hidden staging folder, then rename it into place: a crash leaves either no
+        snapshot or a whole one (a staging folder left by a crash is cleared by the next write)."""
+        target = runs.snapshot_path(self.run_dir, fraction)
+        staging = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        runs.write_files_atomically(staging, files)  # every file written in full and fsync'd
+        shutil.rmtree(target, ignore_errors=True)  # not there in practice (due = no folder); os.replace needs it gone
+        os.replace(staging, target)
+        runs._fsync_dir(target.parent)

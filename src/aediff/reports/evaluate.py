@@ -1,0 +1,312 @@
+"""The comparison's evaluation loop: one protocol for every model of the plan (``evaluate_model``, the
+function behind `aediff eval`), plus what the verdicts need beyond it: the controls every claim must beat
+(the mean image, the identity denoiser, raw pixels, random projections, untrained networks), per-image
+values for paired comparisons, bootstrap intervals, and the budget curves from the snapshots kept during
+training.
+
+``evaluate_all`` returns {"models": per-model metrics (JSON), "sections": section numbers (JSON),
+"artifacts": images and per-image arrays (not JSON)}; ``aediff.reports.sections`` turns that into the report.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import aediff
+from aediff.data import caption_templates, fill_template
+from aediff.evaluation import (
+    evaluate_model,
+    generation_score,
+    gradient_norms,
+    high_frequency_share,
+    interpolation_grid,
+    latent_codes,
+    predicted_classes,
+    predicted_x0_sweep,
+    sample_images,
+    spread_indices,
+)
+from aediff.evaluation.judges import Judge, judges_for
+from aediff.evaluation.latents import knn_controls, knn_correct
+from aediff.metrics import psnr
+from aediff.metrics.stats import Estimate
+from aediff.models import Capability, Condition, Model
+from aediff.reports.verdicts import spearman
+
+X0_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)  # section 6's row of noise levels
+X0_IMAGES = 64  # test images behind section 6's statistic (6 are shown)
+LATENT_PROBE_IMAGES = 2000  # per split, for the k-NN and linear probes and their controls
+TREND_DRAWS = 200  # bootstrap draws of section 6's Spearman rho
+
+
+def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter, log=None) -> dict[str, Any]:
+    """Evaluate every model of the plan with one protocol, and the controls. See the module docstring."""
+    judge_run = next((aediff.load(runs[p.name]) for p in plan if p.judge), None)
+    classifier = judge_run.model if judge_run is not None else None
+    judges = judges_for(classifier) if classifier is not None else []
+    models: dict[str, dict[str, Any]] = {}
+    per_image: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, Any] = {"samples": {}, "reconstructions": {}, "codes": {}, "per_image": per_image}
+    sections: dict[str, Any] = {"judges": {j.name: j.description for j in judges}}
+    artifacts["originals"] = test_set.batch(spread_indices(len(test_set), 8))["images"]
+    if judge_run is not None:
+        models["classifier"] = {**evaluate_model(judge_run, train_set, test_set), "role": "judge"}
+    sections["controls"] = _image_controls(train_set, test_set, config.limit, per_image)
+    for planned in plan:
+        if planned.judge:
+            continue
+        begun = meter.start(f"evaluating {planned.name}")
+        run = aediff.load(runs[planned.name])
+        models[planned.name], per_image[planned.name] = _evaluate_planned(
+            planned, run, config, train_set, test_set, judge_run, judges
+        )
+        _figures_of(planned, run.model, config, train_set, test_set, artifacts)
+        _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
+        if planned.curve and judges:
+            sections.setdefault("curves", {})[planned.name] = budget_curve(
+                run, per_image[planned.name]["generation"]["samples"], judges, test_set, config
+            )
+        meter.finish("eval", begun)
+        if log:
+            log(f"evaluated {planned.name}")
+    if labelled(train_set, test_set):
+        sections["manifold_controls"] = _manifold_controls(plan, runs, models, train_set, test_set, config, per_image)
+    return {"models": models, "artifacts": artifacts, "sections": sections}
+
+
+def labelled(train_set, test_set) -> bool:
+    return train_set.labels is not None and test_set.labels is not None
+
+
+def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges) -> tuple[dict, dict]:
+    """evaluate_model on one planned model, unconditional samples (a conditioned model draws with the null
+    condition, so the FIDs of section 9 compare like with like; section 8 measures conditioned samples).
+    Returns (its JSON metrics, its per-image arrays)."""
+    metrics = evaluate_model(
+        run,
+        train_set,
+        test_set,
+        classifier=judge_run,
+        samples=config.samples,
+        seed=config.seed,
+        limit=config.limit,
+        inception=_inception_if_on_disk(),
+        cycle_classes=False,
+        denoising_steps=(1, config.denoise_steps) if planned.subject else (1,),
+        judges=judges,
+        keep_per_image=True,
+    )
+    metrics["role"] = planned.role
+    arrays: dict[str, Any] = {}
+    for section in ("reconstruction", "latent_space", "generation"):
+        if isinstance(metrics.get(section), dict) and "per_image" in metrics[section]:
+            arrays[section] = metrics[section].pop("per_image")
+    arrays["denoising"] = {
+        (row["kind"], row["level"], row["steps"]): row.pop("per_image")
+        for row in metrics.get("denoising", [])
+        if "per_image" in row
+    }
+    return metrics, arrays
+
+
+def _inception_if_on_disk():
+    """Inception-v3 features when torch-fidelity and its weights are installed; else None (never downloads)."""
+    from aediff.errors import ConfigError
+    from aediff.metrics import inception_extractor
+
+    try:
+        return inception_extractor()
+    except ConfigError:
+        return None
+
+
+def _figures_of(planned, model: Model, config, train_set, test_set, artifacts: dict[str, Any]) -> None:
+    """The images the report shows of one model: samples, reconstructions, latent codes, interpolations."""
+    if model.can(Capability.SAMPLE):
+        artifacts["samples"][planned.name] = sample_images(model, 64, seed=config.seed)
+    if model.can(Capability.LATENT):
+        artifacts["reconstructions"][planned.name] = model.reconstruct(artifacts["originals"].to(model.device)).cpu()
+        if labelled(train_set, test_set):
+            limited = test_set.subset(spread_indices(len(test_set), config.limit))
+            artifacts["codes"][planned.name] = latent_codes(model, limited)
+    if model.can(Capability.ELBO):
+        artifacts["interpolation"] = interpolation_grid(model, test_set, seed=config.seed)
+
+
+def _section_numbers(planned, model, config, train_set, test_set, classifier, judges, sections, artifacts) -> None:
+    """What sections 6, 7 and 8 measure beyond the protocol, for the models they are about."""
+    if planned.autoencoder is not None and classifier is not None and model.can(Capability.TEXT_CONDITION):
+        sections["prompts"], artifacts["prompt_grid"] = prompt_grid(model, classifier, config, train_set)
+    if model.can(Capability.DIFFUSION_BOUND):  # pixel diffusion: its loss and gradients compare directly
+        losses = held_out_losses(model, test_set, config.limit, seed=config.seed)
+        batch = train_set.batch(spread_indices(len(train_set), 64))
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        sections.setdefault("held_out_loss", {})[planned.name] = {
+            "chunks": losses.tolist(),
+            "loss": Estimate.mean_of(losses, "chunks of 25 images").to_dict(),
+            "gradient_norms": gradient_norms(model, batch, seed=config.seed),
+        }
+    if not planned.subject:
+        return
+    sections["x0"], artifacts["x0_predictions"] = x0_trend(model, test_set, config.seed)
+    if classifier is not None and model.can(Capability.CLASS_CONDITION):
+        sections["guidance"], artifacts["class_grid"], artifacts["guidance_correct"] = guidance_sweep(
+            model, classifier, judges[0], config, test_set
+        )
+
+
+def _image_controls(train_set, test_set, limit: int, per_image: dict[str, Any]) -> dict[str, Any]:
+    """The trivial reconstruction every AE must beat: the mean training image for every test image."""
+    mean_image = torch.cat([train_set.batch(chunk)["images"] for chunk in torch.arange(len(train_set)).split(512)])
+    mean_image = mean_image.mean(0, keepdim=True)
+    test = test_set.batch(spread_indices(len(test_set), limit))["images"]
+    values = psnr(mean_image.expand_as(test), test).double().numpy()
+    per_image["mean image"] = {"reconstruction": {"psnr": values}}
+    return {"mean_image_psnr": Estimate.mean_of(values).to_dict()}
+
+
+@torch.no_grad()
+def held_out_losses(model: Model, dataset: Any, limit: int, seed: int = 0, draws: int = 4, chunk: int = 25):
+    """The training objective on test images (null condition), one value per chunk of ``chunk`` images,
+    averaged over ``draws`` noise draws: [limit // chunk] float64. Chunk i of draw k draws its noise levels
+    and noise from seed (seed, k, i), so two models of one family see the same noise: their per-chunk
+    differences are paired."""
+    model.eval()
+    device = model.device
+    images = dataset.batch(spread_indices(len(dataset), limit))["images"].to(device)
+    chunks = [c for c in images.split(chunk) if len(c) == chunk] or [images]
+    out = np.zeros(len(chunks))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave the caller's RNG be
+        for k in range(draws):
+            for i, c in enumerate(chunks):
+                torch.manual_seed(seed * 1_000_003 + k * 10_007 + i)
+                out[i] += float(model.denoising_loss(model.diffusion_input(c), model.condition_inputs(len(c)))) / draws
+    return out
+
+
+def x0_trend(model: Model, test_set, seed: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """Section 6: the high-frequency share of the predicted x0 of ``X0_IMAGES`` test images at each of
+    ``X0_SIGMAS``, the data's own, and Spearman's rho between sigma and the mean share with a bootstrap
+    interval over images. Returns (JSON numbers, the predictions of the first 6 images [S, 6, C, H, W])."""
+    images = test_set.batch(spread_indices(len(test_set), X0_IMAGES))["images"].to(model.device)
+    sweep = predicted_x0_sweep(model, images, X0_SIGMAS, seed=seed)
+    shares = np.stack([high_frequency_share(p).double().numpy() for p in sweep["predictions"]])  # [S, N]
+    rng = np.random.default_rng(seed)
+    draws = [
+        spearman(X0_SIGMAS, shares[:, rng.integers(0, shares.shape[1], shares.shape[1])].mean(1))
+        for _ in range(TREND_DRAWS)
+    ]
+    rho = Estimate.from_draws(spearman(X0_SIGMAS, shares.mean(1)), draws)
+    numbers = {
+        "sigmas": list(X0_SIGMAS),
+        "high_frequency_share": shares.mean(1).tolist(),
+        "high_frequency_share_se": (shares.std(1, ddof=1) / np.sqrt(shares.shape[1])).tolist(),
+        "data_high_frequency_share": float(high_frequency_share(images.cpu()).mean()),
+        "rho": rho.to_dict(),
+        "num_images": int(shares.shape[1]),
+    }
+    return numbers, sweep["predictions"][:, :6].cpu()
+
+
+def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_set):
+    """Section 8: class-conditioned samples at each guidance scale, drawn from the same seed and labels (so
+    sample i at two scales starts from the same noise, and their correctness is paired). Returns (rows by
+    scale, (scale, images) for the class grid, {scale: [n] bool correctness})."""
+    n = max(10, (config.samples // 2) // 10 * 10)
+    labels = torch.arange(n) % model.num_classes
+    rows, correct, grid = {}, {}, None
+    for w in config.guidances:
+        images = sample_images(model, n, config.seed + 1, Condition(class_labels=labels, guidance=w))
+        score = generation_score(
+            images,
+            judge.features,
+            test_set,
+            feature_extractor=judge.name,
+            reference_name=f"{config.data}:test",
+            seed=config.seed,
+        ).to_dict()
+        hits = (predicted_classes(classifier, images) == labels).numpy()
+        correct[f"{w:g}"] = hits
+        accuracy = Estimate.proportion(int(hits.sum()), n)
+        rows[f"{w:g}"] = {"guidance": w, "accuracy": accuracy.value, "accuracy_se": accuracy.se, "samples": n, **score}
+        if grid is None or abs(w - 3.0) < abs(grid[0] - 3.0):
+            per_class = min(8, n // 10)
+            order = torch.cat([torch.nonzero(labels == d).flatten()[:per_class] for d in range(10)])
+            grid = (w, images[order])
+    return {"rows": rows, "num_classes": model.num_classes}, grid, correct
+
+
+def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[dict[str, Any], Any]:
+    """Section 8's captions: 8 samples per class name through the first caption template, guidance 3, and
+    the share the classifier assigns to the named class."""
+    names = train_set.class_names or [str(d) for d in range(10)]
+    template = caption_templates(names)[0]
+    prompts = [fill_template(template, names[d]) for d in range(len(names)) for _ in range(8)]
+    labels = torch.tensor([d for d in range(len(names)) for _ in range(8)])
+    images = sample_images(model, len(prompts), config.seed + 2, Condition(prompts=prompts, guidance=3.0))
+    hits = predicted_classes(classifier, images) == labels
+    accuracy = Estimate.proportion(int(hits.sum()), len(hits))
+    numbers = {"template": template, "guidance": 3.0, "accuracy": accuracy.value, "accuracy_se": accuracy.se}
+    return {**numbers, "samples": len(prompts)}, (names, images)
+
+
+def budget_curve(run, final_samples: torch.Tensor, judges: list[Judge], test_set, config) -> list[dict[str, Any]]:
+    """FID in every judge at each snapshot kept during training and at the end, each from
+    ``config.curve_samples`` samples (the end point reuses the first of the protocol's samples): one point per
+    budget fraction with its training time, steps and FID +- bootstrap standard error."""
+    n = min(config.curve_samples, len(final_samples))
+    points = []
+    for fraction, folder in aediff.runs.list_snapshots(run.path):
+        snapshot = aediff.load(folder)
+        points.append(
+            _curve_point(fraction, snapshot, sample_images(snapshot.model, n, config.seed), judges, test_set, config)
+        )
+    points.append(_curve_point(1.0, run, final_samples[:n], judges, test_set, config))
+    return points
+
+
+def _curve_point(fraction: float, run, images: torch.Tensor, judges: list[Judge], test_set, config) -> dict[str, Any]:
+    summary = run.summary
+    fids = {}
+    for judge in judges:
+        score = generation_score(
+            images,
+            judge.features,
+            test_set,
+            feature_extractor=judge.name,
+            reference_name=f"{config.data}:test",
+            seed=config.seed,
+        )
+        fids[judge.name] = {"fid": score.fid, "fid_se": score.fid_se, "fid_draws_values": score.fid_draws_values}
+    return {
+        "fraction": fraction,
+        "train_seconds": summary.train_seconds if summary is not None else None,
+        "steps": summary.steps if summary is not None else None,
+        "samples": len(images),
+        "judges": fids,
+    }
+
+
+@torch.no_grad()
+def _manifold_controls(plan, runs, models, train_set, test_set, config, per_image) -> dict[str, Any]:
+    """Section 4's controls, on the same test images as the latent probes: k-NN correctness of raw pixels,
+    of a random projection to each latent dimension, and of each autoencoder's network untrained (the same
+    config, initialised from the seed, never trained). Per-image arrays go to ``per_image``; returns the
+    accuracies."""
+    latent = [p.name for p in plan if "latent_space" in models.get(p.name, {})]
+    dims = tuple(sorted({models[n]["latent_space"]["latent_dim"] for n in latent}))
+    controls = knn_controls(train_set, test_set, dims, LATENT_PROBE_IMAGES, seed=config.seed)
+    for name in latent:
+        trained = aediff.load(runs[name]).model
+        torch.manual_seed(config.seed)
+        untrained = type(trained)(copy.deepcopy(trained.config)).to(trained.device)
+        train_codes, train_labels = latent_codes(untrained, train_set, LATENT_PROBE_IMAGES, seed=config.seed)
+        test_codes, test_labels = latent_codes(untrained, test_set, LATENT_PROBE_IMAGES, seed=config.seed)
+        controls[f"untrained {name}"] = knn_correct(train_codes, train_labels, test_codes, test_labels)
+    per_image["controls"] = {"knn": controls}
+    return {name: Estimate.proportion(int(c.sum()), len(c)).to_dict() for name, c in controls.items()}

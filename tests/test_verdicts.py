@@ -1,0 +1,228 @@
+"""Every verdict rule of the report, on synthetic measurements that make it hold, not hold and be
+inconclusive, and on measurements where the control wins."""
+
+import pytest
+
+from aediff.metrics.stats import Estimate
+from aediff.reports import verdicts as v
+from aediff.reports.verdicts import DenoisingLevel
+
+
+def E(value, se=0.0):  # noqa: N802 - reads like the maths
+    return Estimate(value, se, 100)
+
+
+# --- decide ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "gap, margin, non_inferiority, expected",
+    [
+        (E(1.0, 0.1), 0.1, False, "holds"),  # interval [0.80, 1.20] clears +0.1
+        (E(0.25, 0.1), 0.1, False, "inconclusive"),  # [0.05, 0.45]: not clear of +0.1
+        (E(-1.0, 0.1), 0.1, False, "does not hold"),  # the control wins by the margin
+        (E(0.0, 0.01), 0.1, False, "inconclusive"),  # a tie is not a win
+        (E(0.0, 0.01), 0.1, True, "holds"),  # ... but is "at least as good, within 0.1"
+        (E(-0.5, 0.1), 0.1, True, "does not hold"),
+        (E(-0.1, 0.1), 0.1, True, "inconclusive"),
+    ],
+)
+def test_decide(gap, margin, non_inferiority, expected):
+    assert v.decide(gap, margin, non_inferiority) == expected
+
+
+def test_a_point_estimate_that_clears_the_margin_is_not_enough_when_its_interval_does_not():
+    assert v.decide(E(0.5, 0.0), 0.1) == "holds"
+    assert v.decide(E(0.5, 0.3), 0.1) == "inconclusive"
+
+
+# --- section 1 -------------------------------------------------------------------------------------------
+
+
+def _bottleneck(psnrs, gains, control=E(12.0, 0.1)):
+    return v.bottleneck([4, 16, 64], [E(p, 0.1) for p in psnrs], [E(g, 0.05) for g in gains], control)
+
+
+def test_bottleneck_flips():
+    assert _bottleneck([16, 21, 24], [5, 3]).verdict == "holds"
+    assert _bottleneck([16, 21, 21], [5, 0.0]).verdict == "inconclusive"  # no gain at the last step
+    assert _bottleneck([16, 21, 19], [5, -2]).verdict == "does not hold"
+
+
+def test_bottleneck_control_wins():
+    """The mean image reconstructs as well as the smallest AE: the claim cannot hold."""
+    verdict = _bottleneck([16, 21, 24], [5, 3], control=E(17.0, 0.1))
+    assert verdict.verdict == "does not hold"
+    assert "mean training image" in verdict.reason
+
+
+# --- section 2 -------------------------------------------------------------------------------------------
+
+
+def _vae(vae_fid, ae_fid, se=0.2):
+    return {"classifier": (E(vae_fid, se), E(ae_fid, se), E(ae_fid - vae_fid, se))}
+
+
+def test_vae_flips():
+    assert v.vae_prior(_vae(5.0, 10.0)).verdict == "holds"
+    assert v.vae_prior(_vae(10.0, 5.0)).verdict == "does not hold"
+    assert v.vae_prior(_vae(5.0, 5.3)).verdict == "inconclusive"
+
+
+def test_vae_judges_disagree_is_inconclusive():
+    by_judge = {**_vae(5.0, 10.0), "classifier-layers": _vae(10.0, 5.0)["classifier"]}
+    verdict = v.vae_prior(by_judge)
+    assert verdict.verdict == "inconclusive"
+    assert "disagree" in verdict.reason
+
+
+# --- section 3 -------------------------------------------------------------------------------------------
+
+
+def _level(sigma, gap, vs_identity=3.0):
+    return DenoisingLevel(sigma, E(gap, 0.05), E(vs_identity, 0.05))
+
+
+def test_dae_flips():
+    probes = [("dae-0.3", 0.2, E(0.05, 0.01))]
+    assert v.dae_denoising([_level(0.3, 1.0), _level(0.75, 2.0)], probes).verdict == "holds"
+    assert v.dae_denoising([_level(0.3, -1.0), _level(0.75, 2.0)], probes).verdict == "does not hold"
+    assert v.dae_denoising([_level(0.3, 0.1), _level(0.75, 2.0)], probes).verdict == "inconclusive"
+    worse_probe = [("dae-0.3", 0.2, E(-0.05, 0.01))]
+    assert v.dae_denoising([_level(0.3, 1.0)], worse_probe).verdict == "does not hold"
+
+
+def test_dae_level_where_the_identity_wins_is_untestable():
+    """At sigma 0.1 the noisy input beats the DAE: that level cannot support the claim, either way."""
+    verdict = v.dae_denoising([_level(0.1, -5.0, vs_identity=-8.0), _level(0.3, 1.0)], [])
+    assert verdict.verdict == "holds"
+    assert "untestable at sigma 0.1" in verdict.reason
+    assert v.dae_denoising([_level(0.1, 5.0, vs_identity=-8.0)], []).verdict == "inconclusive"
+
+
+# --- section 4 -------------------------------------------------------------------------------------------
+
+
+def _knn(gap, se=0.01):
+    return {
+        m: {c: E(gap, se) for c in ("raw pixels", "random projection", "untrained network")}
+        for m in ("ae-4", "ae-16", "vae")
+    }
+
+
+def test_manifold_flips():
+    assert v.manifold(_knn(0.1)).verdict == "holds"
+    assert v.manifold(_knn(-0.1)).verdict == "does not hold"
+    assert v.manifold(_knn(0.01, se=0.02)).verdict == "inconclusive"
+
+
+def test_manifold_raw_pixels_win_for_one_model():
+    """Raw pixels as good as one model's latents (the review found 0.858 for pixels): the claim says
+    every autoencoder, so one loss is enough."""
+    gaps = _knn(0.1)
+    gaps["ae-4"]["raw pixels"] = E(-0.06, 0.01)
+    verdict = v.manifold(gaps)
+    assert verdict.verdict == "does not hold"
+    assert any(p.verdict == "does not hold" and p.control == "raw pixels" for p in verdict.parts)
+
+
+# --- section 5 -------------------------------------------------------------------------------------------
+
+
+def test_noise_levels_flips():
+    assert v.noise_levels([_level(0.3, 2.0), _level(0.75, 0.0)]).verdict == "holds"  # a tie is within the margin
+    assert v.noise_levels([_level(0.3, 2.0), _level(0.75, -1.0)]).verdict == "does not hold"
+    # 0.09 dB worse with an interval reaching below -0.1: no longer "holds" by default
+    assert v.noise_levels([_level(0.3, -0.09)]).verdict == "inconclusive"
+
+
+def test_noise_levels_identity_wins_everywhere():
+    """Where the do-nothing denoiser beats every DAE, the claim cannot be tested at all."""
+    verdict = v.noise_levels([_level(0.1, 8.0, vs_identity=-8.0)])
+    assert verdict.verdict == "inconclusive"
+    assert "untestable" in verdict.reason
+
+
+# --- section 6 -------------------------------------------------------------------------------------------
+
+
+def test_blur_flips():
+    assert v.blur_trend(E(-0.95, 0.02)).verdict == "holds"
+    assert v.blur_trend(E(0.9, 0.05)).verdict == "does not hold"
+    assert v.blur_trend(E(-0.6, 0.2)).verdict == "inconclusive"
+
+
+def test_blur_control_no_trend():
+    assert v.blur_trend(E(0.0, 0.1)).verdict == "inconclusive"
+
+
+# --- section 7 -------------------------------------------------------------------------------------------
+
+
+def _skips(loss_gap, fid_gap, se=0.002):
+    fids = {"classifier": (E(20.0), E(20.0 + fid_gap), E(fid_gap, 0.5))}
+    return v.skips(E(loss_gap, se), 0.15, 0.15 + loss_gap, fids)
+
+
+def test_skips_flips():
+    assert _skips(0.05, 10.0).verdict == "holds"
+    assert _skips(-0.05, -10.0).verdict == "does not hold"
+    assert _skips(0.05, 0.5).verdict == "inconclusive"  # the FID gap is inside its margin
+
+
+def test_skips_control_wins_on_loss():
+    assert _skips(-0.05, 10.0).verdict == "does not hold"
+
+
+# --- section 8 -------------------------------------------------------------------------------------------
+
+
+def test_guidance_flips():
+    assert v.guidance(E(0.3, 0.02), E(0.88, 0.01), 0.1, 5).verdict == "holds"
+    assert v.guidance(E(-0.2, 0.02), E(0.5, 0.02), 0.1, 5).verdict == "does not hold"
+    assert v.guidance(E(0.01, 0.02), E(0.8, 0.02), 0.1, 5).verdict == "inconclusive"
+
+
+def test_guidance_near_chance_is_not_a_success():
+    """The review's faces case: accuracy 0.020 -> 0.050 where chance is 0.025. The paired gain clears
+    zero, but the guided accuracy is within a few points of chance, so the claim is not supported."""
+    gain = Estimate(0.03, 0.011, 400)
+    guided = Estimate.proportion(20, 400)
+    assert v.guidance(gain, guided, 1 / 40, 5).verdict != "holds"
+
+
+# --- section 9 -------------------------------------------------------------------------------------------
+
+
+def _summary(diffusion_fid, ae_fids, se=0.3):
+    diffusion = {"diffusion": E(diffusion_fid, se)}
+    aes = {n: E(f, se) for n, f in ae_fids.items()}
+    gaps = {(a, "diffusion"): E(f - diffusion_fid, se) for a, f in ae_fids.items()}
+    return {"classifier": (diffusion, aes, gaps)}
+
+
+def test_summary_flips():
+    assert v.summary(_summary(2.0, {"ae-4": 3.5, "vae": 20.0})).verdict == "holds"
+    assert v.summary(_summary(29.8, {"ae-4": 3.5, "vae": 20.0})).verdict == "does not hold"
+    assert v.summary(_summary(3.4, {"ae-4": 3.5, "vae": 20.0})).verdict == "inconclusive"  # within 10%
+
+
+def test_summary_needs_every_diffusion_model_and_names_the_best_autoencoder():
+    fids = _summary(2.0, {"ae-4": 3.5})
+    diffusion, aes, gaps = fids["classifier"]
+    diffusion["latent-diffusion"] = E(10.0, 0.3)
+    gaps[("ae-4", "latent-diffusion")] = E(-6.5, 0.3)
+    verdict = v.summary(fids)
+    assert verdict.verdict == "does not hold"
+    assert "ae-4" in verdict.reason
+
+
+def test_summary_judges_disagree():
+    fids = {**_summary(2.0, {"ae-4": 3.5}), "classifier-layers": _summary(9.0, {"ae-4": 3.5})["classifier"]}
+    assert v.summary(fids).verdict == "inconclusive"
+
+
+def test_verdicts_serialise():
+    verdict = v.summary(_summary(2.0, {"ae-4": 3.5}))
+    d = verdict.to_dict()
+    assert d["verdict"] == "holds" and d["parts"][0]["judge"] == "classifier"
