@@ -127,6 +127,22 @@ def test_every_number_in_metrics_is_finite_and_records_its_protocol(report):
     assert metrics["models"]["vae"]["likelihood"]["iwae_bits_per_dim"] > 0
 
 
+def test_every_verdict_rests_on_controls_and_intervals(report):
+    _, metrics = report
+    sections, verdicts = metrics["sections"], metrics["verdicts"]
+    assert sections["controls"]["mean_image_psnr"]["se"] > 0
+    assert {"raw pixels", "random projection 2", "untrained ae-2", "untrained vae"} <= set(
+        sections["manifold_controls"]
+    )
+    controls = {p["control"] for p in verdicts["manifold"]["parts"]}
+    assert {"raw pixels", "random projection to 2-d", "the untrained network"} <= controls
+    for part in verdicts["bottleneck"]["parts"]:
+        assert part["gap"]["low"] <= part["gap"]["value"] <= part["gap"]["high"]
+    assert sections["x0"]["rho"]["n"] > 1  # bootstrap draws behind the trend
+    assert set(sections["guidance"]["rows"]) == {"1", "3"}
+    assert [p.get("judge") for p in verdicts["summary"]["parts"]] == ["classifier", "classifier-layers"]
+
+
 def test_report_renders_in_headless_chromium(report, tmp_path):
     from aediff.reports.html import render_in_chromium
 

@@ -740,6 +740,10 @@ def _metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
                         f"PSNR {row['psnr']:.2f} dB (noisy {row['psnr_noisy']:.2f}), SSIM {row['ssim']:.3f}",
                     )
                 )
+        elif section == "generation_by_judge":
+            for judge, score in values.items():
+                interval = f" +- {1.96 * score['fid_se']:.3g} (95%)" if score.get("fid_se") is not None else ""
+                rows.append((f"FID ({judge} judge)", f"{score['fid']:.4g}{interval}"))
         elif isinstance(values, dict) and section not in ("data", "settings", "skipped"):
             rows += [
                 (f"{section} {key}", show(value))

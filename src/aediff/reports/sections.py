@@ -683,11 +683,20 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
     for j in m.judges:
         if curves:
             figs.append(_curve_figure(curves, j))
+    warnings = sorted(
+        {
+            w
+            for n in generative
+            for score in m.models[n]["generation_by_judge"].values()
+            for w in score.get("warnings", [])
+        }
+    )
+    notes = "Numbers not to trust: " + " ".join(warnings) if warnings else ""
     claim = (
         "Every diffusion model generates better samples than every member of the autoencoder family (FID, by 10% "
         "of the smaller, in every judge); the curves say which family leads at which budget."
     )
-    return _section("summary", "9. Every model in one table", claim, verdict, figs, [table]), verdict
+    return _section("summary", "9. Every model in one table", claim, verdict, figs, [table], notes), verdict
 
 
 def _curve_figure(curves: dict[str, list[dict]], judge: str) -> Figure:
