@@ -217,7 +217,7 @@ def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_s
     """Section 8: class-conditioned samples at each guidance scale, drawn from the same seed and labels (so
     sample i at two scales starts from the same noise, and their correctness is paired). Returns (rows by
     scale, (scale, images) for the class grid, {scale: [n] bool correctness})."""
-    n = max(10, (config.samples // 2) // 10 * 10)
+    n = config.guidance_samples
     labels = torch.arange(n) % model.num_classes
     rows, correct, grid = {}, {}, None
     for w in config.guidances:

@@ -83,7 +83,7 @@ class Measured:
         return difference_of_draws(a["fid"], a["fid_draws_values"], b["fid"], b["fid_draws_values"])
 
 
-def _level_psnr(row: dict[str, Any] | None, steps: int = 1) -> float:
+def _level_psnr(row: dict[str, Any] | None) -> float:
     return float(row["psnr"]) if row is not None else float("nan")
 
 
@@ -219,7 +219,8 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
     ae = m.shared_ae
     if not daes or ae is None:
         return None
-    levels = [lv for p in daes if (lv := _denoising_level(m, p.name, ae, p.noise_sigma)) is not None]
+    measured = {p.name: _denoising_level(m, p.name, ae, p.noise_sigma) for p in daes}
+    levels = [lv for lv in measured.values() if lv is not None]
     probes = []
     ae_probe = m.per_image[ae].get("latent_space", {}).get("probe_noisy", {})
     for p in daes:
@@ -229,8 +230,9 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
                 probes.append((p.name, float(sigma), paired_proportion_difference(hits, ae_probe[sigma])))
     verdict = rules.dae_denoising(levels, probes)
     rows = [
-        [p.name, lv.sigma, lv.gap.value, 1.96 * lv.gap.se, lv.model_vs_identity.value]
-        for p, lv in zip(daes, levels, strict=False)
+        [name, lv.sigma, lv.gap.value, 1.96 * lv.gap.se, lv.model_vs_identity.value]
+        for name, lv in measured.items()
+        if lv is not None
     ]
     figs = [
         Figure(
@@ -324,6 +326,17 @@ def manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
 # --- 5. one diffusion model for every noise level ----------------------------------------------------------
 
 
+def _psnr_matrix(m: Measured, names: list[str], kinds: list[tuple[str, float]]) -> np.ndarray:
+    """One-step PSNR [len(names), len(kinds)] of each model at each (corruption kind, level); NaN where the
+    model was not asked (the diffusion model does not fill masks)."""
+    matrix = np.full((len(names), len(kinds)), math.nan)
+    for i, name in enumerate(names):
+        for row in m.models[name]["denoising"]:
+            if row["steps"] == 1 and (row["kind"], row["level"]) in kinds:
+                matrix[i, kinds.index((row["kind"], row["level"]))] = row["psnr"]
+    return matrix
+
+
 def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     diffusion, daes = m.subject, m.planned(lambda p: p.sweep == "noise")
     if diffusion is None or not daes:
@@ -346,18 +359,7 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
         series[name] = (sigmas, [_level_psnr(rows.get(s)) for s in sigmas])
     grid_models = [diffusion, *others, *[p.name for p in m.planned(lambda p: p.family == "vae")]]
     kinds = [(r["kind"], r["level"]) for r in m.models[others[-1]]["denoising"]]
-    matrix = np.array(
-        [
-            [
-                next(
-                    (r["psnr"] for r in m.models[n]["denoising"] if (r["kind"], r["level"], r["steps"]) == (k_, lv, 1)),
-                    math.nan,
-                )
-                for k_, lv in kinds
-            ]
-            for n in grid_models
-        ]
-    )
+    matrix = _psnr_matrix(m, grid_models, kinds)
     figs = [
         Figure(
             "denoising_sweep",

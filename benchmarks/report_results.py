@@ -1,0 +1,56 @@
+"""Copy a comparison report's numbers into a small results file that docs can quote and git can hold.
+
+python benchmarks/report_results.py reports/demo benchmarks/results/compare_demo
+
+writes compare_demo.json (metrics.json without the bootstrap draws and per-chunk lists, which are what
+make it large; every verdict, interval, control and model metric stays) and compare_demo.md (the verdicts
+as a table, the time split and the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BULKY = {"fid_draws_values", "chunks"}
+
+
+def strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: strip(v) for k, v in value.items() if k not in BULKY}
+    if isinstance(value, list):
+        return [strip(v) for v in value]
+    return value
+
+
+def markdown(metrics: dict[str, Any]) -> str:
+    meta = metrics["meta"]
+    lines = [
+        f"# `{meta.get('command') or 'aediff compare'}`",
+        "",
+        f"{meta['date']}; {meta.get('cpu')}, {meta['threads']} threads; aediff {meta['aediff']}, torch {meta['torch']}.",
+        f"Wall time {meta['wall_seconds']:.0f} s: training {meta['train_seconds']:.0f} s, "
+        f"evaluation {meta['eval_seconds']:.0f} s.",
+        "",
+        "| section | verdict | control | reason |",
+        "|---|---|---|---|",
+    ]
+    for key, v in metrics["verdicts"].items():
+        reason = v["reason"].replace("|", "/")
+        lines.append(f"| {key} | {v['verdict']} | {v['control']} | {reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(report: str, out: str) -> None:
+    metrics = json.loads((Path(report) / "metrics.json").read_text())
+    Path(out).with_suffix(".json").write_text(json.dumps(strip(metrics), indent=1) + "\n")
+    Path(out).with_suffix(".md").write_text(markdown(metrics))
+    print(f"wrote {Path(out).with_suffix('.json')} and {Path(out).with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python benchmarks/report_results.py REPORT_DIR OUT_STEM")
+    main(*sys.argv[1:])
