@@ -30,7 +30,8 @@ def markdown(metrics: dict[str, Any]) -> str:
     lines = [
         f"# `{meta.get('command') or 'aediff compare'}`",
         "",
-        f"{meta['date']}; {meta.get('cpu')}, {meta['threads']} threads; aediff {meta['aediff']}, torch {meta['torch']}.",
+        f"{meta['date']}; {meta.get('cpu')}, {meta['threads']} threads; "
+        f"aediff {meta['aediff']}, torch {meta['torch']}.",
         f"Wall time {meta['wall_seconds']:.0f} s: training {meta['train_seconds']:.0f} s, "
         f"evaluation {meta['eval_seconds']:.0f} s.",
         "",

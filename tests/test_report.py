@@ -174,6 +174,15 @@ def test_write_report_writes_every_file(tmp_path, figures):
         assert f"data:image/png;base64,{base64.b64encode(figure.png).decode()}" in page
 
 
+def test_a_rewritten_report_keeps_no_figure_or_table_of_the_old_one(tmp_path, figures):
+    out = tmp_path / "report"
+    write_report(out, "<html></html>", figures, [], {})
+    (out / "notes.txt").write_text("mine")  # not the report's: never touched
+    write_report(out, "<html></html>", figures[:1], [], {})
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [f"{figures[0].name}.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_write_report_refuses_nan_before_writing(tmp_path, figures):
     with pytest.raises(ValueError, match=r"fid\.vae"):
         write_report(tmp_path / "out", "<html></html>", figures[:1], [], {"fid": {"vae": math.nan}})

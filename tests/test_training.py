@@ -303,7 +303,7 @@ def test_snapshot_time_is_neither_training_time_nor_spent_from_a_time_budget(tmp
     result = train("ae", run, "digits", model=TINY, training=quick(max_minutes=0.04, snapshots=(0.01,)), progress=False)
     [(fraction, folder)] = runs.list_snapshots(run)
     snapshot, final = aediff.load(folder).summary, aediff.load(run).summary
-    assert fraction == 0.01 and snapshot.steps == 1 and result.step >= 1
+    assert fraction == 0.01 and 1 <= snapshot.steps < result.step  # early in the run, however fast its steps
     assert 2.4 <= final.wall_seconds < 5.0 and final.train_seconds < 5.0  # the 5 s are in neither
 
 

@@ -378,7 +378,17 @@ def write_report(
     files["metrics.json"] = metrics_json.encode("utf-8")
     files["report.html"] = html.encode("utf-8")
     write_files_atomically(out_dir, files)
+    _remove_stale(out_dir, files)
     return {relative: out_dir / relative for relative in files}
+
+
+def _remove_stale(out_dir: Path, written: Mapping[str, bytes]) -> None:
+    """Delete the figures and tables an earlier report left in ``out_dir`` that this one did not write (a
+    report replaced with --overwrite must not keep a figure of the old one beside the new)."""
+    for folder, suffix in (("figures", ".png"), ("tables", ".csv")):
+        for path in (out_dir / folder).glob(f"*{suffix}"):
+            if f"{folder}/{path.name}" not in written:
+                path.unlink()
 
 
 # --- rendering in a browser -------------------------------------------------------------------------

@@ -51,6 +51,10 @@ class Measured:
     def judges(self) -> list[str]:
         return list(self.sections.get("judges", {}))
 
+    def can(self, name: str, capability: Capability) -> bool:
+        """Whether the evaluated model ``name`` declared ``capability`` (recorded in its metrics)."""
+        return capability.value in self.models.get(name, {}).get("capabilities", [])
+
     def planned(self, predicate: Callable[[Any], bool]) -> list[Any]:
         return [p for p in self.plan if predicate(p) and p.name in self.models]
 
@@ -147,7 +151,7 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 
 def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
-    vae = m.planned(lambda p: p.family == "vae")
+    vae = m.planned(lambda p: m.can(p.name, Capability.ELBO))
     ae = m.shared_ae
     if not vae or ae is None:
         return None
@@ -357,7 +361,7 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     for name in others:
         rows = _psnr_rows(m.models[name])
         series[name] = (sigmas, [_level_psnr(rows.get(s)) for s in sigmas])
-    grid_models = [diffusion, *others, *[p.name for p in m.planned(lambda p: p.family == "vae")]]
+    grid_models = [diffusion, *others, *[p.name for p in m.planned(lambda p: m.can(p.name, Capability.ELBO))]]
     kinds = [(r["kind"], r["level"]) for r in m.models[others[-1]]["denoising"]]
     matrix = _psnr_matrix(m, grid_models, kinds)
     figs = [
@@ -612,7 +616,7 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 
 def _is_diffusion(m: Measured, name: str) -> bool:
-    return Capability.SAMPLER.value in m.models[name]["capabilities"]
+    return m.can(name, Capability.SAMPLER)
 
 
 def summary_section(m: Measured) -> tuple[Section, Verdict]:
