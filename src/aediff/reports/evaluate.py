@@ -213,6 +213,19 @@ def x0_trend(model: Model, test_set, seed: int) -> tuple[dict[str, Any], torch.T
     return numbers, sweep["predictions"][:, :6].cpu()
 
 
+def judged(images: torch.Tensor, judge: Judge, test_set, config):
+    """FID / KID / precision / recall (a ``FeatureScore``) of ``images`` against the test split in ``judge``'s
+    features, drawn with the comparison's seed (so every model's bootstrap shares the reference resamples)."""
+    return generation_score(
+        images,
+        judge.features,
+        test_set,
+        feature_extractor=judge.name,
+        reference_name=f"{config.data}:test",
+        seed=config.seed,
+    )
+
+
 def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_set):
     """Section 8: class-conditioned samples at each guidance scale, drawn from the same seed and labels (so
     sample i at two scales starts from the same noise, and their correctness is paired). Returns (rows by
@@ -222,14 +235,7 @@ def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_s
     rows, correct, grid = {}, {}, None
     for w in config.guidances:
         images = sample_images(model, n, config.seed + 1, Condition(class_labels=labels, guidance=w))
-        score = generation_score(
-            images,
-            judge.features,
-            test_set,
-            feature_extractor=judge.name,
-            reference_name=f"{config.data}:test",
-            seed=config.seed,
-        ).to_dict()
+        score = judged(images, judge, test_set, config).to_dict()
         hits = (predicted_classes(classifier, images) == labels).numpy()
         correct[f"{w:g}"] = hits
         accuracy = Estimate.proportion(int(hits.sum()), n)
@@ -274,14 +280,7 @@ def _curve_point(fraction: float, run, images: torch.Tensor, judges: list[Judge]
     summary = run.summary
     fids = {}
     for judge in judges:
-        score = generation_score(
-            images,
-            judge.features,
-            test_set,
-            feature_extractor=judge.name,
-            reference_name=f"{config.data}:test",
-            seed=config.seed,
-        )
+        score = judged(images, judge, test_set, config)
         fids[judge.name] = {"fid": score.fid, "fid_se": score.fid_se, "fid_draws_values": score.fid_draws_values}
     return {
         "fraction": fraction,
