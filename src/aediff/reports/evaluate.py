@@ -56,6 +56,7 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
     artifacts["originals"] = test_set.batch(spread_indices(len(test_set), 8))["images"]
     if judge_run is not None:
         models["classifier"] = {**evaluate_model(judge_run, train_set, test_set), "role": "judge"}
+    inception = _inception_if_on_disk()  # built once: loading Inception-v3 is slow
     sections["controls"] = _image_controls(train_set, test_set, config.limit, per_image)
     for planned in plan:
         if planned.judge:
@@ -63,7 +64,7 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
         begun = meter.start(f"evaluating {planned.name}")
         run = aediff.load(runs[planned.name])
         models[planned.name], per_image[planned.name] = _evaluate_planned(
-            planned, run, config, train_set, test_set, judge_run, judges
+            planned, run, config, train_set, test_set, judge_run, judges, inception
         )
         _figures_of(planned, run.model, config, train_set, test_set, artifacts)
         _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
@@ -83,7 +84,7 @@ def labelled(train_set, test_set) -> bool:
     return train_set.labels is not None and test_set.labels is not None
 
 
-def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges) -> tuple[dict, dict]:
+def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges, inception) -> tuple[dict, dict]:
     """evaluate_model on one planned model, unconditional samples (a conditioned model draws with the null
     condition, so the FIDs of section 9 compare like with like; section 8 measures conditioned samples).
     Returns (its JSON metrics, its per-image arrays)."""
@@ -95,7 +96,7 @@ def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judg
         samples=config.samples,
         seed=config.seed,
         limit=config.limit,
-        inception=_inception_if_on_disk(),
+        inception=inception,
         cycle_classes=False,
         denoising_steps=(1, config.denoise_steps) if planned.subject else (1,),
         judges=judges,
