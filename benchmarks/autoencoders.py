@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 
 import aediff
 from aediff.data import DataConfig
+from aediff.environment import cpu_model
 from aediff.evaluation import denoising_metrics, reconstruction_metrics, vae_likelihood
 from aediff.runs import median_images_per_second
 from aediff.training.train import train
@@ -62,8 +64,9 @@ def main() -> None:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "processor": platform.processor(),
+            "cpu": cpu_model(),
         },
+        "command": shlex.join(["python", *sys.argv]),
         "data": f"{args.data}:test ({len(test)} images)",
         "minutes_per_model": args.minutes,
         "models": {},
@@ -110,7 +113,9 @@ def main() -> None:
 def write_markdown(results: dict, path: Path) -> None:
     lines = [
         f"Data: {results['data']}; {results['minutes_per_model']} min of training per model; "
-        f"torch {results['machine']['torch']}, {results['machine']['threads']} threads.",
+        f"torch {results['machine']['torch']}, {results['machine']['threads']} threads, {results['machine']['cpu']}.",
+        "",
+        f"Command: `{results['command']}`",
         "",
         "| model | steps | train img/s | test PSNR (dB) | test SSIM | other |",
         "|---|---|---|---|---|---|",

@@ -137,3 +137,30 @@ def test_gaussian_blur_keeps_constants_and_removes_high_frequencies():
     assert high_frequency_share(blurred).mean() < 0.25 < 0.7 < high_frequency_share(noise).mean()
     with pytest.raises(ConfigError, match="sigma"):
         gaussian_blur(noise, 0.0)
+
+
+def test_reference_features_are_computed_once_per_dataset_and_match_a_fresh_extraction(mnist):
+    """A comparison scores dozens of sample sets against one test split: each judge extracts its features
+    once. The kept features must equal a fresh extraction, and another dataset gets its own."""
+    from aediff.data import load_dataset
+    from aediff.evaluation import generation_score
+
+    calls = []
+
+    def features(images):
+        calls.append(len(images))
+        return images.flatten(1)[:, ::16]
+
+    judge = Judge("pixels", features, "every 16th pixel")
+    train, test_images, _ = mnist
+    digits = load_dataset("digits", "test")
+    first = judge.reference_features(train)
+    count = len(calls)
+    assert torch.equal(judge.reference_features(train), first) and len(calls) == count  # kept, not recomputed
+    assert judge.reference_features(digits).shape[0] == len(digits) and len(calls) > count
+    samples = test_images[:300]
+    kept = generation_score(
+        samples, features, train, feature_extractor="p", reference_name="r", reference_features=first
+    )
+    fresh = generation_score(samples, features, train, feature_extractor="p", reference_name="r")
+    assert kept.fid == pytest.approx(fresh.fid)

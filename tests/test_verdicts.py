@@ -153,7 +153,17 @@ def test_blur_flips():
 
 
 def test_blur_control_no_trend():
-    assert v.blur_trend(E(0.0, 0.1)).verdict == "inconclusive"
+    """No trend (rho 0, measured tightly) is the control winning: the claim does not hold."""
+    assert v.blur_trend(E(0.0, 0.1)).verdict == "does not hold"
+    assert v.blur_trend(E(0.0, 0.4)).verdict == "inconclusive"  # too noisy to tell
+
+
+def test_blur_weak_fall_does_not_hold():
+    """The 30-second demo's case: detail falls up to sigma 5 and returns at sigma 20, rho -0.40 in
+    [-0.43, -0.37]: a fall confidently weaker than the claim's, not "inconclusive"."""
+    verdict = v.blur_trend(E(-0.40, 0.0175))
+    assert verdict.verdict == "does not hold"
+    assert "-0.40" in verdict.reason
 
 
 # --- section 7 -------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ there. The "classifier-layers" judge adds statistics of the classifier's early l
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -37,6 +38,18 @@ class Judge:
     name: str
     features: Callable[[Tensor], Tensor]
     description: str
+    # id(dataset) -> (dataset, its features): a comparison scores ~60 sample sets against one test split, whose
+    # features need computing once per judge. The dataset is kept so that its id cannot be reused.
+    _reference: dict[int, tuple[Any, Tensor]] = field(default_factory=dict, compare=False, repr=False)
+
+    def reference_features(self, dataset: Any) -> Tensor:
+        """Features [M, D] (CPU float32) of every image of ``dataset`` (an ``ImageDataset``), computed on the
+        first call for that dataset object and kept."""
+        from aediff.evaluation.protocols import dataset_features  # protocols imports judges' users
+
+        if id(dataset) not in self._reference:
+            self._reference[id(dataset)] = (dataset, dataset_features(self.features, dataset))
+        return self._reference[id(dataset)][1]
 
 
 def judges_for(classifier: Model) -> list[Judge]:

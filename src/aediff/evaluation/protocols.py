@@ -252,6 +252,17 @@ def classifier_accuracy(classifier: nn.Module, dataset: Any, batch_size: int = 2
     return correct / max(total, 1)
 
 
+def _extractor_device(features: Callable[[torch.Tensor], torch.Tensor]) -> torch.device:
+    """Where a feature extractor's images go: a bound method's model's device, else the CPU."""
+    return model_device(features.__self__) if isinstance(features, MethodType) else torch.device("cpu")
+
+
+def dataset_features(features: Callable[[torch.Tensor], torch.Tensor], dataset: Any) -> torch.Tensor:
+    """``features`` of every image of ``dataset``: [M, D] float32 on the CPU."""
+    images = torch.cat([b["images"].cpu() for b in iterate_images(dataset)])
+    return extract_features(features, images.to(_extractor_device(features)))
+
+
 def generation_score(
     images: torch.Tensor,
     features: Callable[[torch.Tensor], torch.Tensor],
@@ -261,20 +272,21 @@ def generation_score(
     reference_name: str,
     seed: int = 0,
     pr_k: int = 3,
+    reference_features: torch.Tensor | None = None,
 ) -> FeatureScore:
     """FID, KID and improved precision / recall (``pr_k``-th neighbour) of ``images`` against the
     ``reference`` dataset in the space of ``features`` (e.g. a trained classifier's ``features`` method, or
-    ``aediff.metrics.inception_extractor()``).
+    ``aediff.metrics.inception_extractor()``). ``reference_features``: the reference's features when already
+    computed (``dataset_features(features, reference)``, e.g. kept by a ``Judge``).
 
     The returned record names the feature extractor, the sample count and the reference split.
     """
-    device = model_device(features.__self__) if isinstance(features, MethodType) else torch.device("cpu")
-    reference_images = torch.cat([b["images"].cpu() for b in iterate_images(reference)])
-    sample_feats = extract_features(features, images.to(device))
-    reference_feats = extract_features(features, reference_images.to(device))
+    if reference_features is None:
+        reference_features = dataset_features(features, reference)
+    sample_feats = extract_features(features, images.to(_extractor_device(features)))
     return score_features(
         sample_feats,
-        reference_feats,
+        reference_features,
         feature_extractor=feature_extractor,
         reference=reference_name,
         kid_subset_size=min(1000, len(images), len(reference)),

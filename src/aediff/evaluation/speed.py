@@ -20,6 +20,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+WARM_UP = 8  # images in the untimed first call
+
+
+def _first_rows(condition: Condition | None, k: int, n: int) -> Condition | None:
+    """The condition of the first k of n images (per-image labels / prompts sliced)."""
+    return condition.rows(0, k, n) if condition is not None else None
+
+
 def sampling_speed(
     model: Model,
     n: int = 64,
@@ -30,7 +38,8 @@ def sampling_speed(
 ) -> dict[str, Any]:
     """Time ``sample_images(model, n, seed, condition, options)``.
 
-    One untimed warm-up call (it also counts the network evaluations), then ``repeats`` timed calls.
+    One untimed warm-up call of at most ``WARM_UP`` images (it also counts the network evaluations per image,
+    which do not depend on the batch), then ``repeats`` timed calls of ``n``.
     Returns images_per_second (median over the repeats), seconds_per_image, nfe (network evaluations per
     image: the rows ``model.sampling_network()`` processed, over n; classifier-free guidance's doubled batch
     counts twice), num_images, repeats, device and the scalar options.
@@ -42,9 +51,10 @@ def sampling_speed(
         nonlocal rows
         rows += len(args[0])
 
+    warm_up = min(n, WARM_UP)
     hook = model.sampling_network().register_forward_pre_hook(count)
     try:
-        sample_images(model, n, seed, condition, options)
+        sample_images(model, warm_up, seed, _first_rows(condition, warm_up, n), options)
     finally:
         hook.remove()
     seconds = []
@@ -58,7 +68,7 @@ def sampling_speed(
     return {
         "images_per_second": n / median,
         "seconds_per_image": median / n,
-        "nfe": rows / n,
+        "nfe": rows / warm_up,
         "num_images": n,
         "repeats": repeats,
         "device": str(device),

@@ -171,7 +171,7 @@ def evaluate_model(
         _generation_sections(result, attempt, skipped, model, scoring, condition, options, cycle_classes)
         attempt(
             "sampling_speed",
-            lambda: sampling_speed(model, n=max(1, min(64, samples)), seed=seed, condition=condition, options=options),
+            lambda: sampling_speed(model, n=max(1, min(32, samples)), seed=seed, condition=condition, options=options),
         )
     if isinstance(subject, Run) and subject.summary is not None:
         summary = subject.summary
@@ -245,7 +245,13 @@ def _generation_sections(
             ).to_dict()
         result["generation_by_judge"] = {
             j.name: generation_score(
-                images, j.features, test, feature_extractor=j.name, reference_name=reference, seed=seed
+                images,
+                j.features,
+                test,
+                feature_extractor=j.name,
+                reference_name=reference,
+                seed=seed,
+                reference_features=j.reference_features(test),
             ).to_dict()
             for j in scoring.judges
         }

@@ -66,7 +66,7 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
         models[planned.name], per_image[planned.name] = _evaluate_planned(
             planned, run, config, train_set, test_set, judge_run, judges, inception
         )
-        _figures_of(planned, run.model, config, train_set, test_set, artifacts)
+        _figures_of(planned, run.model, config, train_set, test_set, artifacts, per_image[planned.name])
         _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
         if planned.curve and judges:
             sections.setdefault("curves", {})[planned.name] = budget_curve(
@@ -126,10 +126,13 @@ def _inception_if_on_disk():
         return None
 
 
-def _figures_of(planned, model: Model, config, train_set, test_set, artifacts: dict[str, Any]) -> None:
-    """The images the report shows of one model: samples, reconstructions, latent codes, interpolations."""
+def _figures_of(planned, model: Model, config, train_set, test_set, artifacts: dict[str, Any], arrays) -> None:
+    """The images the report shows of one model: samples (the first 64 the protocol scored, when it kept
+    them), reconstructions, latent codes, interpolations."""
     if model.can(Capability.SAMPLE):
-        artifacts["samples"][planned.name] = sample_images(model, 64, seed=config.seed)
+        scored = arrays.get("generation", {}).get("samples")
+        shown = scored[:64] if scored is not None else sample_images(model, 64, seed=config.seed)
+        artifacts["samples"][planned.name] = shown
     if model.can(Capability.LATENT):
         artifacts["reconstructions"][planned.name] = model.reconstruct(artifacts["originals"].to(model.device)).cpu()
         if labelled(train_set, test_set):
@@ -224,6 +227,7 @@ def judged(images: torch.Tensor, judge: Judge, test_set, config):
         feature_extractor=judge.name,
         reference_name=f"{config.data}:test",
         seed=config.seed,
+        reference_features=judge.reference_features(test_set),
     )
 
 
