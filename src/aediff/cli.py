@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -795,6 +795,62 @@ def evaluate(
         table.add_row(escape(name), escape(value))
     console.print(table)
     console.print(f"all numbers -> {out}")
+
+
+ExportFormat = Literal["onnx"]  # the diffusers format is to come (issue 14)
+
+
+def _require_extra(command: str, modules: tuple[str, ...], extra: str) -> None:
+    """Exit 2 with one line naming the pip extra when an optional dependency of ``command`` is missing."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        errors.print(
+            f"error: aediff {command} needs {' and '.join(missing)}; install with `pip install 'aediff[{extra}]'`",
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE, DAE or diffusion model")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="what to write")] = "onnx",
+    out: Annotated[Path, typer.Option(help="folder for the graphs and export.json")] = Path("export"),
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export the networks a user deploys (encoder / decoder, denoiser) to ONNX, each checked against PyTorch
+    with ONNX Runtime. Needs `pip install 'aediff[export]'`."""
+    _require_extra("export", ("onnx", "onnxruntime"), "export")
+    from aediff.export import export_onnx, prepare_out
+
+    out = prepare_out(out, overwrite)
+    result = export_onnx(_load(run).model, out, run=str(run))
+    for name, difference in result.max_abs_diff.items():
+        console.print(f"{out / name}: max |ONNX Runtime - PyTorch| = {difference:.2g}", soft_wrap=True)
+    console.print(f"manifest -> {out / 'export.json'}", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="RUNS", help="run folders, or folders of runs (none: train one there)"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 serves other machines too")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to serve on")] = 7860,
+    report: Annotated[
+        list[Path] | None, typer.Option(help="a `compare` report folder the Report tab may open (repeatable)")
+    ] = None,
+) -> None:
+    """Serve a web page to generate, denoise and explore: `aediff serve runs --report reports/demo`.
+    Needs Gradio: `pip install 'aediff[app]'`."""
+    _require_extra("serve", ("gradio",), "app")
+    from aediff.app.page import serve as serve_page
+
+    serve_page(list(runs or []), host, port, list(report or []))
 
 
 def main() -> None:
