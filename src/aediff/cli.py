@@ -833,6 +833,37 @@ def export(
     console.print(f"manifest -> {out / 'export.json'}", soft_wrap=True)
 
 
+def _repo_id(text: str) -> str:
+    from aediff.export.hub_resolve import check_repo_id
+
+    try:
+        return check_repo_id(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+def push(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder to share")],
+    repo: Annotated[str, typer.Argument(metavar="REPO", help="Hub repository: owner/name", callback=_repo_id)],
+    private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be uploaded; contact nothing")] = False,
+) -> None:
+    """Upload a run to the Hugging Face Hub with a generated model card; load it back anywhere with
+    `aediff.load("hf://owner/name")`. Log in first with `hf auth login`. Needs `pip install 'aediff[hub]'`."""
+    _require_extra("push", ("huggingface_hub",), "hub")
+    from aediff.export.hub import push as push_run
+
+    plan = push_run(run, repo, private=private, dry_run=dry_run)
+    for name, size in plan:
+        console.print(f"{name}  {size:,} bytes", soft_wrap=True, markup=False)
+    total = sum(size for _, size in plan)
+    if dry_run:
+        console.print(f"dry run: nothing was uploaded ({len(plan)} files, {total:,} bytes for {repo})", soft_wrap=True)
+    else:
+        console.print(f"{len(plan)} files, {total:,} bytes -> https://huggingface.co/{repo}", soft_wrap=True)
+
+
 @app.command()
 def serve(
     runs: Annotated[

@@ -284,10 +284,16 @@ def _typed(cls: type, stored: Any, where: Path, what: str) -> Any:
 def load(path: str | Path, weights: str = "ema", device: str | torch.device | None = None) -> Run:
     """Rebuild a run's model from its folder alone, in eval mode, and return it with its configs.
 
+    path: a run folder, or ``hf://owner/name[@revision]``: a run on the Hugging Face Hub (fetched into, or
+    offline found in, the local Hugging Face cache; ``aediff.export.hub_resolve``).
     weights: "ema" (the moving average, used for sampling; falls back to "model" when absent) or "model".
     """
     if weights not in ("ema", "model"):
         raise RunError(f"weights must be 'ema' or 'model', got {weights!r}")
+    if str(path).startswith("hf:/"):
+        from aediff.export.hub_resolve import resolve  # needs huggingface_hub only when used
+
+        path = resolve(path)
     run_dir = Path(path)
     stored = read_run_config(run_dir)
     version = stored.get("format_version", 1)
