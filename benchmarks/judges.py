@@ -22,7 +22,6 @@ Writes benchmarks/results/judges.json and .md (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -41,6 +40,7 @@ from aediff.evaluation import gaussian_blur, judges_for, sample_images, sharpnes
 from aediff.metrics import fid_bootstrap, frechet_distance
 from aediff.metrics.stats import Estimate, difference_of_draws
 from aediff.models.classifier import Classifier
+from results_files import write_results
 
 # --- the feature-space variants tried for the layers judge -----------------------------------------------
 # Encoder activations of the default classifier (channels 32, 64, 128; one block per stage), by index into
@@ -234,11 +234,7 @@ def main() -> None:
             f"{variant:34s} D={ref.shape[1]:4d} " + " ".join(f"{s}={scores[s]['fid']['value']:.3f}" for s in sets),
             flush=True,
         )
-    results["seconds"] = time.time() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(results))
-    print(f"wrote {args.out}.json and .md ({results['seconds']:.0f}s)")
+    write_results(args.out, results, started, _markdown)
 
 
 def _sampler(spec: str) -> SamplerOptions:

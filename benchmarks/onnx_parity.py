@@ -14,7 +14,6 @@ Writes benchmarks/results/onnx_parity.json and .md (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -34,6 +33,7 @@ from aediff.export import export_onnx
 from aediff.export.onnx_sampler import sample_euler
 from aediff.models import Condition
 from aediff.training.train import train
+from results_files import write_results
 
 SMALL = ["channels=8,16"]
 RUNS = [
@@ -110,11 +110,7 @@ def main() -> None:
                     results["sampler"].append(
                         sampler_parity(model, result.out, args.samples, args.sampling_steps, guidance, args.seed)
                     )
-    results["seconds"] = time.time() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
-    print(f"wrote {args.out}.json and .md ({results['seconds']:.0f}s)")
+    write_results(args.out, results, started, markdown)
 
 
 def markdown(r: dict) -> str:
