@@ -797,7 +797,7 @@ def evaluate(
     console.print(f"all numbers -> {out}")
 
 
-ExportFormat = Literal["onnx"]  # the diffusers format is to come (issue 14)
+ExportFormat = Literal["onnx", "diffusers"]
 
 
 def _require_extra(command: str, modules: tuple[str, ...], extra: str) -> None:
@@ -822,7 +822,11 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export the networks a user deploys (encoder / decoder, denoiser) to ONNX, each checked against PyTorch
-    with ONNX Runtime. Needs `pip install 'aediff[export]'`."""
+    with ONNX Runtime (needs `pip install 'aediff[export]'`); or, with --format diffusers, a diffusion run as
+    a folder that diffusers' DiffusionPipeline loads (needs `pip install diffusers`)."""
+    if format == "diffusers":
+        _export_diffusers(run, out, overwrite)
+        return
     _require_extra("export", ("onnx", "onnxruntime"), "export")
     from aediff.export import export_onnx, prepare_out
 
@@ -831,6 +835,30 @@ def export(
     for name, difference in result.max_abs_diff.items():
         console.print(f"{out / name}: max |ONNX Runtime - PyTorch| = {difference:.2g}", soft_wrap=True)
     console.print(f"manifest -> {out / 'export.json'}", soft_wrap=True)
+
+
+def _export_diffusers(run: Path, out: Path, overwrite: bool) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("diffusers") is None:
+        errors.print(
+            "error: aediff export --format diffusers needs diffusers; install with `pip install diffusers`",
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(2)
+    from aediff.export.diffusers import export_diffusers, prepare_diffusers_out
+    from aediff.runs import read_run_config
+
+    loaded = _load(run)
+    stored = read_run_config(loaded.path)
+    out = prepare_diffusers_out(out, overwrite)
+    export_diffusers(loaded.model, stored["model"], out, loaded.family, loaded.format_version)
+    console.print(f"diffusers pipeline -> {out} (load with DiffusionPipeline.from_pretrained(", soft_wrap=True,
+                  markup=False, end="")  # fmt: skip
+    console.print(
+        f"'{out}', custom_pipeline='{out / 'pipeline.py'}', trust_remote_code=True))", soft_wrap=True, markup=False
+    )
 
 
 def _repo_id(text: str) -> str:

@@ -295,6 +295,8 @@ def load(path: str | Path, weights: str = "ema", device: str | torch.device | No
 
         path = resolve(path)
     run_dir = Path(path)
+    if (run_dir / "unet" / "config.json").is_file():  # a diffusers UNet2DModel + scheduler folder
+        return _load_diffusers(run_dir, device)
     stored = read_run_config(run_dir)
     version = stored.get("format_version", 1)
     where = run_dir / CONFIG_FILE
@@ -322,6 +324,28 @@ def load(path: str | Path, weights: str = "ema", device: str | torch.device | No
         summary=read_training_summary(run_dir, training.batch_size),
         format_version=version,
         weights=weights,
+    )
+
+
+def _load_diffusers(run_dir: Path, device: str | torch.device | None) -> Run:
+    """A diffusers UNet2DModel + scheduler folder as a Run (``aediff.export.diffusers``; needs diffusers)."""
+    import importlib.util
+
+    if importlib.util.find_spec("diffusers") is None:
+        raise RunError(f"{run_dir} is a diffusers folder (unet/config.json); install diffusers to load it")
+    from aediff.export.diffusers import load_diffusers_folder
+
+    model, config = load_diffusers_folder(run_dir)
+    return Run(
+        model=model.to(device or default_device()).eval(),
+        path=run_dir,
+        family=model.family,
+        config=config,
+        training=TrainConfig(),
+        data=None,
+        summary=None,
+        format_version=1,
+        weights="model",
     )
 
 

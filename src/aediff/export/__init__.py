@@ -1,6 +1,7 @@
 """Take a trained model out of aediff: ONNX graphs of the networks a user deploys (``onnx.py``), a sampler
 that runs on ONNX Runtime alone (``onnx_sampler.py``), and runs shared on the Hugging Face Hub (``hub.py``
-pushes, ``hub_resolve.py`` brings ``hf://owner/name`` back). The diffusers format is to come (issue 14)."""
+pushes, ``hub_resolve.py`` brings ``hf://owner/name`` back); ``diffusers.py`` writes a folder diffusers
+loads as a pipeline (imported on its own: it needs diffusers)."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import AediffError, ConfigError
+from aediff.export import folders
 from aediff.models import Capability, CapabilityError, Model
 
 MANIFEST_FILE = "export.json"
@@ -220,19 +221,8 @@ def _sampler_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
 
 
 def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
-    """The folder ``out``, ready for an export: ConfigError if it holds anything and not ``overwrite``; with
-    ``overwrite`` a previous export's graphs and manifest there are removed (nothing else is touched)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; name a folder to export into")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"--out {out} exists and is not empty; pass --overwrite to replace it, or choose another --out"
-            )
-        for old in [*out.glob("*.onnx"), out / MANIFEST_FILE]:
-            old.unlink(missing_ok=True)
-    return out
+    """``folders.prepare_out`` for an ONNX export: its graphs and manifest are what --overwrite replaces."""
+    return folders.prepare_out(out, overwrite, ["*.onnx", MANIFEST_FILE])
 
 
 def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> ExportResult:

@@ -1,0 +1,142 @@
+"""aediff export --format diffusers: diffusers loads the folder and its EulerDiscreteScheduler, driving
+aediff's denoiser, draws the images `aediff sample --sampler euler` draws from the same noise."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("diffusers")
+
+from aediff.cli import app  # noqa: E402
+from aediff.diffusion.samplers import SamplerOptions  # noqa: E402
+from aediff.models import Capability, Condition  # noqa: E402
+from aediff.runs import load  # noqa: E402
+
+TOLERANCE = 1e-4  # largest |pipeline - aediff sample| accepted, images in [0, 1]
+
+
+RUNS = {  # name -> (CLI flags, model assignments): the default cosine / v model, and a class-conditioned edm one
+    "cosine-v": ({}, []),
+    "edm-class": ({"condition": "class"}, ["schedule=edm", "parameterization=edm"]),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_runs):
+    """run name -> (run folder, exported diffusers folder), made with `aediff export --format diffusers`."""
+    from conftest import TINY_DIFFUSION
+
+    root = tmp_path_factory.mktemp("diffusers")
+    specs = [(name, "diffusion", flags, [*TINY_DIFFUSION, *extra]) for name, (flags, extra) in RUNS.items()]
+    tiny_runs(root, specs, steps=10)
+    folders = {}
+    for name in RUNS:
+        out = root / f"{name}-diffusers"
+        result = CliRunner().invoke(app, ["export", str(root / name), "--format", "diffusers", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        folders[name] = (root / name, out)
+    return folders
+
+
+def test_folder_layout(exported):
+    _, out = exported["cosine-v"]
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "EulerDiscreteScheduler"]
+    assert (out / "pipeline.py").is_file()
+    assert (out / "denoiser" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "sample"
+    result = CliRunner().invoke(
+        app, ["export", str(exported["cosine-v"][0]), "--format", "diffusers", "--out", str(out)]
+    )
+    assert result.exit_code != 0 and "--overwrite" in str(result.exception)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_pipeline_matches_aediff_euler(exported, name):
+    """diffusers' EulerDiscreteScheduler over aediff's denoiser draws aediff's euler images from the same noise."""
+    from diffusers import DiffusionPipeline
+
+    run_dir, out = exported[name]
+    pipe = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out / "pipeline.py"), trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    model = load(run_dir).model.cpu()
+    steps, n = 6, 4
+    labels = torch.arange(n) % 10 if model.can(Capability.CLASS_CONDITION) else None
+    condition = Condition(class_labels=labels) if labels is not None else None
+    options = SamplerOptions(sampler="euler", steps=steps)
+    theirs = pipe(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(3),
+                  class_labels=labels, output_type="pt").images  # fmt: skip
+    ours = (model.sample(n, condition, options, generator=torch.Generator().manual_seed(3)) + 1) / 2
+    assert theirs.shape == ours.shape == (n, *model.image_shape)
+    assert torch.isfinite(theirs).all()
+    difference = (theirs - ours).abs().max().item()
+    print(f"{name}: max |diffusers - aediff| = {difference:.3g}")
+    assert difference < TOLERANCE
+    arrays = pipe(batch_size=2, num_inference_steps=3, output_type="np").images
+    assert arrays.shape == (2, *model.image_shape[1:], model.image_shape[0])
+
+
+def test_export_refuses_non_diffusion(tmp_path, tiny_runs, monkeypatch, capsys):
+    from aediff import cli
+    from conftest import TINY
+
+    tiny_runs(tmp_path, [("ae", "ae", {"bottleneck": 8}, TINY)], steps=2)
+    monkeypatch.setattr(sys, "argv", ["aediff", "export", str(tmp_path / "ae"), "--format", "diffusers",
+                                      "--out", str(tmp_path / "o")])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    printed = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert "diffusion" in printed.err and "Traceback" not in printed.err
+    assert len(printed.err.strip().splitlines()) == 1
+
+
+# --- the other way: a diffusers UNet2DModel + DDPMScheduler folder, scored by aediff ------------------------
+@pytest.fixture(scope="module")
+def unet_folder(tmp_path_factory):
+    """A tiny random UNet2DModel (8x8, 1 channel) and a DDPMScheduler, saved as diffusers saves them."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("unet") / "ddpm"
+    unet = UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+    )  # fmt: skip
+    unet.save_pretrained(folder / "unet")
+    DDPMScheduler(num_train_timesteps=100).save_pretrained(folder / "scheduler")
+    return folder
+
+
+def test_load_diffusers_folder_samples(unet_folder):
+    run = load(unet_folder, device="cpu")
+    assert run.model.can(Capability.SAMPLE) and not run.model.can(Capability.SAMPLER)
+    images = run.model.sample(3, options=SamplerOptions(steps=4), generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
+    assert images.abs().max() <= 1
+
+
+def test_aediff_eval_scores_a_diffusers_unet(unet_folder, tmp_path, tiny_runs, monkeypatch, capsys):
+    from aediff import cli
+    from conftest import TINY
+
+    tiny_runs(tmp_path, [("classifier", "classifier", {}, TINY)], steps=5)
+    out = tmp_path / "metrics.json"
+    argv = ["aediff", "eval", str(unet_folder), "--data", "digits", "--classifier", str(tmp_path / "classifier"),
+            "--samples", "64", "--limit", "64", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr()
+    metrics = json.loads(out.read_text())
+    generation = metrics["generation"]
+    assert {"fid", "kid_mean", "precision", "recall"} <= set(generation), generation
+    assert all(math.isfinite(generation[k]) for k in ("fid", "kid_mean", "precision", "recall"))
+    assert "sampling_speed" in metrics
