@@ -200,3 +200,12 @@ def test_push_refuses_a_bad_repo_id_in_one_line(run_dir, tmp_path):
     assert "Traceback" not in out and "owner/name" in out
     with pytest.raises(aediff.ConfigError, match="owner/name"):
         push(run_dir, "a/b/c", dry_run=True)
+
+
+def test_the_page_serves_a_hub_run_under_its_repository_name(offline):
+    """`aediff serve hf://owner/name`: the page's catalog resolves the spec offline and lists the run by name."""
+    from aediff.app.handlers import Catalog
+
+    catalog = Catalog.open([Path(f"hf://{REPO}")])
+    assert list(catalog.runs) == ["tiny-vae"]
+    assert catalog.runs["tiny-vae"].family == "vae"

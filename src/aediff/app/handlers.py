@@ -56,14 +56,22 @@ TRAIN_HINT = (
 
 
 # --- the runs a server offers ---------------------------------------------------------------------------
+def is_hub_spec(path: str | Path) -> bool:
+    """``hf://owner/name[@revision]`` (a Path collapses the "//"): a run on the Hugging Face Hub."""
+    return str(path).startswith("hf:/")
+
+
 def find_runs(paths: list[Path]) -> list[Path]:
-    """Run folders among ``paths``: each is a run folder itself or a folder whose children are (snapshots
-    are not listed). RunError for a path that does not exist."""
+    """Run folders among ``paths``: each is a run folder itself, a folder whose children are (snapshots
+    are not listed), or a Hub spec (kept as it is; ``load`` resolves it). RunError for a path that does not
+    exist."""
     found = []
     for path in paths:
-        if not path.exists():
+        if is_hub_spec(path):
+            found.append(path)
+        elif not path.exists():
             raise RunError(f"{path} does not exist; give run folders or a folder of runs (`aediff train --out`)")
-        if (path / CONFIG_FILE).is_file():
+        elif (path / CONFIG_FILE).is_file():
             found.append(path)
         elif path.is_dir():
             found += sorted(p for p in path.iterdir() if (p / CONFIG_FILE).is_file())
@@ -99,17 +107,21 @@ class Catalog:
         """Load every run under ``paths``; report folders must hold a report.html (RunError otherwise)."""
         catalog = cls()
         for path in find_runs(paths):
-            catalog.add(load(path, device=device))
+            hub_name = str(path).split("/")[-1].split("@")[0] if is_hub_spec(path) else None
+            catalog.add(load(path, device=device), hub_name)
         for folder in reports or []:
             if not (folder / "report.html").is_file():
                 raise RunError(f"{folder} has no report.html; give the folder `aediff compare --out` wrote")
             catalog.reports[folder.name if folder.name not in catalog.reports else str(folder)] = folder.resolve()
-        folders = [p for p in paths if p.is_dir() and not (p / CONFIG_FILE).is_file()]
+        folders = [p for p in paths if not is_hub_spec(p) and p.is_dir() and not (p / CONFIG_FILE).is_file()]
         catalog.train_dir = folders[0] if folders else Path("runs")
         return catalog
 
-    def add(self, run: Run) -> str:
-        name = run.name if run.name not in self.runs else f"{run.path.parent.name}/{run.name}"
+    def add(self, run: Run, name: str | None = None) -> str:
+        """List ``run`` under ``name`` (default: its folder's name; a Hub run: the repository's name), made
+        unique with its parent folder's name."""
+        name = name or run.name
+        name = name if name not in self.runs else f"{run.path.parent.name}/{name}"
         self.runs[name] = run
         return name
 
