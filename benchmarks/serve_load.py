@@ -147,7 +147,7 @@ def main() -> None:
     latencies = [r["latency_s"] for r in done]
     firsts = [r["first_frame_s"] for r in done if r["first_frame_s"] is not None]
     summary = {
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "run": str(run),
         "requests": args.requests,
         "succeeded": len(done),
