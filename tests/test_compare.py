@@ -8,9 +8,10 @@ import math
 import shutil
 
 import pytest
+import torch
 
 from aediff.config import parse_duration
-from aediff.errors import ConfigError
+from aediff.errors import AediffError, ConfigError
 from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
 
 TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "steps": 3}
@@ -154,16 +155,61 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert rendered["figures_total"] == len(FIGURES) == rendered["figures_loaded"]
 
 
-def test_reused_runs_are_not_retrained(report, tmp_path):
-    out, _ = report
-    config = tiny_config(guidances=(1.0,))
+def save_diffusers_unet(folder):
+    """A tiny random diffusers UNet2DModel (8x8, one channel) and a DDIMScheduler, saved as diffusers saves them."""
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+    )  # fmt: skip
+    unet.save_pretrained(folder / "unet")
+    DDIMScheduler(num_train_timesteps=100).save_pretrained(folder / "scheduler")
+    return folder
+
+
+def test_reused_runs_are_not_retrained_and_peers_are_scored_beside_them(report, tmp_path):
+    """--runs reuses every model; --peer adds a diffusers UNet folder and an aediff run, scored with the same
+    protocol and listed in section 9's table, while every verdict stays what it was without them."""
+    pytest.importorskip("diffusers")
+    out, first = report
+    config = tiny_config(guidances=(1.0, 3.0))
     config.runs = {p.name: str(out / "runs" / p.name) for p in compare_plan(config)}
+    config.peers = {"ddim-unet": str(save_diffusers_unet(tmp_path / "unet")), "vae-again": str(out / "runs" / "vae")}
     metrics = run_compare(config, tmp_path / "again", progress=False)
     assert not (tmp_path / "again" / "runs").exists()
     assert metrics["meta"]["runs"]["vae"] == str(out / "runs" / "vae")
     # same weights, same seeds: the same reconstruction numbers
-    first = json.loads((out / "metrics.json").read_text())["models"]["ae-4"]["reconstruction"]["psnr"]
-    assert metrics["models"]["ae-4"]["reconstruction"]["psnr"] == pytest.approx(first, rel=1e-5)
+    assert metrics["models"]["ae-4"]["reconstruction"]["psnr"] == pytest.approx(
+        first["models"]["ae-4"]["reconstruction"]["psnr"], rel=1e-5
+    )
+    peer = metrics["models"]["ddim-unet"]
+    assert peer["family"] == "diffusers" and peer["generation"]["fid"] > 0
+    assert metrics["models"]["vae-again"]["generation"]["fid"] == pytest.approx(
+        first["models"]["vae"]["generation"]["fid"], rel=1e-4
+    )
+    assert {k: v["verdict"] for k, v in metrics["verdicts"].items()} == {
+        k: v["verdict"] for k, v in first["verdicts"].items()
+    }
+    summary = (tmp_path / "again" / "tables" / "summary.csv").read_text()
+    assert "ddim-unet,diffusers" in summary and "vae-again,vae" in summary
+    assert "Peers (--peer: ddim-unet, vae-again)" in (tmp_path / "again" / "report.html").read_text()
+
+
+def test_runs_and_peers_are_checked_before_training(report, tmp_path):
+    pytest.importorskip("diffusers")
+    out, _ = report
+    unet = save_diffusers_unet(tmp_path / "unet")
+    for runs, peers, message in [
+        ({"diffusion": str(unet)}, {}, "diffusers UNet2DModel folder"),
+        ({"diffusion": str(out / "runs" / "vae")}, {}, "--peer NAME="),
+        ({}, {"vae": str(out / "runs" / "vae")}, "which the comparison trains itself"),
+        ({}, {"other": str(tmp_path)}, "not an aediff run folder"),
+    ]:
+        with pytest.raises(AediffError, match=message):
+            run_compare(tiny_config(runs=runs, peers=peers), tmp_path / "refused", progress=False)
+        assert not (tmp_path / "refused" / "runs").exists()  # refused before anything trained
 
 
 def test_budget_and_runs_parsing(tmp_path):

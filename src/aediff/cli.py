@@ -26,6 +26,7 @@ from rich.table import Table
 from aediff.errors import AediffError, ConfigError
 from aediff.modes import (
     ConditionKind,
+    DiffusersSampler,
     Family,
     LatentKind,
     Likelihood,
@@ -672,6 +673,13 @@ def compare(
             "ae-spatial, latent-diffusion)"
         ),
     ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="also score a model outside the family, listed in section 9 beside it: NAME=FOLDER (an aediff "
+            "run, a diffusers UNet2DModel + scheduler folder, or hf://owner/name)"
+        ),
+    ] = None,
     samples: Annotated[
         int, typer.Option(min=20, max=100_000, help="samples per model for FID / KID / precision / recall")
     ] = 1000,
@@ -704,6 +712,7 @@ def compare(
         max_steps=max_steps,
         seed=seed,
         runs=parse_runs(runs or []),
+        peers=parse_runs(peer or [], "--peer"),
         bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
         dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"),
     )
@@ -820,13 +829,19 @@ def export(
     format: Annotated[ExportFormat, typer.Option("--format", help="what to write")] = "onnx",
     out: Annotated[Path, typer.Option(help="folder for the graphs and export.json")] = Path("export"),
     overwrite: OverwriteOpt = False,
+    sampler: Annotated[
+        DiffusersSampler | None,
+        typer.Option(help="diffusers: the aediff sampler whose steps the folder's scheduler takes [default: euler]"),
+    ] = None,
 ) -> None:
     """Export the networks a user deploys (encoder / decoder, denoiser) to ONNX, each checked against PyTorch
     with ONNX Runtime (needs `pip install 'aediff[export]'`); or, with --format diffusers, a diffusion run as
     a folder that diffusers' DiffusionPipeline loads (needs `pip install diffusers`)."""
     if format == "diffusers":
-        _export_diffusers(run, out, overwrite)
+        _export_diffusers(run, out, overwrite, sampler or "euler")
         return
+    if sampler is not None:
+        raise typer.BadParameter("--sampler chooses a diffusers scheduler; it applies only with --format diffusers")
     _require_extra("export", ("onnx", "onnxruntime"), "export")
     from aediff.export import export_onnx, prepare_out
 
@@ -837,7 +852,7 @@ def export(
     console.print(f"manifest -> {out / 'export.json'}", soft_wrap=True)
 
 
-def _export_diffusers(run: Path, out: Path, overwrite: bool) -> None:
+def _export_diffusers(run: Path, out: Path, overwrite: bool, sampler: DiffusersSampler) -> None:
     import importlib.util
 
     if importlib.util.find_spec("diffusers") is None:
@@ -847,13 +862,12 @@ def _export_diffusers(run: Path, out: Path, overwrite: bool) -> None:
             markup=False,
         )
         raise typer.Exit(2)
-    from aediff.export.diffusers import export_diffusers, prepare_diffusers_out
+    from aediff.export.diffusers import export_diffusers
     from aediff.runs import read_run_config
 
     loaded = _load(run)
     stored = read_run_config(loaded.path)
-    out = prepare_diffusers_out(out, overwrite)
-    export_diffusers(loaded.model, stored["model"], out, loaded.family, loaded.format_version)
+    export_diffusers(loaded.model, stored["model"], out, loaded.family, loaded.format_version, sampler, overwrite)
     console.print(f"diffusers pipeline -> {out} (load with DiffusionPipeline.from_pretrained(", soft_wrap=True,
                   markup=False, end="")  # fmt: skip
     console.print(

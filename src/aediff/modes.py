@@ -9,6 +9,7 @@ Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifie
 LatentKind = Literal["vector", "spatial"]  # an autoencoder's bottleneck shape
 Likelihood = Literal["gaussian", "bernoulli"]  # a VAE's p(x|z)
 SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
+DiffusersSampler = Literal["euler", "ddim", "dpm++"]  # the samplers a diffusers export reproduces with its scheduler
 ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
 Parameterization = Literal["eps", "x0", "v", "edm"]
 LossWeighting = Literal["uniform", "min_snr"]

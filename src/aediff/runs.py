@@ -163,6 +163,11 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     recover(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.exists():
+        if (run_dir / "unet" / CONFIG_FILE).is_file():
+            raise RunError(
+                f"{run_dir} is a diffusers UNet2DModel folder, not an aediff run: it can be sampled and scored "
+                f"(aediff sample / eval, compare --peer), not trained or reused as one of the family"
+            )
         raise RunError(f"{run_dir} has no {CONFIG_FILE}: it is not an aediff run folder")
     try:
         config = json.loads(path.read_text())

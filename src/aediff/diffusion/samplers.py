@@ -45,14 +45,18 @@ def ddim_step(
     alpha_bar_prev: torch.Tensor | float,
     eta: float = 0.0,
     noise: torch.Tensor | None = None,
+    x0: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One DDIM step x_t -> x_prev (Song et al. 2021, eq. 12), given the predicted noise.
+    """One DDIM step x_t -> x_prev (Song et al. 2021, eq. 12), given the predicted noise (and the x0
+    estimate it came from, when known: recomputing it from eps cancels catastrophically in float32 where
+    abar_t is tiny).
 
     x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z, with
     s = eta * sqrt((1 - abar_prev) / (1 - abar_t)) * sqrt(1 - abar_t / abar_prev); eta = 1 is DDPM.
     """
     alpha_bar_t, alpha_bar_prev = torch.as_tensor(alpha_bar_t), torch.as_tensor(alpha_bar_prev)
-    x0 = (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
+    if x0 is None:
+        x0 = (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
     std = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
     x_prev = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - std**2).clamp_min(0).sqrt() * eps
     if eta > 0:
@@ -66,8 +70,10 @@ def ddpm_step(
     alpha_bar_t: torch.Tensor | float,
     alpha_bar_prev: torch.Tensor | float,
     noise: torch.Tensor | None = None,
+    x0: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One ancestral DDPM step x_t -> x_prev (Ho et al. 2020, eqs. 6-7), variance beta-tilde ("fixed small").
+    """One ancestral DDPM step x_t -> x_prev (Ho et al. 2020, eqs. 6-7), variance beta-tilde ("fixed small");
+    ``x0`` as in ``ddim_step``.
 
     With beta = 1 - abar_t / abar_prev (a strided step's effective beta):
     mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(1 - beta) (1 - abar_prev) / (1 - abar_t) x_t,
@@ -75,7 +81,8 @@ def ddpm_step(
     """
     alpha_bar_t, alpha_bar_prev = torch.as_tensor(alpha_bar_t), torch.as_tensor(alpha_bar_prev)
     beta = 1 - alpha_bar_t / alpha_bar_prev
-    x0 = (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
+    if x0 is None:
+        x0 = (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
     mean = (alpha_bar_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - alpha_bar_prev) * x_t) / (1 - alpha_bar_t)
     variance = ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta).clamp_min(1e-20)
     if float(alpha_bar_prev) < 1.0:
@@ -98,7 +105,8 @@ def _vp_step(
     # Drawn at every step, even when the step ignores it (ddim, eta = 0), so the generator's stream is the
     # same whatever eta is.
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    x_prev = step(x * alpha_bar.sqrt().float(), eps, alpha_bar.float(), alpha_bar_next.float(), noise=noise, **kw)
+    x_t = x * alpha_bar.sqrt().float()
+    x_prev = step(x_t, eps, alpha_bar.float(), alpha_bar_next.float(), noise=noise, x0=denoised, **kw)
     return x_prev / alpha_bar_next.sqrt().float()
 
 

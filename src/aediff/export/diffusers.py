@@ -30,6 +30,7 @@ and so ``aediff eval`` use it for a folder with ``unet/config.json``.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from torch import nn
 from aediff.config import config_from_dict
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
+from aediff.modes import DiffusersSampler
 from aediff.export import folders
 from aediff.models import Capability, CapabilityError, Condition, Model, model_class
 from aediff.models.interface import check_no_sampling_choices
@@ -82,30 +84,66 @@ class AediffDenoiser(ModelMixin, ConfigMixin):
         return self.network.output_images(x)
 
 
-def scheduler_for(model: Model) -> EulerDiscreteScheduler:
-    """An EulerDiscreteScheduler whose sigmas are the Karras sigmas aediff's euler sampler walks."""
-    sigmas = model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler="euler", steps=2)))
-    return EulerDiscreteScheduler(
-        prediction_type="sample",
-        use_karras_sigmas=True,
-        sigma_min=float(sigmas[-2]),
-        sigma_max=float(sigmas[0]),
-        timestep_spacing="trailing",
+# aediff's sampler -> the diffusers scheduler that walks the same steps (scheduler_for configures it)
+SCHEDULERS: dict[str, str] = {
+    "euler": "EulerDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+}
+
+
+def scheduler_for(model: Model, sampler: DiffusersSampler = "euler") -> Any:
+    """The diffusers scheduler that takes the steps aediff's ``sampler`` takes (deterministic: ddim's eta = 0).
+
+    euler: EulerDiscreteScheduler over the Karras sigmas aediff's euler walks (variance-exploding state).
+    ddim: DDIMScheduler over the model's own discrete schedule (its betas), "trailing" timesteps as aediff's
+    ddim; refused for an edm schedule, which has no discrete timesteps (aediff's ddim then walks Karras
+    sigmas, which DDIMScheduler cannot). dpm++: DPMSolverMultistepScheduler (DPM-Solver++(2M), Karras sigmas,
+    first order on the first step and the last, as aediff's); its ``trained_betas`` are log-uniform in sigma
+    between the ends aediff's sampler walks, which is where diffusers takes the Karras ends from."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    low, high = model.karras_range
+    if sampler == "euler":
+        return EulerDiscreteScheduler(
+            prediction_type="sample", use_karras_sigmas=True, sigma_min=low, sigma_max=high,
+            timestep_spacing="trailing", final_sigmas_type="zero",
+        )  # fmt: skip
+    if sampler == "ddim":
+        schedule = model.schedule
+        if not schedule.discrete:
+            raise CapabilityError(
+                f"--sampler ddim exports the model's discrete schedule, and this run's schedule is "
+                f"{schedule.kind!r}, which has none; export with --sampler euler or --sampler dpm++"
+            )
+        betas = 1 - schedule.alphas_cumprod / torch.cat([torch.ones(1, dtype=torch.float64), schedule.alphas_cumprod[:-1]])
+        return DDIMScheduler(
+            num_train_timesteps=schedule.num_steps, trained_betas=betas.tolist(), prediction_type="sample",
+            clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="trailing",
+        )  # fmt: skip
+    sigmas = torch.logspace(math.log10(low), math.log10(high), 1000, dtype=torch.float64)
+    alphas_cumprod = 1 / (1 + sigmas**2)
+    betas = 1 - alphas_cumprod / torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, trained_betas=betas.tolist(), prediction_type="sample",
+        algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, lower_order_final=False,
         final_sigmas_type="zero",
-    )
-
-
-def prepare_diffusers_out(out: str | Path, overwrite: bool = False) -> Path:
-    """``folders.prepare_out`` for a diffusers export: its components, index and pipeline file are what
-    --overwrite replaces."""
-    return folders.prepare_out(out, overwrite, ["denoiser", "scheduler", "model_index.json", PIPELINE_FILE])
+    )  # fmt: skip
+    # The betas' float32 cumulative product misplaces the smallest sigma by up to 1e-4 (1 - abar ~ 4e-6
+    # there); diffusers takes the Karras ends from config.sigma_min / sigma_max where a config has them
+    # (DPMSolverMultistepScheduler._convert_to_karras), and keeps such keys through save / from_pretrained.
+    scheduler.register_to_config(sigma_min=low, sigma_max=high)
+    return scheduler
 
 
 def export_diffusers(model: Model, stored_model_config: dict[str, Any], out: str | Path, family: str,
-                     format_version: int = 1) -> Path:  # fmt: skip
-    """Write the diffusers folder (module docstring) for ``model`` into ``out`` (created). The model is
-    copied to the CPU in fp32. CapabilityError for a model without a diffusion sampler or with text
-    conditioning (its caption encoder is not exported)."""
+                     format_version: int = 1, sampler: DiffusersSampler = "euler", overwrite: bool = False,
+                     ) -> Path:  # fmt: skip
+    """Write the diffusers folder (module docstring) for ``model`` into ``out``, its scheduler the one that
+    reproduces aediff's ``sampler`` (``scheduler_for``). The model is copied to the CPU in fp32. ``out`` is
+    prepared as ``folders.prepare_out`` does (refused when not empty, unless ``overwrite``), after every check,
+    so a refused export leaves an earlier one in place. CapabilityError for a model without a diffusion sampler,
+    with text conditioning (its caption encoder is not exported), or a scheduler its schedule cannot drive."""
     if not model.can(Capability.SAMPLER):
         raise CapabilityError(
             "the diffusers format needs a model that can sample with a diffusion sampler (a diffusion or "
@@ -116,20 +154,21 @@ def export_diffusers(model: Model, stored_model_config: dict[str, Any], out: str
             "diffusers export of a text-conditioned model is not supported yet; export an unconditional or "
             "class-conditioned model"
         )
-    out = Path(out)
+    scheduler = scheduler_for(model, sampler)  # before anything is written: it may refuse
+    out = folders.prepare_out(out, overwrite, ["denoiser", "scheduler", "model_index.json", PIPELINE_FILE])
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().cpu().eval()
     denoiser = AediffDenoiser(family=family, model_config=stored_model_config, format_version=format_version)
     denoiser.network.load_state_dict(model.state_dict())
     denoiser.save_pretrained(out / "denoiser")
-    scheduler_for(model).save_pretrained(out / "scheduler")
+    scheduler.save_pretrained(out / "scheduler")
     import diffusers
 
     index = {
         "_class_name": "AediffPipeline",
         "_diffusers_version": diffusers.__version__,
         "denoiser": [COMPONENT_LIBRARY, "AediffDenoiser"],
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "scheduler": ["diffusers", SCHEDULERS[sampler]],
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     shutil.copyfile(PIPELINE_TEMPLATE, out / PIPELINE_FILE)

@@ -4,16 +4,40 @@
 from __future__ import annotations
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    ImagePipelineOutput,
+)
 
 
 class AediffPipeline(DiffusionPipeline):
-    """denoiser: D(x, sigma[, class_labels]) -> x0 estimate, x = x0 + sigma * eps; scheduler: one whose
-    sigmas are variance-exploding and which takes an x0 estimate (prediction_type "sample")."""
+    """denoiser: D(x, sigma[, class_labels]) -> x0 estimate, x = x0 + sigma * eps (variance-exploding view);
+    scheduler: EulerDiscreteScheduler, DDIMScheduler or DPMSolverMultistepScheduler taking an x0 estimate
+    (prediction_type "sample"), as the export configures them."""
 
     def __init__(self, denoiser, scheduler):
         super().__init__()
         self.register_modules(denoiser=denoiser, scheduler=scheduler)
+
+    def noise_level(self, i: int, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma, scale) of step i at timestep t: the variance-exploding noise level, and the factor that
+        turns the scheduler's state into the denoiser's x (Euler keeps x itself; DDIM and DPM-Solver keep
+        the variance-preserving x * sqrt(abar), abar = 1 / (1 + sigma^2))."""
+        if isinstance(self.scheduler, DDIMScheduler):
+            alpha_bar = self.scheduler.alphas_cumprod[int(t)]
+            return ((1 - alpha_bar) / alpha_bar).sqrt(), alpha_bar.rsqrt()
+        sigma = self.scheduler.sigmas[i]
+        if isinstance(self.scheduler, EulerDiscreteScheduler):
+            return sigma, torch.ones_like(sigma)
+        if isinstance(self.scheduler, DPMSolverMultistepScheduler):
+            return sigma, (1 + sigma**2).sqrt()
+        raise TypeError(
+            f"AediffPipeline drives an aediff denoiser with EulerDiscreteScheduler, DDIMScheduler or "
+            f"DPMSolverMultistepScheduler, not {type(self.scheduler).__name__}"
+        )
 
     @torch.no_grad()
     def __call__(
@@ -32,13 +56,15 @@ class AediffPipeline(DiffusionPipeline):
         if latents is None:
             latents = torch.randn((batch_size, *self.denoiser.space_shape), generator=generator, device=device)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        x = latents.to(device) * self.scheduler.init_noise_sigma
-        for t in self.progress_bar(self.scheduler.timesteps):
-            self.scheduler.scale_model_input(x, t)  # sets the step index; the denoiser takes x unscaled
-            sigma = self.scheduler.sigmas[self.scheduler.step_index]
-            denoised = self.denoiser(x, sigma.to(x.dtype), class_labels=class_labels)
-            x = self.scheduler.step(denoised, t, x, return_dict=False)[0]
-        images = (self.denoiser.to_images(x) + 1) / 2
+        sigma, scale = self.noise_level(0, self.scheduler.timesteps[0])
+        state = latents.to(device) * (sigma / scale).to(device)  # x = sigma_max * noise, as aediff starts
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            self.scheduler.scale_model_input(state, t)  # sets the step index; the denoiser takes x unscaled
+            sigma, scale = self.noise_level(i, t)
+            x = state * scale.to(device=device, dtype=state.dtype)
+            denoised = self.denoiser(x, sigma.to(device=device, dtype=x.dtype), class_labels=class_labels)
+            state = self.scheduler.step(denoised, t, state, return_dict=False)[0]
+        images = (self.denoiser.to_images(state) + 1) / 2  # every scheduler ends at sigma 0, where scale is 1
         if output_type == "pt":
             out = images
         else:

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import AediffError, ConfigError
 from aediff.export import folders
 from aediff.models import Capability, CapabilityError, Model
@@ -187,19 +186,13 @@ def _latent_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
     ]
 
 
-def _sigma_range(model: Model) -> tuple[float, float]:
-    """(smallest, largest) positive sigma the model's Karras-spaced samplers walk (euler's sigmas)."""
-    sigmas = model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler="euler", steps=2)))
-    return float(sigmas[-2]), float(sigmas[0])
-
-
 def _sampler_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
     if model.can(Capability.TEXT_CONDITION):
         raise CapabilityError(
             "ONNX export of a text-conditioned denoiser is not supported yet: its caption encoder and the "
             "variable-length caption tokens are not exported; export an unconditional or class-conditioned model"
         )
-    low, high = _sigma_range(model)
+    low, high = model.karras_range
     space = tuple(model.space_shape)
 
     def sigmas(n: int) -> torch.Tensor:  # log-uniform over the sampling range
@@ -270,7 +263,7 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
         "files": files,
     }
     if model.can(Capability.SAMPLER):
-        low, high = _sigma_range(model)
+        low, high = model.karras_range
         manifest["sampler"] = {
             "space_shape": list(model.space_shape),
             "sigma_range": [low, high],

@@ -385,9 +385,15 @@ class DiffusionModel(Model):
             # spacing would spend above it (measured after the change: heun at 5 steps, FID 4.06 on 500
             # samples of docs/diffusion.md's 10-minute model; benchmarks/results/diffusion_budget.json,
             # "aediff_step_sweep"; the FID before the change was not kept).
-            low, high = self.schedule.sigma_range
-            sigmas = karras_sigmas(options.steps, low, min(high, self.config.process.sigma_max))
+            sigmas = karras_sigmas(options.steps, *self.karras_range)
         return sigmas.float().to(self.device)
+
+    @property
+    def karras_range(self) -> tuple[float, float]:
+        """(smallest, largest) sigma of the Karras spacing the continuous samplers walk: the schedule's
+        smallest, and min(its largest, process.sigma_max)."""
+        low, high = self.schedule.sigma_range
+        return low, min(high, self.config.process.sigma_max)
 
     @torch.no_grad()
     def sample(

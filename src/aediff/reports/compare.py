@@ -52,6 +52,9 @@ class CompareConfig:
     batch_size: int = 64
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> config overrides
     runs: dict[str, str] = field(default_factory=dict)  # model name -> existing run folder to reuse
+    # name -> a model outside the family (an aediff run, a diffusers UNet2DModel folder, hf://...) scored with
+    # the same protocol and listed in section 9's table; no verdict is about it
+    peers: dict[str, str] = field(default_factory=dict)
 
     @property
     def shared_bottleneck(self) -> int:
@@ -78,6 +81,7 @@ class PlannedModel:
     subject: bool = False  # the pixel diffusion model sections 5, 6 and 8 are about
     ablation_of: str | None = None  # section 7: the planned model this one is, minus its skip connections
     curve: bool = False  # evaluated at each budget snapshot for the budget curves
+    peer: bool = False  # a model outside the plan (CompareConfig.peers): scored and listed, never judged
 
 
 def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
@@ -150,17 +154,35 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
     return plan
 
 
-def parse_runs(items: list[str]) -> dict[str, str]:
-    """['vae=runs/vae', ...] -> {'vae': 'runs/vae'}."""
+def parse_runs(items: list[str], option: str = "--runs") -> dict[str, str]:
+    """['vae=runs/vae', ...] -> {'vae': 'runs/vae'} (``option`` names the flag in errors); a Hub run
+    (hf://owner/name) is kept as given and resolved when it is loaded."""
     out = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ConfigError(f"--runs takes NAME=RUN_FOLDER (e.g. vae=runs/vae), got {item!r}")
-        if not Path(path).is_dir():
-            raise ConfigError(f"--runs {item!r}: {path} is not a run folder")
+            raise ConfigError(f"{option} takes NAME=RUN_FOLDER (e.g. vae=runs/vae), got {item!r}")
+        if not path.startswith("hf://") and not Path(path).is_dir():
+            raise ConfigError(f"{option} {item!r}: {path} is not a run folder")
+        if name in out:
+            raise ConfigError(f"{option} names {name!r} twice; give each model one folder")
         out[name] = path
     return out
+
+
+def peer_plan(config: CompareConfig, plan: list[PlannedModel]) -> list[PlannedModel]:
+    """The peers of ``config`` as planned models, each loaded once to fail early (naming its folder) and to
+    learn its family. ConfigError when a peer's name is a planned model's."""
+    clash = sorted(set(config.peers) & {p.name for p in plan})
+    if clash:
+        raise ConfigError(
+            f"--peer names {clash}, which the comparison trains itself; reuse a run for it with --runs "
+            f"NAME=FOLDER, or give the peer another name"
+        )
+    return [
+        PlannedModel(name, aediff.load(path, device="cpu").family, {}, f"peer: {path}", peer=True)
+        for name, path in config.peers.items()
+    ]
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -233,6 +255,17 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
     return run_dir
 
 
+def _check_reused(planned: PlannedModel, folder: Path) -> None:
+    """Fail early, naming the folder, unless ``folder`` is a run of the family ``planned`` is (the sections
+    measure what that family can do)."""
+    family = aediff.runs.read_run_config(folder)["family"]
+    if family != planned.family:
+        raise ConfigError(
+            f"--runs {planned.name}={folder} holds a {family!r} model, and the comparison's {planned.name} is a "
+            f"{planned.family!r} one; to score it beside the family, pass it with --peer NAME={folder}"
+        )
+
+
 def _clear_old_runs(plan: list[PlannedModel], config: CompareConfig, out: Path, replace: bool) -> None:
     """Before any training: the run folders this comparison will train must be free, or be replaced."""
     for planned in plan:
@@ -274,10 +307,15 @@ def run_compare(
     if unknown:
         raise ConfigError(
             f"--runs names models the comparison does not have: {sorted(unknown)}; it has {[p.name for p in plan]}"
+            f" (to score another model beside them, pass it with --peer NAME=FOLDER)"
         )
+    for planned in plan:  # every given folder is checked before the first model trains
+        if planned.name in config.runs:
+            _check_reused(planned, Path(config.runs[planned.name]))
+    peers = peer_plan(config, plan)
     _clear_old_runs(plan, config, out, replace_runs)
     jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
-    jobs += [("eval", 30.0) for p in plan if not p.judge]
+    jobs += [("eval", 30.0) for p in [*plan, *peers] if not p.judge]
     meter = Progress(jobs, enabled=progress)
     runs: dict[str, Path] = {}
     train_seconds: dict[str, float] = {}
@@ -286,13 +324,14 @@ def run_compare(
             begun = meter.start(f"training {planned.name}")
             if planned.name in config.runs:
                 runs[planned.name] = Path(config.runs[planned.name])
-                aediff.runs.read_run_config(runs[planned.name])  # fails early, naming the folder
             else:
                 runs[planned.name] = _train_model(planned, config, out / "runs" / planned.name, runs)
             train_seconds[planned.name] = time.perf_counter() - begun
             meter.finish("train", begun)
             if log:
                 log(f"trained {planned.name} in {train_seconds[planned.name]:.0f} s")
+        runs.update({p.name: Path(config.peers[p.name]) for p in peers})
+        plan += peers
         evaluating = time.perf_counter()
         results = evaluate_all(config, plan, runs, train_set, test_set, meter, log)
         eval_seconds = time.perf_counter() - evaluating

@@ -143,7 +143,9 @@ def _figures_of(planned, model: Model, config, train_set, test_set, artifacts: d
 
 
 def _section_numbers(planned, model, config, train_set, test_set, classifier, judges, sections, artifacts) -> None:
-    """What sections 6, 7 and 8 measure beyond the protocol, for the models they are about."""
+    """What sections 6, 7 and 8 measure beyond the protocol, for the models they are about (never a peer)."""
+    if planned.peer:
+        return
     if planned.autoencoder is not None and classifier is not None and model.can(Capability.TEXT_CONDITION):
         sections["prompts"], artifacts["prompt_grid"] = prompt_grid(model, classifier, config, train_set)
     if model.can(Capability.DIFFUSION_BOUND):  # pixel diffusion: its loss and gradients compare directly
@@ -302,7 +304,7 @@ def _manifold_controls(plan, runs, models, train_set, test_set, config, per_imag
     of a random projection to each latent dimension, and of each autoencoder's network untrained (the same
     config, initialised from the seed, never trained). Per-image arrays go to ``per_image``; returns the
     accuracies."""
-    latent = [p.name for p in plan if "latent_space" in models.get(p.name, {})]
+    latent = [p.name for p in plan if not p.peer and "latent_space" in models.get(p.name, {})]
     dims = tuple(sorted({models[n]["latent_space"]["latent_dim"] for n in latent}))
     controls = knn_controls(train_set, test_set, dims, LATENT_PROBE_IMAGES, seed=config.seed)
     for name in latent:

@@ -56,7 +56,8 @@ class Measured:
         return capability.value in self.models.get(name, {}).get("capabilities", [])
 
     def planned(self, predicate: Callable[[Any], bool]) -> list[Any]:
-        return [p for p in self.plan if predicate(p) and p.name in self.models]
+        """The evaluated models of the plan that ``predicate`` picks; never a peer (no claim is about one)."""
+        return [p for p in self.plan if predicate(p) and not p.peer and p.name in self.models]
 
     @property
     def shared_ae(self) -> str | None:
@@ -282,7 +283,7 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 def manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
     controls = m.per_image.get("controls", {}).get("knn")
-    latent = [p.name for p in m.plan if "knn" in m.per_image.get(p.name, {}).get("latent_space", {})]
+    latent = [p.name for p in m.planned(lambda p: "knn" in m.per_image.get(p.name, {}).get("latent_space", {}))]
     if not controls or not latent:
         return None
     gaps, rows = {}, []
@@ -620,7 +621,8 @@ def _is_diffusion(m: Measured, name: str) -> bool:
 
 
 def summary_section(m: Measured) -> tuple[Section, Verdict]:
-    generative = [p.name for p in m.plan if not p.judge and "generation_by_judge" in m.models.get(p.name, {})]
+    scored = [p.name for p in m.plan if not p.judge and "generation_by_judge" in m.models.get(p.name, {})]
+    generative = [p.name for p in m.planned(lambda p: p.name in scored)]  # the family: what the claim is about
     diffusion = [n for n in generative if _is_diffusion(m, n)]
     autoencoders = [n for n in generative if not _is_diffusion(m, n)]
     by_judge = {}
@@ -669,11 +671,13 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
         columns,
         [[("n/a" if v is None else v) for v in r] for r in rows],
         "FID in each judge's features against the test split (+- for the first judge, bootstrap); KID / precision / "
-        "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion.",
-    )
+        "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
+        + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
+           "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
+    )  # fmt: skip
     figs = []
     for j in m.judges:
-        values = {n: m.fid(n, j) for n in generative}
+        values = {n: m.fid(n, j) for n in scored}
         figs.append(
             Figure(
                 f"fid_{j.replace('-', '_')}",
@@ -692,7 +696,7 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
     warnings = sorted(
         {
             w
-            for n in generative
+            for n in scored
             for score in m.models[n]["generation_by_judge"].values()
             for w in score.get("warnings", [])
         }
