@@ -1,7 +1,8 @@
 """ONNX parity: how far the exported graphs and the ONNX-only sampler are from PyTorch (issue 14).
 
-Trains three tiny runs on `digits` (an AE, a VAE, a class-conditioned diffusion model; --steps each),
-exports each with ``aediff.export.export_onnx`` (which measures every graph's max |ONNX Runtime - PyTorch|
+Trains four tiny runs on `digits` (an AE, a VAE, a class-conditioned and a text-conditioned diffusion
+model, the latter with its learned caption encoder; --steps each), exports each with
+``aediff.export.export_onnx`` (which measures every graph's max |ONNX Runtime - PyTorch|
 on a random batch), and draws --samples images with the ONNX-only Euler sampler
 (``aediff.export.onnx_sampler.sample_euler``) and with aediff's own, from the same noise and sigmas, at
 guidance 1 and 2. Tiny, untrained-for-quality models: the figures are about the numerics, not the images.
@@ -31,16 +32,25 @@ from aediff.diffusion.samplers import SamplerOptions, run_sampler
 from aediff.environment import cpu_model
 from aediff.export import export_onnx
 from aediff.export.onnx_sampler import sample_euler
-from aediff.models import Condition
+from aediff.models import Capability, Condition
 from aediff.training.train import train
 from results_files import write_results
 
 SMALL = ["channels=8,16"]
-RUNS = [
-    ("ae", {"bottleneck": 8}, SMALL),
-    ("vae", {"bottleneck": 8}, SMALL),
-    ("diffusion", {"condition": "class"}, [*SMALL, "attention_resolutions=4", "embedding_dim=16", "steps=3"]),
+SMALL_DIFFUSION = [*SMALL, "attention_resolutions=4", "embedding_dim=16", "steps=3"]
+RUNS = [  # (run name, family, CLI flags, model assignments)
+    ("ae", "ae", {"bottleneck": 8}, SMALL),
+    ("vae", "vae", {"bottleneck": 8}, SMALL),
+    ("diffusion", "diffusion", {"condition": "class"}, SMALL_DIFFUSION),
+    ("diffusion-text", "diffusion", {"condition": "text"}, [*SMALL_DIFFUSION, "text_width=32", "text_layers=1"]),
 ]
+
+
+def condition_of(model, n: int) -> dict:
+    """sample_euler's keyword for n images: class labels 0..9, or a caption per class."""
+    if model.can(Capability.TEXT_CONDITION):
+        return {"prompts": [f"a {i % 10}" for i in range(n)]}
+    return {"class_labels": np.arange(n) % model.num_classes}
 
 
 def sampler_parity(model, folder: Path, n: int, steps: int, guidance: float, seed: int) -> dict:
@@ -48,17 +58,18 @@ def sampler_parity(model, folder: Path, n: int, steps: int, guidance: float, see
     options = model.sampler_options(SamplerOptions(sampler="euler", steps=steps))
     sigmas = model.sampling_sigmas(options)
     noise = torch.randn(n, *model.space_shape, generator=torch.Generator().manual_seed(seed))
-    labels = torch.arange(n) % model.num_classes
+    condition = condition_of(model, n)
     started = time.perf_counter()
     with torch.no_grad():
-        x = run_sampler(options, model.guided_denoiser(n, Condition(class_labels=labels, guidance=guidance)),
+        x = run_sampler(options, model.guided_denoiser(n, Condition(**condition, guidance=guidance)),
                         sigmas[0] * noise, sigmas)  # fmt: skip
         expected = model.output_images(x).numpy()
     torch_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    got = sample_euler(folder, noise.numpy(), sigmas.numpy(), class_labels=labels.numpy(), guidance=guidance)
+    got = sample_euler(folder, noise.numpy(), sigmas.numpy(), **condition, guidance=guidance)
     onnx_seconds = time.perf_counter() - started
     return {
+        "condition": next(iter(condition)),
         "guidance": guidance,
         "steps": steps,
         "samples": n,
@@ -93,19 +104,19 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, flags, assignments in RUNS:
+        for name, family, flags, assignments in RUNS:
             train(
-                name,
+                family,
                 root / "runs" / name,
                 "digits",
-                model=_model_overrides(name, flags, assignments),
+                model=_model_overrides(family, flags, assignments),
                 training={"max_steps": args.steps, "batch_size": 32, "tensorboard": False},
                 progress=False,
             )
             model = aediff.load(root / "runs" / name, device="cpu").model
             result = export_onnx(model, root / "onnx" / name, seed=args.seed)
             results["graphs"][name] = result.max_abs_diff
-            if name == "diffusion":
+            if model.can(Capability.SAMPLER):
                 for guidance in (1.0, 2.0):
                     results["sampler"].append(
                         sampler_parity(model, result.out, args.samples, args.sampling_steps, guidance, args.seed)
@@ -132,11 +143,11 @@ def markdown(r: dict) -> str:
         "",
         "## ONNX-only Euler sampler against aediff's Euler sampler (same noise, same sigmas)",
         "",
-        "| guidance | steps | samples | max abs diff | PyTorch s | ONNX Runtime s |",
-        "|----------|-------|---------|--------------|-----------|----------------|",
+        "| condition | guidance | steps | samples | max abs diff | PyTorch s | ONNX Runtime s |",
+        "|-----------|----------|-------|---------|--------------|-----------|----------------|",
     ]
     lines += [
-        f"| {s['guidance']:g} | {s['steps']} | {s['samples']} | {s['max_abs_diff']:.2e} | "
+        f"| {s['condition']} | {s['guidance']:g} | {s['steps']} | {s['samples']} | {s['max_abs_diff']:.2e} | "
         f"{s['torch_seconds']:.2f} | {s['onnx_seconds']:.2f} |"
         for s in r["sampler"]
     ]

@@ -126,11 +126,51 @@ def test_a_latent_diffusion_model_exports_its_denoiser_and_its_way_to_images(tmp
     assert images.shape == (2, *model.image_shape) and np.abs(images).max() <= 1
 
 
-@pytest.mark.parametrize("run,message", [("diffusion-text", "text-conditioned"), ("classifier", "encode and decode")])
-def test_what_cannot_be_exported_is_refused_by_name(run, message, tmp_path):
-    model = aediff.load(V1 / run, device="cpu").model
-    with pytest.raises(CapabilityError, match=message):
-        export_onnx(model, tmp_path)
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_a_text_conditioned_model_exports_its_caption_encoder_and_samples_from_prompts(tmp_path, guidance):
+    """text_encoder.onnx is the learned encoder (checked on captions of other lengths than it was traced with,
+    one longer than max_length), and the ONNX-only sampler draws from prompts what aediff draws."""
+    from aediff.export.onnx import _TextEncoder
+    from aediff.export.onnx_sampler import tokenize
+
+    model = aediff.load(V1 / "diffusion-text", device="cpu").model
+    result = export_onnx(model, tmp_path)
+    assert set(result.max_abs_diff) == {"text_encoder.onnx", "denoiser.onnx"}
+    assert max(result.max_abs_diff.values()) < 1e-4
+    encoder = model.text_encoder
+    captions = ["", "a seven", "x" * 200, "zero, drawn thick and round"]
+    ids = tokenize(captions, result.manifest["text"]["max_length"])
+    assert torch.equal(torch.from_numpy(ids), encoder.tokenizer(captions)[0])
+    with torch.no_grad():
+        tokens, pooled = _TextEncoder(encoder)(torch.from_numpy(ids))
+        reference = encoder(captions)
+    assert torch.allclose(tokens, reference.tokens, atol=1e-5) and torch.allclose(pooled, reference.pooled, atol=1e-5)
+    got_tokens, _ = session(tmp_path / "text_encoder.onnx").run(None, {"ids": ids})
+    assert np.abs(got_tokens - reference.tokens.numpy()).max() < 1e-4
+
+    options = model.sampler_options(SamplerOptions(sampler="euler", steps=5))
+    sigmas = model.sampling_sigmas(options)
+    noise = torch.randn(3, *model.space_shape, generator=torch.Generator().manual_seed(2))
+    prompts = ["a three", "the digit one", "four"]
+    with torch.no_grad():
+        denoiser = model.guided_denoiser(3, Condition(prompts=prompts, guidance=guidance))
+        expected = model.output_images(run_sampler(options, denoiser, sigmas[0] * noise, sigmas)).numpy()
+    got = sample_euler(tmp_path, noise.numpy(), sigmas.numpy(), prompts=prompts, guidance=guidance)
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3
+    with pytest.raises(ValueError, match="not class-conditioned"):
+        sample_euler(tmp_path, noise.numpy(), steps=2, class_labels=3)
+
+
+def test_what_cannot_be_exported_is_refused_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    from aediff.export.onnx import _learned_text_encoder
+
+    with pytest.raises(CapabilityError, match="encode and decode"):
+        export_onnx(aediff.load(V1 / "classifier", device="cpu").model, tmp_path)
+    frozen = SimpleNamespace(config=SimpleNamespace(conditioning=SimpleNamespace(text_encoder="minilm")))
+    with pytest.raises(CapabilityError, match="frozen 'minilm'"):
+        _learned_text_encoder(frozen)
 
 
 # --- the command line, as a user types it ---------------------------------------------------------------

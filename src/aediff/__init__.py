@@ -6,10 +6,23 @@ run = aediff.load("runs/vae")            # rebuilt from the run folder alone (sa
 z = run.model.encode(x); x_hat = run.model.decode(z); samples = run.model.sample(16)
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from aediff.errors import AediffError, ConfigError, DataError, RunError
-from aediff.runs import Run, load
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``aediff.load`` and ``aediff.Run``, imported on first use: they pull in torch, which the command
+    line's usage errors and --help do without (1.6 s -> 0.2 s)."""
+    if name in ("load", "Run"):
+        from aediff import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module 'aediff' has no attribute {name!r}")
 
 
 def train(*args, **kwargs):

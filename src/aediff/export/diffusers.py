@@ -45,10 +45,10 @@ from torch import nn
 from aediff.config import config_from_dict
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
-from aediff.modes import DiffusersSampler
 from aediff.export import folders
 from aediff.models import Capability, CapabilityError, Condition, Model, model_class
 from aediff.models.interface import check_no_sampling_choices
+from aediff.modes import DiffusersSampler
 
 PIPELINE_FILE = "pipeline.py"
 PIPELINE_TEMPLATE = Path(__file__).with_name("diffusers_pipeline.py")
@@ -98,9 +98,9 @@ def scheduler_for(model: Model, sampler: DiffusersSampler = "euler") -> Any:
     euler: EulerDiscreteScheduler over the Karras sigmas aediff's euler walks (variance-exploding state).
     ddim: DDIMScheduler over the model's own discrete schedule (its betas), "trailing" timesteps as aediff's
     ddim; refused for an edm schedule, which has no discrete timesteps (aediff's ddim then walks Karras
-    sigmas, which DDIMScheduler cannot). dpm++: DPMSolverMultistepScheduler (DPM-Solver++(2M), Karras sigmas,
-    first order on the first step and the last, as aediff's); its ``trained_betas`` are log-uniform in sigma
-    between the ends aediff's sampler walks, which is where diffusers takes the Karras ends from."""
+    sigmas, which DDIMScheduler cannot). dpm++: DPMSolverMultistepScheduler (DPM-Solver++(2M), Karras sigmas
+    between the ends aediff's sampler walks, first order on the first step and the last, as aediff's); its
+    ``trained_betas`` (log-uniform in sigma over the same range) only place its timesteps."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     low, high = model.karras_range
@@ -116,16 +116,14 @@ def scheduler_for(model: Model, sampler: DiffusersSampler = "euler") -> Any:
                 f"--sampler ddim exports the model's discrete schedule, and this run's schedule is "
                 f"{schedule.kind!r}, which has none; export with --sampler euler or --sampler dpm++"
             )
-        betas = 1 - schedule.alphas_cumprod / torch.cat([torch.ones(1, dtype=torch.float64), schedule.alphas_cumprod[:-1]])
         return DDIMScheduler(
-            num_train_timesteps=schedule.num_steps, trained_betas=betas.tolist(), prediction_type="sample",
-            clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="trailing",
+            num_train_timesteps=schedule.num_steps, trained_betas=_betas(schedule.alphas_cumprod),
+            prediction_type="sample", clip_sample=False, set_alpha_to_one=True, steps_offset=0,
+            timestep_spacing="trailing",
         )  # fmt: skip
     sigmas = torch.logspace(math.log10(low), math.log10(high), 1000, dtype=torch.float64)
-    alphas_cumprod = 1 / (1 + sigmas**2)
-    betas = 1 - alphas_cumprod / torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
     scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, trained_betas=betas.tolist(), prediction_type="sample",
+        num_train_timesteps=1000, trained_betas=_betas(1 / (1 + sigmas**2)), prediction_type="sample",
         algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, lower_order_final=False,
         final_sigmas_type="zero",
     )  # fmt: skip
@@ -134,6 +132,12 @@ def scheduler_for(model: Model, sampler: DiffusersSampler = "euler") -> Any:
     # (DPMSolverMultistepScheduler._convert_to_karras), and keeps such keys through save / from_pretrained.
     scheduler.register_to_config(sigma_min=low, sigma_max=high)
     return scheduler
+
+
+def _betas(alphas_cumprod: torch.Tensor) -> list[float]:
+    """The betas whose cumulative product of (1 - beta) is ``alphas_cumprod`` [T] (float64)."""
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    return (1 - alphas_cumprod / previous).tolist()
 
 
 def export_diffusers(model: Model, stored_model_config: dict[str, Any], out: str | Path, family: str,

@@ -8,12 +8,19 @@ What is written, by what the model can do (``model.can``, never its family):
 | LATENT     | decoder.onnx      | latent [N, *latent] -> images [N, C, H, W] in [-1, 1]                     |
 | SAMPLER    | denoiser.onnx     | x [N, *space], sigma [N] (, class_labels [N] int64) -> x0 estimate        |
 | SAMPLER    | to_images.onnx    | (latent diffusion only) x [N, *space] -> images [N, C, H, W] in [-1, 1]   |
+| TEXT_COND. | text_encoder.onnx | ids [N, L] int64 -> tokens [N, L, W], pooled [N, W] (the learned encoder) |
 
 The denoiser is D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with its preconditioning inside
 (``aediff.diffusion.parameterization``), x = x0 + sigma * eps in the variance-exploding view the samplers
 use; class_labels in [0, num_classes], where num_classes is the null class (unconditional, and the
 negative side of classifier-free guidance). It is not clamped: the samplers clamp its output to [-1, 1]
 when ``clip_denoised`` (recorded in the manifest). The batch size N is dynamic everywhere.
+
+A text-conditioned model's denoiser takes the caption encoder's outputs instead of class_labels: context
+[N, L, W] (tokens), context_mask [N, L] bool (True = a real token) and pooled [N, W]; its learned caption
+encoder is text_encoder.onnx, whose ids are ``ByteTokenizer``'s (UTF-8 byte + 3, BOS 1, EOS 2, padding 0;
+the mask is ids != 0), L dynamic up to the encoder's max_length. The null prompt is "". A frozen encoder
+(MiniLM, CLIP) is a transformers model of its own and is not exported.
 
 Beside the graphs, ``export.json`` says what each file is, its inputs and outputs, and the largest
 absolute difference between ONNX Runtime and PyTorch measured on a random batch; above 1e-4 (fp32) the
@@ -86,15 +93,49 @@ class _Decoder(nn.Module):
 
 
 class _Denoiser(nn.Module):
-    """D(x, sigma[, class_labels]) with the preconditioning, not clamped."""
+    """D(x, sigma, *condition) with the preconditioning, not clamped; ``condition`` names the condition
+    inputs in order (class_labels, or context, context_mask and pooled)."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, condition: tuple[str, ...]):
         super().__init__()
         self.denoiser = model.sampling_network()
+        self.condition = condition
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        condition = {} if class_labels is None else {"class_labels": class_labels}
-        return self.denoiser(x, sigma, **condition)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(x, sigma, **dict(zip(self.condition, condition, strict=True)))
+
+
+class _TextEncoder(nn.Module):
+    """ids [N, L] (ByteTokenizer's, 0 = padding) -> (tokens [N, L, W], pooled [N, W]): the learned caption
+    encoder, its pre-LN transformer layers written out so that L stays dynamic (the traced
+    nn.MultiheadAttention fixes the sequence length it was traced with); tests/test_export.py checks it
+    equals the encoder itself."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.encoder
+        mask = ids != 0
+        h = e.token_embedding(ids) + e.position_embedding[: ids.shape[1]]
+        for layer in e.transformer.layers:
+            h = h + layer.dropout1(_self_attention(layer.self_attn, layer.norm1(h), mask))
+            h = h + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(h))))))
+        tokens = e.final_norm(h) * mask[..., None]
+        return tokens, tokens.sum(1) / mask.sum(1, keepdim=True)
+
+
+def _self_attention(attention: nn.MultiheadAttention, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention(h, h, h, key_padding_mask=~mask) for batch_first h [N, L, W], without its
+    shape bookkeeping."""
+    heads = attention.num_heads
+    q, k, v = nn.functional.linear(h, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))  # [N, heads, L, W / heads]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
+    return attention.out_proj(out)
 
 
 class _ToImages(nn.Module):
@@ -114,14 +155,15 @@ class _Graph:
     what: str
     module: nn.Module
     inputs: dict[str, Any]  # name -> function n -> tensor
-    output: str
+    outputs: tuple[str, ...]
+    dynamic: dict[str, dict[int, str]] | None = None  # axes beyond the batch that vary: name -> {axis: label}
 
 
 # --- export and check ----------------------------------------------------------------------------------------
 def _export(graph: _Graph, path: Path) -> None:
     example = tuple(make(EXPORT_BATCH) for make in graph.inputs.values())
     names = list(graph.inputs)
-    dynamic = {name: {0: "batch"} for name in [*names, graph.output]}
+    dynamic = {name: {0: "batch", **(graph.dynamic or {}).get(name, {})} for name in [*names, *graph.outputs]}
     with warnings.catch_warnings():  # the tracer's notes on Python values it records as constants
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -129,7 +171,7 @@ def _export(graph: _Graph, path: Path) -> None:
             example,
             str(path),
             input_names=names,
-            output_names=[graph.output],
+            output_names=list(graph.outputs),
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,  # the TorchScript exporter: works offline, without onnxscript
@@ -142,10 +184,11 @@ def _check(graph: _Graph, path: Path) -> tuple[float, dict[str, Any]]:
 
     inputs = {name: make(CHECK_BATCH) for name, make in graph.inputs.items()}
     with torch.no_grad():
-        expected = graph.module(*inputs.values()).numpy()
+        expected = graph.module(*inputs.values())
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {name: value.numpy() for name, value in inputs.items()})
-    difference = float(np.abs(got - expected).max())
+    got = session.run(None, {name: value.numpy() for name, value in inputs.items()})
+    difference = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
     if not math.isfinite(difference) or difference > TOLERANCE:
         raise ExportError(
             f"{path.name}: ONNX Runtime and PyTorch differ by up to {difference:.3g} (tolerance {TOLERANCE:g} in "
@@ -157,7 +200,7 @@ def _check(graph: _Graph, path: Path) -> tuple[float, dict[str, Any]]:
 
     io = {
         "inputs": {name: spec(value) for name, value in inputs.items()},
-        "outputs": {graph.output: spec(got)},
+        "outputs": {name: spec(value) for name, value in zip(graph.outputs, got, strict=True)},
     }
     return difference, io
 
@@ -180,18 +223,16 @@ def _latent_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
             "images -> latent (a VAE: the posterior mean)",
             _Encoder(model),
             {"images": images},
-            "latent",
+            ("latent",),
         ),
-        _Graph("decoder.onnx", "latent -> images in [-1, 1]", _Decoder(model), {"latent": latents}, "images"),
+        _Graph("decoder.onnx", "latent -> images in [-1, 1]", _Decoder(model), {"latent": latents}, ("images",)),
     ]
 
 
+CAPTIONS = ("", "a 3", "the digit seven, drawn thin", "zero", "an eight with a long tail and a small loop on top")
+
+
 def _sampler_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
-    if model.can(Capability.TEXT_CONDITION):
-        raise CapabilityError(
-            "ONNX export of a text-conditioned denoiser is not supported yet: its caption encoder and the "
-            "variable-length caption tokens are not exported; export an unconditional or class-conditioned model"
-        )
     low, high = model.karras_range
     space = tuple(model.space_shape)
 
@@ -203,14 +244,53 @@ def _sampler_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
         return torch.randn((n, *space), generator=generator)
 
     inputs: dict[str, Any] = {"x": noisy, "sigma": sigmas}
+    graphs, dynamic = [], None
     if model.can(Capability.CLASS_CONDITION):
         inputs["class_labels"] = lambda n: torch.randint(0, model.num_classes + 1, (n,), generator=generator)
-    graphs = [_Graph("denoiser.onnx", "D(x, sigma[, class_labels]) -> x0 estimate, not clamped", _Denoiser(model),
-                     inputs, "denoised")]  # fmt: skip
+    if model.can(Capability.TEXT_CONDITION):
+        encoder, captions = _learned_text_encoder(model), _captions(generator)
+        inputs.update(_text_inputs(model, captions))
+        dynamic = {"context": {1: "length"}, "context_mask": {1: "length"}}
+        graphs.append(_Graph("text_encoder.onnx", "caption ids -> tokens, pooled (the learned caption encoder)",
+                             _TextEncoder(encoder), {"ids": lambda n: encoder.tokenizer(captions(n))[0]},
+                             ("tokens", "pooled"), {"ids": {1: "length"}, "tokens": {1: "length"}}))  # fmt: skip
+    condition = tuple(inputs)[2:]
+    graphs.append(_Graph("denoiser.onnx", "D(x, sigma[, condition]) -> x0 estimate, not clamped",
+                         _Denoiser(model, condition), inputs, ("denoised",), dynamic))  # fmt: skip
     if space != tuple(model.image_shape):  # the diffusion runs in a latent: also how it becomes images
         graphs.append(_Graph("to_images.onnx", "the sampler's final x -> images in [-1, 1]", _ToImages(model),
-                             {"x": noisy}, "images"))  # fmt: skip
+                             {"x": noisy}, ("images",)))  # fmt: skip
     return graphs
+
+
+def _learned_text_encoder(model: Model) -> nn.Module:
+    """The model's caption encoder when it is the learned one; CapabilityError for a frozen one."""
+    kind = model.config.conditioning.text_encoder
+    if kind != "learned":
+        raise CapabilityError(
+            f"ONNX export of a model with the frozen {kind!r} caption encoder is not supported: that encoder is a "
+            "transformers model of its own (export it with optimum); the learned encoder is exported"
+        )
+    return model.text_encoder
+
+
+def _captions(generator: torch.Generator):
+    """n -> n captions drawn from CAPTIONS (different lengths, so the export sees padding and masks)."""
+    return lambda n: [CAPTIONS[int(i)] for i in torch.randint(0, len(CAPTIONS), (n,), generator=generator)]
+
+
+def _text_inputs(model: Model, captions) -> dict[str, Any]:
+    """context, context_mask, pooled: each n -> that input for n random captions, the three of one batch of
+    n from the same captions (computed once per n)."""
+    batches: dict[int, dict[str, torch.Tensor]] = {}
+
+    def batch(n: int) -> dict[str, torch.Tensor]:
+        if n not in batches:
+            with torch.no_grad():
+                batches[n] = model.condition_inputs(n, prompts=captions(n))
+        return batches[n]
+
+    return {name: (lambda n, name=name: batch(n)[name]) for name in ("context", "context_mask", "pooled")}
 
 
 def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
@@ -223,8 +303,8 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
     (created; files of the same names are replaced), each checked against PyTorch on a random batch. The
     model is moved to the CPU in fp32 and set to eval mode.
 
-    Raises CapabilityError for a model with nothing to export (or text conditioning), ExportError when a
-    graph differs from PyTorch by more than TOLERANCE.
+    Raises CapabilityError for a model with nothing to export (or a frozen caption encoder), ExportError
+    when a graph differs from PyTorch by more than TOLERANCE.
     """
     require_onnx()
     model = model.float().cpu().eval()
@@ -270,6 +350,12 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
             "null_class": model.num_classes if model.can(Capability.CLASS_CONDITION) else None,
             "clip_denoised": bool(model.config.sampling.clip_denoised),
             "guidance": float(model.config.sampling.guidance),
+        }
+    if model.can(Capability.TEXT_CONDITION):
+        manifest["text"] = {
+            "tokenizer": "UTF-8 bytes + 3 as ids; [BOS=1, bytes..., EOS=2], padding 0; mask = ids != 0",
+            "max_length": int(model.text_encoder.tokenizer.max_length),
+            "null_prompt": "",
         }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportResult(out, differences, manifest)

@@ -22,20 +22,55 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return np.append((inv_max + ramp * (inv_min - inv_max)) ** rho, 0.0)
 
 
+def tokenize(captions: list[str], max_length: int) -> np.ndarray:
+    """aediff's ByteTokenizer: [BOS=1, UTF-8 bytes + 3..., EOS=2], truncated to max_length (EOS kept),
+    padded with 0 to the longest caption: ids [N, L] int64."""
+    encoded = [[1, *(b + 3 for b in c.encode("utf-8")[: max_length - 2]), 2] for c in captions]
+    ids = np.zeros((len(encoded), max(len(e) for e in encoded)), dtype=np.int64)
+    for row, e in enumerate(encoded):
+        ids[row, : len(e)] = e
+    return ids
+
+
+def _session(path: Path) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(str(path), onnxruntime.SessionOptions(), ["CPUExecutionProvider"])
+
+
+def _conditions(folder: Path, manifest: dict, n: int, class_labels, prompts, guided: bool) -> dict[str, np.ndarray]:
+    """The denoiser's condition inputs for n images, or for [conditional; null] (2n) when ``guided``."""
+    null_class, text = manifest["sampler"]["null_class"], manifest.get("text")
+    if class_labels is not None and null_class is None:
+        raise ValueError(f"{folder} holds a model that is not class-conditioned; it takes no class_labels")
+    if prompts is not None and text is None:
+        raise ValueError(f"{folder} holds a model that is not text-conditioned; it takes no prompts")
+    if null_class is not None:
+        null = np.full(n, null_class, dtype=np.int64)
+        labels = null if class_labels is None else np.broadcast_to(np.asarray(class_labels, np.int64), (n,))
+        return {"class_labels": np.ascontiguousarray(np.concatenate([labels, null]) if guided else labels)}
+    if text is not None:
+        captions = [prompts] * n if isinstance(prompts, str) else list(prompts or [text["null_prompt"]] * n)
+        captions += [text["null_prompt"]] * n if guided else []
+        ids = tokenize(captions, text["max_length"])
+        tokens, pooled = _session(folder / "text_encoder.onnx").run(None, {"ids": ids})
+        return {"context": tokens, "context_mask": ids != 0, "pooled": pooled}
+    return {}
+
+
 def sample_euler(
     folder: str | Path,
     noise: np.ndarray,
     sigmas: np.ndarray | None = None,
     steps: int = 20,
     class_labels: np.ndarray | int | None = None,
+    prompts: str | list[str] | None = None,
     guidance: float | None = None,
 ) -> np.ndarray:
     """Images [N, C, H, W] in [-1, 1] from an ``aediff export --format onnx`` folder.
 
     noise: [N, *space_shape] standard normal (x starts at sigmas[0] * noise); sigmas: decreasing, ending
-    in 0 (None: ``karras_sigmas(steps, *sigma_range)`` from export.json); class_labels: one class or N
-    (None: the null class, unconditional); guidance: the classifier-free guidance scale w of
-    D = D_null + w (D_cond - D_null) (None: the model's default; 1: none).
+    in 0 (None: ``karras_sigmas(steps, *sigma_range)`` from export.json); class_labels: one class or N, or
+    prompts: one caption or N (None: the null class / prompt, unconditional); guidance: the classifier-free
+    guidance scale w of D = D_null + w (D_cond - D_null) (None: the model's default; 1: none).
     """
     folder = Path(folder)
     manifest = json.loads((folder / "export.json").read_text())
@@ -43,28 +78,15 @@ def sample_euler(
     if sigmas is None:
         sigmas = karras_sigmas(steps, *spec["sigma_range"])
     sigmas = np.asarray(sigmas, dtype=np.float32)
-    options = onnxruntime.SessionOptions()
-    denoiser = onnxruntime.InferenceSession(str(folder / "denoiser.onnx"), options, ["CPUExecutionProvider"])
-    n = len(noise)
+    denoiser, n = _session(folder / "denoiser.onnx"), len(noise)
     w = spec["guidance"] if guidance is None else guidance
-    labels = None
-    if class_labels is not None and spec["null_class"] is None:
-        raise ValueError(f"{folder} holds an unconditional model; it takes no class_labels")
-    if spec["null_class"] is not None:
-        null = np.full(n, spec["null_class"], dtype=np.int64)
-        labels = null if class_labels is None else np.broadcast_to(np.asarray(class_labels, np.int64), (n,))
-        if w != 1:  # one call on [conditional; null], as aediff's guided denoiser makes it
-            labels = np.concatenate([labels, null])
+    conditions = _conditions(folder, manifest, n, class_labels, prompts, guided=w != 1)
 
     def denoise(x: np.ndarray, sigma: np.float32) -> np.ndarray:
-        inputs = {"x": x, "sigma": np.full(len(x), sigma, dtype=np.float32)}
-        if labels is not None:
-            if len(labels) > n:
-                inputs["x"] = np.concatenate([x, x])
-                inputs["sigma"] = np.full(2 * n, sigma, dtype=np.float32)
-            inputs["class_labels"] = np.ascontiguousarray(labels)
-        (out,) = denoiser.run(None, inputs)
-        if len(out) > n:
+        batch = len(next(iter(conditions.values()), x))  # n, or 2n: [conditional; null] in one call
+        x_in = np.concatenate([x, x]) if batch > n else x
+        (out,) = denoiser.run(None, {"x": x_in, "sigma": np.full(batch, sigma, np.float32), **conditions})
+        if batch > n:
             d_cond, d_null = out[:n], out[n:]
             out = d_null + np.float32(w) * (d_cond - d_null)
         return np.clip(out, -1, 1) if spec["clip_denoised"] else out
@@ -73,6 +95,5 @@ def sample_euler(
     for i in range(len(sigmas) - 1):
         x = x + (sigmas[i + 1] - sigmas[i]) * (x - denoise(x, sigmas[i])) / sigmas[i]
     if (folder / "to_images.onnx").exists():  # a latent diffusion model: decode the latent
-        to_images = onnxruntime.InferenceSession(str(folder / "to_images.onnx"), options, ["CPUExecutionProvider"])
-        (x,) = to_images.run(None, {"x": x})
+        (x,) = _session(folder / "to_images.onnx").run(None, {"x": x})
     return np.clip(x, -1, 1)
