@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 import aediff
 from aediff.data import DataConfig
-from aediff.environment import cpu_model
 from aediff.evaluation import denoising_metrics, reconstruction_metrics, vae_likelihood
 from aediff.runs import median_images_per_second
 from aediff.training.train import train
+from results_files import machine
 
 MODELS = {
     "ae2": ("ae", {"bottleneck_dim": 2}),
@@ -60,12 +57,7 @@ def main() -> None:
     test = data.load("test")
     train_size = len(data.load("train"))
     results = {
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": cpu_model(),
-        },
+        "machine": machine(),
         "command": shlex.join(["python", *sys.argv]),
         "data": f"{args.data}:test ({len(test)} images)",
         "minutes_per_model": args.minutes,

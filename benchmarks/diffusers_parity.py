@@ -12,7 +12,6 @@ Writes benchmarks/results/diffusers_parity.json and .md.
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import tempfile
@@ -26,12 +25,11 @@ from diffusers import DiffusionPipeline
 import aediff
 from aediff.cli import _model_overrides
 from aediff.diffusion.samplers import SamplerOptions
-from aediff.environment import cpu_model
 from aediff.export.diffusers import export_diffusers
 from aediff.models import Capability, Condition
 from aediff.runs import read_run_config
 from aediff.training.train import train
-from results_files import write_results
+from results_files import machine, write_results
 
 TINY = ["channels=8,16", "attention_resolutions=4", "embedding_dim=16"]
 RUNS = {  # name -> (CLI flags, model assignments, samplers exported)
@@ -99,13 +97,7 @@ def main() -> None:
     started = time.time()
     results: dict = {
         "command": "python " + shlex.join(sys.argv),
-        "machine": {
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(diffusers=diffusers.__version__),
         "training_steps": args.steps,
         "runs": {},
     }

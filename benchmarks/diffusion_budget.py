@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ from aediff.evaluation import generation_score, sample_images
 from aediff.models import Model
 from aediff.runs import median_images_per_second
 from aediff.training.train import train
+from results_files import machine
 
 BATCH = 64
 
@@ -244,11 +244,7 @@ def main() -> None:
         ).to_dict()
 
     results = {
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(),
         "minutes": args.minutes,
         "batch_size": BATCH,
         "samples": args.samples,

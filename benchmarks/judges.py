@@ -22,7 +22,6 @@ Writes benchmarks/results/judges.json and .md (--out).
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import time
@@ -35,12 +34,11 @@ import torch.nn.functional as F
 import aediff
 from aediff.data import load_dataset
 from aediff.diffusion.samplers import SamplerOptions
-from aediff.environment import cpu_model
 from aediff.evaluation import gaussian_blur, judges_for, sample_images, sharpness_gap
 from aediff.metrics import fid_bootstrap, frechet_distance
 from aediff.metrics.stats import Estimate, difference_of_draws
 from aediff.models.classifier import Classifier
-from results_files import write_results
+from results_files import machine, write_results
 
 # --- the feature-space variants tried for the layers judge -----------------------------------------------
 # Encoder activations of the default classifier (channels 32, 64, 128; one block per stage), by index into
@@ -187,12 +185,7 @@ def main() -> None:
 
     results: dict = {
         "command": command,
-        "machine": {
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(),
         "notes": args.note,
         "reference": f"mnist5k:test ({len(reference)} images)",
         "classifier": str(args.classifier),

@@ -15,7 +15,6 @@ Writes benchmarks/results/onnx_parity.json and .md (--out).
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import tempfile
@@ -29,12 +28,11 @@ import torch
 import aediff
 from aediff.cli import _model_overrides
 from aediff.diffusion.samplers import SamplerOptions, run_sampler
-from aediff.environment import cpu_model
 from aediff.export import export_onnx
 from aediff.export.onnx_sampler import sample_euler
 from aediff.models import Capability, Condition
 from aediff.training.train import train
-from results_files import write_results
+from results_files import machine, write_results
 
 SMALL = ["channels=8,16"]
 SMALL_DIFFUSION = [*SMALL, "attention_resolutions=4", "embedding_dim=16", "steps=3"]
@@ -91,13 +89,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     results: dict = {
         "command": "python " + shlex.join(sys.argv),
-        "machine": {
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(onnxruntime=onnxruntime.__version__),
         "training_steps": args.steps,
         "graphs": {},
         "sampler": [],

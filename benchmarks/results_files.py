@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from aediff.environment import cpu_model
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The machine a benchmark ran on, for its results file: the CPU's model name (absolute times only
+    compare within one CPU), Python, torch, torch's threads, and ``extra`` (other libraries' versions)."""
+    return {
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        **extra,
+    }
 
 
 def write_results(out: Path, results: dict, started: float, markdown: Callable[[dict], str]) -> None:

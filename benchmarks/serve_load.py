@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import socket
 import statistics
@@ -31,7 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import torch
+from results_files import machine
 
 
 def free_port() -> int:
@@ -114,7 +113,6 @@ def main() -> None:
     from gradio_client import Client
 
     from aediff.app.limits import CONCURRENCY, QUEUE_SIZE
-    from aediff.environment import cpu_model
 
     work = Path(tempfile.mkdtemp(prefix="serve_load-"))
     run = args.run if args.run is not None else train_small_diffusion(work, args.train_steps)
@@ -164,13 +162,7 @@ def main() -> None:
         "first_frame_p95_s": percentile(firsts, 0.95) if firsts else None,
         "alone": alone,
         "per_request": results,
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(cores=os.cpu_count()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2))

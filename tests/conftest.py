@@ -131,3 +131,19 @@ def app_server(app_runs):
     page = launch(build(catalog), "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
     page.close()
+
+
+def save_diffusers_unet(folder, scheduler: str = "DDPMScheduler"):
+    """A tiny random diffusers UNet2DModel (8x8, one channel) and a ``scheduler`` (a diffusers scheduler class
+    name), saved in ``folder`` as diffusers saves them (unet/, scheduler/); returns ``folder``."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+    )  # fmt: skip
+    unet.save_pretrained(folder / "unet")
+    getattr(diffusers, scheduler)(num_train_timesteps=100).save_pretrained(folder / "scheduler")
+    return folder

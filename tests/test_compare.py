@@ -8,11 +8,11 @@ import math
 import shutil
 
 import pytest
-import torch
 
 from aediff.config import parse_duration
 from aediff.errors import AediffError, ConfigError
 from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
+from conftest import save_diffusers_unet
 
 TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "steps": 3}
 TINY = {
@@ -155,20 +155,6 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert rendered["figures_total"] == len(FIGURES) == rendered["figures_loaded"]
 
 
-def save_diffusers_unet(folder):
-    """A tiny random diffusers UNet2DModel (8x8, one channel) and a DDIMScheduler, saved as diffusers saves them."""
-    from diffusers import DDIMScheduler, UNet2DModel
-
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-    )  # fmt: skip
-    unet.save_pretrained(folder / "unet")
-    DDIMScheduler(num_train_timesteps=100).save_pretrained(folder / "scheduler")
-    return folder
-
-
 def test_reused_runs_are_not_retrained_and_peers_are_scored_beside_them(report, tmp_path):
     """--runs reuses every model; --peer adds a diffusers UNet folder and an aediff run, scored with the same
     protocol and listed in section 9's table, while every verdict stays what it was without them."""
@@ -176,7 +162,8 @@ def test_reused_runs_are_not_retrained_and_peers_are_scored_beside_them(report, 
     out, first = report
     config = tiny_config(guidances=(1.0, 3.0))
     config.runs = {p.name: str(out / "runs" / p.name) for p in compare_plan(config)}
-    config.peers = {"ddim-unet": str(save_diffusers_unet(tmp_path / "unet")), "vae-again": str(out / "runs" / "vae")}
+    unet = save_diffusers_unet(tmp_path / "unet", "DDIMScheduler")
+    config.peers = {"ddim-unet": str(unet), "vae-again": str(out / "runs" / "vae")}
     metrics = run_compare(config, tmp_path / "again", progress=False)
     assert not (tmp_path / "again" / "runs").exists()
     assert metrics["meta"]["runs"]["vae"] == str(out / "runs" / "vae")
@@ -200,7 +187,7 @@ def test_reused_runs_are_not_retrained_and_peers_are_scored_beside_them(report, 
 def test_runs_and_peers_are_checked_before_training(report, tmp_path):
     pytest.importorskip("diffusers")
     out, _ = report
-    unet = save_diffusers_unet(tmp_path / "unet")
+    unet = save_diffusers_unet(tmp_path / "unet", "DDIMScheduler")
     for runs, peers, message in [
         ({"diffusion": str(unet)}, {}, "diffusers UNet2DModel folder"),
         ({"diffusion": str(out / "runs" / "vae")}, {}, "--peer NAME="),

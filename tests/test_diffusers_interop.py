@@ -136,17 +136,9 @@ def test_export_refuses_non_diffusion(tmp_path, tiny_runs, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def unet_folder(tmp_path_factory):
     """A tiny random UNet2DModel (8x8, 1 channel) and a DDPMScheduler, saved as diffusers saves them."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from conftest import save_diffusers_unet
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("unet") / "ddpm"
-    unet = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-    )  # fmt: skip
-    unet.save_pretrained(folder / "unet")
-    DDPMScheduler(num_train_timesteps=100).save_pretrained(folder / "scheduler")
-    return folder
+    return save_diffusers_unet(tmp_path_factory.mktemp("unet") / "ddpm")
 
 
 def test_load_diffusers_folder_samples(unet_folder):

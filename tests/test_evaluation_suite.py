@@ -362,7 +362,7 @@ def test_training_summary_reads_the_run_folder(runs, loaded, tmp_path):
     # No training record: no summary; a damaged one: a clear error.
     assert read_training_summary(tmp_path / "nothing", batch_size=32) is None
     (tmp_path / "log.jsonl").write_text('{"step": 50}\n')
-    with pytest.raises(RunError, match="training record"):
+    with pytest.raises(RunError, match="log.jsonl lacks 'train_seconds'"):
         read_training_summary(tmp_path, batch_size=32)
 
 

@@ -12,8 +12,10 @@ Conventions, the same for every command:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -85,12 +87,45 @@ def _print_json(title: str, payload: dict[str, Any]) -> None:
     console.print_json(json.dumps(payload))
 
 
+# What a run folder holds of its own (aediff.runs' file names): never an --out, --overwrite or not.
+RUN_OWN_FILES = ("config.json", "model.safetensors", "ema.safetensors", "log.jsonl", "pending.json", "writer.lock")
+RUN_OWN_FOLDERS = ("training_state", "snapshots", "tb")
+
+
+def _run_folder_holding(path: Path) -> Path | None:
+    """The run folder ``path`` would be one of the own files of (RUN_OWN_FILES, or inside RUN_OWN_FOLDERS),
+    or None."""
+    path = path.resolve()
+    if path.name in RUN_OWN_FILES and (path.parent / "config.json").is_file():
+        return path.parent
+    for folder in path.parents:
+        if folder.name in RUN_OWN_FOLDERS and (folder.parent / "config.json").is_file():
+            return folder.parent
+    return None
+
+
 def _writable_out(out: Path, overwrite: bool) -> Path:
-    """``out`` when it may be written: not an existing folder, and not an existing file unless --overwrite."""
+    """``out`` when it may be written, checked before any work: not an existing folder, not an existing file
+    unless --overwrite, never one of a run folder's own files, and in a folder this process can write (made
+    when missing)."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the file to write")
+    run = _run_folder_holding(out)
+    if run is not None:
+        raise ConfigError(
+            f"--out {out} is one of the files of the run in {run}, which are never overwritten; choose another --out"
+        )
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} exists; pass --overwrite to replace it, or choose another --out")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot create the folder {parent} ({exc.strerror}); choose another --out"
+        ) from None
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError(f"--out {out}: {parent} is not writable by this user; choose another --out")
     return out
 
 
@@ -249,8 +284,7 @@ def train(
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
     from aediff.config import config_to_dict, parse_assignment, parse_duration, update_config
-    from aediff.data import DataConfig
-    from aediff.training import TrainConfig
+    from aediff.training.config import TrainConfig
 
     if family is None and not resume:
         raise ConfigError("name the model family to train, e.g. `aediff train vae` (or pass --resume)")
@@ -266,9 +300,6 @@ def train(
         "text_encoder_path": text_encoder_path,
         "autoencoder": str(autoencoder) if autoencoder else None,
     }
-    model = _model_overrides(None if resume else family, flags, set_ or [])
-    if widths is not None:
-        model["channels"] = _widths(widths)
     training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
     for key, value in {
         "batch_size": batch_size,
@@ -282,9 +313,15 @@ def train(
     }.items():
         if value is not None:
             training[key] = value
+    update_config(TrainConfig(), training)  # each value against its range now, before torch is even imported
+    model = _model_overrides(None if resume else family, flags, set_ or [])
+    if widths is not None:
+        model["channels"] = _widths(widths)
     if not resume and not {"max_steps", "epochs", "max_minutes"} & set(training):
         training["epochs"] = 10.0
         console.print("No --max-steps, --epochs or --max-time given: training for 10 epochs.")
+    from aediff.data import DataConfig
+
     data_config = DataConfig(
         spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad, data_dir=data_dir
     )
@@ -294,10 +331,23 @@ def train(
         _print_json("data", config_to_dict(data_config))
         return
     from aediff.training.train import train as run_training
+    from aediff.training.trainer import TrainingAborted
 
-    result = run_training(family, out, data_config, model=model, training=training, resume=resume, progress=progress)
+    try:
+        result = run_training(
+            family, out, data_config, model=model, training=training, resume=resume, progress=progress
+        )
+    except TrainingAborted as exc:  # a second Ctrl-C / SIGTERM: say which checkpoint is kept (Typer would not)
+        errors.print(escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     if not result.is_main_process:
         return
+    if result.stop_signal == signal.SIGTERM:  # saved; a non-zero status tells the job system it did not finish
+        errors.print(
+            f"stopped by SIGTERM at step {result.step}; checkpoint saved in {escape(str(out))}; continue with --resume",
+            soft_wrap=True,
+        )
+        raise typer.Exit(128 + signal.SIGTERM)
     state = "interrupted; continue with --resume" if result.interrupted else "done"
     console.print(
         f"{state}: {result.step} steps, {result.images_per_second:.0f} images/s, "
@@ -806,6 +856,42 @@ def evaluate(
     console.print(f"all numbers -> {out}")
 
 
+@app.command()
+def distill(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of a diffusion or latent-diffusion model")],
+    out: Annotated[Path, typer.Option(help="new run folder for the distilled model")] = Path("runs/distilled"),
+    steps: Annotated[int, typer.Option(min=1, max=1024, help="sampling steps of the distilled model")] = 4,
+    teacher_steps: Annotated[
+        int, typer.Option(min=2, max=4096, help="steps the distillation starts from: --steps times a power of two")
+    ] = 32,
+    iterations: Annotated[int, typer.Option(min=1, help="optimizer steps per halving of the steps")] = 500,
+    max_time: Annotated[
+        str | None, typer.Option(help="instead of --iterations: total time, shared by the halvings: 90s, 10m")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="images per optimizer step")] = 64,
+    lr: Annotated[float, typer.Option(min=1e-8, max=0.99, help="AdamW learning rate")] = 1e-4,
+    data: DataOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Distil a diffusion model into one that samples in --steps steps (progressive distillation: each
+    halving teaches a copy to take two of its teacher's Euler steps in one); writes a new run folder that
+    samples with `euler` and --steps by default."""
+    from aediff.config import parse_duration
+    from aediff.training.distill import DistillConfig, distill_run
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists; distil into a new folder")
+    config = DistillConfig(
+        steps=steps, teacher_steps=teacher_steps, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
+        max_minutes=parse_duration(max_time, "--max-time") if max_time else None,
+    )  # fmt: skip
+    loaded = _load(run)
+    dataset = _dataset(loaded, data, "train")
+    console.print(f"distilling {run} from {teacher_steps} to {steps} steps in {config.rounds} halvings -> {out}")
+    distill_run(loaded, out, dataset, config, report=lambda line: console.print(escape(line)), progress=True)
+    console.print(f"done: `aediff sample {out}` draws in {steps} steps")
+
+
 ExportFormat = Literal["onnx", "diffusers"]
 
 
@@ -926,6 +1012,14 @@ def serve(
     serve_page(list(runs or []), host, port, list(report or []))
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError a user can act on: what failed, on which file, and for a full disk what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device{where}; free some space or write elsewhere, then run the command again"
+    return f"{exc.strerror or exc}{where}"
+
+
 def main() -> None:
     """Entry point. Usage mistakes are Typer's (usage, one line, exit 2); aediff's own errors print one line
     and exit 1; Ctrl-C exits 130; anything else is a bug: one line, and the traceback with AEDIFF_DEBUG=1."""
@@ -943,7 +1037,7 @@ def main() -> None:
     except OSError as exc:  # a full disk, a folder without write permission...: the system's own words
         if debug:
             raise
-        errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(_os_error_line(exc))}", soft_wrap=True)
         sys.exit(1)
     except Exception as exc:
         if debug:

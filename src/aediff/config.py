@@ -10,6 +10,9 @@ tree, by its bare name (``channels``), which is what ``--set channels=16,32`` me
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 import types
 import typing
 from typing import Any, TypeVar, get_args, get_origin
@@ -53,8 +56,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = get_args(annotation)
-        item = args[0] if args else Any
-        return tuple(_coerce(v, item, where) for v in value)
+        if not args or (len(args) == 2 and args[1] is Ellipsis):
+            item = args[0] if args else Any
+            return tuple(_coerce(v, item, where) for v in value)
+        if len(value) != len(args):  # a fixed-length tuple, e.g. adam_betas: tuple[float, float]
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, arg, where) for v, arg in zip(value, args, strict=True))
     if origin is typing.Literal:
         if value not in get_args(annotation):
             choices = ", ".join(repr(a) for a in get_args(annotation))
@@ -64,8 +71,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if annotation in (int, float) and isinstance(value, bool):  # True is an int to Python, not to a config
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    if annotation is float and isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {value!r} is too large for a float") from None
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
         raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value
@@ -81,8 +93,176 @@ def config_from_dict(cls: type[C], data: dict[str, Any], where: str | None = Non
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where} has no field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}")
-    values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    values = {}
+    for key, value in data.items():
+        try:
+            values[key] = _coerce(value, hints[key], f"{where}.{key}")
+        except FieldRangeError as exc:  # a nested config refused a value: name it by its dotted path
+            raise exc.under(key) from None
     return cls(**values)
+
+
+# --- ranges: every numeric field declares its valid values next to its default ---------------------------
+
+
+# Caps shared by the model configs. They are far above anything trainable here, and low enough that a model
+# built from any in-range config can be sized on the meta device without a tensor's element count overflowing
+# int64 (width^2 * 9, width * size^2 * bottleneck, (latent_channels * size^2)^2 all stay below 2^63); the
+# size guard (aediff.models.sizes) then refuses what would not fit in memory.
+MAX_WIDTH = 65_536  # channels of a stage, bottleneck and embedding widths
+MAX_IMAGE_SIZE = 2048  # pixels per side
+MAX_STAGES = 12  # resolution stages: 2048 halves to 1 in 11 steps
+MAX_BLOCKS = 32  # residual blocks per stage
+MAX_IMAGE_CHANNELS = 16  # channels of the images (1 grey, 3 RGB; a little room for npz arrays)
+MAX_LATENT_CHANNELS = 256  # channels of a spatial latent
+# Class labels of a conditioned or classifying model: generous, because an unconditional model records the
+# data's count without using it; the size guard refuses a class embedding too large to allocate.
+MAX_CLASSES = 2**31 - 1
+
+
+class FieldRangeError(ConfigError):
+    """A field's value is outside its declared range. ``path`` is the field's dotted name."""
+
+    def __init__(self, path: str, rule: str, value: Any):
+        self.path, self.rule, self.value = path, rule, value
+        shown = list(value) if isinstance(value, tuple) else value
+        super().__init__(f"{path} must be {rule}, got {shown!r}")
+
+    def __reduce__(self) -> tuple:  # picklable across processes despite the custom signature
+        return (FieldRangeError, (self.path, self.rule, self.value))
+
+    def under(self, prefix: str) -> FieldRangeError:
+        """The same error for a config nested under ``prefix`` (``channels`` -> ``network.channels``)."""
+        return FieldRangeError(f"{prefix}.{self.path}", self.rule, self.value)
+
+
+def _number(x: float) -> str:
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field: low/high bounds (None: unbounded; ``*_open``: excluded), finite
+    unless ``allow_inf``. With ``items`` the field is a list whose elements each obey the bounds, and whose
+    length lies in [min_items, max_items]. Whole numbers or not follows the field's annotation."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    allow_inf: bool = False
+    items: bool = False
+    min_items: int = 0
+    max_items: int | None = None
+
+    def interval(self) -> str:
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f" in {left}{_number(low)}, {_number(high)}{right}"
+        if low is not None:
+            return f" {'>' if self.low_open else '>='} {_number(low)}"
+        if high is not None:
+            return f" {'<' if self.high_open else '<='} {_number(high)}"
+        return ""
+
+    def describe(self, whole: bool, optional: bool) -> str:
+        """The rule in words, e.g. "a whole number >= 1" or "a non-empty list of numbers in [0, 1)"."""
+        noun = "whole number" if whole else "number" if self.allow_inf else "finite number"
+        if not self.items:
+            return f"a {noun}{self.interval()}" + (" (or none)" if optional else "")
+        if self.max_items is not None and self.min_items == self.max_items:
+            head = f"a list of {self.min_items}"
+        else:
+            most = f" (at most {self.max_items})" if self.max_items is not None else ""
+            head = ("a non-empty list" if self.min_items else "a list") + most + " of"
+        return f"{head} {noun}s{self.interval()}"
+
+    def admits(self, value: Any, whole: bool) -> bool:
+        """Whether one scalar obeys the bounds (bools and NaN never do)."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
+            return False
+        if not isinstance(value, numbers.Integral) and (math.isnan(value) or math.isinf(value) and not self.allow_inf):
+            return False  # (an int is finite, and may be too large for math.isnan's float)
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, value: Any, path: str, whole: bool, optional: bool) -> None:
+        """FieldRangeError naming ``path``, the rule and ``value`` unless ``value`` is valid."""
+        if value is None and optional:
+            return
+        if self.items:
+            ok = isinstance(value, (tuple, list)) and self.min_items <= len(value)
+            ok = ok and (self.max_items is None or len(value) <= self.max_items)
+            ok = ok and all(self.admits(v, whole) for v in value)
+        else:
+            ok = self.admits(value, whole)
+        if not ok:
+            raise FieldRangeError(path, self.describe(whole, optional), value)
+
+
+def bounded(
+    default: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_inf: bool = False,
+) -> Any:
+    """A dataclass field holding a number (or None where the annotation allows it) in [low, high]; the
+    ``*_open`` flags exclude the bound. ``check_ranges`` enforces it; NaN never passes, inf only with
+    ``allow_inf``. E.g. ``batch_size: int = bounded(64, 1)``."""
+    rule = Range(low, high, low_open, high_open, allow_inf)
+    return dataclasses.field(default=default, metadata={"range": rule})
+
+
+def bounded_items(
+    default: tuple,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    min_items: int = 1,
+    max_items: int | None = None,
+) -> Any:
+    """Like ``bounded`` for a tuple field: each element in the range, and min_items..max_items elements
+    (non-empty unless ``min_items=0``). E.g. ``channels: tuple[int, ...] = bounded_items((16, 32), 1, 4096)``."""
+    rule = Range(low, high, low_open, high_open, items=True, min_items=min_items, max_items=max_items)
+    return dataclasses.field(default=default, metadata={"range": rule})
+
+
+@functools.cache
+def _checked_fields(cls: type) -> tuple[tuple[str, Range | None, bool, bool, bool], ...]:
+    """Per field of ``cls``: (name, range, whole numbers?, None allowed?, nested config?)."""
+    hints = typing.get_type_hints(cls)
+    table = []
+    for f in dataclasses.fields(cls):
+        annotation = hints[f.name]
+        args = get_args(annotation)
+        optional = get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args
+        scalar = [a for a in args if a is not type(None)][0] if optional else annotation
+        if get_origin(scalar) is tuple:
+            scalar = get_args(scalar)[0]
+        table.append((f.name, f.metadata.get("range"), scalar is int, optional, dataclasses.is_dataclass(annotation)))
+    return tuple(table)
+
+
+def check_ranges(config: Any, prefix: str = "") -> None:
+    """Check every field of a (nested) dataclass config against the range declared with ``bounded`` /
+    ``bounded_items``; the first bad one raises FieldRangeError (a ConfigError) naming its dotted path
+    (under ``prefix``), its range and its value. Each config calls this from ``__post_init__``."""
+    for name, rule, whole, optional, nested in _checked_fields(type(config)):
+        path = f"{prefix}.{name}" if prefix else name
+        value = getattr(config, name)
+        if nested and dataclasses.is_dataclass(value):
+            check_ranges(value, path)
+        elif rule is not None:
+            rule.check(value, path, whole, optional)
 
 
 def field_paths(cls: type) -> list[str]:

@@ -20,7 +20,7 @@ All user-facing problems raise :class:`aediff.errors.DataError`.
 
 from .captions import caption_templates, fill_template, label_caption, label_captions
 from .config import DataConfig
-from .dataset import ImageDataset, save_image_grid, split_indices, tile_images, to_uint8
+from .dataset import ImageDataset, check_captions_available, save_image_grid, split_indices, tile_images, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
 from .sources import (
     DATASETS,
@@ -45,6 +45,7 @@ __all__ = [
     "LoadRequest",
     "ImageDataset",
     "cache_dir",
+    "check_captions_available",
     "caption_templates",
     "emoji_caption",
     "fill_template",

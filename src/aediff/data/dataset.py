@@ -284,3 +284,15 @@ def check_split(split: str) -> str:
     if split not in ("train", "test", "all"):
         raise DataError(f"Unknown split {split!r}; use 'train', 'test' or 'all'.")
     return split
+
+
+def check_captions_available(dataset: ImageDataset, purpose: str = "a text-conditioned model") -> None:
+    """Raise DataError now when ``dataset`` can give ``purpose`` no captions (neither real ones nor ones made
+    from labels and class names), so that a plan of several models fails before its first model trains,
+    not when it reaches the one that needs text."""
+    if dataset.captions is not None:
+        return
+    try:
+        dataset.with_label_captions()
+    except DataError as e:
+        raise DataError(f"{purpose} needs captions, which {dataset.name} cannot provide: {e}") from e

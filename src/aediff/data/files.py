@@ -8,12 +8,16 @@ naming the file and the fix.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import io
 import json
 import logging
 import os
+import posixpath
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +66,7 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
     try:
         with _open_maybe_gz(path) as f:
             raw = f.read()
-    except (OSError, EOFError) as e:  # gzip raises BadGzipFile (an OSError) or EOFError on truncation
+    except (OSError, EOFError, zlib.error) as e:  # gzip: BadGzipFile (an OSError), EOFError, zlib.error
         raise DataError(f"Could not read idx file {path}: {e}. Re-download it or remove it.") from e
     if len(raw) < 4:
         raise DataError(f"idx file {path} is too short to hold a header ({len(raw)} bytes); re-download it.")
@@ -171,70 +175,251 @@ class FolderData:
 
 def list_image_files(root: Path) -> list[str]:
     """All PNG/JPEG/WebP files under ``root`` (recursive, case-insensitive extensions), as sorted
-    "/"-separated paths relative to ``root``. Hidden files and folders (".name") are ignored."""
-    out = []
+    "/"-separated paths relative to ``root``. Hidden files and folders (".name") are ignored.
+
+    Folder symlinks are followed, but each real folder is walked once and each real file listed once (the
+    first in sorted order): a symlink loop would otherwise list the same files dozens of times, and the
+    copies would land on both sides of the train/test split. Dropped duplicates are logged.
+    """
+    seen_dirs = {os.path.realpath(root)}
+    skipped_dirs = 0
+    found: list[tuple[str, str]] = []  # (path relative to root, real path)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # .ipynb_checkpoints, .git, ...
-        rel = Path(dirpath).relative_to(root)
+        kept = []
+        for d in sorted(dirnames):  # sorted: which alias of a folder is walked never depends on the filesystem
+            if d.startswith("."):  # .ipynb_checkpoints, .git, ...
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen_dirs:  # a loop back to an ancestor, or a second path to a folder already walked
+                skipped_dirs += 1
+                continue
+            seen_dirs.add(real)
+            kept.append(d)
+        dirnames[:] = kept
+        rel, real_dir = Path(dirpath).relative_to(root), os.path.realpath(dirpath)
         for name in filenames:
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                out.append((rel / name).as_posix())
-    return sorted(out)  # sorted so that the order (and hence every split) never depends on the filesystem
+                full = os.path.join(dirpath, name)  # one realpath per folder, not per file: big sets stay fast
+                real = os.path.realpath(full) if os.path.islink(full) else os.path.join(real_dir, name)
+                found.append(((rel / name).as_posix(), real))
+    out, seen_files = [], set()
+    for rel, real in sorted(found):  # sorted so that the order (and hence every split) never depends on the OS
+        if real not in seen_files:
+            seen_files.add(real)
+            out.append(rel)
+    if skipped_dirs or len(out) < len(found):
+        log.warning(
+            "%s: %d image path(s) led to a file already listed (symlinks) and %d folder symlink(s) to a folder "
+            "already walked were skipped; each real image is used once.",
+            root,
+            len(found) - len(out),
+            skipped_dirs,
+        )
+    return out
+
+
+def _read_utf8(path: Path) -> str:
+    """The text of ``path`` decoded as UTF-8 (a leading byte-order mark, as Excel writes, is dropped).
+
+    Other encodings are refused rather than guessed: latin-1 decodes any bytes at all, so a wrong guess would
+    silently turn captions (the training targets) into mojibake, while the fix -- re-saving as UTF-8 -- is
+    one click in any editor.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"Could not read {path}: {e}.") from e
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = bom + e.start  # an offset into the file as saved, BOM included
+        line = raw.count(b"\n", 0, start) + 1
+        raise DataError(
+            f"{path} is not valid UTF-8 (line {line}, byte offset {start}: byte {raw[start]:#04x}); save it as UTF-8."
+        ) from e
+
+
+def _jsonl_records(path: Path) -> list[tuple[str, dict]]:
+    """``(where, record)`` for each non-blank line of a metadata.jsonl; DataError for a line that is not a
+    JSON object."""
+    records = []
+    for n, line in enumerate(_read_utf8(path).split("\n"), 1):  # only "\n": JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly nested brackets
+            raise DataError(f"{path} line {n} is not valid JSON ({e}); fix or remove that line.") from e
+        if not isinstance(rec, dict):
+            raise DataError(f'{path} line {n} must be a JSON object like {{"file_name": "a.png", "text": "..."}}.')
+        records.append((f"{path} line {n}", rec))
+    return records
+
+
+def _csv_records(path: Path) -> list[tuple[str, dict]]:
+    """``(where, record)`` for each non-blank row of a metadata.csv; DataError without a file_name/text header.
+
+    A row with fewer fields than the header lacks the missing keys; one with more has its extra fields ignored.
+    """
+    rows = csv.reader(io.StringIO(_read_utf8(path), newline=""))
+    records, start = [], 1  # start: the line the row being read begins on (a quoted field may span lines)
+    try:
+        cols = next(rows, [])
+        if "file_name" not in cols or not ({"text", "caption"} & set(cols)):
+            raise DataError(f"{path} needs a header with columns file_name and text (or caption); found {cols}.")
+        start = rows.line_num + 1
+        for row in rows:
+            if row:
+                records.append((f"{path} line {start}", dict(zip(cols, row, strict=False))))
+            start = rows.line_num + 1
+    except csv.Error as e:  # a field over csv's size limit, ...
+        raise DataError(f"{path} line {start} is not valid CSV ({e}); fix or remove that line.") from e
+    return records
+
+
+def _entry_path(root: Path, real_root: Path, where: str, file_name: object) -> str:
+    """A metadata entry's ``file_name`` as a normalised "/"-separated path relative to ``root``.
+
+    DataError unless it names an existing file inside ``root`` once ``..`` and symlinks are resolved: an
+    entry like ``../../etc/passwd`` must never make the reader open (or train on) a file outside the dataset.
+    ``real_root``: ``root`` with its symlinks resolved (passed in: resolving costs a stat per component).
+    """
+    name = str(file_name).replace("\\", "/")
+    rel = posixpath.normpath(name)
+    try:
+        real = (root / rel).resolve()
+        inside = not posixpath.isabs(rel) and real.is_relative_to(real_root)
+        exists = inside and real.is_file()
+    except (OSError, ValueError) as e:  # NUL characters, names too long for the filesystem, ...
+        raise DataError(f"{where} names {file_name!r}, which is not a usable file name ({e}).") from e
+    if not inside:
+        raise DataError(
+            f"{where} names {file_name!r}, which lies outside the dataset folder {root}; give a path relative "
+            "to that folder that stays inside it (no '..', absolute paths or symlinks leading out)."
+        )
+    if not exists:
+        raise DataError(
+            f"{where} names {file_name!r}, which does not exist (as a file) in {root}; "
+            "fix the path (relative to that folder) or remove the entry."
+        )
+    return rel
 
 
 def read_metadata(root: Path) -> dict[str, str] | None:
     """Captions from ``metadata.jsonl`` or ``metadata.csv`` in ``root`` (Hugging Face imagefolder convention).
 
-    Each record names ``file_name`` (relative to ``root``) and ``text`` or ``caption``.
-    Returns ``{relative posix path: caption}`` or None if there is no metadata file.
+    Each record names ``file_name`` (relative to ``root``, and inside it) and ``text`` or ``caption``.
+    Returns ``{relative posix path: caption}`` or None if there is no metadata file. The file must be UTF-8.
     """
     jsonl, csv_path = root / "metadata.jsonl", root / "metadata.csv"
-    records: list[tuple[str, dict]] = []  # (where, record) for error messages
     if jsonl.is_file():
         if csv_path.is_file():
             log.warning("%s has both metadata.jsonl and metadata.csv; using metadata.jsonl", root)
-        source = jsonl
-        with open(jsonl, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{jsonl} line {n} is not valid JSON ({e}); fix or remove that line.") from e
-                if not isinstance(rec, dict):
-                    raise DataError(
-                        f'{jsonl} line {n} must be a JSON object like {{"file_name": "a.png", "text": "..."}}.'
-                    )
-                records.append((f"{jsonl} line {n}", rec))
+        records = _jsonl_records(jsonl)
     elif csv_path.is_file():
-        source = csv_path
-        with open(csv_path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            cols = reader.fieldnames or []
-            if "file_name" not in cols or not ({"text", "caption"} & set(cols)):
-                raise DataError(
-                    f"{csv_path} needs a header with columns file_name and text (or caption); found {cols}."
-                )
-            for n, rec in enumerate(reader, 2):
-                records.append((f"{csv_path} line {n}", rec))
+        records = _csv_records(csv_path)
     else:
         return None
 
     captions: dict[str, str] = {}
+    real_root = root.resolve()
     for where, rec in records:
         file_name = rec.get("file_name")
         text = rec.get("text", rec.get("caption"))
         if not file_name or text is None:
-            raise DataError(f"{where} needs keys file_name and text (or caption); found {sorted(rec)}.")
-        rel = Path(str(file_name).replace("\\", "/")).as_posix().removeprefix("./")
-        if not (root / rel).is_file():
-            raise DataError(
-                f"{where} names {file_name!r} but {root / rel} does not exist; "
-                f"fix the path (relative to {root}) or remove the entry from {source.name}."
-            )
-        captions[rel] = str(text)
+            keys = sorted(str(k) for k in rec)
+            raise DataError(f"{where} needs keys file_name and text (or caption); found {keys}.")
+        text = str(text)
+        try:
+            text.encode("utf-8")  # JSON escapes can hold lone surrogates, which no tokenizer can encode
+        except UnicodeEncodeError as e:
+            raise DataError(f"{where}: the caption is not valid Unicode ({e}); fix the text.") from e
+        captions[_entry_path(root, real_root, where, file_name)] = text
     return captions
+
+
+def _decode_image(path: Path, channels: int | None, resolution: int | None) -> tuple[np.ndarray, int]:
+    """One image file -> (uint8 ``[H, W, C]``, its native channel count). ValueError (with the reason) for a
+    file that cannot be decoded or converted.
+
+    Pillow's decoders raise many exception types on damaged or foreign files (OSError, SyntaxError, but also
+    struct.error, IndexError, EOFError, ...); all mean the same -- this file is not a usable image -- so they
+    are turned into one ValueError here, and from there into DataError (or a skip with skip_bad).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files only fail here, not in open()
+            native = image_channels(img)
+            return pil_to_array(img, channels or native, resolution), native
+    except Image.DecompressionBombError as e:
+        raise ValueError(str(e)) from e
+    except MemoryError as e:  # a damaged header can claim a huge size
+        raise ValueError("it claims a size too large to decode") from e
+    except Exception as e:  # noqa: BLE001 -- see the docstring: any decoder failure means "unusable file"
+        raise ValueError(str(e) or type(e).__name__) from e
+
+
+def _folder_class_names(root: Path, files: list[str]) -> list[str] | None:
+    """First-level sub-folder names (sorted) when every image lives in a sub-folder, else None."""
+    in_subfolder = ["/" in f for f in files]
+    if all(in_subfolder):
+        return sorted({f.split("/", 1)[0] for f in files})
+    if any(in_subfolder):
+        log.warning(
+            "%s: some images are in sub-folders and some at the top level, so no class labels "
+            "are used; put every image in a class sub-folder to get labels.",
+            root,
+        )
+    return None
+
+
+def _check_same_shape(root: Path, first: tuple[str, int, tuple], rel: str, native: int, size: tuple, channels):
+    """DataError when image ``rel`` differs from the first image in channels (with channels=None) or size."""
+    if channels is None and native != first[1]:
+        raise DataError(
+            f"{root} mixes grayscale and colour images ({first[0]} has {first[1]} channel(s), {rel} has "
+            f"{native}); pass channels=1 or channels=3 (--channels 1|3) to convert them all."
+        )
+    if size != first[2]:  # only possible with resolution=None
+        raise DataError(
+            f"{root} mixes image sizes ({first[0]} is {first[2][1]}x{first[2][0]}, {rel} is "
+            f"{size[1]}x{size[0]}); pass resolution=N (--resolution N) to resize and center-crop them."
+        )
+
+
+def _decode_all(root: Path, files: list[str], channels, resolution, skip_bad, progress) -> tuple[list, list, int]:
+    """Decode ``files`` (relative to ``root``): (arrays, the files kept, how many were skipped)."""
+    arrays: list[np.ndarray] = []
+    kept: list[str] = []
+    bad = 0
+    first: tuple[str, int, tuple[int, int]] | None = None  # (file, native channels, size) of the first image
+    for n, rel in enumerate(files):
+        path = root / rel
+        try:
+            arr, native = _decode_image(path, channels, resolution)
+        except ValueError as e:
+            if not skip_bad:
+                raise DataError(
+                    f"Could not read image {path}: {e}. Remove or replace the file, or pass skip_bad=True "
+                    "(--skip-bad) to skip unreadable images."
+                ) from e
+            log.warning("skipping unreadable image %s: %s", path, e)
+            bad += 1
+            continue
+        if first is None:
+            first = (rel, native, arr.shape[:2])
+        else:
+            _check_same_shape(root, first, rel, native, arr.shape[:2], channels)
+        arrays.append(arr)
+        kept.append(rel)
+        if progress is not None:
+            progress(n + 1, len(files))
+    if not arrays:
+        raise DataError(f"None of the {len(files)} image files under {root} could be read (all were skipped).")
+    if bad:
+        log.warning("%s: skipped %d unreadable image(s)", root, bad)
+    return arrays, kept, bad
 
 
 def read_image_folder(
@@ -255,6 +440,8 @@ def read_image_folder(
     - labels: first-level sub-folder names (sorted) when every image lives in a sub-folder.
     - captions: from metadata.jsonl / metadata.csv in ``root``; every image must then have one.
     - ``skip_bad``: skip unreadable/truncated files (counted in ``skipped``) instead of raising.
+
+    Folder symlinks are followed but every real image is read once (see :func:`list_image_files`).
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -267,19 +454,7 @@ def read_image_folder(
             f"No images (.png, .jpg, .jpeg, .webp) found under {root} (searched recursively); "
             "point to the folder that contains the images."
         )
-
-    class_names = None
-    if labels:
-        in_subfolder = ["/" in f for f in files]
-        if all(in_subfolder):
-            class_names = sorted({f.split("/", 1)[0] for f in files})
-        elif any(in_subfolder):
-            log.warning(
-                "%s: some images are in sub-folders and some at the top level, so no class labels "
-                "are used; put every image in a class sub-folder to get labels.",
-                root,
-            )
-
+    class_names = _folder_class_names(root, files) if labels else None
     caption_map = read_metadata(root) if captions else None
     if caption_map is not None:
         missing = [f for f in files if f not in caption_map]
@@ -290,52 +465,8 @@ def read_image_folder(
                 "or remove those images."
             )
 
-    arrays: list[np.ndarray] = []
-    kept: list[str] = []
-    bad: list[str] = []
-    first: tuple[str, int, tuple[int, int]] | None = None  # (file, native channels, size) of the first image
-    for n, rel in enumerate(files):
-        path = root / rel
-        try:
-            with Image.open(path) as img:
-                img.load()  # decode now: truncated files only fail here, not in open()
-                native = image_channels(img)
-                arr = pil_to_array(img, channels or native, resolution)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            if not skip_bad:
-                raise DataError(
-                    f"Could not read image {path}: {e}. Remove or replace the file, or pass skip_bad=True "
-                    "(--skip-bad) to skip unreadable images."
-                ) from e
-            log.warning("skipping unreadable image %s: %s", path, e)
-            bad.append(rel)
-            continue
-        size = arr.shape[:2]
-        if first is None:
-            first = (rel, native, size)
-        else:
-            if channels is None and native != first[1]:
-                raise DataError(
-                    f"{root} mixes grayscale and colour images ({first[0]} has {first[1]} channel(s), "
-                    f"{rel} has "
-                    f"{native}); pass channels=1 or channels=3 (--channels 1|3) to convert them all."
-                )
-            if size != first[2]:  # only possible with resolution=None
-                raise DataError(
-                    f"{root} mixes image sizes ({first[0]} is {first[2][1]}x{first[2][0]}, {rel} is "
-                    f"{size[1]}x{size[0]}); pass resolution=N (--resolution N) to resize and center-crop "
-                    "them."
-                )
-        arrays.append(arr)
-        kept.append(rel)
-        if progress is not None:
-            progress(n + 1, len(files))
-    if not arrays:
-        raise DataError(f"None of the {len(files)} image files under {root} could be read (all were skipped).")
-    if bad:
-        log.warning("%s: skipped %d unreadable image(s)", root, len(bad))
-
-    data = FolderData(images=np.stack(arrays), skipped=len(bad), files=kept)
+    arrays, kept, bad = _decode_all(root, files, channels, resolution, skip_bad, progress)
+    data = FolderData(images=np.stack(arrays), skipped=bad, files=kept)
     if class_names is not None:
         index = {c: i for i, c in enumerate(class_names)}
         data.labels = np.array([index[f.split("/", 1)[0]] for f in kept], dtype=np.int64)
@@ -360,6 +491,48 @@ class ArrayData:
     class_names: list[str] | None = None
 
 
+def _open_npz(path: Path):
+    """``np.load(path)`` as an open NpzFile; DataError for anything else (a .npy, a pickle, other bytes)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"Could not read {path}: {e}.") from e
+    if not magic.startswith((b"PK", b"\x93NUMPY")):  # zip (.npz) and .npy signatures; else np.load tries pickle
+        raise DataError(f"{path} is not an .npz archive (no zip signature at its start); save it with numpy.savez.")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 -- BadZipFile, ValueError (pickle), OSError, EOFError: not an npz
+        raise DataError(f"Could not read {path} as an .npz archive ({e}); save it with numpy.savez.") from e
+    if isinstance(npz, np.ndarray):  # np.load reads .npy files whatever their name
+        raise DataError(
+            f"{path} is a .npy array, not an .npz archive; save with numpy.savez({path.name!r}, images=array) "
+            "(plus labels=..., captions=... if you have them)."
+        )
+    return npz
+
+
+def _npz_array(npz, path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of an open .npz; DataError for a pickled (object) array or a damaged member."""
+    try:
+        return npz[key]
+    except ValueError as e:  # object arrays need pickle, which we refuse for safety
+        raise DataError(
+            f"{path}: key {key!r} is stored as a Python-object array (or is damaged: {e}); store it as a "
+            "plain numpy array (e.g. np.array(list_of_str) for captions)."
+        ) from e
+    except Exception as e:  # noqa: BLE001 -- zlib.error, BadZipFile, EOFError, MemoryError: a damaged archive
+        raise DataError(f"{path}: could not read array {key!r} ({type(e).__name__}: {e}); save it again.") from e
+
+
+def _npz_strings(path: Path, key: str, arr: np.ndarray) -> list[str]:
+    """A numpy string array (unicode or bytes, the latter UTF-8) as Python strings."""
+    try:
+        return [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in arr.tolist()]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: {key!r} holds bytes that are not UTF-8 ({e}); store them as str.") from e
+
+
 def read_npz(path: str | os.PathLike) -> ArrayData:
     """Read ``images`` (+ optional ``labels``, ``captions``, ``class_names``) from an .npz file.
 
@@ -370,63 +543,52 @@ def read_npz(path: str | os.PathLike) -> ArrayData:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist; check the path.")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError: all mean "not a readable npz"
-        raise DataError(f"Could not read {path} as an .npz archive ({e}); save it with numpy.savez.") from e
-    with npz:
+    with _open_npz(path) as npz:
         keys = set(npz.files)
         if "images" not in keys:
             raise DataError(
                 f"{path} has no 'images' array (found keys {sorted(keys)}); save the images under "
                 "the key 'images' as [N, H, W] or [N, H, W, C]."
             )
-
-        def get(key: str) -> np.ndarray:
-            try:
-                return npz[key]
-            except ValueError as e:  # object arrays need pickle, which we refuse for safety
-                raise DataError(
-                    f"{path}: key {key!r} is stored as a Python-object array; store it as a plain "
-                    f"numpy array (e.g. np.array(list_of_str) for captions)."
-                ) from e
-
-        images = _validate_npz_images(path, get("images"))
-        n = len(images)
-        out = ArrayData(images=images)
+        out = ArrayData(images=_validate_npz_images(path, _npz_array(npz, path, "images")))
+        n = len(out.images)
         if "labels" in keys:
-            labels = get("labels")
-            if labels.shape != (n,):
-                raise DataError(
-                    f"{path}: 'labels' has shape {labels.shape}, expected ({n},) (one label per image in 'images')."
-                )
-            if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-                raise DataError(f"{path}: 'labels' has dtype {labels.dtype}, expected integers.")
-            if n and labels.min() < 0:
-                raise DataError(f"{path}: 'labels' contains negative values; use class indices 0..K-1.")
-            out.labels = labels.astype(np.int64)
+            out.labels = _validate_npz_labels(path, _npz_array(npz, path, "labels"), n)
         if "captions" in keys:
-            caps = get("captions")
+            caps = _npz_array(npz, path, "captions")
             if caps.shape != (n,):
                 raise DataError(
                     f"{path}: 'captions' has shape {caps.shape}, expected ({n},) (one caption per image in 'images')."
                 )
             if caps.dtype.kind not in "US":
                 raise DataError(f"{path}: 'captions' has dtype {caps.dtype}, expected strings.")
-            out.captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in caps.tolist()]
+            out.captions = _npz_strings(path, "captions", caps)
         if "class_names" in keys:
-            names = get("class_names")
+            names = _npz_array(npz, path, "class_names")
             if names.ndim != 1 or names.dtype.kind not in "US":
                 raise DataError(
                     f"{path}: 'class_names' must be a 1-D array of strings, found {names.dtype} {names.shape}."
                 )
-            out.class_names = [str(c) for c in names.tolist()]
+            out.class_names = _npz_strings(path, "class_names", names)
             if out.labels is not None and n and out.labels.max() >= len(out.class_names):
                 raise DataError(
                     f"{path}: 'labels' go up to {out.labels.max()} but 'class_names' has only "
                     f"{len(out.class_names)} entries."
                 )
     return out
+
+
+def _validate_npz_labels(path: Path, labels: np.ndarray, n: int) -> np.ndarray:
+    """Check an npz ``labels`` array (one non-negative integer per image) and return it as int64."""
+    if labels.shape != (n,):
+        raise DataError(
+            f"{path}: 'labels' has shape {labels.shape}, expected ({n},) (one label per image in 'images')."
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise DataError(f"{path}: 'labels' has dtype {labels.dtype}, expected integers.")
+    if n and (labels.min() < 0 or int(labels.max()) > np.iinfo(np.int64).max):
+        raise DataError(f"{path}: 'labels' contains negative or huge values; use class indices 0..K-1.")
+    return labels.astype(np.int64)
 
 
 def _validate_npz_images(path: Path, images: np.ndarray) -> np.ndarray:
@@ -441,6 +603,8 @@ def _validate_npz_images(path: Path, images: np.ndarray) -> np.ndarray:
         )
     if len(images) == 0:
         raise DataError(f"{path}: 'images' is empty (shape {shape}); expected at least one image.")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(f"{path}: 'images' has shape {shape}: images of zero height or width.")
     if images.dtype == np.uint8:
         pass
     elif np.issubdtype(images.dtype, np.floating):

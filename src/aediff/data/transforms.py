@@ -18,20 +18,56 @@ def image_channels(img: Image.Image) -> int:
     return 1 if img.mode in _GRAY_MODES else 3
 
 
+def _int_gray(img: Image.Image) -> np.ndarray:
+    """16-bit ("I;16*") or 32-bit ("I") grayscale -> uint8 ``[H, W, 1]``, scaled by the bit depth.
+
+    PNG stores 16-bit grayscale as 0..65535 (Pillow opens it as "I;16" or "I"), so 65535 is white and 255 is
+    nearly black. Scaling by the observed maximum instead would make a dark image (all values <= 255) 256x
+    too bright, and the brightness of each image would depend on its own content.
+    """
+    a = np.asarray(img).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(
+            f"its {img.mode!r} pixels range over {a.min()}..{a.max()}, outside the 16-bit range 0..65535 "
+            "that is mapped to black..white; save it as an 8- or 16-bit image"
+        )
+    return ((a * 255 + 32767) // 65535).astype(np.uint8)[..., None]
+
+
+def _float_gray(img: Image.Image) -> np.ndarray:
+    """32-bit float ("F") grayscale -> uint8 ``[H, W, 1]``: values in [0, 1] (the convention of npz float
+    images) map to 0..255; anything else is refused, since its scale (0..1, 0..255, HDR) cannot be known."""
+    a = np.asarray(img, dtype=np.float64)
+    if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
+        raise ValueError(
+            f"its float pixels range over {np.nanmin(a):g}..{np.nanmax(a):g}, not [0, 1]; rescale them to [0, 1] "
+            "or save an 8-bit image"
+        )
+    return np.rint(a * 255.0).astype(np.uint8)[..., None]
+
+
 def _native_array(img: Image.Image) -> np.ndarray:
-    """Pillow image -> uint8 ``[H, W, C]`` with C = 1 (gray), 3 (RGB) or 4 (RGBA, alpha not yet applied)."""
+    """Pillow image -> uint8 ``[H, W, C]`` with C = 1 (gray), 3 (RGB) or 4 (RGBA, alpha not yet applied).
+
+    Modes: 1, L (gray); I;16*, I (16-bit gray, by bit depth); F (float gray in [0, 1]); LA, La, PA, RGBA,
+    RGBa and any mode with a "transparency" entry (P, L, RGB with tRNS) -> RGBA; P, CMYK, YCbCr, RGBX, ...
+    -> RGB by Pillow's conversion. A mode Pillow cannot convert raises ValueError.
+    """
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
-        # 16/32-bit grayscale PNGs: Pillow's convert("L") clips at 255, so rescale 0..65535 -> 0..255.
-        a = np.asarray(img).astype(np.int64)
-        if a.max(initial=0) > 255:
-            a = (a * 255 + 32767) // 65535
-        return np.clip(a, 0, 255).astype(np.uint8)[..., None]
-    if "A" in mode or "a" in mode or "transparency" in img.info:
-        return np.asarray(img.convert("RGBA"))
-    if image_channels(img) == 1:
-        return np.asarray(img.convert("L"))[..., None]
-    return np.asarray(img.convert("RGB"))
+        return _int_gray(img)
+    if mode == "F":
+        return _float_gray(img)
+    try:
+        if mode == "La":  # premultiplied alpha: Pillow converts it to RGBA only by way of LA
+            img = img.convert("LA")
+        if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info:
+            return np.asarray(img.convert("RGBA"))
+        if image_channels(img) == 1:
+            return np.asarray(img.convert("L"))[..., None]
+        return np.asarray(img.convert("RGB"))
+    except (ValueError, OSError) as e:  # Pillow has no conversion for this mode
+        raise ValueError(f"its pixel mode {mode!r} cannot be converted to RGB ({e})") from e
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:

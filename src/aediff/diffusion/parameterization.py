@@ -60,7 +60,9 @@ class Denoiser(nn.Module):
 
     def __init__(self, network: nn.Module, parameterization: str = "edm", sigma_data: float = 0.5):
         super().__init__()
-        preconditioning(parameterization, torch.ones(1), sigma_data)  # validates the name
+        if parameterization not in PARAMETERIZATIONS:  # a name check, not tensor math: it also builds on meta
+            choices = ", ".join(PARAMETERIZATIONS)
+            raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {choices}")
         self.network = network
         self.parameterization = parameterization
         self.sigma_data = sigma_data

@@ -14,11 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from aediff.errors import ConfigError
@@ -98,6 +93,10 @@ def knn_correct(
 ) -> np.ndarray:
     """Whether a k-nearest-neighbour classifier (Euclidean, on codes standardized with the training codes'
     mean and std) fitted on the training codes labels each test code correctly: [N_test] bool."""
+    from sklearn.neighbors import KNeighborsClassifier  # sklearn is imported when used: it takes ~1 s
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(train_codes))))
     probe.fit(_numpy(train_codes), _numpy(train_labels))
     return probe.predict(_numpy(test_codes)) == _numpy(test_labels)
@@ -110,8 +109,13 @@ def knn_accuracy(
     return float(knn_correct(train_codes, train_labels, test_codes, test_labels, k).mean())
 
 
-def _fit_linear_probe(train_codes: ArrayLike, train_labels: ArrayLike, seed: int = 0) -> Pipeline:
+def _fit_linear_probe(train_codes: ArrayLike, train_labels: ArrayLike, seed: int = 0) -> Any:
     """Standardize, then multinomial logistic regression (L2, C = 1) fitted on the training codes."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     with warnings.catch_warnings():
         # lbfgs may stop a little short of its tolerance on hard probes; the accuracy is what we report.

@@ -48,6 +48,7 @@ from aediff.errors import ConfigError
 from aediff.export import folders
 from aediff.models import Capability, CapabilityError, Condition, Model, model_class
 from aediff.models.interface import check_no_sampling_choices
+from aediff.models.sizes import check_model_size
 from aediff.modes import DiffusersSampler
 
 PIPELINE_FILE = "pipeline.py"
@@ -66,6 +67,7 @@ class AediffDenoiser(ModelMixin, ConfigMixin):
         super().__init__()
         cls = model_class(family)
         config = config_from_dict(cls.config_class, cls.upgrade_config(model_config or {}, format_version))
+        check_model_size(cls, config)  # the folder's config.json is read before anything is allocated
         self.network: Model = cls(config)
 
     @property

@@ -8,6 +8,7 @@ An AE has no prior, so ``sample`` draws from a Gaussian fitted to the training s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from aediff.blocks import Decoder, Encoder, group_norm, stage_sizes
+from aediff.config import (
+    MAX_BLOCKS,
+    MAX_IMAGE_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_LATENT_CHANNELS,
+    MAX_STAGES,
+    MAX_WIDTH,
+    bounded,
+    bounded_items,
+    check_ranges,
+)
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError, RunError
 from aediff.models.interface import Capability, Condition, Model, check_no_sampling_choices
@@ -26,15 +38,22 @@ from aediff.modes import LatentKind
 
 @dataclass
 class AEConfig:
-    image_channels: int = 1  # 1 = greyscale, 3 = RGB; set from the data by the trainer
-    image_size: int = 28  # side of the square images, pixels; set from the data by the trainer
-    channels: tuple[int, ...] = (16, 32, 64)  # width of each resolution stage; len-1 halvings
-    blocks_per_stage: int = 1  # residual blocks per stage, in the encoder and in the decoder
-    attention_resolutions: tuple[int, ...] = ()  # stage sizes (pixels) that get self-attention
-    dropout: float = 0.0  # inside residual blocks
+    """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
+
+    image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # 1 = greyscale, 3 = RGB; set from the data
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # side of the square images, pixels; set from the data
+    # width of each resolution stage; len-1 halvings
+    channels: tuple[int, ...] = bounded_items((16, 32, 64), 1, MAX_WIDTH, max_items=MAX_STAGES)
+    blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)  # residual blocks per stage, in the encoder and decoder
+    # stage sizes (pixels) that get self-attention; sizes no stage has are ignored (defaults serve any data)
+    attention_resolutions: tuple[int, ...] = bounded_items((), 1, MAX_IMAGE_SIZE, min_items=0)
+    dropout: float = bounded(0.0, 0, 1, high_open=True)  # inside residual blocks
     latent: LatentKind = "vector"  # bottleneck shape
-    bottleneck_dim: int = 32  # numbers in the vector latent (latent="vector")
-    latent_channels: int = 4  # channels of the spatial latent (latent="spatial")
+    bottleneck_dim: int = bounded(32, 1, MAX_WIDTH)  # numbers in the vector latent (latent="vector")
+    latent_channels: int = bounded(4, 1, MAX_LATENT_CHANNELS)  # channels of the spatial latent (latent="spatial")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @register_model
@@ -82,9 +101,10 @@ class Autoencoder(Model):
         self.latent_shape = latent_shape
         # Gaussian fitted to the training latents (mean and Cholesky factor of the covariance of the
         # flattened latent); buffers, so they travel inside the safetensors files.
-        d = int(torch.tensor(latent_shape).prod())
+        d = math.prod(latent_shape)  # not a tensor: the model must also build on the meta device (models/sizes.py)
         self.register_buffer("prior_mean", torch.zeros(d))
-        self.register_buffer("prior_scale_tril", torch.eye(d))
+        # torch.eye on the meta device goes through a decomposition that imports torch._dynamo (1 s per command)
+        self.register_buffer("prior_scale_tril", torch.zeros(d, d).fill_diagonal_(1))
         self.register_buffer("prior_fitted", torch.zeros((), dtype=torch.bool))
 
     @property
@@ -138,8 +158,14 @@ class Autoencoder(Model):
         self.eval()
         latents = torch.cat([self.encode(x).flatten(1).double() for x in batches])
         self.train(was_training)
+        if not torch.isfinite(latents).all():
+            raise ConfigError(
+                "the autoencoder's latents of the training images are not all finite, so no Gaussian can be fitted "
+                "to sample from: the weights diverged; retrain with a lower --lr"
+            )
         mean = latents.mean(0)
-        cov = torch.cov(latents.T).reshape(mean.numel(), mean.numel())
+        # One latent has no spread to estimate (correction 1 would divide by zero): its covariance is 0 + jitter.
+        cov = torch.cov(latents.T, correction=int(len(latents) > 1)).reshape(mean.numel(), mean.numel())
         # A little jitter keeps the Cholesky factor defined when the latents span fewer dimensions.
         jitter = 1e-5 * cov.diagonal().mean().clamp_min(1e-8)
         cov = cov + jitter * torch.eye(len(mean), dtype=cov.dtype, device=cov.device)

@@ -13,6 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from aediff.blocks import Encoder, group_norm
+from aediff.config import (
+    MAX_BLOCKS,
+    MAX_CLASSES,
+    MAX_IMAGE_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_STAGES,
+    MAX_WIDTH,
+    bounded,
+    bounded_items,
+    check_ranges,
+)
 from aediff.errors import DataError
 from aediff.models.interface import Capability, Model
 from aediff.models.registry import register_model
@@ -20,13 +31,19 @@ from aediff.models.registry import register_model
 
 @dataclass
 class ClassifierConfig:
-    image_channels: int = 1  # set from the data by the trainer
-    image_size: int = 28  # set from the data by the trainer
-    num_classes: int = 10  # set from the data by the trainer
-    channels: tuple[int, ...] = (32, 64, 128)  # width per stage of the encoder
-    blocks_per_stage: int = 1
-    feature_dim: int = 128  # size of the penultimate features used for FID / KID
-    dropout: float = 0.1
+    """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
+
+    image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # set from the data by the trainer
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # set from the data by the trainer
+    num_classes: int = bounded(10, 1, MAX_CLASSES)  # set from the data by the trainer
+    # width per stage of the encoder
+    channels: tuple[int, ...] = bounded_items((32, 64, 128), 1, MAX_WIDTH, max_items=MAX_STAGES)
+    blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)
+    feature_dim: int = bounded(128, 1, MAX_WIDTH)  # size of the penultimate features used for FID / KID
+    dropout: float = bounded(0.1, 0, 1, high_open=True)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @register_model

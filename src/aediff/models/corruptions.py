@@ -44,14 +44,17 @@ class Corruption:
         except ValueError:
             raise ConfigError(f"bad level {parts[1]!r} in {spec!r}: use a number or a range like 0.1-0.5") from None
         low, high = bounds[0], bounds[-1]
-        if len(bounds) > 2 or low > high or low < 0:
+        # `not (0 <= low <= high < inf)`, so that NaN and inf fail too
+        if len(bounds) > 2 or not 0 <= low <= high < float("inf"):
             raise ConfigError(f"bad level {parts[1]!r} in {spec!r}: use LEVEL or LOW-HIGH with 0 <= LOW <= HIGH")
         if kind in ("mask", "saltpepper") and high > 1:
             raise ConfigError(f"{kind} takes a fraction in [0, 1], got {parts[1]!r}")
         patch = 1
         for option in parts[2:]:
-            if option.startswith("patch") and option[5:].isdigit() and kind == "mask":
+            if option.startswith("patch") and option[5:].isascii() and option[5:].isdigit() and kind == "mask":
                 patch = int(option[5:])
+                if not 1 <= patch <= 1024:  # 0 divides by zero; a huge patch upsamples to a huge mask
+                    raise ConfigError(f"mask patch size must be in [1, 1024] pixels, got {option!r} in {spec!r}")
             else:
                 raise ConfigError(f"unknown option {option!r} in {spec!r} (masking takes patchN)")
         return cls(kind, low, high, patch)  # type: ignore[arg-type]

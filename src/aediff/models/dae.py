@@ -21,6 +21,10 @@ from aediff.models.registry import register_model
 class DAEConfig(AEConfig):
     corruption: str = "gaussian:0.5"  # training corruption, e.g. gaussian:0.5, gaussian:0.1-0.8, mask:0.3
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        Corruption.parse(self.corruption)  # a bad spec is refused with the config, not when training starts
+
 
 @register_model
 class DAE(Autoencoder):

@@ -18,6 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from aediff.config import (
+    MAX_BLOCKS,
+    MAX_CLASSES,
+    MAX_IMAGE_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_STAGES,
+    MAX_WIDTH,
+    FieldRangeError,
+    bounded,
+    bounded_items,
+    check_ranges,
+)
 from aediff.diffusion.parameterization import Denoiser, x0_loss_weight
 from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
@@ -31,30 +43,44 @@ from aediff.modes import ConditionKind, LossWeighting, Parameterization, Sampler
 
 @dataclass
 class NetworkConfig:
-    """The U-Net's shape (its input shape and condition widths are set by the model, not here)."""
+    """The U-Net's shape (its input shape and condition widths are set by the model, not here). Ranges are
+    declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
-    channels: tuple[int, ...] = (32, 64, 64)  # width of each resolution stage
-    blocks_per_stage: int = 1  # encoder ResBlocks per stage (the decoder has one more with skips)
-    attention_resolutions: tuple[int, ...] = (7,)  # stage sizes (pixels) with self-attention
-    dropout: float = 0.0  # inside residual blocks
-    embedding_dim: int = 128  # width of the noise-level embedding given to every ResBlock
+    # width of each resolution stage
+    channels: tuple[int, ...] = bounded_items((32, 64, 64), 1, MAX_WIDTH, max_items=MAX_STAGES)
+    blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)  # encoder ResBlocks per stage (the decoder has one more)
+    # stage sizes (pixels) with self-attention; sizes no stage has are ignored (defaults serve any data)
+    attention_resolutions: tuple[int, ...] = bounded_items((7,), 1, MAX_IMAGE_SIZE, min_items=0)
+    dropout: float = bounded(0.0, 0, 1, high_open=True)  # inside residual blocks
+    embedding_dim: int = bounded(128, 1, MAX_WIDTH)  # width of the noise-level embedding given to every ResBlock
     skip_connections: bool = True  # False: an autoencoder-shaped denoiser (no encoder -> decoder skips)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
 class ProcessConfig:
-    """The diffusion process: which noise levels training visits, what the network predicts, the loss."""
+    """The diffusion process: which noise levels training visits, what the network predicts, the loss.
+    Noise levels are positive and finite, sigma_min < sigma_max."""
 
     schedule: ScheduleKind = "cosine"  # training noise levels (see diffusion/schedules.py)
-    num_train_steps: int = 1000  # T of the discrete schedules
+    # T of the discrete schedules; the cap keeps their per-step tables (built in Python) small
+    num_train_steps: int = bounded(1000, 1, 100_000)
     parameterization: Parameterization = "v"  # what the network predicts
-    sigma_data: float = 0.5  # edm: standard deviation of the data, in [-1, 1] pixel units
+    sigma_data: float = bounded(0.5, 0, low_open=True)  # edm: standard deviation of the data, in [-1, 1] pixel units
     loss_weighting: LossWeighting = "uniform"  # uniform in the network's own target, or min-SNR
-    min_snr_gamma: float = 5.0  # min_snr: weight on ||D - x0||^2 is min(1 / sigma^2, gamma) (Hang et al. 2023)
-    p_mean: float = -1.2  # edm: mean of ln(sigma) in training
-    p_std: float = 1.2  # edm: std of ln(sigma) in training
-    sigma_min: float = 0.002  # edm: smallest sampling sigma
-    sigma_max: float = 80.0  # largest sigma euler / heun / dpm++ start from (edm: also of training)
+    # min_snr: weight on ||D - x0||^2 is min(1 / sigma^2, gamma) (Hang et al. 2023)
+    min_snr_gamma: float = bounded(5.0, 0, low_open=True)
+    p_mean: float = bounded(-1.2)  # edm: mean of ln(sigma) in training (any finite number)
+    p_std: float = bounded(1.2, 0, low_open=True)  # edm: std of ln(sigma) in training
+    sigma_min: float = bounded(0.002, 0, low_open=True)  # edm: smallest sampling sigma
+    sigma_max: float = bounded(80.0, 0, low_open=True)  # largest sigma euler / heun / dpm++ start from (edm: training)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if not self.sigma_min < self.sigma_max:
+            raise FieldRangeError("sigma_min", f"below sigma_max ({self.sigma_max:g})", self.sigma_min)
 
 
 @dataclass
@@ -62,33 +88,50 @@ class SamplingConfig:
     """Defaults of ``sample`` (each can be chosen per call with SamplerOptions / Condition)."""
 
     sampler: SamplerName = "dpm++"  # default sampler
-    steps: int = 20  # default sampling steps
+    steps: int = bounded(20, 1, 10_000)  # default sampling steps
     clip_denoised: bool = True  # clamp each x0 estimate to [-1, 1] while sampling
-    guidance: float = 1.0  # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null)
+    # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null); 0 = unconditional, 1 = none
+    guidance: float = bounded(1.0, 0)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
 class ConditioningConfig:
-    """What the model can be told to generate, and the caption encoder for text."""
+    """What the model can be told to generate, and the caption encoder for text. A learned text encoder's
+    width must be a multiple of its 4 attention heads."""
 
     kind: ConditionKind = "none"  # none, class labels, or captions
-    num_classes: int = 0  # class: how many (set from the data); label num_classes is the null class
-    null_probability: float = 0.1  # training: P(null condition), which lets one model guide itself (CFG)
+    # class: how many (set from the data); label num_classes is the null class
+    num_classes: int = bounded(0, 0, MAX_CLASSES)
+    # training: P(null condition), which lets one model guide itself (CFG)
+    null_probability: float = bounded(0.1, 0, 1, high_open=True)
     text_encoder: TextEncoderKind = "learned"  # text: the caption encoder
     text_encoder_path: str = ""  # clip: a local folder or hub id of a transformers CLIP text model
-    text_width: int = 128  # learned: width of the text transformer
-    text_layers: int = 2  # learned: transformer layers
-    text_max_length: int = 64  # learned: bytes per caption kept (longer captions are truncated)
+    text_width: int = bounded(128, 4, 4096)  # learned: width of the text transformer
+    text_layers: int = bounded(2, 1, 48)  # learned: transformer layers
+    text_max_length: int = bounded(64, 2, 4096)  # learned: bytes per caption kept, BOS and EOS included
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.kind == "text" and self.text_encoder == "learned" and self.text_width % 4:
+            raise FieldRangeError(
+                "text_width", "a multiple of 4 (the learned encoder's attention heads)", self.text_width
+            )
 
 
 @dataclass
 class DiffusionConfig:
-    image_channels: int = 1  # channels of the images (set from the data by the trainer)
-    image_size: int = 28  # side of the square images, pixels (set from the data by the trainer)
+    image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # channels of the images (set from the data)
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # side of the square images, pixels (set from the data)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)  # the nested configs checked themselves when built; a replaced one is checked here
 
 
 # Config format 1 kept every field in one flat DiffusionConfig; where each one lives now.
@@ -206,9 +249,7 @@ class DiffusionModel(Model):
 
     def __init__(self, config: DiffusionConfig, space_shape: tuple[int, int, int] | None = None):
         super().__init__()
-        conditioning = config.conditioning
-        if not 0 <= conditioning.null_probability < 1:
-            raise ConfigError(f"conditioning.null_probability must be in [0, 1), got {conditioning.null_probability}")
+        conditioning = config.conditioning  # its ranges were checked when the config was built
         if conditioning.kind == "class" and conditioning.num_classes < 1:
             raise ConfigError(
                 "condition 'class' needs num_classes >= 1: train on a labelled dataset, or use --condition text / none"

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from aediff.config import bounded
 from aediff.errors import ConfigError
 from aediff.models.diffusion import (
     V1_FIELDS,
@@ -51,7 +52,7 @@ class LatentDiffusionConfig(DiffusionConfig):
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(64, 64), attention_resolutions=(4,)))
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(clip_denoised=False))  # not in [-1, 1]
     autoencoder: AutoencoderSource = field(default_factory=AutoencoderSource)
-    latent_scale: float = 0.0  # latents are multiplied by this (1 / their std); 0 = measure on the data
+    latent_scale: float = bounded(0.0, 0)  # latents are multiplied by this (1 / their std); 0 = measure on the data
 
 
 def upgrade_v1(flat: dict[str, Any]) -> dict[str, Any]:

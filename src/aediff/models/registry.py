@@ -11,6 +11,7 @@ from typing import Any
 from aediff.config import update_config
 from aediff.errors import ConfigError
 from aediff.models.interface import Model
+from aediff.models.sizes import check_model_size
 
 MODELS: dict[str, type[Model]] = {}
 
@@ -36,8 +37,10 @@ def model_class(family: str) -> type[Model]:
 def build_model(family: str, config: Any, **components: Any) -> Model:
     """Build a model of ``family`` from its config dataclass, or from overrides of its default config (a dict
     keyed by dotted paths or unique field names, see ``aediff.config.update_config``); ``components`` are
-    parts it is given rather than builds (latent diffusion's trained autoencoder)."""
+    parts it is given rather than builds (latent diffusion's trained autoencoder). A model too large for memory
+    is refused before anything is allocated (``aediff.models.sizes.check_model_size``; $AEDIFF_MAX_MODEL_GB)."""
     cls = model_class(family)
     if isinstance(config, dict):
         config = update_config(cls.config_class(), config)
+    check_model_size(cls, config, **components)
     return cls(config, **components)

@@ -40,6 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from aediff.config import FieldRangeError, bounded, check_ranges
 from aediff.data import cache_dir
 from aediff.errors import ConfigError
 from aediff.models.interface import model_device
@@ -74,10 +75,20 @@ class TextEncoderConfig:
 
     kind: str = "learned"  # one of TEXT_ENCODER_KINDS
     path: str = ""  # clip only: local folder or hub id of a CLIP model
-    width: int = 128  # learned only: token embedding width (frozen encoders have their own)
-    layers: int = 2  # learned only: transformer layers
-    heads: int = 4  # learned only: attention heads (must divide width)
-    max_length: int = 64  # tokens per caption, specials included; longer captions are truncated
+    width: int = bounded(128, 1, 4096)  # learned only: token embedding width (frozen encoders have their own)
+    layers: int = bounded(2, 0, 48)  # learned only (>= 1 there): transformer layers; frozen encoders record 0
+    heads: int = bounded(4, 0, 64)  # learned only (>= 1 there, dividing width): attention heads; frozen: 0
+    max_length: int = bounded(64, 2, 4096)  # tokens per caption, specials (BOS, EOS) included; longer: truncated
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "text_encoder")
+        if self.kind != "learned":
+            return
+        for name in ("layers", "heads"):  # 0 only stands for "not mine" in a frozen encoder's record
+            if getattr(self, name) < 1:
+                raise FieldRangeError(f"text_encoder.{name}", "a whole number >= 1 for a learned encoder", 0)
+        if self.width % self.heads:
+            raise FieldRangeError("text_encoder.width", f"a multiple of heads ({self.heads})", self.width)
 
 
 class TextEncoder(nn.Module):

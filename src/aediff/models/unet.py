@@ -19,20 +19,40 @@ import torch
 from torch import nn
 
 from aediff.blocks import Attention2d, Decoder, Encoder, ResBlock, TimestepEmbedding
+from aediff.config import (
+    MAX_BLOCKS,
+    MAX_CLASSES,
+    MAX_IMAGE_SIZE,
+    MAX_LATENT_CHANNELS,
+    MAX_STAGES,
+    MAX_WIDTH,
+    bounded,
+    bounded_items,
+    check_ranges,
+)
 
 
 @dataclass
 class UNetConfig:
-    image_channels: int = 1  # channels of x (and of the output)
-    image_size: int = 28  # side of the square input, pixels
-    channels: tuple[int, ...] = (32, 64, 64)  # width of each resolution stage
-    blocks_per_stage: int = 1  # encoder ResBlocks per stage (the decoder has one more with skips)
-    attention_resolutions: tuple[int, ...] = (7,)  # stage sizes (pixels) with self-attention
-    dropout: float = 0.0
-    embedding_dim: int = 128  # width of the noise-level embedding given to every ResBlock
+    """Ranges as in ``aediff.models.diffusion.NetworkConfig``; image_channels may be a latent's channels."""
+
+    image_channels: int = bounded(1, 1, MAX_LATENT_CHANNELS)  # channels of x (and of the output)
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # side of the square input, pixels
+    # width of each resolution stage
+    channels: tuple[int, ...] = bounded_items((32, 64, 64), 1, MAX_WIDTH, max_items=MAX_STAGES)
+    blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)  # encoder ResBlocks per stage (the decoder has one more)
+    # stage sizes (pixels) with self-attention
+    attention_resolutions: tuple[int, ...] = bounded_items((7,), 1, MAX_IMAGE_SIZE, min_items=0)
+    dropout: float = bounded(0.0, 0, 1, high_open=True)
+    embedding_dim: int = bounded(128, 1, MAX_WIDTH)  # width of the noise-level embedding given to every ResBlock
     skip_connections: bool = True  # False: an autoencoder-shaped denoiser (no encoder -> decoder skips)
-    num_classes: int = 0  # > 0: class-conditional; label num_classes means "no class" (for guidance)
-    context_dim: int = 0  # > 0: width of the text tokens attended to (and of the pooled text embedding)
+    # > 0: class-conditional; label num_classes means "no class" (for guidance)
+    num_classes: int = bounded(0, 0, MAX_CLASSES)
+    # > 0: width of the text tokens attended to (and of the pooled text embedding)
+    context_dim: int = bounded(0, 0, MAX_WIDTH)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 class UNet(nn.Module):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aediff.config import bounded
 from aediff.models.ae import AEConfig, Autoencoder
 from aediff.models.interface import Capability
 from aediff.models.registry import register_model
@@ -28,9 +29,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 @dataclass
 class VAEConfig(AEConfig):
-    beta: float = 1.0  # weight of the KL term (1 = the ELBO; >1 = beta-VAE)
+    beta: float = bounded(1.0, 0)  # weight of the KL term (1 = the ELBO; >1 = beta-VAE; 0 = a plain AE's loss)
     likelihood: Likelihood = "gaussian"  # p(x|z); bernoulli binarizes inputs
-    init_log_sigma: float = -2.0  # gaussian: initial decoder log-std, in [-1, 1] pixel units
+    # gaussian: initial decoder log-std, in [-1, 1] pixel units; exp(+-10) spans any sensible pixel noise
+    init_log_sigma: float = bounded(-2.0, -10, 10)
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -294,7 +294,7 @@ def run_compare(
     (else that is an error, checked before any training). Returns the metrics dict that is also written to
     ``out/metrics.json``; ``out/report.html`` is the report.
     """
-    from aediff.data import load_dataset
+    from aediff.data import check_captions_available, load_dataset
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,6 +313,9 @@ def run_compare(
         if planned.name in config.runs:
             _check_reused(planned, Path(config.runs[planned.name]))
     peers = peer_plan(config, plan)
+    for planned in plan:  # a text-conditioned model needs captions: say so before the first model trains
+        if planned.model.get("conditioning.kind") == "text":
+            check_captions_available(train_set, f"aediff compare's {planned.name} model (text-conditioned)")
     _clear_old_runs(plan, config, out, replace_runs)
     jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
     jobs += [("eval", 30.0) for p in [*plan, *peers] if not p.judge]

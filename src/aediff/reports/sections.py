@@ -694,12 +694,7 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
         if curves:
             figs.append(_curve_figure(curves, j))
     warnings = sorted(
-        {
-            w
-            for n in scored
-            for score in m.models[n]["generation_by_judge"].values()
-            for w in score.get("warnings", [])
-        }
+        {w for n in scored for score in m.models[n]["generation_by_judge"].values() for w in score.get("warnings", [])}
     )
     notes = "Numbers not to trust: " + " ".join(warnings) if warnings else ""
     claim = (

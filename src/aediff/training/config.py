@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Literal
 
+from aediff.config import bounded, bounded_items, check_ranges
 from aediff.errors import ConfigError
 from aediff.modes import MixedPrecision
 
@@ -44,30 +45,39 @@ def check_snapshots(values: Any, what: str = "snapshots") -> tuple[float, ...]:
     return fractions
 
 
+# Seeds feed torch.manual_seed and numpy's generators, which take non-negative 64-bit ints.
+MAX_SEED = 2**63 - 1
+
+
 @dataclass
 class TrainConfig:
-    batch_size: int = 64  # global batch, split evenly over processes
-    lr: float = 1e-3  # peak AdamW learning rate
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 100  # linear LR warm-up from 0, in optimizer steps
+    """The training recipe; every numeric field declares its range (``aediff.config.bounded``), checked when the
+    config is built. ``warmup_steps`` may exceed the run's length: the LR then never reaches its peak, which is
+    what a short smoke run (``--max-steps 2``) with the default warm-up does."""
+
+    batch_size: int = bounded(64, 1)  # global batch, split evenly over processes
+    lr: float = bounded(1e-3, 0, low_open=True)  # peak AdamW learning rate, > 0
+    weight_decay: float = bounded(0.0, 0)  # AdamW decoupled weight decay, >= 0
+    adam_betas: tuple[float, float] = bounded_items((0.9, 0.999), 0, 1, high_open=True, min_items=2, max_items=2)
+    warmup_steps: int = bounded(100, 0)  # linear LR warm-up from 0, in optimizer steps; 0 = none
     lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up, over the run's horizon
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
-    ema_decay: float = 0.999  # EMA of the weights; warm-up: decay_t = min(ema_decay, (1 + t) / (10 + t))
-    max_steps: int | None = None  # stop after this many optimizer steps ...
-    epochs: float | None = None  # ... or after this many passes over the training split ...
-    max_minutes: float | None = None  # ... or after this much wall-clock training time (first one reached)
-    seed: int = 0  # model init, data order and every random draw of the loss derive from it
+    min_lr_ratio: float = bounded(0.1, 0, 1)  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = bounded(1.0, 0)  # max global gradient norm; 0 = no clipping
+    ema_decay: float = bounded(0.999, 0, 1)  # EMA of the weights; warm-up: decay_t = min(ema_decay, (1 + t) / (10 + t))
+    max_steps: int | None = bounded(None, 1)  # stop after this many optimizer steps ...
+    epochs: float | None = bounded(None, 0, low_open=True)  # ... or after this many passes over the training split ...
+    max_minutes: float | None = bounded(None, 0, low_open=True)  # ... or after this much wall-clock training time
+    seed: int = bounded(0, 0, MAX_SEED)  # model init, data order and every random draw of the loss derive from it
     mixed_precision: MixedPrecision = "no"  # autocast dtype on accelerators
-    log_every: int = 25  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
-    checkpoint_every: int = 1000  # steps between checkpoints; one is always written at the end
-    preview_every: int = 1000  # steps between TensorBoard image grids; 0 = never
+    log_every: int = bounded(25, 1)  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
+    checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints; one is always written at the end
+    preview_every: int = bounded(1000, 0)  # steps between TensorBoard image grids; 0 = never
     tensorboard: bool = True  # write TensorBoard scalars and image grids under RUN/tb
     # Fractions of the budget, increasing, in (0, 1): when the run's progress (steps / horizon, or time / time
     # budget) first reaches one, a loadable copy of the model is kept in RUN/snapshots/<percent> (e.g. 25).
     # Writing them counts neither as training time nor against a time budget.
-    snapshots: tuple[float, ...] = ()
+    snapshots: tuple[float, ...] = bounded_items((), 0, 1, low_open=True, high_open=True, min_items=0)
 
     def __post_init__(self) -> None:
-        self.snapshots = check_snapshots(self.snapshots)
+        self.snapshots = check_snapshots(self.snapshots, "training.snapshots")  # its own messages: order, labels
+        check_ranges(self, "training")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +12,12 @@ import torch
 from accelerate import Accelerator
 
 from aediff import runs
-from aediff.config import config_from_dict, field_paths, update_config
+from aediff.config import config_from_dict, config_to_dict, field_paths, update_config
 from aediff.data import DataConfig
-from aediff.errors import ConfigError
+from aediff.errors import ConfigError, RunError
 from aediff.models import Capability, build_model, model_class
 from aediff.training.config import TrainConfig
-from aediff.training.trainer import Trainer, TrainResult
+from aediff.training.trainer import Trainer, TrainResult, checkpoint_exists
 
 
 def fill_data_shape(config: Any, dataset: Any) -> Any:
@@ -28,6 +30,13 @@ def fill_data_shape(config: Any, dataset: Any) -> Any:
     values = {"image_channels": dataset.channels, "image_size": height, "num_classes": dataset.num_classes}
     leaves = {path.rsplit(".", 1)[-1] for path in field_paths(type(config))}
     return update_config(config, {k: v for k, v in values.items() if k in leaves and v is not None})
+
+
+# What a resume may not change, and why (everything else in TrainConfig may: the LR, the budget, clipping...).
+FIXED_ON_RESUME = {
+    "batch_size": "it sets the data order of every step",
+    "seed": "it sets the data order and the random draws of every step",
+}
 
 
 def train(
@@ -46,28 +55,75 @@ def train(
     model: overrides of the family's config fields (e.g. {"bottleneck_dim": 8}).
     training: a TrainConfig, or overrides of the defaults; e.g. {"snapshots": (0.25, 0.5)} also keeps the model at
         25% and 50% of the budget in ``out/snapshots/25`` and ``/50`` (see ``aediff.runs.list_snapshots``).
-    resume: continue the run in ``out`` from its last checkpoint, with the family, model and data it was
-        started with; ``training`` may then only extend its stop conditions (max_steps, epochs, max_minutes).
+    resume: continue the run in ``out`` from its last checkpoint (from step 0 when it has none yet), with the
+        family, model and data it was started with; ``training`` may change anything but the batch size and
+        the seed (the LR, the budget, clipping, checkpoint and log intervals...): config.json records it.
+
+    The run folder is checked to be writable before anything is trained, and its writer lock
+    (``runs.writer_lock``) is held until the end: a second training into the same folder is refused.
     """
+    out = Path(out)
+    _check_writable(out, resume)
+    # Locked before the run is read (that finishes or drops a pending checkpoint write) and before the data is
+    # loaded (a second writer is refused at once); a folder yet to be made is locked by the Trainer.
+    if out.is_dir() and _is_main_process(accelerator):
+        with runs.writer_lock(out):
+            return _train(family, out, data, model, training, resume, progress, callbacks, accelerator)
+    return _train(family, out, data, model, training, resume, progress, callbacks, accelerator)
+
+
+def _is_main_process(accelerator: Accelerator | None) -> bool:
+    """Whether this is the process that writes the run folder (the trainer's Accelerator does not exist yet;
+    launchers such as torchrun and accelerate set RANK)."""
+    if accelerator is not None:
+        return accelerator.is_main_process
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_writable(out: Path, resume: bool) -> None:
+    """Fail now, not at the first checkpoint, when ``out`` cannot be written (or created: then its nearest
+    existing parent must be a writable folder). Creates nothing: a config error later leaves no folder."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    fix = "make it writable to resume" if resume else "choose another --out"
+    if not existing.is_dir():
+        raise RunError(f"cannot create the run folder {out}: {existing} is not a folder; {fix}")
+    probe = existing / f".aediff-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if existing == out:
+            raise RunError(f"cannot write to the run folder {out} ({reason}); {fix}") from None
+        raise RunError(f"cannot create the run folder {out}: {existing} is not writable ({reason}); {fix}") from None
+
+
+def _train(
+    family: str | None,
+    out: Path,
+    data: DataConfig | str | None,
+    model: dict[str, Any] | None,
+    training: TrainConfig | dict[str, Any] | None,
+    resume: bool,
+    progress: bool,
+    callbacks: list[Any] | None,
+    accelerator: Accelerator | None,
+) -> TrainResult:
+    """``train`` in a folder known to be writable (and locked, on the main process)."""
     components: dict[str, Any] = {}
+    changed_config = None  # a resume's new training settings: recorded once its checkpoint has loaded
     if resume:
-        stored = runs.read_run_config(out)
-        if family is not None and family != stored["family"]:
-            raise ConfigError(f"{out} holds a {stored['family']!r} run, not {family!r}")
-        family = stored["family"]
-        cls = model_class(family)
-        model_config = config_from_dict(
-            cls.config_class, cls.upgrade_config(stored["model"], stored.get("format_version", 1))
-        )
-        data_config = config_from_dict(DataConfig, stored["data"] or {})
-        train_config = config_from_dict(TrainConfig, stored["training"])
-        if training is not None:
-            overrides = dataclasses.asdict(training) if isinstance(training, TrainConfig) else training
-            allowed = {"max_steps", "epochs", "max_minutes"}
-            stored_values = dataclasses.asdict(train_config)
-            changed = {k: v for k, v in overrides.items() if k in allowed and stored_values[k] != v}
-            train_config = update_config(train_config, changed)
+        main = _is_main_process(accelerator)
+        family, model_config, data_config, train_config, changed_config = _resumed_configs(out, family, training, main)
+        _refuse_model_changes(out, model_config, model or {})
         dataset = data_config.load("train")
+        cls = model_class(family)
+        if not checkpoint_exists(out):  # it starts from step 0: build it as the new run was built
+            model_config, components = cls.prepare_config(
+                model_config, dataset, lambda path: runs.load(path, device="cpu")
+            )
     else:
         if family is None:
             raise ConfigError("name the model family to train, e.g. `aediff train vae`")
@@ -98,4 +154,52 @@ def train(
         callbacks=callbacks,
         progress=progress,
     )
+    if changed_config is not None:  # the checkpoint loaded: nothing in the folder changes before that
+        runs.write_files_atomically(out, {runs.CONFIG_FILE: json.dumps(changed_config, indent=2).encode()})
     return trainer.train()
+
+
+def _refuse_model_changes(out: Path, model_config: Any, overrides: dict[str, Any]) -> None:
+    """A resume may repeat the model options it was started with, not change them (the weights fix them)."""
+    before, after = dataclasses.asdict(model_config), dataclasses.asdict(update_config(model_config, overrides))
+    changed = [key for key in after if after[key] != before[key]]
+    if changed:
+        raise ConfigError(
+            f"the model of {out} cannot change on --resume (its checkpoint's weights fix it): "
+            f"{', '.join(changed)} differ; start a new run to change them"
+        )
+
+
+def _resumed_configs(
+    out: Path, family: str | None, training: TrainConfig | dict[str, Any] | None, main: bool
+) -> tuple[str, Any, DataConfig, TrainConfig, dict[str, Any] | None]:
+    """The family, model, data and training configs of the run in ``out``, with ``training``'s changes applied,
+    and the config.json that records them (for the ``main`` process to write once the checkpoint has loaded,
+    so that a later resume keeps them; None when nothing changed)."""
+    stored = runs.read_run_config(out)
+    if family is not None and family != stored["family"]:
+        raise ConfigError(f"{out} holds a {stored['family']!r} run, not {family!r}")
+    family = stored["family"]
+    cls = model_class(family)
+    model_config = config_from_dict(
+        cls.config_class, cls.upgrade_config(stored["model"], stored.get("format_version", 1))
+    )
+    data_config = config_from_dict(DataConfig, stored["data"] or {})
+    train_config = config_from_dict(TrainConfig, stored["training"])
+    runs.check_checkpoint_consistent(out)  # before anything is changed (the trainer checks again as it loads)
+    if training is None:
+        return family, model_config, data_config, train_config, None
+    overrides = dataclasses.asdict(training) if isinstance(training, TrainConfig) else dict(training)
+    updated = update_config(train_config, overrides)  # checks the names and values
+    before, after = config_to_dict(train_config), config_to_dict(updated)
+    changed = [key for key in after if after[key] != before[key]]
+    fixed = [key for key in changed if key in FIXED_ON_RESUME]
+    if fixed:
+        reasons = "; ".join(f"{key} ({before[key]} -> {after[key]}): {FIXED_ON_RESUME[key]}" for key in fixed)
+        raise ConfigError(f"a resumed run cannot change {reasons}; start a new run to change it")
+    record = None
+    if changed and main:
+        shown = ", ".join(f"{key} {before[key]} -> {after[key]}" for key in changed)
+        print(f"Resuming {out} with {shown}", flush=True)
+        record = {**stored, "training": after}  # its own format version: the model config stays as written
+    return family, model_config, data_config, updated, record

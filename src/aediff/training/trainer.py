@@ -10,10 +10,18 @@ Determinism, which makes ``--resume`` exact and multi-process runs equal to sing
 - randomness inside the loss (VAE noise, DAE corruption): the global torch RNG is re-seeded at every
   step from (seed, step, process), so the RNG state to restore is the step itself;
 - the learning rate is a function of progress (step / horizon, or elapsed / time budget).
+
+Faults never cost the last good checkpoint: the weights (model and EMA) are checked before every checkpoint
+and snapshot, so a step that made them NaN never overwrites it; a write that fails (a full disk) is one line
+naming the space it needed and the checkpoint kept; the first Ctrl-C or SIGTERM finishes the step and saves,
+a second one aborts (once a checkpoint write under way is done). A run that crashed before its first
+checkpoint resumes from step 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -83,6 +91,55 @@ class EMA:
             ema_b.copy_(b)
 
 
+CHECKPOINT_FILES = (runs.MODEL_FILE, runs.EMA_FILE, runs.OPTIMIZER_FILE, runs.STATE_FILE)
+
+
+def checkpoint_exists(run_dir: str | Path) -> bool:
+    """Whether the run folder holds any part of a checkpoint (a run that crashed before its first one has
+    only config.json: it is resumed from step 0)."""
+    return any((Path(run_dir) / name).exists() for name in CHECKPOINT_FILES)
+
+
+class TrainingAborted(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM) while the first one's checkpoint was pending: training stops at once.
+
+    A KeyboardInterrupt, so that code which handles Ctrl-C handles it; ``exit_code`` is 128 + the signal
+    number (130 for SIGINT, 143 for SIGTERM) and ``str()`` is the line to show."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def filesystem_of(path: Path) -> str:
+    """The device (e.g. /dev/sda1) of the file system that holds ``path``, for messages; the mount point or
+    the path itself where /proc/self/mounts cannot tell."""
+    target = os.path.realpath(path)
+    best, device = "", str(path)
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return device
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, device = mount, fields[0] if fields[0].startswith("/") else f"{fields[0]} ({mount})"
+    return device
+
+
+def _staging(snapshot: Path) -> Path:
+    """The hidden folder a snapshot is written into before it is renamed into place."""
+    return snapshot.with_name(f".{snapshot.name}.partial")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -92,6 +149,7 @@ class TrainResult:
     interrupted: bool  # stopped early by Ctrl-C or request_stop(); a checkpoint was written
     is_main_process: bool = True  # False on the other processes of a multi-process run
     last_logs: dict[str, float] = field(default_factory=dict)
+    stop_signal: int | None = None  # the signal that stopped it early (SIGINT, SIGTERM); None otherwise
 
     @property
     def images_per_second(self) -> float:
@@ -104,6 +162,9 @@ class Trainer:
     train_set: an ``aediff.data.ImageDataset`` (anything with ``__len__`` and ``batch(indices) -> dict``).
     run_config: what config.json records besides the training and data configs: {"family", "model"}.
     callbacks: called as ``callback(trainer, step, logs)`` after every optimizer step.
+
+    The run folder's writer lock (``runs.writer_lock``) is taken here, before anything is written, and
+    released when ``train()`` returns or raises.
     """
 
     def __init__(
@@ -153,12 +214,31 @@ class Trainer:
         self.train_seconds = 0.0
         self.elapsed_seconds = 0.0
         self._stop_requested = False
+        self._stop_signal: int | None = None
+        self._writing = False  # a checkpoint write is under way: a second Ctrl-C waits for its end
+        self._abort_signal: int | None = None  # the second Ctrl-C / SIGTERM that came during that write
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none written yet)
 
         self.model = model
         trainable = [p for p in model.parameters() if p.requires_grad]  # a frozen part (e.g. an autoencoder) stays
         self.optimizer = torch.optim.AdamW(
             trainable, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay
         )
+        # Held from before the first write to the end of train(): one writer per run folder (re-entrant: train()
+        # takes it first on a resume, to read the run).
+        self._lock = contextlib.ExitStack()
+        if acc.is_main_process:
+            self._lock.enter_context(runs.writer_lock(self.run_dir))
+        try:
+            self._open_run(model, run_config, data_config, resume)
+        except BaseException:
+            self._lock.close()
+            raise
+        self.writer = None
+
+    def _open_run(self, model: Model, run_config: dict[str, Any], data_config: DataConfig | None, resume: bool) -> None:
+        """Start the run folder (or load its checkpoint), the EMA and the optimizer."""
+        acc, config = self.accelerator, self.config
         state = None
         if resume:
             state = self._load_checkpoint()
@@ -174,19 +254,29 @@ class Trainer:
         acc.wait_for_everyone()
         self.ema = EMA(model, config.ema_decay)
         if state is not None:
-            self.ema.model.load_state_dict(runs.read_tensors(self.run_dir / runs.EMA_FILE))
+            runs.load_weights(self.ema.model, self.run_dir / runs.EMA_FILE)
         self.ema.model.to(acc.device)
         # A resumed run keeps the snapshots it already wrote (they are the same weights: training is exact).
         self._snapshots_due = [f for f in config.snapshots if not runs.snapshot_path(self.run_dir, f).is_dir()]
         self.ddp_model = acc.prepare(model)  # moves to the device; wraps in DDP with several processes
         if state is not None:
-            self.optimizer.load_state_dict(
-                runs.optimizer_from_files(runs.read_tensors(self.run_dir / runs.OPTIMIZER_FILE), state["param_groups"])
-            )
+            self._load_optimizer(state)
+            for group in self.optimizer.param_groups:  # a resume may change these (the LR is set at every step)
+                group["betas"], group["weight_decay"] = tuple(config.adam_betas), config.weight_decay
         self.optimizer = acc.prepare(self.optimizer)
-        self.writer = None
 
     # --- set-up ------------------------------------------------------------------------------------
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        """The optimizer's moments from the checkpoint; RunError naming the file when they do not fit."""
+        path = self.run_dir / runs.OPTIMIZER_FILE
+        try:
+            tensors = runs.read_tensors(path)
+            self.optimizer.load_state_dict(runs.optimizer_from_files(tensors, state["param_groups"]))
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise RunError(
+                f"{path} does not fit the model's parameters ({exc}); the checkpoint is damaged: {runs.RESTORE}"
+            ) from None
+
     def _horizon(self) -> int | None:
         """Total optimizer steps, when the run is bounded by steps or epochs (else None: by time)."""
         bounds = []
@@ -209,20 +299,47 @@ class Trainer:
         # Snapshots left in a folder without config.json belong to no run; they would pass for this one's.
         shutil.rmtree(self.run_dir / runs.SNAPSHOTS_DIR, ignore_errors=True)
 
-    def _load_checkpoint(self) -> dict[str, Any]:
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        """Load the checkpoint to resume from; None for a run that crashed before its first checkpoint (it
+        starts again from step 0, with the weights its config and seed give)."""
         runs.recover(self.run_dir)
+        if not checkpoint_exists(self.run_dir):
+            self._say(f"{self.run_dir} has no checkpoint yet: training it from step 0 with its config.json")
+            self._trim_log()
+            return None
         state_path = self.run_dir / runs.STATE_FILE
         if not state_path.exists():
-            raise RunError(
-                f"{self.run_dir} has no training state to resume from ({runs.STATE_FILE}); "
-                f"start a new run without --resume"
+            raise RunError(  # e.g. a snapshot: weights without optimizer state
+                f"{self.run_dir} has weights but no training state to resume from ({runs.STATE_FILE}); "
+                f"start a new run in another --out"
             )
-        state = json.loads(state_path.read_text())
-        self.model.load_state_dict(runs.read_tensors(self.run_dir / runs.MODEL_FILE))
-        self.step = state["step"]
-        self.train_seconds = state["train_seconds"]
-        self.elapsed_seconds = state["elapsed_seconds"]
+        runs.check_checkpoint_consistent(self.run_dir)
+        try:
+            state = json.loads(state_path.read_text())
+            self.step = int(state["step"])
+            self.train_seconds = float(state["train_seconds"])
+            self.elapsed_seconds = float(state["elapsed_seconds"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{state_path} is unreadable ({exc}); the checkpoint in {self.run_dir} is damaged") from exc
+        runs.load_weights(self.model, self.run_dir / runs.MODEL_FILE)
+        self.saved_step = self.step
+        self._trim_log()
         return state
+
+    def _trim_log(self) -> None:
+        """Drop the lines of log.jsonl past the step training resumes from (a crash after a log line but
+        before the next checkpoint leaves them; those steps are trained, and logged, again)."""
+        log = self.run_dir / runs.LOG_FILE
+        if self.accelerator.is_main_process and log.exists():
+            text = log.read_text()
+            kept = self._log_until_now(text)
+            if kept != text.encode():
+                runs.write_files_atomically(self.run_dir, {runs.LOG_FILE: kept})
+
+    def _say(self, line: str) -> None:
+        """One line for the user, from the main process only (beside the progress bar)."""
+        if self.accelerator.is_main_process:
+            tqdm.write(line)
 
     # --- the loop ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -259,9 +376,9 @@ class Trainer:
         return self.elapsed_seconds / (self.config.max_minutes * 60)  # type: ignore[operator]
 
     def train(self) -> TrainResult:
-        """Run until the step, epoch or time budget is spent (or Ctrl-C); returns what was done."""
+        """Run until the step, epoch or time budget is spent (or Ctrl-C / SIGTERM); returns what was done."""
         acc, cfg = self.accelerator, self.config
-        previous_handler = self._install_interrupt_handler()
+        previous_handlers = self._install_signal_handlers()
         bar = tqdm(
             total=self.horizon,
             initial=self.step,
@@ -271,33 +388,10 @@ class Trainer:
             dynamic_ncols=True,
         )
         logs: dict[str, float] = {}
-        last_saved = self.step
         session_start = time.perf_counter() - self.elapsed_seconds
         try:
             while not self._done() and not self._stop_requested:
-                t0 = time.perf_counter()
-                torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))
-                batch = self._to_device(self.train_set.batch(self._batch_indices(self.step)))
-                lr = cfg.lr * lr_factor(cfg, self.step, self._progress())
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                self.ddp_model.train()
-                loss, logs = self.ddp_model(batch)
-                acc.backward(loss)
-                if cfg.grad_clip > 0:
-                    logs["grad_norm"] = float(acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.grad_clip))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.ema.update(self.model, self.step)
-                self.step += 1
-                self.train_seconds += time.perf_counter() - t0
-                self.elapsed_seconds = time.perf_counter() - session_start
-                logs = {"loss": loss.item(), "lr": lr, **logs}
-                if not math.isfinite(logs["loss"]):
-                    raise RunError(
-                        f"the loss became {logs['loss']} at step {self.step}; lower --lr or check "
-                        f"the data; the last good checkpoint is in {self.run_dir}"
-                    )
+                batch, logs = self._train_step(session_start)
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     self._log(logs, bar)
@@ -311,20 +405,21 @@ class Trainer:
                     session_start += time.perf_counter() - began  # not training: out of the time budget too
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-                    last_saved = self.step
                 for callback in self.callbacks:
                     callback(self, self.step, logs)
             interrupted = self._stop_requested
             if not interrupted:
+                self.check_weights()  # the AE's latent Gaussian fit would fail on NaN weights with a worse message
                 self._after_training()
-            if self.step != last_saved or not interrupted:
+            if self.step != self.saved_step or not interrupted:
                 self.save_checkpoint()
         finally:
             bar.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
             if self.writer is not None:
                 self.writer.close()
+            self._lock.close()
         return TrainResult(
             self.run_dir,
             self.step,
@@ -333,22 +428,83 @@ class Trainer:
             interrupted,
             acc.is_main_process,
             logs,
+            self._stop_signal,
         )
 
-    def _install_interrupt_handler(self) -> Any:
-        """First Ctrl-C: stop after this step and save; a second one aborts at once (the last
-        checkpoint stays intact thanks to the journaled writes)."""
+    def _train_step(self, session_start: float) -> tuple[dict[str, Any], dict[str, float]]:
+        """One optimizer step (and the EMA update); returns the batch and the step's logs."""
+        acc, cfg = self.accelerator, self.config
+        t0 = time.perf_counter()
+        torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))
+        batch = self._to_device(self.train_set.batch(self._batch_indices(self.step)))
+        lr = cfg.lr * lr_factor(cfg, self.step, self._progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.ddp_model.train()
+        loss, logs = self.ddp_model(batch)
+        acc.backward(loss)
+        if cfg.grad_clip > 0:
+            logs["grad_norm"] = float(acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        self.train_seconds += time.perf_counter() - t0
+        self.elapsed_seconds = time.perf_counter() - session_start
+        logs = {"loss": loss.item(), "lr": lr, **logs}
+        if not math.isfinite(logs["loss"]):
+            raise RunError(
+                f"the loss became {logs['loss']} at step {self.step}; {self._lower_lr_advice()}, or check the data; "
+                f"{self._last_good()}"
+            )
+        return batch, logs
+
+    def _lower_lr_advice(self) -> str:
+        """What to do about a loss or weights gone non-finite: resume with a lower LR (a resume may change it)."""
+        return f"lower --lr (now {self.config.lr:g}): `aediff train --resume --out {self.run_dir} --lr ...`"
+
+    def _last_good(self) -> str:
+        """Where the last good checkpoint is, for error messages."""
+        if self.saved_step is None:
+            return f"no checkpoint was written yet in {self.run_dir} (--resume starts it again from step 0)"
+        return f"the last good checkpoint (step {self.saved_step}) is in {self.run_dir}"
+
+    def check_weights(self) -> None:
+        """Refuse weights (model or EMA) with NaN, inf or absurd values: a checkpoint of them would overwrite
+        the last good one. Run on every process (the weights are the same on all), so all stop together."""
+        for which, model in (("model", self.model), ("EMA", self.ema.model)):
+            try:
+                runs.check_finite_weights(model.state_dict(), which)
+            except RunError:
+                raise RunError(
+                    f"the weights became non-finite at step {self.step} ({which} weights); {self._lower_lr_advice()}; "
+                    f"{self._last_good()}"
+                ) from None
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """First Ctrl-C or SIGTERM: stop after this step and save; a second one aborts at once (the last
+        checkpoint stays intact thanks to the journaled writes). Returns the handlers to put back."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            if self.accelerator.is_main_process:
-                tqdm.write("Stopping after this step and saving a checkpoint (Ctrl-C again to abort).")
+            if not self._stop_requested:
+                self._stop_requested, self._stop_signal = True, signum
+                again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                self._say(f"Stopping after this step and saving a checkpoint ({again} again to abort).")
+            elif self._writing and self._abort_signal is None:  # a few moments more: the message stays exact
+                self._abort_signal = signum
+                self._say("Aborting once this checkpoint is written (again to abort now).")
+            else:
+                self._abort(signum)
 
-        return signal.signal(signal.SIGINT, handler)
+        return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _abort(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        raise TrainingAborted(
+            f"aborted by a second {name} at step {self.step}; {self._last_good()}; continue with --resume", signum
+        )
 
     def _after_training(self, models: tuple[Model, ...] | None = None) -> None:
         """Give the models (default: the model and its EMA) their ``after_training`` hook with the training
@@ -406,6 +562,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write weights, EMA weights and the training state as one atomic unit (main process)."""
         acc = self.accelerator
+        self.check_weights()
         acc.wait_for_everyone()
         if acc.is_main_process:
             opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer)  # Accelerate's wrapper
@@ -418,16 +575,51 @@ class Trainer:
                 "world_size": self.world_size,
                 "param_groups": param_groups,
             }
-            runs.write_files_atomically(
-                self.run_dir,
-                {
-                    runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
-                    runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
-                    runs.OPTIMIZER_FILE: runs.tensors_to_bytes(opt_tensors, meta),
-                    runs.STATE_FILE: json.dumps(state, indent=2).encode(),
-                },
-            )
+            files = {
+                runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
+                runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
+                runs.OPTIMIZER_FILE: runs.tensors_to_bytes(opt_tensors, meta),
+                runs.STATE_FILE: json.dumps(state, indent=2).encode(),
+            }
+            self._writing = True
+            try:
+                runs.write_files_atomically(self.run_dir, files)
+            except OSError as exc:
+                raise self._write_error(exc, f"checkpoint at step {self.step}", files) from None
+            finally:
+                self._writing = False
         acc.wait_for_everyone()
+        self.saved_step = self.step
+        if self._abort_signal is not None:
+            self._abort(self._abort_signal)
+
+    def _write_error(self, exc: OSError, what: str, files: dict[str, bytes]) -> RunError:
+        """A failed checkpoint or snapshot write as one line that says what to do; the files it left half
+        written are removed (they hold space, and they are not part of any checkpoint)."""
+        try:
+            runs.recover(self.run_dir)  # before the commit point: drops the .tmp files; after it: completes it
+        except (OSError, RunError):
+            pass
+        if (self.run_dir / runs.STATE_FILE).exists():  # what is on disk now (recover may have completed the write)
+            try:
+                self.saved_step = int(json.loads((self.run_dir / runs.STATE_FILE).read_text())["step"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        if self.saved_step is None:
+            kept = f"no checkpoint was written yet (--resume starts {self.run_dir} again from step 0)"
+        else:
+            kept = f"the checkpoint of step {self.saved_step} is intact"
+        size = _megabytes(sum(len(data) for data in files.values()))
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+            return RunError(
+                f"{reason} on {filesystem_of(self.run_dir)} writing {self.run_dir}'s {what} (needs {size}); "
+                f"free space and continue with --resume; {kept}"
+            )
+        return RunError(
+            f"could not write {self.run_dir}'s {what} ({exc.strerror or exc}); fix that and continue with "
+            f"--resume; {kept}"
+        )
 
     def save_snapshots(self, fractions: list[float]) -> None:
         """Keep the model as it is now as RUN/snapshots/<percent> for each of ``fractions`` (main process).
@@ -438,6 +630,7 @@ class Trainer:
         (an AE fits its latent Gaussian, to sample); the next step's EMA update overwrites those buffers again.
         """
         acc = self.accelerator
+        self.check_weights()
         acc.wait_for_everyone()
         if acc.is_main_process:
             self._after_training((self.ema.model,))
@@ -458,7 +651,12 @@ class Trainer:
                     "train_seconds": self.train_seconds,
                     "elapsed_seconds": self.elapsed_seconds,
                 }
-                self._write_snapshot(fraction, {**files, runs.SNAPSHOT_FILE: json.dumps(record, indent=2).encode()})
+                record_bytes = json.dumps(record, indent=2).encode()
+                try:
+                    self._write_snapshot(fraction, {**files, runs.SNAPSHOT_FILE: record_bytes})
+                except OSError as exc:
+                    shutil.rmtree(_staging(runs.snapshot_path(self.run_dir, fraction)), ignore_errors=True)
+                    raise self._write_error(exc, f"snapshot at {fraction:.0%} (step {self.step})", files) from None
         acc.wait_for_everyone()
 
     def _log_until_now(self, text: str) -> bytes:
@@ -477,7 +675,7 @@ class Trainer:
         """Write ``files`` into a hidden staging folder, then rename it into place: a crash leaves either no
         snapshot or a whole one (a staging folder left by a crash is cleared by the next write)."""
         target = runs.snapshot_path(self.run_dir, fraction)
-        staging = target.with_name(f".{target.name}.partial")
+        staging = _staging(target)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         runs.write_files_atomically(staging, files)  # every file written in full and fsync'd

@@ -1,0 +1,261 @@
+"""Progressive distillation (Salimans & Ho 2022): a diffusion model that samples in a few steps.
+
+A student starts as a copy of the teacher and learns to take in ONE deterministic step what the teacher
+takes in TWO; then it becomes the teacher and the number of steps halves again, until ``steps`` remain.
+aediff's deterministic step is Euler's on the probability-flow ODE in the variance-exploding view (DDIM with
+eta = 0): from x at sigma to sigma', x' = D + (sigma' / sigma) (x - D), where D = D(x, sigma) is the x0
+estimate. Given the teacher's two steps x -> x_mid -> x'' over sigma -> sigma_mid -> sigma', the student's
+target is the x0 estimate whose single step lands on x'':
+
+    D_target = (x'' - (sigma' / sigma) x) / (1 - sigma' / sigma)        (= x'' when sigma' = 0)
+
+trained with the squared error weighted by max(1, 1 / sigma^2) ("truncated SNR" weighting in x0 space: the
+error of a step is the x0 error scaled by how far the step goes).
+
+The grids nest: the final student walks aediff's own Karras grid of ``steps`` steps (so the distilled run
+samples with `euler` and ``steps`` like any run), and each teacher's grid splits every interval of its
+student's at the midpoint in sigma^(1/rho) (Karras' rho = 7 spacing: the grid of 2n steps is the grid of n
+with its midpoints). The last interval (sigma_min -> 0) splits at sigma_min / 2^rho.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aediff import runs
+from aediff.config import bounded, check_ranges, config_to_dict
+from aediff.diffusion.samplers import SamplerOptions
+from aediff.errors import ConfigError
+from aediff.models import Capability, Model
+
+RHO = 7.0  # Karras et al.'s spacing exponent, as aediff.diffusion.schedules.karras_sigmas
+
+
+@dataclass
+class DistillConfig:
+    """The recipe of ``distill``: from ``teacher_steps`` down to ``steps`` (a power of two apart). Ranges are
+    declared with each field (``aediff.config.bounded``) and checked when the config is built."""
+
+    steps: int = bounded(4, 1, 1024)  # sampling steps of the final student (network evaluations per image)
+    teacher_steps: int = bounded(32, 2, 4096)  # steps of the grid the original model is distilled from
+    iterations: int = bounded(500, 1)  # optimizer steps per round (halving)
+    max_minutes: float | None = bounded(None, 0, low_open=True)  # instead: this much time, shared by the rounds
+    batch_size: int = bounded(64, 1, 65536)
+    lr: float = bounded(1e-4, 0, 1, low_open=True, high_open=True)  # AdamW, after a 20-step warm-up per round
+    ema_decay: float = bounded(0.999, 0, 1, high_open=True)  # the student's EMA: the next teacher, the result
+    seed: int = bounded(0, 0, 2**63 - 1)
+    history: list[dict[str, Any]] = field(default_factory=list)  # filled in: one entry per round
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        ratio = self.teacher_steps / self.steps
+        if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
+            raise ConfigError(
+                f"distill teacher_steps ({self.teacher_steps}) must be steps ({self.steps}) times a power of two "
+                f"(2, 4, 8, ...), e.g. --steps {self.steps} --teacher-steps {self.steps * 8}"
+            )
+
+    @property
+    def rounds(self) -> int:
+        return round(math.log2(self.teacher_steps / self.steps))
+
+
+def refine(sigmas: torch.Tensor) -> torch.Tensor:
+    """A grid [n + 1] ending in 0 -> the grid of 2n steps [2n + 1] that holds it: each interval split at its
+    midpoint in sigma^(1/rho) (module docstring). float64."""
+    sigmas = sigmas.double()
+    roots = sigmas ** (1 / RHO)
+    middles = ((roots[:-1] + roots[1:]) / 2) ** RHO
+    return torch.cat([torch.stack([sigmas[:-1], middles], dim=1).flatten(), sigmas[-1:]])
+
+
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """One deterministic step from sigma to sigma_next ([N, 1, 1, 1] each): D + (sigma_next / sigma)(x - D)."""
+    return denoised + (sigma_next / sigma) * (x - denoised)
+
+
+def student_target(
+    teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_mid: torch.Tensor,
+    sigma_next: torch.Tensor,
+) -> torch.Tensor:
+    """The x0 estimate whose one step from sigma lands where the teacher's two steps land ([N, ...])."""
+    x_mid = euler_step(x, teacher(x, sigma), sigma, sigma_mid)
+    x_next = euler_step(x_mid, teacher(x_mid, sigma_mid), sigma_mid, sigma_next)
+    ratio = sigma_next / sigma
+    return (x_next - ratio * x) / (1 - ratio)
+
+
+def _conditioned(model: Model, labels: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """D(x, sigma [N]) of ``model`` with class labels (None: unconditional), unclamped and not guided."""
+    condition = {} if labels is None else {"class_labels": labels}
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return model.sampling_network()(x, sigma.flatten().to(x.dtype), **condition)
+
+    return denoise
+
+
+def _labels(model: Model, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor | None:
+    """A class-conditioned model is distilled on the batch's labels, the null class for a tenth (so the
+    student can still be guided, as the teacher was trained)."""
+    if not model.can(Capability.CLASS_CONDITION):
+        return None
+    labels = batch["labels"].to(model.device)
+    null = torch.rand(len(labels), generator=generator) < 0.1
+    return torch.where(null.to(labels.device), model.num_classes, labels)
+
+
+def _batches(dataset: Any, batch_size: int, generator: torch.Generator):
+    """Endless random batches of the training split (reshuffled every pass)."""
+    while True:
+        order = torch.randperm(len(dataset), generator=generator)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield dataset.batch(order[start : start + batch_size])
+
+
+class Round:
+    """One halving: a student learns to take in one step the teacher's two, on the student's ``grid``."""
+
+    def __init__(self, teacher: Model, grid: torch.Tensor, config: DistillConfig):
+        self.teacher, self.config = teacher.eval(), config
+        self.grid = grid.to(teacher.device)  # [n + 1], the student's noise levels, ending in 0
+        self.middles = refine(grid)[1::2].to(teacher.device)  # [n], where the teacher's two steps meet
+        self.student = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.ema = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=config.lr, weight_decay=0.0)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """The weighted squared error of the student's x0 estimate against its target, on one batch."""
+        x0 = self.teacher.diffusion_input(images)
+        i = torch.randint(0, len(self.middles), (len(x0),), generator=generator).to(x0.device)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        sigma, middle, following = (t[i].float().view(shape) for t in (self.grid, self.middles, self.grid[1:]))
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        x = x0 + sigma * noise
+        with torch.no_grad():
+            condition = {} if labels is None else {"class_labels": labels}
+
+            def teacher(x_: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+                return self.teacher.predict_x0(x_, s.flatten(), **condition)
+
+            target = student_target(teacher, x, sigma, middle, following)
+        predicted = _conditioned(self.student, labels)(x, sigma)
+        weight = sigma.pow(-2).clamp_min(1.0)  # max(SNR, 1), SNR = 1 / sigma^2 in the variance-exploding view
+        return (weight * (predicted - target) ** 2).mean()
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator, i: int) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * min(1.0, (i + 1) / 20)  # a short warm-up: the student starts trained
+        loss = self.loss(images, labels, generator)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the distillation loss became {loss.item()} at iteration {i}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        self.optimizer.step()
+        with torch.no_grad():
+            decay = min(self.config.ema_decay, (1 + i) / (10 + i))
+            for e, s in zip(self.ema.parameters(), self.student.parameters(), strict=True):
+                e.lerp_(s, 1 - decay)
+        return loss.item()
+
+
+def distill(
+    model: Model,
+    dataset: Any,
+    config: DistillConfig,
+    report: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> Model:
+    """The student of ``model`` that samples in ``config.steps`` Euler steps on the model's own Karras grid
+    (a new model; ``model`` is unchanged). ``dataset``: the training split; ``report`` gets one line per
+    round; ``progress``: a progress bar per round. ``config.history`` receives each round's steps,
+    iterations, seconds and final loss."""
+    model.require(Capability.SAMPLER, "distillation")
+    if model.can(Capability.TEXT_CONDITION):
+        raise ConfigError("distillation of a text-conditioned model is not supported yet; distil an "
+                          "unconditional or class-conditioned one")  # fmt: skip
+    grids = [model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler="euler", steps=config.steps)))]
+    for _ in range(config.rounds - 1):
+        grids.append(refine(grids[-1]))
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = _batches(dataset, config.batch_size, generator)
+    teacher = model
+    for grid in reversed(grids):  # the most steps first
+        teacher = _run_round(Round(teacher, grid, config), batches, generator, config, report, progress)
+    return teacher
+
+
+def _run_round(round_: Round, batches, generator, config: DistillConfig, report, progress: bool) -> Model:
+    """Train one round for its iterations or its share of the time; returns the student's EMA."""
+    from tqdm.auto import tqdm
+
+    started, seconds = time.perf_counter(), None
+    if config.max_minutes is not None:
+        seconds = config.max_minutes * 60 / config.rounds
+    steps = len(round_.grid) - 1
+    bar = tqdm(total=None if seconds else config.iterations, desc=f"distil {2 * steps} -> {steps}",
+               unit="it", disable=not progress)  # fmt: skip
+    i, loss = 0, math.nan
+    while (i < config.iterations) if seconds is None else (time.perf_counter() - started < seconds):
+        batch = next(batches)
+        images = batch["images"].to(round_.teacher.device)
+        loss = round_.step(images, _labels(round_.teacher, batch, generator), generator, i)
+        i += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+    bar.close()
+    entry = {"teacher_steps": 2 * steps, "steps": steps, "iterations": i,
+             "seconds": time.perf_counter() - started, "final_loss": loss}  # fmt: skip
+    config.history.append(entry)
+    if report is not None:
+        report(f"{2 * steps} -> {steps} steps: {i} iterations in {entry['seconds']:.0f} s, loss {loss:.4g}")
+    return round_.ema.eval()
+
+
+def distill_run(
+    run: Any, out: str | Path, dataset: Any, config: DistillConfig, report=None, progress: bool = False
+) -> Path:
+    """Distil the loaded run ``run`` (``aediff.load``) on ``dataset`` into the new run folder ``out``: the
+    student's weights, the teacher's config with sampling set to ``euler`` and ``config.steps`` steps, and
+    a "distillation" entry (the teacher, the recipe, every round). Holds ``out``'s writer lock."""
+    started = time.perf_counter()
+    student = distill(run.model, dataset, config, report, progress)
+    model_config = dataclasses.replace(
+        run.config, sampling=dataclasses.replace(run.config.sampling, sampler="euler", steps=config.steps)
+    )
+    iterations = sum(entry["iterations"] for entry in config.history)
+    seconds = time.perf_counter() - started
+    recipe = {k: v for k, v in config_to_dict(config).items() if k != "history"}
+    record = {"teacher": str(run.path), "teacher_weights": run.weights, **recipe, "rounds": config.history}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with runs.writer_lock(out):
+        runs.write_run_config(out, {
+            "family": run.family,
+            "model": config_to_dict(model_config),
+            "training": config_to_dict(run.training),
+            "data": config_to_dict(run.data) if run.data is not None else None,
+            "distillation": record,
+        })  # fmt: skip
+        state = {"step": iterations, "images_seen": iterations * config.batch_size,
+                 "train_seconds": seconds, "elapsed_seconds": seconds}  # fmt: skip
+        runs.write_files_atomically(out, {
+            runs.MODEL_FILE: runs.tensors_to_bytes(student.state_dict(), {"step": str(iterations)}),
+            runs.STATE_FILE: json.dumps(state, indent=2).encode(),
+        })  # fmt: skip
+    return out
