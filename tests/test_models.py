@@ -67,6 +67,20 @@ def test_ae_latent_prior_matches_the_training_latents():
     assert samples.shape == (5, 1, 8, 8)
 
 
+def test_ae_latent_prior_from_one_image_and_from_diverged_latents():
+    """One training image has no spread to estimate: the prior is that latent (plus jitter), not a Cholesky
+    error; non-finite latents (a diverged run) are refused with the reason."""
+    model = tiny("ae").eval()
+    x = images(1)
+    model.fit_latent_prior([x])
+    assert torch.allclose(model.prior_mean, model.encode(x).flatten(), atol=1e-6)
+    assert torch.isfinite(model.prior_scale_tril).all() and torch.isfinite(model.sample(2)).all()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(ConfigError, match="not all finite"):
+        model.fit_latent_prior([images(4)])
+
+
 def test_vae_kl_and_likelihoods_match_torch_distributions():
     model = tiny("vae")
     mu, logvar = torch.randn(3, 6), torch.randn(3, 6)

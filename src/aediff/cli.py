@@ -33,6 +33,7 @@ from aediff.modes import (
     LatentKind,
     Likelihood,
     MixedPrecision,
+    NetworkKind,
     SamplerName,
     Split,
     TextEncoderKind,
@@ -172,6 +173,7 @@ MODEL_FLAGS = {
     "likelihood": "likelihood",
     "noise": "corruption",
     "condition": "conditioning.kind",
+    "network": "network.kind",
     "text_encoder": "text_encoder",
     "text_encoder_path": "text_encoder_path",
     "autoencoder": "autoencoder.path",
@@ -247,6 +249,10 @@ def train(
     condition: Annotated[
         ConditionKind | None, typer.Option(help="diffusion: condition on class labels or captions")
     ] = None,
+    network: Annotated[
+        NetworkKind | None,
+        typer.Option(help="diffusion: aediff's U-Net, or diffusers' UNet2DModel of the same shape in aediff's recipe"),
+    ] = None,
     text_encoder: Annotated[TextEncoderKind | None, typer.Option(help="--condition text: caption encoder")] = None,
     text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
     autoencoder: Annotated[
@@ -296,6 +302,7 @@ def train(
         "likelihood": likelihood,
         "noise": noise,
         "condition": condition,
+        "network": network,
         "text_encoder": text_encoder,
         "text_encoder_path": text_encoder_path,
         "autoencoder": str(autoencoder) if autoencoder else None,

@@ -35,10 +35,19 @@ from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
 from aediff.models.interface import Capability, Condition, Model
+from aediff.models.networks import build_network
 from aediff.models.registry import register_model
 from aediff.models.text_encoder import build_text_encoder
-from aediff.models.unet import UNet, UNetConfig
-from aediff.modes import ConditionKind, LossWeighting, Parameterization, SamplerName, ScheduleKind, TextEncoderKind
+from aediff.models.unet import UNetConfig
+from aediff.modes import (
+    ConditionKind,
+    LossWeighting,
+    NetworkKind,
+    Parameterization,
+    SamplerName,
+    ScheduleKind,
+    TextEncoderKind,
+)
 
 
 @dataclass
@@ -54,6 +63,8 @@ class NetworkConfig:
     dropout: float = bounded(0.0, 0, 1, high_open=True)  # inside residual blocks
     embedding_dim: int = bounded(128, 1, MAX_WIDTH)  # width of the noise-level embedding given to every ResBlock
     skip_connections: bool = True  # False: an autoencoder-shaped denoiser (no encoder -> decoder skips)
+    # aediff's U-Net, or diffusers' UNet2DModel of the same shape inside aediff's recipe (models/networks.py)
+    kind: NetworkKind = "aediff"
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -268,15 +279,17 @@ class DiffusionModel(Model):
             )
             context_dim = self.text_encoder.width
         channels, size, _ = self.space_shape
+        shape = {k: v for k, v in dataclasses.asdict(config.network).items() if k != "kind"}
         network = UNetConfig(
             image_channels=channels,
             image_size=size,
-            **dataclasses.asdict(config.network),
+            **shape,
             num_classes=conditioning.num_classes if conditioning.kind == "class" else 0,
             context_dim=context_dim,
         )
         process = config.process
-        self.denoiser = Denoiser(UNet(network), process.parameterization, process.sigma_data)
+        self.denoiser = Denoiser(build_network(config.network.kind, network), process.parameterization,
+                                 process.sigma_data)  # fmt: skip
         self.schedule = NoiseSchedule(
             process.schedule,
             process.num_train_steps,
