@@ -1,4 +1,4 @@
-"""The denoiser's network as a choice: diffusers' UNet2DModel inside aediff's recipe (network.kind), built
+"""The denoiser's network as a choice: diffusers' UNet2DModel inside aediff's recipe (network.architecture), built
 from the same shape, trained and sampled like aediff's own U-Net, and saved and loaded from the run folder."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ SHAPE = {"image_size": 8, "image_channels": 1, "channels": (8, 16), "attention_r
 
 
 def config(**changes) -> DiffusionConfig:
-    return update_config(DiffusionConfig(), {**SHAPE, "network.kind": "diffusers-unet2d", **changes})
+    return update_config(DiffusionConfig(), {**SHAPE, "network.architecture": "diffusers-unet2d", **changes})
 
 
 def test_the_diffusers_network_takes_the_configs_shape():
@@ -31,7 +31,7 @@ def test_the_diffusers_network_takes_the_configs_shape():
     assert unet.down_block_types == ("DownBlock2D", "AttnDownBlock2D")  # attention at the 4x4 stage only
     assert unet.up_block_types == ("AttnUpBlock2D", "UpBlock2D")
     assert unet.num_class_embeds == 11 and unet.norm_num_groups == 8  # the null class; groups dividing 8
-    aediff_unet = build_model("diffusion", update_config(config(), {"network.kind": "aediff"})).denoiser.network
+    aediff_unet = build_model("diffusion", update_config(config(), {"network.architecture": "aediff"})).denoiser.network
     assert type(aediff_unet).__name__ == "UNet"  # the same config, the other kind
 
 
@@ -59,7 +59,7 @@ def test_it_trains_and_samples_through_the_same_denoiser():
     [
         ({"conditioning.kind": "text"}, "no text conditioning"),
         ({"network.skip_connections": False}, "skip connections"),
-        ({"network.kind": "unet3d"}, "network.kind"),
+        ({"network.architecture": "unet3d"}, "network.architecture"),
     ],
 )
 def test_what_diffusers_network_cannot_be_is_refused(changes, message):
@@ -76,6 +76,6 @@ def test_a_run_with_the_diffusers_network_trains_and_loads_from_its_folder(tmp_p
     train("diffusion", tmp_path / "run", "digits", model=model, training={"max_steps": 3, "batch_size": 16,
           "tensorboard": False}, progress=False)  # fmt: skip
     run = aediff.load(tmp_path / "run", device="cpu")
-    assert run.config.network.kind == "diffusers-unet2d"
+    assert run.config.network.architecture == "diffusers-unet2d"
     assert isinstance(run.model.denoiser.network, DiffusersUNet2D)
     assert torch.isfinite(run.model.sample(2, generator=torch.Generator().manual_seed(0))).all()

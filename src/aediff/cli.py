@@ -173,7 +173,7 @@ MODEL_FLAGS = {
     "likelihood": "likelihood",
     "noise": "corruption",
     "condition": "conditioning.kind",
-    "network": "network.kind",
+    "network": "network.architecture",
     "text_encoder": "text_encoder",
     "text_encoder_path": "text_encoder_path",
     "autoencoder": "autoencoder.path",

@@ -64,7 +64,7 @@ class NetworkConfig:
     embedding_dim: int = bounded(128, 1, MAX_WIDTH)  # width of the noise-level embedding given to every ResBlock
     skip_connections: bool = True  # False: an autoencoder-shaped denoiser (no encoder -> decoder skips)
     # aediff's U-Net, or diffusers' UNet2DModel of the same shape inside aediff's recipe (models/networks.py)
-    kind: NetworkKind = "aediff"
+    architecture: NetworkKind = "aediff"
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -279,7 +279,7 @@ class DiffusionModel(Model):
             )
             context_dim = self.text_encoder.width
         channels, size, _ = self.space_shape
-        shape = {k: v for k, v in dataclasses.asdict(config.network).items() if k != "kind"}
+        shape = {k: v for k, v in dataclasses.asdict(config.network).items() if k != "architecture"}
         network = UNetConfig(
             image_channels=channels,
             image_size=size,
@@ -288,7 +288,7 @@ class DiffusionModel(Model):
             context_dim=context_dim,
         )
         process = config.process
-        self.denoiser = Denoiser(build_network(config.network.kind, network), process.parameterization,
+        self.denoiser = Denoiser(build_network(config.network.architecture, network), process.parameterization,
                                  process.sigma_data)  # fmt: skip
         self.schedule = NoiseSchedule(
             process.schedule,

@@ -1,4 +1,4 @@
-"""The denoiser's network, by ``NetworkConfig.kind``: aediff's U-Net, or diffusers' ``UNet2DModel`` of the same
+"""The denoiser's network, by ``NetworkConfig.architecture``: aediff's U-Net, or diffusers' ``UNet2DModel`` of the same
 shape, so a peer's network can be trained inside aediff's recipe (objective, schedule, EMA, sampler) and
 what comes from the network is told apart from what comes from the recipe.
 
@@ -63,5 +63,5 @@ class DiffusersUNet2D(nn.Module):
 
 
 def build_network(kind: str, config: UNetConfig) -> nn.Module:
-    """The network of ``kind`` ("aediff" or "diffusers-unet2d") shaped by ``config``."""
+    """The network of ``kind`` (``NetworkConfig.architecture``: "aediff" or "diffusers-unet2d") shaped by ``config``."""
     return UNet(config) if kind == "aediff" else DiffusersUNet2D(config)
