@@ -88,30 +88,15 @@ def _print_json(title: str, payload: dict[str, Any]) -> None:
     console.print_json(json.dumps(payload))
 
 
-# What a run folder holds of its own (aediff.runs' file names): never an --out, --overwrite or not.
-RUN_OWN_FILES = ("config.json", "model.safetensors", "ema.safetensors", "log.jsonl", "pending.json", "writer.lock")
-RUN_OWN_FOLDERS = ("training_state", "snapshots", "tb")
-
-
-def _run_folder_holding(path: Path) -> Path | None:
-    """The run folder ``path`` would be one of the own files of (RUN_OWN_FILES, or inside RUN_OWN_FOLDERS),
-    or None."""
-    path = path.resolve()
-    if path.name in RUN_OWN_FILES and (path.parent / "config.json").is_file():
-        return path.parent
-    for folder in path.parents:
-        if folder.name in RUN_OWN_FOLDERS and (folder.parent / "config.json").is_file():
-            return folder.parent
-    return None
-
-
 def _writable_out(out: Path, overwrite: bool) -> Path:
     """``out`` when it may be written, checked before any work: not an existing folder, not an existing file
     unless --overwrite, never one of a run folder's own files, and in a folder this process can write (made
     when missing)."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the file to write")
-    run = _run_folder_holding(out)
+    from aediff.runs import run_owning
+
+    run = run_owning(out)
     if run is not None:
         raise ConfigError(
             f"--out {out} is one of the files of the run in {run}, which are never overwritten; choose another --out"

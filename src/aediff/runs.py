@@ -59,6 +59,9 @@ PENDING_FILE = "pending.json"
 LOCK_FILE = "writer.lock"
 LOG_FILE = "log.jsonl"
 SNAPSHOTS_DIR = "snapshots"
+TENSORBOARD_DIR = "tb"
+OWN_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, LOG_FILE, PENDING_FILE, LOCK_FILE)  # never an output's target
+OWN_FOLDERS = (STATE_DIR, SNAPSHOTS_DIR, TENSORBOARD_DIR)
 SNAPSHOT_FILE = "snapshot.json"  # in a snapshot folder: fraction, step, images_seen, train / elapsed seconds
 FORMAT_VERSION = 2  # 2: nested diffusion configs; latent diffusion keeps the images' shape and its autoencoder
 CHECKPOINT_WEIGHTS = (MODEL_FILE, EMA_FILE, OPTIMIZER_FILE)  # each records {"step": "N"} in its metadata
@@ -598,6 +601,15 @@ def write_run_config(run_dir: str | Path, config: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **config}
     write_files_atomically(run_dir, {CONFIG_FILE: json.dumps(payload, indent=2).encode()})
+
+
+def run_owning(path: str | Path) -> Path | None:
+    """The run folder of which ``path`` is one of its own files (OWN_FILES, or inside OWN_FOLDERS), or None:
+    what no command's --out may overwrite."""
+    path = Path(path).resolve()
+    if path.name in OWN_FILES and (path.parent / CONFIG_FILE).is_file():
+        return path.parent
+    return next((f.parent for f in path.parents if f.name in OWN_FOLDERS and (f.parent / CONFIG_FILE).is_file()), None)
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

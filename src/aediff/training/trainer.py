@@ -531,7 +531,7 @@ class Trainer:
         if self.writer is None and self.config.tensorboard and self.accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow to import
 
-            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step)
+            self.writer = SummaryWriter(str(self.run_dir / runs.TENSORBOARD_DIR), purge_step=self.step)
         return self.writer
 
     def _log(self, logs: dict[str, float], bar: Any) -> None:
