@@ -244,6 +244,9 @@ def train(
         Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE with --latent spatial")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="global batch size")] = None,
+    grad_accumulation: Annotated[
+        int | None, typer.Option(min=1, help="compute each step's batch in this many parts (less memory, same step)")
+    ] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="peak learning rate")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, help="stop after this many epochs")] = None,
@@ -255,12 +258,29 @@ def train(
             help="keep the model at these fractions of the budget, e.g. 0.25,0.5 (in RUN/snapshots/25 and /50)",
         ),
     ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(min=0, help="steps between held-out loss evaluations (the lowest kept in RUN/best)")
+    ] = None,
+    keep_checkpoints: Annotated[
+        int | None, typer.Option(min=0, help="also keep the last N checkpoints in RUN/checkpoints")
+    ] = None,
     seed: Annotated[int | None, typer.Option(min=0, max=2**63 - 1, help="seed of init, data order and noise")] = None,
     mixed_precision: Annotated[MixedPrecision | None, typer.Option(help="autocast")] = None,
     resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
     image_channels: Annotated[int | None, typer.Option(min=1, max=3, help="convert images to 1 or 3 channels")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
     data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option(help="read images from disk per batch (default: wds:/hf: data and folders over 2 GB)"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, max=64, help="processes decoding batches ahead (default: 1-4 when streaming)")
+    ] = None,
+    flip: Annotated[bool, typer.Option(help="augment: mirror training images left-right at random")] = False,
+    crop: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="augment: random crop keeping this share of each side")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
     set_: Annotated[
         list[str] | None,
@@ -295,11 +315,14 @@ def train(
     training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
     for key, value in {
         "batch_size": batch_size,
+        "grad_accumulation": grad_accumulation,
         "lr": lr,
         "max_steps": max_steps,
         "epochs": epochs,
         "max_minutes": parse_duration(max_time, "--max-time") if max_time else None,
         "seed": seed,
+        "eval_every": eval_every,
+        "keep_checkpoints": keep_checkpoints,
         "mixed_precision": mixed_precision,
         "snapshots": snapshots,
     }.items():
@@ -315,8 +338,9 @@ def train(
     from aediff.data import DataConfig
 
     data_config = DataConfig(
-        spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad, data_dir=data_dir
-    )
+        spec=data, resolution=resolution, channels=image_channels, skip_bad=skip_bad, data_dir=data_dir,
+        stream=stream, workers=workers, flip=flip, crop=1.0 if crop is None else crop,
+    )  # fmt: skip
     if dry_run:
         _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
         _print_json("model overrides", model)

@@ -16,5 +16,6 @@ Parameterization = Literal["eps", "x0", "v", "edm"]
 LossWeighting = Literal["uniform", "min_snr"]
 ConditionKind = Literal["none", "class", "text"]
 TextEncoderKind = Literal["learned", "minilm", "clip"]
-MixedPrecision = Literal["no", "fp16", "bf16"]
+# "auto": bf16 where the hardware computes it natively (CPUs with AVX512-BF16 / AMX, CUDA GPUs that support it), else no
+MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 Split = Literal["train", "test", "all"]

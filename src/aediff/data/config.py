@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from aediff.config import MAX_IMAGE_SIZE, FieldRangeError, bounded, check_ranges
 
 from .dataset import ImageDataset
+from .loader import Augmentation
 from .sources import load_dataset
+from .streamed import StreamedImageDataset
 
 
 @dataclass
 class DataConfig:
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
-    spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH or npz:PATH
+    spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH, npz:PATH, wds:DIR/{000..009}.tar or hf:PATH
     # resize + center-crop to this side (pixels); None = native
     resolution: int | None = bounded(None, 1, MAX_IMAGE_SIZE)
     channels: int | None = bounded(None, 1, 3)  # 1 or 3; None = native
@@ -22,6 +25,13 @@ class DataConfig:
     # held-out share for datasets without an official split
     test_fraction: float = bounded(0.2, 0, 1, low_open=True, high_open=True)
     skip_bad: bool = False  # skip unreadable images instead of stopping
+    # read images from disk per batch: None = wds:/hf: data and folders over 2 GB decoded; True / False force it
+    stream: bool | None = None
+    workers: int | None = bounded(
+        None, 0, 64
+    )  # processes decoding training batches ahead; None = 0 in memory, else 1-4
+    flip: bool = False  # training augmentation: mirror left-right with probability 1/2 (off: digits must not be)
+    crop: float = bounded(1.0, 0, 1, low_open=True)  # training augmentation: random window of this share of each side
     data_dir: str | None = None  # where local copies live (else $AEDIFF_DATA)
 
     def __post_init__(self) -> None:
@@ -38,6 +48,21 @@ class DataConfig:
             channels=self.channels,
             seed=self.seed,
             test_fraction=self.test_fraction,
+            stream=self.stream,
             skip_bad=self.skip_bad,
             data_dir=self.data_dir,
         )
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The training augmentation these settings ask for (none by default)."""
+        return Augmentation(flip=self.flip, crop=self.crop)
+
+    def loader_workers(self, dataset: ImageDataset) -> int:
+        """Processes that build training batches ahead: ``workers`` when set; else none for data in memory
+        (a batch is one tensor index) and, for a streamed dataset, one per spare core (1 to 4)."""
+        if self.workers is not None:
+            return self.workers
+        if not isinstance(dataset, StreamedImageDataset):
+            return 0
+        return max(1, min(4, (os.cpu_count() or 2) - 1))

@@ -101,10 +101,7 @@ class ImageDataset(torch.utils.data.Dataset):
         Raises:
             DataError: the dataset has no labels, or no class names to put into the templates.
         """
-        return ImageDataset(
-            self.images, self.labels, self.captions, self.class_names, self.name, self.skipped,
-            label_captions=True, caption_seed=seed,
-        )  # fmt: skip
+        return self._rebuild(None, label_captions=True, caption_seed=seed)
 
     @property
     def has_captions(self) -> bool:
@@ -146,22 +143,30 @@ class ImageDataset(torch.utils.data.Dataset):
             return idx.nonzero().flatten()
         return idx.to(torch.int64).reshape(-1)
 
-    def batch(self, indices: Any) -> dict[str, Any]:
+    def pixels(self, idx: Tensor) -> Tensor:
+        """The images ``idx`` (int64 [B]) as uint8 ``[B, C, H, W]``: what a subclass reading lazily from disk
+        (``aediff.data.streamed.StreamedImageDataset``) replaces."""
+        return self.images[idx]
+
+    def batch(self, indices: Any, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Examples ``indices`` (list, array, tensor or slice) as a batch dict:
 
         - ``"images"``: float32 ``[B, C, H, W]`` in [-1, 1] (0 -> -1, 255 -> 1)
         - ``"labels"``: int64 ``[B]`` (only when the dataset has labels)
         - ``"captions"``: list of B strings (only when the dataset has captions, or makes them from its
-          labels after :meth:`with_label_captions`: then a fresh random template per image and call)
+          labels after :meth:`with_label_captions`: then a fresh random template per image and call, drawn
+          from ``generator``, else the dataset's own generator, else torch's global RNG)
         """
         idx = self._index(indices)
-        out: dict[str, Any] = {"images": self.images[idx].to(torch.float32).div_(127.5).sub_(1.0)}
+        out: dict[str, Any] = {"images": self.pixels(idx).to(torch.float32).div_(127.5).sub_(1.0)}
         if self.labels is not None:
             out["labels"] = self.labels[idx]
         if self.captions is not None:
             out["captions"] = [self.captions[i] for i in idx.tolist()]
         elif self.label_captions:
-            out["captions"] = make_label_captions(out["labels"], self.class_names, self._caption_generator)
+            out["captions"] = make_label_captions(
+                out["labels"], self.class_names, generator if generator is not None else self._caption_generator
+            )
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -193,7 +198,14 @@ class ImageDataset(torch.utils.data.Dataset):
     def subset(self, indices: Any) -> ImageDataset:
         """A new ImageDataset with the examples ``indices`` (same class names, name, skipped count and
         label-caption setting; a ``caption_seed`` restarts the new dataset's generator from that seed)."""
-        idx = self._index(indices)
+        return self._rebuild(self._index(indices), label_captions=self.label_captions, caption_seed=self.caption_seed)
+
+    def _rebuild(self, idx: Tensor | None, *, label_captions: bool, caption_seed: int | None) -> ImageDataset:
+        """A dataset of the same kind holding the examples ``idx`` (None: all, sharing this one's tensors), with
+        that label-caption setting."""
+        if idx is None:
+            return ImageDataset(self.images, self.labels, self.captions, self.class_names, self.name, self.skipped,
+                                label_captions=label_captions, caption_seed=caption_seed)  # fmt: skip
         return ImageDataset(
             self.images[idx],
             self.labels[idx] if self.labels is not None else None,
@@ -201,8 +213,8 @@ class ImageDataset(torch.utils.data.Dataset):
             self.class_names,
             self.name,
             self.skipped,
-            label_captions=self.label_captions,
-            caption_seed=self.caption_seed,
+            label_captions=label_captions,
+            caption_seed=caption_seed,
         )
 
     def describe(self) -> dict[str, Any]:

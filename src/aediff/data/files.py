@@ -443,6 +443,36 @@ def read_image_folder(
 
     Folder symlinks are followed but every real image is read once (see :func:`list_image_files`).
     """
+    found = index_image_folder(root, labels=labels, captions=captions)
+    arrays, kept, bad = _decode_all(found.root, found.files, channels, resolution, skip_bad, progress)
+    data = FolderData(images=np.stack(arrays), skipped=bad, files=kept)
+    if found.class_names is not None:
+        data.labels = found.labels_of(kept)
+        data.class_names = found.class_names
+    if found.caption_map is not None:
+        data.captions = [found.caption_map[f] for f in kept]
+    return data
+
+
+@dataclass
+class FolderIndex:
+    """What an image folder holds, before any image is decoded: its files (sorted, relative, "/"-separated),
+    their class names (first-level sub-folders, or None) and captions (metadata file, or None)."""
+
+    root: Path
+    files: list[str]
+    class_names: list[str] | None
+    caption_map: dict[str, str] | None
+
+    def labels_of(self, files: list[str]) -> np.ndarray:
+        """int64 [len(files)]: each file's class index (its first-level sub-folder among ``class_names``)."""
+        index = {c: i for i, c in enumerate(self.class_names or [])}
+        return np.array([index[f.split("/", 1)[0]] for f in files], dtype=np.int64)
+
+
+def index_image_folder(root: str | os.PathLike, *, labels: bool = True, captions: bool = True) -> FolderIndex:
+    """List an image folder (see :func:`read_image_folder`); DataError when it is missing, empty, or has
+    images without captions in its metadata file."""
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"Image folder {root} does not exist; check the path.")
@@ -464,16 +494,7 @@ def read_image_folder(
                 f"{', '.join(missing[:3])}; add a line for each (file_name relative to {root}) "
                 "or remove those images."
             )
-
-    arrays, kept, bad = _decode_all(root, files, channels, resolution, skip_bad, progress)
-    data = FolderData(images=np.stack(arrays), skipped=bad, files=kept)
-    if class_names is not None:
-        index = {c: i for i, c in enumerate(class_names)}
-        data.labels = np.array([index[f.split("/", 1)[0]] for f in kept], dtype=np.int64)
-        data.class_names = class_names
-    if caption_map is not None:
-        data.captions = [caption_map[f] for f in kept]
-    return data
+    return FolderIndex(root, files, class_names, caption_map)
 
 
 # ---------------------------------------------------------------------------------------------------------

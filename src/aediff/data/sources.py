@@ -43,6 +43,7 @@ from aediff.errors import DataError
 
 from .dataset import ImageDataset, check_split, split_indices
 from .files import find_idx_files, read_idx_pair, read_image_folder, read_npz
+from .streamed import StreamedImageDataset, open_streamed
 from .transforms import composite_on_white, image_channels, pil_to_array, prepare_array
 
 log = logging.getLogger("aediff.data")
@@ -802,7 +803,8 @@ def _unknown_spec(spec: str) -> DataError:
         hint = f" It is an .npz file: did you mean 'npz:{spec}'?"
     return DataError(
         f"Unknown dataset {spec!r}.{hint} Valid names: {', '.join(DATASETS)}; "
-        "or 'folder:PATH' (a folder of PNG/JPEG/WebP images) or 'npz:PATH' (an .npz with an 'images' array)."
+        "or 'folder:PATH' (a folder of PNG/JPEG/WebP images), 'npz:PATH' (an .npz with an 'images' array), "
+        "'wds:DIR/{000..009}.tar' (WebDataset shards) or 'hf:PATH' (a Hugging Face dataset saved to disk)."
     )
 
 
@@ -837,8 +839,10 @@ def load_dataset(
     skip_bad: bool = False,
     data_dir: str | os.PathLike | None = None,
     label_captions: bool = False,
+    stream: bool | None = None,
 ) -> ImageDataset:
-    """Load a dataset into memory as an :class:`ImageDataset` (uint8 ``[N, C, H, W]``).
+    """Load a dataset into memory as an :class:`ImageDataset` (uint8 ``[N, C, H, W]``), or open it for reading
+    from disk as a :class:`aediff.data.streamed.StreamedImageDataset` (same interface).
 
     Args:
         spec: a name (or alias) of :data:`DATASETS` -- ``digits`` | ``mnist5k`` | ``mnist`` | ``fashion-mnist``
@@ -854,6 +858,9 @@ def load_dataset(
         data_dir: where to look first for mnist / fashion-mnist idx files or the cifar10 folder/archive.
         label_captions: for a set without captions, make ``batch()`` return captions from the class names
             (see :meth:`ImageDataset.with_label_captions`); sets with real captions keep them.
+        stream: read the images from disk per batch instead of into memory: None (default) does so for
+            ``wds:`` and ``hf:`` data and for folders over 2 GB decoded ($AEDIFF_STREAM_ABOVE_GB); True forces
+            it (``folder:``, ``wds:``, ``hf:``); False keeps a folder in memory.
 
     Raises:
         DataError: with a message naming the dataset/file and how to fix it.
@@ -866,6 +873,20 @@ def load_dataset(
     if not 0.0 < float(test_fraction) < 1.0:
         raise DataError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}.")
 
+    reader = open_streamed(spec, stream, channels, resolution) if isinstance(spec, str) else None
+    if reader is not None:
+        mask = reader.test_mask
+        if mask is not None:
+            train_idx, test_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
+        else:
+            train_idx, test_idx = split_indices(len(reader), reader.labels, seed=seed, test_fraction=test_fraction)
+        items = {"train": train_idx, "test": test_idx, "all": np.arange(len(reader))}[split]
+        if len(items) == 0:
+            raise DataError(
+                f"The {split!r} split of {reader.name} is empty ({len(reader)} images); use more images or split='all'."
+            )
+        return StreamedImageDataset(reader, items, channels=channels, resolution=resolution, skip_bad=skip_bad,
+                                    label_captions=label_captions)  # fmt: skip
     name, raw = _load_raw(spec, resolution=resolution, channels=channels, skip_bad=skip_bad, data_dir=data_dir)
     n = len(raw.images)
     if raw.test_mask is not None:

@@ -56,6 +56,8 @@ class TrainConfig:
     what a short smoke run (``--max-steps 2``) with the default warm-up does."""
 
     batch_size: int = bounded(64, 1)  # global batch, split evenly over processes
+    # each process's share of the batch is computed in this many parts, one after the other (less memory, same step)
+    grad_accumulation: int = bounded(1, 1, 4096)
     lr: float = bounded(1e-3, 0, low_open=True)  # peak AdamW learning rate, > 0
     weight_decay: float = bounded(0.0, 0)  # AdamW decoupled weight decay, >= 0
     adam_betas: tuple[float, float] = bounded_items((0.9, 0.999), 0, 1, high_open=True, min_items=2, max_items=2)
@@ -68,9 +70,19 @@ class TrainConfig:
     epochs: float | None = bounded(None, 0, low_open=True)  # ... or after this many passes over the training split ...
     max_minutes: float | None = bounded(None, 0, low_open=True)  # ... or after this much wall-clock training time
     seed: int = bounded(0, 0, MAX_SEED)  # model init, data order and every random draw of the loss derive from it
-    mixed_precision: MixedPrecision = "no"  # autocast dtype on accelerators
+    mixed_precision: MixedPrecision = (
+        "no"  # autocast: bf16 / fp16; auto = bf16 where the CPU or GPU computes it natively
+    )
     log_every: int = bounded(25, 1)  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
     checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints; one is always written at the end
+    keep_checkpoints: int = bounded(
+        0, 0, 10_000
+    )  # also keep the last N checkpoints in RUN/checkpoints/step-N; 0 = none
+    # steps between evaluations of the EMA weights' loss on held-out images (logged; the lowest kept in RUN/best)
+    eval_every: int = bounded(0, 0)  # 0 = never
+    eval_images: int = bounded(256, 1)  # held-out images per evaluation, spread evenly over the held-out split
+    eval_judge: str | None = None  # a classifier run folder: each evaluation also logs the samples' FID in its features
+    eval_samples: int = bounded(500, 2)  # samples per FID evaluation (the default sampler, the same seed each time)
     preview_every: int = bounded(1000, 0)  # steps between TensorBoard image grids; 0 = never
     tensorboard: bool = True  # write TensorBoard scalars and image grids under RUN/tb
     # Fractions of the budget, increasing, in (0, 1): when the run's progress (steps / horizon, or time / time

@@ -139,8 +139,10 @@ def _train(
         model_config, components = cls.prepare_config(model_config, dataset, lambda path: runs.load(path, device="cpu"))
     torch.manual_seed(train_config.seed)  # the same initial weights on every process
     network = build_model(family, model_config, **components)
+    held_out = data_config.load("test") if train_config.eval_every else None
     if network.can(Capability.TEXT_CONDITION):
         dataset = dataset.with_label_captions()  # a labelled set without captions: captions from templates
+        held_out = held_out.with_label_captions() if held_out is not None else None
     run_config = {"family": family, "model": dataclasses.asdict(model_config)}
     trainer = Trainer(
         network,
@@ -153,6 +155,7 @@ def _train(
         accelerator=accelerator,
         callbacks=callbacks,
         progress=progress,
+        held_out=held_out,
     )
     if changed_config is not None:  # the checkpoint loaded: nothing in the folder changes before that
         runs.write_files_atomically(out, {runs.CONFIG_FILE: json.dumps(changed_config, indent=2).encode()})

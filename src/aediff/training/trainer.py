@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +45,11 @@ from tqdm.auto import tqdm
 from aediff import runs
 from aediff.config import config_to_dict
 from aediff.data import DataConfig
-from aediff.device import default_device
+from aediff.data.loader import Augmentation, BatchPlan, StepBatches, step_batches, step_seed
+from aediff.device import default_device, resolve_mixed_precision
 from aediff.errors import ConfigError, RunError
-from aediff.models import Model
+from aediff.models import Capability, Model
+from aediff.training import keeping
 from aediff.training.config import TrainConfig
 
 # DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
@@ -67,9 +69,10 @@ def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A distinct, reproducible RNG seed for each (run seed, step, process)."""
-    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+    """A batch dict cut into ``parts`` equal consecutive parts (tensors and lists alike)."""
+    size = len(batch["images"]) // parts
+    return [{k: v[i * size : (i + 1) * size] for k, v in batch.items()} for i in range(parts)]
 
 
 class EMA:
@@ -131,11 +134,6 @@ def filesystem_of(path: Path) -> str:
     return device
 
 
-def _staging(snapshot: Path) -> Path:
-    """The hidden folder a snapshot is written into before it is renamed into place."""
-    return snapshot.with_name(f".{snapshot.name}.partial")
-
-
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
@@ -179,6 +177,7 @@ class Trainer:
         accelerator: Accelerator | None = None,
         callbacks: list[Callable[[Trainer, int, dict[str, float]], None]] | None = None,
         progress: bool = True,
+        held_out: Any = None,
     ):
         if config.max_steps is None and config.epochs is None and config.max_minutes is None:
             raise ConfigError(
@@ -187,6 +186,17 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.train_set = train_set
+        if config.eval_every and held_out is None:
+            raise ConfigError("eval_every needs held-out images: give the trainer the data's test split (held_out=)")
+        self.held_out = held_out
+        self.fid_probe = None
+        if config.eval_judge:
+            if not config.eval_every or not model.can(Capability.SAMPLE):
+                raise ConfigError(
+                    "eval_judge scores samples at each evaluation: set eval_every, on a model that samples"
+                )
+            self.fid_probe = keeping.FIDProbe(config.eval_judge, held_out, config.eval_samples)
+        self.best_heldout = keeping.best_loss(Path(run_dir))  # a resumed run keeps the best it had
         self.callbacks = callbacks or []
         self.show_progress = progress
         if accelerator is None:
@@ -194,16 +204,21 @@ class Trainer:
             # process with another precision must start from fresh settings (the process group stays).
             AcceleratorState._reset_state(reset_partial_state=False)
             # Accelerate only forms a multi-process CPU group (gloo) when told it is on the CPU.
-            accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=default_device().type == "cpu")
+            device = default_device()
+            precision = resolve_mixed_precision(config.mixed_precision, device)
+            accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
         self.accelerator = accelerator
         acc = self.accelerator
         self.world_size, self.rank = acc.num_processes, acc.process_index
-        if config.batch_size % self.world_size:
+        parts = self.world_size * config.grad_accumulation
+        if config.batch_size % parts:
             raise ConfigError(
-                f"batch size {config.batch_size} does not split over {self.world_size} processes; "
-                f"use a multiple of {self.world_size}"
+                f"batch size {config.batch_size} does not split over {self.world_size} process(es) x "
+                f"{config.grad_accumulation} accumulation part(s); use a multiple of {parts}"
             )
-        self.steps_per_epoch = len(train_set) // config.batch_size
+        self.plan = BatchPlan(len(train_set), config.batch_size, config.seed, self.world_size, self.rank)
+        self.data_config = data_config
+        self.steps_per_epoch = self.plan.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"the training split has {len(train_set)} images, fewer than one batch of "
@@ -346,14 +361,12 @@ class Trainer:
         """Finish the current step, write a checkpoint and return (what the first Ctrl-C does)."""
         self._stop_requested = True
 
-    def _batch_indices(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(
-            len(self.train_set), generator=torch.Generator().manual_seed(step_seed(self.config.seed, epoch, 10_007))
-        )
-        start = position * self.config.batch_size
-        local = self.config.batch_size // self.world_size
-        return order[start + self.rank * local : start + (self.rank + 1) * local]
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """The training batches from the current step on (``aediff.data.loader``: a function of seed and step,
+        so a resumed run sees what an uninterrupted one would); streamed data is decoded ahead by workers."""
+        data = self.data_config or DataConfig()
+        source = StepBatches(self.train_set, self.plan, data.augmentation if self.data_config else Augmentation())
+        return step_batches(source, self.step, data.loader_workers(self.train_set))
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -389,14 +402,17 @@ class Trainer:
         )
         logs: dict[str, float] = {}
         session_start = time.perf_counter() - self.elapsed_seconds
+        batches = self._batches()
         try:
             while not self._done() and not self._stop_requested:
-                batch, logs = self._train_step(session_start)
+                batch, logs = self._train_step(session_start, batches)
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     self._log(logs, bar)
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
                     self._preview(batch)
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self._evaluate(bar)
                 # Before the checkpoint: a run that resumes from this step has its snapshot already.
                 due = self._due_snapshots()
                 if due:
@@ -414,6 +430,7 @@ class Trainer:
             if self.step != self.saved_step or not interrupted:
                 self.save_checkpoint()
         finally:
+            batches.close()  # stops the loader's workers
             bar.close()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
@@ -431,18 +448,19 @@ class Trainer:
             self._stop_signal,
         )
 
-    def _train_step(self, session_start: float) -> tuple[dict[str, Any], dict[str, float]]:
-        """One optimizer step (and the EMA update); returns the batch and the step's logs."""
+    def _train_step(
+        self, session_start: float, batches: Iterator[dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """One optimizer step on the next of ``batches`` (and the EMA update); returns the batch and the logs."""
         acc, cfg = self.accelerator, self.config
         t0 = time.perf_counter()
-        torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))
-        batch = self._to_device(self.train_set.batch(self._batch_indices(self.step)))
+        torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))  # the loss's draws (noise levels, noise)
+        batch = self._to_device(next(batches))
         lr = cfg.lr * lr_factor(cfg, self.step, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.ddp_model.train()
-        loss, logs = self.ddp_model(batch)
-        acc.backward(loss)
+        loss, logs = self._accumulate_gradients(batch)
         if cfg.grad_clip > 0:
             logs["grad_norm"] = float(acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.grad_clip))
         self.optimizer.step()
@@ -458,6 +476,26 @@ class Trainer:
                 f"{self._last_good()}"
             )
         return batch, logs
+
+    def _accumulate_gradients(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Backward of the mean loss over ``batch`` in ``grad_accumulation`` equal parts, one at a time (the
+        activations of one part in memory; DDP's all-reduce once, on the last part). Returns the mean loss and
+        the parts' mean logs."""
+        parts = self.config.grad_accumulation
+        if parts == 1:
+            loss, logs = self.ddp_model(batch)
+            self.accelerator.backward(loss)
+            return loss, logs
+        total, summed = torch.zeros((), device=self.accelerator.device), {}
+        for i, part in enumerate(split_batch(batch, parts)):
+            sync = contextlib.nullcontext() if i == parts - 1 else self.accelerator.no_sync(self.ddp_model)
+            with sync:
+                loss, logs = self.ddp_model(part)
+                self.accelerator.backward(loss / parts)
+            total += loss.detach() / parts
+            for key, value in logs.items():
+                summed[key] = summed.get(key, 0.0) + value / parts
+        return total, summed
 
     def _lower_lr_advice(self) -> str:
         """What to do about a loss or weights gone non-finite: resume with a lower LR (a resume may change it)."""
@@ -552,6 +590,29 @@ class Trainer:
                 if key != "step":
                     writer.add_scalar(f"train/{key}", value, self.step)
 
+    def _evaluate(self, bar: Any) -> None:
+        """Log the EMA weights' held-out loss; keep them in RUN/best when it is the lowest so far (main process)."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            loss = keeping.held_out_loss(self.ema.model, self.held_out, self.config.eval_images,
+                                         self.config.batch_size, acc.device)  # fmt: skip
+            scores = {"heldout_loss": loss}
+            if self.fid_probe is not None:
+                with torch.random.fork_rng(devices=[]):
+                    scores["fid"] = self.fid_probe(self.ema.model)
+            self._log(scores, bar)
+            if self.best_heldout is None or loss < self.best_heldout:
+                self.check_weights()
+                self._after_training((self.ema.model,))  # e.g. the AE's latent Gaussian, to sample from RUN/best
+                record = {"step": self.step, "heldout_loss": loss, "images_seen": self.step * self.config.batch_size}
+                keeping.write_folder(self.run_dir / keeping.BEST_DIR, {
+                    **self._weights_files(with_optimizer=False),
+                    runs.CONFIG_FILE: (self.run_dir / runs.CONFIG_FILE).read_bytes(),
+                    keeping.BEST_FILE: json.dumps(record, indent=2).encode(),
+                })  # fmt: skip
+                self.best_heldout = loss
+        acc.wait_for_everyone()
+
     def _preview(self, batch: dict[str, Any]) -> None:
         writer = self._tensorboard()
         if writer is None:
@@ -565,25 +626,13 @@ class Trainer:
         self.check_weights()
         acc.wait_for_everyone()
         if acc.is_main_process:
-            opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer)  # Accelerate's wrapper
-            meta = {"step": str(self.step)}
-            state = {
-                "step": self.step,
-                "train_seconds": self.train_seconds,
-                "elapsed_seconds": self.elapsed_seconds,
-                "images_seen": self.step * self.config.batch_size,
-                "world_size": self.world_size,
-                "param_groups": param_groups,
-            }
-            files = {
-                runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
-                runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
-                runs.OPTIMIZER_FILE: runs.tensors_to_bytes(opt_tensors, meta),
-                runs.STATE_FILE: json.dumps(state, indent=2).encode(),
-            }
+            files = self._weights_files(with_optimizer=True)
             self._writing = True
             try:
                 runs.write_files_atomically(self.run_dir, files)
+                if self.config.keep_checkpoints:
+                    config = {runs.CONFIG_FILE: (self.run_dir / runs.CONFIG_FILE).read_bytes()}
+                    keeping.keep_checkpoint(self.run_dir, self.step, {**files, **config}, self.config.keep_checkpoints)
             except OSError as exc:
                 raise self._write_error(exc, f"checkpoint at step {self.step}", files) from None
             finally:
@@ -592,6 +641,28 @@ class Trainer:
         self.saved_step = self.step
         if self._abort_signal is not None:
             self._abort(self._abort_signal)
+
+    def _weights_files(self, with_optimizer: bool) -> dict[str, bytes]:
+        """The checkpoint's files: weights and EMA weights, and with ``with_optimizer`` the optimizer and
+        training state (what --resume needs)."""
+        meta = {"step": str(self.step)}
+        files = {
+            runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
+            runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
+        }
+        if with_optimizer:
+            opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer)  # Accelerate's wrapper
+            state = {
+                "step": self.step,
+                "train_seconds": self.train_seconds,
+                "elapsed_seconds": self.elapsed_seconds,
+                "images_seen": self.step * self.config.batch_size,
+                "world_size": self.world_size,
+                "param_groups": param_groups,
+            }
+            files[runs.OPTIMIZER_FILE] = runs.tensors_to_bytes(opt_tensors, meta)
+            files[runs.STATE_FILE] = json.dumps(state, indent=2).encode()
+        return files
 
     def _write_error(self, exc: OSError, what: str, files: dict[str, bytes]) -> RunError:
         """A failed checkpoint or snapshot write as one line that says what to do; the files it left half
@@ -655,7 +726,9 @@ class Trainer:
                 try:
                     self._write_snapshot(fraction, {**files, runs.SNAPSHOT_FILE: record_bytes})
                 except OSError as exc:
-                    shutil.rmtree(_staging(runs.snapshot_path(self.run_dir, fraction)), ignore_errors=True)
+                    shutil.rmtree(
+                        keeping.staging_folder(runs.snapshot_path(self.run_dir, fraction)), ignore_errors=True
+                    )
                     raise self._write_error(exc, f"snapshot at {fraction:.0%} (step {self.step})", files) from None
         acc.wait_for_everyone()
 
@@ -672,13 +745,5 @@ class Trainer:
         return "".join(kept).encode()
 
     def _write_snapshot(self, fraction: float, files: dict[str, bytes]) -> None:
-        """Write ``files`` into a hidden staging folder, then rename it into place: a crash leaves either no
-        snapshot or a whole one (a staging folder left by a crash is cleared by the next write)."""
-        target = runs.snapshot_path(self.run_dir, fraction)
-        staging = _staging(target)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        runs.write_files_atomically(staging, files)  # every file written in full and fsync'd
-        shutil.rmtree(target, ignore_errors=True)  # not there in practice (due = no folder); os.replace needs it gone
-        os.replace(staging, target)
-        runs._fsync_dir(target.parent)
+        """Write ``files`` as the snapshot's folder: whole or not at all (``keeping.write_folder``)."""
+        keeping.write_folder(runs.snapshot_path(self.run_dir, fraction), files)

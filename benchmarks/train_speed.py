@@ -1,0 +1,173 @@
+"""Where a training step of the default diffusion model spends its time, and what makes it faster on a CPU.
+
+One process measures every variant of the same step (the trainer's own work: the loss on a batch of 64
+mnist5k images, backward, gradient clipping, AdamW, the EMA update), interleaved in rounds so that a
+change in the machine's speed touches every variant alike; the figure per variant is the median over rounds.
+
+    python benchmarks/train_speed.py                      # ~5 min; writes benchmarks/results/train_speed.{json,md}
+    python benchmarks/train_speed.py --rounds 2 --steps 3 # a smoke run
+
+Variants: fp32 (today's step), channels_last, bf16 autocast (where the CPU has avx512_bf16 or AMX),
+torch.compile of the network, the EMA update as one fused foreach call, and fp32 on one thread (how much
+the second core buys, for running two trainings side by side). A torch.profiler table of the fp32 step
+gives the time per operator class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+
+from aediff.config import update_config
+from aediff.data import DataConfig
+from aediff.device import cpu_has_bf16
+from aediff.models.registry import build_model, model_class
+from aediff.training.train import fill_data_shape
+from aediff.training.trainer import EMA
+from results_files import machine, write_results
+
+BATCH = 64
+
+
+def default_model(train_set):
+    cls = model_class("diffusion")
+    config = update_config(fill_data_shape(cls.config_class(), train_set), {})
+    torch.manual_seed(0)
+    return build_model("diffusion", config)
+
+
+def make_step(model, *, channels_last=False, bf16=False, compile_network=False, fused_ema=False) -> Callable:
+    """The trainer's step for one variant; returns step(batch) -> loss."""
+    model = deepcopy(model).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile_network:
+        model.denoiser.network = torch.compile(model.denoiser.network)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ema = EMA(model, 0.999)
+    ema_params = list(ema.model.parameters())
+    params = list(model.parameters())
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    counter = iter(range(10**9))
+
+    def step(batch):
+        if channels_last:
+            batch = {**batch, "images": batch["images"].contiguous(memory_format=torch.channels_last)}
+        with autocast():
+            loss, _ = model(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        t = next(counter)
+        if fused_ema:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1 - min(0.999, (1 + t) / (10 + t)))
+        else:
+            ema.update(model, t)
+        return float(loss)
+
+    return step
+
+
+def images_per_second(step, batches, steps: int) -> float:
+    start = time.perf_counter()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+def profile_table(step, batches, steps: int = 10) -> list[dict]:
+    """Self CPU time per operator of ``steps`` fp32 steps, the top 15, in % of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(batches[i % len(batches)])
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+    return [{"op": e.key, "percent": 100 * e.self_cpu_time_total / total, "calls": e.count} for e in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_speed"))
+    args = parser.parse_args()
+    started = time.time()
+    threads = torch.get_num_threads()
+    train_set = DataConfig(spec="mnist5k").load("train")
+    g = torch.Generator().manual_seed(0)
+    batches = [train_set.batch(torch.randperm(len(train_set), generator=g)[:BATCH]) for _ in range(8)]
+    model = default_model(train_set)
+
+    variants = {
+        "fp32": {},
+        "fp32, fused EMA": {"fused_ema": True},
+        "channels_last": {"channels_last": True},
+        "torch.compile": {"compile_network": True},
+    }
+    if cpu_has_bf16():
+        variants["bf16 autocast"] = {"bf16": True}
+    steps = {name: make_step(model, **kw) for name, kw in variants.items()}
+    for name, step in steps.items():  # warm-up, compilation included
+        t0 = time.perf_counter()
+        images_per_second(step, batches, 3)
+        print(f"{name}: warm-up {time.perf_counter() - t0:.1f}s", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    rates["fp32, 1 thread"] = []
+    for r in range(args.rounds):
+        for name, step in steps.items():
+            rates[name].append(images_per_second(step, batches, args.steps))
+        torch.set_num_threads(1)
+        rates["fp32, 1 thread"].append(images_per_second(steps["fp32"], batches, args.steps))
+        torch.set_num_threads(threads)
+        print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
+    results = {
+        "machine": machine(),
+        "batch_size": BATCH,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "images_per_s": {k: statistics.median(v) for k, v in rates.items()},
+        "images_per_s_all": rates,
+        "profile_fp32": profile_table(steps["fp32"], batches),
+    }
+    write_results(args.out, results, started, markdown)
+
+
+def markdown(results: dict) -> str:
+    base = results["images_per_s"]["fp32"]
+    lines = [
+        f"Training step of the default diffusion model ({results['parameters'] / 1e6:.2f}M parameters), batch "
+        f"{results['batch_size']}, on {results['machine']['cpu']} ({results['machine']['threads']} threads), "
+        f"torch {results['machine']['torch']}; median of {results['rounds']} interleaved rounds of "
+        f"{results['steps_per_round']} steps.",
+        "",
+        "| variant | images/s | / fp32 |",
+        "|---|---|---|",
+    ]
+    for name, rate in results["images_per_s"].items():
+        lines.append(f"| {name} | {rate:.0f} | {rate / base:.2f} |")
+    lines += [
+        "",
+        "fp32 step, self CPU time by operator (torch.profiler, 10 steps):",
+        "",
+        "| op | % | calls |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{r['op']}` | {r['percent']:.1f} | {r['calls']} |" for r in results["profile_fp32"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
