@@ -350,6 +350,9 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=500)
     parser.add_argument("--classifier", type=Path, default=Path("runs/clf"))
     parser.add_argument("--only", nargs="*", help="train these variants only (names); keep the others' rows")
+    parser.add_argument("--steps-check", metavar="VARIANT", help="no training: score an aediff variant's saved run "
+                        "with its default sampler at 20 and 250 steps (--steps-samples each, same seeds)")  # fmt: skip
+    parser.add_argument("--steps-samples", type=int, default=500)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-peers"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peers"))
     args = parser.parse_args()
@@ -362,6 +365,11 @@ def main() -> None:
         Scorer(classifier, val_set, "mnist5k train, validation cut"),
         Scorer(classifier, test_set, "mnist5k:test"),
     )
+    if args.steps_check:
+        results = json.loads(args.out.with_suffix(".json").read_text())
+        results["steps_check"] = steps_check(args, results["variants"][args.steps_check], score_test)
+        write_results(args.out, results, started, markdown)
+        return
     chosen = [v for v in variants() if not args.only or v.name in args.only]
     previous = json.loads(args.out.with_suffix(".json").read_text()) if args.only else {}
     results = {
@@ -390,6 +398,25 @@ def main() -> None:
         print(f"{v.name}: val FID {row['validation']['fid']:.2f}, test FID {row['test']['fid']:.2f}", flush=True)
         write_results(args.out, finish(results), started, markdown)
     write_results(args.out, finish(results), started, markdown)
+
+
+def steps_check(args, row: dict, score_test: Scorer) -> dict:
+    """The run's default sampler at 20 and at 250 steps, from the same seeds: FID of each, their ratio and
+    paired difference (the target: 20 steps within 1.25x of 250)."""
+    from aediff.diffusion import SamplerOptions
+
+    model = aediff.load(row["run"]).model
+    sampler = model.config.sampling.sampler
+    scores = {}
+    for steps in (20, 250):
+        images = sample_images(model, args.steps_samples, seed=2, options=SamplerOptions(sampler=sampler, steps=steps))
+        scores[steps] = score_test(images)
+        print(f"{sampler} {steps} steps: FID {scores[steps]['fid']:.2f}", flush=True)
+    gap = difference_of_draws(scores[20]["fid"], scores[20]["draws"], scores[250]["fid"], scores[250]["draws"])
+    return {"run": row["run"], "sampler": sampler, "samples": args.steps_samples,
+            "fid": {str(k): v["fid"] for k, v in scores.items()},
+            "fid_se": {str(k): v["fid_se"] for k, v in scores.items()},
+            "ratio": scores[20]["fid"] / scores[250]["fid"], "difference": gap.to_dict()}  # fmt: skip
 
 
 def validation_split(runs: Path) -> DataConfig:
@@ -468,6 +495,12 @@ def markdown(r: dict) -> str:
     for name, c in r.get("controls", {}).items():
         lines.append(f"| {name} | {c['fid']:.2f} +- {1.96 * (c['fid_se'] or 0):.2f} | {c['confident_share']:.3f} | "
                      f"{c['classes_present']} |")  # fmt: skip
+    check = r.get("steps_check")
+    if check:
+        gap = check["difference"]
+        lines += ["", f"Steps check ({check['run']}, {check['sampler']}, {check['samples']} samples, the same seeds): "
+                  f"FID {check['fid']['20']:.2f} at 20 steps, {check['fid']['250']:.2f} at 250; ratio "
+                  f"{check['ratio']:.2f}, difference {gap['value']:+.2f} +- {1.96 * gap['se']:.2f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

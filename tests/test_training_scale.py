@@ -122,3 +122,71 @@ def test_a_judge_adds_the_samples_fid_to_each_evaluation(tmp_path):
             training=quick(max_steps=1, eval_judge="runs/clf"),
             progress=False,
         )
+
+
+def accelerator_with_a_loss_scaler():
+    """Accelerate on the CPU with a GradScaler, as it has under fp16 on a GPU (the CPU has no fp16 autocast)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=True)
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=2)
+    return accelerator
+
+
+def test_a_resumed_run_continues_from_the_loss_scale_it_had(tmp_path):
+    config = quick(max_steps=8, checkpoint_every=4, lr_schedule="constant", warmup_steps=0)
+    train("ae", tmp_path / "full", "digits", model=TINY, training=config, accelerator=accelerator_with_a_loss_scaler(),
+          progress=False)  # fmt: skip
+    train("ae", tmp_path / "part", "digits", model=TINY, training={**config, "max_steps": 4},
+          accelerator=accelerator_with_a_loss_scaler(), progress=False)  # fmt: skip
+    train(None, tmp_path / "part", training={"max_steps": 8}, resume=True, accelerator=accelerator_with_a_loss_scaler(),
+          progress=False)  # fmt: skip
+
+    def scale(run):
+        return json.loads((run / "training_state" / "state.json").read_text())["grad_scaler"]["scale"]
+
+    assert scale(tmp_path / "full") == scale(tmp_path / "part") == 2.0**12 * 2**4  # doubled every 2 steps, 8 steps
+    a, b = weights(tmp_path / "full" / "model.safetensors"), weights(tmp_path / "part" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_fp16_is_refused_off_a_gpu_with_the_alternatives():
+    with pytest.raises(ConfigError, match="fp16 autocast needs a CUDA GPU.*bf16 or auto"):
+        resolve_mixed_precision("fp16", torch.device("cpu"))
+
+
+def tensorboard_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_gets_scalars_and_previews_through_accelerate_and_a_resume_drops_what_came_after(tmp_path):
+    run = tmp_path / "r"
+    config = {**quick(max_steps=6, log_every=2, preview_every=3, checkpoint_every=3), "tensorboard": True}
+
+    def crash_at_step_5(trainer, step, logs):
+        if step == 5:
+            raise RuntimeError("crash")  # no checkpoint: the last one is step 3's, the log already has step 4
+
+    with pytest.raises(RuntimeError, match="crash"):
+        train("ae", run, "digits", model=TINY, training=config, progress=False, callbacks=[crash_at_step_5])
+    events = tensorboard_scalars(run / "tb")
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert any(tag.startswith("preview/") for tag in events.Tags()["images"])
+    train(None, run, resume=True, progress=False)
+    assert [e.step for e in tensorboard_scalars(run / "tb").Scalars("train/loss")] == [2, 4, 6]  # step 4 once
+
+
+def test_a_tracker_whose_package_is_missing_is_named_with_its_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        train("ae", tmp_path / "r", "digits", model=TINY, training={**quick(max_steps=2), "trackers": ("wandb",)},
+              progress=False)  # fmt: skip

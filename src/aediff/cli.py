@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import typer
 from rich.console import Console
@@ -32,6 +32,7 @@ from aediff.modes import (
     Family,
     LatentKind,
     Likelihood,
+    LogTarget,
     MixedPrecision,
     NetworkKind,
     SamplerName,
@@ -132,8 +133,9 @@ def datasets() -> None:
         )
     console.print(table)
     console.print(
-        "Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl) "
-        "and npz:PATH (arrays `images`, optional `labels`, `captions`)."
+        "Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl), "
+        "npz:PATH (arrays `images`, optional `labels`, `captions`), wds:DIR/{000..099}.tar (WebDataset shards) "
+        "and hf:PATH (a Hugging Face dataset saved to disk); --stream reads images per batch (docs/scale.md)."
     )
 
 
@@ -193,6 +195,15 @@ def _widths(text: str) -> list[int]:
     if not widths or min(widths) < 1:
         raise ConfigError(f"--widths needs positive widths, got {text!r}")
     return widths
+
+
+def _log_targets(values: list[str] | None) -> list[str] | None:
+    """``--log-with`` values, each one of LogTarget (Typer takes no list of choices); another is a usage error."""
+    allowed = get_args(LogTarget)
+    for value in values or []:
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+    return values
 
 
 def _snapshot_fractions(text: str | None) -> tuple[float, ...] | None:
@@ -256,6 +267,13 @@ def train(
         typer.Option(
             callback=_snapshot_fractions,  # hands on a tuple of floats
             help="keep the model at these fractions of the budget, e.g. 0.25,0.5 (in RUN/snapshots/25 and /50)",
+        ),
+    ] = None,
+    log_with: Annotated[
+        list[str] | None,
+        typer.Option(
+            callback=_log_targets,
+            help="experiment trackers (repeatable; default tensorboard): tensorboard, wandb, mlflow",
         ),
     ] = None,
     eval_every: Annotated[
@@ -328,6 +346,9 @@ def train(
     }.items():
         if value is not None:
             training[key] = value
+    if log_with is not None:
+        training["tensorboard"] = "tensorboard" in log_with
+        training["trackers"] = tuple(dict.fromkeys(t for t in log_with if t != "tensorboard"))
     update_config(TrainConfig(), training)  # each value against its range now, before torch is even imported
     model = _model_overrides(None if resume else family, flags, set_ or [])
     if widths is not None:

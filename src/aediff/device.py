@@ -6,6 +6,8 @@ import sys
 
 import torch
 
+from aediff.errors import ConfigError
+
 
 def default_device() -> torch.device:
     if torch.cuda.is_available():
@@ -19,6 +21,8 @@ def resolve_mixed_precision(setting: str, device: torch.device) -> str:
     """The autocast Accelerate is given for ``setting`` ("auto", "no", "fp16", "bf16") on ``device``: "auto" is
     bf16 where the hardware computes in bf16 natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports
     it: measured 1.7x faster training on such a CPU, benchmarks/results/train_speed.md), else "no" (fp32)."""
+    if setting == "fp16" and device.type != "cuda":
+        raise ConfigError(f"fp16 autocast needs a CUDA GPU (this run is on {device.type}); use bf16 or auto")
     if setting != "auto":
         return setting
     if device.type == "cuda":

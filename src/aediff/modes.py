@@ -19,3 +19,5 @@ TextEncoderKind = Literal["learned", "minilm", "clip"]
 # "auto": bf16 where the hardware computes it natively (CPUs with AVX512-BF16 / AMX, CUDA GPUs that support it), else no
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 Split = Literal["train", "test", "all"]
+TrackerName = Literal["wandb", "mlflow"]  # experiment trackers besides TensorBoard (training/trackers.py)
+LogTarget = Literal["tensorboard", "wandb", "mlflow"]  # what --log-with names

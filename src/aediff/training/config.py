@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from aediff.config import bounded, bounded_items, check_ranges
 from aediff.errors import ConfigError
-from aediff.modes import MixedPrecision
+from aediff.modes import MixedPrecision, TrackerName
 
 SNAPSHOT_EXAMPLE = "e.g. 0.25,0.5 for snapshots at 25% and 50% of the budget"
 
@@ -85,6 +85,7 @@ class TrainConfig:
     eval_samples: int = bounded(500, 2)  # samples per FID evaluation (the default sampler, the same seed each time)
     preview_every: int = bounded(1000, 0)  # steps between TensorBoard image grids; 0 = never
     tensorboard: bool = True  # write TensorBoard scalars and image grids under RUN/tb
+    trackers: tuple[TrackerName, ...] = ()  # more experiment trackers through Accelerate: wandb, mlflow
     # Fractions of the budget, increasing, in (0, 1): when the run's progress (steps / horizon, or time / time
     # budget) first reaches one, a loadable copy of the model is kept in RUN/snapshots/<percent> (e.g. 25).
     # Writing them counts neither as training time nor against a time budget.

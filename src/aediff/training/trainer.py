@@ -49,7 +49,7 @@ from aediff.data.loader import Augmentation, BatchPlan, StepBatches, step_batche
 from aediff.device import default_device, resolve_mixed_precision
 from aediff.errors import ConfigError, RunError
 from aediff.models import Capability, Model
-from aediff.training import keeping
+from aediff.training import keeping, trackers
 from aediff.training.config import TrainConfig
 
 # DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
@@ -189,6 +189,7 @@ class Trainer:
         if config.eval_every and held_out is None:
             raise ConfigError("eval_every needs held-out images: give the trainer the data's test split (held_out=)")
         self.held_out = held_out
+        trackers.check_installed(config.trackers)
         self.fid_probe = None
         if config.eval_judge:
             if not config.eval_every or not model.can(Capability.SAMPLE):
@@ -249,7 +250,7 @@ class Trainer:
         except BaseException:
             self._lock.close()
             raise
-        self.writer = None
+        self._trackers: list[Any] | None = None  # started on the first log (main process): training/trackers.py
 
     def _open_run(self, model: Model, run_config: dict[str, Any], data_config: DataConfig | None, resume: bool) -> None:
         """Start the run folder (or load its checkpoint), the EMA and the optimizer."""
@@ -279,6 +280,8 @@ class Trainer:
             for group in self.optimizer.param_groups:  # a resume may change these (the LR is set at every step)
                 group["betas"], group["weight_decay"] = tuple(config.adam_betas), config.weight_decay
         self.optimizer = acc.prepare(self.optimizer)
+        if state is not None and acc.scaler is not None and "grad_scaler" in state:
+            acc.scaler.load_state_dict(state["grad_scaler"])  # fp16: the loss scale it had reached, exactly
 
     # --- set-up ------------------------------------------------------------------------------------
     def _load_optimizer(self, state: dict[str, Any]) -> None:
@@ -434,8 +437,8 @@ class Trainer:
             bar.close()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            if self.writer is not None:
-                self.writer.close()
+            trackers.finish(self._trackers or [])
+            self._trackers = None
             self._lock.close()
         return TrainResult(
             self.run_dir,
@@ -565,12 +568,16 @@ class Trainer:
         return due
 
     # --- logging, checkpoints and snapshots --------------------------------------------------------
-    def _tensorboard(self) -> Any:
-        if self.writer is None and self.config.tensorboard and self.accelerator.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow to import
-
-            self.writer = SummaryWriter(str(self.run_dir / runs.TENSORBOARD_DIR), purge_step=self.step)
-        return self.writer
+    def _started_trackers(self) -> list[Any]:
+        """The run's experiment trackers, started on first use (main process; none on the others)."""
+        if self._trackers is None:
+            main = self.accelerator.is_main_process
+            self._trackers = (
+                trackers.start_trackers(self.config.tensorboard, self.config.trackers, self.run_dir, self.step)
+                if main
+                else []
+            )
+        return self._trackers
 
     def _log(self, logs: dict[str, float], bar: Any) -> None:
         if not self.accelerator.is_main_process:
@@ -584,11 +591,8 @@ class Trainer:
         }
         with open(self.run_dir / runs.LOG_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in record.items():
-                if key != "step":
-                    writer.add_scalar(f"train/{key}", value, self.step)
+        scalars = {f"train/{key}": value for key, value in record.items() if key != "step"}
+        trackers.log_scalars(self._started_trackers(), scalars, self.step)
 
     def _evaluate(self, bar: Any) -> None:
         """Log the EMA weights' held-out loss; keep them in RUN/best when it is the lowest so far (main process)."""
@@ -614,11 +618,12 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _preview(self, batch: dict[str, Any]) -> None:
-        writer = self._tensorboard()
-        if writer is None:
+        if not self.accelerator.is_main_process or not self._started_trackers():
             return
-        for name, images in self.ema.model.preview(batch).items():
-            writer.add_images(f"preview/{name}", ((images.float().clamp(-1, 1) + 1) / 2).cpu(), self.step)
+        grids = {
+            f"preview/{k}": ((v.float().clamp(-1, 1) + 1) / 2).cpu() for k, v in self.ema.model.preview(batch).items()
+        }
+        trackers.log_images(self._started_trackers(), grids, self.step)
 
     def save_checkpoint(self) -> None:
         """Write weights, EMA weights and the training state as one atomic unit (main process)."""
@@ -660,6 +665,8 @@ class Trainer:
                 "world_size": self.world_size,
                 "param_groups": param_groups,
             }
+            if self.accelerator.scaler is not None:  # fp16's loss scaler: a resume continues from its scale
+                state["grad_scaler"] = self.accelerator.scaler.state_dict()
             files[runs.OPTIMIZER_FILE] = runs.tensors_to_bytes(opt_tensors, meta)
             files[runs.STATE_FILE] = json.dumps(state, indent=2).encode()
         return files
