@@ -23,8 +23,8 @@ Protocol (every contender alike):
   network (must lose to everything).
 
 Variants (the tuning budget: aediff 2 runs; diffusers 2 + its two recipes; denoising-diffusion-pytorch 2):
-- aediff: its default (lr 1e-3) and lr 3e-3; plus its default with bf16 autocast, a speed variant, where the
-  CPU has avx512_bf16 or AMX.
+- aediff: in fp32 (its default until this benchmark, lr 1e-3) and at lr 3e-3, the tuning variants; and with
+  bf16 autocast, a speed variant where the CPU has avx512_bf16 or AMX (its default since: "auto").
 - diffusers, the Hugging Face course's MNIST UNet2DModel ((32, 64, 64), 2 layers per block, attention in the
   two lower blocks) in (a1) the course's recipe (AdamW 1e-3 constant, no EMA, no clipping, cosine betas,
   eps) and (a2) the `train_unconditional` example's recipe (AdamW 1e-4, betas (0.95, 0.999), weight decay
@@ -79,6 +79,9 @@ BATCH = 64
 NFE = 20
 SPLIT_SEED = 0
 VALIDATION = 500
+# aediff's default since this benchmark (mixed_precision "auto" = bf16 on this CPU); the rows in fp32 are the
+# default before it, its lr sweep, and the adapter row (run in fp32, like the peers)
+DEFAULT = "aediff, bf16 autocast (the default)"
 COURSE_UNET = {"channels": [32, 64, 64], "blocks_per_stage": 2, "attention_resolutions": [14, 7]}
 
 
@@ -91,17 +94,16 @@ class Variant:
 
 
 def variants() -> list[Variant]:
+    fp32 = {"mixed_precision": "no"}
     out = [
-        Variant("aediff, default", "aediff", "default", {"training": {}}),
-        Variant("aediff, lr 3e-3", "aediff", "tuning", {"training": {"lr": 3e-3}}),
+        Variant("aediff, fp32", "aediff", "tuning", {"training": fp32}),
+        Variant("aediff, fp32, lr 3e-3", "aediff", "tuning", {"training": {**fp32, "lr": 3e-3}}),
     ]
     if cpu_has_bf16():
-        out.append(
-            Variant("aediff, default, bf16 autocast", "aediff", "speed", {"training": {"mixed_precision": "bf16"}})
-        )
+        out.append(Variant(DEFAULT, "aediff", "tuning, speed", {"training": {"mixed_precision": "bf16"}}))
     out += [
         Variant("aediff recipe, diffusers' course UNet2DModel", "aediff", "(c) network in aediff's recipe",
-                {"training": {}, "model": {"architecture": "diffusers-unet2d", **COURSE_UNET}}),
+                {"training": fp32, "model": {"architecture": "diffusers-unet2d", **COURSE_UNET}}),
         Variant("diffusers, HF course recipe", "diffusers", "(a) recipe", {"recipe": "course"}),
         Variant("diffusers, train_unconditional recipe", "diffusers", "(a) recipe", {"recipe": "train_unconditional"}),
         Variant("diffusers, train_unconditional, lr 1e-3, aediff's EMA", "diffusers", "(b) sweep",
@@ -353,6 +355,8 @@ def main() -> None:
     parser.add_argument("--steps-check", metavar="VARIANT", help="no training: score an aediff variant's saved run "
                         "with its default sampler at 20 and 250 steps (--steps-samples each, same seeds)")  # fmt: skip
     parser.add_argument("--steps-samples", type=int, default=500)
+    parser.add_argument("--reuse-budgets", action="store_true", help="with --only: train to the step budgets and "
+                        "controls of the earlier run in --out (its phase 1), measuring them not again")  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-peers"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peers"))
     args = parser.parse_args()
@@ -365,10 +369,11 @@ def main() -> None:
         Scorer(classifier, val_set, "mnist5k train, validation cut"),
         Scorer(classifier, test_set, "mnist5k:test"),
     )
-    if args.steps_check:
-        results = json.loads(args.out.with_suffix(".json").read_text())
-        results["steps_check"] = steps_check(args, results["variants"][args.steps_check], score_test)
-        write_results(args.out, results, started, markdown)
+    if args.steps_check:  # its own results file, beside the benchmark's: OUT_steps.{json,md}
+        row = json.loads(args.out.with_suffix(".json").read_text())["variants"][args.steps_check]
+        check = {"command": "python " + shlex.join(sys.argv), "machine": machine(), "variant": args.steps_check,
+                 **steps_check(args, row, score_test)}  # fmt: skip
+        write_results(args.out.with_name(args.out.name + "_steps"), check, started, steps_markdown)
         return
     chosen = [v for v in variants() if not args.only or v.name in args.only]
     previous = json.loads(args.out.with_suffix(".json").read_text()) if args.only else {}
@@ -379,14 +384,20 @@ def main() -> None:
         "minutes": args.minutes, "batch_size": BATCH, "nfe": NFE, "samples": args.samples,
         "val_samples": args.val_samples, "train_images": len(train_set), "validation_images": len(val_set),
         "variants": previous.get("variants", {}),
+        **({"controls": previous["controls"]} if "controls" in previous else {}),
     }  # fmt: skip
     for v in chosen:  # phase 1, on idle cores: every variant's throughput, one after the other
-        ips = measure_throughput(v, train_set, data, args.runs, args.throughput_steps)
-        steps = max(1, round(args.minutes * 60 * ips / BATCH))
+        kept = results["variants"].get(v.name, {})
+        if args.reuse_budgets and "steps" in kept:  # measured in an earlier run's phase 1
+            ips, steps = kept["train_images_per_s"], kept["steps"]
+        else:
+            ips = measure_throughput(v, train_set, data, args.runs, args.throughput_steps)
+            steps = max(1, round(args.minutes * 60 * ips / BATCH))
         results["variants"][v.name] = {"library": v.library, "role": v.role, "settings": v.settings,
                                        "train_images_per_s": ips, "steps": steps}  # fmt: skip
         print(f"{v.name}: {ips:.0f} img/s -> {steps} steps", flush=True)
-    results["controls"] = controls(args, data, train_set, score_test)
+    if "controls" not in results or not args.reuse_budgets:
+        results["controls"] = controls(args, data, train_set, score_test)
     for v in chosen:  # phase 2: train to the budget, then score
         row = results["variants"][v.name]
         sample, facts = train_variant(v, row["steps"], train_set, data, args.runs)
@@ -445,18 +456,18 @@ def finish(results: dict) -> dict:
     """Add the choices made on validation and each row's paired test-FID difference to aediff's default."""
     rows = results["variants"]
     scored = {k: v for k, v in rows.items() if "test" in v}
-    reference = scored.get("aediff, default")
+    reference = scored.get(DEFAULT)
     for row in scored.values():
         if reference is not None:
             gap = difference_of_draws(row["test"]["fid"], row["test"]["draws"], reference["test"]["fid"],
                                       reference["test"]["draws"])  # fmt: skip
-            row["test"]["minus_aediff_default"] = gap.to_dict()
+            row["test"]["minus_default"] = gap.to_dict()
     chosen = {}
     for library in ("aediff", "diffusers", "ddpm-pytorch"):
         tuned = {
             k: v
             for k, v in scored.items()
-            if v["library"] == library and v["role"] not in ("speed", "(c) network in aediff's recipe")
+            if v["library"] == library and not v["role"].startswith("(c)")  # the adapter row is not a choice
         }
         if tuned:
             chosen[library] = min(tuned, key=lambda k: tuned[k]["validation"]["fid"])
@@ -483,8 +494,8 @@ def markdown(r: dict) -> str:
     for name, v in r["variants"].items():
         if "test" not in v:
             continue
-        t, gap = v["test"], v["test"].get("minus_aediff_default")
-        gap_text = f"{gap['value']:+.2f} +- {1.96 * gap['se']:.2f}" if gap and name != "aediff, default" else ""
+        t, gap = v["test"], v["test"].get("minus_default")
+        gap_text = f"{gap['value']:+.2f} +- {1.96 * gap['se']:.2f}" if gap and name != DEFAULT else ""
         mark = " (chosen)" if name in r.get("chosen_on_validation", {}).values() else ""
         lines.append(
             f"| {name}{mark} | {v['role']} | {v['parameters'] / 1e6:.2f}M | {v['train_images_per_s']:.0f} | "
@@ -495,13 +506,19 @@ def markdown(r: dict) -> str:
     for name, c in r.get("controls", {}).items():
         lines.append(f"| {name} | {c['fid']:.2f} +- {1.96 * (c['fid_se'] or 0):.2f} | {c['confident_share']:.3f} | "
                      f"{c['classes_present']} |")  # fmt: skip
-    check = r.get("steps_check")
-    if check:
-        gap = check["difference"]
-        lines += ["", f"Steps check ({check['run']}, {check['sampler']}, {check['samples']} samples, the same seeds): "
-                  f"FID {check['fid']['20']:.2f} at 20 steps, {check['fid']['250']:.2f} at 250; ratio "
-                  f"{check['ratio']:.2f}, difference {gap['value']:+.2f} +- {1.96 * gap['se']:.2f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def steps_markdown(check: dict) -> str:
+    gap, m = check["difference"], check["machine"]
+    return (
+        f"# 20 against 250 sampling steps\n\n`{check['command']}` on {m['cpu']}: {check['variant']} "
+        f"({check['run']}), {check['sampler']}, {check['samples']} samples from the same seeds, FID on mnist5k's "
+        f"test split in the classifier judge's features: {check['fid']['20']:.2f} +- "
+        f"{1.96 * check['fid_se']['20']:.2f} at 20 steps, {check['fid']['250']:.2f} +- "
+        f"{1.96 * check['fid_se']['250']:.2f} at 250; ratio {check['ratio']:.2f}, paired difference "
+        f"{gap['value']:+.2f} +- {1.96 * gap['se']:.2f}.\n"
+    )
 
 
 if __name__ == "__main__":

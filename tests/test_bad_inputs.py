@@ -170,10 +170,18 @@ CASES = [
     Case("unknown-tracker", "train ae --data digits --log-with tensorbored --out {tmp}/new", "--log-with", 2),
     Case("crop-above-one", "train ae --data digits --crop 1.5 --out {tmp}/new", "--crop", 2),
     Case("stream-in-memory-set", "train ae --data digits --stream --max-steps 1 --out {tmp}/new", "--stream", 1),
-    Case("accumulation-uneven", "train ae --data digits --grad-accumulation 3 --max-steps 1 --out {tmp}/new",
-         "multiple of 3", 1),  # fmt: skip
-    Case("shards-missing", "train ae --data wds:{tmp}/none/{{000..003}}.tar --max-steps 1 --out {tmp}/new",
-         "do not exist", 1),  # fmt: skip
+    Case(
+        "accumulation-uneven",
+        "train ae --data digits --grad-accumulation 3 --max-steps 1 --out {tmp}/new",
+        "multiple of 3",
+        1,
+    ),  # fmt: skip
+    Case(
+        "shards-missing",
+        "train ae --data wds:{tmp}/none/{{000..003}}.tar --max-steps 1 --out {tmp}/new",
+        "do not exist",
+        1,
+    ),  # fmt: skip
     Case("seed-too-large", "sample {ae} --seed 100000000000000000000", "--seed", 2),
     Case("eval-one-sample", "eval {ae} --samples 1 --out {tmp}/m.json", "--samples", 2),
     Case("unknown-export-format", "export {ae} --format tflite --out {tmp}/x", "--format", 2),

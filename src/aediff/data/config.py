@@ -27,9 +27,8 @@ class DataConfig:
     skip_bad: bool = False  # skip unreadable images instead of stopping
     # read images from disk per batch: None = wds:/hf: data and folders over 2 GB decoded; True / False force it
     stream: bool | None = None
-    workers: int | None = bounded(
-        None, 0, 64
-    )  # processes decoding training batches ahead; None = 0 in memory, else 1-4
+    # processes decoding training batches ahead; None = none in memory, 1-4 when streaming
+    workers: int | None = bounded(None, 0, 64)
     flip: bool = False  # training augmentation: mirror left-right with probability 1/2 (off: digits must not be)
     crop: float = bounded(1.0, 0, 1, low_open=True)  # training augmentation: random window of this share of each side
     data_dir: str | None = None  # where local copies live (else $AEDIFF_DATA)

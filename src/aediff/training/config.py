@@ -70,14 +70,13 @@ class TrainConfig:
     epochs: float | None = bounded(None, 0, low_open=True)  # ... or after this many passes over the training split ...
     max_minutes: float | None = bounded(None, 0, low_open=True)  # ... or after this much wall-clock training time
     seed: int = bounded(0, 0, MAX_SEED)  # model init, data order and every random draw of the loss derive from it
-    mixed_precision: MixedPrecision = (
-        "no"  # autocast: bf16 / fp16; auto = bf16 where the CPU or GPU computes it natively
-    )
+    # autocast: "auto" = bf16 where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else fp32 ("no");
+    # measured on mnist5k: 1.7x the steps in the same minutes, FID 2.30 against 4.68 (benchmarks/results/peers.md)
+    mixed_precision: MixedPrecision = "auto"
     log_every: int = bounded(25, 1)  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
     checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints; one is always written at the end
-    keep_checkpoints: int = bounded(
-        0, 0, 10_000
-    )  # also keep the last N checkpoints in RUN/checkpoints/step-N; 0 = none
+    # also keep the last N checkpoints in RUN/checkpoints/step-N; 0 = none
+    keep_checkpoints: int = bounded(0, 0, 10_000)
     # steps between evaluations of the EMA weights' loss on held-out images (logged; the lowest kept in RUN/best)
     eval_every: int = bounded(0, 0)  # 0 = never
     eval_images: int = bounded(256, 1)  # held-out images per evaluation, spread evenly over the held-out split
