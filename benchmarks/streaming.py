@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200_000)
     parser.add_argument("--small", type=int, default=20_000, help="the smaller size, for the memory comparison")
     parser.add_argument("--batches", type=int, default=150, help="batches of 64 read per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per row (median rate, largest memory)")
     parser.add_argument("--folder", type=Path, default=Path("runs/bench-stream"), help="where the PNG folders go")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/streaming"))
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
@@ -135,8 +137,12 @@ def main() -> None:
     results["write_seconds"] = {size: write_folder(folder, size) for size, folder in folders.items()}
     results["loading"] = []
     for folder in folders.values():
-        for workers in (0, 1, 2):
-            row = run_child("probe", str(folder), str(workers), str(args.batches))
+        for workers in (0, 1, 2):  # each --repeats times, fresh processes: loading rates vary from run to run
+            tries = [run_child("probe", str(folder), str(workers), str(args.batches)) for _ in range(args.repeats)]
+            row = {**tries[0], "images_per_s": statistics.median(t["images_per_s"] for t in tries),
+                   "images_per_s_all": [t["images_per_s"] for t in tries],
+                   "peak_rss_mib": max(t["peak_rss_mib"] for t in tries),
+                   "peak_worker_rss_mib": max(t["peak_worker_rss_mib"] for t in tries)}  # fmt: skip
             print(json.dumps(row), flush=True)
             results["loading"].append(row)
     results["training_images_per_s"] = run_child("train", str(folders[args.small]), "20")
@@ -151,7 +157,8 @@ def markdown(r: dict) -> str:
         "",
         f"`{r['command']}` on {m['cpu']} ({m['threads']} threads), torch {m['torch']}. Each row is a fresh process "
         f"that indexes the folder (`stream=True`) and reads batches of {r['batch_size']} through the training batch "
-        "stream; peak resident memory of the process and (largest) of its loader workers.",
+        "stream; median loading rate of the repeats, largest peak resident memory of the process and of its "
+        "loader workers.",
         "",
         "| images | workers | index s | loading img/s | peak RSS MiB | worker peak RSS MiB |",
         "|---|---|---|---|---|---|",
