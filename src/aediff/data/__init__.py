@@ -6,7 +6,8 @@ torch.Size([2, 1, 32, 32])
 
 Specs: ``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``emoji`` (the registry
 ``DATASETS``, one :class:`DatasetSource` each, added with :func:`register_dataset`), ``folder:PATH``,
-``npz:PATH``.
+``npz:PATH``, ``wds:DIR/{000..099}.tar`` and ``hf:PATH``; the last two, and large folders, are read from disk
+per batch (:class:`StreamedImageDataset`, ``stream=`` in :func:`load_dataset`).
 
 Captions: ``emoji``, folders with a metadata.jsonl/csv and npz files with a ``captions`` array have real
 captions; labelled sets get captions made from their class names with
@@ -35,6 +36,7 @@ from .sources import (
     load_dataset,
     register_dataset,
 )
+from .streamed import StreamedImageDataset
 
 __all__ = [
     "DATASETS",
@@ -44,6 +46,7 @@ __all__ = [
     "DatasetSource",
     "LoadRequest",
     "ImageDataset",
+    "StreamedImageDataset",
     "cache_dir",
     "check_captions_available",
     "caption_templates",
