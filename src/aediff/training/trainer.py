@@ -69,6 +69,9 @@ def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
 
 
+BEST_FIT_IMAGES = 10_000  # training images RUN/best's after_training hook sees (the final model sees them all)
+
+
 def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
     """A batch dict cut into ``parts`` equal consecutive parts (tensors and lists alike)."""
     size = len(batch["images"]) // parts
@@ -547,13 +550,14 @@ class Trainer:
             f"aborted by a second {name} at step {self.step}; {self._last_good()}; continue with --resume", signum
         )
 
-    def _after_training(self, models: tuple[Model, ...] | None = None) -> None:
+    def _after_training(self, models: tuple[Model, ...] | None = None, limit: int | None = None) -> None:
         """Give the models (default: the model and its EMA) their ``after_training`` hook with the training
-        images (an AE fits its latent Gaussian)."""
+        images (an AE fits its latent Gaussian); ``limit``: that many, spread evenly over the split."""
         from aediff.evaluation import iterate_images
 
+        device = self.accelerator.device
         for model in models or (self.model, self.ema.model):
-            model.after_training(b["images"] for b in iterate_images(self.train_set, device=self.accelerator.device))
+            model.after_training(b["images"] for b in iterate_images(self.train_set, device=device, limit=limit))
 
     def _due_snapshots(self) -> list[float]:
         """The snapshot fractions the run's progress has reached since the last call (the same on every process)."""
@@ -607,7 +611,9 @@ class Trainer:
             self._log(scores, bar)
             if self.best_heldout is None or loss < self.best_heldout:
                 self.check_weights()
-                self._after_training((self.ema.model,))  # e.g. the AE's latent Gaussian, to sample from RUN/best
+                # e.g. the AE's latent Gaussian, to sample from RUN/best: fitted on a bounded spread of the training
+                # images, since a new best can come at every evaluation and a streamed split can be very large
+                self._after_training((self.ema.model,), limit=BEST_FIT_IMAGES)
                 record = {"step": self.step, "heldout_loss": loss, "images_seen": self.step * self.config.batch_size}
                 keeping.write_folder(self.run_dir / keeping.BEST_DIR, {
                     **self._weights_files(with_optimizer=False),
