@@ -12,6 +12,7 @@ import aediff
 from aediff.data import DataConfig
 from aediff.device import resolve_mixed_precision
 from aediff.errors import ConfigError
+from aediff.models import Capability
 from aediff.training import keeping
 from aediff.training.train import train
 
@@ -193,3 +194,73 @@ def test_a_tracker_whose_package_is_missing_is_named_with_its_install(tmp_path):
     with pytest.raises(ConfigError, match="pip install wandb"):
         train("ae", tmp_path / "r", "digits", model=TINY, training={**quick(max_steps=2), "trackers": ("wandb",)},
               progress=False)  # fmt: skip
+
+
+def test_channels_last_trains_the_same_model_and_saves_ordinary_weights(tmp_path):
+    for layout in (False, True):
+        config = quick(max_steps=4, channels_last=layout, mixed_precision="no")
+        train("ae", tmp_path / f"cl{layout}", "digits", model=TINY, training=config, progress=False)
+    a, b = weights(tmp_path / "clFalse" / "model.safetensors"), weights(tmp_path / "clTrue" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert aediff.load(tmp_path / "clTrue").model.can(Capability.LATENT)
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """nn.Module.compile with Dynamo's 'eager' backend: the graph capture and the in-place wrapping are real,
+    inductor's C++ code generation (a minute on 2 cores) is skipped; benchmarks/train_speed.py times the real one."""
+    compiled, original = [], torch.nn.Module.compile
+
+    def compile_eagerly(module, *args, **kwargs):
+        compiled.append(module)
+        return original(module, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    return compiled
+
+
+def test_compile_compiles_the_training_copy_only_and_checkpoints_keep_their_names(tmp_path, eager_compile):
+    config = quick(max_steps=3, compile=True, mixed_precision="no")
+    model = {"channels": (8, 16)}
+    train("diffusion", tmp_path / "c", "digits", model=model, training=config, progress=False)
+    assert [type(m).__name__ for m in eager_compile] == ["Denoiser"]  # the trainable part, once
+    train("diffusion", tmp_path / "e", "digits", model=model, training={**config, "compile": False}, progress=False)
+    a, b = weights(tmp_path / "c" / "model.safetensors"), weights(tmp_path / "e" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # no "_orig_mod." names
+    train("diffusion", tmp_path / "c", training={"max_steps": 4}, resume=True, progress=False)  # resumes compiled
+    assert aediff.load(tmp_path / "c").summary.steps == 4
+
+
+def test_compile_without_a_cpp_compiler_says_what_to_install(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler"):
+        train("ae", tmp_path / "r", "digits", model=TINY, training=quick(max_steps=1, compile=True), progress=False)
+
+
+@pytest.mark.parametrize("flags,expected", [((), False), (("--compile", "--channels-last"), True)])
+def test_the_speed_flags_reach_the_training_config(flags, expected, tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "aediff.cli", "train", "diffusion", "--data", "digits", "--out",
+               str(tmp_path / "r"), "--dry-run", *flags]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert f'"compile": {str(expected).lower()}' in out and f'"channels_last": {str(expected).lower()}' in out
+
+
+@pytest.mark.parametrize("kind,refused", [("FSDP", "FSDP"), ("DEEPSPEED", "DeepSpeed"), ("MULTI_GPU", None)])
+def test_sharded_launches_are_refused_with_the_data_parallel_alternative(kind, refused):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from aediff.training.trainer import refuse_sharding
+
+    launched = SimpleNamespace(distributed_type=DistributedType[kind])
+    if refused is None:
+        refuse_sharding(launched)  # DDP: goes ahead
+        return
+    with pytest.raises(ConfigError, match=f"{refused} shards the weights.*accelerate launch --multi_gpu"):
+        refuse_sharding(launched)

@@ -39,6 +39,21 @@ def stage_sizes(image_size: int, num_stages: int) -> list[int]:
     return sizes
 
 
+def stage_shapes(image_shape: int | tuple[int, int], num_stages: int) -> list[tuple[int, int]]:
+    """(height, width) at each stage; each side halves on its own, as in ``stage_sizes``. An int is a square.
+
+    (12, 20) -> [(12, 20), (6, 10), (3, 5)]; 28 -> [(28, 28), (14, 14), (7, 7)].
+    """
+    height, width = (image_shape, image_shape) if isinstance(image_shape, int) else image_shape
+    return list(zip(stage_sizes(height, num_stages), stage_sizes(width, num_stages), strict=True))
+
+
+def has_attention(shape: tuple[int, int], attention_resolutions: Sequence[int]) -> bool:
+    """Whether a stage of ``shape`` (h, w) gets attention: its SHORTER side is one of ``attention_resolutions``
+    (for a square, its side). One number per stage serves images of any aspect ratio."""
+    return min(shape) in attention_resolutions
+
+
 class ResBlock(nn.Module):
     """Residual block; optionally modulated by an embedding (timestep / condition).
 
@@ -131,26 +146,26 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour upsampling to an exact size, then a 3x3 conv (exact sizes keep 7 -> 14 -> 28)."""
+    """Nearest-neighbour upsampling to an exact (h, w), then a 3x3 conv (exact sizes keep 7 -> 14 -> 28)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, size: int) -> torch.Tensor:
-        return self.conv(F.interpolate(x, size=(size, size), mode="nearest"))
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
 class Encoder(nn.Module):
     """Image -> feature map at the lowest resolution, through residual blocks and downsampling.
 
-    Stage i works at ``stage_sizes(image_size, len(channels))[i]`` with ``channels[i]`` channels:
-    ``blocks_per_stage`` ResBlocks (plus attention at sizes in ``attention_resolutions``: self-attention,
-    and cross-attention to context tokens when ``context_dim`` > 0), then a Downsample except after the
-    last stage.
+    Stage i works at ``stage_shapes(image_shape, len(channels))[i]`` (h, w; an int image_shape is a square)
+    with ``channels[i]`` channels: ``blocks_per_stage`` ResBlocks (plus attention where the stage's shorter
+    side is in ``attention_resolutions``: self-attention, and cross-attention to context tokens when
+    ``context_dim`` > 0), then a Downsample except after the last stage.
 
-    forward(x [N, in_channels, S, S], emb [N, emb_dim] | None, context [N, L, context_dim] | None,
-    context_mask [N, L] | None) -> (h [N, channels[-1], s, s], skips),
+    forward(x [N, in_channels, H, W], emb [N, emb_dim] | None, context [N, L, context_dim] | None,
+    context_mask [N, L] | None) -> (h [N, channels[-1], h, w], skips),
     where ``skips`` is the list of every intermediate activation (stem, each block, each downsample):
     the U-Net's decoder consumes them, an autoencoder ignores them.
     """
@@ -160,14 +175,14 @@ class Encoder(nn.Module):
         in_channels: int,
         channels: Sequence[int],
         blocks_per_stage: int,
-        image_size: int,
+        image_shape: int | tuple[int, int],
         attention_resolutions: Sequence[int] = (),
         emb_dim: int = 0,
         dropout: float = 0.0,
         context_dim: int = 0,
     ):
         super().__init__()
-        self.sizes = stage_sizes(image_size, len(channels))
+        self.shapes = stage_shapes(image_shape, len(channels))
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.blocks = nn.ModuleList()
         self.attentions = nn.ModuleList()
@@ -177,7 +192,7 @@ class Encoder(nn.Module):
         for stage, out_width in enumerate(channels):
             for _ in range(blocks_per_stage):
                 self.blocks.append(ResBlock(width, out_width, emb_dim, dropout))
-                use_attention = self.sizes[stage] in attention_resolutions
+                use_attention = has_attention(self.shapes[stage], attention_resolutions)
                 attention = Attention2d(out_width, context_dim=context_dim) if use_attention else nn.Identity()
                 self.attentions.append(attention)
                 width = out_width
@@ -197,7 +212,7 @@ class Encoder(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(x)
         skips = [h]
-        for stage in range(len(self.sizes)):
+        for stage in range(len(self.shapes)):
             for j in range(self.blocks_per_stage):
                 i = stage * self.blocks_per_stage + j
                 h = attend(self.attentions[i], self.blocks[i](h, emb), context, context_mask)
@@ -215,8 +230,8 @@ class Decoder(nn.Module):
     ``skip_channels`` (the U-Net) each stage has one block more, and every block concatenates the
     matching encoder activation first (the skip connection), as in Ronneberger et al. 2015 / ADM.
 
-    forward(h [N, channels[-1], s, s], emb [N, emb_dim] | None, skips | None, context | None,
-    context_mask | None) -> [N, out_channels, S, S].
+    forward(h [N, channels[-1], h, w], emb [N, emb_dim] | None, skips | None, context | None,
+    context_mask | None) -> [N, out_channels, H, W].
     """
 
     def __init__(
@@ -224,7 +239,7 @@ class Decoder(nn.Module):
         out_channels: int,
         channels: Sequence[int],
         blocks_per_stage: int,
-        image_size: int,
+        image_shape: int | tuple[int, int],
         attention_resolutions: Sequence[int] = (),
         emb_dim: int = 0,
         dropout: float = 0.0,
@@ -232,7 +247,7 @@ class Decoder(nn.Module):
         context_dim: int = 0,
     ):
         super().__init__()
-        self.sizes = stage_sizes(image_size, len(channels))
+        self.shapes = stage_shapes(image_shape, len(channels))
         self.use_skips = skip_channels is not None
         pending_skips = list(skip_channels) if skip_channels is not None else []
         self.blocks_per_stage = blocks_per_stage + (1 if self.use_skips else 0)
@@ -245,7 +260,7 @@ class Decoder(nn.Module):
             for _ in range(self.blocks_per_stage):
                 extra = pending_skips.pop() if self.use_skips else 0
                 self.blocks.append(ResBlock(width + extra, out_width, emb_dim, dropout))
-                use_attention = self.sizes[stage] in attention_resolutions
+                use_attention = has_attention(self.shapes[stage], attention_resolutions)
                 attention = Attention2d(out_width, context_dim=context_dim) if use_attention else nn.Identity()
                 self.attentions.append(attention)
                 width = out_width
@@ -265,7 +280,7 @@ class Decoder(nn.Module):
         if self.use_skips and skips is None:
             raise ValueError("this decoder was built with skip connections; pass the encoder's skips")
         skips = list(skips) if skips is not None else []
-        num_stages = len(self.sizes)
+        num_stages = len(self.shapes)
         for k, stage in enumerate(reversed(range(num_stages))):
             for j in range(self.blocks_per_stage):
                 i = k * self.blocks_per_stage + j
@@ -273,7 +288,7 @@ class Decoder(nn.Module):
                     h = torch.cat([h, skips.pop()], dim=1)
                 h = attend(self.attentions[i], self.blocks[i](h, emb), context, context_mask)
             if stage > 0:
-                h = self.upsamples[k](h, self.sizes[stage - 1])
+                h = self.upsamples[k](h, self.shapes[stage - 1])
         return self.out_conv(F.silu(self.out_norm(h)))
 
 

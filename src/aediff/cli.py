@@ -225,6 +225,25 @@ def _snapshot_fractions(text: str | None) -> tuple[float, ...] | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _resolution(text: str | None) -> int | tuple[int, int] | None:
+    """``--resolution 32`` -> 32 (a square), ``--resolution 32x48`` -> (32, 48) (height x width); each side
+    4..MAX_IMAGE_SIZE pixels. Anything else is a usage error (exit 2), caught before anything loads."""
+    from aediff.config import MAX_IMAGE_SIZE
+
+    if text is None:
+        return None
+    parts = text.strip().lower().split("x")
+    try:
+        sides = [int(part) for part in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        raise typer.BadParameter(f"takes N (a square) or HxW (height x width), e.g. 32 or 32x48; got {text!r}")
+    if not all(4 <= side <= MAX_IMAGE_SIZE for side in sides):
+        raise typer.BadParameter(f"each side must be 4..{MAX_IMAGE_SIZE} pixels; got {text!r}")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
 @app.command()
 def train(
     family: Annotated[
@@ -247,7 +266,10 @@ def train(
     ] = None,
     network: Annotated[
         NetworkKind | None,
-        typer.Option(help="diffusion: aediff's U-Net, or diffusers' UNet2DModel of the same shape in aediff's recipe"),
+        typer.Option(
+            help="diffusion: aediff's U-Net, or a peer's network (diffusers' UNet2DModel, "
+            "denoising-diffusion-pytorch's Unet) of the same widths in aediff's recipe"
+        ),
     ] = None,
     text_encoder: Annotated[TextEncoderKind | None, typer.Option(help="--condition text: caption encoder")] = None,
     text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
@@ -284,7 +306,19 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(min=0, max=2**63 - 1, help="seed of init, data order and noise")] = None,
     mixed_precision: Annotated[MixedPrecision | None, typer.Option(help="autocast")] = None,
-    resolution: Annotated[int | None, typer.Option(min=4, help="resize + center-crop to this side")] = None,
+    compile_: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the trained networks (faster after a warm-up)"),
+    ] = None,
+    channels_last: Annotated[bool | None, typer.Option(help="train with channels_last memory layout")] = None,
+    resolution: Annotated[
+        str | None,
+        typer.Option(
+            callback=_resolution,  # hands on an int or a (height, width) pair
+            metavar="N|HxW",
+            help="resize (keeping the aspect ratio) + center-crop to N x N, or to HxW (height x width, e.g. 32x48)",
+        ),
+    ] = None,
     image_channels: Annotated[int | None, typer.Option(min=1, max=3, help="convert images to 1 or 3 channels")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images instead of stopping")] = False,
     data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
@@ -342,6 +376,8 @@ def train(
         "eval_every": eval_every,
         "keep_checkpoints": keep_checkpoints,
         "mixed_precision": mixed_precision,
+        "compile": compile_,
+        "channels_last": channels_last,
         "snapshots": snapshots,
     }.items():
         if value is not None:
@@ -403,17 +439,17 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
     """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit."""
     from aediff.data import DataConfig
 
-    channels, size, _ = run.model.image_shape
+    channels, height, width = run.model.image_shape
     if data is not None:
-        config = DataConfig(spec=data, resolution=size, channels=channels)
+        config = DataConfig(spec=data, resolution=(height, width), channels=channels)
     elif run.data is not None:
         config = run.data
     else:
         raise ConfigError(f"{run.path} records no dataset; name one with --data")
     dataset = config.load(split)
-    if dataset.resolution != (size, size) or dataset.channels != channels:
+    if dataset.resolution != (height, width) or dataset.channels != channels:
         raise ConfigError(
-            f"the model takes {channels}x{size}x{size} images but the data is "
+            f"the model takes {channels}x{height}x{width} images but the data is "
             f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}"
         )
     return dataset

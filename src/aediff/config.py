@@ -146,7 +146,8 @@ def _number(x: float) -> str:
 class Range:
     """The valid values of a numeric field: low/high bounds (None: unbounded; ``*_open``: excluded), finite
     unless ``allow_inf``. With ``items`` the field is a list whose elements each obey the bounds, and whose
-    length lies in [min_items, max_items]. Whole numbers or not follows the field's annotation."""
+    length lies in [min_items, max_items]. With ``pair`` the field is one number or a (height, width) pair of
+    them, each obeying the bounds. Whole numbers or not follows the field's annotation."""
 
     low: float | None = None
     high: float | None = None
@@ -156,6 +157,7 @@ class Range:
     items: bool = False
     min_items: int = 0
     max_items: int | None = None
+    pair: bool = False
 
     def interval(self) -> str:
         low, high = self.low, self.high
@@ -172,7 +174,8 @@ class Range:
         """The rule in words, e.g. "a whole number >= 1" or "a non-empty list of numbers in [0, 1)"."""
         noun = "whole number" if whole else "number" if self.allow_inf else "finite number"
         if not self.items:
-            return f"a {noun}{self.interval()}" + (" (or none)" if optional else "")
+            pair = " or two of them, [height, width]" if self.pair else ""
+            return f"a {noun}{self.interval()}" + (" (or none)" if optional else "") + pair
         if self.max_items is not None and self.min_items == self.max_items:
             head = f"a list of {self.min_items}"
         else:
@@ -194,7 +197,9 @@ class Range:
         """FieldRangeError naming ``path``, the rule and ``value`` unless ``value`` is valid."""
         if value is None and optional:
             return
-        if self.items:
+        if self.pair and isinstance(value, (tuple, list)):
+            ok = len(value) == 2 and all(self.admits(v, whole) for v in value)
+        elif self.items:
             ok = isinstance(value, (tuple, list)) and self.min_items <= len(value)
             ok = ok and (self.max_items is None or len(value) <= self.max_items)
             ok = ok and all(self.admits(v, whole) for v in value)
@@ -212,11 +217,13 @@ def bounded(
     low_open: bool = False,
     high_open: bool = False,
     allow_inf: bool = False,
+    pair: bool = False,
 ) -> Any:
     """A dataclass field holding a number (or None where the annotation allows it) in [low, high]; the
     ``*_open`` flags exclude the bound. ``check_ranges`` enforces it; NaN never passes, inf only with
-    ``allow_inf``. E.g. ``batch_size: int = bounded(64, 1)``."""
-    rule = Range(low, high, low_open, high_open, allow_inf)
+    ``allow_inf``. E.g. ``batch_size: int = bounded(64, 1)``. With ``pair`` a (height, width) pair of such
+    numbers is valid too (annotate the field ``int | tuple[int, int]``)."""
+    rule = Range(low, high, low_open, high_open, allow_inf, pair=pair)
     return dataclasses.field(default=default, metadata={"range": rule})
 
 

@@ -11,7 +11,8 @@ Likelihood = Literal["gaussian", "bernoulli"]  # a VAE's p(x|z)
 SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
 DiffusersSampler = Literal["euler", "ddim", "dpm++"]  # the samplers a diffusers export reproduces with its scheduler
 ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
-NetworkKind = Literal["aediff", "diffusers-unet2d"]  # the denoiser's network: aediff's U-Net or diffusers' UNet2DModel
+# the denoiser's network: aediff's U-Net, diffusers' UNet2DModel or denoising-diffusion-pytorch's Unet
+NetworkKind = Literal["aediff", "diffusers-unet2d", "ddpm-pytorch-unet"]
 Parameterization = Literal["eps", "x0", "v", "edm"]
 LossWeighting = Literal["uniform", "min_snr"]
 ConditionKind = Literal["none", "class", "text"]

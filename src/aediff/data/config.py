@@ -18,8 +18,9 @@ class DataConfig:
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
     spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH, npz:PATH, wds:DIR/{000..009}.tar or hf:PATH
-    # resize + center-crop to this side (pixels); None = native
-    resolution: int | None = bounded(None, 1, MAX_IMAGE_SIZE)
+    # pixels: a square's side or (height, width); resize to cover it, keeping the aspect ratio, then
+    # center-crop; None = native (non-square images keep their shape)
+    resolution: int | tuple[int, int] | None = bounded(None, 1, MAX_IMAGE_SIZE, pair=True)
     channels: int | None = bounded(None, 1, 3)  # 1 or 3; None = native
     seed: int = bounded(0, 0, 2**63 - 1)  # seed of the train/test split (numpy takes non-negative seeds)
     # held-out share for datasets without an official split
@@ -35,6 +36,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "data")
+        if isinstance(self.resolution, list):  # a pair given as a list (as JSON has it): one type downstream
+            self.resolution = (self.resolution[0], self.resolution[1])
         if self.channels == 2:
             raise FieldRangeError("data.channels", "1 (grayscale), 3 (RGB) or none (native)", self.channels)
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from aediff.errors import DataError
 
-from .transforms import image_channels, pil_to_array, prepare_array
+from .transforms import Resolution, image_channels, pil_to_array, prepare_array
 
 log = logging.getLogger("aediff.data")
 
@@ -339,7 +339,7 @@ def read_metadata(root: Path) -> dict[str, str] | None:
     return captions
 
 
-def _decode_image(path: Path, channels: int | None, resolution: int | None) -> tuple[np.ndarray, int]:
+def _decode_image(path: Path, channels: int | None, resolution: Resolution | None) -> tuple[np.ndarray, int]:
     """One image file -> (uint8 ``[H, W, C]``, its native channel count). ValueError (with the reason) for a
     file that cannot be decoded or converted.
 
@@ -383,8 +383,9 @@ def _check_same_shape(root: Path, first: tuple[str, int, tuple], rel: str, nativ
         )
     if size != first[2]:  # only possible with resolution=None
         raise DataError(
-            f"{root} mixes image sizes ({first[0]} is {first[2][1]}x{first[2][0]}, {rel} is "
-            f"{size[1]}x{size[0]}); pass resolution=N (--resolution N) to resize and center-crop them."
+            f"{root} mixes image sizes (height x width: {first[0]} is {first[2][0]}x{first[2][1]}, {rel} is "
+            f"{size[0]}x{size[1]}); pass resolution=N or (H, W) (--resolution N for squares or --resolution HxW) "
+            "to resize and center-crop them."
         )
 
 
@@ -425,7 +426,7 @@ def _decode_all(root: Path, files: list[str], channels, resolution, skip_bad, pr
 def read_image_folder(
     root: str | os.PathLike,
     *,
-    resolution: int | None = None,
+    resolution: Resolution | None = None,
     channels: int | None = None,
     skip_bad: bool = False,
     labels: bool = True,
@@ -434,8 +435,8 @@ def read_image_folder(
 ) -> FolderData:
     """Decode every PNG/JPEG/WebP under ``root`` into uint8 ``[N, H, W, C]``.
 
-    - ``resolution``: resize the shorter side then center-crop to a square; None keeps native size
-      (a mix of sizes then raises DataError asking for a resolution).
+    - ``resolution``: a square's side or (height, width): resize to cover it (keeping the aspect ratio),
+      then center-crop; None keeps native size (a mix of sizes then raises DataError asking for a resolution).
     - ``channels``: 1 or 3; None keeps the native channels (grayscale and colour mixed -> DataError).
     - labels: first-level sub-folder names (sorted) when every image lives in a sub-folder.
     - captions: from metadata.jsonl / metadata.csv in ``root``; every image must then have one.

@@ -44,7 +44,7 @@ from aediff.errors import DataError
 from .dataset import ImageDataset, check_split, split_indices
 from .files import find_idx_files, read_idx_pair, read_image_folder, read_npz
 from .streamed import StreamedImageDataset, open_streamed
-from .transforms import composite_on_white, image_channels, pil_to_array, prepare_array
+from .transforms import Resolution, composite_on_white, image_channels, pil_to_array, prepare_array
 
 log = logging.getLogger("aediff.data")
 
@@ -832,7 +832,7 @@ def load_dataset(
     spec: str,
     split: str = "train",
     *,
-    resolution: int | None = None,
+    resolution: Resolution | None = None,
     channels: int | None = None,
     seed: int = 0,
     test_fraction: float = 0.2,
@@ -851,8 +851,8 @@ def load_dataset(
         split: ``train`` | ``test`` | ``all``. mnist, fashion-mnist and cifar10 use their official splits;
             the others a deterministic split from ``seed`` holding out ``test_fraction`` of each class
             (plain random without labels).
-        resolution: resize the shorter side (bicubic, antialiased; Lanczos for emoji) then center-crop to a
-            square; None keeps the native size.
+        resolution: the side of a square, or (height, width): resize keeping the aspect ratio until the image
+            covers it (bicubic, antialiased; Lanczos for emoji), then center-crop; None keeps the native size.
         channels: 1 (grayscale) or 3 (RGB); None keeps native channels. RGBA is composited on white.
         skip_bad: skip unreadable image files (counted in ``dataset.skipped``) instead of raising.
         data_dir: where to look first for mnist / fashion-mnist idx files or the cifar10 folder/archive.
@@ -866,8 +866,7 @@ def load_dataset(
         DataError: with a message naming the dataset/file and how to fix it.
     """
     check_split(split)
-    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
-        raise DataError(f"resolution must be a positive integer (pixels) or None, got {resolution!r}.")
+    resolution = _checked_resolution(resolution)
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 (grayscale), 3 (RGB) or None (native), got {channels!r}.")
     if not 0.0 < float(test_fraction) < 1.0:
@@ -911,6 +910,22 @@ def load_dataset(
         name,
         raw.skipped,
         label_captions=label_captions,
+    )
+
+
+def _checked_resolution(resolution: object) -> Resolution | None:
+    """``resolution`` as load_dataset takes it (a list pair becomes a tuple); DataError when it is neither None,
+    a positive whole number, nor a (height, width) pair of them."""
+
+    def side(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if resolution is None or side(resolution):
+        return resolution  # type: ignore[return-value]
+    if isinstance(resolution, (tuple, list)) and len(resolution) == 2 and all(map(side, resolution)):
+        return (resolution[0], resolution[1])
+    raise DataError(
+        f"resolution must be a positive integer (pixels), a (height, width) pair of them, or None; got {resolution!r}."
     )
 
 

@@ -40,7 +40,7 @@ from aediff.errors import DataError
 
 from .dataset import ImageDataset
 from .files import _decode_image, index_image_folder
-from .transforms import image_channels, pil_to_array
+from .transforms import Resolution, image_channels, pil_to_array
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ItemReader:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def decode(self, i: int, channels: int | None, resolution: int | None) -> tuple[np.ndarray, int]:
+    def decode(self, i: int, channels: int | None, resolution: Resolution | None) -> tuple[np.ndarray, int]:
         """Item i as uint8 [H, W, C] (``channels`` / ``resolution`` as in memory) and its native channel count;
         ValueError with the reason when it cannot be decoded."""
         raise NotImplementedError
@@ -71,7 +71,7 @@ class ItemReader:
         raise NotImplementedError
 
 
-def decode_pil(img: Image.Image, channels: int | None, resolution: int | None) -> tuple[np.ndarray, int]:
+def decode_pil(img: Image.Image, channels: int | None, resolution: Resolution | None) -> tuple[np.ndarray, int]:
     native = image_channels(img)
     return pil_to_array(img, channels or native, resolution), native
 
@@ -318,7 +318,7 @@ class StreamedImageDataset(ImageDataset):
         items: Sequence[int] | np.ndarray,
         *,
         channels: int | None,
-        resolution: int | None,
+        resolution: Resolution | None,
         skip_bad: bool = False,
         label_captions: bool = False,
         caption_seed: int | None = None,
@@ -380,8 +380,8 @@ class StreamedImageDataset(ImageDataset):
                 f"the first {shape[2]}); pass --channels 1 or 3"
             )
         raise DataError(
-            f"{self.name} mixes image sizes ({self.reader.where(i)} is {arr.shape[1]}x{arr.shape[0]}, "
-            f"the first {shape[1]}x{shape[0]}); pass --resolution N"
+            f"{self.name} mixes image sizes (height x width: {self.reader.where(i)} is {arr.shape[0]}x{arr.shape[1]}, "
+            f"the first {shape[0]}x{shape[1]}); pass --resolution N for squares or --resolution HxW"
         )
 
     def pixels(self, idx: Tensor) -> Tensor:
@@ -409,7 +409,7 @@ def stream_above_bytes() -> float:
         ) from None
 
 
-def folder_is_large(reader: FolderReader, channels: int | None, resolution: int | None) -> bool:
+def folder_is_large(reader: FolderReader, channels: int | None, resolution: Resolution | None) -> bool:
     """Whether the folder, decoded, would pass stream_above_bytes() (its first readable image's size times its
     count; with none of the first few readable, no: the in-memory reader then names the files, or skips them)."""
     for i in range(min(len(reader), 8)):
@@ -421,7 +421,9 @@ def folder_is_large(reader: FolderReader, channels: int | None, resolution: int 
     return False
 
 
-def open_streamed(spec: str, stream: bool | None, channels: int | None, resolution: int | None) -> ItemReader | None:
+def open_streamed(
+    spec: str, stream: bool | None, channels: int | None, resolution: Resolution | None
+) -> ItemReader | None:
     """The reader for ``spec`` when it is to be streamed, else None (read it into memory). ``stream``: True
     forces streaming (folder:, wds:, hf: only), False forbids it (folder: only), None streams wds: and hf:
     always and a folder when it is large (``folder_is_large``)."""

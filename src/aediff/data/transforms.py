@@ -1,14 +1,18 @@
 """Pixel-level conversions shared by all readers (Pillow + numpy, no torchvision).
 
 Arrays here are channels-last uint8 ``[H, W, C]`` / ``[N, H, W, C]`` with values 0..255.
-The order is always: composite alpha on white -> convert channels -> resize shorter side -> center-crop,
+The order is always: composite alpha on white -> convert channels -> resize to cover the target -> center-crop,
 so that transparent borders never bleed dark pixels into the resampled image.
+
+A target ``resolution`` is the side of a square (an int) or a (height, width) pair.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+Resolution = int | tuple[int, int]  # pixels: the side of a square, or (height, width)
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -95,27 +99,36 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     return to_gray(images)
 
 
+def target_size(resolution: Resolution) -> tuple[int, int]:
+    """(height, width) that ``resolution`` asks for: an int is the side of a square."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    height, width = resolution
+    return int(height), int(width)
+
+
 def resize_center_crop(
-    arr: np.ndarray, resolution: int, resample: Image.Resampling = Image.Resampling.BICUBIC
+    arr: np.ndarray, resolution: Resolution, resample: Image.Resampling = Image.Resampling.BICUBIC
 ) -> np.ndarray:
-    """uint8 ``[H, W, C]`` -> uint8 ``[resolution, resolution, C]``: resize of the shorter side to
-    ``resolution`` with ``resample`` (bicubic by default; Pillow antialiases when shrinking), then a
-    center crop of the longer side."""
+    """uint8 ``[H, W, C]`` -> uint8 ``[h, w, C]`` with (h, w) = ``target_size(resolution)``: a resize that keeps
+    the aspect ratio and just covers h x w (the shorter side, for a square target), with ``resample`` (bicubic
+    by default; Pillow antialiases when shrinking), then a center crop of what overhangs."""
     h, w, c = arr.shape
-    if h == w == resolution:
+    th, tw = target_size(resolution)
+    if (h, w) == (th, tw):
         return arr
-    scale = resolution / min(h, w)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    scale = max(th / h, tw / w)  # the smallest scale at which both sides cover the target
+    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
     img = Image.fromarray(np.ascontiguousarray(arr[..., 0]) if c == 1 else arr)  # uint8 -> "L" / "RGB"
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), resample)
-    left, top = (nw - resolution) // 2, (nh - resolution) // 2
-    out = np.asarray(img.crop((left, top, left + resolution, top + resolution)))
+    left, top = (nw - tw) // 2, (nh - th) // 2
+    out = np.asarray(img.crop((left, top, left + tw, top + th)))
     return out[..., None] if c == 1 else out
 
 
-def pil_to_array(img: Image.Image, channels: int, resolution: int | None) -> np.ndarray:
-    """Decoded Pillow image -> uint8 ``[H, W, channels]`` (resized/cropped to a square if ``resolution``)."""
+def pil_to_array(img: Image.Image, channels: int, resolution: Resolution | None) -> np.ndarray:
+    """Decoded Pillow image -> uint8 ``[H, W, channels]`` (resized and cropped to ``resolution`` if given)."""
     arr = convert_channels(_native_array(img), channels)
     return resize_center_crop(arr, resolution) if resolution else arr
 
@@ -123,10 +136,11 @@ def pil_to_array(img: Image.Image, channels: int, resolution: int | None) -> np.
 def prepare_array(
     images: np.ndarray,
     channels: int | None,
-    resolution: int | None,
+    resolution: Resolution | None,
     resample: Image.Resampling = Image.Resampling.BICUBIC,
 ) -> np.ndarray:
-    """uint8 ``[N, H, W, C]`` (C in 1, 3, 4) -> uint8 ``[N, R, R, channels]``; None keeps size/channels.
+    """uint8 ``[N, H, W, C]`` (C in 1, 3, 4) -> uint8 ``[N, h, w, channels]`` with (h, w) =
+    ``target_size(resolution)``; None keeps size/channels.
 
     RGBA always becomes RGB on white, because the dataset only holds 1- or 3-channel images.
     ``resample``: the Pillow filter for the resize (see :func:`resize_center_crop`).
@@ -134,6 +148,6 @@ def prepare_array(
     if channels is None:
         channels = 1 if images.shape[-1] == 1 else 3
     images = convert_channels(images, channels)
-    if resolution and images.shape[1:3] != (resolution, resolution):
+    if resolution and images.shape[1:3] != target_size(resolution):
         images = np.stack([resize_center_crop(a, resolution, resample) for a in images])
     return np.ascontiguousarray(images)

@@ -192,11 +192,17 @@ class DiffusersUNetConfig:
     """What aediff needs to know of a diffusers UNet folder: its image shape, and where it came from."""
 
     image_channels: int = 1
-    image_size: int = 8
+    image_size: int = 8  # height, pixels
+    image_width: int | None = None  # width, pixels; None = image_size (square)
     path: str = ""
     scheduler: str = ""  # the scheduler's class name
     prediction_type: str = "epsilon"
     steps: int = 50  # default sampling steps
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return self.image_size, self.image_width or self.image_size
 
 
 class DiffusersUNet(Model):
@@ -234,7 +240,7 @@ class DiffusersUNet(Model):
         if options != SamplerOptions(steps=options.steps):
             raise ConfigError("a diffusers model samples with its own scheduler; only --steps can be chosen")
         steps = options.steps or self.config.steps
-        shape = (n, self.config.image_channels, self.config.image_size, self.config.image_size)
+        shape = (n, *self.image_shape)
         x = torch.randn(shape, generator=generator, device="cpu").to(self.device) * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(steps, device=self.device)
         for i, t in enumerate(self.scheduler.timesteps):
@@ -276,10 +282,12 @@ def load_diffusers_folder(path: str | Path) -> tuple[DiffusersUNet, DiffusersUNe
         raise ConfigError(f"{path / 'scheduler'}: scheduler {name!r} is not one of {', '.join(sorted(schedulers))}")
     scheduler_class = schedulers[name]
     scheduler = scheduler_class.from_pretrained(path / "scheduler")
-    size = unet.config.sample_size
+    size = unet.config.sample_size  # an int (square) or [height, width]
+    height, width = (size, size) if isinstance(size, int) else size
     config = DiffusersUNetConfig(
         image_channels=int(unet.config.out_channels),
-        image_size=int(size if isinstance(size, int) else size[0]),
+        image_size=int(height),
+        image_width=int(width) if width != height else None,
         path=str(path),
         scheduler=scheduler_class.__name__,
         prediction_type=str(scheduler.config.get("prediction_type", "epsilon")),

@@ -1,7 +1,7 @@
 """Deterministic autoencoder: Encoder -> bottleneck -> Decoder (Hinton & Salakhutdinov 2006).
 
 The bottleneck is either a vector of ``bottleneck_dim`` numbers or a spatial latent of
-``latent_channels`` x s x s at the encoder's lowest resolution (the shape latent diffusion uses).
+``latent_channels`` x h x w at the encoder's lowest resolution (the shape latent diffusion uses).
 An AE has no prior, so ``sample`` draws from a Gaussian fitted to the training set's latents
 (``fit_latent_prior``, run by the trainer when training ends).
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aediff.blocks import Decoder, Encoder, group_norm, stage_sizes
+from aediff.blocks import Decoder, Encoder, group_norm, stage_shapes
 from aediff.config import (
     MAX_BLOCKS,
     MAX_IMAGE_CHANNELS,
@@ -41,11 +41,13 @@ class AEConfig:
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
     image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # 1 = greyscale, 3 = RGB; set from the data
-    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # side of the square images, pixels; set from the data
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # height of the images, pixels; set from the data
+    image_width: int | None = bounded(None, 1, MAX_IMAGE_SIZE)  # width, pixels; None = image_size (square)
     # width of each resolution stage; len-1 halvings
     channels: tuple[int, ...] = bounded_items((16, 32, 64), 1, MAX_WIDTH, max_items=MAX_STAGES)
     blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)  # residual blocks per stage, in the encoder and decoder
-    # stage sizes (pixels) that get self-attention; sizes no stage has are ignored (defaults serve any data)
+    # stage sizes (pixels; a stage's shorter side) that get self-attention; sizes no stage has are ignored
+    # (defaults serve any data)
     attention_resolutions: tuple[int, ...] = bounded_items((), 1, MAX_IMAGE_SIZE, min_items=0)
     dropout: float = bounded(0.0, 0, 1, high_open=True)  # inside residual blocks
     latent: LatentKind = "vector"  # bottleneck shape
@@ -55,10 +57,16 @@ class AEConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
 
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return self.image_size, self.image_width or self.image_size
+
 
 @register_model
 class Autoencoder(Model):
-    """x: [N, C, S, S] in [-1, 1]; z: [N, bottleneck_dim] or [N, latent_channels, s, s]."""
+    """x: [N, C, H, W] in [-1, 1]; z: [N, bottleneck_dim] or [N, latent_channels, h, w] (h, w: the encoder's
+    lowest stage)."""
 
     family = "ae"
     config_class = AEConfig
@@ -70,26 +78,26 @@ class Autoencoder(Model):
         self.config = config
         c = config
         self.encoder = Encoder(
-            c.image_channels, c.channels, c.blocks_per_stage, c.image_size, c.attention_resolutions, dropout=c.dropout
+            c.image_channels, c.channels, c.blocks_per_stage, c.image_hw, c.attention_resolutions, dropout=c.dropout
         )
         self.decoder = Decoder(
             self.decoder_out_channels,
             c.channels,
             c.blocks_per_stage,
-            c.image_size,
+            c.image_hw,
             c.attention_resolutions,
             dropout=c.dropout,
         )
-        width, low = c.channels[-1], stage_sizes(c.image_size, len(c.channels))[-1]
+        width, (low_h, low_w) = c.channels[-1], stage_shapes(c.image_hw, len(c.channels))[-1]
         if c.latent == "vector":
             self.to_latent = nn.Sequential(
                 group_norm(width),
                 nn.SiLU(),
                 nn.Flatten(),
-                nn.Linear(width * low * low, self.latent_outputs * c.bottleneck_dim),
+                nn.Linear(width * low_h * low_w, self.latent_outputs * c.bottleneck_dim),
             )
             self.from_latent = nn.Sequential(
-                nn.Linear(c.bottleneck_dim, width * low * low), nn.Unflatten(1, (width, low, low))
+                nn.Linear(c.bottleneck_dim, width * low_h * low_w), nn.Unflatten(1, (width, low_h, low_w))
             )
             latent_shape: tuple[int, ...] = (c.bottleneck_dim,)
         else:
@@ -97,7 +105,7 @@ class Autoencoder(Model):
                 group_norm(width), nn.SiLU(), nn.Conv2d(width, self.latent_outputs * c.latent_channels, 1)
             )
             self.from_latent = nn.Conv2d(c.latent_channels, width, 3, padding=1)
-            latent_shape = (c.latent_channels, low, low)
+            latent_shape = (c.latent_channels, low_h, low_w)
         self.latent_shape = latent_shape
         # Gaussian fitted to the training latents (mean and Cholesky factor of the covariance of the
         # flattened latent); buffers, so they travel inside the safetensors files.
@@ -118,19 +126,19 @@ class Autoencoder(Model):
         return self.to_latent(h)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, C, S, S] in [-1, 1] -> z: [N, *latent_shape]."""
+        """x: [N, C, H, W] in [-1, 1] -> z: [N, *latent_shape]."""
         return self.encoder_head(x)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """z -> the decoder's raw output [N, decoder_out_channels, S, S] (the likelihood's parameters)."""
+        """z -> the decoder's raw output [N, decoder_out_channels, H, W] (the likelihood's parameters)."""
         return self.decoder(self.from_latent(z))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z: [N, *latent_shape] -> image [N, C, S, S], clamped to [-1, 1]."""
+        """z: [N, *latent_shape] -> image [N, C, H, W], clamped to [-1, 1]."""
         return self.decoder_output(z).clamp(-1, 1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """x -> decode(encode(x)), [N, C, S, S] in [-1, 1]."""
+        """x -> decode(encode(x)), [N, C, H, W] in [-1, 1]."""
         return self.decode(self.encode(x))
 
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
@@ -153,7 +161,7 @@ class Autoencoder(Model):
     # --- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
     def fit_latent_prior(self, batches: Iterable[torch.Tensor]) -> None:
-        """Fit N(mean, cov) to the latents of ``batches`` (images [B, C, S, S]) for ``sample``."""
+        """Fit N(mean, cov) to the latents of ``batches`` (images [B, C, H, W]) for ``sample``."""
         was_training = self.training
         self.eval()
         latents = torch.cat([self.encode(x).flatten(1).double() for x in batches])
@@ -197,7 +205,7 @@ class Autoencoder(Model):
         generator: torch.Generator | None = None,
         callback: Any = None,
     ) -> torch.Tensor:
-        """n images [n, C, S, S] in [-1, 1] decoded from latents drawn by ``sample_latents``. An autoencoder
+        """n images [n, C, H, W] in [-1, 1] decoded from latents drawn by ``sample_latents``. An autoencoder
         takes no condition and no sampler options (refused, not ignored)."""
         check_no_sampling_choices(self, condition, options)
         return self.decode(self.sample_latents(n, generator))

@@ -34,7 +34,8 @@ class ClassifierConfig:
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
     image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # set from the data by the trainer
-    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # set from the data by the trainer
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # height, pixels; set from the data by the trainer
+    image_width: int | None = bounded(None, 1, MAX_IMAGE_SIZE)  # width, pixels; None = image_size (square)
     num_classes: int = bounded(10, 1, MAX_CLASSES)  # set from the data by the trainer
     # width per stage of the encoder
     channels: tuple[int, ...] = bounded_items((32, 64, 128), 1, MAX_WIDTH, max_items=MAX_STAGES)
@@ -45,10 +46,15 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
 
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return self.image_size, self.image_width or self.image_size
+
 
 @register_model
 class Classifier(Model):
-    """x: [N, C, S, S] in [-1, 1] -> logits [N, num_classes]; ``features(x)`` -> [N, feature_dim];
+    """x: [N, C, H, W] in [-1, 1] -> logits [N, num_classes]; ``features(x)`` -> [N, feature_dim];
     ``layer_features(x)`` -> [N, layer_feature_dim] (also sees blur, see ``aediff.evaluation.judges``)."""
 
     family = "classifier"
@@ -59,7 +65,7 @@ class Classifier(Model):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = Encoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_size, dropout=c.dropout)
+        self.encoder = Encoder(c.image_channels, c.channels, c.blocks_per_stage, c.image_hw, dropout=c.dropout)
         self.pool = nn.Sequential(group_norm(c.channels[-1]), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.to_features = nn.Linear(c.channels[-1], c.feature_dim)
         self.head = nn.Linear(c.feature_dim, c.num_classes)
@@ -72,9 +78,9 @@ class Classifier(Model):
     def layer_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features that also see blur: [N, layer_feature_dim] = [N, 2 * channels[0] + feature_dim].
 
-        x: [N, C, S, S] in [-1, 1]. For the two full-resolution feature maps of the encoder (the stem conv and
+        x: [N, C, H, W] in [-1, 1]. For the two full-resolution feature maps of the encoder (the stem conv and
         the first stage's last block), per channel the log of the RMS spatial gradient,
-        ``log(sqrt(mean(dx^2) + mean(dy^2)) + 1e-3)`` over the S x S positions, then the penultimate
+        ``log(sqrt(mean(dx^2) + mean(dy^2)) + 1e-3)`` over the H x W positions, then the penultimate
         ``features(x)``. The gradient energy of the early maps is the edge and stroke-contrast energy that
         blur removes (the penultimate features are trained to ignore it); the log makes it scale-free, so a
         uniform loss of sharpness moves every channel alike and its units are comparable with the
@@ -82,7 +88,7 @@ class Classifier(Model):
         enough for a Frechet distance from a few hundred samples.
         """
         h, skips = self.encoder(x)
-        # skips[0]: stem output; skips[blocks_per_stage]: the first stage's last block, both at S x S
+        # skips[0]: stem output; skips[blocks_per_stage]: the first stage's last block, both at H x W
         early = [skips[0], skips[self.config.blocks_per_stage]]
         stats = [_log_gradient_energy(a) for a in early]
         penultimate = F.silu(self.to_features(self.pool(h)))

@@ -28,7 +28,7 @@ class DAEConfig(AEConfig):
 
 @register_model
 class DAE(Autoencoder):
-    """x: [N, C, S, S] in [-1, 1]. ``denoise(corrupted)`` -> the clean estimate in [-1, 1]."""
+    """x: [N, C, H, W] in [-1, 1]. ``denoise(corrupted)`` -> the clean estimate in [-1, 1]."""
 
     family = "dae"
     config_class = DAEConfig

@@ -58,7 +58,8 @@ class NetworkConfig:
     # width of each resolution stage
     channels: tuple[int, ...] = bounded_items((32, 64, 64), 1, MAX_WIDTH, max_items=MAX_STAGES)
     blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)  # encoder ResBlocks per stage (the decoder has one more)
-    # stage sizes (pixels) with self-attention; sizes no stage has are ignored (defaults serve any data)
+    # stage sizes (pixels; a stage's shorter side) with self-attention; sizes no stage has are ignored
+    # (defaults serve any data)
     attention_resolutions: tuple[int, ...] = bounded_items((7,), 1, MAX_IMAGE_SIZE, min_items=0)
     dropout: float = bounded(0.0, 0, 1, high_open=True)  # inside residual blocks
     embedding_dim: int = bounded(128, 1, MAX_WIDTH)  # width of the noise-level embedding given to every ResBlock
@@ -135,7 +136,8 @@ class ConditioningConfig:
 @dataclass
 class DiffusionConfig:
     image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # channels of the images (set from the data)
-    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # side of the square images, pixels (set from the data)
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # height of the images, pixels (set from the data)
+    image_width: int | None = bounded(None, 1, MAX_IMAGE_SIZE)  # width, pixels; None = image_size (square)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -143,6 +145,11 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)  # the nested configs checked themselves when built; a replaced one is checked here
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return self.image_size, self.image_width or self.image_size
 
 
 # Config format 1 kept every field in one flat DiffusionConfig; where each one lives now.
@@ -216,7 +223,7 @@ def diffusion_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted denoising loss E_sigma,eps [ w(sigma) ||D(x0 + sigma eps, sigma, condition) - x0||^2 ].
 
-    x0: [N, C, S, S] in [-1, 1]; condition: the network's condition inputs for the N images.
+    x0: [N, C, H, W] in [-1, 1]; condition: the network's condition inputs for the N images.
     Returns (scalar loss, the sigmas drawn [N]).
     """
     sigma = schedule.sample_training_sigmas(len(x0), x0.device)
@@ -246,7 +253,7 @@ def concat_conditions(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 @register_model
 class DiffusionModel(Model):
-    """x: [N, C, S, S] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma.
+    """x: [N, C, H, W] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma.
 
     The diffusion runs on tensors of ``space_shape``: the images themselves here, a latent in
     ``LatentDiffusionModel`` (which passes its latent's shape).
@@ -259,6 +266,7 @@ class DiffusionModel(Model):
     )
 
     def __init__(self, config: DiffusionConfig, space_shape: tuple[int, int, int] | None = None):
+        """space_shape: (C, H, W) the diffusion runs on; None: the images' (image_channels, *image_hw)."""
         super().__init__()
         conditioning = config.conditioning  # its ranges were checked when the config was built
         if conditioning.kind == "class" and conditioning.num_classes < 1:
@@ -266,7 +274,7 @@ class DiffusionModel(Model):
                 "condition 'class' needs num_classes >= 1: train on a labelled dataset, or use --condition text / none"
             )
         self.config = config
-        self.space_shape = space_shape or (config.image_channels, config.image_size, config.image_size)
+        self.space_shape = space_shape or (config.image_channels, *config.image_hw)
         context_dim = 0
         if conditioning.kind == "text":
             self.text_encoder = build_text_encoder(
@@ -278,11 +286,12 @@ class DiffusionModel(Model):
                 cache_to_disk=conditioning.text_encoder != "learned",
             )
             context_dim = self.text_encoder.width
-        channels, size, _ = self.space_shape
+        channels, height, width = self.space_shape
         shape = {k: v for k, v in dataclasses.asdict(config.network).items() if k != "architecture"}
         network = UNetConfig(
             image_channels=channels,
-            image_size=size,
+            image_size=height,
+            image_width=width if width != height else None,
             **shape,
             num_classes=conditioning.num_classes if conditioning.kind == "class" else 0,
             context_dim=context_dim,
@@ -344,7 +353,7 @@ class DiffusionModel(Model):
         return self.denoising_loss(self.diffusion_input(images), condition), {}
 
     def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [N, C, S, S] in [-1, 1] -> what the diffusion runs on: the images themselves here."""
+        """Images [N, C, H, W] in [-1, 1] -> what the diffusion runs on: the images themselves here."""
         return images
 
     def denoising_loss(self, x0: torch.Tensor, condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -458,7 +467,7 @@ class DiffusionModel(Model):
         generator: torch.Generator | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
-        """n images [n, C, S, S] in [-1, 1].
+        """n images [n, C, H, W] in [-1, 1].
 
         condition: what to draw and the guidance scale (None: unconditional, the model's default guidance);
         options: sampler, steps and the sampler's own options (None: the model's defaults); callback:

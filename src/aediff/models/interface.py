@@ -156,9 +156,9 @@ class Model(nn.Module):
     # --- shapes and placement ---------------------------------------------------------------------------
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images the model takes and makes."""
+        """(C, H, W) of the images the model takes and makes (every family's config has ``image_hw``)."""
         c = self.config  # type: ignore[attr-defined]
-        return (c.image_channels, c.image_size, c.image_size)
+        return (c.image_channels, *c.image_hw)
 
     @property
     def num_classes(self) -> int:

@@ -46,9 +46,9 @@ class AutoencoderSource:
 
 @dataclass
 class LatentDiffusionConfig(DiffusionConfig):
-    # The denoiser works on the autoencoder's latent [latent_channels, s, s]; image_channels / image_size are
-    # the images' (the autoencoder's). A 7x7 latent needs fewer stages than 28x28 pixels; widths 64/64 keep it
-    # near the pixel U-Net's size (1.1M against 1.2M parameters), so the two compare at equal capacity.
+    # The denoiser works on the autoencoder's latent [latent_channels, h, w]; image_channels / image_size /
+    # image_width are the images' (the autoencoder's). A 7x7 latent needs fewer stages than 28x28 pixels; widths
+    # 64/64 keep it near the pixel U-Net's size (1.1M against 1.2M parameters), so the two compare at equal capacity.
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(64, 64), attention_resolutions=(4,)))
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(clip_denoised=False))  # not in [-1, 1]
     autoencoder: AutoencoderSource = field(default_factory=AutoencoderSource)
@@ -68,8 +68,8 @@ def upgrade_v1(flat: dict[str, Any]) -> dict[str, Any]:
 
 @register_model
 class LatentDiffusionModel(DiffusionModel):
-    """Images x: [N, C, S, S] in [-1, 1]; the diffusion runs on z = latent_scale * encode(x),
-    [N, latent_channels, s, s]. ``sample`` returns decoded images."""
+    """Images x: [N, C, H, W] in [-1, 1]; the diffusion runs on z = latent_scale * encode(x),
+    [N, latent_channels, h, w]. ``sample`` returns decoded images."""
 
     family = "latent-diffusion"
     config_class = LatentDiffusionConfig
@@ -116,7 +116,7 @@ class LatentDiffusionModel(DiffusionModel):
                 f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
                 "one: retrain it with --latent spatial"
             )
-        data_shape = (config.image_channels, config.image_size, config.image_size)
+        data_shape = (config.image_channels, *config.image_hw)
         if data_shape != autoencoder.image_shape:
             shown = "x".join(map(str, autoencoder.image_shape))
             raise ConfigError(
@@ -139,11 +139,11 @@ class LatentDiffusionModel(DiffusionModel):
 
     @torch.no_grad()
     def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, C, S, S] in [-1, 1] -> the scaled latents the diffusion works on, [N, latent_channels, s, s]."""
+        """[N, C, H, W] in [-1, 1] -> the scaled latents the diffusion works on, [N, latent_channels, h, w]."""
         return self.autoencoder.encode(images) * self.config.latent_scale
 
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
-        """Scaled latents [N, latent_channels, s, s] -> decoded images [N, C, S, S] in [-1, 1]."""
+        """Scaled latents [N, latent_channels, h, w] -> decoded images [N, C, H, W] in [-1, 1]."""
         return self.autoencoder.decode(x / self.config.latent_scale).clamp(-1, 1)
 
     @torch.no_grad()
@@ -158,9 +158,9 @@ class LatentDiffusionModel(DiffusionModel):
 
     @torch.no_grad()
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
-        """Remove Gaussian pixel noise of level ``sigma`` from images x [N, C, S, S]: encode, treat the latent
+        """Remove Gaussian pixel noise of level ``sigma`` from images x [N, C, H, W]: encode, treat the latent
         as noisy at the level ``latent_noise_level`` measures, denoise it there (one step, or ``steps`` steps
-        of the default sampler down to 0, as the pixel model does) and decode. [N, C, S, S] in [-1, 1]."""
+        of the default sampler down to 0, as the pixel model does) and decode. [N, C, H, W] in [-1, 1]."""
         if sigma is None:
             raise ConfigError("a diffusion model must be told the noise level: denoise(x, sigma=...)")
         if steps < 1:

@@ -37,11 +37,12 @@ class UNetConfig:
     """Ranges as in ``aediff.models.diffusion.NetworkConfig``; image_channels may be a latent's channels."""
 
     image_channels: int = bounded(1, 1, MAX_LATENT_CHANNELS)  # channels of x (and of the output)
-    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # side of the square input, pixels
+    image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # height of the input, pixels
+    image_width: int | None = bounded(None, 1, MAX_IMAGE_SIZE)  # width, pixels; None = image_size (square)
     # width of each resolution stage
     channels: tuple[int, ...] = bounded_items((32, 64, 64), 1, MAX_WIDTH, max_items=MAX_STAGES)
     blocks_per_stage: int = bounded(1, 1, MAX_BLOCKS)  # encoder ResBlocks per stage (the decoder has one more)
-    # stage sizes (pixels) with self-attention
+    # stage sizes (pixels; a stage's shorter side) with self-attention
     attention_resolutions: tuple[int, ...] = bounded_items((7,), 1, MAX_IMAGE_SIZE, min_items=0)
     dropout: float = bounded(0.0, 0, 1, high_open=True)
     embedding_dim: int = bounded(128, 1, MAX_WIDTH)  # width of the noise-level embedding given to every ResBlock
@@ -54,9 +55,14 @@ class UNetConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
 
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the input."""
+        return self.image_size, self.image_width or self.image_size
+
 
 class UNet(nn.Module):
-    """x: [N, C, S, S]; noise_level: [N] (any real scalar per image, e.g. log(sigma) / 4) -> [N, C, S, S].
+    """x: [N, C, H, W]; noise_level: [N] (any real scalar per image, e.g. log(sigma) / 4) -> [N, C, H, W].
 
     Conditions (only those the config enables): class_labels [N] int64 in [0, num_classes] (num_classes =
     none); context [N, L, context_dim] caption tokens with context_mask [N, L] bool (True = real token)
@@ -78,7 +84,7 @@ class UNet(nn.Module):
             c.image_channels,
             c.channels,
             c.blocks_per_stage,
-            c.image_size,
+            c.image_hw,
             c.attention_resolutions,
             emb_dim=c.embedding_dim,
             dropout=c.dropout,
@@ -97,7 +103,7 @@ class UNet(nn.Module):
             c.image_channels,
             c.channels,
             c.blocks_per_stage,
-            c.image_size,
+            c.image_hw,
             c.attention_resolutions,
             emb_dim=c.embedding_dim,
             dropout=c.dropout,

@@ -43,7 +43,7 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 @register_model
 class VAE(Autoencoder):
-    """x: [N, C, S, S] in [-1, 1]; latents as in the AE."""
+    """x: [N, C, H, W] in [-1, 1]; latents as in the AE."""
 
     family = "vae"
     config_class = VAEConfig

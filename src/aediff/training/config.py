@@ -73,6 +73,10 @@ class TrainConfig:
     # autocast: "auto" = bf16 where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else fp32 ("no");
     # measured on mnist5k: 1.7x the steps in the same minutes, FID 2.30 against 4.68 (benchmarks/results/peers.md)
     mixed_precision: MixedPrecision = "auto"
+    # torch.compile the training copy's networks (the EMA, which samples and is saved, stays eager); off by default:
+    # its warm-up and a C++ compiler on the CPU cost more than it gains in a short run (benchmarks/train_speed.py)
+    compile: bool = False
+    channels_last: bool = False  # convolutions in NHWC memory layout (the training copy and its batches)
     log_every: int = bounded(25, 1)  # steps between logged scalars (progress bar, TensorBoard, log.jsonl)
     checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints; one is always written at the end
     # also keep the last N checkpoints in RUN/checkpoints/step-N; 0 = none

@@ -21,15 +21,14 @@ from aediff.training.trainer import Trainer, TrainResult, checkpoint_exists
 
 
 def fill_data_shape(config: Any, dataset: Any) -> Any:
-    """Set the model config's image size, channels and class count from the dataset (where it has them)."""
+    """Set the model config's image shape, channels and class count from the dataset (where it has them):
+    image_size is the height, image_width the width (None for square images, so their configs read as before)."""
     height, width = dataset.resolution
-    if height != width:
-        raise ConfigError(
-            f"images are {height}x{width}; models need square images: pass a --resolution to resize and center-crop"
-        )
     values = {"image_channels": dataset.channels, "image_size": height, "num_classes": dataset.num_classes}
+    values = {k: v for k, v in values.items() if v is not None}  # e.g. no labels: the config's num_classes stays
+    values["image_width"] = width if width != height else None  # None = square, as configs before it read
     leaves = {path.rsplit(".", 1)[-1] for path in field_paths(type(config))}
-    return update_config(config, {k: v for k, v in values.items() if k in leaves and v is not None})
+    return update_config(config, {k: v for k, v in values.items() if k in leaves})
 
 
 # What a resume may not change, and why (everything else in TrainConfig may: the LR, the budget, clipping...).

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -98,6 +99,37 @@ class EMA:
 
 
 CHECKPOINT_FILES = (runs.MODEL_FILE, runs.EMA_FILE, runs.OPTIMIZER_FILE, runs.STATE_FILE)
+
+
+# Set by `accelerate launch --use_fsdp` / `--use_deepspeed` (or an accelerate config file that chooses them).
+SHARDED = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}
+
+
+def refuse_sharding(accelerator: Accelerator) -> None:
+    """Sharded training is refused up front: the trainer keeps a full-weight EMA beside the model and every
+    process's checkpoint code reads full weights, which a sharded model would hand over as shards."""
+    engine = SHARDED.get(accelerator.distributed_type)
+    if engine:
+        raise ConfigError(
+            f"{engine} shards the weights, and aediff's trainer keeps a full-weight EMA and full-weight checkpoints: "
+            "launch with plain data parallelism instead (`accelerate launch --multi_gpu ...`, or "
+            "`distributed_type: MULTI_GPU` in the accelerate config); see docs/scale.md"
+        )
+
+
+def speed_up(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+    """The training copy's memory layout (``channels_last``) and, with ``compile``, each trainable part compiled
+    in place (``nn.Module.compile``: the parameter names, hence checkpoints, stay as they are). Called after the
+    EMA's copy is made, so that the EMA stays eager."""
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if not config.compile:
+        return
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise ConfigError("--compile on the CPU needs a C++ compiler (g++ or clang++): install one, or drop --compile")
+    for part in model.children():
+        if any(p.requires_grad for p in part.parameters()):
+            part.compile()
 
 
 def checkpoint_exists(run_dir: str | Path) -> bool:
@@ -211,6 +243,7 @@ class Trainer:
             device = default_device()
             precision = resolve_mixed_precision(config.mixed_precision, device)
             accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
+        refuse_sharding(accelerator)
         self.accelerator = accelerator
         acc = self.accelerator
         self.world_size, self.rank = acc.num_processes, acc.process_index
@@ -275,6 +308,7 @@ class Trainer:
         if state is not None:
             runs.load_weights(self.ema.model, self.run_dir / runs.EMA_FILE)
         self.ema.model.to(acc.device)
+        speed_up(model, config, acc.device)
         # A resumed run keeps the snapshots it already wrote (they are the same weights: training is exact).
         self._snapshots_due = [f for f in config.snapshots if not runs.snapshot_path(self.run_dir, f).is_dir()]
         self.ddp_model = acc.prepare(model)  # moves to the device; wraps in DDP with several processes
@@ -375,7 +409,10 @@ class Trainer:
         return step_batches(source, self.step, data.loader_workers(self.train_set))
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if self.config.channels_last:
+            batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+        return batch
 
     def _done(self) -> bool:
         if self.horizon is not None and self.step >= self.horizon:
