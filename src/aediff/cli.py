@@ -135,7 +135,8 @@ def datasets() -> None:
     console.print(
         "Also: folder:PATH (an image folder; labels from sub-folders, captions from metadata.jsonl), "
         "npz:PATH (arrays `images`, optional `labels`, `captions`), wds:DIR/{000..099}.tar (WebDataset shards) "
-        "and hf:PATH (a Hugging Face dataset saved to disk); --stream reads images per batch (docs/scale.md)."
+        "and hf:NAME (a Hugging Face dataset: a Hub id or a folder of data files, read in streaming mode; or a folder "
+        "written by save_to_disk); --stream reads images per batch (docs/scale.md)."
     )
 
 
@@ -324,10 +325,17 @@ def train(
     data_dir: Annotated[str | None, typer.Option(help="folder with local dataset copies")] = None,
     stream: Annotated[
         bool | None,
-        typer.Option(help="read images from disk per batch (default: wds:/hf: data and folders over 2 GB)"),
+        typer.Option(
+            help="read images from disk per batch (default: wds:/hf: data and folders over 2 GB); hf:NAME other than "
+            "a save_to_disk folder is read in Hugging Face streaming mode, or with --no-stream downloaded and read "
+            "by position"
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=0, max=64, help="processes decoding batches ahead (default: 1-4 when streaming)")
+        int | None,
+        typer.Option(
+            min=0, max=64, help="processes decoding batches ahead (default: 1-4 when streaming; one thread for hf:NAME)"
+        ),
     ] = None,
     flip: Annotated[bool, typer.Option(help="augment: mirror training images left-right at random")] = False,
     crop: Annotated[
@@ -436,7 +444,8 @@ def _load(run: Path) -> Run:
 
 
 def _dataset(run: Run, data: str | None, split: str) -> Any:
-    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit."""
+    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit.
+    A split in Hugging Face streaming mode gives its first images (``DataConfig.load_by_position``)."""
     from aediff.data import DataConfig
 
     channels, height, width = run.model.image_shape
@@ -446,7 +455,7 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
         config = run.data
     else:
         raise ConfigError(f"{run.path} records no dataset; name one with --data")
-    dataset = config.load(split)
+    dataset = config.load_by_position(split)
     if dataset.resolution != (height, width) or dataset.channels != channels:
         raise ConfigError(
             f"the model takes {channels}x{height}x{width} images but the data is "

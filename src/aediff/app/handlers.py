@@ -143,7 +143,7 @@ class Catalog:
         key = (str(run.path), split)
         with self._lock:
             if key not in self._datasets:
-                self._datasets[key] = run.data.load(split)
+                self._datasets[key] = run.data.load_by_position(split)  # streaming mode: the split's first images
             return self._datasets[key]
 
 

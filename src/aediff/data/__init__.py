@@ -6,8 +6,9 @@ torch.Size([2, 1, 32, 32])
 
 Specs: ``digits``, ``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``emoji`` (the registry
 ``DATASETS``, one :class:`DatasetSource` each, added with :func:`register_dataset`), ``folder:PATH``,
-``npz:PATH``, ``wds:DIR/{000..099}.tar`` and ``hf:PATH``; the last two, and large folders, are read from disk
-per batch (:class:`StreamedImageDataset`, ``stream=`` in :func:`load_dataset`).
+``npz:PATH``, ``wds:DIR/{000..099}.tar`` and ``hf:NAME``; the last two, and large folders, are read from disk
+per batch (:class:`StreamedImageDataset`, ``stream=`` in :func:`load_dataset`); an ``hf:`` Hub id or folder of
+data files is read in order in Hugging Face streaming mode (:class:`ImageStream`).
 
 Captions: ``emoji``, folders with a metadata.jsonl/csv and npz files with a ``captions`` array have real
 captions; labelled sets get captions made from their class names with
@@ -23,6 +24,7 @@ from .captions import caption_templates, fill_template, label_caption, label_cap
 from .config import DataConfig
 from .dataset import ImageDataset, check_captions_available, save_image_grid, split_indices, tile_images, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
+from .hfstream import ImageStream
 from .sources import (
     DATASETS,
     EMOJI_CREDIT,
@@ -46,6 +48,7 @@ __all__ = [
     "DatasetSource",
     "LoadRequest",
     "ImageDataset",
+    "ImageStream",
     "StreamedImageDataset",
     "cache_dir",
     "check_captions_available",

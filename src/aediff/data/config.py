@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aediff.config import MAX_IMAGE_SIZE, FieldRangeError, bounded, check_ranges
 
 from .dataset import ImageDataset
+from .hfstream import HEAD_IMAGES, ImageStream
 from .loader import Augmentation
 from .sources import load_dataset
 from .streamed import StreamedImageDataset
@@ -17,7 +18,7 @@ from .streamed import StreamedImageDataset
 class DataConfig:
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
-    spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH, npz:PATH, wds:DIR/{000..009}.tar or hf:PATH
+    spec: str = "mnist5k"  # a name from `aediff datasets`, folder:PATH, npz:PATH, wds:DIR/{000..009}.tar or hf:NAME
     # pixels: a square's side or (height, width); resize to cover it, keeping the aspect ratio, then
     # center-crop; None = native (non-square images keep their shape)
     resolution: int | tuple[int, int] | None = bounded(None, 1, MAX_IMAGE_SIZE, pair=True)
@@ -26,9 +27,11 @@ class DataConfig:
     # held-out share for datasets without an official split
     test_fraction: float = bounded(0.2, 0, 1, low_open=True, high_open=True)
     skip_bad: bool = False  # skip unreadable images instead of stopping
-    # read images from disk per batch: None = wds:/hf: data and folders over 2 GB decoded; True / False force it
+    # read images from disk per batch: None = wds:/hf: data and folders over 2 GB decoded; True / False force it;
+    # hf:NAME (not a save_to_disk folder) is in Hugging Face streaming mode unless False (then read by position)
     stream: bool | None = None
-    # processes decoding training batches ahead; None = none in memory, 1-4 when streaming
+    # processes decoding training batches ahead; None = none in memory, 1-4 when streaming; hf: streaming mode:
+    # one background thread unless 0 (its order is one sequence)
     workers: int | None = bounded(None, 0, 64)
     flip: bool = False  # training augmentation: mirror left-right with probability 1/2 (off: digits must not be)
     crop: float = bounded(1.0, 0, 1, low_open=True)  # training augmentation: random window of this share of each side
@@ -41,7 +44,7 @@ class DataConfig:
         if self.channels == 2:
             raise FieldRangeError("data.channels", "1 (grayscale), 3 (RGB) or none (native)", self.channels)
 
-    def load(self, split: str = "train") -> ImageDataset:
+    def load(self, split: str = "train") -> ImageDataset | ImageStream:
         """The ``split`` ("train", "test" or "all") of the dataset this config names."""
         return load_dataset(
             self.spec,
@@ -55,14 +58,23 @@ class DataConfig:
             data_dir=self.data_dir,
         )
 
+    def load_by_position(self, split: str = "test", limit: int = HEAD_IMAGES) -> ImageDataset:
+        """The ``split`` as a dataset read by position (evaluation): a split in Hugging Face streaming mode, which
+        has no positions, gives its first ``limit`` images, held in memory (``ImageStream.head``)."""
+        data = self.load(split)
+        return data.head(limit) if isinstance(data, ImageStream) else data
+
     @property
     def augmentation(self) -> Augmentation:
         """The training augmentation these settings ask for (none by default)."""
         return Augmentation(flip=self.flip, crop=self.crop)
 
-    def loader_workers(self, dataset: ImageDataset) -> int:
+    def loader_workers(self, dataset: ImageDataset | ImageStream) -> int:
         """Processes that build training batches ahead: ``workers`` when set; else none for data in memory
-        (a batch is one tensor index) and, for a streamed dataset, one per spare core (1 to 4)."""
+        (a batch is one tensor index) and, for a streamed dataset, one per spare core (1 to 4). A stream in
+        Hugging Face streaming mode is loaded ahead by one thread, unless ``workers`` is 0."""
+        if isinstance(dataset, ImageStream):
+            return 0 if self.workers == 0 else 1
         if self.workers is not None:
             return self.workers
         if not isinstance(dataset, StreamedImageDataset):

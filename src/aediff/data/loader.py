@@ -29,6 +29,11 @@ ORDER_SALT = 10_007  # the epoch permutation's seed is step_seed(seed, epoch, OR
 DRAW_SALT = 20_011  # the batch generator's seed is step_seed(seed, step, DRAW_SALT + rank)
 
 
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator of ``step``'s random draws in the data (caption templates, augmentation) on process ``rank``."""
+    return torch.Generator().manual_seed(step_seed(seed, step, DRAW_SALT + rank))
+
+
 @functools.lru_cache(maxsize=2)  # one permutation per epoch, not per step: a 10M-image set takes 0.1 s to permute
 def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of the ``size`` examples in ``epoch``: a permutation seeded by (seed, epoch)."""
@@ -60,7 +65,7 @@ class BatchPlan:
 
     def generator(self, step: int) -> torch.Generator:
         """The generator of ``step``'s random draws in the data (caption templates, augmentation)."""
-        return torch.Generator().manual_seed(step_seed(self.seed, step, DRAW_SALT + self.rank))
+        return step_generator(self.seed, step, self.rank)
 
 
 @dataclass(frozen=True)

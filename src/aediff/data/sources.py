@@ -43,6 +43,7 @@ from aediff.errors import DataError
 
 from .dataset import ImageDataset, check_split, split_indices
 from .files import find_idx_files, read_idx_pair, read_image_folder, read_npz
+from .hfstream import ImageStream, open_image_stream, streaming_name
 from .streamed import StreamedImageDataset, open_streamed
 from .transforms import Resolution, composite_on_white, image_channels, pil_to_array, prepare_array
 
@@ -804,7 +805,8 @@ def _unknown_spec(spec: str) -> DataError:
     return DataError(
         f"Unknown dataset {spec!r}.{hint} Valid names: {', '.join(DATASETS)}; "
         "or 'folder:PATH' (a folder of PNG/JPEG/WebP images), 'npz:PATH' (an .npz with an 'images' array), "
-        "'wds:DIR/{000..009}.tar' (WebDataset shards) or 'hf:PATH' (a Hugging Face dataset saved to disk)."
+        "'wds:DIR/{000..009}.tar' (WebDataset shards) or 'hf:NAME' (a Hugging Face dataset: a Hub id, a folder "
+        "of data files, or a folder written by save_to_disk)."
     )
 
 
@@ -840,14 +842,15 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     label_captions: bool = False,
     stream: bool | None = None,
-) -> ImageDataset:
+) -> ImageDataset | ImageStream:
     """Load a dataset into memory as an :class:`ImageDataset` (uint8 ``[N, C, H, W]``), or open it for reading
-    from disk as a :class:`aediff.data.streamed.StreamedImageDataset` (same interface).
+    from disk as a :class:`aediff.data.streamed.StreamedImageDataset` (same interface), or, for ``hf:NAME`` in
+    Hugging Face streaming mode, as an :class:`aediff.data.hfstream.ImageStream` (read in order, no length).
 
     Args:
         spec: a name (or alias) of :data:`DATASETS` -- ``digits`` | ``mnist5k`` | ``mnist`` | ``fashion-mnist``
-            | ``cifar10`` | ``emoji`` -- or ``folder:PATH`` | ``npz:PATH``. ``emoji`` has captions (the emoji
-            names) and no labels.
+            | ``cifar10`` | ``emoji`` -- or ``folder:PATH`` | ``npz:PATH`` | ``wds:PATTERN`` | ``hf:NAME``.
+            ``emoji`` has captions (the emoji names) and no labels.
         split: ``train`` | ``test`` | ``all``. mnist, fashion-mnist and cifar10 use their official splits;
             the others a deterministic split from ``seed`` holding out ``test_fraction`` of each class
             (plain random without labels).
@@ -860,7 +863,10 @@ def load_dataset(
             (see :meth:`ImageDataset.with_label_captions`); sets with real captions keep them.
         stream: read the images from disk per batch instead of into memory: None (default) does so for
             ``wds:`` and ``hf:`` data and for folders over 2 GB decoded ($AEDIFF_STREAM_ABOVE_GB); True forces
-            it (``folder:``, ``wds:``, ``hf:``); False keeps a folder in memory.
+            it (``folder:``, ``wds:``, ``hf:``); False keeps a folder in memory. ``hf:NAME`` (a Hub id or a
+            folder of data files, not a ``save_to_disk`` folder) opens in Hugging Face streaming mode unless
+            False: then it is prepared in the local cache (downloaded once) and read by position. In
+            streaming mode ``split`` "train" and "test" are the dataset's own (test, else validation) splits.
 
     Raises:
         DataError: with a message naming the dataset/file and how to fix it.
@@ -872,6 +878,10 @@ def load_dataset(
     if not 0.0 < float(test_fraction) < 1.0:
         raise DataError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}.")
 
+    name = streaming_name(spec, stream) if isinstance(spec, str) else None
+    if name is not None:
+        stream_split = open_image_stream(name, split, channels=channels, resolution=resolution, skip_bad=skip_bad)
+        return stream_split.with_label_captions() if label_captions else stream_split
     reader = open_streamed(spec, stream, channels, resolution) if isinstance(spec, str) else None
     if reader is not None:
         mask = reader.test_mask

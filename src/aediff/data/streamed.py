@@ -10,10 +10,13 @@ pixels are decoded per batch):
   The shards are indexed once when opened (every member's offset, labels and captions read then), after which
   any sample is read by position: training's order stays a seeded permutation per epoch, so a resumed run
   sees the same batches, as with data in memory.
-- ``hf:PATH`` or ``hf:NAME``: a Hugging Face dataset, saved with ``save_to_disk`` or in the local cache
-  (nothing is downloaded). Arrow files are memory-mapped, so they are read by position too. Its image column
-  is the one of type ``Image``; labels come from a ``ClassLabel`` column (or ``label`` / ``labels``); captions
-  from ``text`` / ``caption``. A dataset with "train" and "test" splits keeps them as its official split.
+- ``hf:PATH`` or ``hf:NAME``: a Hugging Face dataset saved with ``save_to_disk``, or, with ``--no-stream``, any
+  other (a Hub id, a local folder of data files), prepared by ``datasets.load_dataset`` in the local cache
+  (downloaded once). Arrow files are memory-mapped, so they are read by position too. Its image column is the
+  one of type ``Image``; labels come from a ``ClassLabel`` column (or ``label`` / ``labels``); captions from
+  ``text`` / ``caption``. A dataset with "train" and "test" splits keeps them as its official split. Without
+  ``--no-stream`` a Hub id or a folder of data files opens in Hugging Face streaming mode instead: read in
+  order, never downloaded whole (``aediff.data.hfstream``).
 
 Decoding follows the in-memory readers exactly (``transforms.pil_to_array``), so a folder streamed and the
 same folder in memory give identical batches.
@@ -234,6 +237,15 @@ class TarShardReader(ItemReader):
         return {**self.__dict__, "_files": {}}
 
 
+def saved_to_disk(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by ``save_to_disk`` (a Dataset's or a DatasetDict's), as
+    ``datasets.load_from_disk`` tells them."""
+    folder = Path(path).expanduser()
+    return (folder / "dataset_dict.json").is_file() or all(
+        (folder / name).is_file() for name in ("dataset_info.json", "state.json")
+    )
+
+
 class HFReader(ItemReader):
     """A Hugging Face ``datasets`` dataset read by position (module docstring)."""
 
@@ -275,12 +287,14 @@ class HFReader(ItemReader):
     def _open(datasets: Any, spec: str) -> Any:
         path = Path(spec).expanduser()
         try:
-            if path.exists():
+            if saved_to_disk(path):
                 return datasets.load_from_disk(str(path))
-            return datasets.load_dataset(spec)  # the local cache; HF_DATASETS_OFFLINE=1 keeps it offline
+            # --no-stream: prepared in the local cache (downloaded once; HF_DATASETS_OFFLINE=1 keeps it offline)
+            return datasets.load_dataset(str(path) if path.exists() else spec)
         except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
             raise DataError(
-                f"could not open hf:{spec} ({e}); give a folder written by save_to_disk or a dataset in the local cache"
+                f"could not open hf:{spec} ({e}); give a folder written by save_to_disk, a local folder of data "
+                "files, or a dataset id on the Hugging Face Hub"
             ) from None
 
     def __len__(self) -> int:
@@ -424,14 +438,15 @@ def folder_is_large(reader: FolderReader, channels: int | None, resolution: Reso
 def open_streamed(
     spec: str, stream: bool | None, channels: int | None, resolution: Resolution | None
 ) -> ItemReader | None:
-    """The reader for ``spec`` when it is to be streamed, else None (read it into memory). ``stream``: True
-    forces streaming (folder:, wds:, hf: only), False forbids it (folder: only), None streams wds: and hf:
-    always and a folder when it is large (``folder_is_large``)."""
+    """The reader for ``spec`` when it is to be read from disk per batch, else None (read it into memory).
+    ``stream``: True forces it (folder:, wds:, hf: only), False forbids it for a folder, None reads a folder so
+    when it is large (``folder_is_large``); wds: is always read per batch (so --no-stream is refused), and so
+    is hf: data that is not in Hugging Face streaming mode (``hfstream.streaming_name`` decides that first)."""
     kind, sep, rest = spec.strip().partition(":")
     kind = kind.lower() if sep else ""
+    if kind == "wds" and stream is False:
+        raise DataError("wds: data is always streamed from disk; drop --no-stream")
     if kind in ("wds", "hf"):
-        if stream is False:
-            raise DataError(f"{kind}: data is always streamed from disk; drop --no-stream")
         return open_reader(kind, rest)
     if kind == "folder" and stream is not False:
         reader = open_reader(kind, rest)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from aediff.config import bounded
+from aediff.data.hfstream import ImageStream
 from aediff.errors import ConfigError
 from aediff.models.diffusion import (
     V1_FIELDS,
@@ -125,6 +126,8 @@ class LatentDiffusionModel(DiffusionModel):
             )
         autoencoder = autoencoder.cpu().eval()
         with torch.no_grad():
+            if isinstance(dataset, ImageStream):  # read in order: its first images
+                dataset = dataset.head(1024)
             z = autoencoder.encode(dataset.batch(torch.arange(min(len(dataset), 1024)))["images"])
         source = AutoencoderSource(
             path=str(path), family=autoencoder.family, config=dataclasses.asdict(autoencoder.config)

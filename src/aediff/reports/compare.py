@@ -294,13 +294,19 @@ def run_compare(
     (else that is an error, checked before any training). Returns the metrics dict that is also written to
     ``out/metrics.json``; ``out/report.html`` is the report.
     """
-    from aediff.data import check_captions_available, load_dataset
+    from aediff.data import ImageStream, check_captions_available, load_dataset
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     aediff.runs.recover(out)  # a report write cut short after its commit point is finished first
     started = time.perf_counter()
-    train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
+    train_set = load_dataset(config.data, "train")
+    if isinstance(train_set, ImageStream):  # its evaluations read whole splits by position
+        raise ConfigError(
+            f"aediff compare scores every model on whole splits, and {config.data} is read in Hugging Face streaming "
+            "mode, in order; save it with datasets' save_to_disk and compare on hf:FOLDER"
+        )
+    test_set = load_dataset(config.data, "test")
     labelled = train_set.labels is not None and test_set.labels is not None
     plan = compare_plan(config, labelled)
     unknown = set(config.runs) - {p.name for p in plan}

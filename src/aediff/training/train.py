@@ -13,7 +13,7 @@ from accelerate import Accelerator
 
 from aediff import runs
 from aediff.config import config_from_dict, config_to_dict, field_paths, update_config
-from aediff.data import DataConfig
+from aediff.data import DataConfig, ImageDataset, ImageStream
 from aediff.errors import ConfigError, RunError
 from aediff.models import Capability, build_model, model_class
 from aediff.training.config import TrainConfig
@@ -132,13 +132,16 @@ def _train(
         else:
             train_config = training
         dataset = data_config.load("train")
+        if isinstance(dataset, ImageStream) and data_config.stream is None:
+            # recorded resolved: a resume or a later aediff streams this run's data whatever the default becomes
+            data_config = dataclasses.replace(data_config, stream=True)
         cls = model_class(family)
         model_config = update_config(fill_data_shape(cls.config_class(), dataset), model or {})
         # e.g. latent diffusion reads its autoencoder (once) and measures the latent scale
         model_config, components = cls.prepare_config(model_config, dataset, lambda path: runs.load(path, device="cpu"))
     torch.manual_seed(train_config.seed)  # the same initial weights on every process
     network = build_model(family, model_config, **components)
-    held_out = data_config.load("test") if train_config.eval_every else None
+    held_out = _held_out(data_config, train_config, dataset) if train_config.eval_every else None
     if network.can(Capability.TEXT_CONDITION):
         dataset = dataset.with_label_captions()  # a labelled set without captions: captions from templates
         held_out = held_out.with_label_captions() if held_out is not None else None
@@ -159,6 +162,18 @@ def _train(
     if changed_config is not None:  # the checkpoint loaded: nothing in the folder changes before that
         runs.write_files_atomically(out, {runs.CONFIG_FILE: json.dumps(changed_config, indent=2).encode()})
     return trainer.train()
+
+
+def _held_out(data: DataConfig, training: TrainConfig, train_set: Any) -> ImageDataset:
+    """The images evaluations score (``eval_every``): the data's test split. In Hugging Face streaming mode, the
+    first images of the dataset's "test" (else "validation") split, as many as an evaluation uses, in memory."""
+    if isinstance(train_set, ImageStream) and train_set.held_out_split is None:
+        raise ConfigError(
+            f"--eval-every scores held-out images, and {train_set.name} has no 'test' or 'validation' split "
+            f"(its splits: {', '.join(train_set.splits)}); drop --eval-every, or use a dataset with a test split"
+        )
+    images = max(training.eval_images, training.eval_samples if training.eval_judge else 0)
+    return data.load_by_position("test", images)
 
 
 def _refuse_model_changes(out: Path, model_config: Any, overrides: dict[str, Any]) -> None:

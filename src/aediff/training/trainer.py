@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from aediff import runs
 from aediff.config import config_to_dict
 from aediff.data import DataConfig
+from aediff.data.hfstream import ImageStream, StreamBatches, StreamPlan, stream_batches
 from aediff.data.loader import Augmentation, BatchPlan, StepBatches, step_batches, step_seed
 from aediff.device import default_device, resolve_mixed_precision
 from aediff.errors import ConfigError, RunError
@@ -192,7 +193,8 @@ class TrainResult:
 class Trainer:
     """Train ``model`` on ``train_set`` and write the run folder ``run_dir``.
 
-    train_set: an ``aediff.data.ImageDataset`` (anything with ``__len__`` and ``batch(indices) -> dict``).
+    train_set: an ``aediff.data.ImageDataset`` (anything with ``__len__`` and ``batch(indices) -> dict``), or an
+        ``aediff.data.ImageStream`` (Hugging Face streaming mode: read in order, see ``aediff.data.hfstream``).
     run_config: what config.json records besides the training and data configs: {"family", "model"}.
     callbacks: called as ``callback(trainer, step, logs)`` after every optimizer step.
 
@@ -253,12 +255,15 @@ class Trainer:
                 f"batch size {config.batch_size} does not split over {self.world_size} process(es) x "
                 f"{config.grad_accumulation} accumulation part(s); use a multiple of {parts}"
             )
-        self.plan = BatchPlan(len(train_set), config.batch_size, config.seed, self.world_size, self.rank)
+        if isinstance(train_set, ImageStream):  # no positions: batches are read in order (its size may be unknown)
+            self.plan = StreamPlan(train_set.num_examples, config.batch_size, config.seed, self.world_size, self.rank)
+        else:
+            self.plan = BatchPlan(len(train_set), config.batch_size, config.seed, self.world_size, self.rank)
         self.data_config = data_config
         self.steps_per_epoch = self.plan.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f"the training split has {len(train_set)} images, fewer than one batch of "
+                f"the training split has {self.plan.size} images, fewer than one batch of "
                 f"{config.batch_size}; lower --batch-size"
             )
         self.horizon = self._horizon()
@@ -338,6 +343,11 @@ class Trainer:
         if self.config.max_steps is not None:
             bounds.append(self.config.max_steps)
         if self.config.epochs is not None:
+            if self.steps_per_epoch is None:
+                raise ConfigError(
+                    f"{self.train_set.name} is read in streaming mode and does not say how many images it has, so "
+                    "--epochs cannot be counted: bound the run with --max-steps or --max-time"
+                )
             bounds.append(max(1, math.ceil(self.config.epochs * self.steps_per_epoch)))
         return min(bounds) if bounds else None
 
@@ -405,8 +415,11 @@ class Trainer:
         """The training batches from the current step on (``aediff.data.loader``: a function of seed and step,
         so a resumed run sees what an uninterrupted one would); streamed data is decoded ahead by workers."""
         data = self.data_config or DataConfig()
-        source = StepBatches(self.train_set, self.plan, data.augmentation if self.data_config else Augmentation())
-        return step_batches(source, self.step, data.loader_workers(self.train_set))
+        augmentation = data.augmentation if self.data_config else Augmentation()
+        workers = data.loader_workers(self.train_set)
+        if isinstance(self.train_set, ImageStream):  # read in order, so loaded ahead by one thread at most
+            return stream_batches(StreamBatches(self.train_set, self.plan, augmentation), self.step, workers)
+        return step_batches(StepBatches(self.train_set, self.plan, augmentation), self.step, workers)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -589,12 +602,17 @@ class Trainer:
 
     def _after_training(self, models: tuple[Model, ...] | None = None, limit: int | None = None) -> None:
         """Give the models (default: the model and its EMA) their ``after_training`` hook with the training
-        images (an AE fits its latent Gaussian); ``limit``: that many, spread evenly over the split."""
+        images (an AE fits its latent Gaussian); ``limit``: that many, spread evenly over the split (a stream in
+        Hugging Face streaming mode gives its first ``BEST_FIT_IMAGES``, whatever the limit)."""
         from aediff.evaluation import iterate_images
 
         device = self.accelerator.device
         for model in models or (self.model, self.ema.model):
-            model.after_training(b["images"] for b in iterate_images(self.train_set, device=device, limit=limit))
+            if isinstance(self.train_set, ImageStream):  # maybe endless: its first images, as many as RUN/best's fit
+                batches = self.train_set.first_batches(BEST_FIT_IMAGES)
+            else:
+                batches = iterate_images(self.train_set, limit=limit)
+            model.after_training(b["images"].to(device) for b in batches)
 
     def _due_snapshots(self) -> list[float]:
         """The snapshot fractions the run's progress has reached since the last call (the same on every process)."""
