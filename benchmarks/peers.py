@@ -34,13 +34,18 @@ Variants (the tuning budget: aediff 2 runs; diffusers 2 + its two recipes; denoi
   defaults (v objective, sigmoid schedule), in (a) its Trainer's recipe (Adam 1e-4, betas (0.9, 0.99),
   clipping at 1, ema_pytorch EMA beta 0.995 every 10 steps after 100) and (b) lr 1e-3 with aediff's EMA.
 - (c) the course's UNet2DModel inside aediff's default recipe (`--network diffusers-unet2d`, 2 blocks per
-  stage, attention at 14 and 7).
+  stage, attention at 14 and 7), and denoising-diffusion-pytorch's Unet(dim=32, dim_mults=(1, 2, 4)) inside it
+  (`--network ddpm-pytorch-unet --widths 32,64,128`), both in fp32 like the peers.
 
     pip install --no-deps denoising-diffusion-pytorch==2.3.4 ema-pytorch einops   # the second peer (no torchvision)
     aediff train classifier --data mnist5k --out runs/clf --epochs 15      # the judge, once
     python benchmarks/peers.py                                              # the documented run (~2 h)
     python benchmarks/peers.py --minutes 0.1 --samples 100 --val-samples 50 --runs /tmp/peers \
         --out /tmp/peers/result                                             # a smoke run (~6 min)
+
+A variant added after the documented run gets its budget with `--only NEW --reuse-budgets --anchor OLD`: the
+new variant's and the anchor's throughputs are measured one after the other in this process, and the new
+budget is the anchor's recorded budget times their ratio (so a different machine state cancels out).
 
 Writes benchmarks/results/peers.json and .md (rewritten after every variant).
 """
@@ -104,6 +109,8 @@ def variants() -> list[Variant]:
     out += [
         Variant("aediff recipe, diffusers' course UNet2DModel", "aediff", "(c) network in aediff's recipe",
                 {"training": fp32, "model": {"architecture": "diffusers-unet2d", **COURSE_UNET}}),
+        Variant("aediff recipe, ddpm-pytorch's Unet", "aediff", "(c) network in aediff's recipe",
+                {"training": fp32, "model": {"architecture": "ddpm-pytorch-unet", "channels": [32, 64, 128]}}),
         Variant("diffusers, HF course recipe", "diffusers", "(a) recipe", {"recipe": "course"}),
         Variant("diffusers, train_unconditional recipe", "diffusers", "(a) recipe", {"recipe": "train_unconditional"}),
         Variant("diffusers, train_unconditional, lr 1e-3, aediff's EMA", "diffusers", "(b) sweep",
@@ -275,6 +282,8 @@ def batches(train_set, seed: int = 0):
 
 
 def aediff_training(variant: Variant, out: Path, data: DataConfig, steps: int) -> aediff.runs.Run:
+    if variant.settings.get("model", {}).get("architecture") == "ddpm-pytorch-unet":
+        import_denoising_diffusion_pytorch()  # its torchvision stub, before aediff's adapter imports the Unet
     if out.exists():
         shutil.rmtree(out)
     training = {"max_steps": steps, "batch_size": BATCH, "log_every": 10, "checkpoint_every": 10**6,
@@ -357,6 +366,8 @@ def main() -> None:
     parser.add_argument("--steps-samples", type=int, default=500)
     parser.add_argument("--reuse-budgets", action="store_true", help="with --only: train to the step budgets and "
                         "controls of the earlier run in --out (its phase 1), measuring them not again")  # fmt: skip
+    parser.add_argument("--anchor", metavar="VARIANT", help="with --reuse-budgets: a variant without a recorded "
+                        "budget gets the anchor's budget x their throughput ratio, both measured now")  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-peers"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peers"))
     args = parser.parse_args()
@@ -377,8 +388,10 @@ def main() -> None:
         return
     chosen = [v for v in variants() if not args.only or v.name in args.only]
     previous = json.loads(args.out.with_suffix(".json").read_text()) if args.only else {}
+    command = "python " + shlex.join(sys.argv)
     results = {
-        "command": "python " + shlex.join(sys.argv),
+        "command": command,
+        "commands": [*previous.get("commands", []), command],  # every run that wrote rows of this file
         "machine": machine(diffusers=package_version("diffusers"),
                            denoising_diffusion_pytorch=package_version("denoising-diffusion-pytorch")),
         "minutes": args.minutes, "batch_size": BATCH, "nfe": NFE, "samples": args.samples,
@@ -386,15 +399,20 @@ def main() -> None:
         "variants": previous.get("variants", {}),
         **({"controls": previous["controls"]} if "controls" in previous else {}),
     }  # fmt: skip
+    anchor = anchor_throughput(args, results["variants"], train_set, data) if args.anchor else None
     for v in chosen:  # phase 1, on idle cores: every variant's throughput, one after the other
         kept = results["variants"].get(v.name, {})
         if args.reuse_budgets and "steps" in kept:  # measured in an earlier run's phase 1
-            ips, steps = kept["train_images_per_s"], kept["steps"]
+            ips, steps, budget = kept["train_images_per_s"], kept["steps"], kept.get("budget")
         else:
             ips = measure_throughput(v, train_set, data, args.runs, args.throughput_steps)
-            steps = max(1, round(args.minutes * 60 * ips / BATCH))
+            steps, budget = max(1, round(args.minutes * 60 * ips / BATCH)), None
+            if anchor is not None:  # the anchor's recorded budget, scaled by the ratio measured now
+                steps = max(1, round(anchor["steps"] * ips / anchor["measured_now"]))
+                ips, budget = anchor["recorded"] * ips / anchor["measured_now"], {**anchor, "measured": ips}
         results["variants"][v.name] = {"library": v.library, "role": v.role, "settings": v.settings,
-                                       "train_images_per_s": ips, "steps": steps}  # fmt: skip
+                                       "train_images_per_s": ips, "steps": steps,
+                                       **({"budget": budget} if budget else {})}  # fmt: skip
         print(f"{v.name}: {ips:.0f} img/s -> {steps} steps", flush=True)
     if "controls" not in results or not args.reuse_budgets:
         results["controls"] = controls(args, data, train_set, score_test)
@@ -409,6 +427,17 @@ def main() -> None:
         print(f"{v.name}: val FID {row['validation']['fid']:.2f}, test FID {row['test']['fid']:.2f}", flush=True)
         write_results(args.out, finish(results), started, markdown)
     write_results(args.out, finish(results), started, markdown)
+
+
+def anchor_throughput(args, rows: dict, train_set, data: DataConfig) -> dict:
+    """The anchor variant's throughput measured now, beside its recorded phase-1 figure and budget."""
+    if not args.reuse_budgets or args.anchor not in rows or "steps" not in rows[args.anchor]:
+        sys.exit(f"--anchor needs --reuse-budgets and a variant with a recorded budget; got {args.anchor!r}")
+    variant = next(v for v in variants() if v.name == args.anchor)
+    now = measure_throughput(variant, train_set, data, args.runs, args.throughput_steps)
+    row = rows[args.anchor]
+    print(f"anchor {args.anchor}: {now:.0f} img/s now, {row['train_images_per_s']:.0f} recorded", flush=True)
+    return {"anchor": args.anchor, "measured_now": now, "recorded": row["train_images_per_s"], "steps": row["steps"]}
 
 
 def steps_check(args, row: dict, score_test: Scorer) -> dict:
@@ -480,7 +509,8 @@ def markdown(r: dict) -> str:
     lines = [
         "# Diffusion on mnist5k, 10 CPU minutes each: aediff and its peers, fairly",
         "",
-        f"`{r['command']}` on {m['cpu']} ({m['threads']} threads), torch {m['torch']}, diffusers {m['diffusers']}, "
+        f"{' then '.join(f'`{c}`' for c in r.get('commands', [r['command']]))}, "
+        f"on {m['cpu']} ({m['threads']} threads), torch {m['torch']}, diffusers {m['diffusers']}, "
         f"denoising-diffusion-pytorch {m['denoising_diffusion_pytorch']}. Budget: {r['minutes']} min of each "
         f"variant's own idle-core throughput, as steps of batch {r['batch_size']}; training on {r['train_images']} "
         f"images, choices on {r['validation_images']} validation images ({r['val_samples']} samples), test on "
@@ -502,6 +532,12 @@ def markdown(r: dict) -> str:
             f"{v['steps']} | {v['validation']['fid']:.2f} | {t['fid']:.2f} +- {1.96 * (t['fid_se'] or 0):.2f} | "
             f"{gap_text} | {t['kid']:.3f} | {t['confident_share']:.3f} | {t['classes_present']} |"
         )
+    for name, v in r["variants"].items():
+        if "test" in v and "budget" in v:
+            b = v["budget"]
+            lines += ["", f"{name}: added later; budget = {b['anchor']}'s {b['steps']} steps x {b['measured']:.1f} / "
+                      f"{b['measured_now']:.1f} img/s (the two measured one after the other, in that run); its "
+                      f"img/s is on the phase-1 scale ({b['recorded']:.1f} recorded for the anchor)."]  # fmt: skip
     lines += ["", "Controls (test split):", "", "| control | FID | confident | classes |", "|---|---|---|---|"]
     for name, c in r.get("controls", {}).items():
         lines.append(f"| {name} | {c['fid']:.2f} +- {1.96 * (c['fid_se'] or 0):.2f} | {c['confident_share']:.3f} | "
