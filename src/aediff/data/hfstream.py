@@ -49,7 +49,7 @@ from aediff.errors import DataError
 from .captions import caption_templates
 from .dataset import ImageDataset
 from .loader import ORDER_SALT, Augmentation, step_generator, step_seed
-from .streamed import ItemReader, StreamedImageDataset, decode_pil, saved_to_disk
+from .streamed import ItemReader, StreamedImageDataset, decode_pil, saved_to_disk, shape_channels, shape_resolution
 from .transforms import Resolution
 
 SHUFFLE_BUFFER = 1_000  # examples (undecoded) the shuffle draws from; part of the order: a resume must keep it
@@ -116,13 +116,8 @@ class ImageStream:
         first = self._decoded(list(itertools.islice(self._stored(), 8)))  # the first readable image sets the shape
         self._shape = (*first.resolution, first.channels)
 
-    @property
-    def channels(self) -> int:
-        return int(self._shape[2])
-
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return int(self._shape[0]), int(self._shape[1])
+    channels = property(lambda self: shape_channels(self._shape))
+    resolution = property(lambda self: shape_resolution(self._shape))
 
     @property
     def num_classes(self) -> int | None:

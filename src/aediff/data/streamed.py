@@ -319,6 +319,16 @@ def open_reader(kind: str, rest: str) -> ItemReader:
     return {"folder": FolderReader, "wds": TarShardReader, "hf": HFReader}[kind](rest)
 
 
+def shape_channels(shape: tuple[int, int, int]) -> int:
+    """Channels of an (H, W, C) image shape: what a dataset whose first image fixed its shape reports."""
+    return int(shape[2])
+
+
+def shape_resolution(shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(height, width) of an (H, W, C) image shape."""
+    return int(shape[0]), int(shape[1])
+
+
 class StreamedImageDataset(ImageDataset):
     """An ImageDataset whose examples ``items`` of ``reader`` are decoded when a batch asks for them.
 
@@ -352,13 +362,8 @@ class StreamedImageDataset(ImageDataset):
     def images(self) -> Tensor:
         raise DataError(f"{self.name} is streamed from disk, not held in memory; read it with .batch(indices)")
 
-    @property
-    def channels(self) -> int:
-        return int(self._shape[2])
-
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return int(self._shape[0]), int(self._shape[1])
+    channels = property(lambda self: shape_channels(self._shape))
+    resolution = property(lambda self: shape_resolution(self._shape))
 
     def __len__(self) -> int:
         return len(self.items)
