@@ -108,7 +108,7 @@ def main() -> None:
             model = aediff.load(root / "runs" / name, device="cpu").model
             result = export_onnx(model, root / "onnx" / name, seed=args.seed)
             results["graphs"][name] = result.max_abs_diff
-            if model.can(Capability.SAMPLER):
+            if model.can(Capability.DIFFUSION_SAMPLER):
                 for guidance in (1.0, 2.0):
                     results["sampler"].append(
                         sampler_parity(model, result.out, args.samples, args.sampling_steps, guidance, args.seed)

@@ -143,7 +143,7 @@ def unet_folder(tmp_path_factory):
 
 def test_load_diffusers_folder_samples(unet_folder):
     run = load(unet_folder, device="cpu")
-    assert run.model.can(Capability.SAMPLE) and not run.model.can(Capability.SAMPLER)
+    assert run.model.can(Capability.GENERATE) and not run.model.can(Capability.DIFFUSION_SAMPLER)
     images = run.model.sample(3, options=SamplerOptions(steps=4), generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
     assert images.abs().max() <= 1

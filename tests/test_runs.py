@@ -96,7 +96,7 @@ def test_every_family_implements_exactly_what_it_declares(family):
 
 def test_the_declaration_check_catches_a_family_that_overrides_an_undeclared_method():
     class Liar(Model):
-        family, config_class, declared = "liar", dict, frozenset({Capability.SAMPLE})
+        family, config_class, declared = "liar", dict, frozenset({Capability.GENERATE})
 
         def encode(self, x):
             return x

@@ -515,7 +515,7 @@ def _condition(
             else "--prompt / --negative-prompt",
         )
     if guidance is not None and not condition.needs:
-        run.model.require(Capability.SAMPLER, "--guidance")
+        run.model.require(Capability.DIFFUSION_SAMPLER, "--guidance")
     return condition if (condition.needs or guidance is not None) else None
 
 
@@ -529,7 +529,7 @@ def _sampler_options(
     options = SamplerOptions(sampler=sampler, steps=steps, eta=eta, s_churn=s_churn)
     if options == SamplerOptions():
         return None
-    run.model.require(Capability.SAMPLER, "--sampler, --steps, --eta and --s-churn")
+    run.model.require(Capability.DIFFUSION_SAMPLER, "--sampler, --steps, --eta and --s-churn")
     run.model.sampler_options(options)  # validates now, before any work: "--eta applies to ddim, not dpm++"
     return options
 
@@ -608,11 +608,11 @@ def sample(
 
     target = _writable_out(trajectory if trajectory is not None else out, overwrite)
     loaded = _load(run)
-    loaded.model.require(Capability.SAMPLE, "aediff sample")
+    loaded.model.require(Capability.GENERATE, "aediff sample")
     condition = _condition(loaded, samples, class_, negative_class, prompt, negative_prompt, guidance)
     options = _sampler_options(loaded, sampler, steps, eta, s_churn)
     if trajectory is not None:
-        loaded.model.require(Capability.SAMPLER, "--trajectory")
+        loaded.model.require(Capability.DIFFUSION_SAMPLER, "--trajectory")
         strip, columns = sampling_trajectory(loaded.model, min(samples, 4), seed, frames, condition, options)
         save_image_grid(strip, target, nrow=columns)
         console.print(f"trajectory (rows: x_t, predicted x0; left to right: high to low noise) -> {target}")
@@ -767,7 +767,7 @@ def score(
         judge.require(Capability.CLASSIFY, "--classifier")
         features, name = judge.features, f"classifier:{classifier}"
     loaded = _load(run)
-    loaded.model.require(Capability.SAMPLE, "aediff score")
+    loaded.model.require(Capability.GENERATE, "aediff score")
     reference = _dataset(loaded, data, split)
     images = sample_images(loaded.model, samples, seed)
     result = generation_score(

@@ -198,7 +198,7 @@ def _guidance(text: str | float | None, run: Run) -> float | None:
 
 def sampling_choices(run: Run, sampler: str | None, steps: float | None) -> SamplerOptions | None:
     """The sampler options of a request, checked (None for a model that samples without a sampler)."""
-    if not run.model.can(Capability.SAMPLER):
+    if not run.model.can(Capability.DIFFUSION_SAMPLER):
         return None
     steps = check_whole(steps, "steps", 1, MAX_STEPS)
     name = None if sampler in (None, "", DEFAULT) else sampler
@@ -232,7 +232,7 @@ def generate(catalog: Catalog, request: GenerateRequest) -> Iterator[Frame]:
     strip of the whole path (image 1's x_t and x0 from high to low noise)."""
     run = catalog.get(request.run)
     model = run.model
-    model.require(Capability.SAMPLE, "Generate")
+    model.require(Capability.GENERATE, "Generate")
     count = check_whole(request.count, "count", 1, MAX_COUNT)
     seed = check_whole(request.seed, "seed", 0, MAX_SEED)
     options = sampling_choices(run, request.sampler, request.steps)
@@ -528,7 +528,7 @@ def interpolate(
             weights = ts.to(z.device).reshape(-1, *([1] * (z.dim() - 1)))
             path = model.decode((1 - weights) * z[:1] + weights * z[1:]).clamp(-1, 1).cpu()
         text = f"linear in the latent from test image {a} to {b}"
-    elif model.can(Capability.SAMPLER):
+    elif model.can(Capability.DIFFUSION_SAMPLER):
         a, b = (check_whole(v, f"seed {k}", 0, MAX_SEED) for k, v in (("A", a), ("B", b)))
         path = _diffusion_path(run, a, b, ts)
         text = f"slerp of the starting noise of seeds {a} and {b}. {DDIM_INVERSION_NOTE}"

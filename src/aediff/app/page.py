@@ -107,7 +107,7 @@ def build(catalog: handlers.Catalog) -> gr.Blocks:
         with gr.Tab("Generate", elem_id="tab-generate"):
             with gr.Row():
                 with gr.Column():
-                    names = runs_with(Capability.SAMPLE)
+                    names = runs_with(Capability.GENERATE)
                     g_run = gr.Dropdown(names, value=first(names), label="run", elem_id="g-run", **CHECKED_HERE)
                     with gr.Row():
                         g_class = gr.Textbox(label="class (class-conditioned runs)", elem_id="g-class")
@@ -176,7 +176,7 @@ def build(catalog: handlers.Catalog) -> gr.Blocks:
                 f"indices). Diffusion: between two seeds. {handlers.DDIM_INVERSION_NOTE}"
             )
             with gr.Row():
-                interp_names = runs_with(Capability.LATENT, Capability.SAMPLER)
+                interp_names = runs_with(Capability.LATENT, Capability.DIFFUSION_SAMPLER)
                 i_run = gr.Dropdown(
                     interp_names, value=first(interp_names), label="run", elem_id="i-run", **CHECKED_HERE
                 )
@@ -264,7 +264,7 @@ def build(catalog: handlers.Catalog) -> gr.Blocks:
             """The run lists as they are now (a run trained from the page joins them)."""
             updates = [
                 gr.update(choices=runs_with(*caps), value=first(runs_with(*caps)))
-                for caps in ((Capability.SAMPLE,), (Capability.LATENT,), (Capability.LATENT, Capability.SAMPLER))
+                for caps in ((Capability.GENERATE,), (Capability.LATENT,), (Capability.LATENT, Capability.DIFFUSION_SAMPLER))
             ]
             return [handlers.describe(catalog), *updates, gr.update(visible=not catalog.runs)]
 

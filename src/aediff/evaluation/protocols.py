@@ -199,7 +199,7 @@ def sample_images(
     """``n`` samples [n, C, S, S] in [-1, 1] on the CPU, reproducible for ``seed``, drawn in batches.
     ``condition`` and ``options`` go to ``model.sample``; per-image class labels / prompts (n of them) are
     split with the batches."""
-    model.require(Capability.SAMPLE, "sampling")
+    model.require(Capability.GENERATE, "sampling")
     model.eval()
     generator = torch.Generator(model_device(model)).manual_seed(seed)
     chunks = []
@@ -225,7 +225,7 @@ def sampling_trajectory(
 
     Returns (images [2 * n * columns, C, S, S] in [-1, 1] in row order, columns).
     """
-    model.require(Capability.SAMPLER, "a sampling trajectory")
+    model.require(Capability.DIFFUSION_SAMPLER, "a sampling trajectory")
     model.eval()
     seen: list[dict[str, Any]] = []
     final = model.sample(

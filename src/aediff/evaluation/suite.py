@@ -114,9 +114,9 @@ def evaluate_model(
 
     Sections (present when they apply): parameters, classification (CLASSIFY), reconstruction and
     latent_space (LATENT), denoising (DENOISE: rows of ``denoising_sweep``), likelihood (ELBO: ELBO / IWAE;
-    DIFFUSION_BOUND: the variational bound), generation (SAMPLE, with a classifier: the first judge's
+    DIFFUSION_BOUND: the variational bound), generation (GENERATE, with a classifier: the first judge's
     scores) and generation_by_judge ({judge name: scores}), conditional
-    (CLASS_CONDITION, with a classifier), sampling_speed (SAMPLE), training_speed (a run), seconds. A
+    (CLASS_CONDITION, with a classifier), sampling_speed (GENERATE), training_speed (a run), seconds. A
     protocol that cannot run on this model or data (e.g. probes on unlabelled data) is recorded under
     "skipped" with the reason.
     """
@@ -164,7 +164,7 @@ def evaluate_model(
                 model, train, test, limit=max(limit or 0, 2000), seed=seed, keep_per_image=keep_per_image
             ),
         )
-    if model.can(Capability.SAMPLE):
+    if model.can(Capability.GENERATE):
         if judge is not None and judges is None:
             judges = judges_for(judge)
         scoring = GenerationScoring(judges or [], judge, test, test_split, samples, seed, inception, keep_per_image)

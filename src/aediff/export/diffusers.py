@@ -23,7 +23,7 @@ by the largest sigma as in ``aediff sample``: the pipeline and ``aediff sample -
 same steps from the same noise (tests/test_diffusers_interop.py measures the difference).
 
 The other way, ``load_diffusers_folder`` opens a diffusers ``UNet2DModel`` + scheduler folder (``unet/``,
-``scheduler/``) as ``DiffusersUNet``, an aediff model that can SAMPLE with diffusers' own loop; ``aediff.load``
+``scheduler/``) as ``DiffusersUNet``, an aediff model that can GENERATE with diffusers' own loop; ``aediff.load``
 and so ``aediff eval`` use it for a folder with ``unet/config.json``.
 """
 
@@ -150,7 +150,7 @@ def export_diffusers(model: Model, stored_model_config: dict[str, Any], out: str
     prepared as ``folders.prepare_out`` does (refused when not empty, unless ``overwrite``), after every check,
     so a refused export leaves an earlier one in place. CapabilityError for a model without a diffusion sampler,
     with text conditioning (its caption encoder is not exported), or a scheduler its schedule cannot drive."""
-    if not model.can(Capability.SAMPLER):
+    if not model.can(Capability.DIFFUSION_SAMPLER):
         raise CapabilityError(
             "the diffusers format needs a model that can sample with a diffusion sampler (a diffusion or "
             "latent-diffusion model); export an AE / VAE / DAE with --format onnx"
@@ -206,12 +206,12 @@ class DiffusersUNetConfig:
 
 
 class DiffusersUNet(Model):
-    """A diffusers ``UNet2DModel`` and its scheduler as an aediff model that can SAMPLE: ``sample`` runs
+    """A diffusers ``UNet2DModel`` and its scheduler as an aediff model that can GENERATE: ``sample`` runs
     diffusers' own loop (the scheduler's ``set_timesteps`` / ``step``), so aediff's suite scores it."""
 
     family = "diffusers"
     config_class = DiffusersUNetConfig
-    declared = frozenset({Capability.SAMPLE})
+    declared = frozenset({Capability.GENERATE})
 
     def __init__(self, config: DiffusersUNetConfig, unet: nn.Module, scheduler: Any):
         super().__init__()

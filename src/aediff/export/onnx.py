@@ -6,8 +6,8 @@ What is written, by what the model can do (``model.can``, never its family):
 |------------|-------------------|---------------------------------------------------------------------------|
 | LATENT     | encoder.onnx      | images [N, C, H, W] in [-1, 1] -> latent [N, *latent] (a VAE: the mean)   |
 | LATENT     | decoder.onnx      | latent [N, *latent] -> images [N, C, H, W] in [-1, 1]                     |
-| SAMPLER    | denoiser.onnx     | x [N, *space], sigma [N] (, class_labels [N] int64) -> x0 estimate        |
-| SAMPLER    | to_images.onnx    | (latent diffusion only) x [N, *space] -> images [N, C, H, W] in [-1, 1]   |
+| DIFF.SAMP. | denoiser.onnx     | x [N, *space], sigma [N] (, class_labels [N] int64) -> x0 estimate        |
+| DIFF.SAMP. | to_images.onnx    | (latent diffusion only) x [N, *space] -> images [N, C, H, W] in [-1, 1]   |
 | TEXT_COND. | text_encoder.onnx | ids [N, L] int64 -> tokens [N, L, W], pooled [N, W] (the learned encoder) |
 
 The denoiser is D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with its preconditioning inside
@@ -312,7 +312,7 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
     graphs: list[_Graph] = []
     if model.can(Capability.LATENT):
         graphs += _latent_graphs(model, generator)
-    if model.can(Capability.SAMPLER):
+    if model.can(Capability.DIFFUSION_SAMPLER):
         graphs += _sampler_graphs(model, generator)
     if not graphs:
         raise CapabilityError(
@@ -342,7 +342,7 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
         "tolerance": TOLERANCE,
         "files": files,
     }
-    if model.can(Capability.SAMPLER):
+    if model.can(Capability.DIFFUSION_SAMPLER):
         low, high = model.karras_range
         manifest["sampler"] = {
             "space_shape": list(model.space_shape),

@@ -70,7 +70,7 @@ class Autoencoder(Model):
 
     family = "ae"
     config_class = AEConfig
-    declared = frozenset({Capability.LATENT, Capability.SAMPLE, Capability.DENOISE})
+    declared = frozenset({Capability.LATENT, Capability.GENERATE, Capability.DENOISE})
     latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
 
     def __init__(self, config: AEConfig):

@@ -9,8 +9,8 @@ method, whatever the family:
 | capability        | methods                                    | meaning                                       |
 |-------------------|--------------------------------------------|-----------------------------------------------|
 | LATENT            | encode(x) -> z, decode(z), reconstruct(x)  | a bottleneck: z [N, *latent_shape]            |
-| SAMPLE            | sample(n, condition, options, generator)   | n new images [n, C, H, W] in [-1, 1]          |
-| SAMPLER           | (sample walks a diffusion sampler)         | SamplerOptions and trajectories apply         |
+| GENERATE          | sample(n, condition, options, generator)   | n new images [n, C, H, W] in [-1, 1]          |
+| DIFFUSION_SAMPLER | (sample walks a diffusion sampler)         | SamplerOptions and trajectories apply         |
 | DENOISE           | denoise(x, sigma, steps)                   | x = clean + noise in pixels -> clean estimate |
 | NOISE_LEVEL       | (denoise is told sigma, may take steps)    | one network for every noise level             |
 | ELBO              | elbo(x), iwae_log_likelihood(x, k)         | bounds on log p(x) of a VAE, nats per image   |
@@ -45,8 +45,8 @@ class CapabilityError(ConfigError):
 
 class Capability(str, enum.Enum):
     LATENT = "latent"
-    SAMPLE = "sample"
-    SAMPLER = "sampler"
+    GENERATE = "generate"
+    DIFFUSION_SAMPLER = "diffusion-sampler"
     DENOISE = "denoise"
     NOISE_LEVEL = "noise-level"
     ELBO = "elbo"
@@ -59,8 +59,8 @@ class Capability(str, enum.Enum):
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
 ABILITIES: dict[Capability, str] = {
     Capability.LATENT: "encode images to a latent and decode them (an AE, VAE or DAE)",
-    Capability.SAMPLE: "generate images",
-    Capability.SAMPLER: "sample with a diffusion sampler (a diffusion or latent-diffusion model)",
+    Capability.GENERATE: "generate images",
+    Capability.DIFFUSION_SAMPLER: "sample with a diffusion sampler (a diffusion or latent-diffusion model)",
     Capability.DENOISE: "denoise images",
     Capability.NOISE_LEVEL: "be told the noise level (a diffusion model)",
     Capability.ELBO: "bound its likelihood with the ELBO / IWAE (a VAE)",
@@ -73,7 +73,7 @@ ABILITIES: dict[Capability, str] = {
 # The methods each capability promises; a family that declares it overrides them (tested for every family).
 METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.LATENT: ("encode", "decode", "reconstruct"),
-    Capability.SAMPLE: ("sample",),
+    Capability.GENERATE: ("sample",),
     Capability.DENOISE: ("denoise",),
     Capability.ELBO: ("elbo", "iwae_log_likelihood"),
     Capability.CLASSIFY: ("logits", "features"),
@@ -126,7 +126,7 @@ def check_no_sampling_choices(model: Model, condition: Condition | None, options
             f"guidance {condition.guidance} needs a conditioned diffusion model; this is a {model.family!r} model"
         )
     if options is not None and options != SamplerOptions():
-        model.require(Capability.SAMPLER, "sampler options (--sampler, --steps, --eta, --s-churn)")
+        model.require(Capability.DIFFUSION_SAMPLER, "sampler options (--sampler, --steps, --eta, --s-churn)")
 
 
 class Model(nn.Module):
@@ -192,7 +192,7 @@ class Model(nn.Module):
         generator: torch.Generator | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
-        raise self._unsupported(Capability.SAMPLE, "sample")
+        raise self._unsupported(Capability.GENERATE, "sample")
 
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
         raise self._unsupported(Capability.DENOISE, "denoise")

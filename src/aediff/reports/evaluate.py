@@ -129,7 +129,7 @@ def _inception_if_on_disk():
 def _figures_of(planned, model: Model, config, train_set, test_set, artifacts: dict[str, Any], arrays) -> None:
     """The images the report shows of one model: samples (the first 64 the protocol scored, when it kept
     them), reconstructions, latent codes, interpolations."""
-    if model.can(Capability.SAMPLE):
+    if model.can(Capability.GENERATE):
         scored = arrays.get("generation", {}).get("samples")
         shown = scored[:64] if scored is not None else sample_images(model, 64, seed=config.seed)
         artifacts["samples"][planned.name] = shown

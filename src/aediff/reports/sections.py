@@ -617,7 +617,7 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 
 def _is_diffusion(m: Measured, name: str) -> bool:
-    return m.can(name, Capability.SAMPLER)
+    return m.can(name, Capability.DIFFUSION_SAMPLER)
 
 
 def summary_section(m: Measured) -> tuple[Section, Verdict]:

@@ -185,7 +185,7 @@ def distill(
     (a new model; ``model`` is unchanged). ``dataset``: the training split; ``report`` gets one line per
     round; ``progress``: a progress bar per round. ``config.history`` receives each round's steps,
     iterations, seconds and final loss."""
-    model.require(Capability.SAMPLER, "distillation")
+    model.require(Capability.DIFFUSION_SAMPLER, "distillation")
     if model.can(Capability.TEXT_CONDITION):
         raise ConfigError("distillation of a text-conditioned model is not supported yet; distil an "
                           "unconditional or class-conditioned one")  # fmt: skip

@@ -229,7 +229,7 @@ class Trainer:
         trackers.check_installed(config.trackers)
         self.fid_probe = None
         if config.eval_judge:
-            if not config.eval_every or not model.can(Capability.SAMPLE):
+            if not config.eval_every or not model.can(Capability.GENERATE):
                 raise ConfigError(
                     "eval_judge scores samples at each evaluation: set eval_every, on a model that samples"
                 )
