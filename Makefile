@@ -10,7 +10,7 @@ REPORT ?= reports/demo
 # budget curves) in under 15 minutes on 2 cores (measured: docs/compare.md).
 DEMO_BUDGET ?= 30s
 
-.PHONY: install demo test lint benchmarks clean
+.PHONY: install demo test test-full lint benchmarks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -24,8 +24,15 @@ demo: install
 	$(VENV)/bin/aediff compare --data mnist5k --budget $(DEMO_BUDGET) --samples 500 --limit 200 --out $(REPORT) --overwrite
 	@echo "Report: $(REPORT)/report.html"
 
+# The quick suite (a few minutes on 2 cores): everything but the tests marked slow (multi-process training,
+# kill -9, the CLI bad-input table, the browser, end-to-end commands that train). Two workers share the cores.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" tests
+
+# The full suite, slow tests included: what CI runs (.ci/run).
+test-full: install
+	$(PY) -m pytest -n $(TEST_WORKERS) tests
 
 lint: install
 	$(VENV)/bin/ruff check .

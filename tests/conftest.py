@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: a worker's own ops on one thread, or the workers oversubscribe the
+    # cores (tiny tensors gain nothing from intra-op threads anyway). Processes the tests start are not affected.
+    torch.set_num_threads(1)
 
 TINY = {"channels": (8, 16), "bottleneck_dim": 8}
 

@@ -12,7 +12,10 @@ from PIL import Image
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)"),
+    pytest.mark.slow,  # a browser: `make test-full` and CI run it, `make test` leaves it out
+]
 
 TIMEOUT = 30_000  # ms for anything the page computes
 

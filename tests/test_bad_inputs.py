@@ -27,6 +27,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+pytestmark = pytest.mark.slow  # end to end: `make test-full` and CI run it, `make test` leaves it out
+
 AEDIFF = str(Path(sys.executable).with_name("aediff"))
 
 

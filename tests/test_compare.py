@@ -14,6 +14,8 @@ from aediff.errors import AediffError, ConfigError
 from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
 from conftest import save_diffusers_unet
 
+pytestmark = pytest.mark.slow  # end to end: `make test-full` and CI run it, `make test` leaves it out
+
 TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "steps": 3}
 TINY = {
     "classifier": {"channels": (8, 16), "feature_dim": 16},

@@ -25,12 +25,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import aediff
 from aediff import runs
 from aediff.training.train import train
+
+pytestmark = pytest.mark.slow  # end to end: `make test-full` and CI run it, `make test` leaves it out
 
 STEPS, KILLS, STEP_WALL, WRITE_WALL = 40, 10, 0.05, 0.003
 ARGS = [

@@ -76,6 +76,7 @@ def teacher(tmp_path_factory, tiny_runs):
     return root / "teacher"
 
 
+@pytest.mark.slow
 def test_the_student_lands_nearer_the_teacher_than_the_teacher_in_as_few_steps(teacher):
     """The control: the teacher itself sampling with the student's 2 Euler steps. From the same noise, the
     distilled student's 2-step images are nearer the teacher's 4-step images than the teacher's 2-step ones."""
@@ -103,6 +104,7 @@ def cli(*args, cwd=None):
     return subprocess.run([AEDIFF, *map(str, args)], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_the_distill_command_writes_a_run_that_samples_in_few_steps(teacher, tmp_path):
     out = tmp_path / "student"
     done = cli("distill", teacher, "--steps", 2, "--teacher-steps", 8, "--iterations", 5, "--batch-size", 16,

@@ -397,6 +397,7 @@ def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(model
     assert "training_speed" not in bare and "training_speed" not in bare["skipped"]
 
 
+@pytest.mark.slow
 def test_evaluate_model_of_diffusion_models(models, latent_diffusion, digits_train, digits_test):
     result = evaluate_model(
         models["class_diffusion"],

@@ -187,6 +187,7 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.lower().startswith(("error", "internal error"))]
 
 
+@pytest.mark.slow
 def test_the_export_command_writes_checked_graphs_and_keeps_an_existing_out(runs, tmp_path):
     out = tmp_path / "onnx"
     code, text = aediff_cli("export", runs / "vae", "--format", "onnx", "--out", out)

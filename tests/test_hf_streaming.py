@@ -312,6 +312,7 @@ def test_a_save_to_disk_folder_is_read_by_position_and_no_stream_prepares_other_
         load_dataset(f"hf:{tmp_path / 'no-such-folder'}")
 
 
+@pytest.mark.slow
 def test_the_cli_trains_on_a_streaming_dataset_and_refuses_epochs_without_a_size(unsized, tmp_path):
     run = [sys.executable, "-m", "aediff.cli", "train", "ae", "--data", f"hf:{unsized}", "--batch-size", "16"]
     env = {**os.environ, **OFFLINE, "COLUMNS": "80", "NO_COLOR": "1"}

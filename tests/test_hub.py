@@ -130,6 +130,7 @@ def test_a_malformed_hub_spec_is_refused():
         aediff.load("hf://no-owner", device="cpu")
 
 
+@pytest.mark.slow
 def test_the_cli_samples_from_a_cached_hub_run_and_names_a_missing_one_in_one_line(cache, tmp_path):
     code, out = cli("sample", f"hf://{REPO}", "--samples", "4", "--out", "s.png", env=offline_env(cache), cwd=tmp_path)
     assert code == 0, out

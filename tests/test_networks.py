@@ -35,6 +35,7 @@ def test_the_diffusers_network_takes_the_configs_shape():
     assert type(aediff_unet).__name__ == "UNet"  # the same config, the other kind
 
 
+@pytest.mark.slow
 def test_it_trains_and_samples_through_the_same_denoiser():
     torch.manual_seed(0)
     model = build_model("diffusion", config(**{"conditioning.kind": "class", "conditioning.num_classes": 10}))

@@ -232,6 +232,7 @@ def test_resolution_hxw_on_the_command_line_reaches_the_data_config(tmp_path):
     assert '"resolution":[16,24]' in "".join(done.stdout.split())  # the printed data config, spaces dropped
 
 
+@pytest.mark.slow
 def test_reconstruct_on_the_command_line_reshapes_other_data_to_the_run(runs, tmp_path):
     out = tmp_path / "grid.png"
     args = ["reconstruct", str(runs / "ae"), "--data", "digits", "--out", str(out), "--images", "2"]

@@ -386,6 +386,7 @@ def test_check_finite_weights_names_the_first_bad_tensor():
 
 
 # --- a reader beside a running training ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_loading_a_run_in_a_tight_loop_never_disturbs_its_training(tmp_path):
     run = tmp_path / "run"
     command = [

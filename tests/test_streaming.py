@@ -260,6 +260,7 @@ def test_stream_is_refused_where_it_cannot_apply(tmp_path):
         load_dataset(f"wds:{shards}", stream=False)
 
 
+@pytest.mark.slow
 def test_the_cli_trains_on_a_streamed_folder_and_refuses_stream_for_data_in_memory(digit_folder, tmp_path):
     run = [sys.executable, "-m", "aediff.cli", "train", "ae", "--max-steps", "2", "--batch-size", "16"]
     ok = subprocess.run([*run, "--data", f"folder:{digit_folder}", "--stream", "--flip", "--out", str(tmp_path / "r")],

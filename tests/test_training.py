@@ -288,6 +288,7 @@ def test_a_crash_while_writing_a_snapshot_leaves_none_and_resume_writes_only_the
     assert not list((run / "snapshots").glob(".*"))  # the staging folder of the crash is gone
 
 
+@pytest.mark.slow
 def test_snapshot_time_is_neither_training_time_nor_spent_from_a_time_budget(tmp_path, monkeypatch):
     import time
 

@@ -77,6 +77,7 @@ def saved_step(run: Path) -> int:
 
 
 # --- 1 ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_weights_gone_non_finite_never_overwrite_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "r"
     new_run(run, 2)
@@ -158,6 +159,7 @@ def test_a_read_only_run_folder_refuses_to_resume_before_training(tmp_path):
 
 
 # --- 4a ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_crash_before_the_first_checkpoint_resumes_from_step_0(tmp_path):
     run = tmp_path / "r"
     process = start("ae", "--out", str(run), "--max-steps", "5000", *TINY, *QUICK, "--train-set", "log_every=1")
@@ -174,6 +176,7 @@ def test_a_crash_before_the_first_checkpoint_resumes_from_step_0(tmp_path):
 
 
 # --- 4b ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_exits_143(tmp_path):
     run = tmp_path / "r"
     process = start("ae", "--out", str(run), "--max-steps", "5000", *TINY, *QUICK, "--train-set", "log_every=1")
@@ -187,6 +190,7 @@ def test_sigterm_finishes_the_step_saves_and_exits_143(tmp_path):
 
 
 # --- 4c ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_ctrl_c_aborts_with_130_and_names_the_kept_checkpoint(tmp_path):
     run = tmp_path / "r"
     slow = ["--widths", "32,64", "--batch-size", "512", "--train-set", "checkpoint_every=2"]  # a step of ~0.1 s
@@ -204,6 +208,7 @@ def test_a_second_ctrl_c_aborts_with_130_and_names_the_kept_checkpoint(tmp_path)
 
 
 # --- 4d ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_applies_what_may_change_and_refuses_what_may_not(tmp_path):
     run = tmp_path / "r"
     new_run(run, 2)
@@ -223,6 +228,7 @@ def test_resume_applies_what_may_change_and_refuses_what_may_not(tmp_path):
 
 
 # --- 4e ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_one_writer_per_run_folder_and_inconsistent_checkpoints_are_refused(tmp_path):
     run = tmp_path / "r"
     process = start("ae", "--out", str(run), "--max-steps", "5000", *TINY, *QUICK, "--train-set", "log_every=1")

@@ -109,6 +109,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     assert resolve_mixed_precision("bf16", cpu) == "bf16" and resolve_mixed_precision("no", cpu) == "no"
 
 
+@pytest.mark.slow
 def test_a_judge_adds_the_samples_fid_to_each_evaluation(tmp_path):
     run, judge = tmp_path / "r", tmp_path / "clf"
     train("classifier", judge, "digits", training=quick(max_steps=3), progress=False)
@@ -219,6 +220,7 @@ def eager_compile(monkeypatch):
     return compiled
 
 
+@pytest.mark.slow
 def test_compile_compiles_the_training_copy_only_and_checkpoints_keep_their_names(tmp_path, eager_compile):
     config = quick(max_steps=3, compile=True, mixed_precision="no")
     model = {"channels": (8, 16)}
