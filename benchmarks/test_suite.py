@@ -100,7 +100,8 @@ def main() -> None:
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False)
     command = "python benchmarks/test_suite.py" + (f" --before {args.before}" if args.before else "")
-    results = {"command": command + (" --skip-full" if args.skip_full else ""), "machine": machine(), "variants": variants}
+    command += " --skip-full" if args.skip_full else ""
+    results = {"command": command, "machine": machine(), "variants": variants}
     write_results(args.out, results, started, markdown)
 
 
