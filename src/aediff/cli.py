@@ -41,8 +41,6 @@ from aediff.modes import (
 )
 
 if TYPE_CHECKING:
-    from aediff.diffusion.samplers import SamplerOptions
-    from aediff.models import Condition
     from aediff.runs import Run
 
 app = typer.Typer(
@@ -464,76 +462,6 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
     return dataset
 
 
-def _class_index(text: str | None, run: Run, option: str, allow_all: bool = False) -> int | str | None:
-    """A class index of a class-conditioned run (``'all'`` too where ``allow_all``), checked against its
-    number of classes; None when not given."""
-    if text is None:
-        return None
-    if allow_all and text == "all":
-        return text
-    try:
-        index = int(text)
-    except ValueError:
-        accepted = "a class index or 'all'" if allow_all else "a class index"
-        raise ConfigError(f"{option} takes {accepted}, got {text!r}") from None
-    count = run.model.num_classes
-    if count and not 0 <= index < count:
-        raise ConfigError(f"{option} {index} is not a class of {run.path}: it has classes 0..{count - 1}")
-    return index
-
-
-def _condition(
-    run: Run,
-    samples: int,
-    class_: str | None,
-    negative_class: str | None,
-    prompt: str | None,
-    negative_prompt: str | None,
-    guidance: float | None,
-) -> Condition | None:
-    """The Condition the options describe (None when none is given), checked against the model."""
-    import torch
-
-    from aediff.models import Capability, Condition
-
-    chosen = _class_index(class_, run, "--class", allow_all=True)
-    if chosen == "all":
-        run.model.require(Capability.CLASS_CONDITION, "--class all")
-        chosen = torch.arange(samples) % run.model.num_classes
-    condition = Condition(
-        class_labels=chosen,
-        prompts=prompt,
-        negative_class=_class_index(negative_class, run, "--negative-class"),
-        negative_prompt=negative_prompt,
-        guidance=guidance,
-    )
-    for capability in condition.needs:
-        run.model.require(
-            capability,
-            "--class / --negative-class"
-            if capability is Capability.CLASS_CONDITION
-            else "--prompt / --negative-prompt",
-        )
-    if guidance is not None and not condition.needs:
-        run.model.require(Capability.DIFFUSION_SAMPLER, "--guidance")
-    return condition if (condition.needs or guidance is not None) else None
-
-
-def _sampler_options(
-    run: Run, sampler: str | None, steps: int | None, eta: float | None, s_churn: float | None
-) -> SamplerOptions | None:
-    """The SamplerOptions the options describe, validated against the chosen sampler (None when none given)."""
-    from aediff.diffusion.samplers import SamplerOptions
-    from aediff.models import Capability
-
-    options = SamplerOptions(sampler=sampler, steps=steps, eta=eta, s_churn=s_churn)
-    if options == SamplerOptions():
-        return None
-    run.model.require(Capability.DIFFUSION_SAMPLER, "--sampler, --steps, --eta and --s-churn")
-    run.model.sampler_options(options)  # validates now, before any work: "--eta applies to ddim, not dpm++"
-    return options
-
-
 @app.command()
 def reconstruct(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
@@ -594,7 +522,8 @@ def sample(
     prompt: Annotated[str | None, typer.Option(help="text-conditioned diffusion: the caption to draw")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
     guidance: Annotated[
-        float | None, typer.Option(help="classifier-free guidance scale (1 = none; default: the run's)")
+        float | None,
+        typer.Option(help="classifier-free guidance scale, 0..20 (1 = none; default: the run's)"),
     ] = None,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
@@ -605,12 +534,16 @@ def sample(
     from aediff.data import save_image_grid, to_uint8
     from aediff.evaluation import sample_images, sampling_trajectory
     from aediff.models import Capability
+    from aediff.requests import parse_sampling
 
     target = _writable_out(trajectory if trajectory is not None else out, overwrite)
     loaded = _load(run)
     loaded.model.require(Capability.GENERATE, "aediff sample")
-    condition = _condition(loaded, samples, class_, negative_class, prompt, negative_prompt, guidance)
-    options = _sampler_options(loaded, sampler, steps, eta, s_churn)
+    request = parse_sampling(
+        loaded.model, samples, class_=class_, negative_class=negative_class, prompt=prompt,
+        negative_prompt=negative_prompt, guidance=guidance, sampler=sampler, steps=steps, eta=eta, s_churn=s_churn,
+    )  # fmt: skip
+    condition, options = request.condition, request.options
     if trajectory is not None:
         loaded.model.require(Capability.DIFFUSION_SAMPLER, "--trajectory")
         strip, columns = sampling_trajectory(loaded.model, min(samples, 4), seed, frames, condition, options)

@@ -120,7 +120,9 @@ def build(catalog: handlers.Catalog) -> gr.Blocks:
                             [handlers.DEFAULT, *SAMPLER_NAMES], value=handlers.DEFAULT, label="sampler (diffusion)"
                         )
                         g_steps = gr.Number(20, label="steps (diffusion)", precision=0, elem_id="g-steps")
-                        g_guidance = gr.Textbox(label="guidance (empty: the run's; 1 = none)", elem_id="g-guidance")
+                        g_guidance = gr.Textbox(
+                            label="guidance, 0-20 (empty: the run's; 1 = none)", elem_id="g-guidance"
+                        )
                     with gr.Row():
                         g_seed = gr.Number(0, label="seed", precision=0, minimum=0)
                         g_count = gr.Slider(1, MAX_COUNT, value=16, step=1, label="images")
@@ -264,7 +266,11 @@ def build(catalog: handlers.Catalog) -> gr.Blocks:
             """The run lists as they are now (a run trained from the page joins them)."""
             updates = [
                 gr.update(choices=runs_with(*caps), value=first(runs_with(*caps)))
-                for caps in ((Capability.GENERATE,), (Capability.LATENT,), (Capability.LATENT, Capability.DIFFUSION_SAMPLER))
+                for caps in (
+                    (Capability.GENERATE,),
+                    (Capability.LATENT,),
+                    (Capability.LATENT, Capability.DIFFUSION_SAMPLER),
+                )
             ]
             return [handlers.describe(catalog), *updates, gr.update(visible=not catalog.runs)]
 
