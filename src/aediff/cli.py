@@ -172,7 +172,10 @@ def _model_overrides(family: str | None, flags: dict[str, Any], assignments: lis
     from aediff.models import model_class
 
     model: dict[str, Any] = dict(parse_assignment(s) for s in assignments)
-    given = {flag: value for flag, value in flags.items() if value is not None}
+    # a path (--autoencoder) is stored as text in the config
+    given = {
+        flag: str(value) if isinstance(value, Path) else value for flag, value in flags.items() if value is not None
+    }
     model.update({MODEL_FLAGS[flag]: value for flag, value in given.items()})
     if family is not None:
         config_class = model_class(family).config_class
@@ -352,47 +355,11 @@ def train(
     dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
-    from aediff.config import config_to_dict, parse_assignment, parse_duration, update_config
-    from aediff.training.config import TrainConfig
-
+    given = dict(locals())  # the options by parameter name, as MODEL_FLAGS and TRAIN_FLAGS name them
     if family is None and not resume:
         raise ConfigError("name the model family to train, e.g. `aediff train vae` (or pass --resume)")
-    flags = {
-        "bottleneck": bottleneck,
-        "latent": latent,
-        "latent_channels": latent_channels,
-        "beta": beta,
-        "likelihood": likelihood,
-        "noise": noise,
-        "condition": condition,
-        "network": network,
-        "text_encoder": text_encoder,
-        "text_encoder_path": text_encoder_path,
-        "autoencoder": str(autoencoder) if autoencoder else None,
-    }
-    training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
-    for key, value in {
-        "batch_size": batch_size,
-        "grad_accumulation": grad_accumulation,
-        "lr": lr,
-        "max_steps": max_steps,
-        "epochs": epochs,
-        "max_minutes": parse_duration(max_time, "--max-time") if max_time else None,
-        "seed": seed,
-        "eval_every": eval_every,
-        "keep_checkpoints": keep_checkpoints,
-        "mixed_precision": mixed_precision,
-        "compile": compile_,
-        "channels_last": channels_last,
-        "snapshots": snapshots,
-    }.items():
-        if value is not None:
-            training[key] = value
-    if log_with is not None:
-        training["tensorboard"] = "tensorboard" in log_with
-        training["trackers"] = tuple(dict.fromkeys(t for t in log_with if t != "tensorboard"))
-    update_config(TrainConfig(), training)  # each value against its range now, before torch is even imported
-    model = _model_overrides(None if resume else family, flags, set_ or [])
+    training = _training_overrides(given, train_set or [], max_time, log_with)
+    model = _model_overrides(None if resume else family, {flag: given[flag] for flag in MODEL_FLAGS}, set_ or [])
     if widths is not None:
         model["channels"] = _widths(widths)
     if not resume and not {"max_steps", "epochs", "max_minutes"} & set(training):
@@ -405,17 +372,73 @@ def train(
         stream=stream, workers=workers, flip=flip, crop=1.0 if crop is None else crop,
     )  # fmt: skip
     if dry_run:
-        _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
-        _print_json("model overrides", model)
-        _print_json("data", config_to_dict(data_config))
+        _print_resolved(training, model, data_config)
         return
+    _run_training(family, out, data_config, model, training, resume, progress)
+
+
+# Training options of `aediff train` -> the TrainConfig field each sets (--max-time and --log-with are converted).
+TRAIN_FLAGS = {
+    "batch_size": "batch_size",
+    "grad_accumulation": "grad_accumulation",
+    "lr": "lr",
+    "max_steps": "max_steps",
+    "epochs": "epochs",
+    "seed": "seed",
+    "eval_every": "eval_every",
+    "keep_checkpoints": "keep_checkpoints",
+    "mixed_precision": "mixed_precision",
+    "compile_": "compile",
+    "channels_last": "channels_last",
+    "snapshots": "snapshots",
+}
+
+
+def _training_overrides(
+    given: dict[str, Any], assignments: list[str], max_time: str | None, log_with: list[str] | None
+) -> dict[str, Any]:
+    """The training options given (``given``: by parameter name; ``assignments``: --train-set key=value) as
+    TrainConfig overrides, each checked against its range now, before torch is even imported."""
+    from aediff.config import parse_assignment, parse_duration, update_config
+    from aediff.training.config import TrainConfig
+
+    training: dict[str, Any] = dict(parse_assignment(s) for s in assignments)
+    training.update({field: given[flag] for flag, field in TRAIN_FLAGS.items() if given[flag] is not None})
+    if max_time:
+        training["max_minutes"] = parse_duration(max_time, "--max-time")
+    if log_with is not None:
+        training["tensorboard"] = "tensorboard" in log_with
+        training["trackers"] = tuple(dict.fromkeys(t for t in log_with if t != "tensorboard"))
+    update_config(TrainConfig(), training)
+    return training
+
+
+def _print_resolved(training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
+    """--dry-run: the training config as it resolves, the model overrides, the data config."""
+    from aediff.config import config_to_dict, update_config
+    from aediff.training.config import TrainConfig
+
+    _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
+    _print_json("model overrides", model)
+    _print_json("data", config_to_dict(data))
+
+
+def _run_training(
+    family: str | None,
+    out: Path,
+    data: Any,
+    model: dict[str, Any],
+    training: dict[str, Any],
+    resume: bool,
+    progress: bool,
+) -> None:
+    """Train, then say how it ended: done or interrupted (exit 0), stopped by SIGTERM (exit 143, checkpoint
+    saved), or aborted by a second signal (its exit code, naming the checkpoint kept)."""
     from aediff.training.train import train as run_training
     from aediff.training.trainer import TrainingAborted
 
     try:
-        result = run_training(
-            family, out, data_config, model=model, training=training, resume=resume, progress=progress
-        )
+        result = run_training(family, out, data, model=model, training=training, resume=resume, progress=progress)
     except TrainingAborted as exc:  # a second Ctrl-C / SIGTERM: say which checkpoint is kept (Typer would not)
         errors.print(escape(str(exc)), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
