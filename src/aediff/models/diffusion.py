@@ -244,13 +244,7 @@ class DiffusionModel(Model):
     family = "diffusion"
     config_class = DiffusionConfig
     declared = frozenset(
-        {
-            Capability.GENERATE,
-            Capability.DIFFUSION_SAMPLER,
-            Capability.DENOISE,
-            Capability.NOISE_LEVEL,
-            Capability.DIFFUSION_BOUND,
-        }
+        {Capability.GENERATE, Capability.DIFFUSION_SAMPLER, Capability.DENOISE, Capability.NOISE_LEVEL, Capability.DIFFUSION_BOUND}
     )
 
     def __init__(self, config: DiffusionConfig, space_shape: tuple[int, int, int] | None = None):
