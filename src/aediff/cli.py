@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aediff.config import MAX_SAMPLING_STEPS
 from aediff.errors import AediffError, ConfigError
 from aediff.modes import (
     ConditionKind,
@@ -524,7 +525,7 @@ def sample(
     overwrite: OverwriteOpt = False,
     sampler: Annotated[SamplerName | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
     steps: Annotated[
-        int | None, typer.Option(min=1, max=10_000, help="diffusion: sampling steps (default: the run's)")
+        int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="diffusion: sampling steps (default: the run's)")
     ] = None,
     eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="ddim: stochasticity (0 = deterministic)")] = None,
     s_churn: Annotated[
@@ -621,7 +622,7 @@ def denoise(
         int,
         typer.Option(
             min=1,
-            max=10_000,
+            max=MAX_SAMPLING_STEPS,
             help="diffusion: 1 = the one-step x0 estimate; more = integrate from the noise level down to 0",
         ),
     ] = 1,

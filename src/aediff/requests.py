@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
+from aediff.config import MAX_SAMPLING_STEPS
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
 from aediff.models import Capability, Condition, Model
 
 GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 20.0  # classifier-free guidance scale w; 1 = none
-MAX_SAMPLING_STEPS = 10_000  # as SamplingConfig.steps' range: a cap on a request, far above any useful count
 ALL_CLASSES = "all"  # class: every class in turn over the samples
 
 Text = str | float | int | None  # a value as typed on the command line or in a page's field

@@ -23,6 +23,7 @@ from aediff.config import (
     MAX_CLASSES,
     MAX_IMAGE_CHANNELS,
     MAX_IMAGE_SIZE,
+    MAX_SAMPLING_STEPS,
     MAX_STAGES,
     MAX_WIDTH,
     FieldRangeError,
@@ -105,7 +106,7 @@ class SamplingConfig:
     """Defaults of ``sample`` (each can be chosen per call with SamplerOptions / Condition)."""
 
     sampler: SamplerName = "dpm++"  # default sampler
-    steps: int = bounded(20, 1, 10_000)  # default sampling steps
+    steps: int = bounded(20, 1, MAX_SAMPLING_STEPS)  # default sampling steps
     clip_denoised: bool = True  # clamp each x0 estimate to [-1, 1] while sampling
     # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null); 0 = unconditional, 1 = none
     guidance: float = bounded(1.0, 0)
