@@ -53,7 +53,7 @@ def condition_of(model, n: int) -> dict:
 
 def sampler_parity(model, folder: Path, n: int, steps: int, guidance: float, seed: int) -> dict:
     """max |ONNX-only Euler - aediff's Euler| over n images from the same noise and sigmas, and both times."""
-    options = model.sampler_options(SamplerOptions(sampler="euler", steps=steps))
+    options = model.sampler_plan(SamplerOptions(sampler="euler", steps=steps))
     sigmas = model.sampling_sigmas(options)
     noise = torch.randn(n, *model.space_shape, generator=torch.Generator().manual_seed(seed))
     condition = condition_of(model, n)

@@ -1,5 +1,6 @@
 """Diffusion: schedules, parameterizations, samplers (checked against diffusers), the model and its loss."""
 
+import json
 import math
 
 import pytest
@@ -15,9 +16,13 @@ from aediff.diffusion import (
     discrete_timesteps,
     karras_sigmas,
     preconditioning,
+    run_sampler,
     x0_loss_weight,
 )
+from aediff.diffusion.losses import DiffusionLoss, loss_weight
+from aediff.errors import ConfigError
 from aediff.models import UNet, UNetConfig, build_model
+from aediff.modes import LossWeighting
 
 TINY_UNET = {"image_size": 8, "channels": (8, 16), "attention_resolutions": (4,), "embedding_dim": 16}
 
@@ -161,7 +166,8 @@ def test_every_sampler_recovers_a_known_distribution(name):
     g = torch.Generator().manual_seed(0)
     x = sigmas[0] * torch.randn((4000, 1, 2, 2), generator=g)
     seen = []
-    out = SAMPLERS[name](gaussian_data_denoiser(mean, std), x, sigmas, callback=seen.append, generator=g)
+    plan = SamplerOptions(sampler=name).resolve(name, steps)
+    out = run_sampler(plan, gaussian_data_denoiser(mean, std), x, sigmas, callback=seen.append, generator=g)
     assert abs(out.mean().item() - mean) < 0.01
     assert abs(out.std().item() - std) < 0.01 * (5 if name == "ddpm" else 1)
     assert len(seen) >= 1 and {"i", "sigma", "x", "denoised"} <= set(seen[0])
@@ -173,7 +179,9 @@ def test_second_order_samplers_beat_euler_at_few_steps():
     x = sigmas[0] * torch.randn((4000, 1, 1, 1), generator=torch.Generator().manual_seed(0))
     error = {}
     for name in ("euler", "dpm++", "heun"):
-        out = SAMPLERS[name](gaussian_data_denoiser(mean, std), x.clone(), sigmas)
+        out = run_sampler(
+            SamplerOptions(sampler=name).resolve(name, 12), gaussian_data_denoiser(mean, std), x.clone(), sigmas
+        )
         error[name] = abs(out.std().item() - std)
     assert error["dpm++"] < error["euler"] and error["heun"] < error["euler"]
 
@@ -198,6 +206,38 @@ def test_diffusion_loss_decreases(schedule, parameterization, weighting, losses_
     assert sum(losses[-4:]) < sum(losses[:4])
 
 
+def test_loss_weightings_are_typed_values_spelled_as_configs_spell_them():
+    from aediff.config import config_from_dict, config_to_dict
+    from aediff.models.diffusion import DiffusionConfig
+
+    config = config_from_dict(DiffusionConfig, {"process": {"loss_weighting": "min_snr"}})
+    assert config.process.loss_weighting is LossWeighting.MIN_SNR
+    assert json.loads(json.dumps(config_to_dict(config)))["process"]["loss_weighting"] == "min_snr"
+    assert tiny_diffusion(loss_weighting="min_snr").loss.weighting is LossWeighting.MIN_SNR
+    with pytest.raises(ConfigError, match="process.loss_weighting must be one of 'uniform', 'min_snr', got 'snr'"):
+        config_from_dict(DiffusionConfig, {"process": {"loss_weighting": "snr"}})
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "v", "edm"])
+def test_each_weighting_weighs_the_x0_error_as_declared(parameterization):
+    sigma = torch.tensor([0.01, 0.5, 3.0, 40.0])
+    denoiser = Denoiser(torch.nn.Identity(), parameterization)
+    uniform = loss_weight(LossWeighting.UNIFORM, sigma, denoiser)
+    assert torch.allclose(uniform, x0_loss_weight(parameterization, sigma))  # 1 / c_out^2: MSE in F's target
+    min_snr = loss_weight(LossWeighting.MIN_SNR, sigma, denoiser, min_snr_gamma=5.0)
+    assert torch.allclose(min_snr, torch.tensor([5.0, 4.0, 1 / 9, 1 / 1600]))  # min(1 / sigma^2, gamma)
+
+
+def test_the_loss_is_the_weighted_x0_error_at_the_drawn_sigmas():
+    """A denoiser that returns x0 + 0.1 has error 0.01 everywhere: the loss is the mean weight times 0.01."""
+    x0 = torch.zeros(6, 1, 4, 4)
+    denoiser = Denoiser(torch.nn.Identity(), "x0")
+    denoiser.forward = lambda x, sigma, **condition: x0 + 0.1  # type: ignore[method-assign]
+    loss = DiffusionLoss(NoiseSchedule("edm"), LossWeighting.MIN_SNR, min_snr_gamma=2.0)
+    value, sigma = loss(denoiser, x0)
+    assert value.item() == pytest.approx(0.01 * (1 / sigma**2).clamp(max=2.0).mean().item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
 @pytest.mark.parametrize("schedule", ["edm", "linear"])
 def test_sampling_is_batched_reproducible_and_in_range(sampler, schedule):
@@ -212,10 +252,10 @@ def test_karras_spacing_starts_at_sigma_max_not_at_a_huge_schedule_end():
     model = build_model("diffusion", {**TINY_UNET, "schedule": "cosine", "parameterization": "v"})
     assert model.schedule.sigma_range[1] > 1000  # the cosine schedule's last level is ~2e4
     for sampler in ("euler", "heun", "dpm++"):
-        sigmas = model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler=sampler, steps=10)))
+        sigmas = model.sampling_sigmas(model.sampler_plan(SamplerOptions(sampler=sampler, steps=10)))
         assert sigmas[0].item() == pytest.approx(80.0) and sigmas[-1] == 0
     # DDIM walks the schedule's own levels, from its last
-    ddim = model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler="ddim", steps=10)))
+    ddim = model.sampling_sigmas(model.sampler_plan(SamplerOptions(sampler="ddim", steps=10)))
     assert ddim[0].item() == pytest.approx(model.schedule.sigma_range[1], rel=1e-4)
 
 
@@ -234,8 +274,6 @@ def test_trajectory_shows_each_step():
 
 
 def test_denoise_needs_a_level_and_uses_one_or_many_steps():
-    from aediff.errors import ConfigError
-
     model = tiny_diffusion().eval()
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(ConfigError, match="noise level"):

@@ -329,14 +329,14 @@ def test_gradient_norms_match_a_direct_backward_and_keep_existing_grads(models, 
     [("euler", 3, None, 3), ("heun", 3, None, 5), ("ddim", 4, None, 4), ("dpm++", 3, 2.0, 6)],
 )
 def test_sampling_speed_counts_network_evaluations(models, sampler, steps, guidance, nfe):
-    from aediff.diffusion.samplers import evaluations_per_sample
+    from aediff.diffusion.samplers import SAMPLERS
 
     model = models["class_diffusion" if guidance else "diffusion"]
     condition = Condition(class_labels=3, guidance=guidance) if guidance else None
     result = sampling_speed(
         model, n=4, repeats=2, condition=condition, options=SamplerOptions(sampler=sampler, steps=steps)
     )
-    assert result["nfe"] == nfe == evaluations_per_sample(sampler, steps) * (2 if guidance else 1)
+    assert result["nfe"] == nfe == SAMPLERS[sampler].evaluations(steps) * (2 if guidance else 1)
     assert result["images_per_second"] > 0
     assert result["seconds_per_image"] * result["images_per_second"] == pytest.approx(1.0)
     assert result["sampler"] == sampler and result["num_images"] == 4

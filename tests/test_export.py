@@ -100,7 +100,7 @@ def test_the_class_conditioned_denoiser_matches_pytorch_at_several_sigmas_and_ba
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 def test_the_onnx_only_sampler_draws_the_images_pytorch_draws(exported, guidance):
     model, folder = exported["diffusion"]
-    options = model.sampler_options(SamplerOptions(sampler="euler", steps=6))
+    options = model.sampler_plan(SamplerOptions(sampler="euler", steps=6))
     sigmas = model.sampling_sigmas(options)
     noise = torch.randn(4, *model.image_shape, generator=torch.Generator().manual_seed(1))
     condition = Condition(class_labels=[3, 1, 4, 1], guidance=guidance)
@@ -148,7 +148,7 @@ def test_a_text_conditioned_model_exports_its_caption_encoder_and_samples_from_p
     got_tokens, _ = session(tmp_path / "text_encoder.onnx").run(None, {"ids": ids})
     assert np.abs(got_tokens - reference.tokens.numpy()).max() < 1e-4
 
-    options = model.sampler_options(SamplerOptions(sampler="euler", steps=5))
+    options = model.sampler_plan(SamplerOptions(sampler="euler", steps=5))
     sigmas = model.sampling_sigmas(options)
     noise = torch.randn(3, *model.space_shape, generator=torch.Generator().manual_seed(2))
     prompts = ["a three", "the digit one", "four"]

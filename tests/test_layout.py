@@ -9,7 +9,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src"
 PACKAGE = SRC / "aediff"
 # Where models are used rather than defined: these must dispatch on model.can(Capability.X) only.
-CALLERS = ["cli.py", "app", "evaluation", "export", "reports", "training"]
+CALLERS = ["cli.py", "requests.py", "app", "evaluation", "export", "reports", "training"]
 
 
 def _modules() -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""Sampler declarations (SamplerSpec, SamplerOptions, run_sampler), the trajectory convention, churn."""
+"""Sampler declarations (SamplerSpec, SamplerOptions -> SamplerPlan, run_sampler), the trajectory convention, churn."""
 
 import inspect
 import math
@@ -12,8 +12,8 @@ from aediff.diffusion import (
     SAMPLERS,
     SamplerName,
     SamplerOptions,
+    SamplerPlan,
     SamplerSpec,
-    evaluations_per_sample,
     karras_sigmas,
     run_sampler,
     sample_ddim,
@@ -22,6 +22,7 @@ from aediff.diffusion import (
     sample_euler,
     sample_heun,
 )
+from aediff.diffusion.samplers import _OPTION_RANGES
 from aediff.errors import ConfigError
 
 DATA_STD = 0.5
@@ -69,7 +70,7 @@ def run(name: str, seed: int, **options) -> torch.Tensor:
 def test_every_sampler_is_declared_with_its_function_options_and_evaluations(name, function, options, evaluations):
     spec = SAMPLERS[name]
     assert isinstance(spec, SamplerSpec) and spec.name == name and spec.function is function
-    assert spec.options == options and spec.evaluations(7) == evaluations == evaluations_per_sample(name, 7)
+    assert spec.options == options and spec.evaluations(7) == evaluations
     assert spec.discrete_timesteps == (name in ("ddpm", "ddim"))
     keywords = inspect.signature(function).parameters
     assert all(
@@ -83,11 +84,20 @@ def test_sampler_names_are_the_registry_and_the_literal():
     assert SAMPLER_NAMES == tuple(SAMPLERS) == typing.get_args(SamplerName)
 
 
-def test_a_spec_is_still_callable_as_its_function():
+def test_every_option_a_sampler_takes_is_a_checked_field_of_sampler_options():
+    fields = set(vars(SamplerOptions())) - {"sampler", "steps"}
+    assert {option for spec in SAMPLERS.values() for option in spec.options} == fields == set(_OPTION_RANGES)
+
+
+def test_run_sampler_runs_the_planned_function_with_its_options():
     x, sigmas = start()
-    assert torch.equal(SAMPLERS["heun"](gaussian_denoiser, x, sigmas), sample_heun(gaussian_denoiser, x, sigmas))
-    with pytest.raises(ConfigError, match="--eta applies to ddim, not euler"):
-        SAMPLERS["euler"](gaussian_denoiser, x, sigmas, eta=0.5)
+    plan = SamplerOptions(sampler="heun").resolve("dpm++", len(sigmas) - 1)
+    assert torch.equal(run_sampler(plan, gaussian_denoiser, x, sigmas), sample_heun(gaussian_denoiser, x, sigmas))
+    g = torch.Generator().manual_seed(3)
+    expected = sample_euler(gaussian_denoiser, x, sigmas, generator=g, s_churn=2.0)
+    plan = SamplerOptions(sampler="euler", s_churn=2.0).resolve("dpm++", len(sigmas) - 1)
+    got = run_sampler(plan, gaussian_denoiser, x, sigmas, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize(
@@ -118,16 +128,20 @@ def test_an_option_the_sampler_does_not_take_names_who_takes_it():
 
 
 def test_resolve_keeps_the_options_the_sampler_takes():
-    resolved = SamplerOptions(sampler="ddim", eta=0.5).resolve("dpm++", 20)
-    assert resolved.sampler == "ddim" and resolved.steps == 20 and resolved.spec is SAMPLERS["ddim"]
-    assert resolved.sampler_kwargs() == {"eta": 0.5} and resolved.evaluations == 20
-    assert SamplerOptions(sampler="heun", steps=4).resolve("dpm++", 20).sampler_kwargs() == {}
+    plan = SamplerOptions(sampler="ddim", eta=0.5).resolve("dpm++", 20)
+    assert isinstance(plan, SamplerPlan) and plan.name == "ddim" and plan.steps == 20 and plan.spec is SAMPLERS["ddim"]
+    assert plan.kwargs == {"eta": 0.5} and plan.evaluations == 20
+    assert SamplerOptions(sampler="heun", steps=4).resolve("dpm++", 20).kwargs == {}
 
 
 def test_resolve_fills_the_defaults():
-    resolved = SamplerOptions().resolve("euler", 7)
-    assert resolved.sampler == "euler" and resolved.steps == 7 and resolved.resolved
-    assert SamplerOptions(sampler="heun", steps=3).resolve("euler", 7) == SamplerOptions(sampler="heun", steps=3)
+    plan = SamplerOptions().resolve("euler", 7)
+    assert plan.name == "euler" and plan.steps == 7
+    assert plan.options == SamplerOptions(sampler="euler", steps=7)
+    heun = SamplerOptions(sampler="heun", steps=3)
+    assert heun.resolve("euler", 7).options == heun
+    chosen = SamplerOptions(sampler="ddim", eta=0.25)
+    assert chosen.resolve("dpm++", 5).options.resolve("euler", 9) == chosen.resolve("dpm++", 5)  # a fixed point
 
 
 @pytest.mark.parametrize(
@@ -145,14 +159,6 @@ def test_resolve_fills_the_defaults():
 def test_resolve_rejects_what_cannot_run(options, message):
     with pytest.raises(ConfigError, match=message):
         SamplerOptions(**options).resolve("dpm++", 20)
-
-
-def test_unresolved_options_cannot_run():
-    x, sigmas = start()
-    with pytest.raises(ValueError, match="resolve"):
-        run_sampler(SamplerOptions(sampler="euler", steps=6), gaussian_denoiser, x, sigmas)
-    with pytest.raises(ValueError, match="resolve"):
-        SamplerOptions(sampler="ddim", eta=0.5).sampler_kwargs()
 
 
 # --- one trajectory convention -------------------------------------------------------------------------------

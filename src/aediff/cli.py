@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aediff.config import MAX_SAMPLING_STEPS
 from aediff.errors import AediffError, ConfigError
 from aediff.modes import (
     ConditionKind,
@@ -41,8 +42,6 @@ from aediff.modes import (
 )
 
 if TYPE_CHECKING:
-    from aediff.diffusion.samplers import SamplerOptions
-    from aediff.models import Condition
     from aediff.runs import Run
 
 app = typer.Typer(
@@ -174,7 +173,10 @@ def _model_overrides(family: str | None, flags: dict[str, Any], assignments: lis
     from aediff.models import model_class
 
     model: dict[str, Any] = dict(parse_assignment(s) for s in assignments)
-    given = {flag: value for flag, value in flags.items() if value is not None}
+    # a path (--autoencoder) is stored as text in the config
+    given = {
+        flag: str(value) if isinstance(value, Path) else value for flag, value in flags.items() if value is not None
+    }
     model.update({MODEL_FLAGS[flag]: value for flag, value in given.items()})
     if family is not None:
         config_class = model_class(family).config_class
@@ -354,47 +356,11 @@ def train(
     dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
-    from aediff.config import config_to_dict, parse_assignment, parse_duration, update_config
-    from aediff.training.config import TrainConfig
-
+    given = dict(locals())  # the options by parameter name, as MODEL_FLAGS and TRAIN_FLAGS name them
     if family is None and not resume:
         raise ConfigError("name the model family to train, e.g. `aediff train vae` (or pass --resume)")
-    flags = {
-        "bottleneck": bottleneck,
-        "latent": latent,
-        "latent_channels": latent_channels,
-        "beta": beta,
-        "likelihood": likelihood,
-        "noise": noise,
-        "condition": condition,
-        "network": network,
-        "text_encoder": text_encoder,
-        "text_encoder_path": text_encoder_path,
-        "autoencoder": str(autoencoder) if autoencoder else None,
-    }
-    training: dict[str, Any] = dict(parse_assignment(s) for s in train_set or [])
-    for key, value in {
-        "batch_size": batch_size,
-        "grad_accumulation": grad_accumulation,
-        "lr": lr,
-        "max_steps": max_steps,
-        "epochs": epochs,
-        "max_minutes": parse_duration(max_time, "--max-time") if max_time else None,
-        "seed": seed,
-        "eval_every": eval_every,
-        "keep_checkpoints": keep_checkpoints,
-        "mixed_precision": mixed_precision,
-        "compile": compile_,
-        "channels_last": channels_last,
-        "snapshots": snapshots,
-    }.items():
-        if value is not None:
-            training[key] = value
-    if log_with is not None:
-        training["tensorboard"] = "tensorboard" in log_with
-        training["trackers"] = tuple(dict.fromkeys(t for t in log_with if t != "tensorboard"))
-    update_config(TrainConfig(), training)  # each value against its range now, before torch is even imported
-    model = _model_overrides(None if resume else family, flags, set_ or [])
+    training = _training_overrides(given, train_set or [], max_time, log_with)
+    model = _model_overrides(None if resume else family, {flag: given[flag] for flag in MODEL_FLAGS}, set_ or [])
     if widths is not None:
         model["channels"] = _widths(widths)
     if not resume and not {"max_steps", "epochs", "max_minutes"} & set(training):
@@ -407,17 +373,73 @@ def train(
         stream=stream, workers=workers, flip=flip, crop=1.0 if crop is None else crop,
     )  # fmt: skip
     if dry_run:
-        _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
-        _print_json("model overrides", model)
-        _print_json("data", config_to_dict(data_config))
+        _print_resolved(training, model, data_config)
         return
+    _run_training(family, out, data_config, model, training, resume, progress)
+
+
+# Training options of `aediff train` -> the TrainConfig field each sets (--max-time and --log-with are converted).
+TRAIN_FLAGS = {
+    "batch_size": "batch_size",
+    "grad_accumulation": "grad_accumulation",
+    "lr": "lr",
+    "max_steps": "max_steps",
+    "epochs": "epochs",
+    "seed": "seed",
+    "eval_every": "eval_every",
+    "keep_checkpoints": "keep_checkpoints",
+    "mixed_precision": "mixed_precision",
+    "compile_": "compile",
+    "channels_last": "channels_last",
+    "snapshots": "snapshots",
+}
+
+
+def _training_overrides(
+    given: dict[str, Any], assignments: list[str], max_time: str | None, log_with: list[str] | None
+) -> dict[str, Any]:
+    """The training options given (``given``: by parameter name; ``assignments``: --train-set key=value) as
+    TrainConfig overrides, each checked against its range now, before torch is even imported."""
+    from aediff.config import parse_assignment, parse_duration, update_config
+    from aediff.training.config import TrainConfig
+
+    training: dict[str, Any] = dict(parse_assignment(s) for s in assignments)
+    training.update({field: given[flag] for flag, field in TRAIN_FLAGS.items() if given[flag] is not None})
+    if max_time:
+        training["max_minutes"] = parse_duration(max_time, "--max-time")
+    if log_with is not None:
+        training["tensorboard"] = "tensorboard" in log_with
+        training["trackers"] = tuple(dict.fromkeys(t for t in log_with if t != "tensorboard"))
+    update_config(TrainConfig(), training)
+    return training
+
+
+def _print_resolved(training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
+    """--dry-run: the training config as it resolves, the model overrides, the data config."""
+    from aediff.config import config_to_dict, update_config
+    from aediff.training.config import TrainConfig
+
+    _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
+    _print_json("model overrides", model)
+    _print_json("data", config_to_dict(data))
+
+
+def _run_training(
+    family: str | None,
+    out: Path,
+    data: Any,
+    model: dict[str, Any],
+    training: dict[str, Any],
+    resume: bool,
+    progress: bool,
+) -> None:
+    """Train, then say how it ended: done or interrupted (exit 0), stopped by SIGTERM (exit 143, checkpoint
+    saved), or aborted by a second signal (its exit code, naming the checkpoint kept)."""
     from aediff.training.train import train as run_training
     from aediff.training.trainer import TrainingAborted
 
     try:
-        result = run_training(
-            family, out, data_config, model=model, training=training, resume=resume, progress=progress
-        )
+        result = run_training(family, out, data, model=model, training=training, resume=resume, progress=progress)
     except TrainingAborted as exc:  # a second Ctrl-C / SIGTERM: say which checkpoint is kept (Typer would not)
         errors.print(escape(str(exc)), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
@@ -464,76 +486,6 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
     return dataset
 
 
-def _class_index(text: str | None, run: Run, option: str, allow_all: bool = False) -> int | str | None:
-    """A class index of a class-conditioned run (``'all'`` too where ``allow_all``), checked against its
-    number of classes; None when not given."""
-    if text is None:
-        return None
-    if allow_all and text == "all":
-        return text
-    try:
-        index = int(text)
-    except ValueError:
-        accepted = "a class index or 'all'" if allow_all else "a class index"
-        raise ConfigError(f"{option} takes {accepted}, got {text!r}") from None
-    count = run.model.num_classes
-    if count and not 0 <= index < count:
-        raise ConfigError(f"{option} {index} is not a class of {run.path}: it has classes 0..{count - 1}")
-    return index
-
-
-def _condition(
-    run: Run,
-    samples: int,
-    class_: str | None,
-    negative_class: str | None,
-    prompt: str | None,
-    negative_prompt: str | None,
-    guidance: float | None,
-) -> Condition | None:
-    """The Condition the options describe (None when none is given), checked against the model."""
-    import torch
-
-    from aediff.models import Capability, Condition
-
-    chosen = _class_index(class_, run, "--class", allow_all=True)
-    if chosen == "all":
-        run.model.require(Capability.CLASS_CONDITION, "--class all")
-        chosen = torch.arange(samples) % run.model.num_classes
-    condition = Condition(
-        class_labels=chosen,
-        prompts=prompt,
-        negative_class=_class_index(negative_class, run, "--negative-class"),
-        negative_prompt=negative_prompt,
-        guidance=guidance,
-    )
-    for capability in condition.needs:
-        run.model.require(
-            capability,
-            "--class / --negative-class"
-            if capability is Capability.CLASS_CONDITION
-            else "--prompt / --negative-prompt",
-        )
-    if guidance is not None and not condition.needs:
-        run.model.require(Capability.DIFFUSION_SAMPLER, "--guidance")
-    return condition if (condition.needs or guidance is not None) else None
-
-
-def _sampler_options(
-    run: Run, sampler: str | None, steps: int | None, eta: float | None, s_churn: float | None
-) -> SamplerOptions | None:
-    """The SamplerOptions the options describe, validated against the chosen sampler (None when none given)."""
-    from aediff.diffusion.samplers import SamplerOptions
-    from aediff.models import Capability
-
-    options = SamplerOptions(sampler=sampler, steps=steps, eta=eta, s_churn=s_churn)
-    if options == SamplerOptions():
-        return None
-    run.model.require(Capability.DIFFUSION_SAMPLER, "--sampler, --steps, --eta and --s-churn")
-    run.model.sampler_options(options)  # validates now, before any work: "--eta applies to ddim, not dpm++"
-    return options
-
-
 @app.command()
 def reconstruct(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
@@ -573,7 +525,7 @@ def sample(
     overwrite: OverwriteOpt = False,
     sampler: Annotated[SamplerName | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
     steps: Annotated[
-        int | None, typer.Option(min=1, max=10_000, help="diffusion: sampling steps (default: the run's)")
+        int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="diffusion: sampling steps (default: the run's)")
     ] = None,
     eta: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="ddim: stochasticity (0 = deterministic)")] = None,
     s_churn: Annotated[
@@ -594,7 +546,8 @@ def sample(
     prompt: Annotated[str | None, typer.Option(help="text-conditioned diffusion: the caption to draw")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
     guidance: Annotated[
-        float | None, typer.Option(help="classifier-free guidance scale (1 = none; default: the run's)")
+        float | None,
+        typer.Option(help="classifier-free guidance scale, 0..20 (1 = none; default: the run's)"),
     ] = None,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
@@ -605,12 +558,16 @@ def sample(
     from aediff.data import save_image_grid, to_uint8
     from aediff.evaluation import sample_images, sampling_trajectory
     from aediff.models import Capability
+    from aediff.requests import parse_sampling
 
     target = _writable_out(trajectory if trajectory is not None else out, overwrite)
     loaded = _load(run)
     loaded.model.require(Capability.GENERATE, "aediff sample")
-    condition = _condition(loaded, samples, class_, negative_class, prompt, negative_prompt, guidance)
-    options = _sampler_options(loaded, sampler, steps, eta, s_churn)
+    request = parse_sampling(
+        loaded.model, samples, class_=class_, negative_class=negative_class, prompt=prompt,
+        negative_prompt=negative_prompt, guidance=guidance, sampler=sampler, steps=steps, eta=eta, s_churn=s_churn,
+    )  # fmt: skip
+    condition, options = request.condition, request.options
     if trajectory is not None:
         loaded.model.require(Capability.DIFFUSION_SAMPLER, "--trajectory")
         strip, columns = sampling_trajectory(loaded.model, min(samples, 4), seed, frames, condition, options)
@@ -665,7 +622,7 @@ def denoise(
         int,
         typer.Option(
             min=1,
-            max=10_000,
+            max=MAX_SAMPLING_STEPS,
             help="diffusion: 1 = the one-step x0 estimate; more = integrate from the noise level down to 0",
         ),
     ] = 1,

@@ -118,6 +118,9 @@ MAX_LATENT_CHANNELS = 256  # channels of a spatial latent
 # Class labels of a conditioned or classifying model: generous, because an unconditional model records the
 # data's count without using it; the size guard refuses a class embedding too large to allocate.
 MAX_CLASSES = 2**31 - 1
+# Sampling steps of a diffusion model's default and of any request (command line, page, Python API): far above
+# any useful count, low enough that a typo does not start a day of sampling.
+MAX_SAMPLING_STEPS = 10_000
 
 
 class FieldRangeError(ConfigError):

@@ -3,6 +3,7 @@ take their choices from here (this module imports nothing heavy, so `aediff -h` 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifier"]  # the registered models
@@ -14,7 +15,15 @@ ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
 # the denoiser's network: aediff's U-Net, diffusers' UNet2DModel or denoising-diffusion-pytorch's Unet
 NetworkKind = Literal["aediff", "diffusers-unet2d", "ddpm-pytorch-unet"]
 Parameterization = Literal["eps", "x0", "v", "edm"]
-LossWeighting = Literal["uniform", "min_snr"]
+
+
+class LossWeighting(StrEnum):
+    """The weight w(sigma) of the diffusion loss (aediff.diffusion.losses); the values are configs' JSON spelling."""
+
+    UNIFORM = "uniform"  # uniform in the network's own target (eps, x0, v or edm's)
+    MIN_SNR = "min_snr"  # min(SNR, gamma) on ||D - x0||^2 (Hang et al. 2023)
+
+
 ConditionKind = Literal["none", "class", "text"]
 TextEncoderKind = Literal["learned", "minilm", "clip"]
 # "auto": bf16 where the hardware computes it natively (CPUs with AVX512-BF16 / AMX, CUDA GPUs that support it), else no

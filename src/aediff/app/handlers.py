@@ -37,9 +37,10 @@ from aediff.app.limits import (
     read_upload,
     tensor_to_image,
 )
-from aediff.diffusion.samplers import SAMPLER_NAMES, SamplerOptions, run_sampler
+from aediff.diffusion.samplers import SamplerOptions, run_sampler
 from aediff.errors import RunError
-from aediff.models import Capability, Condition, Corruption
+from aediff.models import Capability, Corruption
+from aediff.requests import SamplingRequest, parse_sampling
 from aediff.runs import CONFIG_FILE, Run, load
 
 DEFAULT = "(run's default)"  # the sampler choice that keeps the run's own
@@ -161,54 +162,6 @@ def describe(catalog: Catalog) -> str:
 
 
 # --- Generate -----------------------------------------------------------------------------------------
-def _optional_class(text: str | None, run: Run, what: str) -> int | None:
-    if text is None or str(text).strip() == "":
-        return None
-    run.model.require(Capability.CLASS_CONDITION, what)
-    try:
-        index = int(str(text).strip())
-    except ValueError:
-        raise InputError(f"{what} takes a class index (a whole number), got {text!r}") from None
-    count = run.model.num_classes
-    if not 0 <= index < count:
-        raise InputError(f"{what} {index} is not a class of this run: it has classes 0..{count - 1}")
-    return index
-
-
-def _optional_text(text: str | None, run: Run, what: str) -> str | None:
-    if text is None or str(text).strip() == "":
-        return None
-    run.model.require(Capability.TEXT_CONDITION, what)
-    return str(text)
-
-
-def _guidance(text: str | float | None, run: Run) -> float | None:
-    if text is None or str(text).strip() == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"guidance takes a number (1 = none), got {text!r}") from None
-    if not math.isfinite(value) or not 0 <= value <= 20:
-        raise InputError(f"guidance must be from 0 to 20, got {value}")
-    if value != 1 and not (run.model.can(Capability.CLASS_CONDITION) or run.model.can(Capability.TEXT_CONDITION)):
-        raise InputError("guidance needs a class- or text-conditioned diffusion run; leave it empty for this run")
-    return value
-
-
-def sampling_choices(run: Run, sampler: str | None, steps: float | None) -> SamplerOptions | None:
-    """The sampler options of a request, checked (None for a model that samples without a sampler)."""
-    if not run.model.can(Capability.DIFFUSION_SAMPLER):
-        return None
-    steps = check_whole(steps, "steps", 1, MAX_STEPS)
-    name = None if sampler in (None, "", DEFAULT) else sampler
-    if name is not None and name not in SAMPLER_NAMES:
-        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
-    options = SamplerOptions(sampler=name, steps=steps)
-    run.model.sampler_options(options)  # checks now, before any work
-    return options
-
-
 @dataclass
 class GenerateRequest:
     run: str
@@ -223,6 +176,20 @@ class GenerateRequest:
     count: float = 16
 
 
+def sampling_request(run: Run, request: GenerateRequest, count: int) -> SamplingRequest:
+    """The condition and sampler options of a Generate request, parsed by the parser the command line uses
+    (``aediff.requests``); the page's own cap on steps first. No sampler options for a model without one (the
+    page always sends its sampler and steps fields)."""
+    model = run.model
+    sampling = model.can(Capability.DIFFUSION_SAMPLER)
+    steps = check_whole(request.steps, "steps", 1, MAX_STEPS) if sampling else None
+    return parse_sampling(
+        model, count, class_=request.class_index, negative_class=request.negative_class, prompt=request.prompt,
+        negative_prompt=request.negative_prompt, guidance=request.guidance, steps=steps,
+        sampler=None if not sampling or request.sampler == DEFAULT else request.sampler,
+    )  # fmt: skip
+
+
 Frame = tuple[Image.Image | None, Image.Image | None, str]
 
 
@@ -235,22 +202,14 @@ def generate(catalog: Catalog, request: GenerateRequest) -> Iterator[Frame]:
     model.require(Capability.GENERATE, "Generate")
     count = check_whole(request.count, "count", 1, MAX_COUNT)
     seed = check_whole(request.seed, "seed", 0, MAX_SEED)
-    options = sampling_choices(run, request.sampler, request.steps)
-    condition = Condition(
-        class_labels=_optional_class(request.class_index, run, "class"),
-        negative_class=_optional_class(request.negative_class, run, "negative class"),
-        prompts=_optional_text(request.prompt, run, "prompt"),
-        negative_prompt=_optional_text(request.negative_prompt, run, "negative prompt"),
-        guidance=_guidance(request.guidance, run),
-    )
-    has_condition = bool(condition.needs) or condition.guidance is not None
+    parsed = sampling_request(run, request, count)
     generator = torch.Generator(model.device).manual_seed(seed)
-    if options is None:  # an AE / VAE / DAE: from the prior or the fitted Gaussian, in one go
-        images = model.sample(count, None, None, generator)
+    if not model.can(Capability.DIFFUSION_SAMPLER):  # an AE / VAE / DAE: from the prior or the fitted Gaussian
+        images = model.sample(count, parsed.condition, None, generator)
         source = "its prior" if model.can(Capability.ELBO) else "a Gaussian fitted to its training latents"
         yield tensor_to_image(images), None, f"{count} images from {request.run} ({run.family}, {source}, seed {seed})"
         return
-    resolved = model.sampler_options(options)
+    plan = model.sampler_plan(parsed.options)
     frames: queue.Queue[Any] = queue.Queue()
     rows = min(count, TRAJECTORY_ROWS)
     show = model.output_images  # pixels as they are; a latent diffusion model's latents decoded
@@ -261,7 +220,7 @@ def generate(catalog: Catalog, request: GenerateRequest) -> Iterator[Frame]:
 
     def work() -> None:
         try:
-            out = model.sample(count, condition if has_condition else None, options, generator, callback)
+            out = model.sample(count, parsed.condition, parsed.options, generator, callback)
             frames.put(("done", out.cpu()))
         except BaseException as exc:  # handed to the request's thread, which raises it
             frames.put(("error", exc))
@@ -277,14 +236,14 @@ def generate(catalog: Catalog, request: GenerateRequest) -> Iterator[Frame]:
         _, i, sigma, noisy, clean = item
         path.append((noisy[0], clean[0]))
         frame = tensor_to_image(torch.cat([noisy, clean]), nrow=rows)
-        yield None, frame, f"step {i + 1}/{resolved.steps}, sigma {sigma:.3g} (top: x_t, bottom: predicted x0)"
+        yield None, frame, f"step {i + 1}/{plan.steps}, sigma {sigma:.3g} (top: x_t, bottom: predicted x0)"
     images = item[1]
     picks = np.unique(np.linspace(0, len(path) - 1, min(STRIP_FRAMES, len(path))).round().astype(int))
     strip = torch.stack([path[k][0] for k in picks] + [images[0]] + [path[k][1] for k in picks] + [images[0]])
     yield (
         tensor_to_image(images),
         tensor_to_image(strip, nrow=len(picks) + 1, side=96),
-        f"{count} images from {request.run} ({resolved.sampler}, {resolved.steps} steps, seed {seed}); "
+        f"{count} images from {request.run} ({plan.name}, {plan.steps} steps, seed {seed}); "
         "trajectory of image 1, left to right from high to low noise: x_t above, predicted x0 below",
     )
 
@@ -493,17 +452,17 @@ def _diffusion_path(run: Run, seed_a: int, seed_b: int, t: torch.Tensor) -> torc
     """Deterministic samples from slerped starting noise of two seeds (the run's sampler, or dpm++ when that
     draws fresh noise), [T, C, H, W]."""
     model = run.model
-    options = model.sampler_options(None)
-    if options.stochastic:
-        options = model.sampler_options(SamplerOptions(sampler="dpm++", steps=options.steps))
-    sigmas = model.sampling_sigmas(options)
+    plan = model.sampler_plan(None)
+    if plan.stochastic:
+        plan = model.sampler_plan(SamplerOptions(sampler="dpm++", steps=plan.steps))
+    sigmas = model.sampling_sigmas(plan)
     noise = [
         torch.randn((1, *model.space_shape), generator=_seeded(model.device, s), device=model.device)
         for s in (seed_a, seed_b)
     ]
     x = sigmas[0] * slerp(noise[0], noise[1], t.to(model.device))
     with torch.no_grad():
-        out = run_sampler(options, model.guided_denoiser(len(t), None), x, sigmas)
+        out = run_sampler(plan, model.guided_denoiser(len(t), None), x, sigmas)
         return model.output_images(out).cpu()
 
 

@@ -1,14 +1,15 @@
-"""Diffusion's process pieces, separate from any network: noise schedules, parameterizations, samplers."""
+"""Diffusion's process pieces, separate from any network: noise schedules, parameterizations, the loss, samplers."""
 
+from aediff.diffusion.losses import DiffusionLoss, loss_weight
 from aediff.diffusion.parameterization import PARAMETERIZATIONS, Denoiser, preconditioning, x0_loss_weight
 from aediff.diffusion.samplers import (
     SAMPLER_NAMES,
     SAMPLERS,
     SamplerOptions,
+    SamplerPlan,
     SamplerSpec,
     ddim_step,
     ddpm_step,
-    evaluations_per_sample,
     run_sampler,
     sample_ddim,
     sample_ddpm,
@@ -24,15 +25,17 @@ __all__ = [
     "SAMPLERS",
     "SAMPLER_NAMES",
     "Denoiser",
+    "DiffusionLoss",
     "NoiseSchedule",
     "SamplerName",
     "SamplerOptions",
+    "SamplerPlan",
     "SamplerSpec",
     "ddim_step",
     "ddpm_step",
     "discrete_timesteps",
-    "evaluations_per_sample",
     "karras_sigmas",
+    "loss_weight",
     "preconditioning",
     "run_sampler",
     "sample_ddim",

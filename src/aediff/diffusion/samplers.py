@@ -5,7 +5,7 @@ Every sampler has the signature ``sampler(denoiser, x, sigmas, callback=None, ge
 - x: the starting point x = sigmas[0] * noise, [N, C, S, S] (variance-exploding view);
 - sigmas: decreasing noise levels [n + 1], usually ending in 0;
 - generator: the source of any fresh noise (ddpm, ddim with eta > 0, euler / heun with s_churn > 0);
-- options: the keyword options the sampler declares in its ``SamplerSpec`` (``eta``, ``s_churn``).
+- options: the sampler's own keywords (``eta``, ``s_churn``), checked by ``SamplerOptions.resolve``.
 It returns the final sample. The DDPM and DDIM steps are also given in DDPM's own variables
 (``ddpm_step``, ``ddim_step``) so they can be checked against reference implementations.
 
@@ -16,16 +16,18 @@ denoiser is first called with at step i; ``sigma`` is a float. With stochastic c
 Algorithm 2) that first call is at the raised level sigma_hat = sigma_i (1 + gamma) on the churned x,
 so the frame reports that pair: x, sigma and denoised always belong together.
 
-``SAMPLERS`` declares each sampler (``SamplerSpec``: its options, whether it draws noise, its network
-evaluations); ``SamplerOptions`` is what a user chooses, checked once by ``resolve`` with messages a user
-can act on, and ``run_sampler`` runs the resolved choice.
+``SAMPLERS`` declares each sampler (``SamplerSpec``: whether it draws noise, its network evaluations; its
+options are its function's keywords); ``SamplerOptions`` is what a user chooses, checked once by ``resolve``
+with messages a user can act on into a ``SamplerPlan``, and ``run_sampler(plan, ...)`` is the one way to run
+it: model -> plan -> sigmas -> run_sampler -> the sampler function.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,22 +252,24 @@ def sample_dpmpp_2m(
 
 
 # --- declarations ----------------------------------------------------------------------------------------
+# The arguments every sampler takes before its own keyword options (module docstring).
+_COMMON_ARGUMENTS = ("denoiser", "x", "sigmas", "callback", "generator")
 
 
-def _always(options: SamplerOptions) -> bool:
+def _always(kwargs: Mapping[str, float]) -> bool:
     return True
 
 
-def _never(options: SamplerOptions) -> bool:
+def _never(kwargs: Mapping[str, float]) -> bool:
     return False
 
 
-def _eta_positive(options: SamplerOptions) -> bool:
-    return (options.eta or 0.0) > 0
+def _eta_positive(kwargs: Mapping[str, float]) -> bool:
+    return kwargs.get("eta", 0.0) > 0
 
 
-def _churn_positive(options: SamplerOptions) -> bool:
-    return (options.s_churn or 0.0) > 0
+def _churn_positive(kwargs: Mapping[str, float]) -> bool:
+    return kwargs.get("s_churn", 0.0) > 0
 
 
 def _one_per_step(steps: int) -> int:
@@ -281,21 +285,26 @@ def _heun_evaluations(steps: int) -> int:
 class SamplerSpec:
     """What the rest of the package needs to know about a sampler, next to the function that runs it.
 
-    name: its key in SAMPLERS and its value for --sampler; function: the sampler (module docstring);
-    options: the keyword options the function takes (SamplerOptions' fields), e.g. ("eta",);
-    stochastic(resolved options) -> whether it draws fresh noise, so that the generator changes the result;
-    discrete_timesteps: it walks the schedule's own discrete levels (DDPM, DDIM) rather than Karras spacing;
-    network_evaluations(steps) -> denoiser calls per sample (read it through ``evaluations``).
-
-    Calling a spec calls its function, after checking the options (``SAMPLERS[name](denoiser, x, sigmas)``).
+    name: its key in SAMPLERS and its value for --sampler; function: the sampler (module docstring), run only
+    through ``run_sampler``; stochastic(its keyword options) -> whether it draws fresh noise, so that the
+    generator changes the result; discrete_timesteps: it walks the schedule's own discrete levels (DDPM, DDIM)
+    rather than Karras spacing; network_evaluations(steps) -> denoiser calls per sample (read it through
+    ``evaluations``). The options it takes are read from the function's signature (``options``), so that adding
+    one is a keyword on the function, a field of SamplerOptions and its range in ``_OPTION_RANGES``.
     """
 
     name: str
     function: Callable[..., torch.Tensor]
-    options: tuple[str, ...] = ()
-    stochastic: Callable[[SamplerOptions], bool] = _never
+    stochastic: Callable[[Mapping[str, float]], bool] = _never
     discrete_timesteps: bool = False
     network_evaluations: Callable[[int], int] = field(default=_one_per_step, repr=False)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options ``function`` takes after the common arguments, e.g. ("eta",)."""
+        names = tuple(inspect.signature(self.function).parameters)
+        assert names[: len(_COMMON_ARGUMENTS)] == _COMMON_ARGUMENTS, f"{self.name}: {names}"
+        return names[len(_COMMON_ARGUMENTS) :]
 
     def evaluations(self, steps: int) -> int:
         """Network evaluations per sample for ``steps`` steps along sigmas [steps + 1] ending in 0, without
@@ -303,21 +312,6 @@ class SamplerSpec:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         return self.network_evaluations(steps)
-
-    def __call__(
-        self,
-        denoiser: Denoise,
-        x: torch.Tensor,
-        sigmas: torch.Tensor,
-        callback: Callback = None,
-        generator: torch.Generator | None = None,
-        **options: Any,
-    ) -> torch.Tensor:
-        """Run ``function``; options set to None are left to its defaults, the others are checked first, so
-        that an option this sampler does not take is a ConfigError rather than a TypeError deep inside."""
-        options = {name: value for name, value in options.items() if value is not None}
-        _check_options(self, options)
-        return self.function(denoiser, x, sigmas, callback=callback, generator=generator, **options)
 
 
 def _flag(option: str) -> str:
@@ -336,13 +330,13 @@ _OPTION_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
-def _check_options(spec: SamplerSpec, values: dict[str, Any]) -> None:
-    """ConfigError unless every option set in ``values`` (None: unset) is one ``spec`` takes, in range."""
+def _checked_options(spec: SamplerSpec, values: dict[str, Any]) -> dict[str, float]:
+    """The options set in ``values`` (None: unset), each checked to be one ``spec`` takes and in range
+    (ConfigError otherwise)."""
+    checked = {}
     for option, value in values.items():
         if value is None:
             continue
-        if option not in _OPTION_RANGES:
-            raise ConfigError(f"unknown sampler option {option!r}; sampler options are {', '.join(_OPTION_RANGES)}")
         if option not in spec.options:
             takers = [other.name for other in SAMPLERS.values() if option in other.options]
             raise ConfigError(f"{_flag(option)} applies to {_enumerate(takers)}, not {spec.name}")
@@ -350,6 +344,40 @@ def _check_options(spec: SamplerSpec, values: dict[str, Any]) -> None:
         # `not in_range` rather than a negated comparison, so that NaN fails too.
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(float(value)):
             raise ConfigError(f"{_flag(option)} must be {wanted}, got {value!r}")
+        checked[option] = float(value)
+    return checked
+
+
+@dataclass(frozen=True)
+class SamplerPlan:
+    """A sampler choice checked and completed, ready for ``run_sampler``; ``SamplerOptions.resolve`` makes it.
+
+    spec: the chosen sampler; steps: denoising steps >= 1 (sigmas [steps + 1]); kwargs: the keyword options
+    given that ``spec.function`` takes, checked (an option left unset keeps the function's default).
+    """
+
+    spec: SamplerSpec
+    steps: int
+    kwargs: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether sampling draws fresh noise, so that the generator changes the result."""
+        return self.spec.stochastic(self.kwargs)
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per sample (without guidance)."""
+        return self.spec.evaluations(self.steps)
+
+    @property
+    def options(self) -> SamplerOptions:
+        """The choice as SamplerOptions with sampler and steps filled in (for the record, or to change one)."""
+        return SamplerOptions(sampler=self.name, steps=self.steps, **self.kwargs)
 
 
 @dataclass(frozen=True)
@@ -360,105 +388,48 @@ class SamplerOptions:
     sampler: one of SAMPLER_NAMES; steps: denoising steps >= 1 (so sigmas [steps + 1]);
     eta (ddim): the noise of each step, in [0, 1]: 0 deterministic .. 1 DDPM-like (Song et al. 2021, eq. 16);
     s_churn (euler, heun): stochastic churn >= 0 (Karras et al. 2022, Algorithm 2), 0 = deterministic.
-    ``resolve`` fills the defaults and checks everything once; ``spec``, ``sampler_kwargs`` and ``run_sampler``
-    need its result. ``dataclasses.replace`` gives an unresolved copy, to be resolved again.
+    ``resolve`` fills the defaults and checks everything once, giving the SamplerPlan that runs.
     """
 
     sampler: str | None = None
     steps: int | None = None
     eta: float | None = None
     s_churn: float | None = None
-    _resolved: bool = field(default=False, init=False, repr=False, compare=False)
 
-    def resolve(self, default_sampler: str, default_steps: int) -> SamplerOptions:
-        """A copy with sampler and steps filled from the defaults, checked: ConfigError for an unknown sampler,
-        steps < 1, an option the chosen sampler does not take, or a value out of range."""
+    def resolve(self, default_sampler: str, default_steps: int) -> SamplerPlan:
+        """The plan with sampler and steps filled from the defaults, checked: ConfigError for an unknown
+        sampler, steps < 1, an option the chosen sampler does not take, or a value out of range."""
         sampler = self.sampler if self.sampler is not None else default_sampler
         steps = self.steps if self.steps is not None else default_steps
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
-        _check_options(SAMPLERS[sampler], self._option_values())
-        resolved = SamplerOptions(sampler=sampler, steps=int(steps), eta=self.eta, s_churn=self.s_churn)
-        object.__setattr__(resolved, "_resolved", True)  # frozen: set once, here, never after
-        return resolved
-
-    @property
-    def resolved(self) -> bool:
-        """Whether this came from ``resolve`` (sampler and steps set, every option checked)."""
-        return self._resolved
-
-    @property
-    def spec(self) -> SamplerSpec:
-        """The chosen sampler's declaration (resolved options only)."""
-        self._require_resolved("spec")
-        assert self.sampler is not None  # resolve sets it; for the type checker
-        return SAMPLERS[self.sampler]
-
-    @property
-    def stochastic(self) -> bool:
-        """Whether sampling draws fresh noise, so that the generator changes the result (resolved options)."""
-        return self.spec.stochastic(self)
-
-    @property
-    def evaluations(self) -> int:
-        """Network evaluations per sample (resolved options; without guidance)."""
-        spec = self.spec
-        assert self.steps is not None  # resolve sets it; for the type checker
-        return spec.evaluations(self.steps)
-
-    def sampler_kwargs(self) -> dict[str, float]:
-        """The keyword options to pass the sampler's function: those it takes that are set (resolved options)."""
-        return {
-            option: value
-            for option, value in self._option_values().items()
-            if option in self.spec.options and value is not None
-        }
-
-    def _option_values(self) -> dict[str, float | None]:
-        return {option: getattr(self, option) for option in _OPTION_RANGES}
-
-    def _require_resolved(self, what: str) -> None:
-        if not self._resolved:
-            raise ValueError(
-                f"SamplerOptions.{what} needs resolved options: call .resolve(default_sampler, default_steps) first"
-            )
+        values = {option: getattr(self, option) for option in _OPTION_RANGES}
+        return SamplerPlan(SAMPLERS[sampler], int(steps), _checked_options(SAMPLERS[sampler], values))
 
 
 def run_sampler(
-    options: SamplerOptions,
+    plan: SamplerPlan,
     denoiser: Denoise,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     callback: Callback = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Run the sampler ``options`` chose (resolved: ValueError otherwise) from x [N, C, S, S] along sigmas
-    (usually [options.steps + 1], ending in 0, as the model computes them for ``options.spec``)."""
-    if not options.resolved:
-        raise ValueError("run_sampler needs resolved options: options.resolve(default_sampler, default_steps)")
-    return options.spec.function(
-        denoiser, x, sigmas, callback=callback, generator=generator, **options.sampler_kwargs()
-    )
+    """Run the sampler ``plan`` chose from x [N, C, S, S] along sigmas (usually [plan.steps + 1], ending in 0,
+    as the model computes them for the plan): the one way a sampler is run."""
+    return plan.spec.function(denoiser, x, sigmas, callback=callback, generator=generator, **plan.kwargs)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     spec.name: spec
     for spec in (
         SamplerSpec("ddpm", sample_ddpm, stochastic=_always, discrete_timesteps=True),
-        SamplerSpec("ddim", sample_ddim, ("eta",), stochastic=_eta_positive, discrete_timesteps=True),
-        SamplerSpec("euler", sample_euler, ("s_churn",), stochastic=_churn_positive),
-        SamplerSpec(
-            "heun", sample_heun, ("s_churn",), stochastic=_churn_positive, network_evaluations=_heun_evaluations
-        ),
+        SamplerSpec("ddim", sample_ddim, stochastic=_eta_positive, discrete_timesteps=True),
+        SamplerSpec("euler", sample_euler, stochastic=_churn_positive),
+        SamplerSpec("heun", sample_heun, stochastic=_churn_positive, network_evaluations=_heun_evaluations),
         SamplerSpec("dpm++", sample_dpmpp_2m),
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # aediff.modes.SamplerName spells them; a test keeps both equal
-
-
-def evaluations_per_sample(sampler: str, steps: int) -> int:
-    """Network evaluations a sampler spends for ``steps`` steps; kept for its callers, the same as
-    ``SAMPLERS[sampler].evaluations(steps)``."""
-    return SAMPLERS[sampler].evaluations(steps)

@@ -80,5 +80,5 @@ def _chosen(model: Model, options: SamplerOptions | None) -> dict[str, Any]:
     """The sampler choices the timing ran with: a diffusion model's resolved sampler and steps (its defaults
     filled in), and any option given."""
     if model.can(Capability.DIFFUSION_SAMPLER):
-        options = model.sampler_options(options)
+        options = model.sampler_plan(options).options
     return {k: v for k, v in vars(options or SamplerOptions()).items() if v is not None}

@@ -3,8 +3,8 @@ Karras et al. 2022). One set of parameters handles every noise level.
 
 The pieces stay separate and swappable, as in NVlabs/edm: the network (``UNet``), the parameterization
 wrapper that makes it a denoiser D(x, sigma) (``aediff.diffusion.parameterization``), the noise schedule
-that says which sigmas training visits (``aediff.diffusion.schedules``), the loss (``diffusion_loss``
-below) and the samplers (``aediff.diffusion.samplers``).
+that says which sigmas training visits (``aediff.diffusion.schedules``), the loss (``aediff.diffusion.losses``)
+and the samplers (``aediff.diffusion.samplers``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aediff.config import (
     MAX_CLASSES,
     MAX_IMAGE_CHANNELS,
     MAX_IMAGE_SIZE,
+    MAX_SAMPLING_STEPS,
     MAX_STAGES,
     MAX_WIDTH,
     FieldRangeError,
@@ -30,8 +31,9 @@ from aediff.config import (
     bounded_items,
     check_ranges,
 )
-from aediff.diffusion.parameterization import Denoiser, x0_loss_weight
-from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, run_sampler
+from aediff.diffusion.losses import DiffusionLoss
+from aediff.diffusion.parameterization import Denoiser
+from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, SamplerPlan, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
 from aediff.models.interface import Capability, Condition, Model
@@ -81,7 +83,7 @@ class ProcessConfig:
     num_train_steps: int = bounded(1000, 1, 100_000)
     parameterization: Parameterization = "v"  # what the network predicts
     sigma_data: float = bounded(0.5, 0, low_open=True)  # edm: standard deviation of the data, in [-1, 1] pixel units
-    loss_weighting: LossWeighting = "uniform"  # uniform in the network's own target, or min-SNR
+    loss_weighting: LossWeighting = LossWeighting.UNIFORM  # uniform in the network's own target, or min-SNR
     # min_snr: weight on ||D - x0||^2 is min(1 / sigma^2, gamma) (Hang et al. 2023)
     min_snr_gamma: float = bounded(5.0, 0, low_open=True)
     p_mean: float = bounded(-1.2)  # edm: mean of ln(sigma) in training (any finite number)
@@ -91,6 +93,10 @@ class ProcessConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.loss_weighting not in tuple(LossWeighting):  # the JSON spelling, e.g. "min_snr", is taken as well
+            choices = ", ".join(repr(w.value) for w in LossWeighting)
+            raise FieldRangeError("loss_weighting", f"one of {choices}", self.loss_weighting)
+        self.loss_weighting = LossWeighting(self.loss_weighting)
         if not self.sigma_min < self.sigma_max:
             raise FieldRangeError("sigma_min", f"below sigma_max ({self.sigma_max:g})", self.sigma_min)
 
@@ -100,7 +106,7 @@ class SamplingConfig:
     """Defaults of ``sample`` (each can be chosen per call with SamplerOptions / Condition)."""
 
     sampler: SamplerName = "dpm++"  # default sampler
-    steps: int = bounded(20, 1, 10_000)  # default sampling steps
+    steps: int = bounded(20, 1, MAX_SAMPLING_STEPS)  # default sampling steps
     clip_denoised: bool = True  # clamp each x0 estimate to [-1, 1] while sampling
     # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null); 0 = unconditional, 1 = none
     guidance: float = bounded(1.0, 0)
@@ -213,29 +219,6 @@ def nest_v1_fields(flat: dict[str, Any], table: dict[str, str] = V1_FIELDS) -> d
     return nested
 
 
-def diffusion_loss(
-    denoiser: nn.Module,
-    x0: torch.Tensor,
-    schedule: NoiseSchedule,
-    weighting: str = "uniform",
-    min_snr_gamma: float = 5.0,
-    condition: dict[str, Any] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted denoising loss E_sigma,eps [ w(sigma) ||D(x0 + sigma eps, sigma, condition) - x0||^2 ].
-
-    x0: [N, C, H, W] in [-1, 1]; condition: the network's condition inputs for the N images.
-    Returns (scalar loss, the sigmas drawn [N]).
-    """
-    sigma = schedule.sample_training_sigmas(len(x0), x0.device)
-    noisy = x0 + sigma[:, None, None, None] * torch.randn_like(x0)
-    error = (denoiser(noisy, sigma, **(condition or {})) - x0).pow(2).flatten(1).mean(1)
-    if weighting == "uniform":
-        weight = x0_loss_weight(denoiser.parameterization, sigma, denoiser.sigma_data)
-    else:
-        weight = (1 / sigma**2).clamp(max=min_snr_gamma)
-    return (weight * error).mean(), sigma
-
-
 def concat_conditions(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Stack two batches of condition inputs (for one network call on [conditional; null]); caption
     tokens are padded to the longer sequence, the padding masked out."""
@@ -307,6 +290,7 @@ class DiffusionModel(Model):
             process.p_mean,
             process.p_std,
         )
+        self.loss = DiffusionLoss(self.schedule, process.loss_weighting, process.min_snr_gamma)
 
     @classmethod
     def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
@@ -358,10 +342,7 @@ class DiffusionModel(Model):
 
     def denoising_loss(self, x0: torch.Tensor, condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The training objective on x0 [N, *space_shape] with the network's condition inputs (scalar)."""
-        process = self.config.process
-        loss, _ = diffusion_loss(
-            self.denoiser, x0, self.schedule, process.loss_weighting, process.min_snr_gamma, condition
-        )
+        loss, _ = self.loss(self.denoiser, x0, condition)
         return loss
 
     # --- conditions ---------------------------------------------------------------------------------------
@@ -429,18 +410,18 @@ class DiffusionModel(Model):
         return denoise
 
     # --- sampling -------------------------------------------------------------------------------------------
-    def sampler_options(self, options: SamplerOptions | None = None) -> SamplerOptions:
+    def sampler_plan(self, options: SamplerOptions | None = None) -> SamplerPlan:
         """``options`` with this model's defaults filled in, validated against the chosen sampler."""
         sampling = self.config.sampling
         return (options or SamplerOptions()).resolve(sampling.sampler, sampling.steps)
 
-    def sampling_sigmas(self, options: SamplerOptions) -> torch.Tensor:
-        """The noise levels a (resolved) sampler walks: for the samplers that need discrete timesteps
+    def sampling_sigmas(self, plan: SamplerPlan) -> torch.Tensor:
+        """The noise levels a planned sampler walks: for the samplers that need discrete timesteps
         (DDPM / DDIM) the schedule's own levels at evenly spaced timesteps ("trailing"); otherwise Karras et
         al.'s rho = 7 spacing from min(the schedule's largest sigma, sigma_max) down to its smallest.
         [steps + 1], ending in 0."""
-        if options.spec.discrete_timesteps and self.schedule.discrete:
-            t = discrete_timesteps(self.schedule.num_steps, options.steps)
+        if plan.spec.discrete_timesteps and self.schedule.discrete:
+            t = discrete_timesteps(self.schedule.num_steps, plan.steps)
             sigmas = torch.cat([self.schedule.sigmas[t], torch.zeros(1, dtype=torch.float64)])
         else:
             # A discrete schedule's largest sigma can be huge (cosine: ~2e4); sigma_max (80, far beyond the
@@ -448,7 +429,7 @@ class DiffusionModel(Model):
             # spacing would spend above it (measured after the change: heun at 5 steps, FID 4.06 on 500
             # samples of docs/diffusion.md's 10-minute model; benchmarks/results/diffusion_budget.json,
             # "aediff_step_sweep"; the FID before the change was not kept).
-            sigmas = karras_sigmas(options.steps, *self.karras_range)
+            sigmas = karras_sigmas(plan.steps, *self.karras_range)
         return sigmas.float().to(self.device)
 
     @property
@@ -473,11 +454,11 @@ class DiffusionModel(Model):
         options: sampler, steps and the sampler's own options (None: the model's defaults); callback:
         receives every step's state before the step ({"i", "sigma", "x", "denoised"}; see samplers.py).
         """
-        options = self.sampler_options(options)
+        plan = self.sampler_plan(options)
         denoise = self.guided_denoiser(n, condition)
-        sigmas = self.sampling_sigmas(options)
+        sigmas = self.sampling_sigmas(plan)
         x = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
-        out = run_sampler(options, denoise, x, sigmas, callback=callback, generator=generator)
+        out = run_sampler(plan, denoise, x, sigmas, callback=callback, generator=generator)
         return self.output_images(out)
 
     def output_images(self, x: torch.Tensor) -> torch.Tensor:

@@ -189,7 +189,7 @@ def distill(
     if model.can(Capability.TEXT_CONDITION):
         raise ConfigError("distillation of a text-conditioned model is not supported yet; distil an "
                           "unconditional or class-conditioned one")  # fmt: skip
-    grids = [model.sampling_sigmas(model.sampler_options(SamplerOptions(sampler="euler", steps=config.steps)))]
+    grids = [model.sampling_sigmas(model.sampler_plan(SamplerOptions(sampler="euler", steps=config.steps)))]
     for _ in range(config.rounds - 1):
         grids.append(refine(grids[-1]))
     generator = torch.Generator().manual_seed(config.seed)
