@@ -206,7 +206,7 @@ def test_what_a_capability_promises_is_answered_by_the_interface_and_refused_by_
     assert (student.sampling.sampler, student.sampling.steps, student.sampling.guidance) == ("euler", 4, 2.5)
     assert diffusion.config.sampling.sampler == "dpm++"  # a copy: the model's own config is unchanged
     ae = tiny("ae")
-    for name in ("denoiser", "schedule", "default_guidance", "likelihood", "feature_dim", "layer_feature_dim"):
+    for name in ("denoiser", "schedule", "space_shape", "karras_range", "likelihood", "feature_dim"):
         with pytest.raises(CapabilityError, match=f"{name} needs a model that can .*'ae' model"):
             getattr(ae, name)
     with pytest.raises(CapabilityError, match=r"layer_features\(\) needs a model that can classify"):

@@ -552,3 +552,12 @@ class DiffusionModel(Model):
     def config_with_sampling(self, sampler: SamplerName, steps: int) -> DiffusionConfig:
         sampling = dataclasses.replace(self.config.sampling, sampler=sampler, steps=steps)
         return dataclasses.replace(self.config, sampling=sampling)
+
+    @property
+    def space_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the diffusion runs on (given to __init__)."""
+        return self._space_shape
+
+    @space_shape.setter
+    def space_shape(self, shape: tuple[int, int, int]) -> None:  # __init__ sets it
+        self._space_shape = shape

@@ -10,8 +10,12 @@ method, whatever the family:
 |-------------------|---------------------------------------------------------|----------------------------------------|
 | LATENT            | encode(x) -> z, decode(z), reconstruct(x)               | a bottleneck: z [N, *latent_shape]     |
 | GENERATE          | sample(n, condition, options, generator)                | n new images [n, C, H, W] in [-1, 1]   |
-| DIFFUSION_SAMPLER | denoiser, schedule, default_guidance, clip_denoised,    | sample walks a diffusion sampler:      |
-|                   | config_with_sampling(sampler, steps)                    | SamplerOptions and trajectories apply  |
+| DIFFUSION_SAMPLER | denoiser, schedule, space_shape, diffusion_input(x),    | sample walks a diffusion sampler:      |
+|                   | output_images(x), condition_inputs(n, ...),             | SamplerOptions and trajectories apply  |
+|                   | predict_x0(x, sigma), guided_denoiser(n, condition),    |                                        |
+|                   | sampler_options(options), sampling_sigmas(options),     |                                        |
+|                   | karras_range, default_guidance, clip_denoised,          |                                        |
+|                   | config_with_sampling(sampler, steps)                    |                                        |
 | DENOISE           | denoise(x, sigma, steps)                                | x = clean + noise in pixels -> clean   |
 | NOISE_LEVEL       | (denoise is told sigma, may take steps)                 | one network for every noise level      |
 | ELBO              | elbo(x), iwae_log_likelihood(x, k), prepare_input(x),   | bounds on log p(x) of a VAE, nats per  |
@@ -86,7 +90,22 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.LATENT: ("encode", "decode", "reconstruct"),
     Capability.GENERATE: ("sample",),
     Capability.DENOISE: ("denoise",),
-    Capability.DIFFUSION_SAMPLER: ("denoiser", "schedule", "default_guidance", "clip_denoised", "config_with_sampling"),
+    Capability.DIFFUSION_SAMPLER: (
+        "denoiser",
+        "schedule",
+        "space_shape",
+        "diffusion_input",
+        "output_images",
+        "condition_inputs",
+        "predict_x0",
+        "guided_denoiser",
+        "sampler_options",
+        "sampling_sigmas",
+        "karras_range",
+        "default_guidance",
+        "clip_denoised",
+        "config_with_sampling",
+    ),
     Capability.ELBO: ("elbo", "iwae_log_likelihood", "prepare_input", "likelihood"),
     Capability.DIFFUSION_BOUND: ("denoiser", "schedule"),
     Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
@@ -222,6 +241,49 @@ class Model(nn.Module):
     def schedule(self) -> NoiseSchedule:
         """The noise levels training visits (discrete with T steps, or continuous); the chain of the bound."""
         raise self._unsupported(Capability.DIFFUSION_SAMPLER, "schedule")
+
+    @property
+    def space_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the diffusion runs on: the images' for a pixel diffusion, the latent's for a latent one."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "space_shape")
+
+    def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> what the diffusion runs on, [N, *space_shape]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "diffusion_input()")
+
+    def output_images(self, x: torch.Tensor) -> torch.Tensor:
+        """A sampler's final x [N, *space_shape] -> images [N, C, H, W] in [-1, 1]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "output_images()")
+
+    def condition_inputs(
+        self, n: int, class_labels: Any = None, prompts: Any = None, where: str = "sample()"
+    ) -> dict[str, torch.Tensor]:
+        """The network's condition inputs for n images (the ``**condition`` of ``denoiser``): class_labels an int,
+        n ints or None (the null class), prompts a string, n strings or None (the null prompt); ``where`` names
+        the caller in errors. {} for an unconditioned model."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "condition_inputs()")
+
+    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor | float, **condition: Any) -> torch.Tensor:
+        """``denoiser(x, sigma, **condition)``, clamped to [-1, 1] when ``clip_denoised``; [N, *space_shape]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "predict_x0()")
+
+    def guided_denoiser(self, n: int, condition: Condition | None = None) -> Callable:
+        """The denoiser (x [n, *space_shape], sigma) -> x0 estimate that the samplers walk for n images: with
+        ``condition``'s class or prompt and its guidance (None: ``default_guidance``)."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "guided_denoiser()")
+
+    def sampler_options(self, options: SamplerOptions | None = None) -> SamplerOptions:
+        """``options`` with this model's default sampler and steps filled in, validated against the sampler."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampler_options()")
+
+    def sampling_sigmas(self, options: SamplerOptions) -> torch.Tensor:
+        """The noise levels resolved ``options`` walk, [steps + 1], decreasing, ending in 0, on the model's device."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampling_sigmas()")
+
+    @property
+    def karras_range(self) -> tuple[float, float]:
+        """(smallest, largest) sigma of the Karras spacing the continuous samplers walk."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "karras_range")
 
     @property
     def default_guidance(self) -> float:
