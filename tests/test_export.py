@@ -168,7 +168,7 @@ def test_what_cannot_be_exported_is_refused_by_name(tmp_path):
 
     with pytest.raises(CapabilityError, match="encode and decode"):
         export_onnx(aediff.load(V1 / "classifier", device="cpu").model, tmp_path)
-    frozen = SimpleNamespace(config=SimpleNamespace(conditioning=SimpleNamespace(text_encoder="minilm")))
+    frozen = SimpleNamespace(text_encoder=SimpleNamespace(name="minilm"))  # a model with the frozen MiniLM encoder
     with pytest.raises(CapabilityError, match="frozen 'minilm'"):
         _learned_text_encoder(frozen)
 

@@ -131,3 +131,164 @@ def test_the_probe_finder_finds_probes():
     assert len(probes("if hasattr(m, 'x') and m.family == 'vae' and d['family'] != 'ae': pass")) == 3
     assert len(probes("if family in ('ae', 'vae') or getattr(m, 'denoiser', None): pass")) == 2
     assert probes("if model.can(Capability.LATENT) and family is not None and a == b.family: pass") == []
+
+
+# --- the model interface is the only way into a model outside models/ ----------------------------------------
+# No isinstance on a family class (ask model.can(Capability.X)) and no read of a family's own config (ask a
+# property or method the interface declares: model.likelihood, model.default_guidance, ...).
+
+
+def _outside_models() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if (PACKAGE / "models") not in p.parents)
+
+
+def _family_classes() -> dict[str, type]:
+    """Name -> class of every class defined in aediff.models that subclasses Model (the interface itself not)."""
+    from aediff.models import Model
+
+    found, todo = {}, list(Model.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("aediff.models."):
+            found[cls.__name__] = cls
+    return found
+
+
+def _family_config_fields() -> tuple[set[str], set[str]]:
+    """(the names of the families' config classes, the field names of those classes)."""
+    import dataclasses
+
+    configs = {c.config_class for c in _family_classes().values() if dataclasses.is_dataclass(c.config_class)}
+    return {c.__name__ for c in configs}, {f.name for c in configs for f in dataclasses.fields(c)}
+
+
+def _name(node: ast.AST) -> str | None:
+    """The name a class reference ends in: ``Classifier`` or ``models.Classifier`` -> "Classifier"."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a string annotation
+        return node.value.rpartition(".")[2]
+    return None
+
+
+def _flat(nodes: list[ast.AST]) -> list[ast.AST]:
+    """Tuples, lists and sets opened: ``(A, B), C`` -> A, B, C."""
+    return [e for n in nodes for e in (n.elts if isinstance(n, (ast.Tuple, ast.List, ast.Set)) else [n])]
+
+
+def family_checks(source: str, families: set[str]) -> list[str]:
+    """isinstance / issubclass against a family class, ``type(x) is Family`` (or ==, in) and ``case Family()``
+    in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        classes: list[ast.AST] = []
+        if isinstance(node, ast.Call) and _name(node.func) in ("isinstance", "issubclass") and len(node.args) == 2:
+            classes = _flat(node.args[1:])
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Call) and _name(s.func) == "type" for s in sides):
+                classes = _flat(sides)
+        elif isinstance(node, ast.MatchClass):
+            classes = [node.cls]
+        if any(_name(c) in families for c in classes):
+            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def _config_aliases(function: ast.AST, config_classes: set[str]) -> set[str]:
+    """Names in ``function`` that hold a family's config: bound from ``<x>.config`` or annotated with a family's
+    config class."""
+    aliases = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign) and _reads_a_model_config(node.value, set()):
+            aliases.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.arg) and node.annotation is not None and _name(node.annotation) in config_classes:
+            aliases.add(node.arg)
+    return aliases
+
+
+def _reads_a_model_config(node: ast.AST, aliases: set[str]) -> bool:
+    """``<x>.config`` for any x but ``self`` (a class's own config), or a name that holds a family's config."""
+    if isinstance(node, ast.Attribute) and node.attr == "config":
+        return not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    return isinstance(node, ast.Name) and node.id in aliases
+
+
+def config_reach_ins(source: str, config_classes: set[str], fields: set[str]) -> list[str]:
+    """Reads of a family's config in ``source``: ``<x>.config.<field>`` (x not ``self``), ``<name>.<field>``
+    where the name holds a family's config, ``replace(<a config>, <field>=...)``, and getattr / hasattr of
+    "config" or a field name, or on a config. ``field`` is a field of a family's config class (so a run's
+    TrainConfig / DataConfig, a diffusers model's ``.config`` and a class's own ``self.config`` pass)."""
+    tree = ast.parse(source)
+    found = set()
+    for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]:
+        aliases = _config_aliases(scope, config_classes) if scope is not tree else set()
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Attribute) and node.attr in fields and _reads_a_model_config(node.value, aliases):
+                found.add((node.lineno, ast.unparse(node)))
+            elif isinstance(node, ast.Call) and node.args:
+                name = _name(node.func)
+                first, second = node.args[0], node.args[1] if len(node.args) > 1 else None
+                named = isinstance(second, ast.Constant) and second.value in {"config", *fields}
+                on_config = _reads_a_model_config(first, aliases)
+                if name in ("getattr", "hasattr", "setattr", "delattr") and (named or on_config):
+                    found.add((node.lineno, ast.unparse(node)))
+                elif name == "replace" and on_config and any(k.arg in fields for k in node.keywords):
+                    found.add((node.lineno, ast.unparse(node)))
+    return [f"line {line}: {text[:80]}" for line, text in sorted(found)]
+
+
+def test_no_isinstance_on_a_model_family_outside_models():
+    families = set(_family_classes())
+    found = {str(p.relative_to(PACKAGE)): family_checks(p.read_text(), families) for p in _outside_models()}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_family_check_finder_finds_isinstance_on_a_family():
+    families = set(_family_classes())
+    assert {"Classifier", "VAE", "DiffusionModel", "LatentDiffusionModel"} <= families and "Model" not in families
+    planted = """
+if isinstance(judge, Classifier) or issubclass(cls, (models.VAE, int)) or type(m) is DiffusionModel:
+    pass
+if type(m) in (AEConfig, DAE):
+    pass
+match m:
+    case LatentDiffusionModel():
+        pass
+"""
+    assert len(family_checks(planted, families)) == 5
+    fine = "if isinstance(m, Model) and isinstance(x, torch.Tensor) and type(m) is type(n) and m.can(C.CLASSIFY): pass"
+    assert family_checks(fine, families) == []
+
+
+def test_no_family_config_reach_in_outside_models():
+    classes, fields = _family_config_fields()
+    found = {str(p.relative_to(PACKAGE)): config_reach_ins(p.read_text(), classes, fields) for p in _outside_models()}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_reach_in_finder_finds_family_config_reads():
+    classes, fields = _family_config_fields()
+    assert {"DiffusionConfig", "VAEConfig", "ClassifierConfig"} <= classes and {"likelihood", "sampling"} <= fields
+    planted = """
+def f(model, run, c: DiffusionConfig):
+    a = model.config.likelihood + run.model.config.sampling.guidance
+    config = run.config
+    b = config.conditioning.kind, c.process
+    d = getattr(config, "conditioning", None), getattr(run, "config"), hasattr(model.config, name)
+    e = dataclasses.replace(run.config, sampling=None)
+"""
+    assert len(config_reach_ins(planted, classes, fields)) == 8
+    fine = """
+class Trainer:
+    def step(self, config: TrainConfig, data: DataConfig, compare: CompareConfig, model):
+        x = self.config.likelihood, self.config.lr, config.lr, data.channels, compare.samples
+        y = run.training.lr, run.data.channels, unet.config.sample_size, scheduler.config.get("x")
+        z = model.likelihood, model.default_guidance, config_to_dict(run.config), getattr(self, name)
+        config = run.training
+        w = config.seed, dataclasses.replace(config, lr=1)
+"""
+    assert config_reach_ins(fine, classes, fields) == []

@@ -180,3 +180,34 @@ def test_classifier_features_and_label_requirement():
     assert torch.isfinite(loss) and 0 <= logs["accuracy"] <= 1
     with pytest.raises(DataError, match="labelled"):
         model({"images": x})
+
+
+def test_what_a_capability_promises_is_answered_by_the_interface_and_refused_by_the_others():
+    """Callers read what they need through the interface (models/interface.py), never a family's config."""
+    from aediff.diffusion import NoiseSchedule
+    from aediff.models import CapabilityError
+
+    classifier = build_model("classifier", {"image_size": 8, "channels": (8, 16), "feature_dim": 12, "num_classes": 3})
+    assert classifier.feature_dim == 12 and classifier.layer_features(images(2)).shape == (
+        2,
+        classifier.layer_feature_dim,
+    )
+    vae = tiny("vae", likelihood="bernoulli")
+    assert vae.likelihood == "bernoulli" and set(vae.prepare_input(images(2)).unique().tolist()) <= {-1.0, 1.0}
+    diffusion = build_model(
+        "diffusion",
+        {"image_size": 8, "channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "guidance": 2.5},
+    )
+    assert diffusion.default_guidance == 2.5 and diffusion.clip_denoised is True
+    assert isinstance(diffusion.schedule, NoiseSchedule)
+    assert diffusion.denoiser is dict(diffusion.named_children())["denoiser"]  # the registered sub-module
+    assert all(key.startswith("denoiser.") for key in diffusion.state_dict())  # the weights' names are unchanged
+    student = diffusion.config_with_sampling("euler", 4)
+    assert (student.sampling.sampler, student.sampling.steps, student.sampling.guidance) == ("euler", 4, 2.5)
+    assert diffusion.config.sampling.sampler == "dpm++"  # a copy: the model's own config is unchanged
+    ae = tiny("ae")
+    for name in ("denoiser", "schedule", "space_shape", "karras_range", "likelihood", "feature_dim"):
+        with pytest.raises(CapabilityError, match=f"{name} needs a model that can .*'ae' model"):
+            getattr(ae, name)
+    with pytest.raises(CapabilityError, match=r"layer_features\(\) needs a model that can classify"):
+        ae.layer_features(images(1))

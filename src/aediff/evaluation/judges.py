@@ -20,8 +20,7 @@ from torch import Tensor
 from aediff.errors import ConfigError
 from aediff.evaluation.spectra import high_frequency_share
 from aediff.metrics.stats import Estimate
-from aediff.models import Model
-from aediff.models.classifier import Classifier
+from aediff.models import Capability, Model
 
 __all__ = ["Judge", "judges_for", "sharpness_gap"]
 
@@ -56,7 +55,7 @@ def judges_for(classifier: Model) -> list[Judge]:
     """The judges a trained classifier provides: "classifier" (its penultimate features, [N, feature_dim])
     and "classifier-layers" (``layer_features``, [N, layer_feature_dim]: the log gradient energy of its early
     feature maps plus the penultimate features, which sees blur), in that order."""
-    if not isinstance(classifier, Classifier):
+    if not classifier.can(Capability.CLASSIFY):
         raise ConfigError(
             f"judges_for needs a trained classifier (family 'classifier'), got a {classifier.family!r} model; "
             "train one with `aediff train classifier --data DATA` and pass its run's model"
@@ -65,8 +64,7 @@ def judges_for(classifier: Model) -> list[Judge]:
         Judge(
             "classifier",
             classifier.features,
-            f"the classifier's penultimate features ({classifier.config.feature_dim}-d): class content, "
-            "largely blind to blur",
+            f"the classifier's penultimate features ({classifier.feature_dim}-d): class content, largely blind to blur",
         ),
         Judge(
             "classifier-layers",

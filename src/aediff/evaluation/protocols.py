@@ -157,7 +157,7 @@ def vae_likelihood(
     dims = None
     for batch in iterate_images(dataset, batch_size, device, limit):
         x = batch["images"]
-        if model.config.likelihood == "bernoulli":
+        if model.likelihood == "bernoulli":
             x = model.prepare_input(x, generator)
         else:
             x = dequantize(x, generator)
@@ -166,7 +166,7 @@ def vae_likelihood(
         iwaes.append(model.iwae_log_likelihood(x, k=k).cpu().double())
     nll_elbo, nll_iwae = -torch.cat(elbos).mean().item(), -torch.cat(iwaes).mean().item()
     iwae_se = float(torch.cat(iwaes).std() / len(torch.cat(iwaes)) ** 0.5) if len(torch.cat(iwaes)) > 1 else 0.0
-    if model.config.likelihood == "bernoulli":
+    if model.likelihood == "bernoulli":
         bpd_elbo, bpd_iwae = bits_per_dim(nll_elbo, dims), bits_per_dim(nll_iwae, dims)
         data = "dynamically binarized (fixed seed)"
     else:
@@ -180,7 +180,7 @@ def vae_likelihood(
         "iwae_bits_per_dim": bpd_iwae,
         "iwae_bits_per_dim_se": float(bits_per_dim(iwae_se, dims)),  # over images; the offset of 8-bit data is exact
         "iwae_k": k,
-        "likelihood": model.config.likelihood,
+        "likelihood": model.likelihood,
         "data": data,
         "num_images": len(torch.cat(elbos)),
         "seed": seed,

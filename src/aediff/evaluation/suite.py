@@ -74,7 +74,7 @@ def conditional_accuracy(
         "accuracy": float((predicted_classes(classifier, images) == labels).float().mean()),
         "per_class": per_class,
         "num_classes": model.num_classes,
-        "guidance": guidance if guidance is not None else model.config.sampling.guidance,
+        "guidance": guidance if guidance is not None else model.default_guidance,
     }
 
 

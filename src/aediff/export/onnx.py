@@ -265,13 +265,13 @@ def _sampler_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
 
 def _learned_text_encoder(model: Model) -> nn.Module:
     """The model's caption encoder when it is the learned one; CapabilityError for a frozen one."""
-    kind = model.config.conditioning.text_encoder
-    if kind != "learned":
+    encoder = model.text_encoder
+    if encoder.name != "learned":
         raise CapabilityError(
-            f"ONNX export of a model with the frozen {kind!r} caption encoder is not supported: that encoder is a "
-            "transformers model of its own (export it with optimum); the learned encoder is exported"
+            f"ONNX export of a model with the frozen {encoder.name!r} caption encoder is not supported: that encoder "
+            "is a transformers model of its own (export it with optimum); the learned encoder is exported"
         )
-    return model.text_encoder
+    return encoder
 
 
 def _captions(generator: torch.Generator):
@@ -348,8 +348,8 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
             "space_shape": list(model.space_shape),
             "sigma_range": [low, high],
             "null_class": model.num_classes if model.can(Capability.CLASS_CONDITION) else None,
-            "clip_denoised": bool(model.config.sampling.clip_denoised),
-            "guidance": float(model.config.sampling.guidance),
+            "clip_denoised": bool(model.clip_denoised),
+            "guidance": float(model.default_guidance),
         }
     if model.can(Capability.TEXT_CONDITION):
         manifest["text"] = {

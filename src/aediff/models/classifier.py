@@ -95,6 +95,11 @@ class Classifier(Model):
         return torch.cat([*stats, penultimate], dim=1)
 
     @property
+    def feature_dim(self) -> int:
+        """D of ``features``."""
+        return self.config.feature_dim
+
+    @property
     def layer_feature_dim(self) -> int:
         """D of ``layer_features``: two early maps of channels[0] channels each, plus feature_dim."""
         return 2 * self.config.channels[0] + self.config.feature_dim

@@ -245,7 +245,13 @@ class DiffusionModel(Model):
     family = "diffusion"
     config_class = DiffusionConfig
     declared = frozenset(
-        {Capability.GENERATE, Capability.DIFFUSION_SAMPLER, Capability.DENOISE, Capability.NOISE_LEVEL, Capability.DIFFUSION_BOUND}
+        {
+            Capability.GENERATE,
+            Capability.DIFFUSION_SAMPLER,
+            Capability.DENOISE,
+            Capability.NOISE_LEVEL,
+            Capability.DIFFUSION_BOUND,
+        }
     )
 
     def __init__(self, config: DiffusionConfig, space_shape: tuple[int, int, int] | None = None):
@@ -500,3 +506,39 @@ class DiffusionModel(Model):
                 16, Condition(class_labels=labels), generator=torch.Generator(self.device).manual_seed(0)
             )
         }
+
+    # --- what DIFFUSION_SAMPLER and DIFFUSION_BOUND promise (models/interface.py) ----------------------------
+    @property
+    def denoiser(self) -> Denoiser:
+        """D(x, sigma, **condition) on [N, *space_shape]: the parameterization around the network."""
+        return self._modules["denoiser"]  # set in __init__: nn.Module keeps a sub-module there, not in __dict__
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The noise levels training visits and the discrete samplers walk."""
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, schedule: NoiseSchedule) -> None:  # __init__ sets it
+        self._schedule = schedule
+
+    @property
+    def default_guidance(self) -> float:
+        return self.config.sampling.guidance
+
+    @property
+    def clip_denoised(self) -> bool:
+        return self.config.sampling.clip_denoised
+
+    def config_with_sampling(self, sampler: SamplerName, steps: int) -> DiffusionConfig:
+        sampling = dataclasses.replace(self.config.sampling, sampler=sampler, steps=steps)
+        return dataclasses.replace(self.config, sampling=sampling)
+
+    @property
+    def space_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the diffusion runs on (given to __init__)."""
+        return self._space_shape
+
+    @space_shape.setter
+    def space_shape(self, shape: tuple[int, int, int]) -> None:  # __init__ sets it
+        self._space_shape = shape

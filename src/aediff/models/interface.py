@@ -6,18 +6,29 @@ Every family subclasses :class:`Model` and declares its capabilities; the method
 not declare raise :class:`CapabilityError` with a message that says which models can. One meaning per
 method, whatever the family:
 
-| capability        | methods                                    | meaning                                       |
-|-------------------|--------------------------------------------|-----------------------------------------------|
-| LATENT            | encode(x) -> z, decode(z), reconstruct(x)  | a bottleneck: z [N, *latent_shape]            |
-| GENERATE          | sample(n, condition, options, generator)   | n new images [n, C, H, W] in [-1, 1]          |
-| DIFFUSION_SAMPLER | (sample walks a diffusion sampler)         | SamplerOptions and trajectories apply         |
-| DENOISE           | denoise(x, sigma, steps)                   | x = clean + noise in pixels -> clean estimate |
-| NOISE_LEVEL       | (denoise is told sigma, may take steps)    | one network for every noise level             |
-| ELBO              | elbo(x), iwae_log_likelihood(x, k)         | bounds on log p(x) of a VAE, nats per image   |
-| DIFFUSION_BOUND   | denoiser, schedule (diffusion_nll)         | the variational bound of a pixel diffusion    |
-| CLASSIFY          | logits(x), features(x)                     | a judge: classes and a feature space          |
-| CLASS_CONDITION   | sample(condition=Condition(class_labels))  | draws a given class                           |
-| TEXT_CONDITION    | sample(condition=Condition(prompts))       | draws a given caption                         |
+| capability        | methods and properties                                  | meaning                                |
+|-------------------|---------------------------------------------------------|----------------------------------------|
+| LATENT            | encode(x) -> z, decode(z), reconstruct(x)               | a bottleneck: z [N, *latent_shape]     |
+| GENERATE          | sample(n, condition, options, generator)                | n new images [n, C, H, W] in [-1, 1]   |
+| DIFFUSION_SAMPLER | denoiser, schedule, space_shape, diffusion_input(x),    | sample walks a diffusion sampler:      |
+|                   | output_images(x), condition_inputs(n, ...),             | SamplerOptions and trajectories apply  |
+|                   | predict_x0(x, sigma), guided_denoiser(n, condition),    |                                        |
+|                   | sampler_options(options), sampling_sigmas(options),     |                                        |
+|                   | karras_range, default_guidance, clip_denoised,          |                                        |
+|                   | config_with_sampling(sampler, steps)                    |                                        |
+| DENOISE           | denoise(x, sigma, steps)                                | x = clean + noise in pixels -> clean   |
+| NOISE_LEVEL       | (denoise is told sigma, may take steps)                 | one network for every noise level      |
+| ELBO              | elbo(x), iwae_log_likelihood(x, k), prepare_input(x),   | bounds on log p(x) of a VAE, nats per  |
+|                   | likelihood                                              | image                                  |
+| DIFFUSION_BOUND   | denoiser, schedule, on pixels (diffusion_nll)           | the variational bound of a pixel       |
+|                   |                                                         | diffusion                              |
+| CLASSIFY          | logits(x), features(x), layer_features(x), feature_dim, | a judge: classes, two feature spaces   |
+|                   | layer_feature_dim                                       |                                        |
+| CLASS_CONDITION   | sample(condition=Condition(class_labels))               | draws a given class                    |
+| TEXT_CONDITION    | sample(condition=Condition(prompts))                    | draws a given caption                  |
+
+A method or property may be promised by two capabilities (a diffusion sampler and the diffusion bound both
+walk ``denoiser`` along ``schedule``); a family implements it when it declares either.
 
 Images are [N, C, H, W] in [-1, 1] everywhere; ``model.image_shape`` is (C, H, W) of the images a model
 takes and makes (a latent diffusion model's are its autoencoder's, not its latent's).
@@ -35,8 +46,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from aediff.diffusion.parameterization import Denoiser
 from aediff.diffusion.samplers import SamplerOptions
+from aediff.diffusion.schedules import NoiseSchedule
 from aediff.errors import ConfigError
+from aediff.modes import Likelihood, SamplerName
 
 
 class CapabilityError(ConfigError):
@@ -70,13 +84,31 @@ ABILITIES: dict[Capability, str] = {
     Capability.TEXT_CONDITION: "draw a given caption (a diffusion model trained with --condition text)",
 }
 
-# The methods each capability promises; a family that declares it overrides them (tested for every family).
+# The methods and properties each capability promises; a family overrides exactly those of the capabilities it
+# declares (tested for every family).
 METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.LATENT: ("encode", "decode", "reconstruct"),
     Capability.GENERATE: ("sample",),
     Capability.DENOISE: ("denoise",),
-    Capability.ELBO: ("elbo", "iwae_log_likelihood"),
-    Capability.CLASSIFY: ("logits", "features"),
+    Capability.DIFFUSION_SAMPLER: (
+        "denoiser",
+        "schedule",
+        "space_shape",
+        "diffusion_input",
+        "output_images",
+        "condition_inputs",
+        "predict_x0",
+        "guided_denoiser",
+        "sampler_options",
+        "sampling_sigmas",
+        "karras_range",
+        "default_guidance",
+        "clip_denoised",
+        "config_with_sampling",
+    ),
+    Capability.ELBO: ("elbo", "iwae_log_likelihood", "prepare_input", "likelihood"),
+    Capability.DIFFUSION_BOUND: ("denoiser", "schedule"),
+    Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
 }
 
 
@@ -170,20 +202,23 @@ class Model(nn.Module):
         return model_device(self)
 
     # --- the capabilities' methods (overridden by the families that declare them) -------------------------
-    def _unsupported(self, capability: Capability, method: str) -> CapabilityError:
+    def _unsupported(self, capability: Capability, what: str) -> CapabilityError:
+        """The error of ``what`` ("encode()", "denoiser") asked of a model that lacks ``capability``."""
         return CapabilityError(
-            f"{method}() needs a model that can {ABILITIES[capability]}; this is a {self.family!r} model, which cannot"
+            f"{what} needs a model that can {ABILITIES[capability]}; this is a {self.family!r} model, which cannot"
         )
 
+    # LATENT
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._unsupported(Capability.LATENT, "encode")
+        raise self._unsupported(Capability.LATENT, "encode()")
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise self._unsupported(Capability.LATENT, "decode")
+        raise self._unsupported(Capability.LATENT, "decode()")
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._unsupported(Capability.LATENT, "reconstruct")
+        raise self._unsupported(Capability.LATENT, "reconstruct()")
 
+    # GENERATE
     def sample(
         self,
         n: int,
@@ -192,22 +227,121 @@ class Model(nn.Module):
         generator: torch.Generator | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
-        raise self._unsupported(Capability.GENERATE, "sample")
+        raise self._unsupported(Capability.GENERATE, "sample()")
 
+    # DIFFUSION_SAMPLER (denoiser and schedule also for DIFFUSION_BOUND)
+    @property
+    def denoiser(self) -> Denoiser:
+        """D(x, sigma, **condition) -> the estimate of the clean x0, not clamped: x [N, *space_shape] (the images
+        for a pixel diffusion, the scaled latents for a latent one), sigma [N] or 0-d (the noise level in
+        those units), condition the network's condition inputs for the N images; -> [N, *space_shape]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "denoiser")
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The noise levels training visits (discrete with T steps, or continuous); the chain of the bound."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "schedule")
+
+    @property
+    def space_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the diffusion runs on: the images' for a pixel diffusion, the latent's for a latent one."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "space_shape")
+
+    def diffusion_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> what the diffusion runs on, [N, *space_shape]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "diffusion_input()")
+
+    def output_images(self, x: torch.Tensor) -> torch.Tensor:
+        """A sampler's final x [N, *space_shape] -> images [N, C, H, W] in [-1, 1]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "output_images()")
+
+    def condition_inputs(
+        self, n: int, class_labels: Any = None, prompts: Any = None, where: str = "sample()"
+    ) -> dict[str, torch.Tensor]:
+        """The network's condition inputs for n images (the ``**condition`` of ``denoiser``): class_labels an int,
+        n ints or None (the null class), prompts a string, n strings or None (the null prompt); ``where`` names
+        the caller in errors. {} for an unconditioned model."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "condition_inputs()")
+
+    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor | float, **condition: Any) -> torch.Tensor:
+        """``denoiser(x, sigma, **condition)``, clamped to [-1, 1] when ``clip_denoised``; [N, *space_shape]."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "predict_x0()")
+
+    def guided_denoiser(self, n: int, condition: Condition | None = None) -> Callable:
+        """The denoiser (x [n, *space_shape], sigma) -> x0 estimate that the samplers walk for n images: with
+        ``condition``'s class or prompt and its guidance (None: ``default_guidance``)."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "guided_denoiser()")
+
+    def sampler_options(self, options: SamplerOptions | None = None) -> SamplerOptions:
+        """``options`` with this model's default sampler and steps filled in, validated against the sampler."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampler_options()")
+
+    def sampling_sigmas(self, options: SamplerOptions) -> torch.Tensor:
+        """The noise levels resolved ``options`` walk, [steps + 1], decreasing, ending in 0, on the model's device."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampling_sigmas()")
+
+    @property
+    def karras_range(self) -> tuple[float, float]:
+        """(smallest, largest) sigma of the Karras spacing the continuous samplers walk."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "karras_range")
+
+    @property
+    def default_guidance(self) -> float:
+        """The classifier-free guidance scale w >= 0 that ``sample`` uses when the condition gives none (1 = none)."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "default_guidance")
+
+    @property
+    def clip_denoised(self) -> bool:
+        """Whether each x0 estimate is clamped to [-1, 1] while sampling."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "clip_denoised")
+
+    def config_with_sampling(self, sampler: SamplerName, steps: int) -> Any:
+        """A copy of this model's config whose default sampler and steps (``sample`` without options) are these,
+        the rest unchanged (what a distilled student's run folder records)."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "config_with_sampling()")
+
+    # DENOISE
     def denoise(self, x: torch.Tensor, sigma: float | None = None, steps: int = 1) -> torch.Tensor:
-        raise self._unsupported(Capability.DENOISE, "denoise")
+        raise self._unsupported(Capability.DENOISE, "denoise()")
 
+    # ELBO
     def elbo(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._unsupported(Capability.ELBO, "elbo")
+        raise self._unsupported(Capability.ELBO, "elbo()")
 
     def iwae_log_likelihood(self, x: torch.Tensor, k: int = 100) -> torch.Tensor:
-        raise self._unsupported(Capability.ELBO, "iwae_log_likelihood")
+        raise self._unsupported(Capability.ELBO, "iwae_log_likelihood()")
 
+    def prepare_input(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> what ``likelihood`` models, the same shape: for "bernoulli" each
+        pixel -1 or +1 with P(+1) = (x + 1) / 2 (drawn with ``generator``), for "gaussian" x itself."""
+        raise self._unsupported(Capability.ELBO, "prepare_input()")
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The decoder's p(x|z): "gaussian" (on pixels in [-1, 1]) or "bernoulli" (on binarized images)."""
+        raise self._unsupported(Capability.ELBO, "likelihood")
+
+    # CLASSIFY
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._unsupported(Capability.CLASSIFY, "logits")
+        raise self._unsupported(Capability.CLASSIFY, "logits()")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._unsupported(Capability.CLASSIFY, "features")
+        """Images [N, C, H, W] in [-1, 1] -> penultimate features [N, feature_dim]."""
+        raise self._unsupported(Capability.CLASSIFY, "features()")
+
+    def layer_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> features that also see blur, [N, layer_feature_dim]."""
+        raise self._unsupported(Capability.CLASSIFY, "layer_features()")
+
+    @property
+    def feature_dim(self) -> int:
+        """D of ``features``."""
+        raise self._unsupported(Capability.CLASSIFY, "feature_dim")
+
+    @property
+    def layer_feature_dim(self) -> int:
+        """D of ``layer_features``."""
+        raise self._unsupported(Capability.CLASSIFY, "layer_feature_dim")
 
     # --- what the trainer and the diagnostics use --------------------------------------------------------
     def sampling_network(self) -> nn.Module:

@@ -88,6 +88,11 @@ class VAE(Autoencoder):
         """KL(N(mu, exp(logvar)) || N(0, I)) in nats, [N]."""
         return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(1)
 
+    @property
+    def likelihood(self) -> Likelihood:
+        """The decoder's p(x|z), as configured."""
+        return self.config.likelihood
+
     def prepare_input(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """What the likelihood models: binarized images for Bernoulli, the images themselves otherwise."""
         return binarize(x, generator) if self.config.likelihood == "bernoulli" else x

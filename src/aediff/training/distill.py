@@ -21,7 +21,6 @@ with its midpoints). The last interval (sigma_min -> 0) splits at sigma_min / 2^
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import time
@@ -235,9 +234,7 @@ def distill_run(
     a "distillation" entry (the teacher, the recipe, every round). Holds ``out``'s writer lock."""
     started = time.perf_counter()
     student = distill(run.model, dataset, config, report, progress)
-    model_config = dataclasses.replace(
-        run.config, sampling=dataclasses.replace(run.config.sampling, sampler="euler", steps=config.steps)
-    )
+    model_config = run.model.config_with_sampling("euler", config.steps)
     iterations = sum(entry["iterations"] for entry in config.history)
     seconds = time.perf_counter() - started
     recipe = {k: v for k, v in config_to_dict(config).items() if k != "history"}
