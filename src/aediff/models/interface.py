@@ -13,7 +13,7 @@ method, whatever the family:
 | DIFFUSION_SAMPLER | denoiser, schedule, space_shape, diffusion_input(x),    | sample walks a diffusion sampler:      |
 |                   | output_images(x), condition_inputs(n, ...),             | SamplerOptions and trajectories apply  |
 |                   | predict_x0(x, sigma), guided_denoiser(n, condition),    |                                        |
-|                   | sampler_options(options), sampling_sigmas(options),     |                                        |
+|                   | sampler_plan(options), sampling_sigmas(plan),           |                                        |
 |                   | karras_range, default_guidance, clip_denoised,          |                                        |
 |                   | config_with_sampling(sampler, steps)                    |                                        |
 | DENOISE           | denoise(x, sigma, steps)                                | x = clean + noise in pixels -> clean   |
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from aediff.diffusion.parameterization import Denoiser
-from aediff.diffusion.samplers import SamplerOptions
+from aediff.diffusion.samplers import SamplerOptions, SamplerPlan
 from aediff.diffusion.schedules import NoiseSchedule
 from aediff.errors import ConfigError
 from aediff.modes import Likelihood, SamplerName
@@ -99,7 +99,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
         "condition_inputs",
         "predict_x0",
         "guided_denoiser",
-        "sampler_options",
+        "sampler_plan",
         "sampling_sigmas",
         "karras_range",
         "default_guidance",
@@ -272,12 +272,13 @@ class Model(nn.Module):
         ``condition``'s class or prompt and its guidance (None: ``default_guidance``)."""
         raise self._unsupported(Capability.DIFFUSION_SAMPLER, "guided_denoiser()")
 
-    def sampler_options(self, options: SamplerOptions | None = None) -> SamplerOptions:
-        """``options`` with this model's default sampler and steps filled in, validated against the sampler."""
-        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampler_options()")
+    def sampler_plan(self, options: SamplerOptions | None = None) -> SamplerPlan:
+        """``options`` with this model's default sampler and steps filled in, validated against the sampler's
+        signature: the one plan ``run_sampler`` walks."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampler_plan()")
 
-    def sampling_sigmas(self, options: SamplerOptions) -> torch.Tensor:
-        """The noise levels resolved ``options`` walk, [steps + 1], decreasing, ending in 0, on the model's device."""
+    def sampling_sigmas(self, plan: SamplerPlan) -> torch.Tensor:
+        """The noise levels ``plan`` walks, [steps + 1], decreasing, ending in 0, on the model's device."""
         raise self._unsupported(Capability.DIFFUSION_SAMPLER, "sampling_sigmas()")
 
     @property
