@@ -210,7 +210,7 @@ def _log_targets(values: list[str] | None) -> list[str] | None:
 def _snapshot_fractions(text: str | None) -> tuple[float, ...] | None:
     """``--snapshots 0.25,0.5`` -> (0.25, 0.5), checked like TrainConfig.snapshots; a bad value is a usage
     error (exit 2), caught before anything loads."""
-    from aediff.training.config import check_snapshots
+    from aediff.runs.training_config import check_snapshots
 
     if text is None:
         return None
@@ -355,7 +355,7 @@ def train(
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
     from aediff.config import config_to_dict, parse_assignment, parse_duration, update_config
-    from aediff.training.config import TrainConfig
+    from aediff.runs.training_config import TrainConfig
 
     if family is None and not resume:
         raise ConfigError("name the model family to train, e.g. `aediff train vae` (or pass --resume)")
@@ -411,7 +411,7 @@ def train(
         _print_json("model overrides", model)
         _print_json("data", config_to_dict(data_config))
         return
-    from aediff.training.train import train as run_training
+    from aediff import train as run_training
     from aediff.training.trainer import TrainingAborted
 
     try:

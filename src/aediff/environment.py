@@ -142,10 +142,10 @@ def environment_report() -> dict[str, Any]:
     ([{name, offline_available, targets}]). A section that fails holds ``{"error": "..."}`` instead.
     Never uses the network.
     """
-    import aediff
+    from aediff.version import __version__
 
     report: dict[str, Any] = {
-        "aediff": aediff.__version__,
+        "aediff": __version__,
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -51,8 +51,8 @@ from aediff.data.loader import Augmentation, BatchPlan, StepBatches, step_batche
 from aediff.device import default_device, resolve_mixed_precision
 from aediff.errors import ConfigError, RunError
 from aediff.models import Capability, Model
+from aediff.runs.training_config import TrainConfig
 from aediff.training import keeping, trackers
-from aediff.training.config import TrainConfig
 
 # DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
