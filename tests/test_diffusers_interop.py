@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("diffusers")
 
+from aediff import load  # noqa: E402
 from aediff.cli import app  # noqa: E402
 from aediff.diffusion.samplers import SamplerOptions  # noqa: E402
 from aediff.models import Capability, Condition  # noqa: E402
-from aediff import load  # noqa: E402
 
 TOLERANCE = 1e-4  # largest |pipeline - aediff sample| accepted, images in [0, 1]
 
