@@ -412,7 +412,7 @@ def train(
         _print_json("data", config_to_dict(data_config))
         return
     from aediff import train as run_training
-    from aediff.training.trainer import TrainingAborted
+    from aediff.training.signals import TrainingAborted
 
     try:
         result = run_training(
