@@ -33,9 +33,10 @@ from aediff.data import DataConfig
 from aediff.evaluation import generation_score, sample_images
 from aediff.evaluation.judges import judges_for
 from aediff.models.registry import build_model, model_class
-from aediff.training.config import TrainConfig
+from aediff.runs.training_config import TrainConfig
+from aediff.training.setup import speed_up
 from aediff.training.train import fill_data_shape, train
-from aediff.training.trainer import EMA, speed_up
+from aediff.training.trainer import EMA
 from results_files import machine, write_results
 
 

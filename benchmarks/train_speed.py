@@ -31,9 +31,10 @@ from aediff.config import update_config
 from aediff.data import DataConfig
 from aediff.device import cpu_has_bf16
 from aediff.models.registry import build_model, model_class
-from aediff.training.config import TrainConfig
+from aediff.runs.training_config import TrainConfig
+from aediff.training.setup import speed_up
 from aediff.training.train import fill_data_shape
-from aediff.training.trainer import EMA, speed_up
+from aediff.training.trainer import EMA
 from results_files import machine, write_results
 
 BATCH = 64

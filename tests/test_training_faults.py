@@ -98,7 +98,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoint(tmp_path, monk
     """Checkpoints at steps 2 and 4 in the loop, then the final one (after the AE's latent fit): the
     ``failing``-th of them runs out of space half-way through its model file."""
     run, seen, before = tmp_path / "r", [], {}
-    real = runs._write_synced
+    real = runs.journal._write_synced
 
     def disk_fills_up(path, data):
         if path.name == runs.MODEL_FILE + ".tmp":
@@ -109,7 +109,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_checkpoint(tmp_path, monk
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(path, data)
 
-    monkeypatch.setattr(runs, "_write_synced", disk_fills_up)
+    monkeypatch.setattr(runs.journal, "_write_synced", disk_fills_up)
     args = ["train", "ae", "--out", str(run), "--max-steps", "4", *TINY, *QUICK, "--train-set", "checkpoint_every=2"]
     monkeypatch.setattr(sys, "argv", ["aediff", *args])
     with pytest.raises(SystemExit) as exit_:

@@ -258,7 +258,7 @@ def test_sharded_launches_are_refused_with_the_data_parallel_alternative(kind, r
 
     from accelerate.utils import DistributedType
 
-    from aediff.training.trainer import refuse_sharding
+    from aediff.training.setup import refuse_sharding
 
     launched = SimpleNamespace(distributed_type=DistributedType[kind])
     if refused is None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from aediff.errors import AediffError, ConfigError, DataError, RunError
-
-__version__ = "0.1.0"
+from aediff.version import __version__
 
 
 def __getattr__(name: str) -> Any:
     """``aediff.load`` and ``aediff.Run``, imported on first use: they pull in torch, which the command
-    line's usage errors and --help do without (1.6 s -> 0.2 s)."""
+    line's usage errors and --help do without (1.6 s -> 0.2 s). Importing ``aediff.export`` registers what
+    ``load`` reads besides run folders (``hf://`` runs, diffusers folders): runs sits below export."""
     if name in ("load", "Run"):
+        import aediff.export  # noqa: F401
         from aediff import runs
 
         return getattr(runs, name)
@@ -26,7 +27,9 @@ def __getattr__(name: str) -> Any:
 
 
 def train(*args, **kwargs):
-    """See ``aediff.training.train.train`` (imported lazily: it pulls in Accelerate)."""
+    """See ``aediff.training.train.train`` (imported lazily: it pulls in Accelerate). Importing ``aediff.export``
+    lets the training load an autoencoder or judge given as ``hf://`` (see ``__getattr__``)."""
+    import aediff.export  # noqa: F401
     from aediff.training.train import train as _train
 
     return _train(*args, **kwargs)

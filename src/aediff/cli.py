@@ -212,7 +212,7 @@ def _log_targets(values: list[str] | None) -> list[str] | None:
 def _snapshot_fractions(text: str | None) -> tuple[float, ...] | None:
     """``--snapshots 0.25,0.5`` -> (0.25, 0.5), checked like TrainConfig.snapshots; a bad value is a usage
     error (exit 2), caught before anything loads."""
-    from aediff.training.config import check_snapshots
+    from aediff.runs.training_config import check_snapshots
 
     if text is None:
         return None
@@ -401,7 +401,7 @@ def _training_overrides(
     """The training options given (``given``: by parameter name; ``assignments``: --train-set key=value) as
     TrainConfig overrides, each checked against its range now, before torch is even imported."""
     from aediff.config import parse_assignment, parse_duration, update_config
-    from aediff.training.config import TrainConfig
+    from aediff.runs.training_config import TrainConfig
 
     training: dict[str, Any] = dict(parse_assignment(s) for s in assignments)
     training.update({field: given[flag] for flag, field in TRAIN_FLAGS.items() if given[flag] is not None})
@@ -417,7 +417,7 @@ def _training_overrides(
 def _print_resolved(training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
     """--dry-run: the training config as it resolves, the model overrides, the data config."""
     from aediff.config import config_to_dict, update_config
-    from aediff.training.config import TrainConfig
+    from aediff.runs.training_config import TrainConfig
 
     _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
     _print_json("model overrides", model)
@@ -435,8 +435,8 @@ def _run_training(
 ) -> None:
     """Train, then say how it ended: done or interrupted (exit 0), stopped by SIGTERM (exit 143, checkpoint
     saved), or aborted by a second signal (its exit code, naming the checkpoint kept)."""
-    from aediff.training.train import train as run_training
-    from aediff.training.trainer import TrainingAborted
+    from aediff import train as run_training
+    from aediff.training.signals import TrainingAborted
 
     try:
         result = run_training(family, out, data, model=model, training=training, resume=resume, progress=progress)

@@ -112,7 +112,7 @@ def _minilm_section() -> dict[str, Any]:
 def _inception_section() -> dict[str, Any]:
     """Whether FID/KID can use Inception-v3: torch-fidelity installed and its weights file on disk, looked up
     where ``aediff.metrics.inception_extractor`` looks ($AEDIFF_INCEPTION_WEIGHTS, else the torch hub cache)."""
-    from aediff.metrics.features import INCEPTION_WEIGHTS_ENV, default_inception_weights_path
+    from aediff.metrics.extractors import INCEPTION_WEIGHTS_ENV, default_inception_weights_path
 
     explicit = os.environ.get(INCEPTION_WEIGHTS_ENV)
     path = Path(explicit).expanduser() if explicit else default_inception_weights_path()
@@ -142,10 +142,10 @@ def environment_report() -> dict[str, Any]:
     ([{name, offline_available, targets}]). A section that fails holds ``{"error": "..."}`` instead.
     Never uses the network.
     """
-    import aediff
+    from aediff.version import __version__
 
     report: dict[str, Any] = {
-        "aediff": aediff.__version__,
+        "aediff": __version__,
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
         "platform": platform.platform(),
         "machine": platform.machine(),

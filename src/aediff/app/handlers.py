@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from aediff import load
 from aediff.app.limits import (
     MAX_COUNT,
     MAX_INTERPOLATION_FRAMES,
@@ -41,7 +42,7 @@ from aediff.diffusion.samplers import SamplerOptions, run_sampler
 from aediff.errors import RunError
 from aediff.models import Capability, Corruption
 from aediff.requests import SamplingRequest, parse_sampling
-from aediff.runs import CONFIG_FILE, Run, load
+from aediff.runs import CONFIG_FILE, Run
 
 DEFAULT = "(run's default)"  # the sampler choice that keeps the run's own
 TRAJECTORY_ROWS = 4  # images whose x_t and predicted x0 are streamed while sampling
@@ -532,7 +533,7 @@ def report_html(catalog: Catalog, name: str | None) -> str:
 def train_small(catalog: Catalog, progress: Callable[[float, str], None]) -> str:
     """Train a small VAE on `digits` into the catalog's train folder, reporting progress (fraction, text);
     load it and return its name."""
-    from aediff.training.train import train
+    from aediff import train
 
     max_steps = catalog.train_steps
     catalog.train_dir.mkdir(parents=True, exist_ok=True)

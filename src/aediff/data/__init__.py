@@ -20,25 +20,16 @@ captions; labelled sets get captions made from their class names with
 All user-facing problems raise :class:`aediff.errors.DataError`.
 """
 
+from .cache import cache_dir
 from .captions import caption_templates, fill_template, label_caption, label_captions
 from .config import DataConfig
 from .dataset import ImageDataset, check_captions_available, save_image_grid, split_indices, tile_images, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
 from .hfstream import ImageStream
-from .sources import (
-    DATASETS,
-    EMOJI_CREDIT,
-    DatasetInfo,
-    DatasetSource,
-    LoadRequest,
-    cache_dir,
-    emoji_caption,
-    find_dataset,
-    list_datasets,
-    load_dataset,
-    register_dataset,
-)
+from .registry import DATASETS, DatasetInfo, DatasetSource, LoadRequest, find_dataset, register_dataset
+from .sources import list_datasets, load_dataset
 from .streamed import StreamedImageDataset
+from .twemoji import EMOJI_CREDIT, emoji_caption
 
 __all__ = [
     "DATASETS",

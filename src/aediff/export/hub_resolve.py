@@ -1,8 +1,8 @@
 """``hf://owner/name[@revision]`` -> a local run folder, from the Hugging Face Hub or its local cache.
 
-Kept apart from ``hub.py`` (which pushes and writes model cards, and so needs ``aediff.runs``) so that
-``aediff.runs.load`` can resolve a Hub spec without an import cycle: this module needs only
-``aediff.errors``, and ``huggingface_hub`` is imported when a spec is resolved.
+Kept apart from ``hub.py`` (which pushes and writes model cards): this module needs only ``aediff.errors``,
+and ``huggingface_hub`` is imported when a spec is resolved (``sources.py`` registers it with
+``aediff.runs.load``).
 
 Offline (``HF_HUB_OFFLINE=1``, or no network) the run comes from the local cache (``HF_HUB_CACHE``, else
 ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``), in the layout ``huggingface_hub`` writes:

@@ -2,26 +2,29 @@
 
 - :mod:`aediff.metrics.image`: ``mse``, ``psnr`` (per image, images ``[N, C, H, W]`` in [-1, 1]) and
   ``ssim`` (per image, Wang et al.'s convention: images in [0, 1], convert with ``((x + 1) / 2).clamp(0, 1)``).
-- :mod:`aediff.metrics.features`: ``frechet_distance`` (FID) and ``fid_bootstrap`` (its bootstrap draws),
+- :mod:`aediff.metrics.distances`: ``frechet_distance`` (FID) and ``fid_bootstrap`` (its bootstrap draws),
   ``kernel_inception_distance`` (KID), ``precision_recall`` (improved precision and recall),
-  ``score_features`` / ``FeatureScore``, ``extract_features``, ``inception_extractor``.
+  ``score_features`` / ``FeatureScore``.
+- :mod:`aediff.metrics.extractors`: ``extract_features``, ``inception_extractor`` (the features those compare).
 - :mod:`aediff.metrics.stats`: ``Estimate`` (a value with its standard error) and its constructors.
 - :mod:`aediff.metrics.likelihood`: ``bits_per_dim``, ``continuous_nll_to_discrete_bpd``,
   ``dequantization_offset_bits``, ``logmeanexp``.
 """
 
-from aediff.metrics.features import (
-    INCEPTION_WEIGHTS_ENV,
-    INCEPTION_WEIGHTS_FILENAME,
+from aediff.metrics.distances import (
     FeatureScore,
-    default_inception_weights_path,
-    extract_features,
     fid_bootstrap,
     frechet_distance,
-    inception_extractor,
     kernel_inception_distance,
     precision_recall,
     score_features,
+)
+from aediff.metrics.extractors import (
+    INCEPTION_WEIGHTS_ENV,
+    INCEPTION_WEIGHTS_FILENAME,
+    default_inception_weights_path,
+    extract_features,
+    inception_extractor,
 )
 from aediff.metrics.image import mse, psnr, ssim
 from aediff.metrics.likelihood import (

@@ -234,7 +234,7 @@ class Progress:
 
 
 def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path]) -> Path:
-    from aediff.training.train import train
+    from aediff import train
 
     overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
     if planned.autoencoder is not None:

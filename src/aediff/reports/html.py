@@ -35,8 +35,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from aediff import __version__
 from aediff.runs import write_files_atomically
+from aediff.version import __version__
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 # Figure / table names become file names and section keys become HTML ids: keep them to a safe alphabet.

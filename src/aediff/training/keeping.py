@@ -42,7 +42,7 @@ def write_folder(target: Path, files: dict[str, bytes]) -> None:
     runs.write_files_atomically(staging, files)  # every file written in full and fsync'd
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
-    runs._fsync_dir(target.parent)
+    runs.fsync_dir(target.parent)
 
 
 def keep_checkpoint(run_dir: Path, step: int, files: dict[str, bytes], keep: int) -> None:

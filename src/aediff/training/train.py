@@ -16,7 +16,7 @@ from aediff.config import config_from_dict, config_to_dict, field_paths, update_
 from aediff.data import DataConfig, ImageDataset, ImageStream
 from aediff.errors import ConfigError, RunError
 from aediff.models import Capability, build_model, model_class
-from aediff.training.config import TrainConfig
+from aediff.runs.training_config import TrainConfig
 from aediff.training.trainer import Trainer, TrainResult, checkpoint_exists
 
 

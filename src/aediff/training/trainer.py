@@ -21,13 +21,10 @@ checkpoint resumes from step 0.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
-import os
 import shutil
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,21 +35,21 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType
 from torch import nn
 from tqdm.auto import tqdm
 
 from aediff import runs
 from aediff.config import config_to_dict
 from aediff.data import DataConfig
-from aediff.data.hfstream import ImageStream, StreamBatches, StreamPlan, stream_batches
-from aediff.data.loader import Augmentation, BatchPlan, StepBatches, step_batches, step_seed
-from aediff.device import default_device, resolve_mixed_precision
+from aediff.data.hfstream import ImageStream, StreamBatches, stream_batches
+from aediff.data.loader import Augmentation, StepBatches, step_batches, step_seed
 from aediff.errors import ConfigError, RunError
-from aediff.models import Capability, Model
-from aediff.training import keeping, trackers
-from aediff.training.config import TrainConfig
+from aediff.models import Model
+from aediff.runs.training_config import TrainConfig
+from aediff.training import checkpoints, keeping, signals, trackers
+from aediff.training.checkpoints import checkpoint_exists
+from aediff.training.setup import check_config, make_accelerator, plan_batches, refuse_sharding, speed_up
+from aediff.training.signals import StopRequests, TrainingAborted
 
 # DDP on CPU warns that 1x1-conv gradients have other strides than its buckets: harmless, and noisy.
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -99,81 +96,6 @@ class EMA:
             ema_b.copy_(b)
 
 
-CHECKPOINT_FILES = (runs.MODEL_FILE, runs.EMA_FILE, runs.OPTIMIZER_FILE, runs.STATE_FILE)
-
-
-# Set by `accelerate launch --use_fsdp` / `--use_deepspeed` (or an accelerate config file that chooses them).
-SHARDED = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}
-
-
-def refuse_sharding(accelerator: Accelerator) -> None:
-    """Sharded training is refused up front: the trainer keeps a full-weight EMA beside the model and every
-    process's checkpoint code reads full weights, which a sharded model would hand over as shards."""
-    engine = SHARDED.get(accelerator.distributed_type)
-    if engine:
-        raise ConfigError(
-            f"{engine} shards the weights, and aediff's trainer keeps a full-weight EMA and full-weight checkpoints: "
-            "launch with plain data parallelism instead (`accelerate launch --multi_gpu ...`, or "
-            "`distributed_type: MULTI_GPU` in the accelerate config); see docs/scale.md"
-        )
-
-
-def speed_up(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
-    """The training copy's memory layout (``channels_last``) and, with ``compile``, each trainable part compiled
-    in place (``nn.Module.compile``: the parameter names, hence checkpoints, stay as they are). Called after the
-    EMA's copy is made, so that the EMA stays eager."""
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if not config.compile:
-        return
-    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        raise ConfigError("--compile on the CPU needs a C++ compiler (g++ or clang++): install one, or drop --compile")
-    for part in model.children():
-        if any(p.requires_grad for p in part.parameters()):
-            part.compile()
-
-
-def checkpoint_exists(run_dir: str | Path) -> bool:
-    """Whether the run folder holds any part of a checkpoint (a run that crashed before its first one has
-    only config.json: it is resumed from step 0)."""
-    return any((Path(run_dir) / name).exists() for name in CHECKPOINT_FILES)
-
-
-class TrainingAborted(KeyboardInterrupt):
-    """A second Ctrl-C (or SIGTERM) while the first one's checkpoint was pending: training stops at once.
-
-    A KeyboardInterrupt, so that code which handles Ctrl-C handles it; ``exit_code`` is 128 + the signal
-    number (130 for SIGINT, 143 for SIGTERM) and ``str()`` is the line to show."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-def filesystem_of(path: Path) -> str:
-    """The device (e.g. /dev/sda1) of the file system that holds ``path``, for messages; the mount point or
-    the path itself where /proc/self/mounts cannot tell."""
-    target = os.path.realpath(path)
-    best, device = "", str(path)
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return device
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 2:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, device = mount, fields[0] if fields[0].startswith("/") else f"{fields[0]} ({mount})"
-    return device
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -216,64 +138,28 @@ class Trainer:
         progress: bool = True,
         held_out: Any = None,
     ):
-        if config.max_steps is None and config.epochs is None and config.max_minutes is None:
-            raise ConfigError(
-                "say how long to train: set max_steps, epochs or max_minutes (--max-steps, --epochs, --max-time)"
-            )
+        check_config(config, model, held_out)
         self.config = config
         self.run_dir = Path(run_dir)
         self.train_set = train_set
-        if config.eval_every and held_out is None:
-            raise ConfigError("eval_every needs held-out images: give the trainer the data's test split (held_out=)")
         self.held_out = held_out
-        trackers.check_installed(config.trackers)
-        self.fid_probe = None
-        if config.eval_judge:
-            if not config.eval_every or not model.can(Capability.GENERATE):
-                raise ConfigError(
-                    "eval_judge scores samples at each evaluation: set eval_every, on a model that samples"
-                )
-            self.fid_probe = keeping.FIDProbe(config.eval_judge, held_out, config.eval_samples)
-        self.best_heldout = keeping.best_loss(Path(run_dir))  # a resumed run keeps the best it had
+        self.data_config = data_config
+        self.fid_probe = (
+            keeping.FIDProbe(config.eval_judge, held_out, config.eval_samples) if config.eval_judge else None
+        )
+        self.best_heldout = keeping.best_loss(self.run_dir)  # a resumed run keeps the best it had
         self.callbacks = callbacks or []
         self.show_progress = progress
-        if accelerator is None:
-            # Accelerate keeps its settings in a process-wide singleton; a second run in the same Python
-            # process with another precision must start from fresh settings (the process group stays).
-            AcceleratorState._reset_state(reset_partial_state=False)
-            # Accelerate only forms a multi-process CPU group (gloo) when told it is on the CPU.
-            device = default_device()
-            precision = resolve_mixed_precision(config.mixed_precision, device)
-            accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
-        refuse_sharding(accelerator)
-        self.accelerator = accelerator
-        acc = self.accelerator
-        self.world_size, self.rank = acc.num_processes, acc.process_index
-        parts = self.world_size * config.grad_accumulation
-        if config.batch_size % parts:
-            raise ConfigError(
-                f"batch size {config.batch_size} does not split over {self.world_size} process(es) x "
-                f"{config.grad_accumulation} accumulation part(s); use a multiple of {parts}"
-            )
-        if isinstance(train_set, ImageStream):  # no positions: batches are read in order (its size may be unknown)
-            self.plan = StreamPlan(train_set.num_examples, config.batch_size, config.seed, self.world_size, self.rank)
-        else:
-            self.plan = BatchPlan(len(train_set), config.batch_size, config.seed, self.world_size, self.rank)
-        self.data_config = data_config
+        self.accelerator = accelerator or make_accelerator(config)
+        refuse_sharding(self.accelerator)
+        self.world_size, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.plan = plan_batches(train_set, config, self.world_size, self.rank)
         self.steps_per_epoch = self.plan.steps_per_epoch
-        if self.steps_per_epoch == 0:
-            raise ConfigError(
-                f"the training split has {self.plan.size} images, fewer than one batch of "
-                f"{config.batch_size}; lower --batch-size"
-            )
         self.horizon = self._horizon()
         self.step = 0
         self.train_seconds = 0.0
         self.elapsed_seconds = 0.0
-        self._stop_requested = False
-        self._stop_signal: int | None = None
-        self._writing = False  # a checkpoint write is under way: a second Ctrl-C waits for its end
-        self._abort_signal: int | None = None  # the second Ctrl-C / SIGTERM that came during that write
+        self.stops = StopRequests(self._say)
         self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none written yet)
 
         self.model = model
@@ -284,7 +170,7 @@ class Trainer:
         # Held from before the first write to the end of train(): one writer per run folder (re-entrant: train()
         # takes it first on a resume, to read the run).
         self._lock = contextlib.ExitStack()
-        if acc.is_main_process:
+        if self.accelerator.is_main_process:
             self._lock.enter_context(runs.writer_lock(self.run_dir))
         try:
             self._open_run(model, run_config, data_config, resume)
@@ -397,7 +283,7 @@ class Trainer:
         log = self.run_dir / runs.LOG_FILE
         if self.accelerator.is_main_process and log.exists():
             text = log.read_text()
-            kept = self._log_until_now(text)
+            kept = checkpoints.log_until(text, self.step)
             if kept != text.encode():
                 runs.write_files_atomically(self.run_dir, {runs.LOG_FILE: kept})
 
@@ -409,7 +295,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Finish the current step, write a checkpoint and return (what the first Ctrl-C does)."""
-        self._stop_requested = True
+        self.stops.requested = True
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """The training batches from the current step on (``aediff.data.loader``: a function of seed and step,
@@ -447,7 +333,7 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run until the step, epoch or time budget is spent (or Ctrl-C / SIGTERM); returns what was done."""
         acc, cfg = self.accelerator, self.config
-        previous_handlers = self._install_signal_handlers()
+        previous_handlers = self.stops.install(self._abort)
         bar = tqdm(
             total=self.horizon,
             initial=self.step,
@@ -460,7 +346,7 @@ class Trainer:
         session_start = time.perf_counter() - self.elapsed_seconds
         batches = self._batches()
         try:
-            while not self._done() and not self._stop_requested:
+            while not self._done() and not self.stops.requested:
                 batch, logs = self._train_step(session_start, batches)
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
@@ -479,7 +365,7 @@ class Trainer:
                     self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, self.step, logs)
-            interrupted = self._stop_requested
+            interrupted = self.stops.requested
             if not interrupted:
                 self.check_weights()  # the AE's latent Gaussian fit would fail on NaN weights with a worse message
                 self._after_training()
@@ -488,8 +374,7 @@ class Trainer:
         finally:
             batches.close()  # stops the loader's workers
             bar.close()
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
+            signals.restore(previous_handlers)
             trackers.finish(self._trackers or [])
             self._trackers = None
             self._lock.close()
@@ -501,7 +386,7 @@ class Trainer:
             interrupted,
             acc.is_main_process,
             logs,
-            self._stop_signal,
+            self.stops.stop_signal,
         )
 
     def _train_step(
@@ -574,25 +459,6 @@ class Trainer:
                     f"the weights became non-finite at step {self.step} ({which} weights); {self._lower_lr_advice()}; "
                     f"{self._last_good()}"
                 ) from None
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        """First Ctrl-C or SIGTERM: stop after this step and save; a second one aborts at once (the last
-        checkpoint stays intact thanks to the journaled writes). Returns the handlers to put back."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if not self._stop_requested:
-                self._stop_requested, self._stop_signal = True, signum
-                again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-                self._say(f"Stopping after this step and saving a checkpoint ({again} again to abort).")
-            elif self._writing and self._abort_signal is None:  # a few moments more: the message stays exact
-                self._abort_signal = signum
-                self._say("Aborting once this checkpoint is written (again to abort now).")
-            else:
-                self._abort(signum)
-
-        return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def _abort(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -671,7 +537,7 @@ class Trainer:
                 self._after_training((self.ema.model,), limit=BEST_FIT_IMAGES)
                 record = {"step": self.step, "heldout_loss": loss, "images_seen": self.step * self.config.batch_size}
                 keeping.write_folder(self.run_dir / keeping.BEST_DIR, {
-                    **self._weights_files(with_optimizer=False),
+                    **checkpoints.weights_files(self.model, self.ema.model, self.step),
                     runs.CONFIG_FILE: (self.run_dir / runs.CONFIG_FILE).read_bytes(),
                     keeping.BEST_FILE: json.dumps(record, indent=2).encode(),
                 })  # fmt: skip
@@ -692,8 +558,12 @@ class Trainer:
         self.check_weights()
         acc.wait_for_everyone()
         if acc.is_main_process:
-            files = self._weights_files(with_optimizer=True)
-            self._writing = True
+            files = {
+                **checkpoints.weights_files(self.model, self.ema.model, self.step),
+                **checkpoints.state_files(self.optimizer.optimizer, self._progress_so_far(), self.world_size,
+                                          self.accelerator.scaler),  # the optimizer: Accelerate's wrapper's
+            }  # fmt: skip
+            self.stops.writing = True
             try:
                 runs.write_files_atomically(self.run_dir, files)
                 if self.config.keep_checkpoints:
@@ -702,35 +572,16 @@ class Trainer:
             except OSError as exc:
                 raise self._write_error(exc, f"checkpoint at step {self.step}", files) from None
             finally:
-                self._writing = False
+                self.stops.writing = False
         acc.wait_for_everyone()
         self.saved_step = self.step
-        if self._abort_signal is not None:
-            self._abort(self._abort_signal)
+        if self.stops.abort_signal is not None:
+            self._abort(self.stops.abort_signal)
 
-    def _weights_files(self, with_optimizer: bool) -> dict[str, bytes]:
-        """The checkpoint's files: weights and EMA weights, and with ``with_optimizer`` the optimizer and
-        training state (what --resume needs)."""
-        meta = {"step": str(self.step)}
-        files = {
-            runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
-            runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
-        }
-        if with_optimizer:
-            opt_tensors, param_groups = runs.optimizer_to_files(self.optimizer.optimizer)  # Accelerate's wrapper
-            state = {
-                "step": self.step,
-                "train_seconds": self.train_seconds,
-                "elapsed_seconds": self.elapsed_seconds,
-                "images_seen": self.step * self.config.batch_size,
-                "world_size": self.world_size,
-                "param_groups": param_groups,
-            }
-            if self.accelerator.scaler is not None:  # fp16's loss scaler: a resume continues from its scale
-                state["grad_scaler"] = self.accelerator.scaler.state_dict()
-            files[runs.OPTIMIZER_FILE] = runs.tensors_to_bytes(opt_tensors, meta)
-            files[runs.STATE_FILE] = json.dumps(state, indent=2).encode()
-        return files
+    def _progress_so_far(self) -> checkpoints.Progress:
+        return checkpoints.Progress(
+            self.step, self.step * self.config.batch_size, self.train_seconds, self.elapsed_seconds
+        )
 
     def _write_error(self, exc: OSError, what: str, files: dict[str, bytes]) -> RunError:
         """A failed checkpoint or snapshot write as one line that says what to do; the files it left half
@@ -739,26 +590,8 @@ class Trainer:
             runs.recover(self.run_dir)  # before the commit point: drops the .tmp files; after it: completes it
         except (OSError, RunError):
             pass
-        if (self.run_dir / runs.STATE_FILE).exists():  # what is on disk now (recover may have completed the write)
-            try:
-                self.saved_step = int(json.loads((self.run_dir / runs.STATE_FILE).read_text())["step"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        if self.saved_step is None:
-            kept = f"no checkpoint was written yet (--resume starts {self.run_dir} again from step 0)"
-        else:
-            kept = f"the checkpoint of step {self.saved_step} is intact"
-        size = _megabytes(sum(len(data) for data in files.values()))
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            reason = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
-            return RunError(
-                f"{reason} on {filesystem_of(self.run_dir)} writing {self.run_dir}'s {what} (needs {size}); "
-                f"free space and continue with --resume; {kept}"
-            )
-        return RunError(
-            f"could not write {self.run_dir}'s {what} ({exc.strerror or exc}); fix that and continue with "
-            f"--resume; {kept}"
-        )
+        self.saved_step = checkpoints.step_on_disk(self.run_dir, self.saved_step)  # recover may have completed it
+        return checkpoints.write_error(self.run_dir, exc, what, files, self.saved_step)
 
     def save_snapshots(self, fractions: list[float]) -> None:
         """Keep the model as it is now as RUN/snapshots/<percent> for each of ``fractions`` (main process).
@@ -773,45 +606,17 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             self._after_training((self.ema.model,))
-            meta = {"step": str(self.step)}
             files = {
                 runs.CONFIG_FILE: (self.run_dir / runs.CONFIG_FILE).read_bytes(),
-                runs.MODEL_FILE: runs.tensors_to_bytes(self.model.state_dict(), meta),
-                runs.EMA_FILE: runs.tensors_to_bytes(self.ema.model.state_dict(), meta),
+                **checkpoints.weights_files(self.model, self.ema.model, self.step),
             }
             log = self.run_dir / runs.LOG_FILE
             if log.exists():
-                files[runs.LOG_FILE] = self._log_until_now(log.read_text())
+                files[runs.LOG_FILE] = checkpoints.log_until(log.read_text(), self.step)
             for fraction in fractions:
-                record = {
-                    "fraction": fraction,
-                    "step": self.step,
-                    "images_seen": self.step * self.config.batch_size,
-                    "train_seconds": self.train_seconds,
-                    "elapsed_seconds": self.elapsed_seconds,
-                }
-                record_bytes = json.dumps(record, indent=2).encode()
+                record = checkpoints.snapshot_record(fraction, self._progress_so_far())
                 try:
-                    self._write_snapshot(fraction, {**files, runs.SNAPSHOT_FILE: record_bytes})
+                    checkpoints.write_snapshot(self.run_dir, fraction, {**files, runs.SNAPSHOT_FILE: record})
                 except OSError as exc:
-                    shutil.rmtree(
-                        keeping.staging_folder(runs.snapshot_path(self.run_dir, fraction)), ignore_errors=True
-                    )
                     raise self._write_error(exc, f"snapshot at {fraction:.0%} (step {self.step})", files) from None
         acc.wait_for_everyone()
-
-    def _log_until_now(self, text: str) -> bytes:
-        """The lines of log.jsonl up to the current step (a resumed run's log may run past its checkpoint;
-        a line cut short by a crash is skipped, not fatal)."""
-        kept = []
-        for line in text.splitlines():
-            try:
-                if json.loads(line)["step"] <= self.step:
-                    kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
-                continue
-        return "".join(kept).encode()
-
-    def _write_snapshot(self, fraction: float, files: dict[str, bytes]) -> None:
-        """Write ``files`` as the snapshot's folder: whole or not at all (``keeping.write_folder``)."""
-        keeping.write_folder(runs.snapshot_path(self.run_dir, fraction), files)
