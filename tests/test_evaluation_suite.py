@@ -256,23 +256,23 @@ def test_high_frequency_share_separates_smooth_from_noisy_images(digits_test):
 def test_predicted_x0_sweep_uses_one_noise_draw_and_the_null_condition(models, latent_diffusion, digits_test):
     model, images = models["diffusion"], digits_test.batch(torch.arange(6))["images"]
     sweep = predicted_x0_sweep(model, images, [0.2, 1.0, 5.0], seed=1)
-    assert sweep["predictions"].shape == sweep["noisy"].shape == (3, 6, 1, 8, 8)
-    eps = (sweep["noisy"] - images) / torch.tensor([0.2, 1.0, 5.0])[:, None, None, None, None]
+    assert sweep.predictions.shape == sweep.noisy.shape == (3, 6, 1, 8, 8)
+    eps = (sweep.noisy - images) / torch.tensor([0.2, 1.0, 5.0])[:, None, None, None, None]
     assert torch.allclose(eps[0], eps[2], atol=1e-4)
     with torch.no_grad():
-        assert torch.allclose(sweep["predictions"][1], model.predict_x0(sweep["noisy"][1], 1.0), atol=1e-6)
-    assert len(sweep["high_frequency_share"]) == 3 and 0 <= sweep["data_high_frequency_share"] <= 1
+        assert torch.allclose(sweep.predictions[1], model.predict_x0(sweep.noisy[1], 1.0), atol=1e-6)
+    assert len(sweep.high_frequency_share) == 3 and 0 <= sweep.data_high_frequency_share <= 1
     conditioned = models["class_diffusion"]
     sweep = predicted_x0_sweep(conditioned, images, [0.5])
     null = conditioned.condition_inputs(6)["class_labels"]
     with torch.no_grad():
-        expected = conditioned.predict_x0(sweep["noisy"][0], 0.5, class_labels=null)
-    assert torch.allclose(sweep["predictions"][0], expected, atol=1e-6)
+        expected = conditioned.predict_x0(sweep.noisy[0], 0.5, class_labels=null)
+    assert torch.allclose(sweep.predictions[0], expected, atol=1e-6)
     # Latent diffusion denoises pixels too: its sweep is of images, told the pixel noise level.
     latent = predicted_x0_sweep(latent_diffusion, images, [0.5, 2.0])
-    assert latent["predictions"].shape == latent["noisy"].shape == (2, 6, 1, 8, 8)
+    assert latent.predictions.shape == latent.noisy.shape == (2, 6, 1, 8, 8)
     with torch.no_grad():
-        assert torch.allclose(latent["predictions"][0], latent_diffusion.denoise(latent["noisy"][0], 0.5), atol=1e-6)
+        assert torch.allclose(latent.predictions[0], latent_diffusion.denoise(latent.noisy[0], 0.5), atol=1e-6)
     with pytest.raises(CapabilityError, match="noise level"):  # an autoencoder is not told the level
         predicted_x0_sweep(models["dae"], images, [0.5])
 

@@ -183,6 +183,9 @@ def latent_space_metrics(
     )
 
 
+RAW_PIXELS = "raw pixels"  # knn_controls' name of the raw-pixel control
+
+
 @torch.no_grad()
 def knn_controls(
     train: Any, test: Any, dims: tuple[int, ...], limit: int = 2000, seed: int = 0
@@ -199,7 +202,7 @@ def knn_controls(
         name: split.batch(spread_indices(len(split), limit))["labels"].numpy()
         for name, split in (("train", train), ("test", test))
     }
-    out = {"raw pixels": knn_correct(images["train"], labels["train"], images["test"], labels["test"])}
+    out = {RAW_PIXELS: knn_correct(images["train"], labels["train"], images["test"], labels["test"])}
     generator = torch.Generator().manual_seed(seed)
     for d in dims:
         projection = torch.randn(images["train"].shape[1], d, generator=generator)

@@ -85,16 +85,21 @@ def encode(value: Any) -> Any:
 
 
 def decode(kind: Any, value: Any, where: str = "") -> Any:
-    """``value`` (JSON) read as ``kind`` (a dataclass, ``X | None``, ``list[X]``, ``dict[str, X]``, a scalar
-    type, ``Estimate``); MalformedResult naming the key path ``where`` when it does not fit. A null where a
-    float belongs is NaN (it was written for one)."""
+    """``value`` (JSON) read as ``kind`` (a dataclass, ``X | None``, ``list[X]``, ``tuple[X, ...]``,
+    ``dict[str, X]``, a ``Literal``, a scalar type, ``Estimate``); MalformedResult naming the key path
+    ``where`` when it does not fit. A null where a float belongs is NaN (it was written for one)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         return _decode_union([a for a in args if a is not type(None)], value, where)
-    if origin is list:
-        return [decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(_expect(value, list, where))]
+    if origin is typing.Literal:
+        if value not in args:
+            raise MalformedResult(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is list or origin is tuple:  # tuple: tuple[X, ...]
+        items = [decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(_expect(value, list, where))]
+        return items if origin is list else tuple(items)
     if origin is dict:
         return {k: decode(args[1], v, f"{where}.{k}") for k, v in _expect(value, dict, where).items()}
     if kind is Estimate:
@@ -181,9 +186,21 @@ def _fix(what: str) -> str:
     return "`aediff compare`" if what.startswith("comparison") else "`aediff eval RUN --out FILE`"
 
 
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.json object (`aediff eval`'s, or a comparison's with its "models") in today's format, without
+    its format_version: a file from before the field (version 0) records capabilities by their names before
+    commit 704866e ("sample", "sampler")."""
+    data = {k: v for k, v in data.items() if k != "format_version"}
+    evaluations = data.get("models") if isinstance(data.get("models"), dict) else {"": data}
+    for evaluation in evaluations.values():
+        if isinstance(evaluation, dict) and isinstance(evaluation.get("capabilities"), list):
+            evaluation["capabilities"] = [RENAMED_CAPABILITIES.get(c, c) for c in evaluation["capabilities"]]
+    return data
+
+
 def read_result(kind: type, path: str | Path, what: str) -> Any:
     """``path`` read as ``kind`` (a result with ``from_json``); AediffError naming the file and the fix when
-    it is not one."""
+    it is newer than this aediff or not one."""
     data = _read_file(Path(path), what)
     try:
         return kind.from_json(data)
@@ -407,17 +424,15 @@ class ModelEvaluation:
         rows = self.denoising or []
         return next((r for r in rows if (r.kind, r.level, r.steps) == (kind, level, steps)), None)
 
-    def to_json(self, versioned: bool = True) -> dict[str, Any]:
-        """metrics.json's object (``versioned``: with ``format_version`` first; a comparison's models are not)."""
-        return {"format_version": FORMAT_VERSION, **encode(self)} if versioned else encode(self)
+    def to_json(self) -> dict[str, Any]:
+        """metrics.json's object, ``format_version`` first."""
+        return {"format_version": FORMAT_VERSION, **encode(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "") -> ModelEvaluation:
-        """Inverse of ``to_json``; a file without format_version (aediff up to 704866e) is upgraded."""
-        data = {k: v for k, v in data.items() if k != "format_version"}
-        if isinstance(data.get("capabilities"), list):
-            data["capabilities"] = [RENAMED_CAPABILITIES.get(c, c) for c in data["capabilities"]]
-        return decode(cls, data, where)
+    def from_json(cls, data: dict[str, Any]) -> ModelEvaluation:
+        """Inverse of ``to_json``; an object without format_version (aediff up to 704866e) is upgraded.
+        MalformedResult when it does not fit."""
+        return decode(cls, upgrade(data))
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
@@ -471,6 +486,19 @@ class X0Trend:
     data_high_frequency_share: float
     rho: Estimate
     num_images: int
+
+
+@dataclass
+class X0Sweep:
+    """A diffusion model's one-step x0 estimates at each sigma (``aediff.evaluation.predicted_x0_sweep``):
+    predictions and noisy inputs [len(sigmas), N, C, S, S] on the CPU (not JSON), the high-frequency share of
+    each sigma's predictions (mean over images) and of the clean images."""
+
+    sigmas: list[float]
+    predictions: torch.Tensor
+    noisy: torch.Tensor
+    high_frequency_share: list[float]
+    data_high_frequency_share: float
 
 
 @dataclass
