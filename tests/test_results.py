@@ -24,7 +24,6 @@ from aediff.evaluation.results import (
     Generation,
     ImageScores,
     ModelEvaluation,
-    encode,
 )
 from aediff.metrics.stats import Estimate
 from aediff.reports.record import ClaimVerdict, ComparisonReport, ReportMeta

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aediff.evaluation.protocols import denoising_metrics
-from aediff.evaluation.results import DenoisingRow, ImageScores
+from aediff.evaluation.results import DenoisingRow, from_protocol
 from aediff.models import Capability, Model
 
 
@@ -47,21 +47,6 @@ def denoising_sweep(
             result = denoising_metrics(
                 model, dataset, spec, seed=seed, batch_size=batch_size, limit=limit, steps=count, keep_per_image=True
             )
-            row = DenoisingRow(
-                corruption=result["corruption"],
-                kind=kind,
-                level=level,
-                steps=count,
-                psnr=result["psnr"],
-                psnr_noisy=result["psnr_noisy"],
-                ssim=result["ssim"],
-                ssim_noisy=result["ssim_noisy"],
-                mse=result["mse"],
-                num_images=result["num_images"],
-                psnr_se=result["psnr_se"],
-                psnr_noisy_se=result["psnr_noisy_se"],
-                ssim_se=result["ssim_se"],
-                per_image=ImageScores.of(result["per_image"]) if keep_per_image else None,
-            )
+            row = from_protocol(DenoisingRow, {**result, "kind": kind, "level": level}, keep_per_image)
             rows.append(row)
     return rows

@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ OPTIONAL = {"omit_none": True}  # a section: left out of the JSON when absent (N
 FLATTEN = {"flatten": True}  # a field whose keys are written into its parent's (a dict, or a dataclass)
 # Capability values renamed in commit 704866e (what a file from before it records -> today's value).
 RENAMED_CAPABILITIES = {"sample": "generate", "sampler": "diffusion-sampler"}
+T = TypeVar("T")
 
 
 class MalformedResult(ValueError):
@@ -206,6 +207,15 @@ def read_result(kind: type, path: str | Path, what: str) -> Any:
         return kind.from_json(data)
     except MalformedResult as exc:
         raise AediffError(f"{path} is not a {what} aediff can read ({exc}); write it again with {_fix(what)}") from None
+
+
+def from_protocol(kind: type[T], measured: dict[str, Any], keep_per_image: bool = True) -> T:
+    """A protocol's dict (``aediff.evaluation.protocols``, what the CLI prints) as the typed section ``kind``;
+    its per-image arrays (under "per_image") go to the section's ``per_image`` field when kept."""
+    section = decode(kind, json_safe({k: v for k, v in measured.items() if k != "per_image"}), kind.__name__)
+    if keep_per_image and "per_image" in measured:
+        section.per_image = ImageScores.of(measured["per_image"])
+    return section
 
 
 # --- what `aediff eval` measures ---------------------------------------------------------------------------

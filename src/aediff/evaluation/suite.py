@@ -30,14 +30,12 @@ from aediff.evaluation.results import (
     DataRecord,
     DiffusionLikelihood,
     Generation,
-    ImageScores,
     ModelEvaluation,
     Reconstruction,
     Settings,
     TrainingSpeed,
     VaeLikelihood,
-    decode,
-    json_safe,
+    from_protocol,
 )
 from aediff.evaluation.speed import sampling_speed
 from aediff.metrics import FeatureScore
@@ -149,7 +147,7 @@ def evaluate_model(
     return result
 
 
-Section = TypeVar("Section")
+Section = TypeVar("Section")  # a typed section of aediff.evaluation.results
 
 
 class _Attempts:
@@ -165,15 +163,6 @@ class _Attempts:
         except AediffError as exc:
             self.skipped[section] = str(exc)
             return None
-
-
-def _typed(kind: type[Section], measured: dict[str, Any]) -> Section:
-    """A protocol's dict (``aediff.evaluation.protocols``, the CLI's JSON) as its typed section; per-image
-    arrays (keep_per_image) go to its ``per_image`` field."""
-    section = decode(kind, json_safe({k: v for k, v in measured.items() if k != "per_image"}), kind.__name__)
-    if "per_image" in measured:
-        section.per_image = ImageScores.of(measured["per_image"])
-    return section
 
 
 def _quality_sections(
@@ -193,7 +182,7 @@ def _quality_sections(
     if model.can(Capability.LATENT):
         result.reconstruction = attempt(
             "reconstruction",
-            lambda: _typed(
+            lambda: from_protocol(
                 Reconstruction, reconstruction_metrics(model, test, limit=limit, keep_per_image=keep_per_image)
             ),
         )
@@ -206,11 +195,11 @@ def _quality_sections(
         )
     if model.can(Capability.ELBO):
         result.likelihood = attempt(
-            "likelihood", lambda: _typed(VaeLikelihood, vae_likelihood(model, test, seed=seed, limit=limit))
+            "likelihood", lambda: from_protocol(VaeLikelihood, vae_likelihood(model, test, seed=seed, limit=limit))
         )
     elif model.can(Capability.DIFFUSION_BOUND):
         result.likelihood = attempt(
-            "likelihood", lambda: _typed(DiffusionLikelihood, diffusion_nll(model, test, seed=seed, limit=limit))
+            "likelihood", lambda: from_protocol(DiffusionLikelihood, diffusion_nll(model, test, seed=seed, limit=limit))
         )
     if model.can(Capability.LATENT):
         # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split
