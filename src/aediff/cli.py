@@ -875,20 +875,19 @@ def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     rows = [("family", result.family), ("parameters", f"{result.parameters:,}")]
-    for section in dataclasses.fields(result):  # in the order metrics.json has them
-        values = getattr(result, section.name)
-        if isinstance(values, list) and section.name == "denoising":
+    for section, values in vars(result).items():  # the fields, in the order metrics.json has them
+        if isinstance(values, list) and section == "denoising":
             for row in values:
                 steps = f", {row.steps} steps" if row.steps > 1 else ""
                 quality = f"PSNR {row.psnr:.2f} dB (noisy {row.psnr_noisy:.2f}), SSIM {row.ssim:.3f}"
                 rows.append((f"denoising {row.corruption}{steps}", quality))
-        elif isinstance(values, dict) and section.name == "generation_by_judge":
+        elif isinstance(values, dict) and section == "generation_by_judge":
             for judge, score in values.items():
                 interval = f" +- {1.96 * score.fid_se:.3g} (95%)" if score.fid_se is not None else ""
                 rows.append((f"FID ({judge} judge)", f"{score.fid:.4g}{interval}"))
-        elif dataclasses.is_dataclass(values) and section.name not in ("data", "settings"):
+        elif dataclasses.is_dataclass(values) and section not in ("data", "settings"):
             rows += [
-                (f"{section.name} {key}", show(value))
+                (f"{section} {key}", show(value))
                 for key, value in encode(values).items()
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed"
             ]

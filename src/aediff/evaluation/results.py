@@ -69,8 +69,9 @@ def encode(value: Any) -> Any:
         return json_safe(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
+        items = vars(value)
         for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
+            item = items[f.name]
             if f.metadata.get("json", True) is False or (item is None and f.metadata.get("omit_none")):
                 continue
             if f.metadata.get("flatten"):
@@ -133,7 +134,7 @@ def _decode_scalar(kind: Any, value: Any, where: str) -> Any:
     elif kind is str or kind is bool:
         if isinstance(value, kind):
             return value
-    raise MalformedResult(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    raise MalformedResult(f"{where}: expected {kind.__name__ if isinstance(kind, type) else kind}, got {value!r}")
 
 
 def _decode_union(kinds: list[Any], value: Any, where: str) -> Any:
@@ -362,9 +363,7 @@ class Generation(FeatureScore):
 
     @classmethod
     def of(cls, score: FeatureScore, condition: str, samples: torch.Tensor | None = None) -> Generation:
-        return cls(
-            **{f.name: getattr(score, f.name) for f in dataclasses.fields(score)}, condition=condition, samples=samples
-        )
+        return cls(**{**vars(score), "condition": condition, "samples": samples})
 
 
 @dataclass
