@@ -11,7 +11,9 @@ import pytest
 
 from aediff.config import parse_duration
 from aediff.errors import AediffError, ConfigError
+from aediff.evaluation.results import FORMAT_VERSION
 from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
+from aediff.reports.record import ComparisonReport
 from conftest import save_diffusers_unet
 
 pytestmark = pytest.mark.slow  # end to end: `make test-full` and CI run it, `make test` leaves it out
@@ -73,8 +75,8 @@ def tiny_config(**changes) -> CompareConfig:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    metrics = run_compare(tiny_config(guidances=(1.0, 3.0)), out, progress=False)
-    return out, metrics
+    record = run_compare(tiny_config(guidances=(1.0, 3.0)), out, progress=False)
+    return out, record.to_json()
 
 
 def test_compare_writes_every_section_figure_and_table(report):
@@ -92,7 +94,10 @@ def test_compare_writes_every_section_figure_and_table(report):
         assert f'id="{key}"' in html
     assert (out / "tables" / "summary.csv").read_text().count("\n") >= 11  # header + 11 models
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk["verdicts"] == metrics["verdicts"]
+    assert on_disk == metrics and on_disk["format_version"] == FORMAT_VERSION
+    assert ComparisonReport.read(out / "metrics.json").to_json() == on_disk  # it reads back, typed
+    old = {k: v for k, v in on_disk.items() if k != "format_version"}  # as aediff at 704866e wrote it
+    assert ComparisonReport.from_json(old).to_json() == on_disk
     names = set(on_disk["models"])
     assert {
         "ae-2",
@@ -166,7 +171,7 @@ def test_reused_runs_are_not_retrained_and_peers_are_scored_beside_them(report, 
     config.runs = {p.name: str(out / "runs" / p.name) for p in compare_plan(config)}
     unet = save_diffusers_unet(tmp_path / "unet", "DDIMScheduler")
     config.peers = {"ddim-unet": str(unet), "vae-again": str(out / "runs" / "vae")}
-    metrics = run_compare(config, tmp_path / "again", progress=False)
+    metrics = run_compare(config, tmp_path / "again", progress=False).to_json()
     assert not (tmp_path / "again" / "runs").exists()
     assert metrics["meta"]["runs"]["vae"] == str(out / "runs" / "vae")
     # same weights, same seeds: the same reconstruction numbers
@@ -269,7 +274,9 @@ def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
         model_overrides=TINY,
     )
     assert "classifier" not in {p.name for p in compare_plan(config, labelled=False)}
-    metrics = run_compare(config, tmp_path / "out", progress=False)
+    record = run_compare(config, tmp_path / "out", progress=False)
+    assert record.models["vae"].generation is None and record.sections.guidance is None
+    metrics = record.to_json()
     verdicts = metrics["verdicts"]
     assert {"bottleneck", "noise_levels", "blur", "skips", "summary"} <= set(verdicts)
     assert "conditioning" not in verdicts and "manifold" not in verdicts  # both need labels

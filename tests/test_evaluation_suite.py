@@ -12,6 +12,7 @@ import aediff
 from aediff.diffusion import SamplerOptions
 from aediff.errors import ConfigError, RunError
 from aediff.evaluation import (
+    ModelEvaluation,
     denoising_metrics,
     denoising_sweep,
     evaluate_model,
@@ -28,6 +29,7 @@ from aediff.evaluation import (
     spread_indices,
     umap_available,
 )
+from aediff.evaluation.results import encode
 from aediff.models import CapabilityError, Condition, build_model
 from aediff.runs import read_training_summary
 from aediff.training.train import train
@@ -101,7 +103,7 @@ def numbers(value):
 # --- denoising sweep ----------------------------------------------------------------------------------
 def test_denoising_sweep_of_an_autoencoder_has_one_row_per_corruption(models, digits_test):
     rows = denoising_sweep(models["dae"], digits_test, steps=(1, 3), limit=40)
-    assert [r["corruption"] for r in rows] == [
+    assert [r.corruption for r in rows] == [
         "gaussian:0.05",
         "gaussian:0.1",
         "gaussian:0.2",
@@ -114,36 +116,36 @@ def test_denoising_sweep_of_an_autoencoder_has_one_row_per_corruption(models, di
         "mask:0.5",
         "mask:0.7",
     ]
-    assert {r["steps"] for r in rows} == {1}  # the reconstruction ignores steps: no duplicate rows
+    assert {r.steps for r in rows} == {1}  # the reconstruction ignores steps: no duplicate rows
     assert all(
-        r["num_images"] == 40 and all(math.isfinite(r[k]) for k in ("psnr", "psnr_noisy", "ssim", "mse")) for r in rows
+        r.num_images == 40 and all(math.isfinite(v) for v in (r.psnr, r.psnr_noisy, r.ssim, r.mse)) for r in rows
     )
     for kind in ("gaussian", "mask"):
-        noisy = [r["psnr_noisy"] for r in rows if r["kind"] == kind]
+        noisy = [r.psnr_noisy for r in rows if r.kind == kind]
         assert all(a > b for a, b in zip(noisy, noisy[1:], strict=False))  # more corruption, worse input
-    assert rows[3]["level"] == 0.3 and rows[8]["kind"] == "mask"
+    assert rows[3].level == 0.3 and rows[8].kind == "mask"
     direct = denoising_metrics(models["dae"], digits_test, "mask:0.3", seed=0, limit=40)
-    assert rows[8]["psnr"] == direct["psnr"] and rows[8]["ssim_noisy"] == direct["ssim_noisy"]
+    assert rows[8].psnr == direct["psnr"] and rows[8].ssim_noisy == direct["ssim_noisy"]
     # Every model sees the same noisy images at a level.
     vae_rows = denoising_sweep(models["vae"], digits_test, sigmas=(0.3,), mask_probabilities=(0.5,), limit=40)
-    assert [r["psnr_noisy"] for r in vae_rows] == [rows[3]["psnr_noisy"], rows[9]["psnr_noisy"]]
+    assert [r.psnr_noisy for r in vae_rows] == [rows[3].psnr_noisy, rows[9].psnr_noisy]
 
 
 def test_denoising_sweep_of_diffusion_models(models, latent_diffusion, digits_test):
     rows = denoising_sweep(models["diffusion"], digits_test, sigmas=(0.1, 0.5, 1.0), steps=(1, 2), limit=16)
-    assert [(r["level"], r["steps"]) for r in rows] == [(0.1, 1), (0.1, 2), (0.5, 1), (0.5, 2), (1.0, 1), (1.0, 2)]
-    assert all(r["kind"] == "gaussian" for r in rows)  # masking does not apply
-    assert all(math.isfinite(n) for r in rows for n in numbers(r))
-    assert rows[0]["psnr_noisy"] == rows[1]["psnr_noisy"] > rows[2]["psnr_noisy"]
+    assert [(r.level, r.steps) for r in rows] == [(0.1, 1), (0.1, 2), (0.5, 1), (0.5, 2), (1.0, 1), (1.0, 2)]
+    assert all(r.kind == "gaussian" for r in rows)  # masking does not apply
+    assert all(math.isfinite(n) for r in rows for n in numbers(encode(r)))
+    assert rows[0].psnr_noisy == rows[1].psnr_noisy > rows[2].psnr_noisy
     # Latent diffusion denoises pixels too (encode, denoise the latent, decode): Gaussian rows, no masking.
     latent_rows = denoising_sweep(latent_diffusion, digits_test, sigmas=(0.1, 0.5), steps=(1, 2), limit=8)
-    assert [(r["level"], r["steps"]) for r in latent_rows] == [(0.1, 1), (0.1, 2), (0.5, 1), (0.5, 2)]
-    assert all(r["kind"] == "gaussian" and r["num_images"] == 8 for r in latent_rows)
-    assert all(math.isfinite(n) for r in latent_rows for n in numbers(r))
+    assert [(r.level, r.steps) for r in latent_rows] == [(0.1, 1), (0.1, 2), (0.5, 1), (0.5, 2)]
+    assert all(r.kind == "gaussian" and r.num_images == 8 for r in latent_rows)
+    assert all(math.isfinite(n) for r in latent_rows for n in numbers(encode(r)))
     # The same noisy images as the pixel model's at a level.
     assert (
-        latent_rows[2]["psnr_noisy"]
-        == denoising_sweep(models["diffusion"], digits_test, sigmas=(0.5,), limit=8)[0]["psnr_noisy"]
+        latent_rows[2].psnr_noisy
+        == denoising_sweep(models["diffusion"], digits_test, sigmas=(0.5,), limit=8)[0].psnr_noisy
     )
 
 
@@ -196,15 +198,16 @@ def test_latent_map_pca_and_umap():
 
 def test_latent_space_metrics_of_a_vae(models, digits_train, digits_test):
     result = latent_space_metrics(models["vae"], digits_train, digits_test, limit=200)
-    assert (result["latent_dim"], result["num_train"], result["num_test"]) == (8, 200, 200)
-    for key in ("knn_accuracy", "linear_probe_accuracy"):
-        assert 0.0 <= result[key] <= 1.0
-    assert result["linear_probe_accuracy"] > 0.2  # even 5 steps of training leave codes above chance (0.1)
-    assert list(result["probe_accuracy_noisy"]) == ["0.2", "0.4", "0.6"]  # fixed in advance, not the model's
-    assert "per_image" not in result
+    assert (result.latent_dim, result.num_train, result.num_test) == (8, 200, 200)
+    for accuracy in (result.knn_accuracy, result.linear_probe_accuracy):
+        assert 0.0 <= accuracy <= 1.0
+    assert result.linear_probe_accuracy > 0.2  # even 5 steps of training leave codes above chance (0.1)
+    assert list(result.probe_accuracy_noisy) == ["0.2", "0.4", "0.6"]  # fixed in advance, not the model's
+    assert result.per_image is None and "per_image" not in encode(result)
     kept = latent_space_metrics(models["vae"], digits_train, digits_test, limit=200, keep_per_image=True)
-    assert kept["per_image"]["knn"].mean() == pytest.approx(kept["knn_accuracy"])
-    assert kept["per_image"]["probe_noisy"]["0.6"].shape == (200,)
+    assert kept.per_image.knn.mean() == pytest.approx(kept.knn_accuracy)
+    assert kept.per_image.probe_noisy["0.6"].shape == (200,)
+    assert "per_image" not in encode(kept)  # per-image arrays are never JSON
 
 
 def test_knn_controls_rank_raw_pixels_above_a_tiny_random_projection(digits_train, digits_test):
@@ -253,23 +256,23 @@ def test_high_frequency_share_separates_smooth_from_noisy_images(digits_test):
 def test_predicted_x0_sweep_uses_one_noise_draw_and_the_null_condition(models, latent_diffusion, digits_test):
     model, images = models["diffusion"], digits_test.batch(torch.arange(6))["images"]
     sweep = predicted_x0_sweep(model, images, [0.2, 1.0, 5.0], seed=1)
-    assert sweep["predictions"].shape == sweep["noisy"].shape == (3, 6, 1, 8, 8)
-    eps = (sweep["noisy"] - images) / torch.tensor([0.2, 1.0, 5.0])[:, None, None, None, None]
+    assert sweep.predictions.shape == sweep.noisy.shape == (3, 6, 1, 8, 8)
+    eps = (sweep.noisy - images) / torch.tensor([0.2, 1.0, 5.0])[:, None, None, None, None]
     assert torch.allclose(eps[0], eps[2], atol=1e-4)
     with torch.no_grad():
-        assert torch.allclose(sweep["predictions"][1], model.predict_x0(sweep["noisy"][1], 1.0), atol=1e-6)
-    assert len(sweep["high_frequency_share"]) == 3 and 0 <= sweep["data_high_frequency_share"] <= 1
+        assert torch.allclose(sweep.predictions[1], model.predict_x0(sweep.noisy[1], 1.0), atol=1e-6)
+    assert len(sweep.high_frequency_share) == 3 and 0 <= sweep.data_high_frequency_share <= 1
     conditioned = models["class_diffusion"]
     sweep = predicted_x0_sweep(conditioned, images, [0.5])
     null = conditioned.condition_inputs(6)["class_labels"]
     with torch.no_grad():
-        expected = conditioned.predict_x0(sweep["noisy"][0], 0.5, class_labels=null)
-    assert torch.allclose(sweep["predictions"][0], expected, atol=1e-6)
+        expected = conditioned.predict_x0(sweep.noisy[0], 0.5, class_labels=null)
+    assert torch.allclose(sweep.predictions[0], expected, atol=1e-6)
     # Latent diffusion denoises pixels too: its sweep is of images, told the pixel noise level.
     latent = predicted_x0_sweep(latent_diffusion, images, [0.5, 2.0])
-    assert latent["predictions"].shape == latent["noisy"].shape == (2, 6, 1, 8, 8)
+    assert latent.predictions.shape == latent.noisy.shape == (2, 6, 1, 8, 8)
     with torch.no_grad():
-        assert torch.allclose(latent["predictions"][0], latent_diffusion.denoise(latent["noisy"][0], 0.5), atol=1e-6)
+        assert torch.allclose(latent.predictions[0], latent_diffusion.denoise(latent.noisy[0], 0.5), atol=1e-6)
     with pytest.raises(CapabilityError, match="noise level"):  # an autoencoder is not told the level
         predicted_x0_sweep(models["dae"], images, [0.5])
 
@@ -336,14 +339,15 @@ def test_sampling_speed_counts_network_evaluations(models, sampler, steps, guida
     result = sampling_speed(
         model, n=4, repeats=2, condition=condition, options=SamplerOptions(sampler=sampler, steps=steps)
     )
-    assert result["nfe"] == nfe == SAMPLERS[sampler].evaluations(steps) * (2 if guidance else 1)
-    assert result["images_per_second"] > 0
-    assert result["seconds_per_image"] * result["images_per_second"] == pytest.approx(1.0)
-    assert result["sampler"] == sampler and result["num_images"] == 4
+    assert result.nfe == nfe == SAMPLERS[sampler].evaluations(steps) * (2 if guidance else 1)
+    assert result.images_per_second > 0
+    assert result.seconds_per_image * result.images_per_second == pytest.approx(1.0)
+    assert result.options["sampler"] == sampler and result.num_images == 4
+    assert encode(result)["sampler"] == sampler  # the options sit beside the timings in metrics.json
 
 
 def test_sampling_speed_of_a_vae_is_one_decoder_call(models):
-    assert sampling_speed(models["vae"], n=8, repeats=1)["nfe"] == 1
+    assert sampling_speed(models["vae"], n=8, repeats=1).nfe == 1
 
 
 def test_training_summary_reads_the_run_folder(runs, loaded, tmp_path):
@@ -372,29 +376,30 @@ def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(model
         loaded["vae"], digits_train, digits_test, classifier=loaded["classifier"], samples=30, limit=24
     )
     for section in (
-        "reconstruction",
-        "denoising",
-        "likelihood",
-        "latent_space",
-        "generation",
-        "sampling_speed",
-        "training_speed",
+        result.reconstruction,
+        result.denoising,
+        result.likelihood,
+        result.latent_space,
+        result.generation,
+        result.sampling_speed,
+        result.training_speed,
     ):
-        assert section in result, result.get("skipped")
-    assert result["skipped"] == {}
-    text = json.dumps(result, allow_nan=False)
+        assert section is not None, result.skipped
+    assert result.skipped == {}
+    text = json.dumps(result.to_json(), allow_nan=False)
     assert all(math.isfinite(n) for n in numbers(json.loads(text))) and "null" not in text
-    generation = result["generation"]
-    assert generation["num_samples"] == 30 and generation["num_reference"] == len(digits_test)
-    assert 0 <= generation["precision"] <= 1 and 0 <= generation["recall"] <= 1 and generation["pr_k"] == 3
-    assert generation["feature_extractor"] == "classifier" and generation["reference"] == "digits:test"
-    assert list(result["generation_by_judge"]) == ["classifier", "classifier-layers"]  # a second judge sees blur
-    assert result["likelihood"]["num_images"] == 24 and result["reconstruction"]["num_images"] == 24
-    assert result["parameters"] == sum(p.numel() for p in models["vae"].parameters())
-    assert result["training_speed"]["steps"] == 5 and result["training_speed"]["images_seen"] == 5 * 32
+    generation = result.generation
+    assert generation.num_samples == 30 and generation.num_reference == len(digits_test)
+    assert 0 <= generation.precision <= 1 and 0 <= generation.recall <= 1 and generation.pr_k == 3
+    assert generation.feature_extractor == "classifier" and generation.reference == "digits:test"
+    assert list(result.generation_by_judge) == ["classifier", "classifier-layers"]  # a second judge sees blur
+    assert result.likelihood.num_images == 24 and result.reconstruction.num_images == 24
+    assert result.parameters == sum(p.numel() for p in models["vae"].parameters())
+    assert result.training_speed.steps == 5 and result.training_speed.images_seen == 5 * 32
     # Training speed comes from a run's record: a bare model has none.
     bare = evaluate_model(models["vae"], digits_train, digits_test, samples=20, limit=8)
-    assert "training_speed" not in bare and "training_speed" not in bare["skipped"]
+    assert bare.training_speed is None and "training_speed" not in bare.skipped
+    assert "training_speed" not in bare.to_json()
 
 
 @pytest.mark.slow
@@ -409,19 +414,19 @@ def test_evaluate_model_of_diffusion_models(models, latent_diffusion, digits_tra
         condition=Condition(guidance=2.0),
         options=SamplerOptions(steps=2),
     )
-    assert {"denoising", "likelihood", "generation", "conditional", "sampling_speed"} <= set(result)
-    assert "latent_space" not in result and "reconstruction" not in result
-    assert result["conditional"]["per_class"] == 10 and 0 <= result["conditional"]["accuracy"] <= 1
-    assert result["conditional"]["guidance"] == 2.0 and result["sampling_speed"]["nfe"] == 4
-    assert result["generation"]["condition"] == "classes cycled"
-    json.dumps(result, allow_nan=False)
+    assert {"denoising", "likelihood", "generation", "conditional", "sampling_speed"} <= set(result.to_json())
+    assert result.latent_space is None and result.reconstruction is None
+    assert result.conditional.per_class == 10 and 0 <= result.conditional.accuracy <= 1
+    assert result.conditional.guidance == 2.0 and result.sampling_speed.nfe == 4
+    assert result.generation.condition == "classes cycled"
+    json.dumps(result.to_json(), allow_nan=False)
     result = evaluate_model(latent_diffusion, digits_train, digits_test, samples=4, limit=8)
-    assert "generation" in result["skipped"] and "denoising" not in result["skipped"]
-    assert result["denoising"] and all(r["kind"] == "gaussian" and r["num_images"] == 8 for r in result["denoising"])
-    assert result["sampling_speed"]["nfe"] == 3 and "likelihood" not in result
-    assert {"sample", "sampler", "denoise", "noise-level"} <= set(result["capabilities"])
-    assert "diffusion-bound" not in result["capabilities"] and "latent" not in result["capabilities"]
-    assert all(math.isfinite(n) for n in numbers(result))
+    assert "generation" in result.skipped and "denoising" not in result.skipped
+    assert result.denoising and all(r.kind == "gaussian" and r.num_images == 8 for r in result.denoising)
+    assert result.sampling_speed.nfe == 3 and result.likelihood is None
+    assert {"generate", "diffusion-sampler", "denoise", "noise-level"} <= set(result.capabilities)
+    assert "diffusion-bound" not in result.capabilities and "latent" not in result.capabilities
+    assert all(math.isfinite(n) for n in numbers(result.to_json()))
 
 
 def test_eval_command_writes_the_metrics(runs, tmp_path, monkeypatch, capsys):
@@ -444,6 +449,7 @@ def test_eval_command_writes_the_metrics(runs, tmp_path, monkeypatch, capsys):
     )
     assert code == 0, text
     result = json.loads(out.read_text())
+    assert result["format_version"] == 1 and ModelEvaluation.read(out).to_json() == result  # it reads back
     assert result["family"] == "dae" and result["generation"]["num_samples"] == 20
     assert result["reconstruction"]["num_images"] == 16 and result["run"] == str(runs / "dae")
     assert result["latent_space"]["num_test"] == len(aediff.data.load_dataset("digits", "test"))  # probes: >= 2,000

@@ -42,6 +42,7 @@ from aediff.modes import (
 )
 
 if TYPE_CHECKING:
+    from aediff.evaluation.results import ModelEvaluation
     from aediff.runs import Run
 
 app = typer.Typer(
@@ -814,41 +815,40 @@ def compare(
         config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]), replace_runs=overwrite
     )
     table = Table("section", "claim", "verdict")
-    for key, v in results["verdicts"].items():
-        table.add_row(key, v["claim"], v["verdict"])
+    for key, v in results.verdicts.items():
+        table.add_row(key, v.claim, v.verdict.verdict)
     console.print(table)
-    console.print(f"report: {results['meta']['report']}")
+    console.print(f"report: {results.meta.report}")
 
 
-def _metric_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
     """(name, value) rows of ``evaluate_model``'s result for the summary table: the scalars of each
-    section, and one row per denoising level."""
+    section, and one row per denoising level and judge."""
+    import dataclasses
+
+    from aediff.evaluation.results import encode
 
     def show(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    rows = [("family", str(result["family"])), ("parameters", f"{result['parameters']:,}")]
-    for section, values in result.items():
-        if section == "denoising":
+    rows = [("family", result.family), ("parameters", f"{result.parameters:,}")]
+    for section, values in vars(result).items():  # the fields, in the order metrics.json has them
+        if isinstance(values, list) and section == "denoising":
             for row in values:
-                steps = f", {row['steps']} steps" if row["steps"] > 1 else ""
-                rows.append(
-                    (
-                        f"denoising {row['corruption']}{steps}",
-                        f"PSNR {row['psnr']:.2f} dB (noisy {row['psnr_noisy']:.2f}), SSIM {row['ssim']:.3f}",
-                    )
-                )
-        elif section == "generation_by_judge":
+                steps = f", {row.steps} steps" if row.steps > 1 else ""
+                quality = f"PSNR {row.psnr:.2f} dB (noisy {row.psnr_noisy:.2f}), SSIM {row.ssim:.3f}"
+                rows.append((f"denoising {row.corruption}{steps}", quality))
+        elif isinstance(values, dict) and section == "generation_by_judge":
             for judge, score in values.items():
-                interval = f" +- {1.96 * score['fid_se']:.3g} (95%)" if score.get("fid_se") is not None else ""
-                rows.append((f"FID ({judge} judge)", f"{score['fid']:.4g}{interval}"))
-        elif isinstance(values, dict) and section not in ("data", "settings", "skipped"):
+                interval = f" +- {1.96 * score.fid_se:.3g} (95%)" if score.fid_se is not None else ""
+                rows.append((f"FID ({judge} judge)", f"{score.fid:.4g}{interval}"))
+        elif dataclasses.is_dataclass(values) and section not in ("data", "settings"):
             rows += [
                 (f"{section} {key}", show(value))
-                for key, value in values.items()
+                for key, value in encode(values).items()
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed"
             ]
-    rows += [(f"skipped {section}", reason) for section, reason in result.get("skipped", {}).items()]
+    rows += [(f"skipped {section}", reason) for section, reason in result.skipped.items()]
     return rows
 
 
@@ -886,9 +886,9 @@ def evaluate(
     result = evaluate_model(
         loaded, train_split, test, classifier=judge, samples=samples, seed=seed, limit=limit, test_split=split
     )
-    result["run"] = str(run)
-    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    table = Table("metric", "value", title=escape(f"{run} on {result['data']['reference']}"))
+    result.run = str(run)
+    result.write(out)
+    table = Table("metric", "value", title=escape(f"{run} on {result.data.reference}"))
     for name, value in _metric_rows(result):
         table.add_row(escape(name), escape(value))
     console.print(table)

@@ -1,7 +1,9 @@
 """Evaluation protocols: the metrics of ``aediff.metrics`` applied to models and datasets, one way each.
 
 Every protocol takes a model, a dataset (``aediff.data.ImageDataset``) and a seed, works in batches on the
-model's device, and returns a JSON-able dict (or plain arrays) that records what was measured and on what.
+model's device, and returns what was measured and on what: a typed section of
+``aediff.evaluation.results`` (``evaluate_model``'s pieces), or a JSON-able dict (the single protocols of
+``protocols``, which the CLI prints as they are).
 
 - :mod:`~aediff.evaluation.protocols`: reconstruction, denoising at one corruption, likelihoods (VAE,
   diffusion), samples and their FID / KID / precision / recall, classifier accuracy; batching helpers.
@@ -14,6 +16,8 @@ model's device, and returns a JSON-able dict (or plain arrays) that records what
 - :mod:`~aediff.evaluation.diagnostics`: per-block gradient norms of the training loss.
 - :mod:`~aediff.evaluation.speed`: sampling speed with network evaluations per image.
 - :mod:`~aediff.evaluation.suite`: ``evaluate_model``, everything that applies to a model (`aediff eval`).
+- :mod:`~aediff.evaluation.results`: the typed results (``ModelEvaluation``, the comparison's sections) and
+  their metrics.json form, with its format version.
 """
 
 from aediff.evaluation.denoising import denoising_sweep
@@ -43,11 +47,14 @@ from aediff.evaluation.protocols import (
     spread_indices,
     vae_likelihood,
 )
+from aediff.evaluation.results import FORMAT_VERSION, ModelEvaluation, json_safe
 from aediff.evaluation.spectra import gaussian_blur, high_frequency_share, predicted_x0_sweep, radial_frequency
 from aediff.evaluation.speed import sampling_speed
-from aediff.evaluation.suite import conditional_accuracy, evaluate_model, json_safe, predicted_classes
+from aediff.evaluation.suite import conditional_accuracy, evaluate_model, predicted_classes
 
 __all__ = [
+    "FORMAT_VERSION",
+    "ModelEvaluation",
     "Judge",
     "classifier_accuracy",
     "conditional_accuracy",

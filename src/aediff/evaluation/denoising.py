@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aediff.evaluation.protocols import denoising_metrics
+from aediff.evaluation.results import DenoisingRow, from_protocol
 from aediff.models import Capability, Model
 
 
@@ -19,14 +20,13 @@ def denoising_sweep(
     limit: int | None = None,
     batch_size: int = 256,
     keep_per_image: bool = False,
-) -> list[dict[str, Any]]:
-    """``denoising_metrics`` at every Gaussian sigma and masking probability, one row per (corruption, steps).
-
-    Row keys: corruption (spec, e.g. "gaussian:0.1", "mask:0.3"), kind ("gaussian" / "mask"), level (sigma
-    in [-1, 1] pixel units, or the share of pixels masked), steps, psnr, psnr_noisy (dB), ssim, ssim_noisy,
-    mse, num_images, and the standard errors over images psnr_se, psnr_noisy_se, ssim_se (with
-    keep_per_image, also "per_image": numpy arrays [N] of psnr, psnr_noisy ..., not JSON). Every level is
-    corrupted with the same ``seed``, so every model sees the same noisy images at a level.
+) -> list[DenoisingRow]:
+    """``denoising_metrics`` at every Gaussian sigma and masking probability, one ``DenoisingRow`` per
+    (corruption, steps): corruption (spec, e.g. "gaussian:0.1", "mask:0.3"), kind ("gaussian" / "mask"), level
+    (sigma in [-1, 1] pixel units, or the share of pixels masked), steps, PSNR (dB) / SSIM of the output and
+    of the noisy input, MSE, with standard errors over images (with keep_per_image, also ``per_image``: numpy
+    arrays [N], not JSON). Every level is corrupted with the same ``seed``, so every model sees the same noisy
+    images at a level.
 
     What applies, by capability (``model.require(Capability.DENOISE)``):
     - a model that is not told the noise level (AE / VAE / DAE: ``denoise`` is the reconstruction, one pass):
@@ -47,22 +47,6 @@ def denoising_sweep(
             result = denoising_metrics(
                 model, dataset, spec, seed=seed, batch_size=batch_size, limit=limit, steps=count, keep_per_image=True
             )
-            row = {
-                "corruption": result["corruption"],
-                "kind": kind,
-                "level": level,
-                "steps": count,
-                "psnr": result["psnr"],
-                "psnr_noisy": result["psnr_noisy"],
-                "ssim": result["ssim"],
-                "ssim_noisy": result["ssim_noisy"],
-                "mse": result["mse"],
-                "num_images": result["num_images"],
-                "psnr_se": result["psnr_se"],
-                "psnr_noisy_se": result["psnr_noisy_se"],
-                "ssim_se": result["ssim_se"],
-            }
-            if keep_per_image:
-                row["per_image"] = result["per_image"]
+            row = from_protocol(DenoisingRow, {**result, "kind": kind, "level": level}, keep_per_image)
             rows.append(row)
     return rows

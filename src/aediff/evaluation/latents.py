@@ -18,6 +18,7 @@ from torch import nn
 
 from aediff.errors import ConfigError
 from aediff.evaluation.protocols import iterate_images, model_device, spread_indices
+from aediff.evaluation.results import LatentHits, LatentProbes
 from aediff.models.corruptions import Corruption
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -154,14 +155,14 @@ def latent_space_metrics(
     noisy_sigmas: tuple[float, ...] = PROBE_SIGMAS,
     seed: int = 0,
     keep_per_image: bool = False,
-) -> dict[str, Any]:
+) -> LatentProbes:
     """Probes of the codes of up to ``limit`` images of each split (both need labels).
 
-    Keys: knn_accuracy (k = 5), linear_probe_accuracy, probe_accuracy_noisy ({sigma: accuracy} of the
+    Fields: knn_accuracy (k = 5), linear_probe_accuracy, probe_accuracy_noisy ({sigma: accuracy} of the
     linear probe fitted on clean training codes, scored on the codes of test images with Gaussian noise of
     that sigma: how far corruption moves a code across class boundaries), latent_dim, num_train, num_test.
-    keep_per_image: also "per_image": {"knn": [N] bool, "probe_noisy": {sigma: [N] bool}} (not JSON), for
-    paired comparisons between models on the same test images.
+    keep_per_image: also ``per_image``: ``LatentHits`` (knn [N] bool, probe_noisy {sigma: [N] bool}; not JSON),
+    for paired comparisons between models on the same test images.
     """
     train_codes, train_labels = _labelled_codes(model, train, limit, seed)
     test_codes, test_labels = _labelled_codes(model, test, limit, seed)
@@ -171,17 +172,18 @@ def latent_space_metrics(
     for sigma in noisy_sigmas:
         codes, _ = latent_codes(model, test, limit, corruption=f"gaussian:{sigma:g}", seed=seed)
         noisy[f"{sigma:g}"] = probe.predict(codes) == test_labels
-    result: dict[str, Any] = {
-        "knn_accuracy": float(knn.mean()),
-        "linear_probe_accuracy": float(probe.score(test_codes, test_labels)),
-        "probe_accuracy_noisy": {s: float(c.mean()) for s, c in noisy.items()},
-        "latent_dim": int(train_codes.shape[1]),
-        "num_train": len(train_codes),
-        "num_test": len(test_codes),
-    }
-    if keep_per_image:
-        result["per_image"] = {"knn": knn, "probe_noisy": noisy}
-    return result
+    return LatentProbes(
+        knn_accuracy=float(knn.mean()),
+        linear_probe_accuracy=float(probe.score(test_codes, test_labels)),
+        probe_accuracy_noisy={s: float(c.mean()) for s, c in noisy.items()},
+        latent_dim=int(train_codes.shape[1]),
+        num_train=len(train_codes),
+        num_test=len(test_codes),
+        per_image=LatentHits(knn, noisy) if keep_per_image else None,
+    )
+
+
+RAW_PIXELS = "raw pixels"  # knn_controls' name of the raw-pixel control
 
 
 @torch.no_grad()
@@ -200,7 +202,7 @@ def knn_controls(
         name: split.batch(spread_indices(len(split), limit))["labels"].numpy()
         for name, split in (("train", train), ("test", test))
     }
-    out = {"raw pixels": knn_correct(images["train"], labels["train"], images["test"], labels["test"])}
+    out = {RAW_PIXELS: knn_correct(images["train"], labels["train"], images["test"], labels["test"])}
     generator = torch.Generator().manual_seed(seed)
     for d in dims:
         projection = torch.randn(images["train"].shape[1], d, generator=generator)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from aediff.errors import ConfigError
 from aediff.evaluation.protocols import model_device
+from aediff.evaluation.results import X0Sweep
 from aediff.models import Capability, Model
 
 
@@ -72,7 +72,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 @torch.no_grad()
 def predicted_x0_sweep(
     model: Model, images: torch.Tensor, sigmas: Sequence[float], seed: int = 0, batch_size: int = 256
-) -> dict[str, Any]:
+) -> X0Sweep:
     """A diffusion model's one-step estimate of x0 from x_t = x0 + sigma * eps (``denoise(x_t, sigma)``), at
     each sigma.
 
@@ -80,7 +80,7 @@ def predicted_x0_sweep(
     rows differ only by the noise level. A conditioned model is given the null condition (no class, empty
     caption): what it predicts unconditionally.
 
-    Returns a dict: sigmas (list), predictions [len(sigmas), N, C, S, S] (clamped to [-1, 1] when the
+    Returns an ``X0Sweep``: sigmas (list), predictions [len(sigmas), N, C, S, S] (clamped to [-1, 1] when the
     model clips its x0 estimates), noisy [len(sigmas), N, C, S, S] (x_t as it is, not clipped),
     high_frequency_share (list: mean over images of each sigma's predictions), data_high_frequency_share
     (of the clean images). Tensors on the CPU.
@@ -100,10 +100,10 @@ def predicted_x0_sweep(
         predictions.append(torch.cat(chunks))
         noisy.append(x_t.cpu())
     predictions_t = torch.stack(predictions)
-    return {
-        "sigmas": [float(s) for s in sigmas],
-        "predictions": predictions_t,
-        "noisy": torch.stack(noisy),
-        "high_frequency_share": [float(high_frequency_share(p).mean()) for p in predictions_t],
-        "data_high_frequency_share": float(high_frequency_share(x0).mean()),
-    }
+    return X0Sweep(
+        sigmas=[float(s) for s in sigmas],
+        predictions=predictions_t,
+        noisy=torch.stack(noisy),
+        high_frequency_share=[float(high_frequency_share(p).mean()) for p in predictions_t],
+        data_high_frequency_share=float(high_frequency_share(x0).mean()),
+    )

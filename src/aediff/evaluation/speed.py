@@ -12,6 +12,7 @@ from torch import nn
 
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.evaluation.protocols import model_device, sample_images
+from aediff.evaluation.results import SamplingSpeed
 from aediff.models import Capability, Condition, Model
 
 
@@ -35,14 +36,14 @@ def sampling_speed(
     repeats: int = 3,
     condition: Condition | None = None,
     options: SamplerOptions | None = None,
-) -> dict[str, Any]:
+) -> SamplingSpeed:
     """Time ``sample_images(model, n, seed, condition, options)``.
 
     One untimed warm-up call of at most ``WARM_UP`` images (it also counts the network evaluations per image,
     which do not depend on the batch), then ``repeats`` timed calls of ``n``.
     Returns images_per_second (median over the repeats), seconds_per_image, nfe (network evaluations per
     image: the rows ``model.sampling_network()`` processed, over n; classifier-free guidance's doubled batch
-    counts twice), num_images, repeats, device and the scalar options.
+    counts twice), num_images, repeats, device and the sampler options it ran with.
     """
     device = model_device(model)
     rows = 0
@@ -65,15 +66,7 @@ def sampling_speed(
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
-    return {
-        "images_per_second": n / median,
-        "seconds_per_image": median / n,
-        "nfe": rows / warm_up,
-        "num_images": n,
-        "repeats": repeats,
-        "device": str(device),
-        **_chosen(model, options),
-    }
+    return SamplingSpeed(n / median, median / n, rows / warm_up, n, repeats, str(device), _chosen(model, options))
 
 
 def _chosen(model: Model, options: SamplerOptions | None) -> dict[str, Any]:

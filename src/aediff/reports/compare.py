@@ -30,6 +30,7 @@ from aediff.device import default_device
 from aediff.environment import cpu_model
 from aediff.errors import ConfigError
 from aediff.reports.evaluate import evaluate_all
+from aediff.reports.record import ComparisonReport, ReportMeta
 from aediff.reports.sections import build_report
 
 
@@ -287,12 +288,12 @@ def run_compare(
     log: Callable[[str], None] | None = None,
     command: str = "",
     replace_runs: bool = False,
-) -> dict[str, Any]:
+) -> ComparisonReport:
     """Train (or reuse) every model of the plan, evaluate them, write the report into ``out``.
 
     replace_runs: train again the models whose run folders an earlier comparison left in ``out/runs``
-    (else that is an error, checked before any training). Returns the metrics dict that is also written to
-    ``out/metrics.json``; ``out/report.html`` is the report.
+    (else that is an error, checked before any training). Returns the ``ComparisonReport`` that is also
+    written to ``out/metrics.json``; ``out/report.html`` is the report.
     """
     from aediff.data import ImageStream, check_captions_available, load_dataset
 
@@ -346,28 +347,28 @@ def run_compare(
         eval_seconds = time.perf_counter() - evaluating
     finally:
         meter.close()
-    results["meta"] = {
-        "data": config.data,
-        "budget_minutes": config.budget_minutes,
-        "max_steps": config.max_steps,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "aediff": aediff.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "device": str(default_device()),
-        "wall_seconds": time.perf_counter() - started,
-        "config": _jsonable(dataclasses.asdict(config)),
-        "runs": {k: str(v) for k, v in runs.items()},
-        "train_wall_seconds": train_seconds,
-        "train_seconds": sum(train_seconds.values()),
-        "eval_seconds": eval_seconds,
-        "command": command,
-    }
-    metrics, _ = build_report(results, plan, out)
-    return metrics
+    meta = ReportMeta(
+        data=config.data,
+        budget_minutes=config.budget_minutes,
+        max_steps=config.max_steps,
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        aediff=aediff.__version__,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        machine=platform.machine(),
+        cpu=cpu_model(),
+        threads=torch.get_num_threads(),
+        device=str(default_device()),
+        wall_seconds=time.perf_counter() - started,
+        config=_jsonable(dataclasses.asdict(config)),
+        runs={k: str(v) for k, v in runs.items()},
+        train_wall_seconds=train_seconds,
+        train_seconds=sum(train_seconds.values()),
+        eval_seconds=eval_seconds,
+        command=command,
+    )
+    record, _ = build_report(results, meta, plan, out, config.denoise_steps)
+    return record
 
 
 def _jsonable(value: Any) -> Any:

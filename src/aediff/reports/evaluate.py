@@ -4,13 +4,16 @@ function behind `aediff eval`), plus what the verdicts need beyond it: the contr
 values for paired comparisons, bootstrap intervals, and the budget curves from the snapshots kept during
 training.
 
-``evaluate_all`` returns {"models": per-model metrics (JSON), "sections": section numbers (JSON),
-"artifacts": images and per-image arrays (not JSON)}; ``aediff.reports.sections`` turns that into the report.
+``evaluate_all`` returns a ``ComparisonResults``: each model's ``ModelEvaluation`` (per-image arrays kept),
+the comparison's own numbers (``ComparisonSections``) and the images and per-image controls the figures and
+paired comparisons need (``ComparisonArtifacts``, never JSON); ``aediff.reports.sections`` turns that into
+the report.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,18 @@ from aediff.evaluation import (
 )
 from aediff.evaluation.judges import Judge, judges_for
 from aediff.evaluation.latents import knn_controls, knn_correct
+from aediff.evaluation.results import (
+    ComparisonSections,
+    CurvePoint,
+    CurveScore,
+    GuidanceRow,
+    GuidanceSweep,
+    HeldOutLoss,
+    ImageControls,
+    ModelEvaluation,
+    PromptAccuracy,
+    X0Trend,
+)
 from aediff.metrics import psnr
 from aediff.metrics.stats import Estimate
 from aediff.models import Capability, Condition, Model
@@ -44,50 +59,79 @@ LATENT_PROBE_IMAGES = 2000  # per split, for the k-NN and linear probes and thei
 TREND_DRAWS = 200  # bootstrap draws of section 6's Spearman rho
 
 
-def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter, log=None) -> dict[str, Any]:
+@dataclass
+class ComparisonArtifacts:
+    """What the report shows and pairs beyond the numbers (never JSON): images [N, C, H, W] in [-1, 1] by
+    model, latent codes, and per-image values of the controls and of section 8's samples."""
+
+    originals: torch.Tensor  # 8 test images, the top row of the reconstructions
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)
+    reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (codes [N, D], labels [N])
+    mean_image_psnr: np.ndarray | None = None  # [N] the mean training image's PSNR on each test image
+    knn_controls: dict[str, np.ndarray] = field(default_factory=dict)  # control -> [N] bool, k-NN correct
+    interpolation: torch.Tensor | None = None
+    x0_predictions: torch.Tensor | None = None  # [sigmas, 6, C, H, W]
+    class_grid: tuple[float, torch.Tensor] | None = None  # (guidance, images)
+    guidance_correct: dict[str, np.ndarray] = field(default_factory=dict)  # scale "%g" -> [n] bool
+    prompt_grid: tuple[list[str], torch.Tensor] | None = None  # (class names, images)
+
+
+@dataclass
+class ComparisonResults:
+    """``evaluate_all``'s result: every model's evaluation, the comparison's numbers and its artifacts."""
+
+    models: dict[str, ModelEvaluation]
+    sections: ComparisonSections
+    artifacts: ComparisonArtifacts
+
+
+def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter, log=None) -> ComparisonResults:
     """Evaluate every model of the plan with one protocol, and the controls. See the module docstring."""
-    judge_run = next((aediff.load(runs[p.name]) for p in plan if p.judge), None)
+    judge = next((p for p in plan if p.judge), None)
+    judge_run = aediff.load(runs[judge.name]) if judge is not None else None
     classifier = judge_run.model if judge_run is not None else None
     judges = judges_for(classifier) if classifier is not None else []
-    models: dict[str, dict[str, Any]] = {}
-    per_image: dict[str, dict[str, Any]] = {}
-    artifacts: dict[str, Any] = {"samples": {}, "reconstructions": {}, "codes": {}, "per_image": per_image}
-    sections: dict[str, Any] = {"judges": {j.name: j.description for j in judges}}
-    artifacts["originals"] = test_set.batch(spread_indices(len(test_set), 8))["images"]
+    models: dict[str, ModelEvaluation] = {}
+    artifacts = ComparisonArtifacts(test_set.batch(spread_indices(len(test_set), 8))["images"])
+    sections = ComparisonSections(judges={j.name: j.description for j in judges})
     if judge_run is not None:
-        models["classifier"] = {**evaluate_model(judge_run, train_set, test_set), "role": "judge"}
+        models[judge.name] = evaluate_model(judge_run, train_set, test_set)
+        models[judge.name].role = "judge"
     inception = _inception_if_on_disk()  # built once: loading Inception-v3 is slow
-    sections["controls"] = _image_controls(train_set, test_set, config.limit, per_image)
+    sections.controls = _image_controls(train_set, test_set, config.limit, artifacts)
     for planned in plan:
         if planned.judge:
             continue
         begun = meter.start(f"evaluating {planned.name}")
         run = aediff.load(runs[planned.name])
-        models[planned.name], per_image[planned.name] = _evaluate_planned(
+        models[planned.name] = _evaluate_planned(
             planned, run, config, train_set, test_set, judge_run, judges, inception
         )
-        _figures_of(planned, run.model, config, train_set, test_set, artifacts, per_image[planned.name])
+        _figures_of(planned, run.model, config, train_set, test_set, artifacts, models[planned.name])
         _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
         if planned.curve and judges:
-            sections.setdefault("curves", {})[planned.name] = budget_curve(
-                run, per_image[planned.name]["generation"]["samples"], judges, test_set, config
-            )
+            samples = models[planned.name].generation.samples
+            sections.curves = {
+                **(sections.curves or {}),
+                planned.name: budget_curve(run, samples, judges, test_set, config),
+            }
         meter.finish("eval", begun)
         if log:
             log(f"evaluated {planned.name}")
     if labelled(train_set, test_set):
-        sections["manifold_controls"] = _manifold_controls(plan, runs, models, train_set, test_set, config, per_image)
-    return {"models": models, "artifacts": artifacts, "sections": sections}
+        sections.manifold_controls = _manifold_controls(plan, runs, models, train_set, test_set, config, artifacts)
+    return ComparisonResults(models, sections, artifacts)
 
 
 def labelled(train_set, test_set) -> bool:
     return train_set.labels is not None and test_set.labels is not None
 
 
-def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges, inception) -> tuple[dict, dict]:
+def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges, inception) -> ModelEvaluation:
     """evaluate_model on one planned model, unconditional samples (a conditioned model draws with the null
-    condition, so the FIDs of section 9 compare like with like; section 8 measures conditioned samples).
-    Returns (its JSON metrics, its per-image arrays)."""
+    condition, so the FIDs of section 9 compare like with like; section 8 measures conditioned samples),
+    per-image arrays kept."""
     metrics = evaluate_model(
         run,
         train_set,
@@ -102,17 +146,8 @@ def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judg
         judges=judges,
         keep_per_image=True,
     )
-    metrics["role"] = planned.role
-    arrays: dict[str, Any] = {}
-    for section in ("reconstruction", "latent_space", "generation"):
-        if isinstance(metrics.get(section), dict) and "per_image" in metrics[section]:
-            arrays[section] = metrics[section].pop("per_image")
-    arrays["denoising"] = {
-        (row["kind"], row["level"], row["steps"]): row.pop("per_image")
-        for row in metrics.get("denoising", [])
-        if "per_image" in row
-    }
-    return metrics, arrays
+    metrics.role = planned.role
+    return metrics
 
 
 def _inception_if_on_disk():
@@ -126,20 +161,22 @@ def _inception_if_on_disk():
         return None
 
 
-def _figures_of(planned, model: Model, config, train_set, test_set, artifacts: dict[str, Any], arrays) -> None:
+def _figures_of(
+    planned, model: Model, config, train_set, test_set, artifacts: ComparisonArtifacts, metrics: ModelEvaluation
+) -> None:
     """The images the report shows of one model: samples (the first 64 the protocol scored, when it kept
     them), reconstructions, latent codes, interpolations."""
     if model.can(Capability.GENERATE):
-        scored = arrays.get("generation", {}).get("samples")
+        scored = metrics.generation.samples if metrics.generation is not None else None
         shown = scored[:64] if scored is not None else sample_images(model, 64, seed=config.seed)
-        artifacts["samples"][planned.name] = shown
+        artifacts.samples[planned.name] = shown
     if model.can(Capability.LATENT):
-        artifacts["reconstructions"][planned.name] = model.reconstruct(artifacts["originals"].to(model.device)).cpu()
+        artifacts.reconstructions[planned.name] = model.reconstruct(artifacts.originals.to(model.device)).cpu()
         if labelled(train_set, test_set):
             limited = test_set.subset(spread_indices(len(test_set), config.limit))
-            artifacts["codes"][planned.name] = latent_codes(model, limited)
+            artifacts.codes[planned.name] = latent_codes(model, limited)
     if model.can(Capability.ELBO):
-        artifacts["interpolation"] = interpolation_grid(model, test_set, seed=config.seed)
+        artifacts.interpolation = interpolation_grid(model, test_set, seed=config.seed)
 
 
 def _section_numbers(planned, model, config, train_set, test_set, classifier, judges, sections, artifacts) -> None:
@@ -147,33 +184,34 @@ def _section_numbers(planned, model, config, train_set, test_set, classifier, ju
     if planned.peer:
         return
     if planned.autoencoder is not None and classifier is not None and model.can(Capability.TEXT_CONDITION):
-        sections["prompts"], artifacts["prompt_grid"] = prompt_grid(model, classifier, config, train_set)
+        sections.prompts, artifacts.prompt_grid = prompt_grid(model, classifier, config, train_set)
     if model.can(Capability.DIFFUSION_BOUND):  # pixel diffusion: its loss and gradients compare directly
         losses = held_out_losses(model, test_set, config.limit, seed=config.seed)
         batch = train_set.batch(spread_indices(len(train_set), 64))
         batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        sections.setdefault("held_out_loss", {})[planned.name] = {
-            "chunks": losses.tolist(),
-            "loss": Estimate.mean_of(losses, "chunks of 25 images").to_dict(),
-            "gradient_norms": gradient_norms(model, batch, seed=config.seed),
-        }
+        loss = HeldOutLoss(
+            losses.tolist(),
+            Estimate.mean_of(losses, "chunks of 25 images"),
+            gradient_norms(model, batch, seed=config.seed),
+        )
+        sections.held_out_loss = {**(sections.held_out_loss or {}), planned.name: loss}
     if not planned.subject:
         return
-    sections["x0"], artifacts["x0_predictions"] = x0_trend(model, test_set, config.seed)
+    sections.x0, artifacts.x0_predictions = x0_trend(model, test_set, config.seed)
     if classifier is not None and model.can(Capability.CLASS_CONDITION):
-        sections["guidance"], artifacts["class_grid"], artifacts["guidance_correct"] = guidance_sweep(
+        sections.guidance, artifacts.class_grid, artifacts.guidance_correct = guidance_sweep(
             model, classifier, judges[0], config, test_set
         )
 
 
-def _image_controls(train_set, test_set, limit: int, per_image: dict[str, Any]) -> dict[str, Any]:
+def _image_controls(train_set, test_set, limit: int, artifacts: ComparisonArtifacts) -> ImageControls:
     """The trivial reconstruction every AE must beat: the mean training image for every test image."""
     mean_image = torch.cat([train_set.batch(chunk)["images"] for chunk in torch.arange(len(train_set)).split(512)])
     mean_image = mean_image.mean(0, keepdim=True)
     test = test_set.batch(spread_indices(len(test_set), limit))["images"]
     values = psnr(mean_image.expand_as(test), test).double().numpy()
-    per_image["mean image"] = {"reconstruction": {"psnr": values}}
-    return {"mean_image_psnr": Estimate.mean_of(values).to_dict()}
+    artifacts.mean_image_psnr = values
+    return ImageControls(Estimate.mean_of(values))
 
 
 @torch.no_grad()
@@ -195,28 +233,28 @@ def held_out_losses(model: Model, dataset: Any, limit: int, seed: int = 0, draws
     return out
 
 
-def x0_trend(model: Model, test_set, seed: int) -> tuple[dict[str, Any], torch.Tensor]:
+def x0_trend(model: Model, test_set, seed: int) -> tuple[X0Trend, torch.Tensor]:
     """Section 6: the high-frequency share of the predicted x0 of ``X0_IMAGES`` test images at each of
     ``X0_SIGMAS``, the data's own, and Spearman's rho between sigma and the mean share with a bootstrap
-    interval over images. Returns (JSON numbers, the predictions of the first 6 images [S, 6, C, H, W])."""
+    interval over images. Returns (the numbers, the predictions of the first 6 images [S, 6, C, H, W])."""
     images = test_set.batch(spread_indices(len(test_set), X0_IMAGES))["images"].to(model.device)
     sweep = predicted_x0_sweep(model, images, X0_SIGMAS, seed=seed)
-    shares = np.stack([high_frequency_share(p).double().numpy() for p in sweep["predictions"]])  # [S, N]
+    shares = np.stack([high_frequency_share(p).double().numpy() for p in sweep.predictions])  # [S, N]
     rng = np.random.default_rng(seed)
     draws = [
         spearman(X0_SIGMAS, shares[:, rng.integers(0, shares.shape[1], shares.shape[1])].mean(1))
         for _ in range(TREND_DRAWS)
     ]
     rho = Estimate.from_draws(spearman(X0_SIGMAS, shares.mean(1)), draws)
-    numbers = {
-        "sigmas": list(X0_SIGMAS),
-        "high_frequency_share": shares.mean(1).tolist(),
-        "high_frequency_share_se": (shares.std(1, ddof=1) / np.sqrt(shares.shape[1])).tolist(),
-        "data_high_frequency_share": float(high_frequency_share(images.cpu()).mean()),
-        "rho": rho.to_dict(),
-        "num_images": int(shares.shape[1]),
-    }
-    return numbers, sweep["predictions"][:, :6].cpu()
+    numbers = X0Trend(
+        sigmas=list(X0_SIGMAS),
+        high_frequency_share=shares.mean(1).tolist(),
+        high_frequency_share_se=(shares.std(1, ddof=1) / np.sqrt(shares.shape[1])).tolist(),
+        data_high_frequency_share=float(high_frequency_share(images.cpu()).mean()),
+        rho=rho,
+        num_images=int(shares.shape[1]),
+    )
+    return numbers, sweep.predictions[:, :6].cpu()
 
 
 def judged(images: torch.Tensor, judge: Judge, test_set, config):
@@ -242,19 +280,19 @@ def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_s
     rows, correct, grid = {}, {}, None
     for w in config.guidances:
         images = sample_images(model, n, config.seed + 1, Condition(class_labels=labels, guidance=w))
-        score = judged(images, judge, test_set, config).to_dict()
+        score = judged(images, judge, test_set, config)
         hits = (predicted_classes(classifier, images) == labels).numpy()
         correct[f"{w:g}"] = hits
         accuracy = Estimate.proportion(int(hits.sum()), n)
-        rows[f"{w:g}"] = {"guidance": w, "accuracy": accuracy.value, "accuracy_se": accuracy.se, "samples": n, **score}
+        rows[f"{w:g}"] = GuidanceRow(w, accuracy.value, accuracy.se, n, score)
         if grid is None or abs(w - 3.0) < abs(grid[0] - 3.0):
             per_class = min(8, n // 10)
             order = torch.cat([torch.nonzero(labels == d).flatten()[:per_class] for d in range(10)])
             grid = (w, images[order])
-    return {"rows": rows, "num_classes": model.num_classes}, grid, correct
+    return GuidanceSweep(rows, model.num_classes), grid, correct
 
 
-def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[dict[str, Any], Any]:
+def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[PromptAccuracy, Any]:
     """Section 8's captions: 8 samples per class name through the first caption template, guidance 3, and
     the share the classifier assigns to the named class."""
     names = train_set.class_names or [str(d) for d in range(10)]
@@ -264,11 +302,10 @@ def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[dic
     images = sample_images(model, len(prompts), config.seed + 2, Condition(prompts=prompts, guidance=3.0))
     hits = predicted_classes(classifier, images) == labels
     accuracy = Estimate.proportion(int(hits.sum()), len(hits))
-    numbers = {"template": template, "guidance": 3.0, "accuracy": accuracy.value, "accuracy_se": accuracy.se}
-    return {**numbers, "samples": len(prompts)}, (names, images)
+    return PromptAccuracy(template, 3.0, accuracy.value, accuracy.se, len(prompts)), (names, images)
 
 
-def budget_curve(run, final_samples: torch.Tensor, judges: list[Judge], test_set, config) -> list[dict[str, Any]]:
+def budget_curve(run, final_samples: torch.Tensor, judges: list[Judge], test_set, config) -> list[CurvePoint]:
     """FID in every judge at each snapshot kept during training and at the end, each from
     ``config.curve_samples`` samples (the end point reuses the first of the protocol's samples): one point per
     budget fraction with its training time, steps and FID +- bootstrap standard error."""
@@ -283,29 +320,29 @@ def budget_curve(run, final_samples: torch.Tensor, judges: list[Judge], test_set
     return points
 
 
-def _curve_point(fraction: float, run, images: torch.Tensor, judges: list[Judge], test_set, config) -> dict[str, Any]:
+def _curve_point(fraction: float, run, images: torch.Tensor, judges: list[Judge], test_set, config) -> CurvePoint:
     summary = run.summary
     fids = {}
     for judge in judges:
         score = judged(images, judge, test_set, config)
-        fids[judge.name] = {"fid": score.fid, "fid_se": score.fid_se, "fid_draws_values": score.fid_draws_values}
-    return {
-        "fraction": fraction,
-        "train_seconds": summary.train_seconds if summary is not None else None,
-        "steps": summary.steps if summary is not None else None,
-        "samples": len(images),
-        "judges": fids,
-    }
+        fids[judge.name] = CurveScore(score.fid, score.fid_se, score.fid_draws_values)
+    return CurvePoint(
+        fraction,
+        summary.train_seconds if summary is not None else None,
+        summary.steps if summary is not None else None,
+        len(images),
+        fids,
+    )
 
 
 @torch.no_grad()
-def _manifold_controls(plan, runs, models, train_set, test_set, config, per_image) -> dict[str, Any]:
+def _manifold_controls(plan, runs, models, train_set, test_set, config, artifacts) -> dict[str, Estimate]:
     """Section 4's controls, on the same test images as the latent probes: k-NN correctness of raw pixels,
     of a random projection to each latent dimension, and of each autoencoder's network untrained (the same
-    config, initialised from the seed, never trained). Per-image arrays go to ``per_image``; returns the
-    accuracies."""
-    latent = [p.name for p in plan if not p.peer and "latent_space" in models.get(p.name, {})]
-    dims = tuple(sorted({models[n]["latent_space"]["latent_dim"] for n in latent}))
+    config, initialised from the seed, never trained). Per-image arrays go to ``artifacts.knn_controls``;
+    returns the accuracies."""
+    latent = [p.name for p in plan if not p.peer and p.name in models and models[p.name].latent_space is not None]
+    dims = tuple(sorted({models[n].latent_space.latent_dim for n in latent}))
     controls = knn_controls(train_set, test_set, dims, LATENT_PROBE_IMAGES, seed=config.seed)
     for name in latent:
         trained = aediff.load(runs[name]).model
@@ -314,5 +351,5 @@ def _manifold_controls(plan, runs, models, train_set, test_set, config, per_imag
         train_codes, train_labels = latent_codes(untrained, train_set, LATENT_PROBE_IMAGES, seed=config.seed)
         test_codes, test_labels = latent_codes(untrained, test_set, LATENT_PROBE_IMAGES, seed=config.seed)
         controls[f"untrained {name}"] = knn_correct(train_codes, train_labels, test_codes, test_labels)
-    per_image["controls"] = {"knn": controls}
-    return {name: Estimate.proportion(int(c.sum()), len(c)).to_dict() for name, c in controls.items()}
+    artifacts.knn_controls = controls
+    return {name: Estimate.proportion(int(c.sum()), len(c)) for name, c in controls.items()}

@@ -20,6 +20,8 @@ import torch
 
 from aediff.data import fill_template
 from aediff.evaluation import latent_map, umap_available
+from aediff.evaluation.latents import RAW_PIXELS
+from aediff.evaluation.results import ComparisonSections, CurvePoint, DenoisingRow, ImageScores, ModelEvaluation
 from aediff.metrics.stats import (
     Estimate,
     difference_of_draws,
@@ -29,7 +31,9 @@ from aediff.metrics.stats import (
 from aediff.models import Capability
 from aediff.reports import figures
 from aediff.reports import verdicts as rules
+from aediff.reports.evaluate import ComparisonArtifacts, ComparisonResults
 from aediff.reports.html import Figure, Section, Table, render_report, write_report
+from aediff.reports.record import ClaimVerdict, ComparisonReport, ReportMeta
 from aediff.reports.verdicts import DenoisingLevel, Verdict
 
 
@@ -37,23 +41,20 @@ from aediff.reports.verdicts import DenoisingLevel, Verdict
 class Measured:
     """What the evaluation measured, with the lookups the builders share."""
 
-    models: dict[str, dict[str, Any]]
-    sections: dict[str, Any]
-    artifacts: dict[str, Any]
-    meta: dict[str, Any]
+    models: dict[str, ModelEvaluation]
+    sections: ComparisonSections
+    artifacts: ComparisonArtifacts
+    meta: ReportMeta
     plan: list[Any]
-
-    @property
-    def per_image(self) -> dict[str, Any]:
-        return self.artifacts["per_image"]
+    denoise_steps: int = 1  # the diffusion model's multi-step denoising (CompareConfig.denoise_steps)
 
     @property
     def judges(self) -> list[str]:
-        return list(self.sections.get("judges", {}))
+        return list(self.sections.judges)
 
     def can(self, name: str, capability: Capability) -> bool:
         """Whether the evaluated model ``name`` declared ``capability`` (recorded in its metrics)."""
-        return capability.value in self.models.get(name, {}).get("capabilities", [])
+        return name in self.models and capability.value in self.models[name].capabilities
 
     def planned(self, predicate: Callable[[Any], bool]) -> list[Any]:
         """The evaluated models of the plan that ``predicate`` picks; never a peer (no claim is about one)."""
@@ -69,31 +70,43 @@ class Measured:
         found = self.planned(lambda p: p.subject)
         return found[0].name if found else None
 
-    def psnr(self, name: str) -> Estimate:
-        return Estimate.mean_of(self.per_image[name]["reconstruction"]["psnr"])
+    def reconstruction_psnr(self, name: str) -> np.ndarray:
+        """Per-test-image PSNR [N] of the model's reconstructions."""
+        return self.models[name].reconstruction.per_image.psnr
 
-    def denoised(self, name: str, sigma: float, steps: int = 1) -> dict[str, np.ndarray] | None:
-        return self.per_image.get(name, {}).get("denoising", {}).get(("gaussian", sigma, steps))
+    def psnr(self, name: str) -> Estimate:
+        return Estimate.mean_of(self.reconstruction_psnr(name))
+
+    def denoised(self, name: str, sigma: float, steps: int = 1) -> ImageScores | None:
+        row = self.models[name].denoised("gaussian", sigma, steps) if name in self.models else None
+        return row.per_image if row is not None else None
+
+    def probe_noisy(self, name: str) -> dict[str, np.ndarray]:
+        """{sigma: [N] bool} the linear probe's correctness on codes of noisy test images ({} without probes)."""
+        probes = self.models[name].latent_space
+        return probes.per_image.probe_noisy if probes is not None and probes.per_image is not None else {}
+
+    def knn_hits(self, name: str) -> np.ndarray | None:
+        """[N] bool: the k-NN probe's correctness on the model's codes (None without probes)."""
+        probes = self.models[name].latent_space if name in self.models else None
+        return probes.per_image.knn if probes is not None and probes.per_image is not None else None
 
     def fid(self, name: str, judge: str) -> Estimate | None:
-        score = self.models.get(name, {}).get("generation_by_judge", {}).get(judge)
-        if score is None:
-            return None
-        return Estimate.from_draws(score["fid"], score["fid_draws_values"])
+        return self.models[name].fid(judge) if name in self.models else None
 
     def fid_gap(self, better: str, worse: str, judge: str) -> Estimate:
         """FID(worse) - FID(better), paired over the reference resamples of the bootstrap."""
-        a = self.models[worse]["generation_by_judge"][judge]
-        b = self.models[better]["generation_by_judge"][judge]
-        return difference_of_draws(a["fid"], a["fid_draws_values"], b["fid"], b["fid_draws_values"])
+        a = self.models[worse].generation_by_judge[judge]
+        b = self.models[better].generation_by_judge[judge]
+        return difference_of_draws(a.fid, a.fid_draws_values, b.fid, b.fid_draws_values)
 
 
-def _level_psnr(row: dict[str, Any] | None) -> float:
-    return float(row["psnr"]) if row is not None else float("nan")
+def _level_psnr(row: DenoisingRow | None) -> float:
+    return float(row.psnr) if row is not None else float("nan")
 
 
-def _psnr_rows(m: dict, kind: str = "gaussian", steps: int = 1) -> dict[float, dict]:
-    return {r["level"]: r for r in m.get("denoising", []) if r["kind"] == kind and r["steps"] == steps}
+def _psnr_rows(m: ModelEvaluation, kind: str = "gaussian", steps: int = 1) -> dict[float, DenoisingRow]:
+    return {r.level: r for r in m.denoising or [] if r.kind == kind and r.steps == steps}
 
 
 def _section(key: str, title: str, claim: str, verdict: Verdict, figs=(), tables=(), notes="") -> Section:
@@ -109,9 +122,9 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
         return None
     names, sizes = [p.name for p in sweep], [p.bottleneck for p in sweep]
     psnr = [m.psnr(n) for n in names]
-    arrays = [m.per_image[n]["reconstruction"]["psnr"] for n in names]
+    arrays = [m.reconstruction_psnr(n) for n in names]
     gains = [paired_difference(b, a) for a, b in zip(arrays[:-1], arrays[1:], strict=True)]
-    control = Estimate.mean_of(m.per_image["mean image"]["reconstruction"]["psnr"])
+    control = Estimate.mean_of(m.artifacts.mean_image_psnr)
     verdict = rules.bottleneck(sizes, psnr, gains, control)
     art = m.artifacts
     figs = [
@@ -131,15 +144,15 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
         Figure(
             "bottleneck_reconstructions",
             figures.image_grid(
-                torch.cat([art["originals"]] + [art["reconstructions"][n] for n in names]),
-                nrow=len(art["originals"]),
+                torch.cat([art.originals] + [art.reconstructions[n] for n in names]),
+                nrow=len(art.originals),
                 row_labels=["test images"] + [f"{s}-d" for s in sizes],
             ),
             "Top row: test images; below: reconstructions by AEs with growing bottlenecks.",
         ),
     ]
     rows = [
-        [n, s, p.value, 1.96 * p.se, m.models[n]["reconstruction"]["ssim"], m.models[n]["reconstruction"]["mse"]]
+        [n, s, p.value, 1.96 * p.se, m.models[n].reconstruction.ssim, m.models[n].reconstruction.mse]
         for n, s, p in zip(names, sizes, psnr, strict=True)
     ]
     rows.append(["mean image (control)", "n/a", control.value, 1.96 * control.se, "n/a", "n/a"])
@@ -167,21 +180,21 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
         if by_judge
         else Verdict("inconclusive", "the AE's fitted Gaussian", "no judge to score samples with")
     )
-    lik = m.models[name]["likelihood"]
+    lik = m.models[name].likelihood
     art = m.artifacts
     figs = [
-        Figure("vae_samples", figures.image_grid(art["samples"][name][:64], nrow=8), "Samples of the VAE's prior."),
+        Figure("vae_samples", figures.image_grid(art.samples[name][:64], nrow=8), "Samples of the VAE's prior."),
         Figure(
             "ae_samples",
-            figures.image_grid(art["samples"][ae][:64], nrow=8),
+            figures.image_grid(art.samples[ae][:64], nrow=8),
             f"Samples of {ae}: a Gaussian fitted to its latents, decoded.",
         ),
     ]
-    if "interpolation" in art:
+    if art.interpolation is not None:
         figs.append(
             Figure(
                 "vae_interpolation",
-                figures.image_grid(art["interpolation"], nrow=len(art["interpolation"]) // 4),
+                figures.image_grid(art.interpolation, nrow=len(art.interpolation) // 4),
                 "Each row decodes a straight line in the VAE's latent space between two test images.",
             )
         )
@@ -195,10 +208,10 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
             "vae_likelihood",
             ["bound", "nats / image", "bits/dim"],
             [
-                ["ELBO", lik["nll_elbo_nats"], lik["elbo_bits_per_dim"]],
-                [f"IWAE, k={lik['iwae_k']}", lik["nll_iwae_nats"], lik["iwae_bits_per_dim"]],
+                ["ELBO", lik.nll_elbo_nats, lik.elbo_bits_per_dim],
+                [f"IWAE, k={lik.iwae_k}", lik.nll_iwae_nats, lik.iwae_bits_per_dim],
             ],
-            f"{lik['num_images']} test images, {lik['data']}; IWAE +- {1.96 * lik['iwae_bits_per_dim_se']:.3f} "
+            f"{lik.num_images} test images, {lik.data}; IWAE +- {1.96 * lik.iwae_bits_per_dim_se:.3f} "
             "bits/dim (95%, over images).",
         ),
     ]
@@ -216,7 +229,7 @@ def _denoising_level(m: Measured, claimant: str, compared: str, sigma: float, st
     a, b = m.denoised(claimant, sigma, steps), m.denoised(compared, sigma)
     if a is None or b is None:
         return None
-    return DenoisingLevel(sigma, paired_difference(a["psnr"], b["psnr"]), paired_difference(b["psnr"], b["psnr_noisy"]))
+    return DenoisingLevel(sigma, paired_difference(a.psnr, b.psnr), paired_difference(b.psnr, b.psnr_noisy))
 
 
 def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
@@ -227,10 +240,9 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
     measured = {p.name: _denoising_level(m, p.name, ae, p.noise_sigma) for p in daes}
     levels = [lv for lv in measured.values() if lv is not None]
     probes = []
-    ae_probe = m.per_image[ae].get("latent_space", {}).get("probe_noisy", {})
+    ae_probe = m.probe_noisy(ae)
     for p in daes:
-        mine = m.per_image[p.name].get("latent_space", {}).get("probe_noisy", {})
-        for sigma, hits in mine.items():
+        for sigma, hits in m.probe_noisy(p.name).items():
             if sigma in ae_probe:
                 probes.append((p.name, float(sigma), paired_proportion_difference(hits, ae_probe[sigma])))
     verdict = rules.dae_denoising(levels, probes)
@@ -282,23 +294,23 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 
 def manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
-    controls = m.per_image.get("controls", {}).get("knn")
-    latent = [p.name for p in m.planned(lambda p: "knn" in m.per_image.get(p.name, {}).get("latent_space", {}))]
+    controls = m.artifacts.knn_controls
+    latent = [p.name for p in m.planned(lambda p: m.knn_hits(p.name) is not None)]
     if not controls or not latent:
         return None
     gaps, rows = {}, []
     for name in latent:
-        hits = m.per_image[name]["latent_space"]["knn"]
-        dim = m.models[name]["latent_space"]["latent_dim"]
+        hits = m.knn_hits(name)
+        dim = m.models[name].latent_space.latent_dim
         mine = {
-            "raw pixels": controls["raw pixels"],
+            "raw pixels": controls[RAW_PIXELS],
             f"random projection to {dim}-d": controls[f"random projection {dim}"],
             "the untrained network": controls[f"untrained {name}"],
         }
         gaps[name] = {c: paired_proportion_difference(hits, v) for c, v in mine.items()}
         rows.append([name, dim, float(hits.mean()), *(float(v.mean()) for v in mine.values())])
     verdict = rules.manifold(gaps)
-    codes = m.artifacts["codes"]
+    codes = m.artifacts.codes
     shown = [
         n for n in (m.shared_ae, "vae", *[p.name for p in m.planned(lambda p: p.sweep == "noise")][1:2]) if n in codes
     ]
@@ -319,7 +331,7 @@ def manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
         "knn",
         ["model", "latent dim", "k-NN accuracy", "raw pixels", "random projection", "untrained network"],
         rows,
-        f"k-NN (k = 5) on standardized codes, {len(controls['raw pixels'])} test images; gaps paired over them.",
+        f"k-NN (k = 5) on standardized codes, {len(controls[RAW_PIXELS])} test images; gaps paired over them.",
     )
     claim = (
         "Training makes every autoencoder's latent space cluster the classes: k-NN accuracy of its latents beats "
@@ -336,9 +348,9 @@ def _psnr_matrix(m: Measured, names: list[str], kinds: list[tuple[str, float]]) 
     model was not asked (the diffusion model does not fill masks)."""
     matrix = np.full((len(names), len(kinds)), math.nan)
     for i, name in enumerate(names):
-        for row in m.models[name]["denoising"]:
-            if row["steps"] == 1 and (row["kind"], row["level"]) in kinds:
-                matrix[i, kinds.index((row["kind"], row["level"]))] = row["psnr"]
+        for row in m.models[name].denoising or []:
+            if row.steps == 1 and (row.kind, row.level) in kinds:
+                matrix[i, kinds.index((row.kind, row.level))] = row.psnr
     return matrix
 
 
@@ -351,10 +363,10 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     diff_rows = _psnr_rows(m.models[diffusion])
     sigmas = sorted(diff_rows)
     series = {
-        "noisy input (control)": (sigmas, [diff_rows[s]["psnr_noisy"] for s in sigmas]),
-        "diffusion, 1 step": (sigmas, [diff_rows[s]["psnr"] for s in sigmas]),
+        "noisy input (control)": (sigmas, [diff_rows[s].psnr_noisy for s in sigmas]),
+        "diffusion, 1 step": (sigmas, [diff_rows[s].psnr for s in sigmas]),
     }
-    k = m.meta["config"]["denoise_steps"]
+    k = m.denoise_steps
     multi = _psnr_rows(m.models[diffusion], steps=k)
     if multi:
         series[f"diffusion, {k} steps"] = (sigmas, [_level_psnr(multi.get(s)) for s in sigmas])
@@ -363,7 +375,7 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
         rows = _psnr_rows(m.models[name])
         series[name] = (sigmas, [_level_psnr(rows.get(s)) for s in sigmas])
     grid_models = [diffusion, *others, *[p.name for p in m.planned(lambda p: m.can(p.name, Capability.ELBO))]]
-    kinds = [(r["kind"], r["level"]) for r in m.models[others[-1]]["denoising"]]
+    kinds = [(r.kind, r.level) for r in m.models[others[-1]].denoising]
     matrix = _psnr_matrix(m, grid_models, kinds)
     figs = [
         Figure(
@@ -412,26 +424,25 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 
 def blur_section(m: Measured) -> tuple[Section, Verdict] | None:
-    x0 = m.sections.get("x0")
+    x0 = m.sections.x0
     if x0 is None:
         return None
-    rho = Estimate.from_dict(x0["rho"])
-    verdict = rules.blur_trend(rho)
-    predictions = m.artifacts["x0_predictions"]  # [len(sigmas), 6, C, H, W]
+    verdict = rules.blur_trend(x0.rho)
+    predictions = m.artifacts.x0_predictions  # [len(sigmas), 6, C, H, W]
     rows = predictions.transpose(0, 1).reshape(-1, *predictions.shape[2:])
-    shares, errors = x0["high_frequency_share"], [1.96 * e for e in x0["high_frequency_share_se"]]
+    shares, errors = x0.high_frequency_share, [1.96 * e for e in x0.high_frequency_share_se]
     figs = [
         Figure(
             "predicted_x0",
-            figures.image_grid(rows, nrow=len(x0["sigmas"]), col_labels=[f"{s:g}" for s in x0["sigmas"]]),
+            figures.image_grid(rows, nrow=len(x0.sigmas), col_labels=[f"{s:g}" for s in x0.sigmas]),
             "Each row: one test image's predicted x0 at the noise levels on top (sigma, [-1, 1] pixel units).",
         ),
         Figure(
             "high_frequency_share",
             figures.line_plot(
                 {
-                    "predicted x0": (x0["sigmas"], shares),
-                    "data": (x0["sigmas"], [x0["data_high_frequency_share"]] * len(shares)),
+                    "predicted x0": (x0.sigmas, shares),
+                    "data": (x0.sigmas, [x0.data_high_frequency_share] * len(shares)),
                 },
                 title="High-frequency share of the predicted x0",
                 xlabel="sigma",
@@ -440,7 +451,7 @@ def blur_section(m: Measured) -> tuple[Section, Verdict] | None:
                 errors={"predicted x0": errors},
             ),
             "Power above half the Nyquist frequency, as a share of all (mean removed); "
-            f"{x0['num_images']} test images, 95% intervals.",
+            f"{x0.num_images} test images, 95% intervals.",
         ),
     ]
     claim = (
@@ -455,23 +466,23 @@ def blur_section(m: Measured) -> tuple[Section, Verdict] | None:
 
 def skips_section(m: Measured) -> tuple[Section, Verdict] | None:
     ablation = m.planned(lambda p: p.ablation_of is not None)
-    losses = m.sections.get("held_out_loss", {})
+    losses = m.sections.held_out_loss or {}
     if not ablation or ablation[0].ablation_of not in losses or ablation[0].name not in losses:
         return None
     without, full = ablation[0].name, ablation[0].ablation_of
     la, lb = losses[full], losses[without]
-    loss_gap = paired_difference(lb["chunks"], la["chunks"], "chunks of 25 images")
+    loss_gap = paired_difference(lb.chunks, la.chunks, "chunks of 25 images")
     fids = {
         j: (m.fid(full, j), m.fid(without, j), m.fid_gap(full, without, j))
         for j in m.judges
         if m.fid(full, j) is not None and m.fid(without, j) is not None
     }
-    verdict = rules.skips(loss_gap, la["loss"]["value"], lb["loss"]["value"], fids)
-    steps = (m.models[full]["training_speed"]["steps"], m.models[without]["training_speed"]["steps"])
-    runs_of = m.meta["runs"]
+    verdict = rules.skips(loss_gap, la.loss.value, lb.loss.value, fids)
+    steps = (m.models[full].training_speed.steps, m.models[without].training_speed.steps)
+    runs_of = m.meta.runs
     curves = {"with skips": _logged(runs_of[full]), "without skips": _logged(runs_of[without])}
-    grads = {"with skips": la["gradient_norms"], "without skips": lb["gradient_norms"]}
-    blocks = list(dict.fromkeys([*la["gradient_norms"], *lb["gradient_norms"]]))  # union, network order
+    grads = {"with skips": la.gradient_norms, "without skips": lb.gradient_norms}
+    blocks = list(dict.fromkeys([*la.gradient_norms, *lb.gradient_norms]))  # union, network order
     figs = [
         Figure(
             "skip_loss",
@@ -500,13 +511,13 @@ def skips_section(m: Measured) -> tuple[Section, Verdict] | None:
         Table(
             "skips",
             ["measure", "with skips", "without skips"],
-            [["held-out loss", la["loss"]["value"], lb["loss"]["value"]], ["training steps in the budget", *steps]]
+            [["held-out loss", la.loss.value, lb.loss.value], ["training steps in the budget", *steps]]
             + [[f"FID ({j})", a.value, b.value] for j, (a, b, _) in fids.items()],
         ),
         Table(
             "gradient_norms",
             ["block", "with skips", "without skips"],
-            [[b, la["gradient_norms"].get(b, "n/a"), lb["gradient_norms"].get(b, "n/a")] for b in blocks],
+            [[b, la.gradient_norms.get(b, "n/a"), lb.gradient_norms.get(b, "n/a")] for b in blocks],
         ),
     ]
     claim = (
@@ -533,17 +544,17 @@ def _logged(run: str | Path, key: str = "loss") -> tuple[list[float], list[float
 
 
 def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
-    sweep = m.sections.get("guidance")
-    if not sweep:
+    sweep = m.sections.guidance
+    if sweep is None or not sweep.rows:
         return None
-    rows = sorted(sweep["rows"].values(), key=lambda r: r["guidance"])
+    rows = sorted(sweep.rows.values(), key=lambda r: r.guidance)
     low, high = rows[0], rows[-1]
-    correct = m.artifacts["guidance_correct"]
-    gain = paired_proportion_difference(correct[f"{high['guidance']:g}"], correct[f"{low['guidance']:g}"])
-    guided = Estimate(high["accuracy"], high["accuracy_se"], high["samples"])
-    verdict = rules.guidance(gain, guided, 1 / sweep["num_classes"], high["guidance"])
-    w, class_images = m.artifacts["class_grid"]
-    scales = [r["guidance"] for r in rows]
+    correct = m.artifacts.guidance_correct
+    gain = paired_proportion_difference(correct[f"{high.guidance:g}"], correct[f"{low.guidance:g}"])
+    guided = Estimate(high.accuracy, high.accuracy_se, high.samples)
+    verdict = rules.guidance(gain, guided, 1 / sweep.num_classes, high.guidance)
+    w, class_images = m.artifacts.class_grid
+    scales = [r.guidance for r in rows]
     figs = [
         Figure(
             "class_grid",
@@ -554,20 +565,23 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
             "guidance",
             figures.line_plot(
                 {
-                    "accuracy": (scales, [r["accuracy"] for r in rows]),
-                    "chance (control)": (scales, [1 / sweep["num_classes"]] * len(rows)),
+                    "accuracy": (scales, [r.accuracy for r in rows]),
+                    "chance (control)": (scales, [1 / sweep.num_classes] * len(rows)),
                 },
                 title="Conditional accuracy against guidance",
                 xlabel="guidance scale",
                 ylabel="accuracy",
-                errors={"accuracy": [1.96 * r["accuracy_se"] for r in rows]},
+                errors={"accuracy": [1.96 * r.accuracy_se for r in rows]},
             ),
             "Share of samples the classifier assigns to the requested class (95% binomial intervals).",
         ),
         Figure(
             "guidance_fid",
             figures.line_plot(
-                {"FID": (scales, [r["fid"] for r in rows]), "recall x 10": (scales, [10 * r["recall"] for r in rows])},
+                {
+                    "FID": (scales, [r.score.fid for r in rows]),
+                    "recall x 10": (scales, [10 * r.score.recall for r in rows]),
+                },
                 title="Quality-diversity trade-off",
                 xlabel="guidance scale",
                 ylabel="FID / recall x 10",
@@ -575,34 +589,24 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
             "FID and recall of the conditional samples against the test split (classifier judge).",
         ),
     ]
-    prompts = m.sections.get("prompts")
+    prompts = m.sections.prompts
     notes = ""
-    if prompts:
-        names, images = m.artifacts["prompt_grid"]
+    if prompts is not None:
+        names, images = m.artifacts.prompt_grid
         figs.append(
             Figure(
                 "prompt_grid",
-                figures.image_grid(images, nrow=8, row_labels=[fill_template(prompts["template"], n) for n in names]),
+                figures.image_grid(images, nrow=8, row_labels=[fill_template(prompts.template, n) for n in names]),
                 "Text-conditioned latent diffusion: one row per caption, guidance 3.",
             )
         )
-        notes = (
-            f"Text prompts (latent diffusion, guidance 3): accuracy {prompts['accuracy']:.3f} of {prompts['samples']}."
-        )
+        notes = f"Text prompts (latent diffusion, guidance 3): accuracy {prompts.accuracy:.3f} of {prompts.samples}."
     table = Table(
         "guidance",
         ["guidance", "accuracy", "+- (95%)", "FID", "KID", "precision", "recall", "samples"],
         [
-            [
-                r["guidance"],
-                r["accuracy"],
-                1.96 * r["accuracy_se"],
-                r["fid"],
-                r["kid_mean"],
-                r["precision"],
-                r["recall"],
-                r["samples"],
-            ]
+            [r.guidance, r.accuracy, 1.96 * r.accuracy_se, r.score.fid, r.score.kid_mean]
+            + [r.score.precision, r.score.recall, r.samples]
             for r in rows
         ],
     )
@@ -621,8 +625,22 @@ def _is_diffusion(m: Measured, name: str) -> bool:
 
 
 def summary_section(m: Measured) -> tuple[Section, Verdict]:
-    scored = [p.name for p in m.plan if not p.judge and "generation_by_judge" in m.models.get(p.name, {})]
-    generative = [p.name for p in m.planned(lambda p: p.name in scored)]  # the family: what the claim is about
+    scored = [p.name for p in m.plan if not p.judge and p.name in m.models and m.models[p.name].generation_by_judge]
+    verdict = _summary_verdict(m, [p.name for p in m.planned(lambda p: p.name in scored)])
+    figs = [_fid_figure(m, scored, j) for j in m.judges]
+    if m.sections.curves:
+        figs += [_curve_figure(m.sections.curves, j) for j in m.judges]
+    warnings = sorted({w for n in scored for score in m.models[n].generation_by_judge.values() for w in score.warnings})
+    notes = "Numbers not to trust: " + " ".join(warnings) if warnings else ""
+    claim = (
+        "Every diffusion model generates better samples than every member of the autoencoder family (FID, by 10% "
+        "of the smaller, in every judge); the curves say which family leads at which budget."
+    )
+    return _section("summary", "9. Every model in one table", claim, verdict, figs, [_summary_table(m)], notes), verdict
+
+
+def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
+    """Section 9's verdict on the family (``generative``: its scored models), with the budget curves' leaders."""
     diffusion = [n for n in generative if _is_diffusion(m, n)]
     autoencoders = [n for n in generative if not _is_diffusion(m, n)]
     by_judge = {}
@@ -632,83 +650,75 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
         gaps = {(x, y): m.fid_gap(y, x, j) for x in autoencoders for y in diffusion}
         by_judge[j] = (d, a, gaps)
     verdict = rules.summary(by_judge)
-    curves = m.sections.get("curves", {})
-    curve_text = budget_leaders(curves, m)
+    curve_text = budget_leaders(m.sections.curves or {}, m)
     if curve_text:
         verdict = Verdict(
             verdict.verdict, verdict.control, verdict.reason + ". Budget curves: " + curve_text, parts=verdict.parts
         )
-    columns = (
-        ["model", "family", "parameters"]
-        + [f"FID ({j})" for j in m.judges]
-        + [
-            "+- (95%)",
-            "KID",
-            "precision",
-            "recall",
-            "bits/dim",
-            "NFE / sample",
-            "samples / s",
-            "train images / s",
-            "train seconds",
-        ]
+    return verdict
+
+
+SUMMARY_COLUMNS = [
+    "+- (95%)",
+    "KID",
+    "precision",
+    "recall",
+    "bits/dim",
+    "NFE / sample",
+    "samples / s",
+    "train images / s",
+    "train seconds",
+]
+
+
+def _summary_row(m: Measured, name: str) -> list[Any]:
+    """One model's row of section 9's table (None where it does not apply)."""
+    x = m.models[name]
+    g, speed, trained = x.generation, x.sampling_speed, x.training_speed
+    fids = [m.fid(name, j) for j in m.judges]
+    return (
+        [name, x.family, x.trainable_parameters]
+        + [f.value if f else None for f in fids]
+        + [1.96 * fids[0].se if fids and fids[0] else None]
+        + ([g.kid_mean, g.precision, g.recall] if g is not None else [None] * 3)
+        + [x.likelihood.bits_per_dim if x.likelihood is not None else None]
+        + ([speed.nfe, speed.images_per_second] if speed is not None else [None] * 2)
+        + ([trained.images_per_second, trained.wall_seconds] if trained is not None else [None] * 2)
     )
-    rows = []
-    for name in [p.name for p in m.plan if not p.judge and p.name in m.models]:
-        x = m.models[name]
-        g, lik = x.get("generation", {}), x.get("likelihood", {})
-        fids = [m.fid(name, j) for j in m.judges]
-        rows.append(
-            [name, x["family"], x["trainable_parameters"]]
-            + [f.value if f else None for f in fids]
-            + [1.96 * fids[0].se if fids and fids[0] else None, g.get("kid_mean"), g.get("precision"), g.get("recall")]
-            + [lik.get("bits_per_dim", lik.get("iwae_bits_per_dim"))]
-            + [x.get("sampling_speed", {}).get("nfe"), x.get("sampling_speed", {}).get("images_per_second")]
-            + [x.get("training_speed", {}).get("images_per_second"), x.get("training_speed", {}).get("wall_seconds")]
-        )
-    table = Table(
+
+
+def _summary_table(m: Measured) -> Table:
+    rows = [_summary_row(m, p.name) for p in m.plan if not p.judge and p.name in m.models]
+    return Table(
         "summary",
-        columns,
+        ["model", "family", "parameters"] + [f"FID ({j})" for j in m.judges] + SUMMARY_COLUMNS,
         [[("n/a" if v is None else v) for v in r] for r in rows],
         "FID in each judge's features against the test split (+- for the first judge, bootstrap); KID / precision / "
         "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
         + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
            "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
     )  # fmt: skip
-    figs = []
-    for j in m.judges:
-        values = {n: m.fid(n, j) for n in scored}
-        figs.append(
-            Figure(
-                f"fid_{j.replace('-', '_')}",
-                figures.bar_plot(
-                    {n: v.value for n, v in values.items() if v},
-                    title=f"FID of every model's samples ({j} judge)",
-                    ylabel="FID (lower is better)",
-                    errors={n: 1.96 * v.se for n, v in values.items() if v},
-                ),
-                m.sections["judges"][j],
-            )
-        )
-    for j in m.judges:
-        if curves:
-            figs.append(_curve_figure(curves, j))
-    warnings = sorted(
-        {w for n in scored for score in m.models[n]["generation_by_judge"].values() for w in score.get("warnings", [])}
-    )
-    notes = "Numbers not to trust: " + " ".join(warnings) if warnings else ""
-    claim = (
-        "Every diffusion model generates better samples than every member of the autoencoder family (FID, by 10% "
-        "of the smaller, in every judge); the curves say which family leads at which budget."
-    )
-    return _section("summary", "9. Every model in one table", claim, verdict, figs, [table], notes), verdict
 
 
-def _curve_figure(curves: dict[str, list[dict]], judge: str) -> Figure:
+def _fid_figure(m: Measured, scored: list[str], judge: str) -> Figure:
+    values = {n: m.fid(n, judge) for n in scored}
+    return Figure(
+        f"fid_{judge.replace('-', '_')}",
+        figures.bar_plot(
+            {n: v.value for n, v in values.items() if v},
+            title=f"FID of every model's samples ({judge} judge)",
+            ylabel="FID (lower is better)",
+            errors={n: 1.96 * v.se for n, v in values.items() if v},
+        ),
+        m.sections.judges[judge],
+    )
+
+
+def _curve_figure(curves: dict[str, list[CurvePoint]], judge: str) -> Figure:
     series, errors = {}, {}
     for name, points in curves.items():
-        series[name] = ([p["train_seconds"] or 0.0 for p in points], [p["judges"][judge]["fid"] for p in points])
-        errors[name] = [1.96 * (p["judges"][judge]["fid_se"] or 0.0) for p in points]
+        series[name] = ([p.train_seconds or 0.0 for p in points], [p.judges[judge].fid for p in points])
+        errors[name] = [1.96 * (p.judges[judge].fid_se or 0.0) for p in points]
     return Figure(
         f"budget_curve_{judge.replace('-', '_')}",
         figures.line_plot(
@@ -724,35 +734,31 @@ def _curve_figure(curves: dict[str, list[dict]], judge: str) -> Figure:
     )
 
 
-def budget_leaders(curves: dict[str, list[dict]], m: Measured) -> str:
+def budget_leaders(curves: dict[str, list[CurvePoint]], m: Measured) -> str:
     """At each budget fraction and in each judge: which family's best model has the lowest FID, and whether
     the lead over the other family's best clears the paired interval."""
     if not curves:
         return ""
-    fractions = sorted({p["fraction"] for points in curves.values() for p in points})
+    fractions = sorted({p.fraction for points in curves.values() for p in points})
     texts = []
     for j in m.judges:
         parts = []
         for f in fractions:
             at = {
-                n: next(p for p in pts if p["fraction"] == f)["judges"][j]
+                n: next(p for p in pts if p.fraction == f).judges[j]
                 for n, pts in curves.items()
-                if any(p["fraction"] == f for p in pts)
+                if any(p.fraction == f for p in pts)
             }
-            fam = {n: ("diffusion" if _is_diffusion(m, n) else "autoencoder") for n in at}
-            best = {
-                k: min((n for n in at if fam[n] == k), key=lambda n: at[n]["fid"], default=None)
-                for k in ("diffusion", "autoencoder")
-            }
-            if None in best.values():
+            best_diffusion = min((n for n in at if _is_diffusion(m, n)), key=lambda n: at[n].fid, default=None)
+            best_ae = min((n for n in at if not _is_diffusion(m, n)), key=lambda n: at[n].fid, default=None)
+            if best_diffusion is None or best_ae is None:
                 continue
-            d, a = at[best["diffusion"]], at[best["autoencoder"]]
-            gap = difference_of_draws(a["fid"], a["fid_draws_values"], d["fid"], d["fid_draws_values"])
-            lead = rules.decide(gap, rules.FID_RELATIVE_MARGIN * min(a["fid"], d["fid"]))
-            leader = {
-                "holds": f"diffusion ({best['diffusion']})",
-                "does not hold": f"autoencoders ({best['autoencoder']})",
-            }.get(lead, "neither, conclusively")
+            d, a = at[best_diffusion], at[best_ae]
+            gap = difference_of_draws(a.fid, a.fid_draws_values, d.fid, d.fid_draws_values)
+            lead = rules.decide(gap, rules.FID_RELATIVE_MARGIN * min(a.fid, d.fid))
+            leader = {"holds": f"diffusion ({best_diffusion})", "does not hold": f"autoencoders ({best_ae})"}.get(
+                lead, "neither, conclusively"
+            )
             parts.append(f"{f:.0%}: {leader}")
         if parts:
             texts.append(f"[{j}] " + ", ".join(parts))
@@ -778,39 +784,41 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def build_report(results: dict[str, Any], plan, out: Path) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Turn ``evaluate_all``'s results into the nine sections; write report.html, metrics.json, CSVs, PNGs.
-    Returns (the metrics written to metrics.json, the paths written)."""
-    measured = Measured(results["models"], results["sections"], results["artifacts"], results["meta"], list(plan))
+def build_report(
+    results: ComparisonResults, meta: ReportMeta, plan, out: Path, denoise_steps: int = 1
+) -> tuple[ComparisonReport, dict[str, Path]]:
+    """Turn ``evaluate_all``'s results into the nine sections; write report.html, metrics.json (the returned
+    ``ComparisonReport``), CSVs, PNGs. Returns (the report's record, the paths written)."""
+    measured = Measured(results.models, results.sections, results.artifacts, meta, list(plan), denoise_steps)
     sections: list[Section] = []
-    verdicts: dict[str, dict[str, Any]] = {}
+    verdicts: dict[str, ClaimVerdict] = {}
     for builder in BUILDERS:
         built = builder(measured)
         if built is None:
             continue
         section, verdict = built
         sections.append(section)
-        verdicts[section.key] = {"claim": section.claim, **verdict.to_dict()}
-    meta = results["meta"]
-    meta["report"] = str(Path(out) / "report.html")
-    metrics = {"meta": meta, "models": results["models"], "verdicts": verdicts, "sections": results["sections"]}
-    html = render_report(
-        f"aediff compare: {meta['data']}",
-        sections,
-        meta={
-            "dataset": meta["data"],
-            "budget": _duration(meta["budget_minutes"] * 60)
-            + " of training per model"
-            + (f" (at most {meta['max_steps']} steps)" if meta.get("max_steps") else ""),
-            "date": meta["date"],
-            "machine": f"{meta.get('cpu') or meta['machine']}, {meta['threads']} threads, {meta['device']}",
-            "time": f"{_duration(meta['wall_seconds'])} in all: {_duration(meta['train_seconds'])} training, "
-            f"{_duration(meta['eval_seconds'])} evaluation",
-            "judges": "; ".join(f"{k}: {v}" for k, v in results["sections"].get("judges", {}).items()),
-            "versions": f"aediff {meta['aediff']}, torch {meta['torch']}, python {meta['python']}",
-            "command": meta.get("command", ""),
-        },
-    )
+        verdicts[section.key] = ClaimVerdict(section.claim, verdict)
+    meta.report = str(Path(out) / "report.html")
+    record = ComparisonReport(meta, results.models, verdicts, results.sections)
+    html = render_report(f"aediff compare: {meta.data}", sections, meta=_header(meta, results.sections))
     all_figures = [f for s in sections for f in s.figures]
     all_tables = [t for s in sections for t in s.tables]
-    return metrics, write_report(out, html, all_figures, all_tables, metrics)
+    return record, write_report(out, html, all_figures, all_tables, record.to_json())
+
+
+def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
+    """The report's header lines: what was compared, under which budget, on what, with which versions."""
+    return {
+        "dataset": meta.data,
+        "budget": _duration(meta.budget_minutes * 60)
+        + " of training per model"
+        + (f" (at most {meta.max_steps} steps)" if meta.max_steps else ""),
+        "date": meta.date,
+        "machine": f"{meta.cpu or meta.machine}, {meta.threads} threads, {meta.device}",
+        "time": f"{_duration(meta.wall_seconds)} in all: {_duration(meta.train_seconds)} training, "
+        f"{_duration(meta.eval_seconds)} evaluation",
+        "judges": "; ".join(f"{k}: {v}" for k, v in sections.judges.items()),
+        "versions": f"aediff {meta.aediff}, torch {meta.torch}, python {meta.python}",
+        "command": meta.command,
+    }
