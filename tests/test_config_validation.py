@@ -431,3 +431,14 @@ def test_cli_refuses_bad_values_in_one_line(tmp_path):
         assert len(text.splitlines()) == 1 and text.startswith("error:") and field in text, text
         assert "Traceback" not in text and "internal error" not in text
         assert not out.exists() or not any(out.iterdir())  # nothing written (at most the empty folder)
+
+
+def test_image_shape_mixin_gives_image_hw_and_adds_no_fields():
+    """``config.ImageShape`` only lends ``image_hw``: each config's fields (its JSON keys) stay its own, in order."""
+    from aediff.config import ImageShape
+    from aediff.models.ae import AEConfig
+
+    assert not dataclasses.is_dataclass(ImageShape)
+    assert [f.name for f in dataclasses.fields(AEConfig)][:3] == ["image_channels", "image_size", "image_width"]
+    assert AEConfig(image_size=8, image_width=12).image_hw == (8, 12)
+    assert AEConfig(image_size=8).image_hw == (8, 8)

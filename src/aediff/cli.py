@@ -466,6 +466,16 @@ def _load(run: Path) -> Run:
     return aediff.load(run)
 
 
+def _latent_run(run: Path, data: str | None, split: str, command: str) -> tuple[Run, Any]:
+    """The run at ``run`` (its model must have LATENT, else ``command`` is named in the error) and the
+    ``split`` of its data (``_dataset``)."""
+    from aediff.models import Capability
+
+    loaded = _load(run)
+    loaded.model.require(Capability.LATENT, command)
+    return loaded, _dataset(loaded, data, split)
+
+
 def _dataset(run: Run, data: str | None, split: str) -> Any:
     """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit.
     A split in Hugging Face streaming mode gives its first images (``DataConfig.load_by_position``)."""
@@ -501,12 +511,9 @@ def reconstruct(
 
     from aediff.data import save_image_grid
     from aediff.evaluation import reconstruction_metrics
-    from aediff.models import Capability
 
     out = _writable_out(out, overwrite)
-    loaded = _load(run)
-    loaded.model.require(Capability.LATENT, "aediff reconstruct")
-    dataset = _dataset(loaded, data, split)
+    loaded, dataset = _latent_run(run, data, split, "aediff reconstruct")
     x = dataset.batch(torch.arange(min(images, len(dataset))))["images"].to(loaded.model.device)
     with torch.no_grad():
         save_image_grid(torch.cat([x, loaded.model.reconstruct(x)]).cpu(), out, nrow=len(x))
@@ -597,12 +604,9 @@ def encode(
     import numpy as np
 
     from aediff.evaluation import latent_codes
-    from aediff.models import Capability
 
     out = _writable_out(out, overwrite)
-    loaded = _load(run)
-    loaded.model.require(Capability.LATENT, "aediff encode")
-    dataset = _dataset(loaded, data, split)
+    loaded, dataset = _latent_run(run, data, split, "aediff encode")
     codes, labels = latent_codes(loaded.model, dataset, flatten=False)
     arrays = {"latents": codes} if dataset.labels is None else {"latents": codes, "labels": labels}
     np.savez_compressed(out, **arrays)

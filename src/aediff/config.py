@@ -262,6 +262,16 @@ def _checked_fields(cls: type) -> tuple[tuple[str, Range | None, bool, bool, boo
     return tuple(table)
 
 
+class ImageShape:
+    """Mixin for a config dataclass with ``image_size`` (height, pixels) and ``image_width`` (None = square)
+    fields. It declares no fields itself, so the dataclass's fields (and its JSON) are its own."""
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return self.image_size, self.image_width or self.image_size  # type: ignore[attr-defined]
+
+
 def check_ranges(config: Any, prefix: str = "") -> None:
     """Check every field of a (nested) dataclass config against the range declared with ``bounded`` /
     ``bounded_items``; the first bad one raises FieldRangeError (a ConfigError) naming its dotted path

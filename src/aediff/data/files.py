@@ -162,13 +162,21 @@ def find_idx_files(directory: str | os.PathLike) -> dict[str, tuple[Path, Path]]
 
 
 @dataclass
-class FolderData:
-    """Decoded contents of an image folder. ``images``: uint8 ``[N, H, W, C]``, values 0..255."""
+class ImageArrays:
+    """Images and what goes with them, as read from a file or folder: ``images`` uint8 ``[N, H, W, C]``
+    (C in 1, 3), values 0..255; ``labels`` ``[N]`` integers >= 0; one caption per image; the names of the
+    classes. The fields every reader's result (and ``registry.RawDataset``) shares."""
 
     images: np.ndarray
     labels: np.ndarray | None = None
-    class_names: list[str] | None = None
     captions: list[str] | None = None
+    class_names: list[str] | None = None
+
+
+@dataclass
+class FolderData(ImageArrays):
+    """Decoded contents of an image folder (``ImageArrays``) and what was left out."""
+
     skipped: int = 0
     files: list[str] = field(default_factory=list)  # paths relative to the root, "/"-separated
 
@@ -503,16 +511,6 @@ def index_image_folder(root: str | os.PathLike, *, labels: bool = True, captions
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ArrayData:
-    """Arrays read from an .npz. ``images``: uint8 ``[N, H, W, C]`` (C in 1, 3), values 0..255."""
-
-    images: np.ndarray
-    labels: np.ndarray | None = None
-    captions: list[str] | None = None
-    class_names: list[str] | None = None
-
-
 def _open_npz(path: Path):
     """``np.load(path)`` as an open NpzFile; DataError for anything else (a .npy, a pickle, other bytes)."""
     try:
@@ -555,7 +553,7 @@ def _npz_strings(path: Path, key: str, arr: np.ndarray) -> list[str]:
         raise DataError(f"{path}: {key!r} holds bytes that are not UTF-8 ({e}); store them as str.") from e
 
 
-def read_npz(path: str | os.PathLike) -> ArrayData:
+def read_npz(path: str | os.PathLike) -> ImageArrays:
     """Read ``images`` (+ optional ``labels``, ``captions``, ``class_names``) from an .npz file.
 
     ``images``: ``[N, H, W]`` or ``[N, H, W, C]`` with C in 1, 3, 4 (RGBA is composited on white); uint8
@@ -572,7 +570,7 @@ def read_npz(path: str | os.PathLike) -> ArrayData:
                 f"{path} has no 'images' array (found keys {sorted(keys)}); save the images under "
                 "the key 'images' as [N, H, W] or [N, H, W, C]."
             )
-        out = ArrayData(images=_validate_npz_images(path, _npz_array(npz, path, "images")))
+        out = ImageArrays(images=_validate_npz_images(path, _npz_array(npz, path, "images")))
         n = len(out.images)
         if "labels" in keys:
             out.labels = _validate_npz_labels(path, _npz_array(npz, path, "labels"), n)

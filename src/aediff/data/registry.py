@@ -13,6 +13,8 @@ from typing import Literal, get_args
 import numpy as np
 from PIL import Image
 
+from .files import ImageArrays
+
 DIGIT_CLASSES = [str(d) for d in range(10)]
 
 #: What a dataset carries besides images: integer class ``labels`` (with class names), per-image text
@@ -34,13 +36,9 @@ class DatasetInfo:
 
 
 @dataclass
-class RawDataset:
-    """A whole dataset before splitting. ``images``: uint8 ``[N, H, W, C]`` (C in 1, 3), 0..255."""
+class RawDataset(ImageArrays):
+    """A whole dataset before splitting (``ImageArrays``) and how to split and resize it."""
 
-    images: np.ndarray
-    labels: np.ndarray | None = None
-    captions: list[str] | None = None
-    class_names: list[str] | None = None
     test_mask: np.ndarray | None = None  # official split: True for test examples; None -> split by seed
     skipped: int = 0
     prepared: bool = False  # resolution/channels already applied while decoding (folders)

@@ -42,7 +42,7 @@ from diffusers import ConfigMixin, EulerDiscreteScheduler, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from aediff.config import config_from_dict
+from aediff.config import ImageShape, config_from_dict
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
 from aediff.export import folders
@@ -188,7 +188,7 @@ def is_diffusers_folder(path: str | Path) -> bool:
 
 
 @dataclass(frozen=True)
-class DiffusersUNetConfig:
+class DiffusersUNetConfig(ImageShape):
     """What aediff needs to know of a diffusers UNet folder: its image shape, and where it came from."""
 
     image_channels: int = 1
@@ -198,11 +198,6 @@ class DiffusersUNetConfig:
     scheduler: str = ""  # the scheduler's class name
     prediction_type: str = "epsilon"
     steps: int = 50  # default sampling steps
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(height, width) of the images."""
-        return self.image_size, self.image_width or self.image_size
 
 
 class DiffusersUNet(Model):

@@ -74,22 +74,17 @@ def require_onnx() -> None:
 
 
 # --- the graphs: thin modules around the model's own methods ----------------------------------------------
-class _Encoder(nn.Module):
-    def __init__(self, model: Model):
+class _Latent(nn.Module):
+    """The model's ``encode`` (images -> latent), or with ``decode`` its ``decode`` (latent -> images), as the
+    module to trace."""
+
+    def __init__(self, model: Model, decode: bool):
         super().__init__()
         self.model = model
+        self.decode = decode
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images)
-
-
-class _Decoder(nn.Module):
-    def __init__(self, model: Model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(latent)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(x) if self.decode else self.model.encode(x)
 
 
 class _Denoiser(nn.Module):
@@ -221,11 +216,13 @@ def _latent_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
         _Graph(
             "encoder.onnx",
             "images -> latent (a VAE: the posterior mean)",
-            _Encoder(model),
+            _Latent(model, decode=False),
             {"images": images},
             ("latent",),
         ),
-        _Graph("decoder.onnx", "latent -> images in [-1, 1]", _Decoder(model), {"latent": latents}, ("images",)),
+        _Graph(
+            "decoder.onnx", "latent -> images in [-1, 1]", _Latent(model, decode=True), {"latent": latents}, ("images",)
+        ),
     ]
 
 

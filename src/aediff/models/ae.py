@@ -25,6 +25,7 @@ from aediff.config import (
     MAX_LATENT_CHANNELS,
     MAX_STAGES,
     MAX_WIDTH,
+    ImageShape,
     bounded,
     bounded_items,
     check_ranges,
@@ -37,7 +38,7 @@ from aediff.modes import LatentKind
 
 
 @dataclass
-class AEConfig:
+class AEConfig(ImageShape):
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
     image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # 1 = greyscale, 3 = RGB; set from the data
@@ -56,11 +57,6 @@ class AEConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(height, width) of the images."""
-        return self.image_size, self.image_width or self.image_size
 
 
 @register_model

@@ -20,6 +20,7 @@ from aediff.config import (
     MAX_IMAGE_SIZE,
     MAX_STAGES,
     MAX_WIDTH,
+    ImageShape,
     bounded,
     bounded_items,
     check_ranges,
@@ -30,7 +31,7 @@ from aediff.models.registry import register_model
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(ImageShape):
     """Ranges are declared with each field (``aediff.config.bounded``) and checked when the config is built."""
 
     image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # set from the data by the trainer
@@ -45,11 +46,6 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(height, width) of the images."""
-        return self.image_size, self.image_width or self.image_size
 
 
 @register_model

@@ -27,6 +27,7 @@ from aediff.config import (
     MAX_STAGES,
     MAX_WIDTH,
     FieldRangeError,
+    ImageShape,
     bounded,
     bounded_items,
     check_ranges,
@@ -140,7 +141,7 @@ class ConditioningConfig:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(ImageShape):
     image_channels: int = bounded(1, 1, MAX_IMAGE_CHANNELS)  # channels of the images (set from the data)
     image_size: int = bounded(28, 1, MAX_IMAGE_SIZE)  # height of the images, pixels (set from the data)
     image_width: int | None = bounded(None, 1, MAX_IMAGE_SIZE)  # width, pixels; None = image_size (square)
@@ -151,11 +152,6 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)  # the nested configs checked themselves when built; a replaced one is checked here
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(height, width) of the images."""
-        return self.image_size, self.image_width or self.image_size
 
 
 # Config format 1 kept every field in one flat DiffusionConfig; where each one lives now.

@@ -26,6 +26,7 @@ from aediff.config import (
     MAX_LATENT_CHANNELS,
     MAX_STAGES,
     MAX_WIDTH,
+    ImageShape,
     bounded,
     bounded_items,
     check_ranges,
@@ -33,7 +34,7 @@ from aediff.config import (
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(ImageShape):
     """Ranges as in ``aediff.models.diffusion.NetworkConfig``; image_channels may be a latent's channels."""
 
     image_channels: int = bounded(1, 1, MAX_LATENT_CHANNELS)  # channels of x (and of the output)
@@ -55,11 +56,6 @@ class UNetConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
 
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(height, width) of the input."""
-        return self.image_size, self.image_width or self.image_size
-
 
 class UNet(nn.Module):
     """x: [N, C, H, W]; noise_level: [N] (any real scalar per image, e.g. log(sigma) / 4) -> [N, C, H, W].
@@ -80,16 +76,17 @@ class UNet(nn.Module):
             self.embed_pooled = nn.Sequential(
                 nn.Linear(c.context_dim, c.embedding_dim), nn.SiLU(), nn.Linear(c.embedding_dim, c.embedding_dim)
             )
-        self.encoder = Encoder(
-            c.image_channels,
-            c.channels,
-            c.blocks_per_stage,
-            c.image_hw,
-            c.attention_resolutions,
-            emb_dim=c.embedding_dim,
-            dropout=c.dropout,
-            context_dim=c.context_dim,
-        )
+        # What the encoder and decoder stacks share (Encoder / Decoder take the same arguments).
+        stack = {
+            "channels": c.channels,
+            "blocks_per_stage": c.blocks_per_stage,
+            "image_shape": c.image_hw,
+            "attention_resolutions": c.attention_resolutions,
+            "emb_dim": c.embedding_dim,
+            "dropout": c.dropout,
+            "context_dim": c.context_dim,
+        }
+        self.encoder = Encoder(c.image_channels, **stack)
         width = c.channels[-1]
         # The bottleneck ("middle"): as in ADM, two ResBlocks around attention at the lowest resolution.
         self.middle = nn.ModuleList(
@@ -99,17 +96,8 @@ class UNet(nn.Module):
                 ResBlock(width, width, c.embedding_dim, c.dropout),
             ]
         )
-        self.decoder = Decoder(
-            c.image_channels,
-            c.channels,
-            c.blocks_per_stage,
-            c.image_hw,
-            c.attention_resolutions,
-            emb_dim=c.embedding_dim,
-            dropout=c.dropout,
-            skip_channels=self.encoder.skip_channels if c.skip_connections else None,
-            context_dim=c.context_dim,
-        )
+        skips = self.encoder.skip_channels if c.skip_connections else None
+        self.decoder = Decoder(c.image_channels, skip_channels=skips, **stack)
 
     def forward(
         self,
