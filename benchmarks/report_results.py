@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aediff.reports.record import ComparisonReport
+
 BULKY = {"fid_draws_values", "chunks"}
 
 
@@ -25,29 +27,30 @@ def strip(value: Any) -> Any:
     return value
 
 
-def markdown(metrics: dict[str, Any]) -> str:
-    meta = metrics["meta"]
+def markdown(record: ComparisonReport) -> str:
+    meta = record.meta
     lines = [
-        f"# `{meta.get('command') or 'aediff compare'}`",
+        f"# `{meta.command or 'aediff compare'}`",
         "",
-        f"{meta['date']}; {meta.get('cpu')}, {meta['threads']} threads; "
-        f"aediff {meta['aediff']}, torch {meta['torch']}.",
-        f"Wall time {meta['wall_seconds']:.0f} s: training {meta['train_seconds']:.0f} s, "
-        f"evaluation {meta['eval_seconds']:.0f} s.",
+        f"{meta.date}; {meta.cpu}, {meta.threads} threads; aediff {meta.aediff}, torch {meta.torch}.",
+        f"Wall time {meta.wall_seconds:.0f} s: training {meta.train_seconds:.0f} s, "
+        f"evaluation {meta.eval_seconds:.0f} s.",
         "",
         "| section | verdict | control | reason |",
         "|---|---|---|---|",
     ]
-    for key, v in metrics["verdicts"].items():
-        reason = v["reason"].replace("|", "/")
-        lines.append(f"| {key} | {v['verdict']} | {v['control']} | {reason} |")
+    for key, claim in record.verdicts.items():
+        v = claim.verdict
+        lines.append(f"| {key} | {v.verdict} | {v.control} | {v.reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
 def main(report: str, out: str) -> None:
-    metrics = json.loads((Path(report) / "metrics.json").read_text())
+    metrics_file = Path(report) / "metrics.json"
+    record = ComparisonReport.read(metrics_file)  # refuses a damaged or newer file in one line
+    metrics = json.loads(metrics_file.read_text())
     Path(out).with_suffix(".json").write_text(json.dumps(strip(metrics), indent=1) + "\n")
-    Path(out).with_suffix(".md").write_text(markdown(metrics))
+    Path(out).with_suffix(".md").write_text(markdown(record))
     print(f"wrote {Path(out).with_suffix('.json')} and {Path(out).with_suffix('.md')}")
 
 

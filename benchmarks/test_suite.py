@@ -22,7 +22,7 @@ from pathlib import Path
 from results_files import machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-SUMMARY = re.compile(r"=+ (?P<counts>.*?) in (?P<seconds>[\d.]+)s")
+SUMMARY = re.compile(r"^=*\s*(?P<counts>\d+ (?:passed|failed|skipped|error).*?) in (?P<seconds>[\d.]+)s", re.M)
 DURATION = re.compile(r"^(?P<seconds>[\d.]+)s (?P<when>call|setup|teardown)\s+(?P<test>\S+)", re.M)
 QUICK = ["-n", "2", "-m", "not slow"]
 FULL = ["-n", "2"]
@@ -37,7 +37,7 @@ def run_pytest(label: str, checkout: Path, args: list[str]) -> dict:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    summary = SUMMARY.search(done.stdout.strip().split("\n")[-1])
+    summary = ([None] + list(SUMMARY.finditer(done.stdout)))[-1]  # the last one: pytest's closing line
     if summary is None:
         raise SystemExit(f"{label}: no pytest summary line; the end of its output:\n{done.stdout[-3000:]}")
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (\w+)", summary["counts"])}
