@@ -19,6 +19,7 @@ def test_z95_is_the_two_sided_normal_quantile():
         "Z95",
         "Estimate",
         "difference_of_draws",
+        "over_training_seeds",
         "paired_difference",
         "paired_proportion_difference",
     }

@@ -786,6 +786,15 @@ def compare(
         str, typer.Option(help="Gaussian noise levels of the DAEs (CompareConfig.dae_sigmas)")
     ] = "0.3,0.5,0.75",
     seed: SeedOpt = 0,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="train every model this many times (seeds SEED, SEED+1, ...) and pool each verdict over them; "
+            "with 1 the verdicts are about these trained runs, not the method",
+        ),
+    ] = 1,
     progress: Annotated[bool, typer.Option(help="show the progress display")] = True,
 ) -> None:
     """Train the whole family under the same budget each, evaluate them with one protocol, and write a
@@ -805,22 +814,27 @@ def compare(
         limit=limit,
         max_steps=max_steps,
         seed=seed,
+        seeds=seeds,
         runs=parse_runs(runs or []),
         peers=parse_runs(peer or [], "--peer"),
         bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
         dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"),
     )
-    trained = len([p for p in compare_plan(config) if p.name not in config.runs])
+    planned = [p for p in compare_plan(config) if p.name not in config.runs]
+    trained = sum(seeds if not p.judge else 1 for p in planned)
     console.print(
-        f"training {trained} models (the judging classifier among them) for {budget} each (about "
-        f"{trained * config.budget_minutes:.0f} min), then evaluating them; report -> {out}/report.html"
+        f"training {trained} models (the judging classifier among them"
+        + (f"; the others once per seed, {seeds} seeds" if seeds > 1 else "")
+        + f") for {budget} each (about {trained * config.budget_minutes:.0f} min), then evaluating them; "
+        f"report -> {out}/report.html"
     )
     results = run_compare(
         config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]), replace_runs=overwrite
     )
-    table = Table("section", "claim", "verdict")
+    table = Table("section", "claim", "verdict", *(["stability"] if seeds > 1 else []))
     for key, v in results.verdicts.items():
-        table.add_row(key, v.claim, v.verdict.verdict)
+        stability = [f"{round(v.stability * seeds)} of {seeds} seeds"] if v.stability is not None else []
+        table.add_row(key, v.claim, v.verdict.verdict, *stability)
     console.print(table)
     console.print(f"report: {results.meta.report}")
 

@@ -29,7 +29,7 @@ import aediff
 from aediff.device import default_device
 from aediff.environment import cpu_model
 from aediff.errors import ConfigError
-from aediff.reports.evaluate import evaluate_all
+from aediff.reports.evaluate import evaluate_all, prepare_judging
 from aediff.reports.record import ComparisonReport, ReportMeta
 from aediff.reports.sections import build_report
 
@@ -49,13 +49,18 @@ class CompareConfig:
     limit: int = 500  # test images for the denoising sweep, likelihoods and latent probes
     guidances: tuple[float, ...] = (1.0, 3.0, 5.0)  # classifier-free guidance scales of section 8
     denoise_steps: int = 5  # the diffusion model's multi-step denoising
-    seed: int = 0
+    seed: int = 0  # the first training seed, and the evaluation's seed (every training seed is scored alike)
+    seeds: int = 1  # training seeds: every planned model but the judge is trained with seed, seed + 1, ...
     batch_size: int = 64
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> config overrides
     runs: dict[str, str] = field(default_factory=dict)  # model name -> existing run folder to reuse
     # name -> a model outside the family (an aediff run, a diffusers UNet2DModel folder, hf://...) scored with
     # the same protocol and listed in section 9's table; no verdict is about it
     peers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def training_seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds)]
 
     @property
     def shared_bottleneck(self) -> int:
@@ -234,7 +239,7 @@ class Progress:
             self._progress.stop()
 
 
-def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path]) -> Path:
+def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path], seed: int) -> Path:
     from aediff import train
 
     overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
@@ -243,7 +248,7 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
     budget: dict[str, Any] = {
         "max_minutes": config.budget_minutes,
         "batch_size": config.batch_size,
-        "seed": config.seed,
+        "seed": seed,
         "tensorboard": False,
     }
     if config.max_steps:
@@ -267,16 +272,34 @@ def _check_reused(planned: PlannedModel, folder: Path) -> None:
         )
 
 
+def run_folder(out: Path, planned: PlannedModel, seed: int, config: CompareConfig) -> Path:
+    """Where the comparison trains ``planned`` with training ``seed``: out/runs/NAME with one seed (and for the
+    judge, trained once), out/runs/seed-S/NAME with several."""
+    if planned.judge or config.seeds == 1:
+        return out / "runs" / planned.name
+    return out / "runs" / f"seed-{seed}" / planned.name
+
+
+def _to_train(plan: list[PlannedModel], config: CompareConfig) -> list[tuple[int, PlannedModel]]:
+    """(training seed, model) for every run the comparison trains, in order: the judge once, at the first seed."""
+    return [
+        (seed, p)
+        for seed in config.training_seeds
+        for p in plan
+        if p.name not in config.runs and not (p.judge and seed != config.seed)
+    ]
+
+
 def _clear_old_runs(plan: list[PlannedModel], config: CompareConfig, out: Path, replace: bool) -> None:
     """Before any training: the run folders this comparison will train must be free, or be replaced."""
-    for planned in plan:
-        folder = out / "runs" / planned.name
-        if planned.name in config.runs or not folder.exists():
+    for seed, planned in _to_train(plan, config):
+        folder = run_folder(out, planned, seed, config)
+        if not folder.exists():
             continue
         if not replace:
+            reuse = f"reuse it with --runs {planned.name}={folder}, or " if config.seeds == 1 else ""
             raise ConfigError(
-                f"{folder} holds a run from an earlier comparison; reuse it with --runs "
-                f"{planned.name}={folder}, or pass --overwrite to train it again"
+                f"{folder} holds a run from an earlier comparison; {reuse}pass --overwrite to train it again"
             )
         shutil.rmtree(folder)
 
@@ -289,18 +312,43 @@ def run_compare(
     command: str = "",
     replace_runs: bool = False,
 ) -> ComparisonReport:
-    """Train (or reuse) every model of the plan, evaluate them, write the report into ``out``.
+    """Train (or reuse) every model of the plan, once per training seed, evaluate them, write the report
+    into ``out``.
 
     replace_runs: train again the models whose run folders an earlier comparison left in ``out/runs``
     (else that is an error, checked before any training). Returns the ``ComparisonReport`` that is also
-    written to ``out/metrics.json``; ``out/report.html`` is the report.
+    written to ``out/metrics.json``; ``out/report.html`` is the report. The judge is trained once and
+    measures every seed's models; every verdict is pooled over the seeds (``aediff.reports.seeds``).
     """
-    from aediff.data import ImageStream, check_captions_available, load_dataset
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     aediff.runs.recover(out)  # a report write cut short after its commit point is finished first
     started = time.perf_counter()
+    train_set, test_set, plan, peers = _checked_plan(config, out, replace_runs)
+    jobs = [("train", config.budget_minutes * 60) for _ in _to_train(plan, config)]
+    jobs += [("eval", 30.0) for _ in config.training_seeds for p in [*plan, *peers] if not p.judge]
+    meter = Progress(jobs, enabled=progress)
+    try:
+        runs, train_seconds = _train_all(plan, config, out, meter, log)
+        evaluating = time.perf_counter()
+        judging = prepare_judging(plan, runs[config.seed], train_set, test_set)
+        results = {}
+        for seed in config.training_seeds:
+            runs[seed].update({p.name: Path(config.peers[p.name]) for p in peers})
+            results[seed] = evaluate_all(config, plan + peers, runs[seed], judging, train_set, test_set, meter, log)
+        eval_seconds = time.perf_counter() - evaluating
+    finally:
+        meter.close()
+    meta = _meta(config, command, started, runs[config.seed], train_seconds, eval_seconds)
+    record, _ = build_report(results, meta, plan + peers, out, config.denoise_steps, runs)
+    return record
+
+
+def _checked_plan(config: CompareConfig, out: Path, replace_runs: bool):
+    """The data and the plan, every check that can fail made before the first model trains: (train split,
+    test split, plan, peers)."""
+    from aediff.data import ImageStream, check_captions_available, load_dataset
+
     train_set = load_dataset(config.data, "train")
     if isinstance(train_set, ImageStream):  # its evaluations read whole splits by position
         raise ConfigError(
@@ -316,6 +364,11 @@ def run_compare(
             f"--runs names models the comparison does not have: {sorted(unknown)}; it has {[p.name for p in plan]}"
             f" (to score another model beside them, pass it with --peer NAME=FOLDER)"
         )
+    if config.runs and config.seeds > 1:
+        raise ConfigError(
+            f"--runs reuses one trained run per model, and --seeds {config.seeds} trains every model "
+            f"{config.seeds} times; leave out --runs, or compare with --seeds 1"
+        )
     for planned in plan:  # every given folder is checked before the first model trains
         if planned.name in config.runs:
             _check_reused(planned, Path(config.runs[planned.name]))
@@ -324,30 +377,35 @@ def run_compare(
         if planned.model.get("conditioning.kind") == "text":
             check_captions_available(train_set, f"aediff compare's {planned.name} model (text-conditioned)")
     _clear_old_runs(plan, config, out, replace_runs)
-    jobs = [("train", 0.0 if p.name in config.runs else config.budget_minutes * 60) for p in plan]
-    jobs += [("eval", 30.0) for p in [*plan, *peers] if not p.judge]
-    meter = Progress(jobs, enabled=progress)
-    runs: dict[str, Path] = {}
-    train_seconds: dict[str, float] = {}
-    try:
-        for planned in plan:
-            begun = meter.start(f"training {planned.name}")
-            if planned.name in config.runs:
-                runs[planned.name] = Path(config.runs[planned.name])
-            else:
-                runs[planned.name] = _train_model(planned, config, out / "runs" / planned.name, runs)
-            train_seconds[planned.name] = time.perf_counter() - begun
-            meter.finish("train", begun)
-            if log:
-                log(f"trained {planned.name} in {train_seconds[planned.name]:.0f} s")
-        runs.update({p.name: Path(config.peers[p.name]) for p in peers})
-        plan += peers
-        evaluating = time.perf_counter()
-        results = evaluate_all(config, plan, runs, train_set, test_set, meter, log)
-        eval_seconds = time.perf_counter() - evaluating
-    finally:
-        meter.close()
-    meta = ReportMeta(
+    return train_set, test_set, plan, peers
+
+
+def _train_all(plan, config: CompareConfig, out: Path, meter: Progress, log):
+    """Train (or take from ``config.runs``) every model for every training seed. Returns ({seed: {model
+    name: run folder}}, {"NAME" or "NAME@seed-S": training seconds})."""
+    runs: dict[int, dict[str, Path]] = {s: {} for s in config.training_seeds}
+    seconds: dict[str, float] = {}
+    for name, folder in config.runs.items():
+        runs[config.seed][name] = Path(folder)
+    for seed, planned in _to_train(plan, config):
+        label = planned.name if config.seeds == 1 or planned.judge else f"{planned.name}@seed-{seed}"
+        begun = meter.start(f"training {label}")
+        folder = run_folder(out, planned, seed, config)
+        runs[seed][planned.name] = _train_model(planned, config, folder, runs[seed], seed)
+        seconds[label] = time.perf_counter() - begun
+        meter.finish("train", begun)
+        if log:
+            log(f"trained {label} in {seconds[label]:.0f} s")
+    judge = next((p.name for p in plan if p.judge), None)
+    for seed in config.training_seeds:  # the judge measures every seed's models
+        if judge is not None:
+            runs[seed][judge] = runs[config.seed][judge]
+        runs[seed] = {p.name: runs[seed][p.name] for p in plan}  # plan order
+    return runs, seconds
+
+
+def _meta(config, command, started, runs, train_seconds, eval_seconds) -> ReportMeta:
+    return ReportMeta(
         data=config.data,
         budget_minutes=config.budget_minutes,
         max_steps=config.max_steps,
@@ -367,8 +425,6 @@ def run_compare(
         eval_seconds=eval_seconds,
         command=command,
     )
-    record, _ = build_report(results, meta, plan, out, config.denoise_steps)
-    return record
 
 
 def _jsonable(value: Any) -> Any:

@@ -86,19 +86,42 @@ class ComparisonResults:
     artifacts: ComparisonArtifacts
 
 
-def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter, log=None) -> ComparisonResults:
-    """Evaluate every model of the plan with one protocol, and the controls. See the module docstring."""
+@dataclass
+class Judging:
+    """The instruments every seed's models are measured with, built once per comparison: the judge
+    classifier's run (None on unlabelled data), its feature spaces (each keeps the test split's reference
+    features once computed), Inception-v3 when it is on disk, and the judge's own evaluation."""
+
+    run: Any
+    judges: list[Judge]
+    inception: Any
+    evaluation: ModelEvaluation | None
+
+    @property
+    def classifier(self) -> Model | None:
+        return self.run.model if self.run is not None else None
+
+
+def prepare_judging(plan, runs: dict[str, Path], train_set, test_set) -> Judging:
     judge = next((p for p in plan if p.judge), None)
-    judge_run = aediff.load(runs[judge.name]) if judge is not None else None
-    classifier = judge_run.model if judge_run is not None else None
-    judges = judges_for(classifier) if classifier is not None else []
+    if judge is None:
+        return Judging(None, [], _inception_if_on_disk(), None)
+    run = aediff.load(runs[judge.name])
+    evaluation = evaluate_model(run, train_set, test_set)
+    evaluation.role = "judge"
+    return Judging(run, judges_for(run.model), _inception_if_on_disk(), evaluation)  # Inception: slow to load
+
+
+def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_set, test_set, meter, log=None):
+    """Evaluate every model of the plan with one protocol, and the controls, in ``judging``'s instruments
+    (shared by every training seed): a ``ComparisonResults``. See the module docstring."""
+    judge_run, judges, inception, classifier = judging.run, judging.judges, judging.inception, judging.classifier
     models: dict[str, ModelEvaluation] = {}
     artifacts = ComparisonArtifacts(test_set.batch(spread_indices(len(test_set), 8))["images"])
     sections = ComparisonSections(judges={j.name: j.description for j in judges})
-    if judge_run is not None:
-        models[judge.name] = evaluate_model(judge_run, train_set, test_set)
-        models[judge.name].role = "judge"
-    inception = _inception_if_on_disk()  # built once: loading Inception-v3 is slow
+    judge = next((p for p in plan if p.judge), None)
+    if judging.evaluation is not None:
+        models[judge.name] = judging.evaluation
     sections.controls = _image_controls(train_set, test_set, config.limit, artifacts)
     for planned in plan:
         if planned.judge:

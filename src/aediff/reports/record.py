@@ -18,7 +18,7 @@ from aediff.evaluation.results import (
     read_result,
     upgrade,
 )
-from aediff.reports.verdicts import Verdict
+from aediff.reports.verdicts import Verdict, VerdictName
 
 
 @dataclass
@@ -44,14 +44,39 @@ class ReportMeta:
     eval_seconds: float
     command: str = ""
     report: str = ""  # the report.html written
+    seeds: list[int] = field(default_factory=list)  # the training seeds, in order (empty: files before them)
 
 
 @dataclass
 class ClaimVerdict:
-    """A section's claim and the verdict on it (written as one object: claim, then the verdict's fields)."""
+    """A section's claim and the verdict on it (written as one object: claim, then the verdict's fields).
+
+    With several training seeds the verdict is the rule's on the measurements pooled over them;
+    seed_verdicts: training seed -> the verdict of that seed's models alone; stability: the share of seeds
+    whose own verdict is the pooled one (None with one seed).
+    """
 
     claim: str
     verdict: Verdict = field(metadata=FLATTEN)
+    seed_verdicts: dict[str, VerdictName] = field(default_factory=dict)
+    stability: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"claim": self.claim, **self.verdict.to_dict()}
+        if self.seed_verdicts:
+            out["seed_verdicts"] = dict(self.seed_verdicts)
+            out["stability"] = self.stability
+        return out
+
+
+@dataclass
+class SeedRun:
+    """What one training seed's models measured, beyond the first seed (whose numbers are the report's own)."""
+
+    seed: int
+    runs: dict[str, str]  # model name -> run folder
+    models: dict[str, ModelEvaluation]
+    sections: ComparisonSections
 
 
 @dataclass
@@ -62,11 +87,13 @@ class ComparisonReport:
     models: dict[str, ModelEvaluation]
     verdicts: dict[str, ClaimVerdict]
     sections: ComparisonSections
+    other_seeds: list[SeedRun] = field(default_factory=list)  # every training seed after the first
 
     def to_json(self) -> dict[str, Any]:
-        verdicts = {k: {"claim": v.claim, **v.verdict.to_dict()} for k, v in self.verdicts.items()}
+        verdicts = {k: v.to_json() for k, v in self.verdicts.items()}
         body = {"meta": encode(self.meta), "models": encode(self.models), "verdicts": verdicts}
-        return {"format_version": FORMAT_VERSION, **body, "sections": encode(self.sections)}
+        out = {"format_version": FORMAT_VERSION, **body, "sections": encode(self.sections)}
+        return {**out, "other_seeds": encode(self.other_seeds)} if self.other_seeds else out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ComparisonReport:

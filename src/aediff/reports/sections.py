@@ -8,10 +8,11 @@ section's verdict rule, and draws the figures. ``build_report`` runs them and wr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from aediff.reports import figures
 from aediff.reports import verdicts as rules
 from aediff.reports.evaluate import ComparisonArtifacts, ComparisonResults
 from aediff.reports.html import Figure, Section, Table, render_report, write_report
-from aediff.reports.record import ClaimVerdict, ComparisonReport, ReportMeta
+from aediff.reports.record import ClaimVerdict, ComparisonReport, ReportMeta, SeedRun
+from aediff.reports.seeds import Ruling, over_seeds
 from aediff.reports.verdicts import DenoisingLevel, Verdict
 
 
@@ -47,6 +49,13 @@ class Measured:
     meta: ReportMeta
     plan: list[Any]
     denoise_steps: int = 1  # the diffusion model's multi-step denoising (CompareConfig.denoise_steps)
+    rulings: dict[str, Ruling] = field(default_factory=dict)  # section key -> the rule asked and its inputs
+
+    def rule(self, section: str, rule: Callable[..., Verdict], *inputs: Any) -> Verdict:
+        """``section``'s verdict: ``rule`` on ``inputs``, recorded so that the same rule can run again on the
+        inputs pooled over training seeds (``aediff.reports.seeds``)."""
+        self.rulings[section] = Ruling(rule, inputs)
+        return rule(*inputs)
 
     @property
     def judges(self) -> list[str]:
@@ -125,7 +134,7 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
     arrays = [m.reconstruction_psnr(n) for n in names]
     gains = [paired_difference(b, a) for a, b in zip(arrays[:-1], arrays[1:], strict=True)]
     control = Estimate.mean_of(m.artifacts.mean_image_psnr)
-    verdict = rules.bottleneck(sizes, psnr, gains, control)
+    verdict = m.rule("bottleneck", rules.bottleneck, sizes, psnr, gains, control)
     art = m.artifacts
     figs = [
         Figure(
@@ -175,11 +184,7 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
         for j in m.judges
         if m.fid(name, j) is not None and m.fid(ae, j) is not None
     }
-    verdict = (
-        rules.vae_prior(by_judge)
-        if by_judge
-        else Verdict("inconclusive", "the AE's fitted Gaussian", "no judge to score samples with")
-    )
+    verdict = m.rule("vae", rules.vae_prior, by_judge)
     lik = m.models[name].likelihood
     art = m.artifacts
     figs = [
@@ -245,7 +250,7 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
         for sigma, hits in m.probe_noisy(p.name).items():
             if sigma in ae_probe:
                 probes.append((p.name, float(sigma), paired_proportion_difference(hits, ae_probe[sigma])))
-    verdict = rules.dae_denoising(levels, probes)
+    verdict = m.rule("dae", rules.dae_denoising, levels, probes)
     rows = [
         [name, lv.sigma, lv.gap.value, 1.96 * lv.gap.se, lv.model_vs_identity.value]
         for name, lv in measured.items()
@@ -309,7 +314,7 @@ def manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
         }
         gaps[name] = {c: paired_proportion_difference(hits, v) for c, v in mine.items()}
         rows.append([name, dim, float(hits.mean()), *(float(v.mean()) for v in mine.values())])
-    verdict = rules.manifold(gaps)
+    verdict = m.rule("manifold", rules.manifold, gaps)
     codes = m.artifacts.codes
     shown = [
         n for n in (m.shared_ae, "vae", *[p.name for p in m.planned(lambda p: p.sweep == "noise")][1:2]) if n in codes
@@ -359,7 +364,7 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     if diffusion is None or not daes:
         return None
     levels = [lv for p in daes if (lv := _denoising_level(m, diffusion, p.name, p.noise_sigma)) is not None]
-    verdict = rules.noise_levels(levels)
+    verdict = m.rule("noise_levels", rules.noise_levels, levels)
     diff_rows = _psnr_rows(m.models[diffusion])
     sigmas = sorted(diff_rows)
     series = {
@@ -427,7 +432,7 @@ def blur_section(m: Measured) -> tuple[Section, Verdict] | None:
     x0 = m.sections.x0
     if x0 is None:
         return None
-    verdict = rules.blur_trend(x0.rho)
+    verdict = m.rule("blur", rules.blur_trend, x0.rho)
     predictions = m.artifacts.x0_predictions  # [len(sigmas), 6, C, H, W]
     rows = predictions.transpose(0, 1).reshape(-1, *predictions.shape[2:])
     shares, errors = x0.high_frequency_share, [1.96 * e for e in x0.high_frequency_share_se]
@@ -477,7 +482,7 @@ def skips_section(m: Measured) -> tuple[Section, Verdict] | None:
         for j in m.judges
         if m.fid(full, j) is not None and m.fid(without, j) is not None
     }
-    verdict = rules.skips(loss_gap, la.loss.value, lb.loss.value, fids)
+    verdict = m.rule("skips", rules.skips, loss_gap, la.loss.value, lb.loss.value, fids)
     steps = (m.models[full].training_speed.steps, m.models[without].training_speed.steps)
     runs_of = m.meta.runs
     curves = {"with skips": _logged(runs_of[full]), "without skips": _logged(runs_of[without])}
@@ -552,7 +557,7 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
     correct = m.artifacts.guidance_correct
     gain = paired_proportion_difference(correct[f"{high.guidance:g}"], correct[f"{low.guidance:g}"])
     guided = Estimate(high.accuracy, high.accuracy_se, high.samples)
-    verdict = rules.guidance(gain, guided, 1 / sweep.num_classes, high.guidance)
+    verdict = m.rule("conditioning", rules.guidance, gain, guided, 1 / sweep.num_classes, high.guidance)
     w, class_images = m.artifacts.class_grid
     scales = [r.guidance for r in rows]
     figs = [
@@ -631,7 +636,12 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
     if m.sections.curves:
         figs += [_curve_figure(m.sections.curves, j) for j in m.judges]
     warnings = sorted({w for n in scored for score in m.models[n].generation_by_judge.values() for w in score.warnings})
-    notes = "Numbers not to trust: " + " ".join(warnings) if warnings else ""
+    curve_text = budget_leaders(m.sections.curves or {}, m)
+    notes = " ".join(
+        ([f"Budget curves (this run's models; which family leads at each budget fraction): {curve_text}."]
+         if curve_text else [])
+        + (["Numbers not to trust: " + " ".join(warnings)] if warnings else [])
+    )  # fmt: skip
     claim = (
         "Every diffusion model generates better samples than every member of the autoencoder family (FID, by 10% "
         "of the smaller, in every judge); the curves say which family leads at which budget."
@@ -640,7 +650,7 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
 
 
 def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
-    """Section 9's verdict on the family (``generative``: its scored models), with the budget curves' leaders."""
+    """Section 9's verdict on the family (``generative``: its scored models)."""
     diffusion = [n for n in generative if _is_diffusion(m, n)]
     autoencoders = [n for n in generative if not _is_diffusion(m, n)]
     by_judge = {}
@@ -649,13 +659,7 @@ def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
         a = {n: m.fid(n, j) for n in autoencoders}
         gaps = {(x, y): m.fid_gap(y, x, j) for x in autoencoders for y in diffusion}
         by_judge[j] = (d, a, gaps)
-    verdict = rules.summary(by_judge)
-    curve_text = budget_leaders(m.sections.curves or {}, m)
-    if curve_text:
-        verdict = Verdict(
-            verdict.verdict, verdict.control, verdict.reason + ". Budget curves: " + curve_text, parts=verdict.parts
-        )
-    return verdict
+    return m.rule("summary", rules.summary, by_judge)
 
 
 SUMMARY_COLUMNS = [
@@ -784,27 +788,84 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def build_report(
-    results: ComparisonResults, meta: ReportMeta, plan, out: Path, denoise_steps: int = 1
-) -> tuple[ComparisonReport, dict[str, Path]]:
-    """Turn ``evaluate_all``'s results into the nine sections; write report.html, metrics.json (the returned
-    ``ComparisonReport``), CSVs, PNGs. Returns (the report's record, the paths written)."""
+def build_sections(
+    results: ComparisonResults, meta: ReportMeta, plan, denoise_steps: int = 1
+) -> dict[str, tuple[Section, Ruling]]:
+    """One seed's measurements -> its sections (figures drawn) by key, each with the ruling that decided it."""
     measured = Measured(results.models, results.sections, results.artifacts, meta, list(plan), denoise_steps)
-    sections: list[Section] = []
-    verdicts: dict[str, ClaimVerdict] = {}
-    for builder in BUILDERS:
-        built = builder(measured)
-        if built is None:
-            continue
-        section, verdict = built
-        sections.append(section)
-        verdicts[section.key] = ClaimVerdict(section.claim, verdict)
+    built = [b(measured) for b in BUILDERS]
+    return {section.key: (section, measured.rulings[section.key]) for section, _ in filter(None, built)}
+
+
+def build_report(
+    results: dict[int, ComparisonResults],
+    meta: ReportMeta,
+    plan,
+    out: Path,
+    denoise_steps: int = 1,
+    runs: dict[int, dict[str, Path]] | None = None,
+) -> tuple[ComparisonReport, dict[str, Path]]:
+    """Turn ``evaluate_all``'s results, by training seed, into the nine sections; write report.html,
+    metrics.json (the returned ``ComparisonReport``), CSVs, PNGs. The first seed's figures and tables are
+    shown; every verdict is pooled over the seeds (``aediff.reports.seeds``). ``runs``: each seed's run
+    folders, recorded for every seed after the first. Returns (the report's record, the paths written)."""
+    by_seed = {seed: build_sections(r, meta, plan, denoise_steps) for seed, r in results.items()}
+    first, *others = results
+    sections, verdicts = [], {}
+    for key, (section, _) in by_seed[first].items():
+        rulings = {seed: _ruling(built, key) for seed, built in by_seed.items()}
+        pooled = over_seeds(rulings)
+        seed_verdicts = {str(k): v for k, v in pooled.per_seed.items()} if others else {}
+        verdicts[key] = ClaimVerdict(section.claim, pooled.verdict, seed_verdicts, pooled.stability)
+        sections.append(dataclasses.replace(section, verdict=pooled.verdict.verdict, evidence=pooled.verdict.reason))
     meta.report = str(Path(out) / "report.html")
-    record = ComparisonReport(meta, results.models, verdicts, results.sections)
-    html = render_report(f"aediff compare: {meta.data}", sections, meta=_header(meta, results.sections))
+    meta.seeds = list(results)
+    folders = {s: {k: str(v) for k, v in (runs or {}).get(s, {}).items()} for s in others}
+    seed_runs = [SeedRun(s, folders[s], results[s].models, results[s].sections) for s in others]
+    record = ComparisonReport(meta, results[first].models, verdicts, results[first].sections, seed_runs)
+    html = render_report(
+        f"aediff compare: {meta.data}",
+        sections,
+        summary_rows=overview_rows(verdicts, list(results)),
+        meta=_header(meta, results[first].sections),
+    )
     all_figures = [f for s in sections for f in s.figures]
     all_tables = [t for s in sections for t in s.tables]
     return record, write_report(out, html, all_figures, all_tables, record.to_json())
+
+
+def _ruling(built: dict[str, tuple[Section, Ruling]], key: str) -> Ruling:
+    if key not in built:  # a section one seed could build and another could not: nothing to pool
+        raise ValueError(f"section {key!r} was not measured for every training seed")
+    return built[key][1]
+
+
+def overview_rows(verdicts: dict[str, ClaimVerdict], seeds: list[int]) -> list[dict[str, Any]]:
+    """The report's "at a glance" table: each section's verdict and, with several training seeds, each
+    seed's own verdict and the stability (the share of seeds that reach the section's verdict alone)."""
+    rows = []
+    for key, v in verdicts.items():
+        row: dict[str, Any] = {"section": key, "verdict": v.verdict.verdict}
+        if len(seeds) > 1:
+            row["stability"] = f"{round(v.stability * len(seeds))} of {len(seeds)} seeds"
+            row.update({f"seed {s}": v.seed_verdicts[str(s)] for s in seeds})
+        rows.append(row)
+    return rows
+
+
+def _seeds_line(seeds: list[int]) -> str:
+    if len(seeds) > 1:
+        return (
+            f"{len(seeds)} ({', '.join(map(str, seeds))}): every model but the judge trained once per seed; each "
+            "verdict is its rule on the measurements pooled over the seeds (t intervals that include the spread "
+            "between seeds), inconclusive where two seeds reach opposite verdicts; figures and tables show the "
+            f"first seed ({seeds[0]})"
+        )
+    return (
+        f"one ({seeds[0]}): the verdicts are about these trained runs, not the method; their intervals cover "
+        "the evaluation's noise, not training's (a rerun with another seed can change them: docs/compare.md "
+        "measures how often); run with --seeds 3 for verdicts about the method"
+    )
 
 
 def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
@@ -818,6 +879,7 @@ def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
         "machine": f"{meta.cpu or meta.machine}, {meta.threads} threads, {meta.device}",
         "time": f"{_duration(meta.wall_seconds)} in all: {_duration(meta.train_seconds)} training, "
         f"{_duration(meta.eval_seconds)} evaluation",
+        "training seeds": _seeds_line(meta.seeds),
         "judges": "; ".join(f"{k}: {v}" for k, v in sections.judges.items()),
         "versions": f"aediff {meta.aediff}, torch {meta.torch}, python {meta.python}",
         "command": meta.command,

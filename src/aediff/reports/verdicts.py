@@ -94,7 +94,8 @@ def compare(
     verdict = decide(gap, margin, non_inferiority)
     low, high = gap.interval()
     need = f"within {margin:.3g}{unit}" if non_inferiority else f"by more than {margin:.3g}{unit}"
-    reason = f"{claim} vs {control}: gap {gap.value:+.3g}{unit}, 95% interval [{low:+.3g}, {high:+.3g}] ({need})"
+    seeds = f" over {gap.seeds} training seeds" if gap.seeds else ""
+    reason = f"{claim} vs {control}: gap {gap.value:+.3g}{unit}, 95% interval{seeds} [{low:+.3g}, {high:+.3g}] ({need})"
     return Verdict(verdict, control, reason, margin, gap, judge)
 
 
@@ -116,7 +117,7 @@ def consensus(by_judge: Sequence[Verdict], control: str) -> Verdict:
     when the judges disagree, inconclusive."""
     names = {v.verdict for v in by_judge}
     verdict: VerdictName = names.pop() if len(names) == 1 else "inconclusive"
-    reason = "; ".join(f"[{v.judge}] {v.reason}" for v in by_judge)
+    reason = "; ".join(f"[{v.judge}] {v.reason}" for v in by_judge) or "no judge to score samples with"
     if len({v.verdict for v in by_judge}) > 1:
         reason = "the judges disagree: " + reason
     return Verdict(verdict, control, reason, parts=tuple(by_judge))
