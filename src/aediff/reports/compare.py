@@ -29,7 +29,7 @@ import aediff
 from aediff.device import default_device
 from aediff.environment import cpu_model
 from aediff.errors import ConfigError
-from aediff.reports.evaluate import evaluate_all, prepare_judging
+from aediff.reports.evaluate import evaluate_all, evaluate_snapshots, prepare_judging, with_snapshot_points
 from aediff.reports.record import ComparisonReport, ReportMeta
 from aediff.reports.sections import build_report
 
@@ -45,7 +45,9 @@ class CompareConfig:
     dae_sigmas: tuple[float, ...] = (0.3, 0.5, 0.75)
     samples: int = 1000  # samples per generative model for FID / KID / precision / recall
     curve_samples: int = 200  # samples per point of the budget curves (FID against training time)
-    snapshots: tuple[float, ...] = (0.25, 0.5)  # budget fractions at which the curves' snapshots are kept
+    # budget fractions at which every model keeps a snapshot: the first seed's models are judged again at
+    # each (budget stability; the curve models also draw the budget curves), from curve_samples samples
+    snapshots: tuple[float, ...] = (0.25, 0.5)
     limit: int = 500  # test images for the denoising sweep, likelihoods and latent probes
     guidances: tuple[float, ...] = (1.0, 3.0, 5.0)  # classifier-free guidance scales of section 8
     denoise_steps: int = 5  # the diffusion model's multi-step denoising
@@ -255,7 +257,7 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
         budget["max_steps"] = config.max_steps
     if planned.judge:  # the judge converges in a few epochs; more would only cost time
         budget["epochs"] = 15
-    elif planned.curve:
+    else:  # every model is judged again at each snapshot (budget stability); curve models also draw the curves
         budget["snapshots"] = tuple(config.snapshots)
     train(planned.family, run_dir, config.data, model=overrides, training=budget, progress=False)
     return run_dir
@@ -327,6 +329,7 @@ def run_compare(
     train_set, test_set, plan, peers = _checked_plan(config, out, replace_runs)
     jobs = [("train", config.budget_minutes * 60) for _ in _to_train(plan, config)]
     jobs += [("eval", 30.0) for _ in config.training_seeds for p in [*plan, *peers] if not p.judge]
+    jobs += [("eval", 30.0) for _ in config.snapshots for p in plan if not p.judge]  # the budget's snapshots
     meter = Progress(jobs, enabled=progress)
     try:
         runs, train_seconds = _train_all(plan, config, out, meter, log)
@@ -336,11 +339,13 @@ def run_compare(
         for seed in config.training_seeds:
             runs[seed].update({p.name: Path(config.peers[p.name]) for p in peers})
             results[seed] = evaluate_all(config, plan + peers, runs[seed], judging, train_set, test_set, meter, log)
+        snapshots = evaluate_snapshots(config, plan, runs[config.seed], judging, train_set, test_set, meter, log)
+        with_snapshot_points(results[config.seed].sections, snapshots)
         eval_seconds = time.perf_counter() - evaluating
     finally:
         meter.close()
     meta = _meta(config, command, started, runs[config.seed], train_seconds, eval_seconds)
-    record, _ = build_report(results, meta, plan + peers, out, config.denoise_steps, runs)
+    record, _ = build_report(results, meta, plan + peers, out, config.denoise_steps, runs, snapshots)
     return record
 
 

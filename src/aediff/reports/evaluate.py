@@ -13,6 +13,7 @@ the report.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,12 +134,10 @@ def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_se
         )
         _figures_of(planned, run.model, config, train_set, test_set, artifacts, models[planned.name])
         _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
-        if planned.curve and judges:
-            samples = models[planned.name].generation.samples
-            sections.curves = {
-                **(sections.curves or {}),
-                planned.name: budget_curve(run, samples, judges, test_set, config),
-            }
+        if planned.curve and judges:  # the snapshots' points come from evaluate_snapshots
+            samples = models[planned.name].generation.samples[: config.curve_samples]
+            end = _curve_point(1.0, run, samples, judges, test_set, config)
+            sections.curves = {**(sections.curves or {}), planned.name: [end]}
         meter.finish("eval", begun)
         if log:
             log(f"evaluated {planned.name}")
@@ -328,19 +327,45 @@ def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[Pro
     return PromptAccuracy(template, 3.0, accuracy.value, accuracy.se, len(prompts)), (names, images)
 
 
-def budget_curve(run, final_samples: torch.Tensor, judges: list[Judge], test_set, config) -> list[CurvePoint]:
-    """FID in every judge at each snapshot kept during training and at the end, each from
-    ``config.curve_samples`` samples (the end point reuses the first of the protocol's samples): one point per
-    budget fraction with its training time, steps and FID +- bootstrap standard error."""
-    n = min(config.curve_samples, len(final_samples))
-    points = []
-    for fraction, folder in aediff.runs.list_snapshots(run.path):
-        snapshot = aediff.load(folder)
-        points.append(
-            _curve_point(fraction, snapshot, sample_images(snapshot.model, n, config.seed), judges, test_set, config)
-        )
-    points.append(_curve_point(1.0, run, final_samples[:n], judges, test_set, config))
-    return points
+def evaluate_snapshots(config, plan, runs: dict[str, Path], judging: Judging, train_set, test_set, meter, log=None):
+    """Every planned model (never a peer) again at each budget fraction of ``config.snapshots``, from the
+    snapshot its training kept there, with the same protocol but ``config.curve_samples`` samples: {fraction:
+    ``ComparisonResults``}. A fraction is left out when no model kept it (runs reused from elsewhere)."""
+    light = dataclasses.replace(config, samples=config.curve_samples)
+    out = {}
+    for fraction in config.snapshots:
+        kept = {p.name: _snapshot_at(runs[p.name], fraction) for p in plan if not p.judge and not p.peer}
+        kept = {name: folder for name, folder in kept.items() if folder is not None}
+        if not kept:
+            continue
+        at = [dataclasses.replace(p, curve=False) for p in plan if p.judge or p.name in kept]
+        folders = {**{p.name: runs[p.name] for p in plan if p.judge}, **kept}
+        out[fraction] = evaluate_all(light, at, folders, judging, train_set, test_set, meter, log)
+    return out
+
+
+def _snapshot_at(run: Path, fraction: float) -> Path | None:
+    return next((folder for f, folder in aediff.runs.list_snapshots(run) if abs(f - fraction) < 1e-6), None)
+
+
+def with_snapshot_points(sections: ComparisonSections, snapshots: dict[float, ComparisonResults]) -> None:
+    """Put each snapshot's FIDs in front of the end point of every budget curve in ``sections.curves``."""
+    for name, points in (sections.curves or {}).items():
+        earlier = [
+            _point_of(fraction, results.models[name])
+            for fraction, results in sorted(snapshots.items())
+            if name in results.models and results.models[name].generation_by_judge
+        ]
+        sections.curves[name] = earlier + points
+
+
+def _point_of(fraction: float, evaluation: ModelEvaluation) -> CurvePoint:
+    speed = evaluation.training_speed
+    scores = evaluation.generation_by_judge
+    judged_by = {j: CurveScore(s.fid, s.fid_se, s.fid_draws_values) for j, s in scores.items()}
+    samples = next(iter(scores.values())).num_samples
+    seconds, steps = (speed.train_seconds, speed.steps) if speed is not None else (None, None)
+    return CurvePoint(fraction, seconds, steps, samples, judged_by)
 
 
 def _curve_point(fraction: float, run, images: torch.Tensor, judges: list[Judge], test_set, config) -> CurvePoint:

@@ -53,19 +53,24 @@ class ClaimVerdict:
 
     With several training seeds the verdict is the rule's on the measurements pooled over them;
     seed_verdicts: training seed -> the verdict of that seed's models alone; stability: the share of seeds
-    whose own verdict is the pooled one (None with one seed).
+    whose own verdict is the pooled one (None with one seed); budget_verdicts: where the verdict holds along
+    the training budget.
     """
 
     claim: str
     verdict: Verdict = field(metadata=FLATTEN)
     seed_verdicts: dict[str, VerdictName] = field(default_factory=dict)
     stability: float | None = None
+    # budget fraction ("25%", ..., "100%") -> the first seed's verdict from its models' snapshots there
+    budget_verdicts: dict[str, VerdictName] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {"claim": self.claim, **self.verdict.to_dict()}
         if self.seed_verdicts:
             out["seed_verdicts"] = dict(self.seed_verdicts)
             out["stability"] = self.stability
+        if self.budget_verdicts:
+            out["budget_verdicts"] = dict(self.budget_verdicts)
         return out
 
 

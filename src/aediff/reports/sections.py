@@ -804,20 +804,28 @@ def build_report(
     out: Path,
     denoise_steps: int = 1,
     runs: dict[int, dict[str, Path]] | None = None,
+    snapshots: dict[float, ComparisonResults] | None = None,
 ) -> tuple[ComparisonReport, dict[str, Path]]:
     """Turn ``evaluate_all``'s results, by training seed, into the nine sections; write report.html,
     metrics.json (the returned ``ComparisonReport``), CSVs, PNGs. The first seed's figures and tables are
     shown; every verdict is pooled over the seeds (``aediff.reports.seeds``). ``runs``: each seed's run
-    folders, recorded for every seed after the first. Returns (the report's record, the paths written)."""
+    folders, recorded for every seed after the first; ``snapshots``: the first seed's models evaluated at
+    fractions of their budget, each section's verdict there recorded beside its own (budget stability).
+    Returns (the report's record, the paths written)."""
     by_seed = {seed: build_sections(r, meta, plan, denoise_steps) for seed, r in results.items()}
     first, *others = results
     sections, verdicts = [], {}
+    at_fraction = {f: build_sections(r, meta, plan, denoise_steps) for f, r in sorted((snapshots or {}).items())}
     for key, (section, _) in by_seed[first].items():
         rulings = {seed: _ruling(built, key) for seed, built in by_seed.items()}
         pooled = over_seeds(rulings)
         seed_verdicts = {str(k): v for k, v in pooled.per_seed.items()} if others else {}
-        verdicts[key] = ClaimVerdict(section.claim, pooled.verdict, seed_verdicts, pooled.stability)
-        sections.append(dataclasses.replace(section, verdict=pooled.verdict.verdict, evidence=pooled.verdict.reason))
+        budget = {f"{f:.0%}": built[key][1].verdict().verdict for f, built in at_fraction.items() if key in built}
+        budget = {**budget, "100%": pooled.per_seed[first]} if budget else {}
+        verdicts[key] = ClaimVerdict(section.claim, pooled.verdict, seed_verdicts, pooled.stability, budget)
+        notes = " ".join(filter(None, [section.notes, budget_sentence(budget, first)]))
+        changed = dict(verdict=pooled.verdict.verdict, evidence=pooled.verdict.reason, notes=notes)
+        sections.append(dataclasses.replace(section, **changed))
     meta.report = str(Path(out) / "report.html")
     meta.seeds = list(results)
     folders = {s: {k: str(v) for k, v in (runs or {}).get(s, {}).items()} for s in others}
@@ -840,6 +848,16 @@ def _ruling(built: dict[str, tuple[Section, Ruling]], key: str) -> Ruling:
     return built[key][1]
 
 
+def budget_sentence(budget: dict[str, str], seed: int) -> str:
+    """Where a section's verdict holds along the budget: "" without snapshots."""
+    if not budget:
+        return ""
+    at = ", ".join(f"{v} at {f}" for f, v in budget.items())
+    if len(set(budget.values())) == 1:
+        return f"Budget stability (seed {seed}): the same verdict at every snapshot ({at} of the budget)."
+    return f"Budget stability (seed {seed}): the verdict changes along the budget ({at} of the budget)."
+
+
 def overview_rows(verdicts: dict[str, ClaimVerdict], seeds: list[int]) -> list[dict[str, Any]]:
     """The report's "at a glance" table: each section's verdict and, with several training seeds, each
     seed's own verdict and the stability (the share of seeds that reach the section's verdict alone)."""
@@ -849,6 +867,10 @@ def overview_rows(verdicts: dict[str, ClaimVerdict], seeds: list[int]) -> list[d
         if len(seeds) > 1:
             row["stability"] = f"{round(v.stability * len(seeds))} of {len(seeds)} seeds"
             row.update({f"seed {s}": v.seed_verdicts[str(s)] for s in seeds})
+        if v.budget_verdicts:
+            row[f"along the budget, seed {seeds[0]} ({', '.join(v.budget_verdicts)})"] = " / ".join(
+                v.budget_verdicts.values()
+            )
         rows.append(row)
     return rows
 
