@@ -34,6 +34,7 @@ from aediff.reports import verdicts as rules
 from aediff.reports.evaluate import ComparisonArtifacts, ComparisonResults
 from aediff.reports.html import Figure, Section, Table, render_report, write_report
 from aediff.reports.record import ClaimVerdict, ComparisonReport, ReportMeta
+from aediff.reports.training import budget_line, training_table
 from aediff.reports.verdicts import DenoisingLevel, Verdict
 
 
@@ -801,9 +802,11 @@ def build_report(
         verdicts[section.key] = ClaimVerdict(section.claim, verdict)
     meta.report = str(Path(out) / "report.html")
     record = ComparisonReport(meta, results.models, verdicts, results.sections)
-    html = render_report(f"aediff compare: {meta.data}", sections, meta=_header(meta, results.sections))
+    training = training_table(results.models, list(plan), meta)
+    title = f"aediff compare: {meta.data}"
+    html = render_report(title, sections, meta=_header(meta, results.sections), meta_tables=[training])
     all_figures = [f for s in sections for f in s.figures]
-    all_tables = [t for s in sections for t in s.tables]
+    all_tables = [training, *(t for s in sections for t in s.tables)]
     return record, write_report(out, html, all_figures, all_tables, record.to_json())
 
 
@@ -811,9 +814,7 @@ def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
     """The report's header lines: what was compared, under which budget, on what, with which versions."""
     return {
         "dataset": meta.data,
-        "budget": _duration(meta.budget_minutes * 60)
-        + " of training per model"
-        + (f" (at most {meta.max_steps} steps)" if meta.max_steps else ""),
+        "budget": budget_line(meta),
         "date": meta.date,
         "machine": f"{meta.cpu or meta.machine}, {meta.threads} threads, {meta.device}",
         "time": f"{_duration(meta.wall_seconds)} in all: {_duration(meta.train_seconds)} training, "
