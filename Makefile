@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 REPORT ?= reports/demo
 # Training budget per model: 11 models, a classifier and their evaluation (controls, intervals, two judges,
-# budget curves) in under 15 minutes on 2 cores (measured: docs/compare.md).
+# budget curves) in under 15 minutes on 2 cores (measured: docs/compare.md). A wall-clock budget: each model
+# trains 30 s, so a faster machine trains more steps and its verdicts can differ; a step budget
+# (DEMO_BUDGET=400steps, or --steps-per-family) trains the same models on any machine (docs/compare.md).
 DEMO_BUDGET ?= 30s
 
 .PHONY: install demo test test-full lint benchmarks clean

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from aediff.config import parse_duration
+from aediff.config import Budget, parse_duration
 from aediff.errors import AediffError, ConfigError
 from aediff.evaluation.results import FORMAT_VERSION
 from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
@@ -67,7 +67,7 @@ def _numbers(obj, path=""):
 
 def tiny_config(**changes) -> CompareConfig:
     """A comparison of tiny models on digits that trains in seconds."""
-    settings = dict(data="digits", budget_minutes=0.5, max_steps=4, bottlenecks=(2, 4, 8), samples=40, limit=60,
+    settings = dict(data="digits", budget=Budget(minutes=0.5), max_steps=4, bottlenecks=(2, 4, 8), samples=40, limit=60,
                     denoise_steps=2, batch_size=32, model_overrides=TINY)  # fmt: skip
     return CompareConfig(**{**settings, **changes})
 
@@ -264,8 +264,7 @@ def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
     np.savez(tmp_path / "plain.npz", images=digits.images[:400, 0].numpy())  # no labels, no captions
     config = CompareConfig(
         data=f"npz:{tmp_path / 'plain.npz'}",
-        budget_minutes=0.5,
-        max_steps=3,
+        budget=Budget(steps=3),  # a step budget: no judge to train here, so every model trains exactly 3 steps
         bottlenecks=(2, 4, 8),
         samples=30,
         limit=40,
@@ -282,6 +281,15 @@ def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
     assert "conditioning" not in verdicts and "manifold" not in verdicts  # both need labels
     assert verdicts["summary"]["verdict"] == "inconclusive" and "no FID" in verdicts["summary"]["reason"]
     assert "generation" in metrics["models"]["vae"]["skipped"]
+    assert {name: m["training_speed"]["steps"] for name, m in metrics["models"].items()} == dict.fromkeys(
+        record.models, 3
+    )
+    assert metrics["meta"]["budget_steps"] == 3 and metrics["meta"]["budget_minutes"] is None
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<dd>3 steps per model</dd>" in html and 'data-name="training"' in html
+    training = (tmp_path / "out" / "tables" / "training.csv").read_text().splitlines()
+    assert training[0] == "model,family,steps,images seen,train seconds,wall seconds"
+    assert len(training) == 1 + len(record.models) and training[1].startswith("ae-2,ae,3,96,")
 
 
 def test_runs_left_by_an_earlier_comparison_are_refused_or_replaced(tmp_path):

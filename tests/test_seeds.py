@@ -104,7 +104,8 @@ def test_pooling_pairs_by_seed_and_keeps_what_every_seed_measured():
         levels.append([DenoisingLevel(0.5, paired_difference(a, b), paired_difference(b, b - 3))])
     pooled = pool_inputs(levels)
     assert isinstance(pooled[0], DenoisingLevel) and pooled[0].sigma == 0.5
-    assert pooled[0].gap.seeds == 3 and pooled[0].gap.value == pytest.approx(np.mean([lv[0].gap.value for lv in levels]))
+    assert pooled[0].gap.seeds == 3
+    assert pooled[0].gap.value == pytest.approx(np.mean([lv[0].gap.value for lv in levels]))
     assert pool_inputs([{"a": 1.0, "b": 2.0}, {"a": 3.0}]) == {"a": 2.0}  # "b": not measured for every seed
     with pytest.raises(ValueError, match="different numbers"):
         pool_inputs([[1.0], [1.0, 2.0]])
@@ -114,9 +115,8 @@ def test_pooling_pairs_by_seed_and_keeps_what_every_seed_measured():
 
 @pytest.mark.slow
 def test_compare_with_three_seeds_reports_per_seed_verdicts_and_stability(tmp_path):
-    from test_compare import SECTIONS, tiny_config
-
     from aediff.reports.compare import run_compare
+    from test_compare import SECTIONS, tiny_config
 
     out = tmp_path / "seeds"
     record = run_compare(tiny_config(seeds=3, samples=20, curve_samples=20, limit=40), out, progress=False)
@@ -139,10 +139,9 @@ def test_compare_with_three_seeds_reports_per_seed_verdicts_and_stability(tmp_pa
 
 
 def test_reused_runs_and_several_seeds_are_refused_before_training(tmp_path):
-    from test_compare import tiny_config
-
     from aediff.errors import ConfigError
     from aediff.reports.compare import run_compare
+    from test_compare import tiny_config
 
     (tmp_path / "vae").mkdir()
     with pytest.raises(ConfigError, match="--seeds 1"):

@@ -751,7 +751,20 @@ def _numbers(text: str, kind: type, option: str) -> tuple:
 @app.command()
 def compare(
     data: Annotated[str, typer.Option(help="dataset name, folder:PATH or npz:PATH")] = "mnist5k",
-    budget: Annotated[str, typer.Option(help="training budget of EACH model: 90s, 10m, 1h")] = "10m",
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="training budget of EACH model: wall clock (90s, 10m, 1h) or optimizer steps (400steps: the same "
+            "models on any machine)"
+        ),
+    ] = "10m",
+    steps_per_family: Annotated[
+        str | None,
+        typer.Option(
+            help="exact step counts for some families, overriding --budget: FAMILY=STEPS,... (families: ae, vae, "
+            "dae, diffusion, latent-diffusion; the judge keeps its 15 epochs), e.g. diffusion=400,ae=800"
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="report folder (report.html, metrics.json, tables/, figures/)")] = Path(
         "reports/compare"
     ),
@@ -778,7 +791,9 @@ def compare(
         int, typer.Option(min=20, max=100_000, help="samples per model for FID / KID / precision / recall")
     ] = 1000,
     limit: Annotated[int, typer.Option(min=10, help="test images for denoising, likelihood and probes")] = 500,
-    max_steps: Annotated[int | None, typer.Option(min=1, help="also stop each model after this many steps")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="also stop each model after this many steps (caps a wall-clock budget)")
+    ] = None,
     bottlenecks: Annotated[
         str, typer.Option(help="AE bottleneck sizes; the middle one is shared by the VAE and DAEs")
     ] = "4,16,64",
@@ -799,8 +814,8 @@ def compare(
 ) -> None:
     """Train the whole family under the same budget each, evaluate them with one protocol, and write a
     report whose sections each test a claim about autoencoders and diffusion models."""
-    from aediff.config import parse_duration
-    from aediff.reports.compare import CompareConfig, compare_plan, parse_runs, run_compare
+    from aediff.config import parse_budget
+    from aediff.reports.compare import CompareConfig, compare_plan, parse_family_steps, parse_runs, run_compare
 
     if (out / "report.html").exists() and not overwrite:
         raise ConfigError(
@@ -809,7 +824,8 @@ def compare(
         )
     config = CompareConfig(
         data=data,
-        budget_minutes=parse_duration(budget, "--budget"),
+        budget=parse_budget(budget, "--budget"),
+        family_steps=parse_family_steps(steps_per_family) if steps_per_family is not None else {},
         samples=samples,
         limit=limit,
         max_steps=max_steps,
@@ -822,11 +838,13 @@ def compare(
     )
     planned = [p for p in compare_plan(config) if p.name not in config.runs]
     trained = sum(seeds if not p.judge else 1 for p in planned)
+    minutes, overrides = config.budget.minutes, config.family_steps
+    about = f" (about {trained * minutes:.0f} min)" if minutes and not overrides else ""
+    families = "".join(f", {family}: {steps} steps" for family, steps in overrides.items())
+    per_seed = f"; the others once per seed, {seeds} seeds" if seeds > 1 else ""
     console.print(
-        f"training {trained} models (the judging classifier among them"
-        + (f"; the others once per seed, {seeds} seeds" if seeds > 1 else "")
-        + f") for {budget} each (about {trained * config.budget_minutes:.0f} min), then evaluating them; "
-        f"report -> {out}/report.html"
+        f"training {trained} models (the judging classifier among them{per_seed}), {config.budget.describe()}"
+        f"{about}{families}, then evaluating them; report -> {out}/report.html"
     )
     results = run_compare(
         config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]), replace_runs=overwrite

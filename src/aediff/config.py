@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import re
 import types
 import typing
 from typing import Any, TypeVar, get_args, get_origin
@@ -326,8 +327,9 @@ def update_config(config: C, overrides: dict[str, Any]) -> C:
     return config_from_dict(type(config), merged)
 
 
-def parse_duration(text: str, option: str = "a duration") -> float:
-    """'90s', '10m', '1.5h' or a bare number of minutes -> minutes (finite, positive)."""
+def parse_duration(text: str, option: str = "a duration", other: str = "") -> float:
+    """'90s', '10m', '1.5h' or a bare number of minutes -> minutes (finite, positive). ``other`` names the
+    other forms the option takes, for the error of a text that is not a duration."""
     text = str(text).strip().lower()
     units = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
     for unit in sorted(units, key=len, reverse=True):
@@ -339,10 +341,58 @@ def parse_duration(text: str, option: str = "a duration") -> float:
     try:
         minutes = float(number) * scale
     except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a duration: write e.g. 90s, 10m or 1.5h") from None
+        also = f", or {other}" if other else ""
+        raise ConfigError(f"{option} {text!r} is not a duration: write e.g. 90s, 10m or 1.5h{also}") from None
     if not 0 < minutes < float("inf"):
         raise ConfigError(f"{option} must be a positive, finite duration, got {text!r}")
     return minutes
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long each model of a comparison trains: wall-clock ``minutes`` or optimizer ``steps``, exactly one
+    of them. A step budget trains the same models on machines of any speed; a time budget trains each model
+    as far as this machine gets in that time."""
+
+    minutes: float | None = bounded(None, 0, low_open=True)  # wall clock, finite, > 0
+    steps: int | None = bounded(None, 1)  # optimizer steps, >= 1
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "budget")
+        if (self.minutes is None) == (self.steps is None):
+            raise ConfigError(f"a budget is a duration or a step count, exactly one; got {self}")
+
+    def describe(self) -> str:
+        """The budget as given, per model: "400 steps per model", "30 s of training per model"."""
+        if self.steps is not None:
+            return f"{self.steps} step{'s' if self.steps != 1 else ''} per model"
+        seconds = self.minutes * 60  # type: ignore[operator]
+        return (f"{seconds:g} s" if seconds < 120 else f"{self.minutes:g} min") + " of training per model"
+
+
+STEPS = re.compile(r"(.*?)\s*steps?")  # "400steps", "400 steps", "1 step"
+
+
+def parse_steps(text: str, option: str) -> int:
+    """A whole number of optimizer steps >= 1: '400', '400steps' or '400 steps' -> 400."""
+    text = str(text).strip().lower()
+    match = STEPS.fullmatch(text)
+    number = match[1] if match else text
+    try:
+        steps = int(number)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a whole number of steps: write e.g. 400steps") from None
+    if steps < 1:
+        raise ConfigError(f"{option} must be at least 1 step, got {text!r}: write e.g. 400steps")
+    return steps
+
+
+def parse_budget(text: str, option: str = "--budget") -> Budget:
+    """A training budget per model: a duration ('90s', '10m', '1.5h', a bare number of minutes) or a step
+    count ('400steps', '400 steps') -> Budget. ConfigError naming ``option`` and the forms it takes."""
+    if STEPS.fullmatch(str(text).strip().lower()):
+        return Budget(steps=parse_steps(text, option))
+    return Budget(minutes=parse_duration(text, option, other="a step count such as 400steps"))
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -17,7 +17,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import aediff
+from aediff.config import Budget, parse_steps
 from aediff.device import default_device
 from aediff.environment import cpu_model
 from aediff.errors import ConfigError
@@ -33,12 +34,20 @@ from aediff.reports.evaluate import evaluate_all, evaluate_snapshots, prepare_ju
 from aediff.reports.record import ComparisonReport, ReportMeta
 from aediff.reports.sections import build_report
 
+# The families a step count can be given for (`--steps-per-family`), as `aediff train` names them.
+STEP_FAMILIES = ("ae", "vae", "dae", "diffusion", "latent-diffusion")
+JUDGE_EPOCHS = 15  # the judge converges in a few epochs; more would only cost time
+
 
 @dataclass
 class CompareConfig:
     data: str = "mnist5k"  # dataset spec (see `aediff datasets`)
-    budget_minutes: float = 10.0  # training budget of each model (wall clock)
-    max_steps: int | None = None  # also stop each model after this many steps (tests, smoke runs)
+    # training budget of each model: wall-clock minutes, or optimizer steps (the same models on any machine)
+    budget: Budget = Budget(minutes=10.0)
+    # family (as `aediff train` names it) -> exactly this many steps for its models, overriding the budget
+    family_steps: dict[str, int] = field(default_factory=dict)
+    # also stop each model after this many steps (tests, smoke runs); a cap on a time budget only
+    max_steps: int | None = None
     bottlenecks: tuple[int, ...] = (4, 16, 64)  # AE bottleneck sweep; the middle one is the family's shared size
     # One DAE per Gaussian noise level; levels where a 16-number code can beat returning the noisy input
     # (at 0.1 the noisy input scores about 28 dB, above any such DAE, so no claim about it is testable).
@@ -59,6 +68,34 @@ class CompareConfig:
     # name -> a model outside the family (an aediff run, a diffusers UNet2DModel folder, hf://...) scored with
     # the same protocol and listed in section 9's table; no verdict is about it
     peers: dict[str, str] = field(default_factory=dict)
+    # a time budget given in minutes, as Python callers have always passed it: budget=Budget(minutes=...)
+    budget_minutes: InitVar[float | None] = None
+
+    def __post_init__(self, budget_minutes: float | None) -> None:
+        if budget_minutes is not None:
+            if self.budget != Budget(minutes=10.0):
+                raise ConfigError("CompareConfig takes budget or budget_minutes, not both")
+            self.budget = Budget(minutes=budget_minutes)
+        if self.max_steps is not None and self.budget.steps is not None:
+            raise ConfigError(
+                f"--max-steps caps a wall-clock budget; under --budget {self.budget.steps}steps every model "
+                "trains exactly that many steps: drop --max-steps, or give the step count you want as the budget"
+            )
+        unknown = sorted(set(self.family_steps) - set(STEP_FAMILIES))
+        if unknown:
+            judge = " (the judge classifier keeps its fixed epochs)" if "classifier" in unknown else ""
+            raise ConfigError(
+                f"--steps-per-family names {', '.join(unknown)}, not a family the comparison trains by steps"
+                f"{judge}; the families are {', '.join(STEP_FAMILIES)}, e.g. diffusion=400,ae=800"
+            )
+        bad = {k: v for k, v in self.family_steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        if bad:
+            raise ConfigError(f"--steps-per-family needs whole step counts >= 1, got {bad}; e.g. diffusion=400")
+
+    def steps_for(self, planned: PlannedModel) -> int | None:
+        """The exact step count ``planned`` trains for (its family's, else a step budget's); None when it
+        trains under the time budget, and always for the judge, which trains JUDGE_EPOCHS epochs."""
+        return None if planned.judge else self.family_steps.get(planned.family, self.budget.steps)
 
     @property
     def training_seeds(self) -> list[int]:
@@ -178,6 +215,20 @@ def parse_runs(items: list[str], option: str = "--runs") -> dict[str, str]:
     return out
 
 
+def parse_family_steps(text: str, option: str = "--steps-per-family") -> dict[str, int]:
+    """'diffusion=400,ae=800' -> {'diffusion': 400, 'ae': 800}; the family names are CompareConfig's to check."""
+    out: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        family, sep, count = item.partition("=")
+        family = family.strip()
+        if not sep or not family:
+            raise ConfigError(f"{option} takes FAMILY=STEPS pairs, e.g. diffusion=400,ae=800; got {item!r}")
+        if family in out:
+            raise ConfigError(f"{option} names {family!r} twice; give each family one step count")
+        out[family] = parse_steps(count, f"{option} {family}")
+    return out
+
+
 def peer_plan(config: CompareConfig, plan: list[PlannedModel]) -> list[PlannedModel]:
     """The peers of ``config`` as planned models, each loaded once to fail early (naming its folder) and to
     learn its family. ConfigError when a peer's name is a planned model's."""
@@ -196,12 +247,41 @@ def peer_plan(config: CompareConfig, plan: list[PlannedModel]) -> list[PlannedMo
 # --- the run -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Job:
+    """One item of the progress display: training or evaluating a model, with what its time is estimated
+    from: ``seconds`` (a time budget; an evaluation's first guess), or ``steps`` (a step budget: the seconds
+    per step measured on the models trained so far); neither: unknown until it is done (the judge's epochs
+    under a step budget)."""
+
+    kind: Literal["train", "eval"]
+    seconds: float | None = None
+    steps: int | None = None
+
+
+def planned_jobs(plan: list[PlannedModel], peers: list[PlannedModel], config: CompareConfig) -> list[Job]:
+    """The progress display's jobs: training every run the comparison trains (``_to_train``: each model once
+    per training seed, the judge once), then evaluating every seed's models and the peers (not the judge),
+    then the first seed's models at each budget snapshot."""
+    jobs = []
+    for _, planned in _to_train(plan, config):
+        steps = config.steps_for(planned)
+        if steps is not None:
+            jobs.append(Job("train", steps=steps))
+        else:
+            minutes = config.budget.minutes
+            jobs.append(Job("train", seconds=None if minutes is None else minutes * 60))
+    jobs += [Job("eval", seconds=30.0) for _ in config.training_seeds for p in [*plan, *peers] if not p.judge]
+    return jobs + [Job("eval", seconds=30.0) for _ in config.snapshots for p in plan if not p.judge]
+
+
 class Progress:
     """Which model is training or being evaluated, and an estimate of the time left (Rich, or silent)."""
 
-    def __init__(self, jobs: list[tuple[str, float]], enabled: bool = True):
+    def __init__(self, jobs: list[Job], enabled: bool = True):
         self.jobs, self.done, self.enabled = jobs, 0, enabled
         self.seconds: dict[str, list[float]] = {"train": [], "eval": []}
+        self.trained_steps, self.trained_seconds = 0, 0.0  # models trained so far: their steps and seconds
         self.started = time.perf_counter()
         self._progress = None
         if enabled:
@@ -217,21 +297,35 @@ class Progress:
             self._task = self._progress.add_task("compare", total=len(jobs), left="")
             self._progress.start()
 
-    def time_left(self) -> float:
+    def time_left(self) -> float | None:
+        """Seconds left (None: unknown until a model has trained). A time budget's training takes its budget,
+        a step budget's its steps at the seconds per step measured so far; evaluations as measured so far."""
         left = 0.0
-        for kind, estimate in self.jobs[self.done :]:  # training takes its budget; evaluations as measured so far
-            seen = self.seconds[kind]
-            left += float(np.median(seen)) if (seen and kind == "eval") else estimate
+        for job in self.jobs[self.done :]:
+            seen = self.seconds[job.kind]
+            if job.kind == "eval" and seen:
+                left += float(np.median(seen))
+            elif job.steps is not None and self.trained_steps:
+                left += job.steps * self.trained_seconds / self.trained_steps
+            elif job.seconds is not None:
+                left += job.seconds
+            else:
+                return None
         return left
 
     def start(self, what: str) -> float:
         if self._progress is not None:
-            minutes = self.time_left() / 60
-            self._progress.update(self._task, description=what, left=f"about {minutes:.1f} min left")
+            seconds = self.time_left()
+            left = "time left unknown" if seconds is None else f"about {seconds / 60:.1f} min left"
+            self._progress.update(self._task, description=what, left=left)
         return time.perf_counter()
 
-    def finish(self, kind: str, started: float) -> None:
-        self.seconds[kind].append(time.perf_counter() - started)
+    def finish(self, kind: str, started: float, steps: int | None = None) -> None:
+        """``steps``: the optimizer steps of a model just trained (None for a reused one or an evaluation)."""
+        seconds = time.perf_counter() - started
+        self.seconds[kind].append(seconds)
+        if steps:
+            self.trained_steps, self.trained_seconds = self.trained_steps + steps, self.trained_seconds + seconds
         self.done += 1
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done)
@@ -241,26 +335,37 @@ class Progress:
             self._progress.stop()
 
 
-def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path], seed: int) -> Path:
+def training_overrides(planned: PlannedModel, config: CompareConfig, seed: int | None = None) -> dict[str, Any]:
+    """The TrainConfig fields ``planned`` trains with (training ``seed``, default ``config.seed``): under a
+    step count (``config.steps_for``) exactly that many steps and no time limit; else the time budget, capped
+    at ``max_steps``; the judge JUDGE_EPOCHS epochs (within a time budget, none under a step budget); every
+    other model keeps its snapshots (budget stability; the curve models also draw the budget curves)."""
+    seed = config.seed if seed is None else seed
+    args: dict[str, Any] = {"batch_size": config.batch_size, "seed": seed, "tensorboard": False}
+    steps = config.steps_for(planned)
+    if steps is not None:
+        args["max_steps"] = steps
+    else:
+        if config.budget.minutes is not None:
+            args["max_minutes"] = config.budget.minutes
+        if config.max_steps:
+            args["max_steps"] = config.max_steps
+    if planned.judge:
+        args["epochs"] = JUDGE_EPOCHS
+    else:
+        args["snapshots"] = tuple(config.snapshots)
+    return args
+
+
+def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, runs: dict[str, Path], seed: int) -> int:
+    """Train ``planned`` with training ``seed`` into ``run_dir``; returns its optimizer steps."""
     from aediff import train
 
     overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
     if planned.autoencoder is not None:
         overrides["autoencoder.path"] = str(runs[planned.autoencoder])
-    budget: dict[str, Any] = {
-        "max_minutes": config.budget_minutes,
-        "batch_size": config.batch_size,
-        "seed": seed,
-        "tensorboard": False,
-    }
-    if config.max_steps:
-        budget["max_steps"] = config.max_steps
-    if planned.judge:  # the judge converges in a few epochs; more would only cost time
-        budget["epochs"] = 15
-    else:  # every model is judged again at each snapshot (budget stability); curve models also draw the curves
-        budget["snapshots"] = tuple(config.snapshots)
-    train(planned.family, run_dir, config.data, model=overrides, training=budget, progress=False)
-    return run_dir
+    training = training_overrides(planned, config, seed)
+    return train(planned.family, run_dir, config.data, model=overrides, training=training, progress=False).step
 
 
 def _check_reused(planned: PlannedModel, folder: Path) -> None:
@@ -327,10 +432,7 @@ def run_compare(
     aediff.runs.recover(out)  # a report write cut short after its commit point is finished first
     started = time.perf_counter()
     train_set, test_set, plan, peers = _checked_plan(config, out, replace_runs)
-    jobs = [("train", config.budget_minutes * 60) for _ in _to_train(plan, config)]
-    jobs += [("eval", 30.0) for _ in config.training_seeds for p in [*plan, *peers] if not p.judge]
-    jobs += [("eval", 30.0) for _ in config.snapshots for p in plan if not p.judge]  # the budget's snapshots
-    meter = Progress(jobs, enabled=progress)
+    meter = Progress(planned_jobs(plan, peers, config), enabled=progress)
     try:
         runs, train_seconds = _train_all(plan, config, out, meter, log)
         evaluating = time.perf_counter()
@@ -395,10 +497,10 @@ def _train_all(plan, config: CompareConfig, out: Path, meter: Progress, log):
     for seed, planned in _to_train(plan, config):
         label = planned.name if config.seeds == 1 or planned.judge else f"{planned.name}@seed-{seed}"
         begun = meter.start(f"training {label}")
-        folder = run_folder(out, planned, seed, config)
-        runs[seed][planned.name] = _train_model(planned, config, folder, runs[seed], seed)
+        runs[seed][planned.name] = folder = run_folder(out, planned, seed, config)
+        steps = _train_model(planned, config, folder, runs[seed], seed)
         seconds[label] = time.perf_counter() - begun
-        meter.finish("train", begun)
+        meter.finish("train", begun, steps)
         if log:
             log(f"trained {label} in {seconds[label]:.0f} s")
     judge = next((p.name for p in plan if p.judge), None)
@@ -412,7 +514,7 @@ def _train_all(plan, config: CompareConfig, out: Path, meter: Progress, log):
 def _meta(config, command, started, runs, train_seconds, eval_seconds) -> ReportMeta:
     return ReportMeta(
         data=config.data,
-        budget_minutes=config.budget_minutes,
+        budget_minutes=config.budget.minutes,
         max_steps=config.max_steps,
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         aediff=aediff.__version__,
@@ -429,6 +531,8 @@ def _meta(config, command, started, runs, train_seconds, eval_seconds) -> Report
         train_seconds=sum(train_seconds.values()),
         eval_seconds=eval_seconds,
         command=command,
+        budget_steps=config.budget.steps,
+        family_steps=dict(config.family_steps),
     )
 
 

@@ -294,13 +294,14 @@ def render_report(
     *,
     summary_rows: Sequence[Mapping[str, Cell]] = (),
     meta: Mapping[str, str] | None = None,
+    meta_tables: Sequence[Table] = (),
 ) -> str:
     """The report as one self-contained HTML5 document (a str; write it as UTF-8).
 
     Layout: ``title``; the ``meta`` block (label -> value, in the given order; e.g. dataset, budget, date,
-    machine, aediff version, command); the contents (a link and verdict badge
-    per section); the ``summary_rows`` table (one dict per row, columns = the union of the keys in
-    first-seen order; omitted when empty); then the sections. All text is HTML-escaped.
+    machine, aediff version, command) and the ``meta_tables`` below it (e.g. each model's training); the
+    contents (a link and verdict badge per section); the ``summary_rows`` table (one dict per row, columns = the
+    union of the keys in first-seen order; omitted when empty); then the sections. All text is HTML-escaped.
 
     Raises:
         ValueError: two sections share a key, or two figures share a name.
@@ -317,6 +318,7 @@ def render_report(
         "<main>",
         f"<h1>{escape(title)}</h1>",
         f'<dl class="meta">{meta_html}</dl>' if meta_html else "",
+        *(_table_html(t.columns, t.rows, t.caption, t.name) for t in meta_tables),
         f'<nav id="report-contents">\n<h2>Contents</h2>\n<ul>\n{contents}\n</ul>\n</nav>',
         _summary_html(summary_rows) if summary_rows else "",
         *(_section_html(s) for s in sections),

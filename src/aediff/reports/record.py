@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aediff.config import Budget
 from aediff.evaluation.results import (
     FLATTEN,
     FORMAT_VERSION,
@@ -26,8 +27,8 @@ class ReportMeta:
     """When, where and how the comparison ran."""
 
     data: str  # the dataset spec
-    budget_minutes: float  # training budget of each model
-    max_steps: int | None
+    budget_minutes: float | None  # wall-clock training budget of each model; None under a step budget
+    max_steps: int | None  # the cap on a time budget's steps
     date: str  # "%Y-%m-%d %H:%M UTC"
     aediff: str  # versions
     torch: str
@@ -44,7 +45,14 @@ class ReportMeta:
     eval_seconds: float
     command: str = ""
     report: str = ""  # the report.html written
+    budget_steps: int | None = None  # optimizer steps of each model under a step budget (files before it: None)
+    family_steps: dict[str, int] = field(default_factory=dict)  # family -> its steps, overriding the budget
     seeds: list[int] = field(default_factory=list)  # the training seeds, in order (empty: files before them)
+
+    @property
+    def budget(self) -> Budget:
+        """The budget each model trained under, as given."""
+        return Budget(self.budget_minutes, self.budget_steps)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from aediff.reports.evaluate import ComparisonArtifacts, ComparisonResults
 from aediff.reports.html import Figure, Section, Table, render_report, write_report
 from aediff.reports.record import ClaimVerdict, ComparisonReport, ReportMeta, SeedRun
 from aediff.reports.seeds import Ruling, over_seeds
+from aediff.reports.training import budget_line, training_table
 from aediff.reports.verdicts import DenoisingLevel, Verdict
 
 
@@ -831,14 +832,16 @@ def build_report(
     folders = {s: {k: str(v) for k, v in (runs or {}).get(s, {}).items()} for s in others}
     seed_runs = [SeedRun(s, folders[s], results[s].models, results[s].sections) for s in others]
     record = ComparisonReport(meta, results[first].models, verdicts, results[first].sections, seed_runs)
+    training = training_table(results[first].models, list(plan), meta)
     html = render_report(
         f"aediff compare: {meta.data}",
         sections,
         summary_rows=overview_rows(verdicts, list(results)),
         meta=_header(meta, results[first].sections),
+        meta_tables=[training],
     )
     all_figures = [f for s in sections for f in s.figures]
-    all_tables = [t for s in sections for t in s.tables]
+    all_tables = [training, *(t for s in sections for t in s.tables)]
     return record, write_report(out, html, all_figures, all_tables, record.to_json())
 
 
@@ -894,9 +897,7 @@ def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
     """The report's header lines: what was compared, under which budget, on what, with which versions."""
     return {
         "dataset": meta.data,
-        "budget": _duration(meta.budget_minutes * 60)
-        + " of training per model"
-        + (f" (at most {meta.max_steps} steps)" if meta.max_steps else ""),
+        "budget": budget_line(meta),
         "date": meta.date,
         "machine": f"{meta.cpu or meta.machine}, {meta.threads} threads, {meta.device}",
         "time": f"{_duration(meta.wall_seconds)} in all: {_duration(meta.train_seconds)} training, "
