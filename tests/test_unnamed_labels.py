@@ -29,11 +29,12 @@ from aediff.errors import DataError
 from aediff.evaluation.results import PromptAccuracy
 from aediff.models import Condition
 from aediff.reports import evaluate
-from aediff.reports.compare import CompareConfig, compare_plan
+from aediff.reports.compare import CompareConfig, compare_plan, run_compare
 from aediff.training.train import train
 
 QUICK = {"max_steps": 2, "batch_size": 16, "tensorboard": False}
 TINY_UNET = {"channels": (8, 16), "attention_resolutions": (), "embedding_dim": 16, "steps": 3}
+NOTE = "The data has no class names; classes are named by index"
 TEXT = {"conditioning.kind": "text", "text_width": 16, "text_layers": 1, "text_max_length": 24}
 
 
@@ -173,16 +174,23 @@ def test_prompt_grid_asks_for_every_class_of_the_data(unnamed, monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_compare_runs_to_the_end_on_unnamed_labels(tmp_path):
-    data = write_unnamed(tmp_path / "unnamed.npz")
-    aediff_cli = str(Path(sys.executable).with_name("aediff"))
-    argv = [aediff_cli, "compare", "--data", f"npz:{data}", "--budget", "5s", "--max-steps", "3", "--samples", "20",
-            "--limit", "10", "--bottlenecks", "4", "--dae-sigmas", "0.5", "--out", str(tmp_path / "out"),
-            "--no-progress"]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+def test_compare_runs_to_the_end_on_unnamed_labels_and_the_cli_reuses_its_runs(tmp_path):
+    """Tiny models trained and scored through run_compare (the CLI has no option for model sizes, and default
+    ones take many minutes on 2 cores), then `aediff compare` in a subprocess scoring the same runs."""
+    from test_compare import tiny_config
+
+    data = f"npz:{write_unnamed(tmp_path / 'unnamed.npz')}"
+    small = dict(bottlenecks=(4,), dae_sigmas=(0.5,), samples=20, limit=10, max_steps=3, guidances=(1.0, 3.0))
+    record = run_compare(tiny_config(data=data, **small), tmp_path / "api", progress=False)
+    assert record.sections.prompts.classes_named_by_index and record.sections.guidance.num_classes == 3
+    assert NOTE in (tmp_path / "api" / "report.html").read_text()
+    runs = [arg for p in compare_plan(CompareConfig(bottlenecks=(4,), dae_sigmas=(0.5,)))
+            for arg in ("--runs", f"{p.name}={tmp_path / 'api' / 'runs' / p.name}")]  # fmt: skip
+    argv = [str(Path(sys.executable).with_name("aediff")), "compare", "--data", data, "--budget", "5s",
+            "--max-steps", "3", "--samples", "20", "--limit", "10", "--bottlenecks", "4", "--dae-sigmas", "0.5",
+            "--out", str(tmp_path / "cli"), "--no-progress", *runs]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert done.returncode == 0, done.stdout + done.stderr
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert metrics["sections"]["prompts"]["classes_named_by_index"] is True
-    assert metrics["sections"]["guidance"]["num_classes"] == 3
-    html = (tmp_path / "out" / "report.html").read_text()
-    assert "The data has no class names; classes are named by index" in html
+    assert NOTE in (tmp_path / "cli" / "report.html").read_text()
