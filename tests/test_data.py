@@ -822,8 +822,8 @@ def test_real_captions_win_over_label_captions():
 
 def test_label_caption_errors():
     images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
-    with pytest.raises(DataError, match="class names"):
-        ImageDataset(images, torch.tensor([0, 1])).with_label_captions()
+    unnamed = ImageDataset(images, torch.tensor([0, 1])).with_label_captions()  # named by index: no error
+    assert unnamed.batch([1])["captions"][0].endswith("class 1")
     with pytest.raises(DataError, match="neither captions nor labels"):
         ImageDataset(images).with_label_captions()
     with pytest.raises(DataError, match="class names"):

@@ -11,7 +11,8 @@ per batch (:class:`StreamedImageDataset`, ``stream=`` in :func:`load_dataset`); 
 data files is read in order in Hugging Face streaming mode (:class:`ImageStream`).
 
 Captions: ``emoji``, folders with a metadata.jsonl/csv and npz files with a ``captions`` array have real
-captions; labelled sets get captions made from their class names with
+captions; labelled sets get captions made from their class names (labels without names: "class 0", "class 1",
+..., and ``ds.classes_named_by_index``) with
 ``ds.with_label_captions()`` (or ``load_dataset(..., label_captions=True)``):
 
 >>> load_dataset("mnist5k", label_captions=True).batch([0, 1])["captions"]   # doctest: +SKIP
@@ -21,7 +22,7 @@ All user-facing problems raise :class:`aediff.errors.DataError`.
 """
 
 from .cache import cache_dir
-from .captions import caption_templates, fill_template, label_caption, label_captions
+from .captions import caption_templates, fill_template, index_class_names, label_caption, label_captions
 from .config import DataConfig
 from .dataset import ImageDataset, check_captions_available, save_image_grid, split_indices, tile_images, to_uint8
 from .files import read_idx, read_image_folder, read_npz, write_idx
@@ -46,6 +47,7 @@ __all__ = [
     "caption_templates",
     "emoji_caption",
     "fill_template",
+    "index_class_names",
     "find_dataset",
     "label_caption",
     "label_captions",

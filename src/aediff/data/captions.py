@@ -4,7 +4,9 @@ text-conditioned models.
 Each class name is put into one of several templates, drawn at random per image, so a text-conditioned
 model learns the class from varied wording rather than from one fixed string. Digit sets (class names
 "0".."9") mix number words and digits ("a handwritten digit seven", "the number 7, written by hand");
-other sets use generic photo templates ("a photo of a cat").
+classes named by index (:func:`index_class_names`, for labels that came without names: "class 0", "class 1",
+...) get templates that read well with such names ("an example of class 3"); other sets use generic photo
+templates ("a photo of a cat").
 
 :func:`caption_templates` exposes the training templates and, with ``held_out=True``, paraphrases that
 are never drawn in training, so a benchmark can test whether a model generalises to unseen wording.
@@ -42,6 +44,20 @@ DIGIT_HELD_OUT_TEMPLATES = (
     "someone wrote the digit {digit}",
     "a picture showing the numeral {word}",
 )
+# Templates for classes named by index ("class 3"): the name says nothing about what the images show.
+INDEX_TEMPLATES = (
+    "an image of {name}",
+    "{name}",
+    "an example of {name}",
+    "a picture from {name}",
+    "a sample of {name}",
+    "an image labelled {name}",
+)
+INDEX_HELD_OUT_TEMPLATES = (
+    "a member of {name}",
+    "one image from {name}",
+    "something in {name}",
+)
 GENERIC_TEMPLATES = (
     "a photo of {a_name}",
     "{a_name}",
@@ -71,17 +87,31 @@ def _check_class_names(class_names: Sequence[str] | None) -> list[str]:
     return names
 
 
+def index_class_names(num_classes: int) -> list[str]:
+    """Names for classes that have only an index: ``["class 0", ..., f"class {num_classes - 1}"]``. A dataset
+    with labels but no class names gets these (``ImageDataset.classes_named_by_index`` then says so)."""
+    return [f"class {k}" for k in range(int(num_classes))]
+
+
+def is_index_classes(class_names: Sequence[str]) -> bool:
+    """True when the class names are exactly :func:`index_class_names` of their count (index templates)."""
+    return [str(n) for n in class_names] == index_class_names(len(class_names))
+
+
 def is_digit_classes(class_names: Sequence[str]) -> bool:
     """True when every class name is a single digit "0".."9" (MNIST-like sets: number-word templates)."""
     return all(str(n).strip() in DIGIT_WORDS_BY_DIGIT for n in class_names)
 
 
 def caption_templates(class_names: Sequence[str] | None, *, held_out: bool = False) -> list[str]:
-    """The caption templates used for ``class_names``: digit templates when the classes are "0".."9", else
-    generic ones. ``held_out=True`` gives paraphrases that :func:`label_caption` never draws."""
+    """The caption templates used for ``class_names``: digit templates when the classes are "0".."9", index
+    templates when they are "class 0", "class 1", ..., else generic ones. ``held_out=True`` gives paraphrases
+    that :func:`label_caption` never draws."""
     names = _check_class_names(class_names)
     if is_digit_classes(names):
         return list(DIGIT_HELD_OUT_TEMPLATES if held_out else DIGIT_TEMPLATES)
+    if is_index_classes(names):
+        return list(INDEX_HELD_OUT_TEMPLATES if held_out else INDEX_TEMPLATES)
     return list(GENERIC_HELD_OUT_TEMPLATES if held_out else GENERIC_TEMPLATES)
 
 
@@ -105,7 +135,8 @@ def label_captions(
 
     Args:
         labels: int ``[B]`` class indices in ``0..len(class_names) - 1``.
-        class_names: names of the classes; digit names "0".."9" get the digit templates.
+        class_names: names of the classes; digit names "0".."9" get the digit templates, index names
+            ("class 0", ...) the index templates.
         generator: torch generator for the template draws; None uses torch's global RNG (which the trainer
             reseeds every step, so the draws are reproducible).
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from aediff.errors import DataError
 
-from .captions import caption_templates
+from .captions import caption_templates, index_class_names
 from .captions import label_captions as make_label_captions
 
 
@@ -26,7 +26,10 @@ class ImageDataset(torch.utils.data.Dataset):
             :meth:`batch` converts to float per batch.
         labels: int64 ``[N]`` class indices, or None.
         captions: list of N strings, or None.
-        class_names: names for the label indices, or None.
+        class_names: names for the label indices; None only without labels (labels that came without names
+            get :func:`~aediff.data.captions.index_class_names`, "class 0", "class 1", ...).
+        classes_named_by_index: True when ``class_names`` were made from the label indices because the data
+            has none (a report says so: captions and legends then name classes only by number).
         name: the dataset spec it came from (e.g. ``"mnist5k"``, ``"folder:/data/faces"``).
         skipped: how many unreadable files were skipped while loading (``skip_bad=True``).
         label_captions: True when :meth:`batch` makes captions from the labels (see
@@ -51,6 +54,7 @@ class ImageDataset(torch.utils.data.Dataset):
         *,
         label_captions: bool = False,
         caption_seed: int | None = None,
+        classes_named_by_index: bool = False,
     ):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -69,7 +73,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images = images.contiguous()
         self.labels = labels
         self.captions = captions
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names, self.classes_named_by_index = named_classes(labels, class_names, classes_named_by_index)
         self.name = name
         self.skipped = int(skipped)
         self.label_captions = False
@@ -205,7 +209,8 @@ class ImageDataset(torch.utils.data.Dataset):
         that label-caption setting."""
         if idx is None:
             return ImageDataset(self.images, self.labels, self.captions, self.class_names, self.name, self.skipped,
-                                label_captions=label_captions, caption_seed=caption_seed)  # fmt: skip
+                                label_captions=label_captions, caption_seed=caption_seed,
+                                classes_named_by_index=self.classes_named_by_index)  # fmt: skip
         return ImageDataset(
             self.images[idx],
             self.labels[idx] if self.labels is not None else None,
@@ -215,6 +220,7 @@ class ImageDataset(torch.utils.data.Dataset):
             self.skipped,
             label_captions=label_captions,
             caption_seed=caption_seed,
+            classes_named_by_index=self.classes_named_by_index,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -227,6 +233,21 @@ class ImageDataset(torch.utils.data.Dataset):
             "num_classes": self.num_classes,
             "skipped": self.skipped,
         }
+
+
+def named_classes(
+    labels: Tensor | np.ndarray | None, class_names: Sequence[str] | None, named_by_index: bool = False
+) -> tuple[list[str] | None, bool]:
+    """(class names, whether they were made from the indices) for a set with these ``labels`` (int [N] >= 0, or
+    None): the given names, else for labels without names "class 0" .. "class K-1", K = max label + 1.
+
+    Call it on the whole set before splitting, so every split gets the same K (a split may lack the top
+    class); ``named_by_index`` passes on a flag set that way."""
+    if class_names is not None:
+        return list(class_names), named_by_index
+    if labels is None:
+        return None, False
+    return index_class_names(int(labels.max()) + 1 if len(labels) else 0), True
 
 
 def split_indices(

@@ -28,7 +28,7 @@ import torch
 from aediff.errors import DataError
 
 from . import bundled, cifar, mnist, registry, twemoji
-from .dataset import ImageDataset, check_split, split_indices
+from .dataset import ImageDataset, check_split, named_classes, split_indices
 from .files import read_image_folder, read_npz
 from .hfstream import ImageStream, open_image_stream, streaming_name
 from .registry import DatasetInfo, LoadRequest, RawDataset, find_dataset, register_dataset
@@ -157,14 +157,16 @@ def load_dataset(
     images = raw.images[idx]
     if not raw.prepared:
         images = prepare_array(images, channels, resolution, raw.resample)
+    class_names, named_by_index = named_classes(raw.labels, raw.class_names)  # the whole set: one K for every split
     return ImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(raw.labels[idx]) if raw.labels is not None else None,
         [raw.captions[i] for i in idx.tolist()] if raw.captions is not None else None,
-        raw.class_names,
+        class_names,
         name,
         raw.skipped,
         label_captions=label_captions,
+        classes_named_by_index=named_by_index,
     )
 
 

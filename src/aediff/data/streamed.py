@@ -41,7 +41,7 @@ from torch import Tensor
 
 from aediff.errors import DataError
 
-from .dataset import ImageDataset
+from .dataset import ImageDataset, named_classes
 from .files import _decode_image, index_image_folder
 from .transforms import Resolution, image_channels, pil_to_array
 
@@ -352,7 +352,8 @@ class StreamedImageDataset(ImageDataset):
         self.wanted_channels, self.wanted_resolution, self.skip_bad = channels, resolution, skip_bad
         self.labels = torch.from_numpy(reader.labels[self.items]) if reader.labels is not None else None
         self.captions = [reader.captions[i] for i in self.items.tolist()] if reader.captions is not None else None
-        self.class_names, self.name, self.skipped = reader.class_names, reader.name, 0
+        self.class_names, self.classes_named_by_index = named_classes(reader.labels, reader.class_names)
+        self.name, self.skipped = reader.name, 0
         self.label_captions, self.caption_seed, self._caption_generator = False, None, None
         self._shape = shape or self._decode(0)[1].shape  # (H, W, C) of every image
         if label_captions:

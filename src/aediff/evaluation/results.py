@@ -532,6 +532,7 @@ class PromptAccuracy:
     accuracy: float
     accuracy_se: float
     samples: int
+    classes_named_by_index: bool = False  # the data has no class names: the prompts say "class 3"
 
 
 @dataclass

@@ -297,8 +297,9 @@ def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_s
     """Section 8: class-conditioned samples at each guidance scale, drawn from the same seed and labels (so
     sample i at two scales starts from the same noise, and their correctness is paired). Returns (rows by
     scale, (scale, images) for the class grid, {scale: [n] bool correctness})."""
-    n = config.guidance_samples
-    labels = torch.arange(n) % model.num_classes
+    classes = model.num_classes
+    n = max(config.guidance_samples, classes)  # every class at least once (the grid has a row per class)
+    labels = torch.arange(n) % classes
     rows, correct, grid = {}, {}, None
     for w in config.guidances:
         images = sample_images(model, n, config.seed + 1, Condition(class_labels=labels, guidance=w))
@@ -308,23 +309,27 @@ def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_s
         accuracy = Estimate.proportion(int(hits.sum()), n)
         rows[f"{w:g}"] = GuidanceRow(w, accuracy.value, accuracy.se, n, score)
         if grid is None or abs(w - 3.0) < abs(grid[0] - 3.0):
-            per_class = min(8, n // 10)
-            order = torch.cat([torch.nonzero(labels == d).flatten()[:per_class] for d in range(10)])
+            per_class = min(8, n // classes)
+            order = torch.cat([torch.nonzero(labels == d).flatten()[:per_class] for d in range(classes)])
             grid = (w, images[order])
-    return GuidanceSweep(rows, model.num_classes), grid, correct
+    return GuidanceSweep(rows, classes), grid, correct
 
 
 def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[PromptAccuracy, Any]:
     """Section 8's captions: 8 samples per class name through the first caption template, guidance 3, and
-    the share the classifier assigns to the named class."""
-    names = train_set.class_names or [str(d) for d in range(10)]
+    the share the classifier assigns to the named class. A labelled set always has class names (made from
+    the indices when the data has none, see ``ImageDataset.classes_named_by_index``)."""
+    names = train_set.class_names
     template = caption_templates(names)[0]
     prompts = [fill_template(template, names[d]) for d in range(len(names)) for _ in range(8)]
     labels = torch.tensor([d for d in range(len(names)) for _ in range(8)])
     images = sample_images(model, len(prompts), config.seed + 2, Condition(prompts=prompts, guidance=3.0))
     hits = predicted_classes(classifier, images) == labels
     accuracy = Estimate.proportion(int(hits.sum()), len(hits))
-    return PromptAccuracy(template, 3.0, accuracy.value, accuracy.se, len(prompts)), (names, images)
+    prompts_accuracy = PromptAccuracy(
+        template, 3.0, accuracy.value, accuracy.se, len(prompts), train_set.classes_named_by_index
+    )
+    return prompts_accuracy, (names, images)
 
 
 def evaluate_snapshots(config, plan, runs: dict[str, Path], judging: Judging, train_set, test_set, meter, log=None):

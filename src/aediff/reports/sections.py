@@ -564,7 +564,11 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "class_grid",
-            figures.image_grid(class_images, nrow=len(class_images) // 10, row_labels=[str(d) for d in range(10)]),
+            figures.image_grid(
+                class_images,
+                nrow=len(class_images) // sweep.num_classes,
+                row_labels=[str(d) for d in range(sweep.num_classes)],
+            ),
             f"Class-conditioned samples at guidance {w:g}, one row per class.",
         ),
         Figure(
@@ -607,6 +611,8 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
             )
         )
         notes = f"Text prompts (latent diffusion, guidance 3): accuracy {prompts.accuracy:.3f} of {prompts.samples}."
+        if prompts.classes_named_by_index:
+            notes += ' The data has no class names; classes are named by index ("class 0", "class 1", ...).'
     table = Table(
         "guidance",
         ["guidance", "accuracy", "+- (95%)", "FID", "KID", "precision", "recall", "samples"],
