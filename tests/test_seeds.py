@@ -136,6 +136,21 @@ def test_compare_with_three_seeds_reports_per_seed_verdicts_and_stability(tmp_pa
     assert metrics["other_seeds"][0]["runs"]["diffusion"].endswith("seed-1/diffusion")
     html = (out / "report.html").read_text()
     assert "seed 2" in html and "of 3 seeds" in html and "pooled over the seeds" in html
+    for v in record.verdicts.values():  # budget stability: the first seed's verdict at each snapshot
+        assert list(v.budget_verdicts) == ["25%", "50%", "100%"] and v.budget_verdicts["100%"] == v.seed_verdicts["0"]
+    assert "Budget stability (seed 0)" in html
+    curve = record.sections.curves["diffusion"]  # the curve's earlier points: the snapshots' evaluations
+    assert [p.fraction for p in curve] == [0.25, 0.5, 1.0] and curve[0].steps < curve[-1].steps
+
+
+def test_budget_stability_says_where_the_verdict_changes():
+    from aediff.reports.sections import budget_sentence
+
+    assert budget_sentence({}, 0) == ""
+    same = budget_sentence({"25%": "holds", "50%": "holds", "100%": "holds"}, 0)
+    assert "the same verdict at every snapshot" in same
+    changed = budget_sentence({"25%": "inconclusive", "50%": "holds", "100%": "holds"}, 3)
+    assert "changes along the budget" in changed and "inconclusive at 25%" in changed and "seed 3" in changed
 
 
 def test_reused_runs_and_several_seeds_are_refused_before_training(tmp_path):
