@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 import aediff
-from aediff.data import caption_templates, fill_template
+from aediff.data import caption_templates
 from aediff.evaluation import (
+    class_frequency_labels,
     evaluate_model,
     generation_score,
     gradient_norms,
@@ -31,6 +32,7 @@ from aediff.evaluation import (
     latent_codes,
     predicted_classes,
     predicted_x0_sweep,
+    sample_classes,
     sample_images,
     spread_indices,
 )
@@ -48,9 +50,11 @@ from aediff.evaluation.results import (
     PromptAccuracy,
     X0Trend,
 )
+from aediff.evaluation.suite import BY_DATA_CLASS
 from aediff.metrics import psnr
 from aediff.metrics.stats import Estimate
 from aediff.models import Capability, Condition, Model
+from aediff.models.diffusion import class_captions, class_names
 from aediff.reports.verdicts import spearman
 
 X0_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)  # section 6's row of noise levels
@@ -111,10 +115,9 @@ def evaluate_all(config, plan, runs: dict[str, Path], train_set, test_set, meter
         _figures_of(planned, run.model, config, train_set, test_set, artifacts, models[planned.name])
         _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
         if planned.curve and judges:
-            samples = models[planned.name].generation.samples
             sections.curves = {
                 **(sections.curves or {}),
-                planned.name: budget_curve(run, samples, judges, test_set, config),
+                planned.name: budget_curve(run, models[planned.name], judges, train_set, test_set, config),
             }
         meter.finish("eval", begun)
         if log:
@@ -129,9 +132,12 @@ def labelled(train_set, test_set) -> bool:
 
 
 def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges, inception) -> ModelEvaluation:
-    """evaluate_model on one planned model, unconditional samples (a conditioned model draws with the null
-    condition, so the FIDs of section 9 compare like with like; section 8 measures conditioned samples),
-    per-image arrays kept."""
+    """evaluate_model on one planned model, per-image arrays kept. On labelled data every model's scored
+    samples are class-conditional, for one label sequence drawn from the training split's class frequencies
+    (an autoencoder draws from a Gaussian fitted to each class's latents, a conditioned diffusion model at
+    guidance 1), so section 9 compares like with like; ``config.curve_samples`` unconditional samples (the
+    null condition, an autoencoder's Gaussian fitted to all latents) are scored beside them for reference.
+    On unlabelled data the scored samples are unconditional. Section 8 measures guided samples."""
     metrics = evaluate_model(
         run,
         train_set,
@@ -142,12 +148,26 @@ def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judg
         limit=config.limit,
         inception=inception,
         cycle_classes=False,
+        data_classes=True,
         denoising_steps=(1, config.denoise_steps) if planned.subject else (1,),
         judges=judges,
         keep_per_image=True,
     )
     metrics.role = planned.role
+    if metrics.generation is not None and metrics.generation.condition == BY_DATA_CLASS:
+        images = sample_images(run.model, config.curve_samples, config.seed)
+        metrics.unconditional_by_judge = {j.name: judged(images, j, test_set, config) for j in judges}
+        metrics.unconditional_samples = images
     return metrics
+
+
+def scored_samples(model: Model, n: int, config, train_set, by_class: bool) -> torch.Tensor:
+    """n samples drawn as the protocol draws the scored ones: by the training split's class frequencies
+    (``by_class``), else unconditionally; from the comparison's seed (the first n of its label sequence)."""
+    if by_class:
+        labels = class_frequency_labels(train_set.labels, n, config.seed)
+        return sample_classes(model, labels, train_set, config.seed)
+    return sample_images(model, n, config.seed)
 
 
 def _inception_if_on_disk():
@@ -164,10 +184,12 @@ def _inception_if_on_disk():
 def _figures_of(
     planned, model: Model, config, train_set, test_set, artifacts: ComparisonArtifacts, metrics: ModelEvaluation
 ) -> None:
-    """The images the report shows of one model: samples (the first 64 the protocol scored, when it kept
-    them), reconstructions, latent codes, interpolations."""
+    """The images the report shows of one model: unconditional samples (the first 64 of the unconditional
+    reference, else of those the protocol scored, when it kept them), reconstructions, latent codes,
+    interpolations."""
     if model.can(Capability.GENERATE):
         scored = metrics.generation.samples if metrics.generation is not None else None
+        scored = metrics.unconditional_samples if metrics.unconditional_samples is not None else scored
         shown = scored[:64] if scored is not None else sample_images(model, 64, seed=config.seed)
         artifacts.samples[planned.name] = shown
     if model.can(Capability.LATENT):
@@ -295,27 +317,27 @@ def guidance_sweep(model: Model, classifier: Model, judge: Judge, config, test_s
 def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[PromptAccuracy, Any]:
     """Section 8's captions: 8 samples per class name through the first caption template, guidance 3, and
     the share the classifier assigns to the named class."""
-    names = train_set.class_names or [str(d) for d in range(10)]
-    template = caption_templates(names)[0]
-    prompts = [fill_template(template, names[d]) for d in range(len(names)) for _ in range(8)]
+    names = class_names(train_set)
     labels = torch.tensor([d for d in range(len(names)) for _ in range(8)])
+    prompts = class_captions(names, labels.tolist())
     images = sample_images(model, len(prompts), config.seed + 2, Condition(prompts=prompts, guidance=3.0))
     hits = predicted_classes(classifier, images) == labels
     accuracy = Estimate.proportion(int(hits.sum()), len(hits))
-    return PromptAccuracy(template, 3.0, accuracy.value, accuracy.se, len(prompts)), (names, images)
+    return PromptAccuracy(caption_templates(names)[0], 3.0, accuracy.value, accuracy.se, len(prompts)), (names, images)
 
 
-def budget_curve(run, final_samples: torch.Tensor, judges: list[Judge], test_set, config) -> list[CurvePoint]:
+def budget_curve(run, final: ModelEvaluation, judges: list[Judge], train_set, test_set, config) -> list[CurvePoint]:
     """FID in every judge at each snapshot kept during training and at the end, each from
-    ``config.curve_samples`` samples (the end point reuses the first of the protocol's samples): one point per
-    budget fraction with its training time, steps and FID +- bootstrap standard error."""
+    ``config.curve_samples`` samples drawn as the protocol drew ``final``'s (the end point reuses the first of
+    them): one point per budget fraction with its training time, steps and FID +- bootstrap standard error."""
+    final_samples = final.generation.samples
+    by_class = final.generation.condition == BY_DATA_CLASS
     n = min(config.curve_samples, len(final_samples))
     points = []
     for fraction, folder in aediff.runs.list_snapshots(run.path):
         snapshot = aediff.load(folder)
-        points.append(
-            _curve_point(fraction, snapshot, sample_images(snapshot.model, n, config.seed), judges, test_set, config)
-        )
+        images = scored_samples(snapshot.model, n, config, train_set, by_class)
+        points.append(_curve_point(fraction, snapshot, images, judges, test_set, config))
     points.append(_curve_point(1.0, run, final_samples[:n], judges, test_set, config))
     return points
 
