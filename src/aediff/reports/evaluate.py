@@ -135,9 +135,10 @@ def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judg
     """evaluate_model on one planned model, per-image arrays kept. On labelled data every model's scored
     samples are class-conditional, for one label sequence drawn from the training split's class frequencies
     (an autoencoder draws from a Gaussian fitted to each class's latents, a conditioned diffusion model at
-    guidance 1), so section 9 compares like with like; ``config.curve_samples`` unconditional samples (the
-    null condition, an autoencoder's Gaussian fitted to all latents) are scored beside them for reference.
-    On unlabelled data the scored samples are unconditional. Section 8 measures guided samples."""
+    guidance 1), so section 9 compares like with like; ``config.curve_samples`` (at most ``config.samples``)
+    unconditional samples (the null condition, an autoencoder's Gaussian fitted to all latents) are scored
+    beside them for reference. On unlabelled data the scored samples are unconditional. Section 8 measures
+    guided samples."""
     metrics = evaluate_model(
         run,
         train_set,
@@ -155,7 +156,7 @@ def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judg
     )
     metrics.role = planned.role
     if metrics.generation is not None and metrics.generation.condition == BY_DATA_CLASS:
-        images = sample_images(run.model, config.curve_samples, config.seed)
+        images = sample_images(run.model, min(config.curve_samples, config.samples), config.seed)
         metrics.unconditional_by_judge = {j.name: judged(images, j, test_set, config) for j in judges}
         metrics.unconditional_samples = images
     return metrics

@@ -745,7 +745,8 @@ def _summary_table(m: Measured) -> Table:
         "summary",
         ["model", "family", "parameters"] + [f"FID ({j})" for j in m.judges] + SUMMARY_COLUMNS,
         [[("n/a" if v is None else v) for v in r] for r in rows],
-        "FID in each judge's features against the test split (+- for the first judge, bootstrap); KID / precision / "
+        "FID of the samples the verdict scores (class-conditional on labelled data, see the text) in each judge's "
+        "features against the test split (+- for the first judge, bootstrap); KID / precision / "
         "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
         + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
            "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
