@@ -105,7 +105,7 @@ def evaluate_model(
     scored; limit: test images per protocol (reconstruction, denoising, likelihood; the latent probes use
     at least 2,000 per split); condition / options: what the samples are drawn with; cycle_classes: a
     class-conditioned model given no class draws every class equally often (False: the null class, i.e.
-    unconditional samples); data_classes: with no condition given, a model that can SAMPLE_CLASSES draws
+    unconditional samples); data_classes: with no condition or options given, a model that can SAMPLE_CLASSES draws
     labels from the class frequencies of ``train``'s labels (``class_frequency_labels``, from ``seed``), one
     sample of each (an autoencoder from its per-class Gaussians, a conditioned diffusion model at guidance
     1), where ``train`` is labelled (before cycle_classes); test_split: the name recorded for the
@@ -138,7 +138,8 @@ def evaluate_model(
         if judge is not None and judges is None:
             judges = judges_for(judge)
         scoring = GenerationScoring(judges or [], judge, test, test_split, samples, seed, inception, keep_per_image)
-        by_data_class = data_classes and condition is None and model.can(Capability.SAMPLE_CLASSES)
+        asked = condition is not None or options is not None  # what the caller asked for is never overridden
+        by_data_class = data_classes and not asked and model.can(Capability.SAMPLE_CLASSES)
         drawing = _Drawing(train if by_data_class and train.labels is not None else None, cycle_classes)
         _generation_sections(result, attempt, model, scoring, condition, options, drawing)
         result.sampling_speed = attempt(
@@ -282,8 +283,8 @@ def _generation_sections(
         return
     by_class = model.can(Capability.CLASS_CONDITION)
     by_data = drawing.labelled is not None
-    unlabelled = condition is None or condition.class_labels is None
-    cycled = not by_data and by_class and drawing.cycle_classes and unlabelled
+    no_labels_given = condition is None or condition.class_labels is None
+    cycled = not by_data and by_class and drawing.cycle_classes and no_labels_given
     samples = scoring.samples
 
     def generation() -> Generation:
