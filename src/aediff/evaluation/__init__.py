@@ -33,6 +33,7 @@ from aediff.evaluation.latents import (
     umap_available,
 )
 from aediff.evaluation.protocols import (
+    class_frequency_labels,
     classifier_accuracy,
     denoising_metrics,
     dequantize,
@@ -42,6 +43,7 @@ from aediff.evaluation.protocols import (
     iterate_images,
     model_device,
     reconstruction_metrics,
+    sample_classes,
     sample_images,
     sampling_trajectory,
     spread_indices,
@@ -56,6 +58,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ModelEvaluation",
     "Judge",
+    "class_frequency_labels",
     "classifier_accuracy",
     "conditional_accuracy",
     "denoising_metrics",
@@ -83,6 +86,7 @@ __all__ = [
     "predicted_x0_sweep",
     "radial_frequency",
     "reconstruction_metrics",
+    "sample_classes",
     "sample_images",
     "sampling_speed",
     "sampling_trajectory",

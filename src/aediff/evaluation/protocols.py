@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from types import MethodType
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -208,6 +209,27 @@ def sample_images(
         part = condition.rows(i, i + size, n) if condition is not None else None
         chunks.append(model.sample(size, part, options, generator=generator).cpu())
     return torch.cat(chunks)
+
+
+def class_frequency_labels(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """n class labels [n] int64 drawn independently from the class frequencies of ``labels`` [N] (a training
+    split's), from ``seed`` alone: every model sampled with one seed gets the same label sequence."""
+    counts = np.bincount(labels.cpu().numpy(), minlength=1).astype(np.float64)
+    drawn = np.random.default_rng(seed).choice(len(counts), size=n, p=counts / counts.sum())
+    return torch.from_numpy(drawn).to(torch.int64)
+
+
+@torch.no_grad()
+def sample_classes(
+    model: Model, labels: torch.Tensor, train: Any, seed: int = 0, batch_size: int = 250
+) -> torch.Tensor:
+    """One sample of each label's class, [len(labels), C, H, W] in [-1, 1] on the CPU, reproducible for
+    ``seed``, drawn in batches by ``model.class_sampler(train)`` (``train``: the labelled training split)."""
+    model.require(Capability.SAMPLE_CLASSES, "sampling by class")
+    model.eval()
+    draw = model.class_sampler(train)
+    generator = torch.Generator(model_device(model)).manual_seed(seed)
+    return torch.cat([draw(part, generator).cpu() for part in labels.split(batch_size)])
 
 
 @torch.no_grad()

@@ -415,6 +415,10 @@ class ModelEvaluation:
     generation_inception: FeatureScore | None = field(default=None, metadata=OPTIONAL)
     generation_by_judge: dict[str, FeatureScore] | None = field(default=None, metadata=OPTIONAL)
     generation: Generation | None = field(default=None, metadata=OPTIONAL)
+    # the comparison's unconditional samples in each judge, kept for reference where ``generation`` drew them by
+    # the data's classes (fewer samples; the null condition, an autoencoder's Gaussian fitted to all latents)
+    unconditional_by_judge: dict[str, FeatureScore] | None = field(default=None, metadata=OPTIONAL)
+    unconditional_samples: torch.Tensor | None = field(default=None, compare=False, repr=False, metadata=NOT_JSON)
     conditional: ConditionalAccuracy | None = field(default=None, metadata=OPTIONAL)
     sampling_speed: SamplingSpeed | None = field(default=None, metadata=OPTIONAL)
     training_speed: TrainingSpeed | None = field(default=None, metadata=OPTIONAL)
@@ -423,9 +427,10 @@ class ModelEvaluation:
     run: str | None = field(default=None, metadata=OPTIONAL)  # the run folder (`aediff eval`)
     role: str | None = field(default=None, metadata=OPTIONAL)  # its line in the comparison's model table
 
-    def fid(self, judge: str) -> Estimate | None:
-        """FID in ``judge``'s features with its bootstrap standard error; None when not scored there."""
-        score = (self.generation_by_judge or {}).get(judge)
+    def fid(self, judge: str, unconditional: bool = False) -> Estimate | None:
+        """FID in ``judge``'s features with its bootstrap standard error (of ``unconditional_by_judge`` when
+        ``unconditional``, else of the scored samples); None when not scored there."""
+        score = ((self.unconditional_by_judge if unconditional else self.generation_by_judge) or {}).get(judge)
         return None if score is None else Estimate.from_draws(score.fid, score.fid_draws_values)
 
     def denoised(self, kind: str, level: float, steps: int = 1) -> DenoisingRow | None:

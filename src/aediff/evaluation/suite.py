@@ -16,11 +16,13 @@ from aediff.evaluation.denoising import denoising_sweep
 from aediff.evaluation.judges import Judge, judges_for
 from aediff.evaluation.latents import latent_space_metrics
 from aediff.evaluation.protocols import (
+    class_frequency_labels,
     classifier_accuracy,
     diffusion_nll,
     generation_score,
     model_device,
     reconstruction_metrics,
+    sample_classes,
     sample_images,
     vae_likelihood,
 )
@@ -86,6 +88,7 @@ def evaluate_model(
     condition: Condition | None = None,
     options: SamplerOptions | None = None,
     cycle_classes: bool = True,
+    data_classes: bool = False,
     test_split: str = "test",
     denoising_steps: tuple[int, ...] = (1,),
     inception: Any = None,
@@ -102,7 +105,10 @@ def evaluate_model(
     scored; limit: test images per protocol (reconstruction, denoising, likelihood; the latent probes use
     at least 2,000 per split); condition / options: what the samples are drawn with; cycle_classes: a
     class-conditioned model given no class draws every class equally often (False: the null class, i.e.
-    unconditional samples); test_split: the name recorded for the
+    unconditional samples); data_classes: with no condition or options given, a model that can SAMPLE_CLASSES draws
+    labels from the class frequencies of ``train``'s labels (``class_frequency_labels``, from ``seed``), one
+    sample of each (an autoencoder from its per-class Gaussians, a conditioned diffusion model at guidance
+    1), where ``train`` is labelled (before cycle_classes); test_split: the name recorded for the
     reference split; judges: the feature spaces samples are scored in (default: ``judges_for(classifier)``,
     the classifier's penultimate features and its layers); keep_per_image: also keep, in the ``per_image``
     fields of the sections that have them, per-image numpy arrays, and the samples themselves (never JSON:
@@ -132,7 +138,10 @@ def evaluate_model(
         if judge is not None and judges is None:
             judges = judges_for(judge)
         scoring = GenerationScoring(judges or [], judge, test, test_split, samples, seed, inception, keep_per_image)
-        _generation_sections(result, attempt, model, scoring, condition, options, cycle_classes)
+        asked = condition is not None or options is not None  # what the caller asked for is never overridden
+        by_data_class = data_classes and not asked and model.can(Capability.SAMPLE_CLASSES)
+        drawing = _Drawing(train if by_data_class and train.labels is not None else None, cycle_classes)
+        _generation_sections(result, attempt, model, scoring, condition, options, drawing)
         result.sampling_speed = attempt(
             "sampling_speed",
             lambda: sampling_speed(model, n=max(1, min(32, samples)), seed=seed, condition=condition, options=options),
@@ -248,6 +257,15 @@ class GenerationScoring:
         )
 
 
+@dataclass(frozen=True)
+class _Drawing:
+    """How the scored samples are drawn beyond ``condition``: by the class frequencies of ``labelled`` (the
+    labelled training split), else with every class cycled (``cycle_classes``) or the null class."""
+
+    labelled: Any
+    cycle_classes: bool
+
+
 def _generation_sections(
     result: ModelEvaluation,
     attempt: _Attempts,
@@ -255,7 +273,7 @@ def _generation_sections(
     scoring: GenerationScoring,
     condition: Condition | None,
     options: SamplerOptions | None,
-    cycle_classes: bool,
+    drawing: _Drawing,
 ) -> None:
     """generation (FID / KID / precision / recall, in the first judge's features), generation_by_judge (every
     judge's), generation_inception (Inception's, where on disk) and conditional accuracy (class-conditioned
@@ -264,21 +282,27 @@ def _generation_sections(
         attempt.skipped["generation"] = "no classifier given (its features are the feature space of FID / KID)"
         return
     by_class = model.can(Capability.CLASS_CONDITION)
-    cycled = by_class and cycle_classes and (condition is None or condition.class_labels is None)
+    by_data = drawing.labelled is not None
+    no_labels_given = condition is None or condition.class_labels is None
+    cycled = not by_data and by_class and drawing.cycle_classes and no_labels_given
     samples = scoring.samples
 
     def generation() -> Generation:
         drawn = condition
         if cycled:  # every class equally often, like the data (an unconditional draw would be the null class)
             drawn = replace(condition or Condition(), class_labels=torch.arange(samples) % model.num_classes)
-        images = sample_images(model, samples, scoring.seed, drawn, options)
+        if by_data:
+            labels = class_frequency_labels(drawing.labelled.labels, samples, scoring.seed)
+            images = sample_classes(model, labels, drawing.labelled, scoring.seed)
+        else:
+            images = sample_images(model, samples, scoring.seed, drawn, options)
         if scoring.inception is not None:
             result.generation_inception = scoring.score(images, scoring.inception, scoring.inception.name)
         result.generation_by_judge = {
             j.name: scoring.score(images, j.features, j.name, j.reference_features(scoring.test))
             for j in scoring.judges
         }
-        how = _how_conditioned(model, condition, cycled)
+        how = BY_DATA_CLASS if by_data else _how_conditioned(model, condition, cycled)
         first = result.generation_by_judge[scoring.judges[0].name]
         return Generation.of(first, how, images if scoring.keep_samples else None)
 
@@ -288,6 +312,9 @@ def _generation_sections(
         result.conditional = attempt(
             "conditional", lambda: conditional_accuracy(model, scoring.classifier, 10, scoring.seed, guidance, options)
         )
+
+
+BY_DATA_CLASS = "classes drawn from the data's frequencies"  # Generation.condition of data_classes samples
 
 
 def _how_conditioned(model: Model, condition: Condition | None, cycled: bool) -> str:

@@ -32,7 +32,7 @@ from aediff.config import (
 )
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError, RunError
-from aediff.models.interface import Capability, Condition, Model, check_no_sampling_choices
+from aediff.models.interface import Capability, ClassSampler, Condition, Model, check_no_sampling_choices
 from aediff.models.registry import register_model
 from aediff.modes import LatentKind
 
@@ -59,6 +59,43 @@ class AEConfig(ImageShape):
         check_ranges(self)
 
 
+def fit_gaussian(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [d], Cholesky factor [d, d] of the covariance), float32, of latents [N, d] (float64)."""
+    mean = latents.mean(0)
+    # One latent has no spread to estimate (correction 1 would divide by zero): its covariance is 0 + jitter.
+    cov = torch.cov(latents.T, correction=int(len(latents) > 1)).reshape(mean.numel(), mean.numel())
+    # A little jitter keeps the Cholesky factor defined when the latents span fewer dimensions.
+    jitter = 1e-5 * cov.diagonal().mean().clamp_min(1e-8)
+    cov = cov + jitter * torch.eye(len(mean), dtype=cov.dtype, device=cov.device)
+    return mean.float(), torch.linalg.cholesky(cov).float()
+
+
+@dataclass(frozen=True)
+class ClassGaussians:
+    """A Gaussian fitted to each class's latents (``fit_gaussian`` per class): means [K, d], Cholesky factors
+    [K, d, d] (K: the largest label + 1; a class without latents keeps N(0, I), never drawn from data labels)."""
+
+    means: torch.Tensor
+    scale_trils: torch.Tensor
+
+    @classmethod
+    def fit(cls, latents: torch.Tensor, labels: torch.Tensor) -> ClassGaussians:
+        """latents [N, d] (float64), labels [N] int64 class indices."""
+        labels = labels.to(latents.device)
+        k, d = int(labels.max()) + 1, latents.shape[1]
+        means, trils = torch.zeros(k, d), torch.eye(d).repeat(k, 1, 1)
+        for c in labels.unique().tolist():
+            means[c], trils[c] = fit_gaussian(latents[labels == c])
+        return cls(means, trils)
+
+    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One latent [len(labels), d] from each label's Gaussian; the noise is drawn on the generator's device."""
+        device = generator.device if generator is not None else self.means.device
+        eps = torch.randn(len(labels), self.means.shape[1], device=device, generator=generator).cpu()
+        labels = labels.cpu()
+        return self.means[labels] + torch.einsum("nij,nj->ni", self.scale_trils[labels], eps)
+
+
 @register_model
 class Autoencoder(Model):
     """x: [N, C, H, W] in [-1, 1]; z: [N, bottleneck_dim] or [N, latent_channels, h, w] (h, w: the encoder's
@@ -66,7 +103,7 @@ class Autoencoder(Model):
 
     family = "ae"
     config_class = AEConfig
-    declared = frozenset({Capability.LATENT, Capability.GENERATE, Capability.DENOISE})
+    declared = frozenset({Capability.LATENT, Capability.GENERATE, Capability.DENOISE, Capability.SAMPLE_CLASSES})
     latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
 
     def __init__(self, config: AEConfig):
@@ -156,25 +193,26 @@ class Autoencoder(Model):
 
     # --- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_latent_prior(self, batches: Iterable[torch.Tensor]) -> None:
-        """Fit N(mean, cov) to the latents of ``batches`` (images [B, C, H, W]) for ``sample``."""
+    def training_latents(self, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The flattened latents [N, prod(latent_shape)] (float64) of ``batches`` (images [B, C, H, W]), encoded
+        in inference mode; ConfigError when they are not all finite (no Gaussian can be fitted to them)."""
         was_training = self.training
         self.eval()
-        latents = torch.cat([self.encode(x).flatten(1).double() for x in batches])
+        latents = torch.cat([self.encode(x.to(self.device)).flatten(1).double() for x in batches])
         self.train(was_training)
         if not torch.isfinite(latents).all():
             raise ConfigError(
                 "the autoencoder's latents of the training images are not all finite, so no Gaussian can be fitted "
                 "to sample from: the weights diverged; retrain with a lower --lr"
             )
-        mean = latents.mean(0)
-        # One latent has no spread to estimate (correction 1 would divide by zero): its covariance is 0 + jitter.
-        cov = torch.cov(latents.T, correction=int(len(latents) > 1)).reshape(mean.numel(), mean.numel())
-        # A little jitter keeps the Cholesky factor defined when the latents span fewer dimensions.
-        jitter = 1e-5 * cov.diagonal().mean().clamp_min(1e-8)
-        cov = cov + jitter * torch.eye(len(mean), dtype=cov.dtype, device=cov.device)
-        self.prior_mean.copy_(mean.float())
-        self.prior_scale_tril.copy_(torch.linalg.cholesky(cov).float())
+        return latents
+
+    @torch.no_grad()
+    def fit_latent_prior(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fit N(mean, cov) to the latents of ``batches`` (images [B, C, H, W]) for ``sample``."""
+        mean, scale_tril = fit_gaussian(self.training_latents(batches))
+        self.prior_mean.copy_(mean)
+        self.prior_scale_tril.copy_(scale_tril)
         self.prior_fitted.fill_(True)
 
     def after_training(self, batches: Iterable[torch.Tensor]) -> None:
@@ -205,6 +243,23 @@ class Autoencoder(Model):
         takes no condition and no sampler options (refused, not ignored)."""
         check_no_sampling_choices(self, condition, options)
         return self.decode(self.sample_latents(n, generator))
+
+    @torch.no_grad()
+    def class_sampler(self, train: Any) -> ClassSampler:
+        """Decoded draws from a Gaussian fitted to each class's latents of ``train``'s images (mean and
+        covariance per class, as ``fit_latent_prior`` fits all of them; the VAE's latents are its posterior
+        means): the autoencoder family's class-conditional samples. ConfigError on unlabelled data."""
+        if train.labels is None:
+            raise ConfigError("sampling by class needs labelled training data; these images have no labels")
+        chunks = torch.arange(len(train)).split(512)
+        latents = self.training_latents(train.batch(chunk)["images"] for chunk in chunks)
+        fits = ClassGaussians.fit(latents, train.labels)
+
+        def draw(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+            z = fits.sample(labels, generator).to(self.device, torch.float32)
+            return self.decode(z.reshape(len(labels), *self.latent_shape))
+
+        return draw
 
     def sampling_network(self) -> nn.Module:
         return self.decoder

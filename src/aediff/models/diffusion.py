@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +32,13 @@ from aediff.config import (
     bounded_items,
     check_ranges,
 )
+from aediff.data import caption_templates, fill_template
 from aediff.diffusion.losses import DiffusionLoss
 from aediff.diffusion.parameterization import Denoiser
 from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, SamplerPlan, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
-from aediff.models.interface import Capability, Condition, Model
+from aediff.models.interface import Capability, ClassSampler, Condition, Model
 from aediff.models.networks import build_network
 from aediff.models.registry import register_model
 from aediff.models.text_encoder import build_text_encoder
@@ -230,6 +231,18 @@ def concat_conditions(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
     return out
 
 
+def class_names(train: Any) -> list[str]:
+    """A labelled ``ImageDataset``'s class names, or its label indices as names when it has none."""
+    return list(train.class_names) if train.class_names else [str(c) for c in range(int(train.labels.max()) + 1)]
+
+
+def class_captions(names: Sequence[str], labels: Sequence[int]) -> list[str]:
+    """One caption per label: the first caption template (``aediff.data.caption_templates``) filled with the
+    label's class name."""
+    template = caption_templates(names)[0]
+    return [fill_template(template, names[label]) for label in labels]
+
+
 @register_model
 class DiffusionModel(Model):
     """x: [N, C, H, W] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma.
@@ -301,8 +314,26 @@ class DiffusionModel(Model):
     # --- capabilities ---------------------------------------------------------------------------------
     @property
     def capabilities(self) -> frozenset[Capability]:
-        extra = {"class": {Capability.CLASS_CONDITION}, "text": {Capability.TEXT_CONDITION}, "none": set()}
+        extra = {
+            "class": {Capability.CLASS_CONDITION, Capability.SAMPLE_CLASSES},
+            "text": {Capability.TEXT_CONDITION, Capability.SAMPLE_CLASSES},
+            "none": set(),
+        }
         return self.declared | extra[self.config.conditioning.kind]
+
+    def class_sampler(self, train: Any) -> ClassSampler:
+        """Samples of given classes through the model's conditioning, guidance 1 (its conditional
+        distribution): the labels themselves (--condition class), or the captions ``class_captions`` makes of
+        ``train``'s class names (--condition text)."""
+        self.require(Capability.SAMPLE_CLASSES, "sampling by class")
+        text = self.can(Capability.TEXT_CONDITION)
+        names = class_names(train) if text else []
+
+        def draw(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+            given = {"prompts": class_captions(names, labels.tolist())} if text else {"class_labels": labels}
+            return self.sample(len(labels), Condition(**given, guidance=1.0), generator=generator)
+
+        return draw
 
     @property
     def num_classes(self) -> int:

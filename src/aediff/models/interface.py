@@ -26,6 +26,14 @@ method, whatever the family:
 |                   | layer_feature_dim                                       |                                        |
 | CLASS_CONDITION   | sample(condition=Condition(class_labels))               | draws a given class                    |
 | TEXT_CONDITION    | sample(condition=Condition(prompts))                    | draws a given caption                  |
+| SAMPLE_CLASSES    | class_sampler(train) -> (labels, generator) -> images   | draws given classes of its training    |
+|                   |                                                         | data: a class- or text-conditioned     |
+|                   |                                                         | diffusion through its conditioning, an |
+|                   |                                                         | autoencoder from a Gaussian fitted to  |
+|                   |                                                         | each class's latents                   |
+
+CLASS_CONDITION, TEXT_CONDITION and SAMPLE_CLASSES are declared by a diffusion model's config (its conditioning),
+so ``class_sampler`` is promised by no entry of ``METHODS``: an autoencoder always declares SAMPLE_CLASSES.
 
 A method or property may be promised by two capabilities (a diffusion sampler and the diffusion bound both
 walk ``denoiser`` along ``schedule``); a family implements it when it declares either.
@@ -68,6 +76,7 @@ class Capability(str, enum.Enum):
     CLASSIFY = "classify"
     CLASS_CONDITION = "class-condition"
     TEXT_CONDITION = "text-condition"
+    SAMPLE_CLASSES = "sample-classes"
 
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
@@ -82,7 +91,15 @@ ABILITIES: dict[Capability, str] = {
     Capability.CLASSIFY: "classify images (a classifier)",
     Capability.CLASS_CONDITION: "draw a given class (a diffusion model trained with --condition class)",
     Capability.TEXT_CONDITION: "draw a given caption (a diffusion model trained with --condition text)",
+    Capability.SAMPLE_CLASSES: (
+        "draw given classes of labelled data (an autoencoder, or a diffusion model trained with --condition class "
+        "or text)"
+    ),
 }
+
+# A class sampler: labels [b] int64 (class indices of the data) and a generator -> images [b, C, H, W] in [-1, 1]
+# of those classes, one per label.
+ClassSampler = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
 # The methods and properties each capability promises; a family overrides exactly those of the capabilities it
 # declares (tested for every family).
@@ -228,6 +245,13 @@ class Model(nn.Module):
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
         raise self._unsupported(Capability.GENERATE, "sample()")
+
+    # SAMPLE_CLASSES
+    def class_sampler(self, train: Any) -> ClassSampler:
+        """What draws images of given classes of ``train`` (a labelled ``aediff.data.ImageDataset``, the split
+        the model was trained on), prepared once (an autoencoder fits its per-class Gaussians here): a
+        ``ClassSampler``. No classifier-free guidance: samples of the model's conditional distribution."""
+        raise self._unsupported(Capability.SAMPLE_CLASSES, "class_sampler()")
 
     # DIFFUSION_SAMPLER (denoiser and schedule also for DIFFUSION_BOUND)
     @property

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import aediff
-from aediff.data import caption_templates, fill_template
+from aediff.data import caption_templates
 from aediff.evaluation import (
     evaluate_model,
     generation_score,
@@ -49,9 +49,11 @@ from aediff.evaluation.results import (
     PromptAccuracy,
     X0Trend,
 )
+from aediff.evaluation.suite import BY_DATA_CLASS
 from aediff.metrics import psnr
 from aediff.metrics.stats import Estimate
 from aediff.models import Capability, Condition, Model
+from aediff.models.diffusion import class_captions, class_names
 from aediff.reports.verdicts import spearman
 
 X0_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)  # section 6's row of noise levels
@@ -151,9 +153,13 @@ def labelled(train_set, test_set) -> bool:
 
 
 def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judges, inception) -> ModelEvaluation:
-    """evaluate_model on one planned model, unconditional samples (a conditioned model draws with the null
-    condition, so the FIDs of section 9 compare like with like; section 8 measures conditioned samples),
-    per-image arrays kept."""
+    """evaluate_model on one planned model, per-image arrays kept. On labelled data every model's scored
+    samples are class-conditional, for one label sequence drawn from the training split's class frequencies
+    (an autoencoder draws from a Gaussian fitted to each class's latents, a conditioned diffusion model at
+    guidance 1), so section 9 compares like with like; ``config.curve_samples`` (at most ``config.samples``)
+    unconditional samples (the null condition, an autoencoder's Gaussian fitted to all latents) are scored
+    beside them for reference. On unlabelled data the scored samples are unconditional. Section 8 measures
+    guided samples."""
     metrics = evaluate_model(
         run,
         train_set,
@@ -164,11 +170,16 @@ def _evaluate_planned(planned, run, config, train_set, test_set, judge_run, judg
         limit=config.limit,
         inception=inception,
         cycle_classes=False,
+        data_classes=True,
         denoising_steps=(1, config.denoise_steps) if planned.subject else (1,),
         judges=judges,
         keep_per_image=True,
     )
     metrics.role = planned.role
+    if metrics.generation is not None and metrics.generation.condition == BY_DATA_CLASS:
+        images = sample_images(run.model, min(config.curve_samples, config.samples), config.seed)
+        metrics.unconditional_by_judge = {j.name: judged(images, j, test_set, config) for j in judges}
+        metrics.unconditional_samples = images
     return metrics
 
 
@@ -186,10 +197,12 @@ def _inception_if_on_disk():
 def _figures_of(
     planned, model: Model, config, train_set, test_set, artifacts: ComparisonArtifacts, metrics: ModelEvaluation
 ) -> None:
-    """The images the report shows of one model: samples (the first 64 the protocol scored, when it kept
-    them), reconstructions, latent codes, interpolations."""
+    """The images the report shows of one model: unconditional samples (the first 64 of the unconditional
+    reference, else of those the protocol scored, when it kept them), reconstructions, latent codes,
+    interpolations."""
     if model.can(Capability.GENERATE):
         scored = metrics.generation.samples if metrics.generation is not None else None
+        scored = metrics.unconditional_samples if metrics.unconditional_samples is not None else scored
         shown = scored[:64] if scored is not None else sample_images(model, 64, seed=config.seed)
         artifacts.samples[planned.name] = shown
     if model.can(Capability.LATENT):
@@ -319,15 +332,14 @@ def prompt_grid(model: Model, classifier: Model, config, train_set) -> tuple[Pro
     """Section 8's captions: 8 samples per class name through the first caption template, guidance 3, and
     the share the classifier assigns to the named class. A labelled set always has class names (made from
     the indices when the data has none, see ``ImageDataset.classes_named_by_index``)."""
-    names = train_set.class_names
-    template = caption_templates(names)[0]
-    prompts = [fill_template(template, names[d]) for d in range(len(names)) for _ in range(8)]
+    names = class_names(train_set)
     labels = torch.tensor([d for d in range(len(names)) for _ in range(8)])
+    prompts = class_captions(names, labels.tolist())
     images = sample_images(model, len(prompts), config.seed + 2, Condition(prompts=prompts, guidance=3.0))
     hits = predicted_classes(classifier, images) == labels
     accuracy = Estimate.proportion(int(hits.sum()), len(hits))
     prompts_accuracy = PromptAccuracy(
-        template, 3.0, accuracy.value, accuracy.se, len(prompts), train_set.classes_named_by_index
+        caption_templates(names)[0], 3.0, accuracy.value, accuracy.se, len(prompts), train_set.classes_named_by_index
     )
     return prompts_accuracy, (names, images)
 

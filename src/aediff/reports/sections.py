@@ -23,6 +23,8 @@ from aediff.data import fill_template
 from aediff.evaluation import latent_map, umap_available
 from aediff.evaluation.latents import RAW_PIXELS
 from aediff.evaluation.results import ComparisonSections, CurvePoint, DenoisingRow, ImageScores, ModelEvaluation
+from aediff.evaluation.suite import BY_DATA_CLASS
+from aediff.metrics import FeatureScore
 from aediff.metrics.stats import (
     Estimate,
     difference_of_draws,
@@ -101,13 +103,23 @@ class Measured:
         probes = self.models[name].latent_space if name in self.models else None
         return probes.per_image.knn if probes is not None and probes.per_image is not None else None
 
-    def fid(self, name: str, judge: str) -> Estimate | None:
-        return self.models[name].fid(judge) if name in self.models else None
+    def referenced(self, name: str, unconditional: bool) -> bool:
+        """Whether ``unconditional`` asks for the model's unconditional reference: it has one (where it has
+        none, its scored samples were unconditional already)."""
+        return unconditional and self.models[name].unconditional_by_judge is not None
 
-    def fid_gap(self, better: str, worse: str, judge: str) -> Estimate:
+    def scores(self, name: str, unconditional: bool = False) -> dict[str, FeatureScore]:
+        """The model's FeatureScore by judge: of its scored samples, or (``unconditional``) unconditional ones."""
+        x = self.models[name]
+        return (x.unconditional_by_judge if self.referenced(name, unconditional) else x.generation_by_judge) or {}
+
+    def fid(self, name: str, judge: str, unconditional: bool = False) -> Estimate | None:
+        return self.models[name].fid(judge, self.referenced(name, unconditional)) if name in self.models else None
+
+    def fid_gap(self, better: str, worse: str, judge: str, unconditional: bool = False) -> Estimate:
         """FID(worse) - FID(better), paired over the reference resamples of the bootstrap."""
-        a = self.models[worse].generation_by_judge[judge]
-        b = self.models[better].generation_by_judge[judge]
+        a = self.scores(worse, unconditional)[judge]
+        b = self.scores(better, unconditional)[judge]
         return difference_of_draws(a.fid, a.fid_draws_values, b.fid, b.fid_draws_values)
 
 
@@ -180,10 +192,10 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
     if not vae or ae is None:
         return None
     name = vae[0].name
-    by_judge = {
-        j: (m.fid(name, j), m.fid(ae, j), m.fid_gap(name, ae, j))
+    by_judge = {  # unconditional: the VAE's prior against the AE's Gaussian fitted to all its latents
+        j: (m.fid(name, j, True), m.fid(ae, j, True), m.fid_gap(name, ae, j, True))
         for j in m.judges
-        if m.fid(name, j) is not None and m.fid(ae, j) is not None
+        if m.fid(name, j, True) is not None and m.fid(ae, j, True) is not None
     }
     verdict = m.rule("vae", rules.vae_prior, by_judge)
     lik = m.models[name].likelihood
@@ -638,35 +650,74 @@ def _is_diffusion(m: Measured, name: str) -> bool:
 
 def summary_section(m: Measured) -> tuple[Section, Verdict]:
     scored = [p.name for p in m.plan if not p.judge and p.name in m.models and m.models[p.name].generation_by_judge]
-    verdict = _summary_verdict(m, [p.name for p in m.planned(lambda p: p.name in scored)])
+    generative = [p.name for p in m.planned(lambda p: p.name in scored)]
+    verdict = _summary_verdict(m, generative)
     figs = [_fid_figure(m, scored, j) for j in m.judges]
     if m.sections.curves:
         figs += [_curve_figure(m.sections.curves, j) for j in m.judges]
+    tables = [_summary_table(m)]
+    referenced = [n for n in scored if m.referenced(n, True)]
+    if referenced:
+        tables.append(_unconditional_table(m, referenced))
     warnings = sorted({w for n in scored for score in m.models[n].generation_by_judge.values() for w in score.warnings})
     curve_text = budget_leaders(m.sections.curves or {}, m)
     notes = " ".join(
-        ([f"Budget curves (this run's models; which family leads at each budget fraction): {curve_text}."]
-         if curve_text else [])
+        [_summary_scoring(m, scored, generative)]
+        + ([f"Budget curves (the first seed's models; which family leads at each budget fraction): {curve_text}."]
+           if curve_text else [])
         + (["Numbers not to trust: " + " ".join(warnings)] if warnings else [])
-    )  # fmt: skip
+    ).strip()  # fmt: skip
     claim = (
         "Every diffusion model generates better samples than every member of the autoencoder family (FID, by 10% "
         "of the smaller, in every judge); the curves say which family leads at which budget."
     )
-    return _section("summary", "9. Every model in one table", claim, verdict, figs, [_summary_table(m)], notes), verdict
+    return _section("summary", "9. Every model in one table", claim, verdict, figs, tables, notes), verdict
 
 
-def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
-    """Section 9's verdict on the family (``generative``: its scored models)."""
+def _summary_scoring(m: Measured, scored: list[str], generative: list[str]) -> str:
+    """Which samples section 9's verdict scores and why, with the verdict the unconditional ones would give."""
+    by_class = [n for n in scored if m.models[n].generation.condition == BY_DATA_CLASS]
+    if not scored:
+        return ""
+    if not by_class:
+        return "Samples are unconditional: the data has no labels to draw classes from."
+    first = m.models[by_class[0]].generation
+    others = [f"{n} ({m.models[n].generation.condition})" for n in scored if n not in by_class]
+    text = (
+        f"The verdict scores class-conditional samples on both sides: each model draws one sample for each of the "
+        f"same {first.num_samples} labels, drawn from the training split's class frequencies (an autoencoder from a "
+        "Gaussian fitted to each class's latents, the VAE's posterior means included; a diffusion model through "
+        "its class or caption conditioning at guidance 1), so every model's samples are a draw of the data "
+        "distribution. Unconditional samples would pit a conditioned diffusion model's null label, trained on "
+        "the label-dropout share of its steps, against a Gaussian over all of an autoencoder's latents: a "
+        "difference in how each side is asked, not in the family."
+        + (f" Drawn otherwise: {', '.join(others)}." if others else "")
+    )
+    if any(m.referenced(n, True) for n in generative):
+        reference = rules.summary(_fids_by_judge(m, generative, unconditional=True))
+        text += (
+            " Scored on unconditional samples instead (the second table), the verdict would be "
+            f"'{reference.verdict}': {reference.reason}."
+        )
+    return text
+
+
+def _fids_by_judge(m: Measured, generative: list[str], unconditional: bool = False) -> dict[str, Any]:
+    """``rules.summary``'s input: per judge (diffusion FIDs, autoencoder FIDs, paired gaps (AE, diffusion))."""
     diffusion = [n for n in generative if _is_diffusion(m, n)]
     autoencoders = [n for n in generative if not _is_diffusion(m, n)]
     by_judge = {}
     for j in m.judges:
-        d = {n: m.fid(n, j) for n in diffusion}
-        a = {n: m.fid(n, j) for n in autoencoders}
-        gaps = {(x, y): m.fid_gap(y, x, j) for x in autoencoders for y in diffusion}
+        d = {n: m.fid(n, j, unconditional) for n in diffusion}
+        a = {n: m.fid(n, j, unconditional) for n in autoencoders}
+        gaps = {(x, y): m.fid_gap(y, x, j, unconditional) for x in autoencoders for y in diffusion}
         by_judge[j] = (d, a, gaps)
-    return m.rule("summary", rules.summary, by_judge)
+    return by_judge
+
+
+def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
+    """Section 9's verdict on the family (``generative``: its scored models)."""
+    return m.rule("summary", rules.summary, _fids_by_judge(m, generative))
 
 
 SUMMARY_COLUMNS = [
@@ -704,11 +755,33 @@ def _summary_table(m: Measured) -> Table:
         "summary",
         ["model", "family", "parameters"] + [f"FID ({j})" for j in m.judges] + SUMMARY_COLUMNS,
         [[("n/a" if v is None else v) for v in r] for r in rows],
-        "FID in each judge's features against the test split (+- for the first judge, bootstrap); KID / precision / "
+        "FID of the samples the verdict scores (class-conditional on labelled data, see the text) in each judge's "
+        "features against the test split (+- for the first judge, bootstrap); KID / precision / "
         "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
         + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
            "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
     )  # fmt: skip
+
+
+def _unconditional_table(m: Measured, names: list[str]) -> Table:
+    """Section 9's second table: FID of each model's unconditional samples in each judge, for reference."""
+    rows = []
+    for name in names:
+        fids = [m.fid(name, j, True) for j in m.judges]
+        first = next(iter(m.scores(name, True).values()))
+        rows.append(
+            [name, m.models[name].family]
+            + [("n/a" if f is None else f.value) for f in fids]
+            + [1.96 * fids[0].se if fids and fids[0] else "n/a", first.num_samples]
+        )
+    return Table(
+        "summary_unconditional",
+        ["model", "family"] + [f"FID ({j})" for j in m.judges] + ["+- (95%)", "samples"],
+        rows,
+        "Unconditional samples, for reference (not the verdict's): the null condition of a conditioned diffusion "
+        "model, the Gaussian fitted to all of an autoencoder's latents (the prior of the VAE); fewer samples than "
+        "the first table, so their FIDs sit higher by the smaller sample alone. +- for the first judge, bootstrap.",
+    )
 
 
 def _fid_figure(m: Measured, scored: list[str], judge: str) -> Figure:
