@@ -162,3 +162,14 @@ def test_reused_runs_and_several_seeds_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="--seeds 1"):
         run_compare(tiny_config(seeds=2, runs={"vae": str(tmp_path / "vae")}), tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "runs").exists()
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 1.5, True])
+def test_a_seed_count_that_is_not_a_whole_positive_number_is_refused(seeds):
+    from aediff.errors import ConfigError
+    from aediff.reports.compare import CompareConfig
+
+    with pytest.raises(ConfigError, match="--seeds needs a whole number"):
+        CompareConfig(seeds=seeds)
+    assert CompareConfig(seeds=3).training_seeds == [0, 1, 2]
+    assert CompareConfig(seed=5, seeds=2).training_seeds == [5, 6]

@@ -72,6 +72,8 @@ class CompareConfig:
     budget_minutes: InitVar[float | None] = None
 
     def __post_init__(self, budget_minutes: float | None) -> None:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"--seeds needs a whole number >= 1 of training seeds, got {self.seeds!r}; e.g. 3")
         if budget_minutes is not None:
             if self.budget != Budget(minutes=10.0):
                 raise ConfigError("CompareConfig takes budget or budget_minutes, not both")
