@@ -263,7 +263,7 @@ class Job:
 
 def planned_jobs(plan: list[PlannedModel], peers: list[PlannedModel], config: CompareConfig) -> list[Job]:
     """The progress display's jobs: training every run the comparison trains (``_to_train``: each model once
-    per training seed, the judge once), then evaluating every seed's models and the peers (not the judge),
+    per training seed, the judge once), then evaluating every seed's models (not the judge) and the peers,
     then the first seed's models at each budget snapshot."""
     jobs = []
     for _, planned in _to_train(plan, config):
@@ -273,7 +273,8 @@ def planned_jobs(plan: list[PlannedModel], peers: list[PlannedModel], config: Co
         else:
             minutes = config.budget.minutes
             jobs.append(Job("train", seconds=None if minutes is None else minutes * 60))
-    jobs += [Job("eval", seconds=30.0) for _ in config.training_seeds for p in [*plan, *peers] if not p.judge]
+    jobs += [Job("eval", seconds=30.0) for _ in config.training_seeds for p in plan if not p.judge]
+    jobs += [Job("eval", seconds=30.0) for _ in peers]  # scored beside the first seed only
     return jobs + [Job("eval", seconds=30.0) for _ in config.snapshots for p in plan if not p.judge]
 
 
@@ -440,9 +441,10 @@ def run_compare(
         evaluating = time.perf_counter()
         judging = prepare_judging(plan, runs[config.seed], train_set, test_set)
         results = {}
-        for seed in config.training_seeds:
-            runs[seed].update({p.name: Path(config.peers[p.name]) for p in peers})
-            results[seed] = evaluate_all(config, plan + peers, runs[seed], judging, train_set, test_set, meter, log)
+        for seed in config.training_seeds:  # the peers are the same for every seed: scored beside the first
+            scored = plan + peers if seed == config.seed else plan
+            runs[seed].update({p.name: Path(config.peers[p.name]) for p in peers if seed == config.seed})
+            results[seed] = evaluate_all(config, scored, runs[seed], judging, train_set, test_set, meter, log)
         snapshots = evaluate_snapshots(config, plan, runs[config.seed], judging, train_set, test_set, meter, log)
         with_snapshot_points(results[config.seed].sections, snapshots)
         eval_seconds = time.perf_counter() - evaluating
