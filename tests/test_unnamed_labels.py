@@ -194,3 +194,13 @@ def test_compare_runs_to_the_end_on_unnamed_labels_and_the_cli_reuses_its_runs(t
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert metrics["sections"]["prompts"]["classes_named_by_index"] is True
     assert NOTE in (tmp_path / "cli" / "report.html").read_text()
+
+
+def test_a_label_too_large_to_name_leaves_the_classes_unnamed():
+    import numpy as np
+
+    from aediff.data.dataset import MAX_INDEX_NAMES, named_classes
+
+    assert named_classes(np.array([0, 2]), None) == (["class 0", "class 1", "class 2"], True)
+    assert named_classes(np.array([0, MAX_INDEX_NAMES - 1]), None)[1] is True
+    assert named_classes(np.array([0, MAX_INDEX_NAMES]), None) == (None, False)  # refused later, by size

@@ -235,6 +235,11 @@ class ImageDataset(torch.utils.data.Dataset):
         }
 
 
+# More classes than any captioned set has: a label of 10**9 in a user's file must not allocate a billion names
+# before the model-size guard refuses the class embedding that label implies.
+MAX_INDEX_NAMES = 100_000
+
+
 def named_classes(
     labels: Tensor | np.ndarray | None, class_names: Sequence[str] | None, named_by_index: bool = False
 ) -> tuple[list[str] | None, bool]:
@@ -247,7 +252,10 @@ def named_classes(
         return list(class_names), named_by_index
     if labels is None:
         return None, False
-    return index_class_names(int(labels.max()) + 1 if len(labels) else 0), True
+    count = int(labels.max()) + 1 if len(labels) else 0
+    if count > MAX_INDEX_NAMES:  # not named: the model-size guard refuses the class count with its own message
+        return None, False
+    return index_class_names(count), True
 
 
 def split_indices(
