@@ -738,11 +738,11 @@ def score(
     _print_json(f"samples of {run}", result.to_dict())
 
 
-def _numbers(text: str, kind: type, option: str) -> tuple:
+def _numbers(text: str, kind: type, option: str, example: str = "4,16,64") -> tuple:
     try:
         values = tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"{option} takes comma-separated numbers, e.g. 4,16,64; got {text!r}") from None
+        raise ConfigError(f"{option} takes comma-separated numbers, e.g. {example}; got {text!r}") from None
     if not values or any(v <= 0 for v in values):
         raise ConfigError(f"{option} needs positive numbers, got {text!r}")
     return values
@@ -800,6 +800,13 @@ def compare(
     dae_sigmas: Annotated[
         str, typer.Option(help="Gaussian noise levels of the DAEs (CompareConfig.dae_sigmas)")
     ] = "0.3,0.5,0.75",
+    snapshots: Annotated[
+        str,
+        typer.Option(
+            help="budget fractions at which every model is judged again (budget stability, budget curves), "
+            "or none: fewer make the evaluation shorter"
+        ),
+    ] = "0.25,0.5",
     seed: SeedOpt = 0,
     seeds: Annotated[
         int,
@@ -835,6 +842,7 @@ def compare(
         peers=parse_runs(peer or [], "--peer"),
         bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
         dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"),
+        snapshots=() if snapshots.strip().lower() == "none" else _numbers(snapshots, float, "--snapshots", "0.25,0.5 (or none)"),
     )
     planned = [p for p in compare_plan(config) if p.name not in config.runs]
     trained = sum(seeds if not p.judge else 1 for p in planned)

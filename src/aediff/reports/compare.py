@@ -90,6 +90,12 @@ class CompareConfig:
                 f"--steps-per-family names {', '.join(unknown)}, not a family the comparison trains by steps"
                 f"{judge}; the families are {', '.join(STEP_FAMILIES)}, e.g. diffusion=400,ae=800"
             )
+        if any(not 0 < f < 1 for f in self.snapshots) or len(set(self.snapshots)) < len(self.snapshots):
+            raise ConfigError(
+                f"--snapshots takes distinct budget fractions between 0 and 1, e.g. 0.25,0.5 (or none); "
+                f"got {','.join(map(str, self.snapshots))}"
+            )
+        self.snapshots = tuple(sorted(self.snapshots))
         bad = {k: v for k, v in self.family_steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
         if bad:
             raise ConfigError(f"--steps-per-family needs whole step counts >= 1, got {bad}; e.g. diffusion=400")

@@ -138,7 +138,8 @@ def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_se
         _section_numbers(planned, run.model, config, train_set, test_set, classifier, judges, sections, artifacts)
         if planned.curve and judges:  # the snapshots' points come from evaluate_snapshots
             samples = models[planned.name].generation.samples[: config.curve_samples]
-            end = _curve_point(1.0, run, samples, judges, test_set, config)
+            scores = {judge.name: judged(samples, judge, test_set, config) for judge in judges}
+            end = _curve_point(1.0, models[planned.name], scores, len(samples))
             sections.curves = {**(sections.curves or {}), planned.name: [end]}
         meter.finish("eval", begun)
         if log:
@@ -377,27 +378,17 @@ def with_snapshot_points(sections: ComparisonSections, snapshots: dict[float, Co
 
 
 def _point_of(fraction: float, evaluation: ModelEvaluation) -> CurvePoint:
-    speed = evaluation.training_speed
     scores = evaluation.generation_by_judge
-    judged_by = {j: CurveScore(s.fid, s.fid_se, s.fid_draws_values) for j, s in scores.items()}
-    samples = next(iter(scores.values())).num_samples
+    return _curve_point(fraction, evaluation, scores, next(iter(scores.values())).num_samples)
+
+
+def _curve_point(fraction: float, evaluation: ModelEvaluation, scores: dict, samples: int) -> CurvePoint:
+    """One point of a budget curve: ``scores`` (judge name -> a score with fid, fid_se, fid_draws_values) of
+    ``samples`` samples of the model ``evaluation`` describes, trained to ``fraction`` of its budget."""
+    speed = evaluation.training_speed
     seconds, steps = (speed.train_seconds, speed.steps) if speed is not None else (None, None)
+    judged_by = {j: CurveScore(s.fid, s.fid_se, s.fid_draws_values) for j, s in scores.items()}
     return CurvePoint(fraction, seconds, steps, samples, judged_by)
-
-
-def _curve_point(fraction: float, run, images: torch.Tensor, judges: list[Judge], test_set, config) -> CurvePoint:
-    summary = run.summary
-    fids = {}
-    for judge in judges:
-        score = judged(images, judge, test_set, config)
-        fids[judge.name] = CurveScore(score.fid, score.fid_se, score.fid_draws_values)
-    return CurvePoint(
-        fraction,
-        summary.train_seconds if summary is not None else None,
-        summary.steps if summary is not None else None,
-        len(images),
-        fids,
-    )
 
 
 @torch.no_grad()

@@ -972,6 +972,16 @@ def _seeds_line(seeds: list[int]) -> str:
     )
 
 
+def _snapshots_line(fractions) -> str:
+    if not fractions:
+        return (
+            "not measured in this run (--snapshots none): each section's verdict is the end of the budget's alone"
+            " and section 9's budget curves have one point; docs/compare.md measures it at these settings"
+        )
+    at = ", ".join(f"{f:.0%}" for f in fractions)
+    return f"every section's verdict again from the first seed's snapshots at {at} of the budget"
+
+
 def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
     """The report's header lines: what was compared, under which budget, on what, with which versions."""
     return {
@@ -982,6 +992,7 @@ def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
         "time": f"{_duration(meta.wall_seconds)} in all: {_duration(meta.train_seconds)} training, "
         f"{_duration(meta.eval_seconds)} evaluation",
         "training seeds": _seeds_line(meta.seeds),
+        "budget stability": _snapshots_line(meta.config.get("snapshots", ())),
         "judges": "; ".join(f"{k}: {v}" for k, v in sections.judges.items()),
         "versions": f"aediff {meta.aediff}, torch {meta.torch}, python {meta.python}",
         "command": meta.command,
