@@ -232,10 +232,13 @@ CLI_REFUSALS = [
     (["--steps-per-family", "diffusion=0"], "at least 1 step"),
     (["--steps-per-family", "diffusion"], "FAMILY=STEPS"),
     (["--budget", "40steps", "--max-steps", "10"], "drop --max-steps"),
+    (["--snapshots", "1.5"], "between 0 and 1"),
+    (["--snapshots", "0.5,0.5"], "distinct budget fractions"),
+    (["--snapshots", "half"], "--snapshots takes comma-separated numbers, e.g. 0.25,0.5 (or none)"),
 ]
 
 
-@pytest.mark.slow  # seven `aediff` processes
+@pytest.mark.slow  # ten `aediff` processes
 def test_the_cli_refuses_bad_step_budgets_in_one_line(tmp_path):
     """As a user types them: exit 1, one error line naming the option and the fix, no traceback, nothing
     trained (every case is refused before the data is read)."""

@@ -153,6 +153,35 @@ def test_budget_stability_says_where_the_verdict_changes():
     assert "changes along the budget" in changed and "inconclusive at 25%" in changed and "seed 3" in changed
 
 
+def test_snapshot_fractions_are_checked_sorted_or_none():
+    from aediff.errors import ConfigError
+    from aediff.reports.compare import CompareConfig
+    from aediff.reports.sections import _snapshots_line
+
+    assert CompareConfig(snapshots=(0.5, 0.25)).snapshots == (0.25, 0.5)
+    assert CompareConfig(snapshots=()).snapshots == ()
+    for bad in [(0.0,), (1.0,), (0.5, 0.5), (-0.25,)]:
+        with pytest.raises(ConfigError, match="--snapshots takes distinct budget fractions"):
+            CompareConfig(snapshots=bad)
+    assert "25%, 50% of the budget" in _snapshots_line((0.25, 0.5))
+    assert "not measured in this run (--snapshots none)" in _snapshots_line(())
+
+
+def test_without_snapshots_no_verdict_is_followed_along_the_budget(tmp_path):
+    """`make demo`'s setting: no snapshot is kept or judged, the report says budget stability was not measured,
+    and each budget curve is its end point alone."""
+    import aediff.runs
+    from aediff.reports.compare import run_compare
+    from test_compare import tiny_config
+
+    record = run_compare(tiny_config(snapshots=()), tmp_path, progress=False)
+    assert all(v.budget_verdicts == {} for v in record.verdicts.values())
+    assert all([p.fraction for p in curve] == [1.0] for curve in record.sections.curves.values())
+    assert aediff.runs.list_snapshots(tmp_path / "runs" / "diffusion") == []
+    html = (tmp_path / "report.html").read_text()
+    assert "not measured in this run (--snapshots none)" in html and "Budget stability (seed" not in html
+
+
 def test_reused_runs_and_several_seeds_are_refused_before_training(tmp_path):
     from aediff.errors import ConfigError
     from aediff.reports.compare import run_compare
