@@ -84,8 +84,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"run {i + 1}: {w:.0f} s in `aediff compare` ({t:.0f} s training, {e:.0f} s evaluation)"
         + (f", {m:.0f} s for `make demo` as a whole" if m else "")
         for i, (w, t, e, m) in enumerate(
-            zip(result["compare_seconds"], result["train_seconds"], result["eval_seconds"],
-                result["make_demo_seconds"] or [None] * 2, strict=True)  # fmt: skip
+            zip(
+                result["compare_seconds"],
+                result["train_seconds"],
+                result["eval_seconds"],
+                result["make_demo_seconds"] or [None] * 2,
+                strict=True,
+            )  # fmt: skip
         )
     )
     lines = [
