@@ -109,6 +109,21 @@ def test_image_grid_upscales_small_images_and_checks_labels():
 
 
 # --- HTML ---------------------------------------------------------------------------------------------
+def test_a_figure_given_a_drawing_is_drawn_once_when_first_read(figures):
+    """Builders hand Figure a drawing function: the figures of seeds and snapshots that are never shown are
+    never drawn, and one that is shown is drawn once."""
+    drawn = []
+
+    def draw() -> bytes:
+        drawn.append(1)
+        return figures[0].png
+
+    figure = Figure("later", draw, "drawn when read")
+    assert drawn == []
+    assert figure.png == figures[0].png and figure.png == figures[0].png
+    assert drawn == [1]
+
+
 def test_render_report_escapes_text_and_is_self_contained(figures):
     evil = "<script>alert('x')</script>"
     sections = make_sections(figures)

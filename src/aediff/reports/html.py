@@ -28,7 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from html.parser import HTMLParser
@@ -53,14 +53,23 @@ def _check_name(kind: str, name: str) -> None:
 
 @dataclass
 class Figure:
-    """One figure: ``name`` (file name stem and ``data-name``), ``png`` (the PNG's bytes), ``caption``."""
+    """One figure: ``name`` (file name stem and ``data-name``), ``image`` (the PNG's bytes, or a function of
+    no arguments that draws them), ``caption``. A drawing function runs the first time ``png`` is read, so a
+    figure that is built but never shown (another training seed's, a snapshot's) costs nothing to draw."""
 
     name: str
-    png: bytes
+    image: bytes | Callable[[], bytes]
     caption: str
 
     def __post_init__(self) -> None:
         _check_name("figure name", self.name)
+
+    @property
+    def png(self) -> bytes:
+        """The PNG's bytes, drawn now if they were not yet."""
+        if callable(self.image):
+            self.image = self.image()
+        return self.image
 
 
 @dataclass

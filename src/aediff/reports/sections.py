@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,8 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "bottleneck_psnr",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 {"AE": (sizes, [p.value for p in psnr]), "mean image (control)": (sizes, [control.value] * len(sizes))},
                 title="Reconstruction against bottleneck size",
                 xlabel="bottleneck size (numbers)",
@@ -165,7 +167,8 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
         ),
         Figure(
             "bottleneck_reconstructions",
-            figures.image_grid(
+            partial(
+                figures.image_grid,
                 torch.cat([art.originals] + [art.reconstructions[n] for n in names]),
                 nrow=len(art.originals),
                 row_labels=["test images"] + [f"{s}-d" for s in sizes],
@@ -201,10 +204,12 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
     lik = m.models[name].likelihood
     art = m.artifacts
     figs = [
-        Figure("vae_samples", figures.image_grid(art.samples[name][:64], nrow=8), "Samples of the VAE's prior."),
+        Figure(
+            "vae_samples", partial(figures.image_grid, art.samples[name][:64], nrow=8), "Samples of the VAE's prior."
+        ),
         Figure(
             "ae_samples",
-            figures.image_grid(art.samples[ae][:64], nrow=8),
+            partial(figures.image_grid, art.samples[ae][:64], nrow=8),
             f"Samples of {ae}: a Gaussian fitted to its latents, decoded.",
         ),
     ]
@@ -212,7 +217,7 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
         figs.append(
             Figure(
                 "vae_interpolation",
-                figures.image_grid(art.interpolation, nrow=len(art.interpolation) // 4),
+                partial(figures.image_grid, art.interpolation, nrow=len(art.interpolation) // 4),
                 "Each row decodes a straight line in the VAE's latent space between two test images.",
             )
         )
@@ -272,7 +277,8 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "dae_denoising",
-            figures.bar_plot(
+            partial(
+                figures.bar_plot,
                 {f"{r[0]} / AE at {r[1]:g}": r[2] for r in rows},
                 title="DAE minus AE, PSNR at the DAE's training level",
                 ylabel="PSNR gain (dB)",
@@ -287,7 +293,8 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
         figs.append(
             Figure(
                 "probe_accuracy",
-                figures.bar_plot(
+                partial(
+                    figures.bar_plot,
                     {f"{n} at {s:g}": g.value for n, s, g in probes},
                     title="Linear probe on latents of noisy inputs: DAE minus AE accuracy",
                     ylabel="accuracy gain",
@@ -334,17 +341,17 @@ def manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
     ]
     figs = []
     if shown:
-        maps = {n: (latent_map(codes[n][0], "pca", seed=0), codes[n][1]) for n in shown}
+        shown_codes = {n: codes[n] for n in shown}
         figs.append(
             Figure(
                 "latent_maps_pca",
-                figures.scatter_maps(maps, title="Latent space, PCA to 2-D"),
+                partial(_latent_maps, shown_codes, "pca", "Latent space, PCA to 2-D"),
                 "Test-set latents of each model, projected by PCA, coloured by class.",
             )
         )
         if umap_available():
-            umaps = {n: (latent_map(codes[n][0], "umap", seed=0), codes[n][1]) for n in shown}
-            figs.append(Figure("latent_maps_umap", figures.scatter_maps(umaps, title="Latent space, UMAP"), "UMAP."))
+            umap = partial(_latent_maps, shown_codes, "umap", "Latent space, UMAP")
+            figs.append(Figure("latent_maps_umap", umap, "UMAP."))
     table = Table(
         "knn",
         ["model", "latent dim", "k-NN accuracy", "raw pixels", "random projection", "untrained network"],
@@ -398,7 +405,8 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "denoising_sweep",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 series,
                 title="Denoising: PSNR against noise level",
                 xlabel="Gaussian sigma ([-1, 1] pixel units)",
@@ -411,7 +419,13 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
         ),
         Figure(
             "denoising_table",
-            figures.heatmap(matrix, grid_models, [f"{k_} {lv:g}" for k_, lv in kinds], title="PSNR (dB) by corruption"),
+            partial(
+                figures.heatmap,
+                matrix,
+                grid_models,
+                [f"{k_} {lv:g}" for k_, lv in kinds],
+                title="PSNR (dB) by corruption",
+            ),
             "Gaussian noise and masking; the diffusion model is not asked to fill masked pixels (blank).",
         ),
     ]
@@ -438,6 +452,12 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     ), verdict
 
 
+def _latent_maps(codes: dict[str, tuple[np.ndarray, np.ndarray]], method: str, title: str) -> bytes:
+    """The scatter maps of each model's (codes, labels), projected to 2-D by ``method`` ("pca", "umap")."""
+    maps = {n: (latent_map(c, method, seed=0), labels) for n, (c, labels) in codes.items()}
+    return figures.scatter_maps(maps, title=title)
+
+
 # --- 6. blurry at high noise -------------------------------------------------------------------------------
 
 
@@ -452,12 +472,13 @@ def blur_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "predicted_x0",
-            figures.image_grid(rows, nrow=len(x0.sigmas), col_labels=[f"{s:g}" for s in x0.sigmas]),
+            partial(figures.image_grid, rows, nrow=len(x0.sigmas), col_labels=[f"{s:g}" for s in x0.sigmas]),
             "Each row: one test image's predicted x0 at the noise levels on top (sigma, [-1, 1] pixel units).",
         ),
         Figure(
             "high_frequency_share",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 {
                     "predicted x0": (x0.sigmas, shares),
                     "data": (x0.sigmas, [x0.data_high_frequency_share] * len(shares)),
@@ -504,7 +525,8 @@ def skips_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "skip_loss",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 {k: v for k, v in curves.items() if v[0]},
                 title="Training loss",
                 xlabel="step",
@@ -515,7 +537,8 @@ def skips_section(m: Measured) -> tuple[Section, Verdict] | None:
         ),
         Figure(
             "gradient_norms",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 {k: ([blocks.index(b) for b in v], list(v.values())) for k, v in grads.items()},
                 title="Gradient norm per block (network order)",
                 xlabel="block index (see table)",
@@ -576,7 +599,8 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
     figs = [
         Figure(
             "class_grid",
-            figures.image_grid(
+            partial(
+                figures.image_grid,
                 class_images,
                 nrow=len(class_images) // sweep.num_classes,
                 row_labels=[str(d) for d in range(sweep.num_classes)],
@@ -585,7 +609,8 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
         ),
         Figure(
             "guidance",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 {
                     "accuracy": (scales, [r.accuracy for r in rows]),
                     "chance (control)": (scales, [1 / sweep.num_classes] * len(rows)),
@@ -599,7 +624,8 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
         ),
         Figure(
             "guidance_fid",
-            figures.line_plot(
+            partial(
+                figures.line_plot,
                 {
                     "FID": (scales, [r.score.fid for r in rows]),
                     "recall x 10": (scales, [10 * r.score.recall for r in rows]),
@@ -618,7 +644,9 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
         figs.append(
             Figure(
                 "prompt_grid",
-                figures.image_grid(images, nrow=8, row_labels=[fill_template(prompts.template, n) for n in names]),
+                partial(
+                    figures.image_grid, images, nrow=8, row_labels=[fill_template(prompts.template, n) for n in names]
+                ),
                 "Text-conditioned latent diffusion: one row per caption, guidance 3.",
             )
         )
@@ -788,7 +816,8 @@ def _fid_figure(m: Measured, scored: list[str], judge: str) -> Figure:
     values = {n: m.fid(n, judge) for n in scored}
     return Figure(
         f"fid_{judge.replace('-', '_')}",
-        figures.bar_plot(
+        partial(
+            figures.bar_plot,
             {n: v.value for n, v in values.items() if v},
             title=f"FID of every model's samples ({judge} judge)",
             ylabel="FID (lower is better)",
@@ -805,7 +834,8 @@ def _curve_figure(curves: dict[str, list[CurvePoint]], judge: str) -> Figure:
         errors[name] = [1.96 * (p.judges[judge].fid_se or 0.0) for p in points]
     return Figure(
         f"budget_curve_{judge.replace('-', '_')}",
-        figures.line_plot(
+        partial(
+            figures.line_plot,
             series,
             title=f"FID against training time ({judge} judge)",
             xlabel="training time (s)",
