@@ -1,0 +1,110 @@
+"""Restoration with a diffusion model and no retraining: two published methods on a known degradation.
+
+- **DDNM** (Wang et al. 2023, "Zero-shot image restoration using denoising diffusion null-space model"):
+  at every step the denoiser's x0 estimate has its range-space part replaced by the measurement's,
+  ``x0 <- x0 + A^+ (y - A x0)`` (``Degradation.project``), and the sampler goes on from it. It wraps the
+  denoiser, so it runs with every sampler and any degradation with a pseudo-inverse (masks,
+  super-resolution, colourisation), and costs the sampler's own network evaluations.
+- **RePaint** (Lugmayr et al. 2022): ancestral steps whose known pixels are replaced, at every level, by the
+  measurement noised to that level, with resampling: after each ``jump_length`` steps down the chain goes
+  back up ``jump_length`` levels (fresh noise) and down again, ``jump_n_sample - 1`` times, so the unknown
+  region harmonises with the known. It needs known pixels, so it takes masks only, and it defines its own
+  walk (``repaint_schedule``, as diffusers' RePaintScheduler.set_timesteps) and step (the ancestral, DDPM,
+  step in the variance-exploding view), so it does not take another sampler.
+
+Both are plain functions of a denoiser ``D(x, sigma)`` (``aediff.diffusion.samplers``' convention): the
+model chooses the noise levels, the condition and guidance live inside the denoiser.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aediff.diffusion.degradations import Degradation, Mask
+from aediff.diffusion.samplers import Callback, Denoise
+from aediff.errors import ConfigError
+
+REPAINT_JUMP_LENGTH = 10  # "j" in RePaint's paper and diffusers' RePaintScheduler default
+REPAINT_JUMP_N_SAMPLE = 10  # "r": resamplings per jump (paper and diffusers default)
+
+
+def projected_denoiser(denoise: Denoise, operator: Degradation, y: torch.Tensor) -> Denoise:
+    """DDNM: ``denoise`` whose every x0 estimate satisfies ``A x0 = y`` (its null-space part kept)."""
+
+    def projected(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return operator.project(denoise(x, sigma), y)
+
+    return projected
+
+
+def repaint_schedule(steps: int, jump_length: int = REPAINT_JUMP_LENGTH, jump_n_sample: int = REPAINT_JUMP_N_SAMPLE):
+    """RePaint's walk over noise levels 0..steps, as diffusers' ``RePaintScheduler.set_timesteps`` lists it
+    (before its scaling to training timesteps): a list of levels, where an entry below the previous one is a
+    denoising step down to it and an entry above is a step back up to it. Starts below ``steps`` (pure
+    noise) and ends at 0."""
+    if steps < 1 or jump_length < 1 or jump_n_sample < 1:
+        raise ConfigError(
+            f"RePaint needs steps, jump length and resamplings >= 1, got {steps}, {jump_length}, {jump_n_sample}"
+        )
+    jumps = {j: jump_n_sample - 1 for j in range(0, steps - jump_length, jump_length)}
+    levels, t = [], steps
+    while t >= 1:
+        t -= 1
+        levels.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                levels.append(t)
+    return levels
+
+
+def repaint_evaluations(steps: int, jump_length: int = REPAINT_JUMP_LENGTH, jump_n_sample: int = REPAINT_JUMP_N_SAMPLE):
+    """Network evaluations of one RePaint restoration: one per step down."""
+    levels = repaint_schedule(steps, jump_length, jump_n_sample)
+    return sum(1 for before, after in zip([steps, *levels[:-1]], levels, strict=True) if after < before)
+
+
+@torch.no_grad()
+def sample_repaint(
+    denoise: Denoise,
+    mask: Mask,
+    y: torch.Tensor,
+    sigmas: torch.Tensor,
+    jump_length: int = REPAINT_JUMP_LENGTH,
+    jump_n_sample: int = REPAINT_JUMP_N_SAMPLE,
+    generator: torch.Generator | None = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """RePaint from pure noise to a restoration [N, C, H, W] whose known pixels are ``y``'s.
+
+    sigmas: the levels [steps + 1], decreasing, ending in 0 (what the model's sampler would walk);
+    y: the masked images (``mask.forward(x)``). callback: as the samplers', before each step down.
+    """
+    levels = sigmas.flip(0)  # levels[k]: the noise of level k, levels[0] = 0
+    steps = len(sigmas) - 1
+    noise = lambda: torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)  # noqa: E731
+    x, here = levels[-1] * noise(), steps
+    for i, level in enumerate(repaint_schedule(steps, jump_length, jump_n_sample)):
+        s_here, s_next = levels[here], levels[level]
+        if level < here:
+            x0 = denoise(x, s_here.expand(len(x)))
+            if callback is not None:
+                callback({"i": i, "sigma": float(s_here), "x": x, "denoised": x0})
+            x = _ancestral_step(x, x0, s_here, s_next, noise)
+            x = mask.project(x, y + s_next * mask.forward(noise()))  # known pixels: y noised to this level
+        else:
+            x = x + (s_next**2 - s_here**2).sqrt() * noise()
+        here = level
+    return mask.project(x, y)
+
+
+def _ancestral_step(x: torch.Tensor, x0: torch.Tensor, s_from: torch.Tensor, s_to: torch.Tensor, noise) -> torch.Tensor:
+    """One DDPM step in the variance-exploding view, x = x0 + sigma eps: sample x at ``s_to`` given x at
+    ``s_from`` and the x0 estimate (the posterior of the forward process: mean x0 + (s_to / s_from)^2 (x - x0),
+    variance s_to^2 (s_from^2 - s_to^2) / s_from^2)."""
+    if float(s_to) == 0:
+        return x0
+    ratio = (s_to / s_from) ** 2
+    std = s_to * (1 - ratio).clamp_min(0).sqrt()
+    return x0 + ratio * (x - x0) + std * noise()
