@@ -842,7 +842,9 @@ def compare(
         peers=parse_runs(peer or [], "--peer"),
         bottlenecks=_numbers(bottlenecks, int, "--bottlenecks"),
         dae_sigmas=_numbers(dae_sigmas, float, "--dae-sigmas"),
-        snapshots=() if snapshots.strip().lower() == "none" else _numbers(snapshots, float, "--snapshots", "0.25,0.5 (or none)"),
+        snapshots=()
+        if snapshots.strip().lower() == "none"
+        else _numbers(snapshots, float, "--snapshots", "0.25,0.5 (or none)"),
     )
     planned = [p for p in compare_plan(config) if p.name not in config.runs]
     trained = sum(seeds if not p.judge else 1 for p in planned)

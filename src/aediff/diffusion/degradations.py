@@ -46,6 +46,8 @@ class Degradation(ABC):
     def describe(self) -> str:
         """A short name for tables and figure labels, e.g. "box 10", "2x super-resolution"."""
 
+    keeps_pixels: bool = False  # whether A keeps some pixels exactly and hides the rest (a mask)
+
     def project(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x_hat [N, C, H, W] with its range-space part replaced by the measurement's: A(result) = y."""
         return x_hat + self.pseudo_inverse(y - self.forward(x_hat))
@@ -63,6 +65,7 @@ class Mask(Degradation):
 
     keep: torch.Tensor
     name: str = "mask"
+    keeps_pixels = True  # not a field: every mask keeps its known pixels exactly
 
     def __post_init__(self) -> None:
         if self.keep.dtype != torch.bool or self.keep.dim() != 4 or self.keep.shape[1] != 1:
@@ -78,6 +81,11 @@ class Mask(Degradation):
 
     def pseudo_inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.keep.to(y.device, y.dtype)  # A is a diagonal 0/1 projection: A^+ = A
+
+    def project(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The composite ``m * y + (1 - m) * x_hat``, chosen pixel by pixel so the known ones are y's bit for bit
+        (the general formula's x_hat + (y - x_hat) can round)."""
+        return torch.where(self.keep.to(x_hat.device), y, x_hat)
 
     def check(self, shape: tuple[int, ...]) -> None:
         n, _, h, w = shape

@@ -18,10 +18,12 @@ model chooses the noise levels, the condition and guidance live inside the denoi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from aediff.diffusion.degradations import Degradation, Mask
-from aediff.diffusion.samplers import Callback, Denoise
+from aediff.diffusion.degradations import Degradation
+from aediff.diffusion.samplers import Callback, Denoise, SamplerOptions
 from aediff.errors import ConfigError
 
 REPAINT_JUMP_LENGTH = 10  # "j" in RePaint's paper and diffusers' RePaintScheduler default
@@ -68,7 +70,7 @@ def repaint_evaluations(steps: int, jump_length: int = REPAINT_JUMP_LENGTH, jump
 @torch.no_grad()
 def sample_repaint(
     denoise: Denoise,
-    mask: Mask,
+    mask: Degradation,
     y: torch.Tensor,
     sigmas: torch.Tensor,
     jump_length: int = REPAINT_JUMP_LENGTH,
@@ -79,8 +81,11 @@ def sample_repaint(
     """RePaint from pure noise to a restoration [N, C, H, W] whose known pixels are ``y``'s.
 
     sigmas: the levels [steps + 1], decreasing, ending in 0 (what the model's sampler would walk);
-    y: the masked images (``mask.forward(x)``). callback: as the samplers', before each step down.
+    mask: a degradation that keeps pixels (``keeps_pixels``: a ``Mask``); y: the masked images
+    (``mask.forward(x)``). callback: as the samplers', before each step down.
     """
+    if not mask.keeps_pixels:
+        raise ConfigError(f"RePaint fills masked pixels; {mask.describe()} hides none outright: use DDNM")
     levels = sigmas.flip(0)  # levels[k]: the noise of level k, levels[0] = 0
     steps = len(sigmas) - 1
     noise = lambda: torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)  # noqa: E731
@@ -108,3 +113,79 @@ def _ancestral_step(x: torch.Tensor, x0: torch.Tensor, s_from: torch.Tensor, s_t
     ratio = (s_to / s_from) ** 2
     std = s_to * (1 - ratio).clamp_min(0).sqrt()
     return x0 + ratio * (x - x0) + std * noise()
+
+
+# --- what a user chooses ----------------------------------------------------------------------------------
+
+RESTORE_METHODS: tuple[str, ...] = ("ddnm", "repaint", "one-pass")
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A checked restoration request: the method and its settings, defaults filled in."""
+
+    method: str
+    sampler: SamplerOptions | None  # ddnm: the sampler it walks; repaint: its steps; one-pass: None
+    jump_length: int = REPAINT_JUMP_LENGTH
+    jump_n_sample: int = REPAINT_JUMP_N_SAMPLE
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What a user chooses about restoring; None = the model's default.
+
+    method: one of RESTORE_METHODS that the model offers (``model.restore_methods``, the first is its
+    default); sampler: for ddnm the sampler, steps and its options, for repaint its steps only (RePaint walks
+    its own ancestral steps); jump_length, jump_n_sample: RePaint's j and r (defaults 10 and 10, the paper's
+    and diffusers'). ``resolve`` refuses an option of another method rather than ignore it.
+    """
+
+    method: str | None = None
+    sampler: SamplerOptions | None = None
+    jump_length: int | None = None
+    jump_n_sample: int | None = None
+
+    def resolve(self, offered: tuple[str, ...], operator: Degradation) -> RestorePlan:
+        method = self.method if self.method is not None else offered[0]
+        if method not in RESTORE_METHODS:
+            raise ConfigError(f"unknown restoration method {method!r}; choose one of {', '.join(RESTORE_METHODS)}")
+        if method not in offered:
+            raise ConfigError(
+                f"this model restores with {' or '.join(offered)}, not {method}; {method} needs {_WHO_RUNS[method]}"
+            )
+        jumps = {"jump_length": self.jump_length, "jump_n_sample": self.jump_n_sample}
+        given = [name for name, value in jumps.items() if value is not None]
+        if given and method != "repaint":
+            raise ConfigError(f"--{given[0].replace('_', '-')} is RePaint's option; method {method} does not take it")
+        if method == "one-pass" and self.sampler is not None:
+            raise ConfigError("a one-pass restoration runs no sampler; drop the sampler options or use --method ddnm")
+        if method == "repaint":
+            return self._repaint_plan(operator)
+        return RestorePlan(method, self.sampler if method == "ddnm" else None)
+
+    def _repaint_plan(self, operator: Degradation) -> RestorePlan:
+        if not operator.keeps_pixels:
+            raise ConfigError(
+                f"RePaint fills masked pixels; {operator.describe()} hides none outright: use --method ddnm"
+            )
+        other = self.sampler is not None and (
+            self.sampler.sampler is not None or self.sampler.eta is not None or self.sampler.s_churn is not None
+        )
+        if other:
+            raise ConfigError("RePaint walks its own ancestral steps: of the sampler's options only --steps applies")
+        for name, value in (("jump length", self.jump_length), ("resamplings", self.jump_n_sample)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"RePaint's {name} must be a whole number >= 1, got {value!r}")
+        return RestorePlan(
+            "repaint",
+            SamplerOptions(steps=self.sampler.steps) if self.sampler is not None else None,
+            self.jump_length if self.jump_length is not None else REPAINT_JUMP_LENGTH,
+            self.jump_n_sample if self.jump_n_sample is not None else REPAINT_JUMP_N_SAMPLE,
+        )
+
+
+_WHO_RUNS = {
+    "ddnm": "a pixel diffusion model",
+    "repaint": "a pixel diffusion model",
+    "one-pass": "an autoencoder (AE, VAE or DAE)",
+}

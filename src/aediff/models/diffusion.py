@@ -33,8 +33,10 @@ from aediff.config import (
     check_ranges,
 )
 from aediff.data import caption_templates, fill_template
+from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.losses import DiffusionLoss
 from aediff.diffusion.parameterization import Denoiser
+from aediff.diffusion.restoration import RestoreOptions, projected_denoiser, sample_repaint
 from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, SamplerPlan, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
@@ -260,6 +262,7 @@ class DiffusionModel(Model):
             Capability.DENOISE,
             Capability.NOISE_LEVEL,
             Capability.DIFFUSION_BOUND,
+            Capability.RESTORE,
         }
     )
 
@@ -497,6 +500,37 @@ class DiffusionModel(Model):
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
         """What the sampler's space means as images: here the pixels themselves, clamped to [-1, 1]."""
         return x.clamp(-1, 1)
+
+    # --- restoration ---------------------------------------------------------------------------------------
+    @property
+    def restore_methods(self) -> tuple[str, ...]:
+        return ("ddnm", "repaint")
+
+    @torch.no_grad()
+    def restore(
+        self,
+        y: torch.Tensor,
+        operator: Degradation,
+        options: RestoreOptions | None = None,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
+        """DDNM (any sampler, any degradation) or RePaint (masks), both in pixel space; see
+        ``aediff.diffusion.restoration``. The condition and its guidance steer the denoiser as in ``sample``."""
+        plan = (options or RestoreOptions()).resolve(self.restore_methods, operator)
+        n = len(y)
+        operator.check((n, *self.image_shape))
+        y = y.to(self.device)
+        sampling = self.sampler_plan(plan.sampler)
+        denoise, sigmas = self.guided_denoiser(n, condition), self.sampling_sigmas(sampling)
+        if plan.method == "repaint":  # resolve let it through only for a degradation that keeps pixels
+            x = sample_repaint(denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback)
+        else:
+            start = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
+            projected = projected_denoiser(denoise, operator, y)
+            x = run_sampler(sampling, projected, start, sigmas, callback=callback, generator=generator)
+        return operator.project(x.clamp(-1, 1), y).clamp(-1, 1)
 
     # --- denoising -----------------------------------------------------------------------------------------
     def integrate_down(self, x: torch.Tensor, sigma: float, steps: int, denoiser: Callable) -> torch.Tensor:

@@ -31,6 +31,9 @@ method, whatever the family:
 |                   |                                                         | diffusion through its conditioning, an |
 |                   |                                                         | autoencoder from a Gaussian fitted to  |
 |                   |                                                         | each class's latents                   |
+| RESTORE           | restore(y, operator, options, condition, generator,     | y = A x for a known degradation A      |
+|                   | callback), restore_methods                              | (aediff.diffusion.degradations) -> x,  |
+|                   |                                                         | keeping what y says of x               |
 
 CLASS_CONDITION, TEXT_CONDITION and SAMPLE_CLASSES are declared by a diffusion model's config (its conditioning),
 so ``class_sampler`` is promised by no entry of ``METHODS``: an autoencoder always declares SAMPLE_CLASSES.
@@ -54,7 +57,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.parameterization import Denoiser
+from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions, SamplerPlan
 from aediff.diffusion.schedules import NoiseSchedule
 from aediff.errors import ConfigError
@@ -77,6 +82,7 @@ class Capability(str, enum.Enum):
     CLASS_CONDITION = "class-condition"
     TEXT_CONDITION = "text-condition"
     SAMPLE_CLASSES = "sample-classes"
+    RESTORE = "restore"
 
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
@@ -95,6 +101,7 @@ ABILITIES: dict[Capability, str] = {
         "draw given classes of labelled data (an autoencoder, or a diffusion model trained with --condition class "
         "or text)"
     ),
+    Capability.RESTORE: "restore images under a known degradation (an autoencoder, or a pixel diffusion model)",
 }
 
 # A class sampler: labels [b] int64 (class indices of the data) and a generator -> images [b, C, H, W] in [-1, 1]
@@ -126,6 +133,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.ELBO: ("elbo", "iwae_log_likelihood", "prepare_input", "likelihood"),
     Capability.DIFFUSION_BOUND: ("denoiser", "schedule"),
     Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
+    Capability.RESTORE: ("restore", "restore_methods"),
 }
 
 
@@ -245,6 +253,29 @@ class Model(nn.Module):
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
         raise self._unsupported(Capability.GENERATE, "sample()")
+
+    # RESTORE
+    @property
+    def restore_methods(self) -> tuple[str, ...]:
+        """The restoration methods this model runs (``aediff.diffusion.restoration.RESTORE_METHODS``), its
+        default first."""
+        raise self._unsupported(Capability.RESTORE, "restore_methods")
+
+    def restore(
+        self,
+        y: torch.Tensor,
+        operator: Degradation,
+        options: RestoreOptions | None = None,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] that explain the measurement ``y = operator.forward(x)`` of unknown
+        images x: ``operator.project`` is their last step, so a mask's known pixels are y's exactly (and
+        ``A x = y`` holds to float precision wherever clamping to [-1, 1] does not bind). options: the method
+        and its settings (None: the model's default method); condition: a conditioned model's class or
+        caption and guidance; callback: a diffusion method's steps, as ``sample``'s."""
+        raise self._unsupported(Capability.RESTORE, "restore()")
 
     # SAMPLE_CLASSES
     def class_sampler(self, train: Any) -> ClassSampler:
