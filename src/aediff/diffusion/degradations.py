@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,9 @@ class Degradation(ABC):
     def describe(self) -> str:
         """A short name for tables and figure labels, e.g. "box 10", "2x super-resolution"."""
 
-    keeps_pixels: bool = False  # whether A keeps some pixels exactly and hides the rest (a mask)
+    # what the operator is, for what dispatches on it (RePaint takes masks; the classical controls differ):
+    # "mask" (keeps some pixels exactly, hides the rest), "downsample", "greyscale"
+    kind: ClassVar[str]
 
     def project(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x_hat [N, C, H, W] with its range-space part replaced by the measurement's: A(result) = y."""
@@ -65,7 +68,7 @@ class Mask(Degradation):
 
     keep: torch.Tensor
     name: str = "mask"
-    keeps_pixels = True  # not a field: every mask keeps its known pixels exactly
+    kind: ClassVar[str] = "mask"
 
     def __post_init__(self) -> None:
         if self.keep.dtype != torch.bool or self.keep.dim() != 4 or self.keep.shape[1] != 1:
@@ -111,6 +114,7 @@ class Downsample(Degradation):
     """Average pooling by ``factor`` (super-resolution): A x = the mean of each factor x factor block."""
 
     factor: int
+    kind: ClassVar[str] = "downsample"
 
     def __post_init__(self) -> None:
         if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 2:
@@ -140,6 +144,7 @@ class Greyscale(Degradation):
     """Colour to grey: A x = the mean over channels [N, 1, H, W]."""
 
     channels: int = 3
+    kind: ClassVar[str] = "greyscale"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(1, keepdim=True)

@@ -81,10 +81,10 @@ def sample_repaint(
     """RePaint from pure noise to a restoration [N, C, H, W] whose known pixels are ``y``'s.
 
     sigmas: the levels [steps + 1], decreasing, ending in 0 (what the model's sampler would walk);
-    mask: a degradation that keeps pixels (``keeps_pixels``: a ``Mask``); y: the masked images
+    mask: a degradation of kind "mask"; y: the masked images
     (``mask.forward(x)``). callback: as the samplers', before each step down.
     """
-    if not mask.keeps_pixels:
+    if mask.kind != "mask":
         raise ConfigError(f"RePaint fills masked pixels; {mask.describe()} hides none outright: use DDNM")
     levels = sigmas.flip(0)  # levels[k]: the noise of level k, levels[0] = 0
     steps = len(sigmas) - 1
@@ -164,7 +164,7 @@ class RestoreOptions:
         return RestorePlan(method, self.sampler if method == "ddnm" else None)
 
     def _repaint_plan(self, operator: Degradation) -> RestorePlan:
-        if not operator.keeps_pixels:
+        if operator.kind != "mask":
             raise ConfigError(
                 f"RePaint fills masked pixels; {operator.describe()} hides none outright: use --method ddnm"
             )

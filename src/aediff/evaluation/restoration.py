@@ -1,6 +1,11 @@
 """Restoring test images under a known degradation, and how well it went: the PSNR on the missing pixels
 (every pixel for super-resolution, where each is only known through its block's mean) of each restoration,
-against the trivial fill ``A^+ y`` (holes at mid-grey, a low-resolution image upsampled by copying)."""
+against the trivial fill ``A^+ y`` (holes at mid-grey, a low-resolution image upsampled by copying).
+
+The classical controls every learned method must beat (``CLASSICAL``, ``classical_restore``): for a mask,
+mean fill (each hole at the mean of the image's known pixels) and biharmonic inpainting (scikit-image's
+``inpaint_biharmonic``); for super-resolution, nearest (``A^+ y``) and bicubic upsampling. Each ends with the
+degradation's projection, as the learned methods do."""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.restoration import RestoreOptions
+from aediff.errors import ConfigError
 from aediff.metrics import region_psnr
 from aediff.models import Condition, Model
 
@@ -86,3 +93,52 @@ def restore_images(
         method, operator.describe(), x.cpu(), filled.clamp(-1, 1).cpu(), restored.cpu(), psnr,
         region_psnr(filled, x, missing).cpu().numpy(), seconds,
     )  # fmt: skip
+
+
+def _mean_fill(y: torch.Tensor, operator: Degradation) -> torch.Tensor:
+    known = ~operator.missing(y)
+    counts = known.flatten(1).sum(1).clamp_min(1)[:, None, None, None]
+    means = (y * known).sum((2, 3), keepdim=True) / counts
+    return torch.where(known, y, means.expand_as(y))
+
+
+def _biharmonic(y: torch.Tensor, operator: Degradation) -> torch.Tensor:
+    from skimage.restoration import inpaint_biharmonic
+
+    holes = operator.missing(y)[:, 0].cpu().numpy()
+    images = y.permute(0, 2, 3, 1).cpu().double().numpy()
+    filled = [inpaint_biharmonic(image, hole, channel_axis=-1) for image, hole in zip(images, holes, strict=True)]
+    return torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2).to(y.device, y.dtype)
+
+
+def _nearest(y: torch.Tensor, operator: Degradation) -> torch.Tensor:
+    return operator.pseudo_inverse(y)
+
+
+def _bicubic(y: torch.Tensor, operator: Degradation) -> torch.Tensor:
+    return F.interpolate(y, scale_factor=operator.factor, mode="bicubic", align_corners=False)  # type: ignore[attr-defined]
+
+
+# name -> (the kind of degradation it restores, y -> the restoration before projection)
+CLASSICAL = {
+    "mean fill": ("mask", _mean_fill),
+    "biharmonic": ("mask", _biharmonic),
+    "nearest": ("downsample", _nearest),
+    "bicubic": ("downsample", _bicubic),
+}
+
+
+def classical_controls(operator: Degradation) -> list[str]:
+    """The classical controls that apply to ``operator``: mean fill and biharmonic for a mask, nearest and
+    bicubic for super-resolution; none for colourisation."""
+    return [name for name, (kind, _) in CLASSICAL.items() if kind == operator.kind]
+
+
+@torch.no_grad()
+def classical_restore(name: str, y: torch.Tensor, operator: Degradation) -> torch.Tensor:
+    """The control ``name`` (one of ``classical_controls(operator)``) on the measurement y: [N, C, H, W]."""
+    if name not in classical_controls(operator):
+        raise ConfigError(
+            f"{name!r} is not a control for {operator.describe()}; use {', '.join(classical_controls(operator))}"
+        )
+    return operator.project(CLASSICAL[name][1](y, operator), y).clamp(-1, 1)

@@ -524,7 +524,7 @@ class DiffusionModel(Model):
         y = y.to(self.device)
         sampling = self.sampler_plan(plan.sampler)
         denoise, sigmas = self.guided_denoiser(n, condition), self.sampling_sigmas(sampling)
-        if plan.method == "repaint":  # resolve let it through only for a degradation that keeps pixels
+        if plan.method == "repaint":  # resolve let it through only for a mask
             x = sample_repaint(denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback)
         else:
             start = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
