@@ -245,6 +245,17 @@ def class_captions(names: Sequence[str], labels: Sequence[int]) -> list[str]:
     return [fill_template(template, names[label]) for label in labels]
 
 
+def _keep_pooled(found: dict[str, torch.Tensor], level: str) -> Callable:
+    """A forward hook that keeps a module's output (the first element where it returns a tuple), averaged over
+    positions: [N, width]."""
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        activation = output[0] if isinstance(output, tuple) else output  # encoders return (h, skips)
+        found[level] = activation.float().mean(dim=(2, 3)).cpu()
+
+    return hook
+
+
 @register_model
 class DiffusionModel(Model):
     """x: [N, C, H, W] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma.
@@ -263,6 +274,7 @@ class DiffusionModel(Model):
             Capability.NOISE_LEVEL,
             Capability.DIFFUSION_BOUND,
             Capability.RESTORE,
+            Capability.NETWORK_FEATURES,
         }
     )
 
@@ -500,6 +512,33 @@ class DiffusionModel(Model):
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
         """What the sampler's space means as images: here the pixels themselves, clamped to [-1, 1]."""
         return x.clamp(-1, 1)
+
+    # --- the network's inner features ------------------------------------------------------------------------
+    @property
+    def feature_levels(self) -> tuple[str, ...]:
+        return tuple(self.denoiser.network.feature_modules())
+
+    @torch.no_grad()
+    def network_features(
+        self, images: torch.Tensor, sigma: float, levels: Sequence[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        modules = self.denoiser.network.feature_modules()
+        unknown = [level for level in levels if level not in modules]
+        if unknown or not levels:
+            offered = ", ".join(modules) or "none (this network exposes no levels)"
+            raise ConfigError(f"feature level {', '.join(unknown) or '(none given)'} is not one of {offered}")
+        if not sigma > 0:
+            raise ConfigError(f"the features are read at a noise level sigma > 0, got {sigma!r}; e.g. 0.5")
+        x = self.diffusion_input(images.to(self.device))
+        x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
+        found: dict[str, torch.Tensor] = {}
+        hooks = [modules[level].register_forward_hook(_keep_pooled(found, level)) for level in levels]
+        try:
+            self.denoiser(x, torch.tensor(float(sigma), device=x.device), **self.condition_inputs(len(x)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {level: found[level] for level in levels}
 
     # --- restoration ---------------------------------------------------------------------------------------
     @property

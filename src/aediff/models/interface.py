@@ -34,6 +34,9 @@ method, whatever the family:
 | RESTORE           | restore(y, operator, options, condition, generator,     | y = A x for a known degradation A      |
 |                   | callback), restore_methods                              | (aediff.diffusion.degradations) -> x,  |
 |                   |                                                         | keeping what y says of x               |
+| NETWORK_FEATURES  | network_features(images, sigma, levels, generator),     | the denoiser's activations at a level  |
+|                   | feature_levels                                          | (e.g. its bottleneck) for images noised|
+|                   |                                                         | to sigma, pooled per image: [N, width] |
 
 CLASS_CONDITION, TEXT_CONDITION and SAMPLE_CLASSES are declared by a diffusion model's config (its conditioning),
 so ``class_sampler`` is promised by no entry of ``METHODS``: an autoencoder always declares SAMPLE_CLASSES.
@@ -83,6 +86,7 @@ class Capability(str, enum.Enum):
     TEXT_CONDITION = "text-condition"
     SAMPLE_CLASSES = "sample-classes"
     RESTORE = "restore"
+    NETWORK_FEATURES = "network-features"
 
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
@@ -102,6 +106,7 @@ ABILITIES: dict[Capability, str] = {
         "or text)"
     ),
     Capability.RESTORE: "restore images under a known degradation (an autoencoder, or a pixel diffusion model)",
+    Capability.NETWORK_FEATURES: "give its denoising network's inner features of noisy images (a diffusion model)",
 }
 
 # A class sampler: labels [b] int64 (class indices of the data) and a generator -> images [b, C, H, W] in [-1, 1]
@@ -134,6 +139,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.DIFFUSION_BOUND: ("denoiser", "schedule"),
     Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
     Capability.RESTORE: ("restore", "restore_methods"),
+    Capability.NETWORK_FEATURES: ("network_features", "feature_levels"),
 }
 
 
@@ -276,6 +282,20 @@ class Model(nn.Module):
         and its settings (None: the model's default method); condition: a conditioned model's class or
         caption and guidance; callback: a diffusion method's steps, as ``sample``'s."""
         raise self._unsupported(Capability.RESTORE, "restore()")
+
+    # NETWORK_FEATURES
+    @property
+    def feature_levels(self) -> tuple[str, ...]:
+        """The levels ``network_features`` reads (e.g. "unet-mid", the bottleneck); empty when its network
+        exposes none."""
+        raise self._unsupported(Capability.NETWORK_FEATURES, "feature_levels")
+
+    def network_features(
+        self, images: torch.Tensor, sigma: float, levels: Sequence[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """{level: [N, width]}: the denoising network's activations at each level for ``images`` [N, C, H, W] in
+        [-1, 1] noised to ``sigma`` (fresh noise from ``generator``), averaged over positions, unconditioned."""
+        raise self._unsupported(Capability.NETWORK_FEATURES, "network_features()")
 
     # SAMPLE_CLASSES
     def class_sampler(self, train: Any) -> ClassSampler:
