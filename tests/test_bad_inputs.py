@@ -353,6 +353,12 @@ CASES = [
     Case("restore-jump-on-ddnm", RESTORE_DIFFUSION + " --mask half --jump-length 3", "RePaint's option"),
     Case("restore-steps-on-ae", RESTORE + " --mask half --steps 3", "runs no sampler"),
     Case("restore-class-on-ae", RESTORE + " --mask half --class 3", "draw a given class"),
+    # aediff encode --features: a diffusion model's inner features
+    Case("features-on-ae", "encode {ae} --features unet-mid --sigma 0.5 --out {tmp}/f.npz", "inner features"),
+    Case("features-unknown-level", "encode {diffusion} --features unet-top --sigma 0.5 --out {tmp}/f.npz", "unet-top"),
+    Case("features-without-sigma", "encode {diffusion} --features unet-mid --out {tmp}/f.npz", "--sigma"),
+    Case("features-sigma-zero", "encode {diffusion} --features unet-mid --sigma 0 --out {tmp}/f.npz", "sigma > 0"),
+    Case("sigma-without-features", "encode {ae} --sigma 0.5 --out {tmp}/f.npz", "--features"),
 ]
 
 

@@ -594,20 +594,44 @@ def sample(
 
 @app.command()
 def encode(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
+    run: Annotated[
+        Path,
+        typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE, or with --features a diffusion model"),
+    ],
     data: DataOpt = None,
     split: SplitOpt = "test",
+    features: Annotated[
+        str | None,
+        typer.Option(help="diffusion: the denoising network's features at this level (unet-mid, unet-encoder)"),
+    ] = None,
+    sigma: Annotated[
+        float | None, typer.Option(min=0.0, help="--features: the noise level the images are read at, e.g. 0.5")
+    ] = None,
+    seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help=".npz with `latents` and, when known, `labels`")] = Path("latents.npz"),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Encode a dataset split to latents (the posterior mean for a VAE)."""
+    """Encode a dataset split to latents (the posterior mean for a VAE), or with --features read a diffusion
+    model's inner features of the images noised to --sigma, pooled per image."""
     import numpy as np
 
     from aediff.evaluation import latent_codes
+    from aediff.evaluation.latents import network_codes
+    from aediff.models import Capability
 
     out = _writable_out(out, overwrite)
-    loaded, dataset = _latent_run(run, data, split, "aediff encode")
-    codes, labels = latent_codes(loaded.model, dataset, flatten=False)
+    if features is None and sigma is not None:
+        raise ConfigError("--sigma is the noise level of --features; give --features unet-mid (a diffusion run)")
+    if features is not None:
+        loaded = _load(run)
+        loaded.model.require(Capability.NETWORK_FEATURES, "aediff encode --features")
+        if sigma is None:
+            raise ConfigError("--features reads noised images: give their noise level, e.g. --sigma 0.5")
+        dataset = _dataset(loaded, data, split)
+        codes, labels = network_codes(loaded.model, dataset, features, sigma, seed=seed)
+    else:
+        loaded, dataset = _latent_run(run, data, split, "aediff encode")
+        codes, labels = latent_codes(loaded.model, dataset, flatten=False)
     arrays = {"latents": codes} if dataset.labels is None else {"latents": codes, "labels": labels}
     np.savez_compressed(out, **arrays)
     console.print(f"{len(codes)} latents of shape {codes.shape[1:]} -> {out}")

@@ -29,6 +29,28 @@ def _numpy(values: ArrayLike) -> np.ndarray:
 
 
 @torch.no_grad()
+def network_codes(
+    model: nn.Module,
+    dataset: Any,
+    level: str,
+    sigma: float,
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """As ``latent_codes``, for a diffusion model's inner features (Capability.NETWORK_FEATURES): the pooled
+    activations at ``level`` of ``limit`` images spread over ``dataset``, noised to ``sigma`` with noise from
+    ``seed``: (codes [N, width] float32, labels [N] int64, -1 where unknown)."""
+    model.eval()
+    generator = torch.Generator(model_device(model)).manual_seed(seed)
+    codes, labels = [], []
+    for batch in iterate_images(dataset, batch_size, model_device(model), limit):
+        x = batch["images"]
+        codes.append(model.network_features(x, sigma, [level], generator)[level])
+        labels.append(batch["labels"].cpu() if "labels" in batch else torch.full((len(x),), -1))
+    return torch.cat(codes).numpy(), torch.cat(labels).long().numpy()
+
+
 def latent_codes(
     model: nn.Module,
     dataset: Any,
