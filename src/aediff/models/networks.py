@@ -104,6 +104,7 @@ class DDPMPytorchUnet(nn.Module):
             got = height if height == width else f"{height}x{width}"
             raise ConfigError(f"{flag} with {len(config.channels)} stages needs images whose height and width are "
                               f"each a multiple of {factor}; got {got}: use fewer --widths")  # fmt: skip
+        self.config = config
         self.unet = Unet(dim=dim, dim_mults=tuple(w // dim for w in config.channels), channels=config.image_channels,
                          dropout=config.dropout)  # fmt: skip
 
