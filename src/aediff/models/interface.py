@@ -294,7 +294,8 @@ class Model(nn.Module):
         self, images: torch.Tensor, sigma: float, levels: Sequence[str], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """{level: [N, width]}: the denoising network's activations at each level for ``images`` [N, C, H, W] in
-        [-1, 1] noised to ``sigma`` (fresh noise from ``generator``), averaged over positions, unconditioned."""
+        [-1, 1] noised to ``sigma`` in the diffusion's own space (pixels; a latent diffusion model's scaled
+        latents) with fresh noise from ``generator``, averaged over positions, unconditioned."""
         raise self._unsupported(Capability.NETWORK_FEATURES, "network_features()")
 
     # SAMPLE_CLASSES
