@@ -38,6 +38,7 @@ CASES = [
     ("diffusion", RestoreOptions(sampler=QUICK)),
     ("diffusion", RestoreOptions(method="ddnm", sampler=SamplerOptions(sampler="heun", steps=3))),
     ("diffusion", RestoreOptions(method="repaint", sampler=QUICK, jump_length=2, jump_n_sample=2)),
+    ("diffusion", RestoreOptions(method="one-pass", sigma=0.5)),
 ]
 
 
@@ -80,8 +81,12 @@ def test_a_class_conditioned_model_restores_toward_the_class_it_is_given():
 
 
 REFUSED = [
-    ("diffusion", RestoreOptions(method="one-pass"), "restores with ddnm or repaint, not one-pass"),
+    ("diffusion", RestoreOptions(method="one-pass"), "give --sigma"),
+    ("ae", RestoreOptions(sigma=0.5), "has no noise level"),
+    ("diffusion", RestoreOptions(method="ddnm", sigma=0.5), "--sigma is the one-pass method's noise level"),
+    ("diffusion", RestoreOptions(method="one-pass", sigma=-1.0), "--sigma must be a noise level > 0"),
     ("ae", RestoreOptions(method="ddnm"), "ddnm needs a pixel diffusion model"),
+    ("ae", RestoreOptions(method="repaint"), "restores with one-pass, not repaint"),
     ("ae", RestoreOptions(method="inpaint"), "unknown restoration method 'inpaint'"),
     ("diffusion", RestoreOptions(method="ddnm", jump_length=5), "--jump-length is RePaint's option"),
     ("ae", RestoreOptions(sampler=QUICK), "runs no sampler"),

@@ -707,6 +707,9 @@ def restore(
     ] = None,
     jump_length: Annotated[int | None, typer.Option(min=1, help="repaint: levels per jump back up (10)")] = None,
     jump_n_sample: Annotated[int | None, typer.Option(min=1, help="repaint: resamplings per jump (10)")] = None,
+    sigma: Annotated[
+        float | None, typer.Option(help="one-pass on a diffusion model: the noise level it reads the filled image at")
+    ] = None,
     class_: Annotated[
         str | None, typer.Option("--class", help="class-conditioned diffusion: restore as this class")
     ] = None,
@@ -730,7 +733,7 @@ def restore(
     loaded = _load(run)
     model = loaded.model
     operator = parse_degradation(mask, upscale, images, model.image_shape, seed)
-    options = parse_restoration(model, operator, method, sampler, steps, jump_length, jump_n_sample)
+    options = parse_restoration(model, operator, method, sampler, steps, jump_length, jump_n_sample, sigma)
     labels, scale = parse_class(class_, model, "class"), parse_guidance(guidance, model)
     condition = Condition(class_labels=labels, guidance=scale) if labels is not None or scale is not None else None
     dataset = _dataset(loaded, data, split)

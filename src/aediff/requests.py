@@ -246,6 +246,7 @@ def parse_restoration(
     steps: Text = None,
     jump_length: int | None = None,
     jump_n_sample: int | None = None,
+    sigma: float | None = None,
 ) -> RestoreOptions:
     """The RestoreOptions asked for, checked now against the model and the degradation (a method it cannot
     run, another method's option, a sampler RePaint does not take): RequestError or CapabilityError."""
@@ -256,6 +257,7 @@ def parse_restoration(
         sampler=None if chosen == SamplerOptions() else chosen,
         jump_length=jump_length,
         jump_n_sample=jump_n_sample,
+        sigma=sigma,
     )
     plan = options.resolve(model.restore_methods, operator)
     if plan.method == "ddnm" and plan.sampler is not None:

@@ -18,6 +18,7 @@ model chooses the noise levels, the condition and guidance live inside the denoi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +129,7 @@ class RestorePlan:
     sampler: SamplerOptions | None  # ddnm: the sampler it walks; repaint: its steps; one-pass: None
     jump_length: int = REPAINT_JUMP_LENGTH
     jump_n_sample: int = REPAINT_JUMP_N_SAMPLE
+    sigma: float | None = None  # one-pass on a diffusion model: the noise level the filled image is read at
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,16 @@ class RestoreOptions:
     method: one of RESTORE_METHODS that the model offers (``model.restore_methods``, the first is its
     default); sampler: for ddnm the sampler, steps and its options, for repaint its steps only (RePaint walks
     its own ancestral steps); jump_length, jump_n_sample: RePaint's j and r (defaults 10 and 10, the paper's
-    and diffusers'). ``resolve`` refuses an option of another method rather than ignore it.
+    and diffusers'); sigma: a diffusion model's one pass, the noise level at which it reads the trivial fill
+    ``A^+ y`` noised to that level (one network evaluation; autoencoders take none). ``resolve`` refuses an
+    option of another method rather than ignore it.
     """
 
     method: str | None = None
     sampler: SamplerOptions | None = None
     jump_length: int | None = None
     jump_n_sample: int | None = None
+    sigma: float | None = None
 
     def resolve(self, offered: tuple[str, ...], operator: Degradation) -> RestorePlan:
         method = self.method if self.method is not None else offered[0]
@@ -159,9 +164,13 @@ class RestoreOptions:
             raise ConfigError(f"--{given[0].replace('_', '-')} is RePaint's option; method {method} does not take it")
         if method == "one-pass" and self.sampler is not None:
             raise ConfigError("a one-pass restoration runs no sampler; drop the sampler options or use --method ddnm")
+        if self.sigma is not None and method != "one-pass":
+            raise ConfigError(f"--sigma is the one-pass method's noise level; method {method} does not take it")
+        if self.sigma is not None and not (isinstance(self.sigma, int | float) and 0 < self.sigma < math.inf):
+            raise ConfigError(f"--sigma must be a noise level > 0, got {self.sigma!r}; e.g. 0.5")
         if method == "repaint":
             return self._repaint_plan(operator)
-        return RestorePlan(method, self.sampler if method == "ddnm" else None)
+        return RestorePlan(method, self.sampler if method == "ddnm" else None, sigma=self.sigma)
 
     def _repaint_plan(self, operator: Degradation) -> RestorePlan:
         if operator.kind != "mask":
@@ -187,5 +196,5 @@ class RestoreOptions:
 _WHO_RUNS = {
     "ddnm": "a pixel diffusion model",
     "repaint": "a pixel diffusion model",
-    "one-pass": "an autoencoder (AE, VAE or DAE)",
+    "one-pass": "an autoencoder (AE, VAE or DAE) or a pixel diffusion model",
 }

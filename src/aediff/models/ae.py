@@ -207,7 +207,8 @@ class Autoencoder(Model):
         """One pass: the reconstruction of ``A^+ y`` (holes at zero, mid-grey: what a masking DAE was trained
         on; a low-resolution image upsampled by copying), then its range-space part replaced by y's."""
         check_no_sampling_choices(self, condition, None)
-        (options or RestoreOptions()).resolve(self.restore_methods, operator)
+        if (options or RestoreOptions()).resolve(self.restore_methods, operator).sigma is not None:
+            raise ConfigError(f"a {self.family!r} model's one pass has no noise level; drop --sigma")
         operator.check((len(y), *self.image_shape))
         y = y.to(self.device)
         return operator.project(self.reconstruct(operator.pseudo_inverse(y)), y).clamp(-1, 1)

@@ -543,7 +543,7 @@ class DiffusionModel(Model):
     # --- restoration ---------------------------------------------------------------------------------------
     @property
     def restore_methods(self) -> tuple[str, ...]:
-        return ("ddnm", "repaint")
+        return ("ddnm", "repaint", "one-pass")
 
     @torch.no_grad()
     def restore(
@@ -555,15 +555,22 @@ class DiffusionModel(Model):
         generator: torch.Generator | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
-        """DDNM (any sampler, any degradation) or RePaint (masks), both in pixel space; see
-        ``aediff.diffusion.restoration``. The condition and its guidance steer the denoiser as in ``sample``."""
+        """DDNM (any sampler, any degradation), RePaint (masks), or one pass of the denoiser on the trivial fill
+        ``A^+ y`` noised to ``options.sigma``; all in pixel space, see ``aediff.diffusion.restoration``. The
+        condition and its guidance steer the denoiser as in ``sample``."""
         plan = (options or RestoreOptions()).resolve(self.restore_methods, operator)
         n = len(y)
         operator.check((n, *self.image_shape))
         y = y.to(self.device)
         sampling = self.sampler_plan(plan.sampler)
         denoise, sigmas = self.guided_denoiser(n, condition), self.sampling_sigmas(sampling)
-        if plan.method == "repaint":  # resolve let it through only for a mask
+        if plan.method == "one-pass":
+            if plan.sigma is None:
+                raise ConfigError("a diffusion model's one pass reads the filled image at a noise level: give --sigma")
+            filled = operator.pseudo_inverse(y)
+            noisy = filled + plan.sigma * torch.randn(filled.shape, device=self.device, generator=generator)
+            x = denoise(noisy, torch.tensor(plan.sigma, device=self.device).expand(n))
+        elif plan.method == "repaint":  # resolve let it through only for a mask
             x = sample_repaint(denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback)
         else:
             start = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
