@@ -113,6 +113,27 @@ def test_a_degradation_that_cannot_apply_is_refused_naming_the_fix(make, message
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "spec,message",
+    [("box:x", "box:SIDE takes a whole number"), ("half:2", "half takes no value"), ("circle:3", "unknown degradation"),
+     ("random:lots", "random:RATE takes the fraction"), ("upscale:1.5", "upscale:FACTOR takes a whole number")],
+)  # fmt: skip
+def test_a_bad_spec_is_refused_naming_the_form(spec, message):
+    from aediff.diffusion.degradations import degradation_from_spec
+
+    with pytest.raises(ConfigError, match=message):
+        degradation_from_spec(spec, 1, (8, 8))
+
+
+def test_every_spec_form_builds_its_degradation():
+    from aediff.diffusion.degradations import degradation_from_spec
+
+    built = {spec: degradation_from_spec(spec, 2, (8, 8), seeded()) for spec in
+             ("box:3", "random:0.5", "half", "lines:2", "upscale:2")}  # fmt: skip
+    assert [b.describe() for b in built.values()] == ["box 3", "random 0.5", "half", "lines 2", "2x super-resolution"]
+    assert [b.kind for b in built.values()] == ["mask"] * 4 + ["downsample"]
+
+
 def test_a_valid_degradation_passes_its_check():
     box_mask(3, (8, 8), 2).check((3, 1, 8, 8))
     box_mask(1, (8, 8), 2).check((5, 3, 8, 8))

@@ -25,15 +25,7 @@ import torch
 
 from aediff.config import MAX_SAMPLING_STEPS
 from aediff.data.files import IMAGE_EXTENSIONS
-from aediff.diffusion.degradations import (
-    Degradation,
-    Downsample,
-    Mask,
-    box_mask,
-    half_mask,
-    line_mask,
-    random_mask,
-)
+from aediff.diffusion.degradations import Degradation, Downsample, Mask, degradation_from_spec
 from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
@@ -168,6 +160,7 @@ def parse_sampling(
 # --- restoration --------------------------------------------------------------------------------------------
 
 MASK_FORMS = "box:SIDE, random:RATE, half, lines:N or a mask image (white = the pixels to fill)"
+MASK_KINDS = ("box", "random", "half", "lines")
 
 
 def parse_degradation(
@@ -187,15 +180,9 @@ def parse_degradation(
 
 
 def _mask(spec: str, n: int, size: tuple[int, int], generator: torch.Generator) -> Mask:
-    kind, _, arg = spec.partition(":")
-    if kind == "box":
-        return box_mask(n, size, _whole(arg, "box:SIDE", "box:10"), generator)
-    if kind == "random":
-        return random_mask(n, size, _fraction(arg), generator)
-    if kind == "lines":
-        return line_mask(n, size, _whole(arg, "lines:N", "lines:3"), generator)
-    if kind == "half" and not arg:
-        return half_mask(n, size, generator)
+    kind = spec.partition(":")[0]
+    if kind in MASK_KINDS:
+        return degradation_from_spec(spec, n, size, generator)
     if Path(spec).suffix.lower() in IMAGE_EXTENSIONS or Path(spec).is_file():
         return mask_from_image(Path(spec), size)
     raise RequestError(f"unknown mask {spec!r}: use {MASK_FORMS}")
@@ -206,15 +193,6 @@ def _whole(value: Text, what: str, example: str) -> int:
     if not text.isdigit():
         raise RequestError(f"{what} takes a whole number, got {text!r}; e.g. {example}")
     return int(text)
-
-
-def _fraction(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise RequestError(
-            f"random:RATE takes the fraction of pixels to hide, got {value!r}; e.g. random:0.5"
-        ) from None
 
 
 def mask_from_image(path: Path, size: tuple[int, int]) -> Mask:

@@ -217,3 +217,41 @@ def line_mask(n: int, size: tuple[int, int], lines: int, generator: torch.Genera
             xs = ((x0 + (x1 - x0) * steps) * (w - 1)).round().long()
             keep[i, 0, ys, xs] = False
     return Mask(keep, f"lines {lines}")
+
+
+# --- from a spec ---------------------------------------------------------------------------------------------
+
+SPEC_FORMS = "box:SIDE, random:RATE, half, lines:N or upscale:FACTOR"
+
+
+def degradation_from_spec(spec: str, n: int, size: tuple[int, int], generator: torch.Generator | None = None):
+    """``"box:10"``, ``"random:0.5"``, ``"half"``, ``"lines:3"``, ``"upscale:2"`` -> the degradation of n images of
+    ``size`` (H, W), masks drawn from ``generator``: how configs and benchmarks name one (``aediff restore``'s
+    ``--mask`` takes the mask forms, and a mask image; ``--upscale`` the factor)."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind == "box":
+        return box_mask(n, size, _whole(arg, "box:SIDE", "box:10"), generator)
+    if kind == "random":
+        return random_mask(n, size, _fraction(arg), generator)
+    if kind == "lines":
+        return line_mask(n, size, _whole(arg, "lines:N", "lines:3"), generator)
+    if kind == "half":
+        if arg:
+            raise ConfigError(f"half takes no value (it hides half of each image), got {spec!r}; use half")
+        return half_mask(n, size, generator)
+    if kind == "upscale":
+        return Downsample(_whole(arg, "upscale:FACTOR", "upscale:2"))
+    raise ConfigError(f"unknown degradation {spec!r}: use {SPEC_FORMS}")
+
+
+def _whole(text: str, what: str, example: str) -> int:
+    if not text.strip().isdigit():
+        raise ConfigError(f"{what} takes a whole number, got {text.strip()!r}; e.g. {example}")
+    return int(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"random:RATE takes the fraction of pixels to hide, got {text!r}; e.g. random:0.5") from None
