@@ -65,3 +65,37 @@ def test_region_psnr_scores_the_region_alone():
     assert torch.isinf(region_psnr(x, y, ~top)).all()
     with pytest.raises(ConfigError, match="region is empty"):
         region_psnr(x, y, torch.zeros(1, 1, 4, 4, dtype=torch.bool))
+
+
+def test_the_protocol_scores_every_method_and_control_on_the_same_holes():
+    from aediff.diffusion.restoration import RestoreOptions
+    from aediff.diffusion.samplers import SamplerOptions
+    from aediff.evaluation.restoration import control_rows, restoration_rows
+    from aediff.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("diffusion", {"image_size": 16, "channels": (8, 16), "attention_resolutions": (4,),
+                                      "embedding_dim": 16}).eval()  # fmt: skip
+    x = ramp()
+    methods = [RestoreOptions(sampler=SamplerOptions(steps=3)),
+               RestoreOptions(method="repaint", sampler=SamplerOptions(steps=4), jump_length=2, jump_n_sample=2),
+               RestoreOptions(method="one-pass", sigma=0.5)]  # fmt: skip
+    rows = restoration_rows(model, x, ["box:6", "upscale:2"], methods[:1], seed=3)
+    rows += restoration_rows(model, x, ["box:6"], methods[1:], seed=3)
+    controls = control_rows(x, ["box:6", "upscale:2"], seed=3)
+    assert [(r.degradation, r.method) for r in rows] == [
+        ("box 6", "ddnm"),
+        ("2x super-resolution", "ddnm"),
+        ("box 6", "repaint"),
+        ("box 6", "one-pass"),
+    ]
+    assert [(r.degradation, r.method) for r in controls] == [
+        ("box 6", "mean fill"), ("box 6", "biharmonic"), ("2x super-resolution", "nearest"),
+        ("2x super-resolution", "bicubic")]  # fmt: skip
+    # repaint, 4 steps, j = 2, r = 2: one jump point (level 0), one extra pass of 2 levels
+    assert [r.network_evaluations for r in rows] == [3, 3, 4 + 2, 1] and controls[0].network_evaluations == 0
+    box = [r for r in rows + controls if r.degradation == "box 6"]
+    assert len({r.missing_fraction for r in box}) == 1  # the same holes for every method and control
+    assert rows[1].missing_fraction == 1.0 and all(r.num_images == 2 for r in rows + controls)
+    biharmonic = next(r for r in controls if r.method == "biharmonic")
+    assert biharmonic.psnr > 40 and 0.99 < biharmonic.ssim <= 1 and biharmonic.per_image.psnr.shape == (2,)

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aediff.diffusion.degradations import Degradation
-from aediff.diffusion.restoration import RestoreOptions
+from aediff.diffusion.degradations import Degradation, degradation_from_spec
+from aediff.diffusion.restoration import RestoreOptions, RestorePlan, repaint_evaluations
 from aediff.errors import ConfigError
-from aediff.metrics import region_psnr
+from aediff.evaluation.results import ImageScores, RestorationRow
+from aediff.metrics import region_psnr, ssim
 from aediff.models import Condition, Model
 
 
@@ -142,3 +143,75 @@ def classical_restore(name: str, y: torch.Tensor, operator: Degradation) -> torc
             f"{name!r} is not a control for {operator.describe()}; use {', '.join(classical_controls(operator))}"
         )
     return operator.project(CLASSICAL[name][1](y, operator), y).clamp(-1, 1)
+
+
+# --- the protocol: every method and control on the same degraded images ----------------------------------------
+
+
+def network_evaluations(model: Model, plan: RestorePlan) -> int:
+    """Network evaluations per restored image of ``plan`` on ``model`` (without guidance's doubling)."""
+    if plan.method == "one-pass":
+        return 1
+    sampling = model.sampler_plan(plan.sampler)  # ddnm and repaint run on a diffusion model's sampler plan
+    if plan.method == "repaint":
+        return repaint_evaluations(sampling.steps, plan.jump_length, plan.jump_n_sample)
+    return sampling.evaluations
+
+
+def restoration_scores(restored: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor) -> ImageScores:
+    """Per-image MSE and PSNR on the missing pixels (a perfect fill capped at 100 dB) and SSIM of the whole
+    images ([0, 1] convention): [N] each."""
+    psnr = region_psnr(restored, truth, missing).clamp(max=100.0)
+    mse = 4.0 / 10 ** (psnr / 10)  # from the capped PSNR, range 2: the region's mean squared error
+    unit = lambda x: ((x + 1) / 2).clamp(0, 1)  # noqa: E731
+    window = min(11, *truth.shape[2:]) // 2 * 2 + 1  # odd, no larger than the image
+    similarity = ssim(unit(restored), unit(truth), window_size=window)
+    return ImageScores(*(v.double().cpu().numpy() for v in (mse, psnr, similarity)))
+
+
+def restoration_row(
+    x: torch.Tensor, operator: Degradation, method: str, restore: Any, evaluations: int
+) -> RestorationRow:
+    """Run ``restore`` (y -> restored images) on ``operator.forward(x)``, time it and score it."""
+    y = operator.forward(x)
+    started = time.perf_counter()
+    restored = restore(y)
+    seconds = (time.perf_counter() - started) / len(x)
+    missing = operator.missing(x)
+    scores = restoration_scores(restored.to(x.device), x, missing)
+    return RestorationRow(
+        operator.describe(), operator.kind, method, float(missing.float().mean()),
+        *_mean_se(scores.psnr), *_mean_se(scores.ssim), evaluations, seconds, len(x), scores,
+    )  # fmt: skip
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def restoration_rows(
+    model: Model, x: torch.Tensor, specs: list[str], methods: list[RestoreOptions], seed: int = 0
+) -> list[RestorationRow]:
+    """Each of ``methods`` on each degradation of ``specs`` (``degradation_from_spec``: masks drawn from
+    ``seed``, the same for every method and control) of the images x [N, C, H, W]; the restorations are seeded
+    with ``seed`` too."""
+    rows = []
+    for spec in specs:
+        operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(seed))
+        for options in methods:
+            plan = options.resolve(model.restore_methods, operator)
+            generator = torch.Generator(model.device).manual_seed(seed)
+            run = lambda y, a=operator, o=options, g=generator: model.restore(y, a, o, generator=g)  # noqa: E731
+            rows.append(restoration_row(x, operator, plan.method, run, network_evaluations(model, plan)))
+    return rows
+
+
+def control_rows(x: torch.Tensor, specs: list[str], seed: int = 0) -> list[RestorationRow]:
+    """The classical controls of each degradation of ``specs``, on the same images and masks."""
+    rows = []
+    for spec in specs:
+        operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(seed))
+        for name in classical_controls(operator):
+            run = lambda y, n=name, a=operator: classical_restore(n, y, a)  # noqa: E731
+            rows.append(restoration_row(x, operator, name, run, 0))
+    return rows
