@@ -136,6 +136,17 @@ def _npy_as_npz(run: Path, tmp: Path) -> None:
     (tmp / "arr.npy").rename(tmp / "arr.npz")
 
 
+def _mask_png(name: str, pixels: np.ndarray) -> Callable[[Path, Path], None]:
+    """A mask image (uint8 grey, white = fill) written into the case's folder."""
+
+    def make(run: Path, tmp: Path) -> None:
+        from PIL import Image
+
+        Image.fromarray(pixels.astype(np.uint8)).save(tmp / name)
+
+    return make
+
+
 def _folder_with_metadata(entry: str, encoding: str = "utf-8") -> Callable[[Path, Path], None]:
     def make(run: Path, tmp: Path) -> None:
         from PIL import Image
@@ -153,6 +164,8 @@ def _folder_with_metadata(entry: str, encoding: str = "utf-8") -> Callable[[Path
 
 
 TRAIN = "train ae --data digits --max-steps 2 --out {tmp}/new"
+RESTORE = "restore {ae} --out {tmp}/r.png"
+RESTORE_DIFFUSION = "restore {diffusion} --out {tmp}/r.png"
 CASES = [
     # usage mistakes: Typer's usage box, exit 2
     Case("no-command", "", "usage", 2),
@@ -303,6 +316,50 @@ CASES = [
         "metadata.jsonl",
         setup=_folder_with_metadata("0.png", encoding="latin-1"),
     ),
+    # aediff restore: the degradation, the method and its options
+    Case("restore-images-zero", RESTORE + " --mask half --images 0", "--images", 2),
+    Case("restore-nothing-asked", RESTORE, "--mask"),
+    Case("restore-mask-and-upscale", RESTORE + " --mask half --upscale 2", "one of them"),
+    Case("restore-unknown-mask", RESTORE + " --mask circle:3", "unknown mask"),
+    Case("restore-box-too-big", RESTORE + " --mask box:8", "does not fit"),
+    Case("restore-box-not-whole", RESTORE + " --mask box:2.5", "whole number"),
+    Case("restore-random-rate", RESTORE + " --mask random:1.5", "fraction in (0, 1)"),
+    Case("restore-upscale-3", RESTORE + " --upscale 3", "does not divide"),
+    Case("restore-upscale-1", RESTORE + " --upscale 1", "whole number >= 2"),
+    Case("restore-mask-missing", RESTORE + " --mask {tmp}/nope.png", "does not exist"),
+    Case("restore-mask-not-image", RESTORE + " --mask {tmp}/m.png", "not an image", setup=_file("m.png", b"text")),
+    Case(
+        "restore-mask-other-size",
+        RESTORE + " --mask {tmp}/m.png",
+        "is 5x5 but the images are 8x8",
+        setup=_mask_png("m.png", np.full((5, 5), 255)),
+    ),
+    Case(
+        "restore-mask-hides-nothing",
+        RESTORE + " --mask {tmp}/m.png",
+        "hides no pixel",
+        setup=_mask_png("m.png", np.zeros((8, 8))),
+    ),
+    Case(
+        "restore-mask-hides-everything",
+        RESTORE + " --mask {tmp}/m.png",
+        "hides every pixel",
+        setup=_mask_png("m.png", np.full((8, 8), 255)),
+    ),
+    Case("restore-ddnm-on-ae", RESTORE + " --mask half --method ddnm", "pixel diffusion model"),
+    Case("restore-one-pass-without-sigma", RESTORE_DIFFUSION + " --mask half --method one-pass", "--sigma"),
+    Case("restore-sigma-on-ae", RESTORE + " --mask half --sigma 0.5", "no noise level"),
+    Case("restore-unknown-method", RESTORE + " --mask half --method inpaint", "unknown restoration method"),
+    Case("restore-repaint-upscale", RESTORE_DIFFUSION + " --upscale 2 --method repaint", "RePaint fills masked"),
+    Case("restore-jump-on-ddnm", RESTORE_DIFFUSION + " --mask half --jump-length 3", "RePaint's option"),
+    Case("restore-steps-on-ae", RESTORE + " --mask half --steps 3", "runs no sampler"),
+    Case("restore-class-on-ae", RESTORE + " --mask half --class 3", "draw a given class"),
+    # aediff encode --features: a diffusion model's inner features
+    Case("features-on-ae", "encode {ae} --features unet-mid --sigma 0.5 --out {tmp}/f.npz", "inner features"),
+    Case("features-unknown-level", "encode {diffusion} --features unet-top --sigma 0.5 --out {tmp}/f.npz", "unet-top"),
+    Case("features-without-sigma", "encode {diffusion} --features unet-mid --out {tmp}/f.npz", "--sigma"),
+    Case("features-sigma-zero", "encode {diffusion} --features unet-mid --sigma 0 --out {tmp}/f.npz", "sigma > 0"),
+    Case("sigma-without-features", "encode {ae} --sigma 0.5 --out {tmp}/f.npz", "--features"),
 ]
 
 

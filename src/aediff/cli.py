@@ -594,20 +594,44 @@ def sample(
 
 @app.command()
 def encode(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
+    run: Annotated[
+        Path,
+        typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE, or with --features a diffusion model"),
+    ],
     data: DataOpt = None,
     split: SplitOpt = "test",
+    features: Annotated[
+        str | None,
+        typer.Option(help="diffusion: the denoising network's features at this level (unet-mid, unet-encoder)"),
+    ] = None,
+    sigma: Annotated[
+        float | None, typer.Option(min=0.0, help="--features: the noise level the images are read at, e.g. 0.5")
+    ] = None,
+    seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help=".npz with `latents` and, when known, `labels`")] = Path("latents.npz"),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Encode a dataset split to latents (the posterior mean for a VAE)."""
+    """Encode a dataset split to latents (the posterior mean for a VAE), or with --features read a diffusion
+    model's inner features of the images noised to --sigma, pooled per image."""
     import numpy as np
 
     from aediff.evaluation import latent_codes
+    from aediff.evaluation.latents import network_codes
+    from aediff.models import Capability
 
     out = _writable_out(out, overwrite)
-    loaded, dataset = _latent_run(run, data, split, "aediff encode")
-    codes, labels = latent_codes(loaded.model, dataset, flatten=False)
+    if features is None and sigma is not None:
+        raise ConfigError("--sigma is the noise level of --features; give --features unet-mid (a diffusion run)")
+    if features is not None:
+        loaded = _load(run)
+        loaded.model.require(Capability.NETWORK_FEATURES, "aediff encode --features")
+        if sigma is None:
+            raise ConfigError("--features reads noised images: give their noise level, e.g. --sigma 0.5")
+        dataset = _dataset(loaded, data, split)
+        codes, labels = network_codes(loaded.model, dataset, features, sigma, seed=seed)
+    else:
+        loaded, dataset = _latent_run(run, data, split, "aediff encode")
+        codes, labels = latent_codes(loaded.model, dataset, flatten=False)
     arrays = {"latents": codes} if dataset.labels is None else {"latents": codes, "labels": labels}
     np.savez_compressed(out, **arrays)
     console.print(f"{len(codes)} latents of shape {codes.shape[1:]} -> {out}")
@@ -664,6 +688,60 @@ def denoise(
         f"denoising {corruption.spec} on {dataset.name}:{split} (grid: {out})",
         denoising_metrics(model, dataset, corruption, seed, steps=steps),
     )
+
+
+@app.command()
+def restore(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE, DAE or pixel diffusion model")],
+    mask: Annotated[
+        str | None,
+        typer.Option(help="box:SIDE, random:RATE, half, lines:N, or a PNG of the images' size (white = fill)"),
+    ] = None,
+    upscale: Annotated[str | None, typer.Option(help="super-resolution: the factor, e.g. 2 or 4")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="ddnm or repaint (diffusion), one-pass (autoencoders); default: the model's")
+    ] = None,
+    sampler: Annotated[SamplerName | None, typer.Option(help="ddnm: the sampler (default: the run's)")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="ddnm, repaint: steps (default: the run's)")
+    ] = None,
+    jump_length: Annotated[int | None, typer.Option(min=1, help="repaint: levels per jump back up (10)")] = None,
+    jump_n_sample: Annotated[int | None, typer.Option(min=1, help="repaint: resamplings per jump (10)")] = None,
+    sigma: Annotated[
+        float | None, typer.Option(help="one-pass on a diffusion model: the noise level it reads the filled image at")
+    ] = None,
+    class_: Annotated[
+        str | None, typer.Option("--class", help="class-conditioned diffusion: restore as this class")
+    ] = None,
+    guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale with --class")] = None,
+    samples: Annotated[int, typer.Option(min=1, max=64, help="restorations per image (stochastic methods)")] = 1,
+    data: DataOpt = None,
+    split: SplitOpt = "test",
+    images: Annotated[int, typer.Option(min=1, max=256, help="test images to degrade and restore")] = 8,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="PNG grid: originals, degraded, restored rows")] = Path("restored.png"),
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Degrade test images with a known mask or downsampling, restore them; write a grid and print the PSNR
+    on the missing pixels (every pixel for super-resolution) against the trivial fill."""
+    from aediff.data import save_image_grid
+    from aediff.evaluation.restoration import restore_images
+    from aediff.models import Condition
+    from aediff.requests import parse_class, parse_degradation, parse_guidance, parse_restoration
+
+    out = _writable_out(out, overwrite)
+    loaded = _load(run)
+    model = loaded.model
+    operator = parse_degradation(mask, upscale, images, model.image_shape, seed)
+    options = parse_restoration(model, operator, method, sampler, steps, jump_length, jump_n_sample, sigma)
+    labels, scale = parse_class(class_, model, "class"), parse_guidance(guidance, model)
+    condition = Condition(class_labels=labels, guidance=scale) if labels is not None or scale is not None else None
+    dataset = _dataset(loaded, data, split)
+    if len(dataset) < images:
+        raise ConfigError(f"{dataset.name}:{split} has {len(dataset)} images; ask for --images {len(dataset)} or fewer")
+    result = restore_images(model, dataset, operator, options, condition, images, samples, seed)
+    save_image_grid(result.grid(), out, nrow=images)
+    _print_json(f"restoring {operator.describe()} on {dataset.name}:{split} (grid: {out})", result.summary())
 
 
 @app.command("eval-nll")

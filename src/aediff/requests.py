@@ -1,4 +1,5 @@
-"""One parser from what a user asks for to what a model takes: a ``Condition`` and ``SamplerOptions``.
+"""One parser from what a user asks for to what a model takes: a ``Condition``, ``SamplerOptions`` and, for
+restoration, a ``Degradation``.
 
 The command line (``aediff sample``) and the web page's Generate tab both call ``parse_sampling``, so every
 value is checked once, against one declared range, with one message: the same bad value gets the same words
@@ -17,10 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from aediff.config import MAX_SAMPLING_STEPS
+from aediff.data.files import IMAGE_EXTENSIONS
+from aediff.diffusion.degradations import Degradation, Downsample, Mask, degradation_from_spec
+from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
 from aediff.models import Capability, Condition, Model
@@ -149,3 +155,89 @@ def parse_sampling(
     wanted = bool(condition.needs) or condition.guidance is not None
     options = parse_sampler_options(model, sampler, steps, eta, s_churn)
     return SamplingRequest(condition if wanted else None, options)
+
+
+# --- restoration --------------------------------------------------------------------------------------------
+
+MASK_FORMS = "box:SIDE, random:RATE, half, lines:N or a mask image (white = the pixels to fill)"
+MASK_KINDS = ("box", "random", "half", "lines")
+
+
+def parse_degradation(
+    mask: Text, upscale: Text, n: int, image_shape: tuple[int, int, int], seed: int = 0
+) -> Degradation:
+    """What ``aediff restore --mask`` / ``--upscale`` asks for (exactly one), for n images of ``image_shape``
+    (C, H, W), checked to fit them; masks are drawn from ``seed`` so every method sees the same holes."""
+    if _given(mask) == _given(upscale):
+        raise RequestError(f"give --mask ({MASK_FORMS}) or --upscale (2, 4, ...): one of them")
+    if _given(upscale):
+        factor = _whole(upscale, "--upscale", "2 or 4")
+        operator: Degradation = Downsample(factor)
+    else:
+        operator = _mask(str(mask).strip(), n, image_shape[1:], torch.Generator().manual_seed(seed))
+    operator.check((n, *image_shape))
+    return operator
+
+
+def _mask(spec: str, n: int, size: tuple[int, int], generator: torch.Generator) -> Mask:
+    kind = spec.partition(":")[0]
+    if kind in MASK_KINDS:
+        return degradation_from_spec(spec, n, size, generator)
+    if Path(spec).suffix.lower() in IMAGE_EXTENSIONS or Path(spec).is_file():
+        return mask_from_image(Path(spec), size)
+    raise RequestError(f"unknown mask {spec!r}: use {MASK_FORMS}")
+
+
+def _whole(value: Text, what: str, example: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit():
+        raise RequestError(f"{what} takes a whole number, got {text!r}; e.g. {example}")
+    return int(text)
+
+
+def mask_from_image(path: Path, size: tuple[int, int]) -> Mask:
+    """A mask drawn by a user: an image of ``size`` (H, W) whose white pixels (above mid-grey) are the ones
+    to fill; the same mask for every image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise RequestError(f"mask image {path} does not exist; give a PNG of the images' size, or e.g. box:10")
+    try:
+        with Image.open(path) as image:
+            grey = np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RequestError(f"{path} is not an image ({exc.__class__.__name__}); give a PNG mask") from None
+    if grey.shape != tuple(size):
+        raise RequestError(
+            f"the mask image {path} is {grey.shape[0]}x{grey.shape[1]} but the images are {size[0]}x{size[1]}; "
+            "draw the mask at the images' size"
+        )
+    keep = torch.from_numpy(grey < 128)[None, None]
+    return Mask(keep, f"mask {path.name}")
+
+
+def parse_restoration(
+    model: Model,
+    operator: Degradation,
+    method: Text = None,
+    sampler: Text = None,
+    steps: Text = None,
+    jump_length: int | None = None,
+    jump_n_sample: int | None = None,
+    sigma: float | None = None,
+) -> RestoreOptions:
+    """The RestoreOptions asked for, checked now against the model and the degradation (a method it cannot
+    run, another method's option, a sampler RePaint does not take): RequestError or CapabilityError."""
+    model.require(Capability.RESTORE, "restoration")
+    chosen = SamplerOptions(sampler=str(sampler).strip() if _given(sampler) else None, steps=parse_steps(steps))
+    options = RestoreOptions(
+        method=str(method).strip() if _given(method) else None,
+        sampler=None if chosen == SamplerOptions() else chosen,
+        jump_length=jump_length,
+        jump_n_sample=jump_n_sample,
+        sigma=sigma,
+    )
+    plan = options.resolve(model.restore_methods, operator)
+    if plan.method == "ddnm" and plan.sampler is not None:
+        model.sampler_plan(plan.sampler)  # type: ignore[attr-defined]  # ddnm runs on a diffusion sampler
+    return options

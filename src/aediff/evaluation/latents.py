@@ -18,7 +18,7 @@ from torch import nn
 
 from aediff.errors import ConfigError
 from aediff.evaluation.protocols import iterate_images, model_device, spread_indices
-from aediff.evaluation.results import LatentHits, LatentProbes
+from aediff.evaluation.results import LatentHits, LatentProbes, NetworkFeatureProbes
 from aediff.models.corruptions import Corruption
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -29,6 +29,28 @@ def _numpy(values: ArrayLike) -> np.ndarray:
 
 
 @torch.no_grad()
+def network_codes(
+    model: nn.Module,
+    dataset: Any,
+    level: str,
+    sigma: float,
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """As ``latent_codes``, for a diffusion model's inner features (Capability.NETWORK_FEATURES): the pooled
+    activations at ``level`` of ``limit`` images spread over ``dataset``, noised to ``sigma`` with noise from
+    ``seed``: (codes [N, width] float32, labels [N] int64, -1 where unknown)."""
+    model.eval()
+    generator = torch.Generator(model_device(model)).manual_seed(seed)
+    codes, labels = [], []
+    for batch in iterate_images(dataset, batch_size, model_device(model), limit):
+        x = batch["images"]
+        codes.append(model.network_features(x, sigma, [level], generator)[level])
+        labels.append(batch["labels"].cpu() if "labels" in batch else torch.full((len(x),), -1))
+    return torch.cat(codes).numpy(), torch.cat(labels).long().numpy()
+
+
 def latent_codes(
     model: nn.Module,
     dataset: Any,
@@ -181,6 +203,65 @@ def latent_space_metrics(
         num_test=len(test_codes),
         per_image=LatentHits(knn, noisy) if keep_per_image else None,
     )
+
+
+#: Noise levels tried for a diffusion model's features (chosen per model on a validation split): from barely
+#: noisy to about the data's own scale, where the denoiser has to know the class to do its job.
+FEATURE_SIGMAS = (0.1, 0.25, 0.5, 1.0, 2.0)
+VALIDATION_EVERY = 5  # every fifth training image is held out to choose sigma
+
+
+def network_feature_probes(
+    model: nn.Module,
+    train: Any,
+    test: Any,
+    level: str = "unet-mid",
+    sigmas: tuple[float, ...] = FEATURE_SIGMAS,
+    limit: int = 2000,
+    seed: int = 0,
+) -> NetworkFeatureProbes:
+    """How much of the label a diffusion model's inner features carry (both splits need labels): sigma is
+    chosen by k-NN accuracy on every ``VALIDATION_EVERY``-th of ``limit`` training images (fitted on the
+    rest), then the probes are fitted on all of them and scored on ``limit`` test images; the same for the
+    network untrained (same config, initialised from ``seed``) at the chosen sigma."""
+
+    def codes(net: nn.Module, split: Any, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        found, labels = network_codes(net, split, level, sigma, limit, seed)
+        if (labels < 0).any():
+            raise ConfigError("feature probes need labelled data (e.g. digits or mnist5k)")
+        return found, labels
+
+    held = np.zeros(min(limit, len(train)), dtype=bool)
+    held[::VALIDATION_EVERY] = True
+    validation = {}
+    for sigma in sigmas:
+        found, labels = codes(model, train, sigma)
+        validation[f"{sigma:g}"] = knn_accuracy(found[~held], labels[~held], found[held], labels[held])
+    best = max(sigmas, key=lambda s: validation[f"{s:g}"])  # ties: the first, the least noisy
+    train_codes, train_labels = codes(model, train, best)
+    test_codes, test_labels = codes(model, test, best)
+    knn = knn_correct(train_codes, train_labels, test_codes, test_labels)
+    probe = linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, seed)
+    untrained = _untrained(model, seed)
+    blank_train, _ = codes(untrained, train, best)
+    blank_test, _ = codes(untrained, test, best)
+    blank = knn_correct(blank_train, train_labels, blank_test, test_labels)
+    return NetworkFeatureProbes(
+        level, best, validation, float(knn.mean()), probe, float(blank.mean()), int(train_codes.shape[1]),
+        len(train_codes), len(test_codes), knn, blank,
+    )  # fmt: skip
+
+
+def _untrained(model: nn.Module, seed: int) -> nn.Module:
+    """The model with its denoising network built anew from the same config, initialised from ``seed`` and
+    never trained (a latent diffusion model keeps its trained autoencoder: only the network is the control)."""
+    import copy
+
+    untrained = copy.deepcopy(model)
+    network = model.denoiser.network
+    torch.manual_seed(seed)
+    untrained.denoiser.network = type(network)(copy.deepcopy(network.config)).to(model_device(model))
+    return untrained.eval()
 
 
 RAW_PIXELS = "raw pixels"  # knn_controls' name of the raw-pixel control

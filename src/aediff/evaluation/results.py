@@ -354,6 +354,48 @@ class LatentProbes:
 
 
 @dataclass
+class RestorationRow:
+    """One method on one degradation of the same test images (``aediff.evaluation.restoration``): PSNR (dB) on
+    the missing pixels (every pixel for super-resolution; a perfect fill counts as 100 dB) and SSIM of the whole
+    restored image (on [0, 1]; its known pixels are the original's), each with its standard error over images;
+    network evaluations and seconds per image (0 evaluations for a classical control)."""
+
+    degradation: str  # e.g. "box 10", "2x super-resolution"
+    kind: str  # the degradation's kind: "mask", "downsample"
+    method: str  # a model's method ("ddnm", "repaint", "one-pass") or a control's name ("biharmonic")
+    missing_fraction: float  # mean share of each image's pixels the degradation hid (1 for super-resolution)
+    psnr: float
+    psnr_se: float
+    ssim: float
+    ssim_se: float
+    network_evaluations: int
+    seconds_per_image: float
+    num_images: int
+    per_image: ImageScores | None = field(default=None, compare=False, metadata=NOT_JSON)
+
+
+@dataclass
+class NetworkFeatureProbes:
+    """Probes of a diffusion model's inner features at ``level`` (Capability.NETWORK_FEATURES), in [0, 1]:
+    the noise level ``sigma`` was chosen among ``validation_knn``'s ({sigma: k-NN accuracy on a validation
+    split carved from the training images}, every level tried), then k-NN (k = 5) and the linear probe fitted
+    on the training images' features and scored on the test images'; ``untrained_knn``: the same network,
+    initialised from the seed and never trained, at that sigma (the control a learned manifold must beat)."""
+
+    level: str
+    sigma: float
+    validation_knn: dict[str, float]
+    knn_accuracy: float
+    linear_probe_accuracy: float
+    untrained_knn: float
+    feature_dim: int
+    num_train: int
+    num_test: int
+    knn_hits: np.ndarray | None = field(default=None, compare=False, metadata=NOT_JSON)  # [N_test] bool
+    untrained_hits: np.ndarray | None = field(default=None, compare=False, metadata=NOT_JSON)
+
+
+@dataclass
 class Generation(FeatureScore):
     """The first judge's ``FeatureScore`` of the samples, how they were conditioned, and (keep_per_image)
     the samples themselves [N, C, H, W] in [-1, 1]."""

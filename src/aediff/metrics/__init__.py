@@ -26,7 +26,7 @@ from aediff.metrics.extractors import (
     extract_features,
     inception_extractor,
 )
-from aediff.metrics.image import mse, psnr, ssim
+from aediff.metrics.image import mse, psnr, region_psnr, ssim
 from aediff.metrics.likelihood import (
     bits_per_dim,
     continuous_nll_to_discrete_bpd,
@@ -51,6 +51,7 @@ __all__ = [
     "mse",
     "precision_recall",
     "psnr",
+    "region_psnr",
     "score_features",
     "ssim",
 ]

@@ -84,6 +84,31 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:
     return 10.0 * torch.log10(float(data_range) ** 2 / err)
 
 
+def region_psnr(x: Tensor, y: Tensor, region: Tensor, data_range: float = 2.0) -> Tensor:
+    """Per-image PSNR in dB over the pixels of ``region`` only (every channel of them): a restoration's score on
+    what was missing, where the known pixels would flatter it.
+
+    Args:
+        x, y: image batches ``[N, C, H, W]``, same shape; region: ``[N or 1, 1, H, W]`` bool, at least one pixel
+            per image; data_range: as ``psnr``.
+
+    Returns:
+        ``[N]`` tensor in dB (``+inf`` where x equals y on the region); all True gives ``psnr(x, y)``.
+    """
+    _check_pair(x, y, "region_psnr")
+    if region.dtype != torch.bool or region.ndim != 4 or region.shape[1] != 1 or region.shape[2:] != x.shape[2:]:
+        raise ConfigError(
+            f"region_psnr: the region is [N or 1, 1, H, W] bool, got {tuple(region.shape)} {region.dtype}"
+        )
+    weight = region.expand(x.shape[0], x.shape[1], -1, -1).to(_work_dtype(x, y))
+    counts = weight.flatten(1).sum(1)
+    if bool((counts == 0).any()):
+        raise ConfigError("region_psnr: an image's region is empty; score the images with pixels in the region")
+    dtype = _work_dtype(x, y)
+    err = ((x.to(dtype) - y.to(dtype)).pow(2) * weight).flatten(1).sum(1) / counts
+    return 10.0 * torch.log10(float(data_range) ** 2 / err)
+
+
 def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-0.5 * (coords / sigma) ** 2)

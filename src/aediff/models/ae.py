@@ -30,6 +30,8 @@ from aediff.config import (
     bounded_items,
     check_ranges,
 )
+from aediff.diffusion.degradations import Degradation
+from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError, RunError
 from aediff.models.interface import Capability, ClassSampler, Condition, Model, check_no_sampling_choices
@@ -103,7 +105,9 @@ class Autoencoder(Model):
 
     family = "ae"
     config_class = AEConfig
-    declared = frozenset({Capability.LATENT, Capability.GENERATE, Capability.DENOISE, Capability.SAMPLE_CLASSES})
+    declared = frozenset(
+        {Capability.LATENT, Capability.GENERATE, Capability.DENOISE, Capability.SAMPLE_CLASSES, Capability.RESTORE}
+    )
     latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
 
     def __init__(self, config: AEConfig):
@@ -184,6 +188,30 @@ class Autoencoder(Model):
                 "needs a diffusion model"
             )
         return self.reconstruct(x)
+
+    # --- restoration -------------------------------------------------------------------------
+    @property
+    def restore_methods(self) -> tuple[str, ...]:
+        return ("one-pass",)
+
+    @torch.no_grad()
+    def restore(
+        self,
+        y: torch.Tensor,
+        operator: Degradation,
+        options: RestoreOptions | None = None,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        callback: Any = None,
+    ) -> torch.Tensor:
+        """One pass: the reconstruction of ``A^+ y`` (holes at zero, mid-grey: what a masking DAE was trained
+        on; a low-resolution image upsampled by copying), then its range-space part replaced by y's."""
+        check_no_sampling_choices(self, condition, None)
+        if (options or RestoreOptions()).resolve(self.restore_methods, operator).sigma is not None:
+            raise ConfigError(f"a {self.family!r} model's one pass has no noise level; drop --sigma")
+        operator.check((len(y), *self.image_shape))
+        y = y.to(self.device)
+        return operator.project(self.reconstruct(operator.pseudo_inverse(y)), y).clamp(-1, 1)
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss: mean squared error of the reconstruction. Returns (loss, logs)."""

@@ -33,8 +33,10 @@ from aediff.config import (
     check_ranges,
 )
 from aediff.data import caption_templates, fill_template
+from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.losses import DiffusionLoss
 from aediff.diffusion.parameterization import Denoiser
+from aediff.diffusion.restoration import RestoreOptions, projected_denoiser, sample_repaint
 from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, SamplerPlan, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
@@ -243,6 +245,17 @@ def class_captions(names: Sequence[str], labels: Sequence[int]) -> list[str]:
     return [fill_template(template, names[label]) for label in labels]
 
 
+def _keep_pooled(found: dict[str, torch.Tensor], level: str) -> Callable:
+    """A forward hook that keeps a module's output (the first element where it returns a tuple), averaged over
+    positions: [N, width]."""
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        activation = output[0] if isinstance(output, tuple) else output  # encoders return (h, skips)
+        found[level] = activation.float().mean(dim=(2, 3)).cpu()
+
+    return hook
+
+
 @register_model
 class DiffusionModel(Model):
     """x: [N, C, H, W] in [-1, 1]. ``sample(n)`` generates; ``denoise(x, sigma)`` removes noise of level sigma.
@@ -260,6 +273,8 @@ class DiffusionModel(Model):
             Capability.DENOISE,
             Capability.NOISE_LEVEL,
             Capability.DIFFUSION_BOUND,
+            Capability.RESTORE,
+            Capability.NETWORK_FEATURES,
         }
     )
 
@@ -497,6 +512,71 @@ class DiffusionModel(Model):
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
         """What the sampler's space means as images: here the pixels themselves, clamped to [-1, 1]."""
         return x.clamp(-1, 1)
+
+    # --- the network's inner features ------------------------------------------------------------------------
+    @property
+    def feature_levels(self) -> tuple[str, ...]:
+        return tuple(self.denoiser.network.feature_modules())
+
+    @torch.no_grad()
+    def network_features(
+        self, images: torch.Tensor, sigma: float, levels: Sequence[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        modules = self.denoiser.network.feature_modules()
+        unknown = [level for level in levels if level not in modules]
+        if unknown or not levels:
+            offered = ", ".join(modules) or "none (this network exposes no levels)"
+            raise ConfigError(f"feature level {', '.join(unknown) or '(none given)'} is not one of {offered}")
+        if not sigma > 0:
+            raise ConfigError(f"the features are read at a noise level sigma > 0, got {sigma!r}; e.g. 0.5")
+        x = self.diffusion_input(images.to(self.device))
+        x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
+        found: dict[str, torch.Tensor] = {}
+        hooks = [modules[level].register_forward_hook(_keep_pooled(found, level)) for level in levels]
+        try:
+            self.denoiser(x, torch.tensor(float(sigma), device=x.device), **self.condition_inputs(len(x)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {level: found[level] for level in levels}
+
+    # --- restoration ---------------------------------------------------------------------------------------
+    @property
+    def restore_methods(self) -> tuple[str, ...]:
+        return ("ddnm", "repaint", "one-pass")
+
+    @torch.no_grad()
+    def restore(
+        self,
+        y: torch.Tensor,
+        operator: Degradation,
+        options: RestoreOptions | None = None,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
+        """DDNM (any sampler, any degradation), RePaint (masks), or one pass of the denoiser on the trivial fill
+        ``A^+ y`` noised to ``options.sigma``; all in pixel space, see ``aediff.diffusion.restoration``. The
+        condition and its guidance steer the denoiser as in ``sample``."""
+        plan = (options or RestoreOptions()).resolve(self.restore_methods, operator)
+        n = len(y)
+        operator.check((n, *self.image_shape))
+        y = y.to(self.device)
+        sampling = self.sampler_plan(plan.sampler)
+        denoise, sigmas = self.guided_denoiser(n, condition), self.sampling_sigmas(sampling)
+        if plan.method == "one-pass":
+            if plan.sigma is None:
+                raise ConfigError("a diffusion model's one pass reads the filled image at a noise level: give --sigma")
+            filled = operator.pseudo_inverse(y)
+            noisy = filled + plan.sigma * torch.randn(filled.shape, device=self.device, generator=generator)
+            x = denoise(noisy, torch.tensor(plan.sigma, device=self.device).expand(n))
+        elif plan.method == "repaint":  # resolve let it through only for a mask
+            x = sample_repaint(denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback)
+        else:
+            start = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
+            projected = projected_denoiser(denoise, operator, y)
+            x = run_sampler(sampling, projected, start, sigmas, callback=callback, generator=generator)
+        return operator.project(x.clamp(-1, 1), y).clamp(-1, 1)
 
     # --- denoising -----------------------------------------------------------------------------------------
     def integrate_down(self, x: torch.Tensor, sigma: float, steps: int, denoiser: Callable) -> torch.Tensor:

@@ -31,6 +31,12 @@ method, whatever the family:
 |                   |                                                         | diffusion through its conditioning, an |
 |                   |                                                         | autoencoder from a Gaussian fitted to  |
 |                   |                                                         | each class's latents                   |
+| RESTORE           | restore(y, operator, options, condition, generator,     | y = A x for a known degradation A      |
+|                   | callback), restore_methods                              | (aediff.diffusion.degradations) -> x,  |
+|                   |                                                         | keeping what y says of x               |
+| NETWORK_FEATURES  | network_features(images, sigma, levels, generator),     | the denoiser's activations at a level  |
+|                   | feature_levels                                          | (e.g. its bottleneck) for images noised|
+|                   |                                                         | to sigma, pooled per image: [N, width] |
 
 CLASS_CONDITION, TEXT_CONDITION and SAMPLE_CLASSES are declared by a diffusion model's config (its conditioning),
 so ``class_sampler`` is promised by no entry of ``METHODS``: an autoencoder always declares SAMPLE_CLASSES.
@@ -54,7 +60,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.parameterization import Denoiser
+from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions, SamplerPlan
 from aediff.diffusion.schedules import NoiseSchedule
 from aediff.errors import ConfigError
@@ -77,6 +85,8 @@ class Capability(str, enum.Enum):
     CLASS_CONDITION = "class-condition"
     TEXT_CONDITION = "text-condition"
     SAMPLE_CLASSES = "sample-classes"
+    RESTORE = "restore"
+    NETWORK_FEATURES = "network-features"
 
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
@@ -95,6 +105,8 @@ ABILITIES: dict[Capability, str] = {
         "draw given classes of labelled data (an autoencoder, or a diffusion model trained with --condition class "
         "or text)"
     ),
+    Capability.RESTORE: "restore images under a known degradation (an autoencoder, or a pixel diffusion model)",
+    Capability.NETWORK_FEATURES: "give its denoising network's inner features of noisy images (a diffusion model)",
 }
 
 # A class sampler: labels [b] int64 (class indices of the data) and a generator -> images [b, C, H, W] in [-1, 1]
@@ -126,6 +138,8 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.ELBO: ("elbo", "iwae_log_likelihood", "prepare_input", "likelihood"),
     Capability.DIFFUSION_BOUND: ("denoiser", "schedule"),
     Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
+    Capability.RESTORE: ("restore", "restore_methods"),
+    Capability.NETWORK_FEATURES: ("network_features", "feature_levels"),
 }
 
 
@@ -245,6 +259,44 @@ class Model(nn.Module):
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
         raise self._unsupported(Capability.GENERATE, "sample()")
+
+    # RESTORE
+    @property
+    def restore_methods(self) -> tuple[str, ...]:
+        """The restoration methods this model runs (``aediff.diffusion.restoration.RESTORE_METHODS``), its
+        default first."""
+        raise self._unsupported(Capability.RESTORE, "restore_methods")
+
+    def restore(
+        self,
+        y: torch.Tensor,
+        operator: Degradation,
+        options: RestoreOptions | None = None,
+        condition: Condition | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] that explain the measurement ``y = operator.forward(x)`` of unknown
+        images x: ``operator.project`` is their last step, so a mask's known pixels are y's exactly (and
+        ``A x = y`` holds to float precision wherever clamping to [-1, 1] does not bind). options: the method
+        and its settings (None: the model's default method); condition: a conditioned model's class or
+        caption and guidance; callback: a diffusion method's steps, as ``sample``'s."""
+        raise self._unsupported(Capability.RESTORE, "restore()")
+
+    # NETWORK_FEATURES
+    @property
+    def feature_levels(self) -> tuple[str, ...]:
+        """The levels ``network_features`` reads (e.g. "unet-mid", the bottleneck); empty when its network
+        exposes none."""
+        raise self._unsupported(Capability.NETWORK_FEATURES, "feature_levels")
+
+    def network_features(
+        self, images: torch.Tensor, sigma: float, levels: Sequence[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """{level: [N, width]}: the denoising network's activations at each level for ``images`` [N, C, H, W] in
+        [-1, 1] noised to ``sigma`` in the diffusion's own space (pixels; a latent diffusion model's scaled
+        latents) with fresh noise from ``generator``, averaged over positions, unconditioned."""
+        raise self._unsupported(Capability.NETWORK_FEATURES, "network_features()")
 
     # SAMPLE_CLASSES
     def class_sampler(self, train: Any) -> ClassSampler:

@@ -75,7 +75,11 @@ class LatentDiffusionModel(DiffusionModel):
     family = "latent-diffusion"
     config_class = LatentDiffusionConfig
     # The diffusion bound is a statement about pixels under a Gaussian chain; here the chain is on latents.
-    declared = DiffusionModel.declared - {Capability.DIFFUSION_BOUND}
+    # Restoration constrains pixels; this diffusion runs on latents, so neither DDNM's projection nor RePaint's
+    # known pixels reach it without a decode-project-encode at every step (not built): refused for now.
+    declared = DiffusionModel.declared - {Capability.DIFFUSION_BOUND, Capability.RESTORE}
+    restore = Model.restore
+    restore_methods = Model.restore_methods
 
     def __init__(self, config: LatentDiffusionConfig, autoencoder: Model | None = None):
         source = config.autoencoder

@@ -64,6 +64,10 @@ class DiffusersUNet2D(nn.Module):
             num_class_embeds=config.num_classes + 1 if config.num_classes else None,
         )
 
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """As ``UNet.feature_modules``: the last down block's output and the mid block's."""
+        return {"unet-encoder": self.unet.down_blocks[-1], "unet-mid": self.unet.mid_block}
+
     def forward(
         self, x: torch.Tensor, noise_level: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -100,8 +104,13 @@ class DDPMPytorchUnet(nn.Module):
             got = height if height == width else f"{height}x{width}"
             raise ConfigError(f"{flag} with {len(config.channels)} stages needs images whose height and width are "
                               f"each a multiple of {factor}; got {got}: use fewer --widths")  # fmt: skip
+        self.config = config
         self.unet = Unet(dim=dim, dim_mults=tuple(w // dim for w in config.channels), channels=config.image_channels,
                          dropout=config.dropout)  # fmt: skip
+
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """None read yet: its layout is its own (not tested here, where the package is not installed)."""
+        return {}
 
     def forward(
         self, x: torch.Tensor, noise_level: torch.Tensor, class_labels: torch.Tensor | None = None

@@ -99,6 +99,11 @@ class UNet(nn.Module):
         skips = self.encoder.skip_channels if c.skip_connections else None
         self.decoder = Decoder(c.image_channels, skip_channels=skips, **stack)
 
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The levels whose activations ``DiffusionModel.features`` reads: the encoder's output at its lowest
+        resolution ("unet-encoder") and the bottleneck after the middle blocks ("unet-mid")."""
+        return {"unet-encoder": self.encoder, "unet-mid": self.middle[2]}
+
     def forward(
         self,
         x: torch.Tensor,
