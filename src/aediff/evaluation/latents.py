@@ -51,6 +51,7 @@ def network_codes(
     return torch.cat(codes).numpy(), torch.cat(labels).long().numpy()
 
 
+@torch.no_grad()
 def latent_codes(
     model: nn.Module,
     dataset: Any,

@@ -543,6 +543,7 @@ def _meta(config, command, started, runs, train_seconds, eval_seconds) -> Report
         command=command,
         budget_steps=config.budget.steps,
         family_steps=dict(config.family_steps),
+        snapshots=list(config.snapshots),
     )
 
 

@@ -48,6 +48,8 @@ class ReportMeta:
     budget_steps: int | None = None  # optimizer steps of each model under a step budget (files before it: None)
     family_steps: dict[str, int] = field(default_factory=dict)  # family -> its steps, overriding the budget
     seeds: list[int] = field(default_factory=list)  # the training seeds, in order (empty: files before them)
+    # budget fractions whose snapshots were judged again (budget stability); None: files before the field
+    snapshots: list[float] | None = None
 
     @property
     def budget(self) -> Budget:

@@ -1022,7 +1022,7 @@ def _header(meta: ReportMeta, sections: ComparisonSections) -> dict[str, str]:
         "time": f"{_duration(meta.wall_seconds)} in all: {_duration(meta.train_seconds)} training, "
         f"{_duration(meta.eval_seconds)} evaluation",
         "training seeds": _seeds_line(meta.seeds),
-        "budget stability": _snapshots_line(meta.config.get("snapshots", ())),
+        **({"budget stability": _snapshots_line(meta.snapshots)} if meta.snapshots is not None else {}),
         "judges": "; ".join(f"{k}: {v}" for k, v in sections.judges.items()),
         "versions": f"aediff {meta.aediff}, torch {meta.torch}, python {meta.python}",
         "command": meta.command,
