@@ -63,9 +63,19 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
-def upload(page, path) -> None:
-    page.locator("#d-upload input[type=file]").set_input_files(str(path))
-    page.locator("#d-upload").get_by_text(path.name).first.wait_for(timeout=TIMEOUT)
+def upload(page, path, tries: int = 3) -> None:
+    """Put ``path`` in the Denoise tab's upload box. Set again when its name does not show: right after a reload,
+    under load, Gradio can re-render the box after the file was set and drop it (a flake seen in CI)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        page.locator("#d-upload input[type=file]").set_input_files(str(path))
+        try:
+            page.locator("#d-upload").get_by_text(path.name).first.wait_for(timeout=TIMEOUT // tries)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
 
 
 def message(page, text: str) -> None:
