@@ -193,7 +193,9 @@ def test_sigterm_finishes_the_step_saves_and_exits_143(tmp_path):
 @pytest.mark.slow
 def test_a_second_ctrl_c_aborts_with_130_and_names_the_kept_checkpoint(tmp_path):
     run = tmp_path / "r"
-    slow = ["--widths", "32,64", "--batch-size", "512", "--train-set", "checkpoint_every=2"]  # a step of ~0.1 s
+    # A step of about half a second: the second Ctrl-C must land before the step and its save end, also when CI
+    # runs another worker beside this one (with 32,64 widths, a 0.1 s step once ended first and exited 0).
+    slow = ["--widths", "64,128", "--batch-size", "512", "--train-set", "checkpoint_every=2"]
     process = start("ae", "--out", str(run), "--data", "digits", "--max-steps", "5000", *slow, *QUICK, "--no-progress")
     wait_for(lambda: saved_step(run) >= 2, process, "checkpoint")
     process.send_signal(signal.SIGINT)  # in step 3, without a checkpoint of its own: the save at the end follows
