@@ -25,7 +25,7 @@ import torch
 
 from aediff.config import MAX_SAMPLING_STEPS
 from aediff.data.files import IMAGE_EXTENSIONS
-from aediff.diffusion.degradations import Degradation, Downsample, Mask, degradation_from_spec
+from aediff.diffusion.degradations import Degradation, Downsample, Mask, degradation_from_spec, whole_number
 from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
@@ -171,7 +171,7 @@ def parse_degradation(
     if _given(mask) == _given(upscale):
         raise RequestError(f"give --mask ({MASK_FORMS}) or --upscale (2, 4, ...): one of them")
     if _given(upscale):
-        factor = _whole(upscale, "--upscale", "2 or 4")
+        factor = whole_number(upscale, "--upscale", "2 or 4")
         operator: Degradation = Downsample(factor)
     else:
         operator = _mask(str(mask).strip(), n, image_shape[1:], torch.Generator().manual_seed(seed))
@@ -186,13 +186,6 @@ def _mask(spec: str, n: int, size: tuple[int, int], generator: torch.Generator) 
     if Path(spec).suffix.lower() in IMAGE_EXTENSIONS or Path(spec).is_file():
         return mask_from_image(Path(spec), size)
     raise RequestError(f"unknown mask {spec!r}: use {MASK_FORMS}")
-
-
-def _whole(value: Text, what: str, example: str) -> int:
-    text = str(value).strip()
-    if not text.isdigit():
-        raise RequestError(f"{what} takes a whole number, got {text!r}; e.g. {example}")
-    return int(text)
 
 
 def mask_from_image(path: Path, size: tuple[int, int]) -> Mask:

@@ -230,24 +230,25 @@ def degradation_from_spec(spec: str, n: int, size: tuple[int, int], generator: t
     ``--mask`` takes the mask forms, and a mask image; ``--upscale`` the factor)."""
     kind, _, arg = spec.strip().partition(":")
     if kind == "box":
-        return box_mask(n, size, _whole(arg, "box:SIDE", "box:10"), generator)
+        return box_mask(n, size, whole_number(arg, "box:SIDE", "box:10"), generator)
     if kind == "random":
         return random_mask(n, size, _fraction(arg), generator)
     if kind == "lines":
-        return line_mask(n, size, _whole(arg, "lines:N", "lines:3"), generator)
+        return line_mask(n, size, whole_number(arg, "lines:N", "lines:3"), generator)
     if kind == "half":
         if arg:
             raise ConfigError(f"half takes no value (it hides half of each image), got {spec!r}; use half")
         return half_mask(n, size, generator)
     if kind == "upscale":
-        return Downsample(_whole(arg, "upscale:FACTOR", "upscale:2"))
+        return Downsample(whole_number(arg, "upscale:FACTOR", "upscale:2"))
     raise ConfigError(f"unknown degradation {spec!r}: use {SPEC_FORMS}")
 
 
-def _whole(text: str, what: str, example: str) -> int:
-    if not text.strip().isdigit():
-        raise ConfigError(f"{what} takes a whole number, got {text.strip()!r}; e.g. {example}")
-    return int(text)
+def whole_number(text: str, what: str, example: str) -> int:
+    """``text`` as a whole number >= 0; ConfigError naming ``what`` and an ``example`` otherwise."""
+    if not str(text).strip().isdigit():
+        raise ConfigError(f"{what} takes a whole number, got {str(text).strip()!r}; e.g. {example}")
+    return int(str(text).strip())
 
 
 def _fraction(text: str) -> float:

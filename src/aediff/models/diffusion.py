@@ -562,21 +562,27 @@ class DiffusionModel(Model):
         n = len(y)
         operator.check((n, *self.image_shape))
         y = y.to(self.device)
-        sampling = self.sampler_plan(plan.sampler)
-        denoise, sigmas = self.guided_denoiser(n, condition), self.sampling_sigmas(sampling)
-        if plan.method == "one-pass":
+        denoise = self.guided_denoiser(n, condition)
+        if plan.method == "one-pass":  # one network evaluation: no sampler, no noise levels to walk
             if plan.sigma is None:
                 raise ConfigError("a diffusion model's one pass reads the filled image at a noise level: give --sigma")
             filled = operator.pseudo_inverse(y)
             noisy = filled + plan.sigma * torch.randn(filled.shape, device=self.device, generator=generator)
             x = denoise(noisy, torch.tensor(plan.sigma, device=self.device).expand(n))
-        elif plan.method == "repaint":  # resolve let it through only for a mask
-            x = sample_repaint(denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback)
         else:
-            start = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
-            projected = projected_denoiser(denoise, operator, y)
-            x = run_sampler(sampling, projected, start, sigmas, callback=callback, generator=generator)
+            x = self._restore_by_sampling(plan, operator, y, denoise, generator, callback)
         return operator.project(x.clamp(-1, 1), y).clamp(-1, 1)
+
+    def _restore_by_sampling(self, plan, operator: Degradation, y, denoise, generator, callback) -> torch.Tensor:
+        """RePaint (resolve let it through only for a mask) or DDNM along this model's sampler plan."""
+        sampling = self.sampler_plan(plan.sampler)
+        sigmas = self.sampling_sigmas(sampling)
+        if plan.method == "repaint":
+            return sample_repaint(
+                denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback
+            )
+        start = sigmas[0] * torch.randn((len(y), *self.space_shape), device=self.device, generator=generator)
+        return run_sampler(sampling, projected_denoiser(denoise, operator, y), start, sigmas, callback, generator)
 
     # --- denoising -----------------------------------------------------------------------------------------
     def integrate_down(self, x: torch.Tensor, sigma: float, steps: int, denoiser: Callable) -> torch.Tensor:
