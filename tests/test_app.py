@@ -97,6 +97,59 @@ def test_denoise_refuses_a_non_image_and_an_oversized_file(client, tmp_path):
         client.predict(gradio_client.handle_file(str(big)), None, "none", 0.3, 1, 0, api_name="/denoise")
 
 
+def test_restore_runs_every_model_beside_the_controls_with_the_psnr_on_the_hole(client, tmp_path):
+    upload = gradio_client.handle_file(str(_png(tmp_path / "digit.png", (16, 16))))
+    gallery, table, trajectory, text = client.predict(
+        upload, None, "box", "3", None, "(each model's default)", 4, 0.5, 0, api_name="/restore"
+    )
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {"mean fill", "biharmonic", "vae", "dae", "diffusion"}
+    assert rows["diffusion"][1] == "ddnm" and rows["vae"][1] == "one-pass"
+    for row in rows.values():
+        assert isinstance(row[3], float) and math.isfinite(row[3]) and -1 <= row[4] <= 1
+    captions = [item["caption"] for item in gallery]
+    assert captions[:2] == ["original", "degraded (box 3)"] and len(gallery) == 2 + 5
+    assert _opens(trajectory if isinstance(trajectory, str) else trajectory["path"]).width >= 96
+    assert "exactly the pixels" in text
+
+
+def test_restore_super_resolution_skips_repaint_with_the_reason(client, tmp_path):
+    upload = gradio_client.handle_file(str(_png(tmp_path / "digit.png", (16, 16))))
+    _, table, trajectory, text = client.predict(upload, None, "upscale", "2", None, "repaint", 4, 0.5, 0,
+                                                api_name="/restore")  # fmt: skip
+    names = {row[0] for row in table["data"]}
+    assert names == {"nearest", "bicubic", "vae", "dae"} and trajectory is None
+    assert "RePaint fills masked pixels" in text
+
+
+def test_restore_refuses_what_cannot_be_done(client, tmp_path):
+    upload = gradio_client.handle_file(str(_png(tmp_path / "digit.png")))
+    with pytest.raises(Exception, match="does not divide"):
+        client.predict(upload, None, "upscale", "3", None, "ddnm", 4, 0.5, 0, api_name="/restore")
+    with pytest.raises(Exception, match="draw the hole"):
+        client.predict(upload, None, "drawn mask", "", None, "ddnm", 4, 0.5, 0, api_name="/restore")
+    with pytest.raises(Exception, match="one-pass noise level"):
+        client.predict(upload, None, "half", "", None, "one-pass", 4, -1, 0, api_name="/restore")
+    with pytest.raises(Exception, match="does not fit"):
+        client.predict(upload, None, "box", "8", None, "ddnm", 4, 0.5, 0, api_name="/restore")
+
+
+def test_a_drawn_mask_is_scaled_to_each_model_and_its_strokes_are_filled(app_runs):
+    from aediff.app import restore
+
+    runs, _ = app_runs
+    catalog = handlers.Catalog.open([runs])
+    drawing = Image.new("L", (64, 64), 0)
+    drawing.paste(255, (0, 0, 32, 64))  # the left half stroked: fill it
+    image = Image.fromarray((np.arange(256).reshape(16, 16) % 255).astype(np.uint8))
+    mask = restore.drawn_mask(drawing, (8, 8))
+    assert mask.missing(torch.zeros(1, 1, 8, 8))[0, 0, :, :4].all() and not mask.missing(torch.zeros(1, 1, 8, 8))[0, 0, :, 4:].any()
+    result = restore.restore_all(catalog, image, restore.RestoreRequest("drawn mask", method="one-pass", sigma=1.0), drawing)
+    methods = {row[0]: row[1] for row in result.table}
+    assert methods["diffusion"] == "one-pass" and methods["dae"] == "one-pass"
+    assert result.trajectory is None  # a one-pass restoration walks no steps
+
+
 def _raw_call(url: str, api_name: str, data: list) -> str:
     """Call an endpoint over plain HTTP (gradio_client would upload a local path itself): the event stream."""
     import httpx

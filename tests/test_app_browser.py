@@ -63,15 +63,15 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
-def upload(page, path, tries: int = 3) -> None:
-    """Put ``path`` in the Denoise tab's upload box. Set again when its name does not show: right after a reload,
+def upload(page, path, box: str = "#d-upload", tries: int = 3) -> None:
+    """Put ``path`` in a tab's upload box (the Denoise tab's by default). Set again when its name does not show: right after a reload,
     under load, Gradio can re-render the box after the file was set and drop it (a flake seen in CI)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):
-        page.locator("#d-upload input[type=file]").set_input_files(str(path))
+        page.locator(f"{box} input[type=file]").set_input_files(str(path))
         try:
-            page.locator("#d-upload").get_by_text(path.name).first.wait_for(timeout=TIMEOUT // tries)
+            page.locator(box).get_by_text(path.name).first.wait_for(timeout=TIMEOUT // tries)
             return
         except PlaywrightTimeout:
             if attempt == tries - 1:
@@ -103,6 +103,17 @@ def test_each_tab_in_the_browser(page, tmp_path):
     assert decoded(page, "#d-gallery") > 0
     table = page.locator("#d-table").inner_text()
     assert re.search(r"\d+\.\d+", table) and "diffusion" in table
+
+    # Restore the same PNG with a box hole: every model beside the controls, the diffusion trajectory
+    open_tab(page, "Restore")
+    upload(page, digit, "#rs-upload")
+    fill(page, "#rs-value", "3")
+    fill(page, "#rs-steps", "4")
+    page.locator("#rs-go").click()
+    page.locator("#rs-info").get_by_text("exactly the pixels").wait_for(timeout=TIMEOUT)
+    assert page.locator("#rs-gallery img").count() >= 5 and decoded(page, "#rs-trajectory") >= 96
+    table = page.locator("#rs-table").inner_text()
+    assert "biharmonic" in table and "ddnm" in table and re.search(r"\d+\.\d+", table)
 
     # Explore: the map, a click on it decodes the nearest point
     open_tab(page, "Explore")

@@ -27,7 +27,9 @@ TINY = {
     "diffusion": TINY_UNET,
     "latent-diffusion": {**TINY_UNET, "text_width": 16, "text_layers": 1},
 }
-SECTIONS = ["bottleneck", "vae", "dae", "manifold", "noise_levels", "blur", "skips", "conditioning", "summary"]
+SECTIONS = ["bottleneck", "vae", "dae", "manifold", "noise_levels", "blur", "skips", "conditioning", "summary",
+            "restoration", "diffusion_manifold"]  # fmt: skip
+RESTORE_SPECS = ("box:3", "half", "lines:2", "upscale:2")  # digits are 8x8
 FIGURES = [
     "bottleneck_psnr",
     "bottleneck_reconstructions",
@@ -51,6 +53,7 @@ FIGURES = [
     "fid_classifier_layers",
     "budget_curve_classifier",
     "budget_curve_classifier_layers",
+    *(f"restoration_{i}" for i in range(1 + len(RESTORE_SPECS))),
 ]
 
 
@@ -68,7 +71,8 @@ def _numbers(obj, path=""):
 def tiny_config(**changes) -> CompareConfig:
     """A comparison of tiny models on digits that trains in seconds."""
     settings = dict(data="digits", budget=Budget(minutes=0.5), max_steps=4, bottlenecks=(2, 4, 8), samples=40, limit=60,
-                    denoise_steps=2, batch_size=32, model_overrides=TINY)  # fmt: skip
+                    denoise_steps=2, batch_size=32, model_overrides=TINY, restore_specs=RESTORE_SPECS,
+                    restore_images=20, restore_steps=3)  # fmt: skip
     return CompareConfig(**{**settings, **changes})
 
 
@@ -92,7 +96,7 @@ def test_compare_writes_every_section_figure_and_table(report):
     assert html.count("data:image/png;base64,") == len(FIGURES)
     for key in SECTIONS:
         assert f'id="{key}"' in html
-    assert (out / "tables" / "summary.csv").read_text().count("\n") >= 11  # header + 11 models
+    assert (out / "tables" / "summary.csv").read_text().count("\n") >= 12  # header + 12 models
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics and on_disk["format_version"] == FORMAT_VERSION
     assert ComparisonReport.read(out / "metrics.json").to_json() == on_disk  # it reads back, typed
@@ -107,6 +111,7 @@ def test_compare_writes_every_section_figure_and_table(report):
         "dae-0.3",
         "dae-0.5",
         "dae-0.75",
+        "dae-mask",
         "diffusion",
         "diffusion-noskip",
         "ae-spatial",

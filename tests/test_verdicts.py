@@ -232,6 +232,69 @@ def test_summary_judges_disagree():
     assert v.summary(fids).verdict == "inconclusive"
 
 
+# --- section 10 ------------------------------------------------------------------------------------------
+
+
+def _restoration(dae_gap, diffusion_gap, se=0.05):
+    g = lambda who, deg, control, gap: v.RestorationGap(who, deg, control, E(gap, se))  # noqa: E731
+    masking = [g("dae-mask (one-pass)", "random 0.3", c, dae_gap) for c in ("mean fill", "biharmonic", "ae-16")]
+    diffusion = [
+        g("diffusion (ddnm)", deg, c, diffusion_gap)
+        for deg, controls in (("box 10", ("mean fill", "biharmonic")), ("2x super-resolution", ("nearest", "bicubic")))
+        for c in controls
+    ]
+    return masking, diffusion
+
+
+def test_infers_missing_flips():
+    assert v.infers_missing(*_restoration(2.0, 3.0)).verdict == "holds"
+    assert v.infers_missing(*_restoration(-2.0, -3.0)).verdict == "does not hold"
+    assert v.infers_missing(*_restoration(0.1, 0.1)).verdict == "inconclusive"  # not clear of the 0.1 dB margin
+
+
+def test_infers_missing_one_control_winning_on_one_degradation_is_enough_to_fail():
+    """Biharmonic inpainting beating diffusion on super-resolution's bicubic control alone decides it."""
+    masking, diffusion = _restoration(2.0, 3.0)
+    diffusion[-1] = v.RestorationGap("diffusion (ddnm)", "2x super-resolution", "bicubic", E(-0.5, 0.05))
+    verdict = v.infers_missing(masking, diffusion)
+    assert verdict.verdict == "does not hold"
+    assert [p.control for p in verdict.parts if p.verdict == "does not hold"] == ["bicubic"]
+
+
+def test_infers_missing_masking_dae_losing_to_the_plain_ae_fails_the_claim():
+    masking, diffusion = _restoration(2.0, 3.0)
+    masking[-1] = v.RestorationGap("dae-mask (one-pass)", "random 0.3", "ae-16", E(-1.0, 0.05))
+    assert v.infers_missing(masking, diffusion).verdict == "does not hold"
+
+
+def test_infers_missing_without_either_side_is_inconclusive():
+    masking, diffusion = _restoration(2.0, 3.0)
+    assert v.infers_missing([], diffusion).verdict == "inconclusive"
+    assert "masking DAE" in v.infers_missing([], diffusion).reason
+    assert v.infers_missing(masking, []).verdict == "inconclusive"
+
+
+# --- section 11 ------------------------------------------------------------------------------------------
+
+_FEATURE_CONTROLS = ("raw pixels", "a random projection to 64-d", "the untrained U-Net")
+
+
+def test_diffusion_manifold_flips():
+    controls = lambda gap, se=0.01: {c: E(gap, se) for c in _FEATURE_CONTROLS}  # noqa: E731
+    assert v.diffusion_manifold(controls(0.1), {"ae-16": E(0.0, 0.01)}).verdict == "holds"
+    assert v.diffusion_manifold(controls(-0.1), {"ae-16": E(0.0, 0.01)}).verdict == "does not hold"
+    assert v.diffusion_manifold(controls(0.015, 0.02), {"ae-16": E(0.0, 0.01)}).verdict == "inconclusive"
+
+
+def test_diffusion_manifold_trailing_the_autoencoder_beyond_the_margin_fails():
+    """Features that beat every control but trail the AE's latents by 10 points are not "similar"; within
+    the 5-point margin they are."""
+    controls = {c: E(0.1, 0.01) for c in _FEATURE_CONTROLS}
+    assert v.diffusion_manifold(controls, {"ae-16": E(-0.10, 0.01)}).verdict == "does not hold"
+    assert v.diffusion_manifold(controls, {"ae-16": E(-0.02, 0.01)}).verdict == "holds"
+    assert v.diffusion_manifold(controls, {"ae-16": E(-0.05, 0.01)}).verdict == "inconclusive"
+
+
 def test_verdicts_serialise():
     verdict = v.summary(_summary(2.0, {"ae-4": 3.5}))
     d = verdict.to_dict()

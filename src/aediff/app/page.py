@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from aediff.app import handlers
+from aediff.app import handlers, restore
 from aediff.app.limits import (
     CONCURRENCY,
     MAX_COUNT,
@@ -116,6 +116,8 @@ def build(catalog: handlers.Catalog) -> gr.Blocks:
             g_run = _generate_tab(catalog)
         with gr.Tab("Denoise", elem_id="tab-denoise"):
             _denoise_tab(catalog)
+        with gr.Tab("Restore", elem_id="tab-restore"):
+            _restore_tab(catalog)
         with gr.Tab("Explore", elem_id="tab-explore"):
             e_run = _latent_map_tab(catalog)
             i_run = _interpolation_tab(catalog)
@@ -204,6 +206,53 @@ def _denoise_tab(catalog: handlers.Catalog) -> None:
     d_button.click(
         on_denoise, [d_upload, d_drawing, d_kind, d_level, d_steps, d_seed], [d_gallery, d_table, d_info],
         api_name="denoise",
+    )  # fmt: skip
+
+
+def _restore_tab(catalog: handlers.Catalog) -> None:
+    """Restore: an uploaded or drawn image, a mask (chosen or drawn) or an upscale factor; every model that can
+    restore fills it beside the classical controls, with the PSNR on the hole and a diffusion trajectory."""
+    with gr.Row():
+        with gr.Column():
+            r_upload = gr.File(
+                label=f"upload an image (at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB)",
+                type="filepath",
+                elem_id="rs-upload",
+            )
+            r_drawing = gr.Sketchpad(label="or draw one (used when nothing is uploaded)", type="pil")
+            with gr.Row():
+                r_kind = gr.Radio(list(restore.DEGRADATIONS), value="box", label="degradation", elem_id="rs-kind")
+                r_value = gr.Textbox(
+                    "10", label="box side, random share, lines, or upscale factor", elem_id="rs-value"
+                )
+            r_mask = gr.Sketchpad(label="the hole, for 'drawn mask' (light strokes are filled)", type="pil")
+            with gr.Row():
+                r_method = gr.Dropdown(list(restore.METHODS), value=restore.DEFAULT_METHOD, label="method (diffusion)")
+                r_steps = gr.Number(20, label="steps (diffusion)", precision=0, elem_id="rs-steps")
+                r_sigma = gr.Number(0.5, label="one-pass sigma (diffusion)", elem_id="rs-sigma")
+                r_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            r_button = gr.Button("Restore with every model", variant="primary", elem_id="rs-go")
+        with gr.Column():
+            r_gallery = gr.Gallery(label="restorations", columns=4, elem_id="rs-gallery")
+            r_table = gr.Dataframe(
+                headers=["model or control", "method", "seconds", "PSNR on the hole (dB)", "SSIM"],
+                label="against the original", elem_id="rs-table",
+            )  # fmt: skip
+            r_trajectory = gr.Image(label="diffusion trajectory", type="pil", format="png", elem_id="rs-trajectory")
+            r_info = gr.Markdown(elem_id="rs-info")
+
+    @guarded
+    def on_restore(upload, drawing, kind, value, mask, method, steps, sigma, seed):
+        image = handlers.input_image(upload, _composite(drawing))
+        request = restore.RestoreRequest(kind, value, method, steps, sigma, seed)
+        result = restore.restore_all(catalog, image, request, _composite(mask))
+        return result.images, result.table, result.trajectory, result.text
+
+    r_button.click(
+        on_restore,
+        [r_upload, r_drawing, r_kind, r_value, r_mask, r_method, r_steps, r_sigma, r_seed],
+        [r_gallery, r_table, r_trajectory, r_info],
+        api_name="restore",
     )  # fmt: skip
 
 

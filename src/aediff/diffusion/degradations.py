@@ -244,6 +244,17 @@ def degradation_from_spec(spec: str, n: int, size: tuple[int, int], generator: t
     raise ConfigError(f"unknown degradation {spec!r}: use {SPEC_FORMS}")
 
 
+SPEC_KINDS = {"box": "mask", "random": "mask", "lines": "mask", "half": "mask", "upscale": "downsample"}
+
+
+def spec_kind(spec: str) -> str:
+    """The kind ("mask", "downsample") of the degradation ``degradation_from_spec`` makes of ``spec``."""
+    name = spec.strip().partition(":")[0]
+    if name not in SPEC_KINDS:
+        raise ConfigError(f"unknown degradation {spec!r}: use {SPEC_FORMS}")
+    return SPEC_KINDS[name]
+
+
 def whole_number(text: str, what: str, example: str) -> int:
     """``text`` as a whole number >= 0; ConfigError naming ``what`` and an ``example`` otherwise."""
     if not str(text).strip().isdigit():

@@ -10,6 +10,7 @@ degradation's projection, as the learned methods do."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aediff.diffusion.degradations import Degradation, degradation_from_spec
+from aediff.diffusion.degradations import Degradation, degradation_from_spec, spec_kind
 from aediff.diffusion.restoration import RestoreOptions, RestorePlan, repaint_evaluations
 from aediff.errors import ConfigError
 from aediff.evaluation.results import ImageScores, RestorationRow
@@ -170,9 +171,16 @@ def restoration_scores(restored: torch.Tensor, truth: torch.Tensor, missing: tor
 
 
 def restoration_row(
-    x: torch.Tensor, operator: Degradation, method: str, restore: Any, evaluations: int
+    x: torch.Tensor,
+    operator: Degradation,
+    method: str,
+    restore: Any,
+    evaluations: int,
+    model: str = "",
+    composite_fid: Callable[[torch.Tensor], dict[str, float]] | None = None,
 ) -> RestorationRow:
-    """Run ``restore`` (y -> restored images) on ``operator.forward(x)``, time it and score it."""
+    """Run ``restore`` (y -> restored images) on ``operator.forward(x)``, time it and score it; with
+    ``composite_fid`` (restored images -> {judge: FID}), the FIDs of the restorations too."""
     y = operator.forward(x)
     started = time.perf_counter()
     restored = restore(y)
@@ -181,7 +189,10 @@ def restoration_row(
     scores = restoration_scores(restored.to(x.device), x, missing)
     return RestorationRow(
         operator.describe(), operator.kind, method, float(missing.float().mean()),
-        *_mean_se(scores.psnr), *_mean_se(scores.ssim), evaluations, seconds, len(x), scores,
+        *_mean_se(scores.psnr), *_mean_se(scores.ssim), evaluations, seconds, len(x), model,
+        composite_fid(restored.cpu()) if composite_fid is not None else {}, scores,
+        missing.flatten(1).float().mean(1).double().cpu().numpy(), restored[:8].cpu(),
+        operator.pseudo_inverse(y)[:8].clamp(-1, 1).cpu(),
     )  # fmt: skip
 
 
@@ -189,29 +200,79 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
+def _operator(spec: str, x: torch.Tensor, seed: int) -> Degradation:
+    """The degradation ``spec`` of images like x, its masks drawn from ``seed``: the same for every method."""
+    return degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(seed))
+
+
 def restoration_rows(
-    model: Model, x: torch.Tensor, specs: list[str], methods: list[RestoreOptions], seed: int = 0
+    model: Model,
+    x: torch.Tensor,
+    specs: list[str],
+    methods: list[RestoreOptions],
+    seed: int = 0,
+    name: str = "",
+    composite_fid: Callable[[torch.Tensor], dict[str, float]] | None = None,
 ) -> list[RestorationRow]:
     """Each of ``methods`` on each degradation of ``specs`` (``degradation_from_spec``: masks drawn from
     ``seed``, the same for every method and control) of the images x [N, C, H, W]; the restorations are seeded
-    with ``seed`` too."""
+    with ``seed`` too. A method that cannot run a degradation (RePaint on super-resolution) is left out of it.
+    ``name``: the model's name in the rows; ``composite_fid``: as ``restoration_row``."""
     rows = []
     for spec in specs:
-        operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(seed))
+        operator = _operator(spec, x, seed)
         for options in methods:
+            if not runs_on(options, model, operator):
+                continue
             plan = options.resolve(model.restore_methods, operator)
             generator = torch.Generator(model.device).manual_seed(seed)
             run = lambda y, a=operator, o=options, g=generator: model.restore(y, a, o, generator=g)  # noqa: E731
-            rows.append(restoration_row(x, operator, plan.method, run, network_evaluations(model, plan)))
+            evaluations = network_evaluations(model, plan)
+            rows.append(restoration_row(x, operator, plan.method, run, evaluations, name, composite_fid))
     return rows
 
 
-def control_rows(x: torch.Tensor, specs: list[str], seed: int = 0) -> list[RestorationRow]:
+def runs_on(options: RestoreOptions, model: Model, operator: Degradation) -> bool:
+    """Whether ``options`` can restore ``operator`` on ``model`` (RePaint fills masks only)."""
+    try:
+        options.resolve(model.restore_methods, operator)
+    except ConfigError:
+        return False
+    return True
+
+
+def control_rows(
+    x: torch.Tensor,
+    specs: list[str],
+    seed: int = 0,
+    composite_fid: Callable[[torch.Tensor], dict[str, float]] | None = None,
+) -> list[RestorationRow]:
     """The classical controls of each degradation of ``specs``, on the same images and masks."""
     rows = []
     for spec in specs:
-        operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(seed))
+        operator = _operator(spec, x, seed)
         for name in classical_controls(operator):
             run = lambda y, n=name, a=operator: classical_restore(n, y, a)  # noqa: E731
-            rows.append(restoration_row(x, operator, name, run, 0))
+            rows.append(restoration_row(x, operator, name, run, 0, composite_fid=composite_fid))
     return rows
+
+
+ONE_PASS_SIGMAS = (0.25, 0.5, 1.0, 2.0)  # the noise levels a diffusion model's one pass is tried at
+
+
+def choose_one_pass_sigma(
+    model: Model, validation: torch.Tensor, specs: list[str], sigmas=ONE_PASS_SIGMAS, seed: int = 0
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """A diffusion model's one-pass noise level per degradation kind: the sigma of ``sigmas`` with the best
+    mean PSNR on the missing pixels of the ``validation`` images (carved from the training split, never the
+    test images) over the degradations of ``specs`` of that kind. Returns ({kind: sigma}, {kind: {sigma: dB}},
+    every level tried)."""
+    tried: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        kind = spec_kind(spec)
+        for sigma in sigmas:
+            (row,) = restoration_rows(model, validation, [spec], [RestoreOptions(method="one-pass", sigma=sigma)], seed)
+            tried.setdefault(kind, {}).setdefault(f"{sigma:g}", 0.0)
+            tried[kind][f"{sigma:g}"] += row.psnr / sum(spec_kind(s) == kind for s in specs)
+    best = {kind: float(max(by, key=lambda s: by[s])) for kind, by in tried.items()}
+    return best, tried

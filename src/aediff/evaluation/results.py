@@ -358,7 +358,9 @@ class RestorationRow:
     """One method on one degradation of the same test images (``aediff.evaluation.restoration``): PSNR (dB) on
     the missing pixels (every pixel for super-resolution; a perfect fill counts as 100 dB) and SSIM of the whole
     restored image (on [0, 1]; its known pixels are the original's), each with its standard error over images;
-    network evaluations and seconds per image (0 evaluations for a classical control)."""
+    network evaluations and seconds per image (0 evaluations for a classical control); in a comparison, the
+    model it ran on and the FID of its composites in each judge's features (a value without an interval:
+    few images, the same number for every row, comparable within one degradation only)."""
 
     degradation: str  # e.g. "box 10", "2x super-resolution"
     kind: str  # the degradation's kind: "mask", "downsample"
@@ -371,7 +373,47 @@ class RestorationRow:
     network_evaluations: int
     seconds_per_image: float
     num_images: int
+    model: str = ""  # the planned model in a comparison; "" for a classical control or outside one
+    composite_fid: dict[str, float] = field(default_factory=dict)  # judge -> FID of the composites
     per_image: ImageScores | None = field(default=None, compare=False, metadata=NOT_JSON)
+    missing_per_image: np.ndarray | None = field(default=None, compare=False, metadata=NOT_JSON)  # [N] share
+    # the first 8 images: restored, and their trivial fill A^+ y (to show), [8, C, H, W] in [-1, 1]
+    examples: torch.Tensor | None = field(default=None, compare=False, repr=False, metadata=NOT_JSON)
+    degraded_examples: torch.Tensor | None = field(default=None, compare=False, repr=False, metadata=NOT_JSON)
+
+    @property
+    def who(self) -> str:
+        """The row's name in a table: "model (method)", or the control's name."""
+        return f"{self.model} ({self.method})" if self.model else self.method
+
+
+@dataclass
+class RestorationSweep:
+    """Section 10's measurements: every restoring model's methods and every classical control on the same
+    ``images`` test images, degraded by each of ``specs`` (masks drawn from the comparison's seed); the
+    diffusion model's one-pass noise level chosen per degradation kind (``one_pass_sigma``) by the PSNR on
+    the missing pixels of validation images carved from the training split (``one_pass_validation``: kind ->
+    {sigma: dB}, every level tried)."""
+
+    images: int
+    specs: list[str]
+    own: str  # the degradation (as rows name it) that draws the masking DAE's own training masks
+    rows: list[RestorationRow] = field(default_factory=list)
+    one_pass_sigma: dict[str, float] = field(default_factory=dict)
+    one_pass_validation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    originals: torch.Tensor | None = field(default=None, compare=False, repr=False, metadata=NOT_JSON)  # [8,C,H,W]
+
+    def row(self, who: str, degradation: str) -> RestorationRow | None:
+        return next((r for r in self.rows if r.who == who and r.degradation == degradation), None)
+
+    def controls(self, degradation: str) -> list[RestorationRow]:
+        """The classical controls' rows of ``degradation``."""
+        return [r for r in self.rows if not r.model and r.degradation == degradation]
+
+    @property
+    def degradations(self) -> list[str]:
+        return list(dict.fromkeys(r.degradation for r in self.rows))
 
 
 @dataclass
@@ -594,3 +636,5 @@ class ComparisonSections:
     guidance: GuidanceSweep | None = field(default=None, metadata=OPTIONAL)
     prompts: PromptAccuracy | None = field(default=None, metadata=OPTIONAL)
     manifold_controls: dict[str, Estimate] | None = field(default=None, metadata=OPTIONAL)
+    restoration: RestorationSweep | None = field(default=None, metadata=OPTIONAL)
+    network_features: NetworkFeatureProbes | None = field(default=None, metadata=OPTIONAL)

@@ -29,6 +29,7 @@ import aediff
 from aediff.config import Budget, parse_steps
 from aediff.device import default_device
 from aediff.environment import cpu_model
+from aediff.diffusion.degradations import degradation_from_spec
 from aediff.errors import ConfigError
 from aediff.reports.evaluate import evaluate_all, evaluate_snapshots, prepare_judging, with_snapshot_points
 from aediff.reports.record import ComparisonReport, ReportMeta
@@ -60,6 +61,13 @@ class CompareConfig:
     limit: int = 500  # test images for the denoising sweep, likelihoods and latent probes
     guidances: tuple[float, ...] = (1.0, 3.0, 5.0)  # classifier-free guidance scales of section 8
     denoise_steps: int = 5  # the diffusion model's multi-step denoising
+    # Section 10: the masking DAE hides this share of pixels in training (Vincent et al. 2008's masking noise)
+    masking: float = 0.3
+    # Section 10's degradations of restore_images test images: the masking DAE's own masks first (its
+    # training distribution), then masks it never saw and super-resolution (degradation_from_spec)
+    restore_specs: tuple[str, ...] = ("box:10", "half", "lines:3", "upscale:2")
+    restore_images: int = 100
+    restore_steps: int = 20  # sampler steps of DDNM and RePaint (RePaint adds its resamplings)
     seed: int = 0  # the first training seed, and the evaluation's seed (every training seed is scored alike)
     seeds: int = 1  # training seeds: every planned model but the judge is trained with seed, seed + 1, ...
     batch_size: int = 64
@@ -96,6 +104,12 @@ class CompareConfig:
                 f"got {','.join(map(str, self.snapshots))}"
             )
         self.snapshots = tuple(sorted(self.snapshots))
+        for spec in self.restore_specs:  # the syntax now; whether it fits the images, when they are known
+            degradation_from_spec(spec, 1, (1024, 1024))
+        if self.restore_images < 2 or self.restore_steps < 1:
+            raise ConfigError("section 10 needs --restore-images >= 2 and --restore-steps >= 1")
+        if not 0 < self.masking < 1:
+            raise ConfigError(f"--masking is the share of pixels the masking DAE hides, in (0, 1); got {self.masking}")
         bad = {k: v for k, v in self.family_steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
         if bad:
             raise ConfigError(f"--steps-per-family needs whole step counts >= 1, got {bad}; e.g. diffusion=400")
@@ -108,6 +122,16 @@ class CompareConfig:
     @property
     def training_seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
+
+    @property
+    def masking_spec(self) -> str:
+        """The degradation that draws the masking DAE's own training masks (random pixels at its rate)."""
+        return f"random:{self.masking:g}"
+
+    @property
+    def restorations(self) -> list[str]:
+        """Section 10's degradations: the masking DAE's own masks first, then ``restore_specs``."""
+        return list(dict.fromkeys([self.masking_spec, *self.restore_specs]))
 
     @property
     def shared_bottleneck(self) -> int:
@@ -135,6 +159,8 @@ class PlannedModel:
     ablation_of: str | None = None  # section 7: the planned model this one is, minus its skip connections
     curve: bool = False  # evaluated at each budget snapshot for the budget curves
     peer: bool = False  # a model outside the plan (CompareConfig.peers): scored and listed, never judged
+    # section 10: the masking DAE it is about, the plain AE of its shape, or the diffusion model (restores)
+    restorer: Literal["masking", "plain", "diffusion"] | None = None
 
 
 def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
@@ -147,7 +173,14 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
     ]
     plan += [
         PlannedModel(
-            f"ae-{k}", "ae", {"bottleneck_dim": k}, f"autoencoder, {k}-d bottleneck", "bottleneck", k, curve=k <= b
+            f"ae-{k}",
+            "ae",
+            {"bottleneck_dim": k},
+            f"autoencoder, {k}-d bottleneck",
+            "bottleneck",
+            k,
+            curve=k <= b,
+            restorer="plain" if k == b else None,
         )
         for k in sorted(config.bottlenecks)
     ]
@@ -164,6 +197,15 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
         )
         for s in config.dae_sigmas
     ]
+    plan.append(
+        PlannedModel(
+            "dae-mask",
+            "dae",
+            {"bottleneck_dim": b, "corruption": f"mask:{config.masking:g}"},
+            f"masking denoising autoencoder, {config.masking:.0%} of pixels hidden in training",
+            restorer="masking",
+        )
+    )
     condition = "class" if labelled else "none"
     plan.append(
         PlannedModel(
@@ -173,6 +215,7 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
             "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else ""),
             subject=True,
             curve=True,
+            restorer="diffusion",
         )
     )
     plan.append(

@@ -36,7 +36,8 @@ from aediff.evaluation import (
     spread_indices,
 )
 from aediff.evaluation.judges import Judge, judges_for
-from aediff.evaluation.latents import knn_controls, knn_correct
+from aediff.evaluation.latents import knn_controls, knn_correct, network_feature_probes
+from aediff.evaluation.restoration import choose_one_pass_sigma, control_rows, restoration_rows
 from aediff.evaluation.results import (
     ComparisonSections,
     CurvePoint,
@@ -47,10 +48,14 @@ from aediff.evaluation.results import (
     ImageControls,
     ModelEvaluation,
     PromptAccuracy,
+    RestorationSweep,
     X0Trend,
 )
 from aediff.evaluation.suite import BY_DATA_CLASS
-from aediff.metrics import psnr
+from aediff.diffusion.degradations import spec_kind
+from aediff.diffusion.restoration import RestoreOptions
+from aediff.diffusion.samplers import SamplerOptions
+from aediff.metrics import extract_features, frechet_distance, psnr
 from aediff.metrics.stats import Estimate
 from aediff.models import Capability, Condition, Model
 from aediff.models.diffusion import class_captions, class_names
@@ -126,6 +131,8 @@ def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_se
     if judging.evaluation is not None:
         models[judge.name] = judging.evaluation
     sections.controls = _image_controls(train_set, test_set, config.limit, artifacts)
+    if any(p.restorer for p in plan):
+        sections.restoration = restoration_controls(config, test_set, judges)
     for planned in plan:
         if planned.judge:
             continue
@@ -145,7 +152,7 @@ def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_se
         if log:
             log(f"evaluated {planned.name}")
     if labelled(train_set, test_set):
-        sections.manifold_controls = _manifold_controls(plan, runs, models, train_set, test_set, config, artifacts)
+        sections.manifold_controls = _manifold_controls(plan, runs, models, sections, train_set, test_set, config, artifacts)
     return ComparisonResults(models, sections, artifacts)
 
 
@@ -219,6 +226,8 @@ def _section_numbers(planned, model, config, train_set, test_set, classifier, ju
     """What sections 6, 7 and 8 measure beyond the protocol, for the models they are about (never a peer)."""
     if planned.peer:
         return
+    if planned.restorer is not None:
+        restorations(planned.name, model, config, train_set, test_set, judges, sections.restoration)
     if planned.autoencoder is not None and classifier is not None and model.can(Capability.TEXT_CONDITION):
         sections.prompts, artifacts.prompt_grid = prompt_grid(model, classifier, config, train_set)
     if model.can(Capability.DIFFUSION_BOUND):  # pixel diffusion: its loss and gradients compare directly
@@ -234,10 +243,62 @@ def _section_numbers(planned, model, config, train_set, test_set, classifier, ju
     if not planned.subject:
         return
     sections.x0, artifacts.x0_predictions = x0_trend(model, test_set, config.seed)
+    if labelled(train_set, test_set) and model.can(Capability.NETWORK_FEATURES):
+        sections.network_features = network_feature_probes(
+            model, train_set, test_set, "unet-mid", limit=LATENT_PROBE_IMAGES, seed=config.seed
+        )
     if classifier is not None and model.can(Capability.CLASS_CONDITION):
         sections.guidance, artifacts.class_grid, artifacts.guidance_correct = guidance_sweep(
             model, classifier, judges[0], config, test_set
         )
+
+
+def _restored_images(dataset, config) -> torch.Tensor:
+    return dataset.batch(spread_indices(len(dataset), config.restore_images))["images"]
+
+
+def _composite_fid(judges: list[Judge], test_set):
+    """restored images -> {judge: FID against the test split in its features} (a value: no bootstrap)."""
+
+    def fid(images: torch.Tensor) -> dict[str, float]:
+        return {
+            j.name: frechet_distance(extract_features(j.features, images), j.reference_features(test_set))
+            for j in judges
+        }
+
+    return fid
+
+
+def restoration_controls(config, test_set, judges: list[Judge]) -> RestorationSweep:
+    """Section 10's classical controls on its test images and degradations (``config.restorations``)."""
+    x = _restored_images(test_set, config)
+    rows = control_rows(x, config.restorations, config.seed, _composite_fid(judges, test_set))
+    return RestorationSweep(len(x), config.restorations, rows[0].degradation, rows, originals=x[:8])
+
+
+def restorations(name: str, model: Model, config, train_set, test_set, judges, sweep: RestorationSweep) -> None:
+    """Section 10: every method ``model`` offers on the sweep's images and degradations, its rows added to
+    ``sweep``. A diffusion model runs DDNM and RePaint with ``config.restore_steps`` sampler steps (RePaint's
+    resamplings at their defaults) and its one pass at the noise level chosen on validation images carved
+    from the training split (half as many as the test images, the same per degradation kind)."""
+    x = _restored_images(test_set, config).to(model.device)
+    fid = _composite_fid(judges, test_set)
+    if not model.can(Capability.DIFFUSION_SAMPLER):  # an autoencoder: its one pass
+        sweep.rows += restoration_rows(model, x, config.restorations, [RestoreOptions()], config.seed, name, fid)
+        return
+    validation = train_set.batch(spread_indices(len(train_set), max(10, len(x) // 2)))["images"].to(model.device)
+    sweep.one_pass_sigma, sweep.one_pass_validation = choose_one_pass_sigma(
+        model, validation, config.restorations, seed=config.seed
+    )
+    steps = SamplerOptions(steps=config.restore_steps)
+    for spec in config.restorations:
+        kind = spec_kind(spec)
+        methods = [
+            RestoreOptions(method="ddnm", sampler=steps),
+            RestoreOptions(method="repaint", sampler=steps),
+            RestoreOptions(method="one-pass", sigma=sweep.one_pass_sigma[kind]),
+        ]
+        sweep.rows += restoration_rows(model, x, [spec], methods, config.seed, name, fid)
 
 
 def _image_controls(train_set, test_set, limit: int, artifacts: ComparisonArtifacts) -> ImageControls:
@@ -392,13 +453,16 @@ def _curve_point(fraction: float, evaluation: ModelEvaluation, scores: dict, sam
 
 
 @torch.no_grad()
-def _manifold_controls(plan, runs, models, train_set, test_set, config, artifacts) -> dict[str, Estimate]:
-    """Section 4's controls, on the same test images as the latent probes: k-NN correctness of raw pixels,
-    of a random projection to each latent dimension, and of each autoencoder's network untrained (the same
+def _manifold_controls(plan, runs, models, sections, train_set, test_set, config, artifacts) -> dict[str, Estimate]:
+    """Section 4's and 11's controls, on the same test images as the latent probes: k-NN correctness of raw
+    pixels, of a random projection to each latent dimension (and to the width of section 11's features), and of each autoencoder's network untrained (the same
     config, initialised from the seed, never trained). Per-image arrays go to ``artifacts.knn_controls``;
     returns the accuracies."""
     latent = [p.name for p in plan if not p.peer and p.name in models and models[p.name].latent_space is not None]
-    dims = tuple(sorted({models[n].latent_space.latent_dim for n in latent}))
+    dims = {models[n].latent_space.latent_dim for n in latent}
+    if sections.network_features is not None:  # section 11's control: a projection as wide as the features
+        dims.add(sections.network_features.feature_dim)
+    dims = tuple(sorted(dims))
     controls = knn_controls(train_set, test_set, dims, LATENT_PROBE_IMAGES, seed=config.seed)
     for name in latent:
         trained = aediff.load(runs[name]).model

@@ -1,4 +1,4 @@
-"""The comparison report: nine sections, each a claim, the figure that tests it, the control it must beat
+"""The comparison report: eleven sections, each a claim, the figure that tests it, the control it must beat
 and the verdict computed from the numbers with their intervals (``aediff.reports.verdicts``).
 
 One builder per section reads what ``aediff.reports.evaluate.evaluate_all`` measured, turns it into
@@ -879,6 +879,151 @@ def budget_leaders(curves: dict[str, list[CurvePoint]], m: Measured) -> str:
     return "; ".join(texts)
 
 
+# --- 10. inferring the missing pieces ------------------------------------------------------------------------
+
+MISSING_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 1.0))  # share of an image's pixels a mask hid
+
+
+def _restoration_gap(who, control, degradation: str) -> rules.RestorationGap:
+    gap = paired_difference(who.per_image.psnr, control.per_image.psnr, "images and masks")
+    return rules.RestorationGap(who.who, degradation, control.who, gap)
+
+
+def _restorers(m: Measured) -> dict[str, str]:
+    """Section 10's models by role ("masking", "plain", "diffusion") -> name, those evaluated."""
+    return {p.restorer: p.name for p in m.planned(lambda p: p.restorer is not None)}
+
+
+def restoration_section(m: Measured) -> tuple[Section, Verdict] | None:
+    sweep = m.sections.restoration
+    if sweep is None or not sweep.rows:
+        return None
+    restorers = _restorers(m)
+    rows = sweep.rows
+    masking, diffusion = [], []
+    dae = restorers.get("masking")
+    own = [r for r in rows if r.model == dae and r.degradation == sweep.own]
+    if own:
+        others = [*sweep.controls(sweep.own), *(r for r in rows if r.model == restorers.get("plain")
+                                                and r.degradation == sweep.own)]  # fmt: skip
+        masking = [_restoration_gap(own[0], control, sweep.own) for control in others]
+    subject = restorers.get("diffusion")
+    for degradation in sweep.degradations:
+        default = next((r for r in rows if r.model == subject and r.degradation == degradation
+                        and r.method == "ddnm"), None)  # fmt: skip
+        if default is not None:  # the claim is about the default method, chosen before any number was seen
+            diffusion += [_restoration_gap(default, c, degradation) for c in sweep.controls(degradation)]
+    verdict = m.rule("restoration", rules.infers_missing, masking, diffusion)
+    tables = [_restoration_table(m, sweep), _missing_bins_table(sweep)]
+    figs = [
+        Figure(
+            f"restoration_{i}",
+            partial(_restoration_grid, sweep, degradation),
+            f"{degradation}: the originals, the degraded input (holes at mid-grey, a low-resolution image "
+            "copied up), then each method's restoration (known pixels kept).",
+        )
+        for i, degradation in enumerate(sweep.degradations)
+    ]
+    sigmas = ", ".join(f"{kind} {sigma:g}" for kind, sigma in sweep.one_pass_sigma.items())
+    notes = (
+        f"{sweep.images} test images; the masks are drawn once and shared by every method. The diffusion model's "
+        f"one pass reads A^+ y noised to the level chosen on validation images from the training split ({sigmas})."
+        if sigmas else f"{sweep.images} test images; the masks are drawn once and shared by every method."
+    )
+    claim = (
+        "A masking DAE infers the missing pieces of its own kind of mask, better than classical inpainting and "
+        "than a plain AE of its shape; and one diffusion model, never trained to restore, does it for every mask "
+        "and for super-resolution (DDNM), better than the classical controls."
+    )
+    return _section("restoration", "10. Inferring the missing pieces", claim, verdict, figs, tables, notes), verdict
+
+
+def _restoration_table(m: Measured, sweep) -> Table:
+    judges = m.judges
+    rows = [
+        [r.degradation, r.missing_fraction, r.who, r.psnr, 1.96 * r.psnr_se, r.ssim,
+         *(r.composite_fid.get(j) for j in judges), r.network_evaluations, r.seconds_per_image]
+        for r in sweep.rows
+    ]  # fmt: skip
+    rows.sort(key=lambda row: sweep.degradations.index(row[0]))
+    return Table(
+        "restoration",
+        ["degradation", "missing", "model (method) or control", "PSNR on missing (dB)", "+- (95%)", "SSIM",
+         *(f"composite FID ({j})" for j in judges), "NFE", "s / image"],
+        rows,
+        "PSNR on the missing pixels (every pixel for super-resolution), SSIM of the whole image; FID of the "
+        f"{sweep.images} composites against the test split (no interval: compare within a degradation only).",
+    )  # fmt: skip
+
+
+def _missing_bins_table(sweep) -> Table:
+    """Mean PSNR on the missing pixels of every mask's images, binned by the share each image lost."""
+    names = list(dict.fromkeys(r.who for r in sweep.rows if r.kind == "mask"))
+    rows = []
+    for name in names:
+        psnr = np.concatenate([r.per_image.psnr for r in sweep.rows if r.who == name and r.kind == "mask"])
+        lost = np.concatenate([r.missing_per_image for r in sweep.rows if r.who == name and r.kind == "mask"])
+        cells = []
+        for low, high in MISSING_BINS:
+            inside = (lost >= low) & (lost < high)
+            cells.append(float(psnr[inside].mean()) if inside.any() else None)
+        rows.append([name, *cells])
+    columns = [f"{low:.0%}-{high:.0%} missing" for low, high in MISSING_BINS]
+    return Table(
+        "restoration_by_missing",
+        ["model (method) or control", *columns],
+        rows,
+        "Mean PSNR (dB) on the missing pixels over every mask's images, by the share of the image each mask hid.",
+    )
+
+
+def _restoration_grid(sweep, degradation: str) -> bytes:
+    shown = [r for r in sweep.rows if r.degradation == degradation]
+    images = torch.cat([sweep.originals, shown[0].degraded_examples, *(r.examples for r in shown)])
+    labels = ["original", "degraded", *(r.who for r in shown)]
+    return figures.image_grid(images, nrow=len(sweep.originals), row_labels=labels, title=degradation)
+
+
+# --- 11. the diffusion model's own manifold --------------------------------------------------------------------
+
+
+def diffusion_manifold_section(m: Measured) -> tuple[Section, Verdict] | None:
+    probes = m.sections.network_features
+    controls = m.artifacts.knn_controls
+    if probes is None or probes.knn_hits is None or not controls:
+        return None
+    hits = probes.knn_hits
+    mine = {
+        "raw pixels": controls[RAW_PIXELS],
+        f"a random projection to {probes.feature_dim}-d": controls[f"random projection {probes.feature_dim}"],
+        "the untrained U-Net": probes.untrained_hits,
+    }
+    gaps = {c: paired_proportion_difference(hits, v) for c, v in mine.items()}
+    latents = [p.name for p in m.planned(lambda p: m.knn_hits(p.name) is not None)]
+    peers = {n: paired_proportion_difference(hits, m.knn_hits(n)) for n in latents if n == m.shared_ae}
+    verdict = m.rule("diffusion_manifold", rules.diffusion_manifold, gaps, peers)
+    rows = [[f"diffusion U-Net ({probes.level}, sigma {probes.sigma:g})", probes.feature_dim, float(hits.mean()),
+             probes.linear_probe_accuracy]]  # fmt: skip
+    rows += [[f"{n} latents", m.models[n].latent_space.latent_dim, float(m.knn_hits(n).mean()),
+              m.models[n].latent_space.linear_probe_accuracy] for n in latents]  # fmt: skip
+    rows += [[c, None, float(np.mean(v)), None] for c, v in mine.items()]
+    tried = ", ".join(f"{s}: {a:.3f}" for s, a in probes.validation_knn.items())
+    table = Table(
+        "diffusion_manifold",
+        ["representation", "width", "k-NN accuracy", "linear probe"],
+        rows,
+        f"k-NN (k = 5) on standardized features, {len(hits)} test images; gaps paired over them. The noise level "
+        f"was chosen by k-NN on validation images carved from the training split ({tried}).",
+    )
+    claim = (
+        "The diffusion model learns the data's manifold too: its U-Net's bottleneck features, at a moderate noise "
+        "level, cluster the classes better than raw pixels, a random projection and the untrained U-Net, and "
+        "about as well as (or better than) the autoencoder's latents."
+    )
+    section = _section("diffusion_manifold", "11. The diffusion model's own manifold", claim, verdict, (), [table])
+    return section, verdict
+
+
 # --- the report ----------------------------------------------------------------------------------------------
 
 BUILDERS = (
@@ -891,6 +1036,8 @@ BUILDERS = (
     skips_section,
     conditioning_section,
     summary_section,
+    restoration_section,
+    diffusion_manifold_section,
 )
 
 
@@ -916,7 +1063,7 @@ def build_report(
     runs: dict[int, dict[str, Path]] | None = None,
     snapshots: dict[float, ComparisonResults] | None = None,
 ) -> tuple[ComparisonReport, dict[str, Path]]:
-    """Turn ``evaluate_all``'s results, by training seed, into the nine sections; write report.html,
+    """Turn ``evaluate_all``'s results, by training seed, into the sections; write report.html,
     metrics.json (the returned ``ComparisonReport``), CSVs, PNGs. The first seed's figures and tables are
     shown; every verdict is pooled over the seeds (``aediff.reports.seeds``). ``runs``: each seed's run
     folders, recorded for every seed after the first; ``snapshots``: the first seed's models evaluated at
