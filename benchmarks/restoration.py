@@ -1,18 +1,21 @@
 """Who infers the missing pieces? Every restoration method and classical control on the same degraded test
 images, and how much of the label a diffusion model's inner features carry (issue 26).
 
-    python benchmarks/restoration.py --diffusion runs/diffusion-10m --dae runs/dae-mask-5m --ae runs/ae-5m \
-        --images 200 --out benchmarks/results/restoration
+    python benchmarks/restoration.py --diffusion runs/diffusion --dae runs/dae-mask --ae runs/ae \
+        --judge runs/classifier --latent-diffusion runs/latent-diffusion --images 200 \
+        --out benchmarks/results/restoration
 
-Runs are trained beforehand (a 10-minute default diffusion model, a 5-minute masking DAE `--noise mask:0.3`,
-optionally a plain AE of the DAE's shape); their data's test split is restored. For each degradation
-(--specs: masks of several kinds and sizes, inside and outside the DAE's training distribution, and 2x / 4x
-super-resolution): the diffusion model with DDNM (--steps), RePaint (its defaults: j = 10, r = 10) and its
-one pass at the noise level chosen on validation images (carved from the training split: the sigma of
---one-pass-sigmas with the best PSNR on the missing pixels, per degradation kind), the DAE's and the AE's
-one pass, and the classical controls. Then the feature probes: the diffusion model's `unet-mid` and
-`unet-encoder` features (sigma chosen on validation, every level tried kept) against the autoencoders'
-latents, raw pixels, a random projection of the same width and the untrained network.
+Runs are trained beforehand (the default diffusion model, a masking DAE `--noise mask:0.3`, a plain AE of the
+DAE's shape, and a classifier whose features score the composites' FID); their data's test split is
+restored. For each degradation (--specs: masks of several kinds and sizes, inside and outside the DAE's
+training distribution, and 2x / 4x super-resolution): the diffusion model with DDNM (--steps), RePaint (its
+defaults: j = 10, r = 10) and its one pass at the noise level chosen on validation images (carved from the
+training split: ``choose_one_pass_sigma``), the DAE's and the AE's one pass, and the classical controls; the
+DAE against diffusion's DDNM, paired over images. With --latent-diffusion: its DDNM by decode-project-encode,
+its cost against plain sampling and how far each step's decoded estimate strays from the measurement. Then
+the feature probes: the diffusion model's `unet-mid` and `unet-encoder` features (sigma chosen on validation,
+every level tried kept) against the autoencoders' latents, raw pixels, a random projection of the same width
+and the untrained network.
 
 Writes OUT.json (every number) and OUT.md (the tables the docs quote).
 """
@@ -20,49 +23,45 @@ Writes OUT.json (every number) and OUT.md (the tables the docs quote).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import aediff
+from aediff.diffusion.degradations import degradation_from_spec, spec_kind
 from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions
+from aediff.evaluation.judges import judges_for
 from aediff.evaluation.latents import knn_controls, latent_space_metrics, network_feature_probes
 from aediff.evaluation.protocols import spread_indices
-from aediff.evaluation.restoration import control_rows, restoration_rows
+from aediff.evaluation.restoration import choose_one_pass_sigma, control_rows, restoration_rows
 from aediff.evaluation.results import encode
+from aediff.metrics import extract_features, frechet_distance
+from aediff.metrics.stats import paired_difference
 from results_files import machine, write_results
 
-SPECS = "box:8,box:14,random:0.3,random:0.7,half,lines:3,upscale:2,upscale:4"
-ONE_PASS_SIGMAS = "0.25,0.5,1,2"
+SPECS = "random:0.3,random:0.7,box:8,box:14,half,lines:3,upscale:2,upscale:4"
 
 
 def _images(dataset: Any, n: int, device: torch.device) -> torch.Tensor:
     return dataset.batch(spread_indices(len(dataset), n))["images"].to(device)
 
 
-def _kind(spec: str) -> str:
-    return "downsample" if spec.startswith("upscale") else "mask"
+def _composite_fid(judge_run: Any, test: Any):
+    if judge_run is None:
+        return None
+    judges = judges_for(judge_run.model)
 
+    def fid(images: torch.Tensor) -> dict[str, float]:
+        return {j.name: frechet_distance(extract_features(j.features, images), j.reference_features(test)) for j in judges}
 
-def one_pass_sigma(model: Any, validation: torch.Tensor, specs: list[str], sigmas: list[float], seed: int):
-    """Per degradation kind, the one-pass noise level with the best mean PSNR on the missing pixels of the
-    validation images, and every level's PSNR (all reported)."""
-    tried: dict[str, dict[str, float]] = {}
-    for kind in ("mask", "downsample"):
-        chosen = [s for s in specs if _kind(s) == kind]
-        if not chosen:
-            continue
-        tried[kind] = {}
-        for sigma in sigmas:
-            rows = restoration_rows(model, validation, chosen, [RestoreOptions(method="one-pass", sigma=sigma)], seed)
-            tried[kind][f"{sigma:g}"] = sum(r.psnr for r in rows) / len(rows)
-    best = {kind: float(max(by, key=by.get)) for kind, by in tried.items()}
-    return best, tried
+    return fid
 
 
 def restorations(args: argparse.Namespace, runs: dict[str, Any], train: Any, test: Any) -> dict[str, Any]:
@@ -70,27 +69,78 @@ def restorations(args: argparse.Namespace, runs: dict[str, Any], train: Any, tes
     diffusion = runs["diffusion"].model
     x = _images(test, args.images, diffusion.device)
     validation = _images(train, args.validation_images, diffusion.device)
-    sigmas = [float(s) for s in args.one_pass_sigmas.split(",")]
-    best, tried = one_pass_sigma(diffusion, validation, specs, sigmas, args.seed)
+    sigmas = tuple(float(s) for s in args.one_pass_sigmas.split(","))
+    best, tried = choose_one_pass_sigma(diffusion, validation, specs, sigmas, args.seed)
+    fid = _composite_fid(runs.get("judge"), test)
+    steps = SamplerOptions(steps=args.steps)
     rows = []
     for spec in specs:
-        methods = [RestoreOptions(method="ddnm", sampler=SamplerOptions(steps=args.steps)),
-                   RestoreOptions(method="one-pass", sigma=best[_kind(spec)])]  # fmt: skip
-        if _kind(spec) == "mask":
-            methods.append(RestoreOptions(method="repaint", sampler=SamplerOptions(steps=args.steps)))
-        rows += [("diffusion", r) for r in restoration_rows(diffusion, x, [spec], methods, args.seed)]
+        methods = [RestoreOptions(method="ddnm", sampler=steps), RestoreOptions(method="repaint", sampler=steps),
+                   RestoreOptions(method="one-pass", sigma=best[spec_kind(spec)])]  # fmt: skip
+        rows += restoration_rows(diffusion, x, [spec], methods, args.seed, "diffusion", fid)
         for name in ("dae", "ae"):
             if name in runs:
-                rows += [
-                    (name, r) for r in restoration_rows(runs[name].model, x, [spec], [RestoreOptions()], args.seed)
-                ]
-        rows += [("control", r) for r in control_rows(x, [spec], args.seed)]
-        print(f"restored {spec}")
+                rows += restoration_rows(runs[name].model, x, [spec], [RestoreOptions()], args.seed, name, fid)
+        rows += control_rows(x, [spec], args.seed, fid)
+        print(f"restored {spec}", flush=True)
     return {
         "one_pass_sigma": best,
         "one_pass_sigmas_tried": tried,
-        "rows": [{"model": model, **encode(row)} for model, row in rows],
+        "rows": [encode(row) for row in rows],
+        "dae_minus_ddnm": _dae_against_diffusion(rows),
+        "winners": _winners(rows),
     }
+
+
+def _dae_against_diffusion(rows: list[Any]) -> dict[str, dict[str, float]]:
+    """Per degradation: the DAE's PSNR on the missing pixels minus diffusion DDNM's, paired over images."""
+    out = {}
+    for degradation in dict.fromkeys(r.degradation for r in rows):
+        dae = next((r for r in rows if r.degradation == degradation and r.model == "dae"), None)
+        ddnm = next((r for r in rows if r.degradation == degradation and r.who == "diffusion (ddnm)"), None)
+        if dae is not None and ddnm is not None:
+            gap = paired_difference(dae.per_image.psnr, ddnm.per_image.psnr)
+            low, high = gap.interval()
+            out[degradation] = {"gap": gap.value, "low": low, "high": high}
+    return out
+
+
+def _winners(rows: list[Any]) -> dict[str, str]:
+    """Per degradation: the row with the best mean PSNR on the missing pixels (ties within its interval not
+    resolved: the table has the intervals)."""
+    out = {}
+    for degradation in dict.fromkeys(r.degradation for r in rows):
+        mine = [r for r in rows if r.degradation == degradation]
+        out[degradation] = max(mine, key=lambda r: r.psnr).who
+    return out
+
+
+@torch.no_grad()
+def latent_ddnm(args: argparse.Namespace, run: Any, test: Any) -> dict[str, Any]:
+    """Latent diffusion's DDNM (decode-project-encode): PSNR on the missing pixels, seconds per image against
+    plain sampling with the same steps, and the constraint's error: the RMS of A decode(z0) - y over the steps'
+    latent estimates z0 (zero would mean the constraint reached the latent exactly)."""
+    model = run.model
+    x = _images(test, min(args.images, 100), model.device)
+    out = {}
+    started = time.perf_counter()
+    model.sample(len(x), options=SamplerOptions(steps=args.steps), generator=torch.Generator().manual_seed(0))
+    out["sample_seconds_per_image"] = (time.perf_counter() - started) / len(x)
+    for spec in args.specs.split(","):
+        operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(args.seed))
+        y = operator.forward(x)
+        errors: list[float] = []
+
+        def error(state: dict[str, Any], a=operator, y=y) -> None:
+            errors.append(float((a.forward(model.output_images(state["denoised"])) - y).pow(2).mean().sqrt()))
+
+        (row,) = restoration_rows(model, x, [spec], [RestoreOptions(sampler=SamplerOptions(steps=args.steps))],
+                                  args.seed, "latent-diffusion")  # fmt: skip
+        model.restore(y, operator, RestoreOptions(sampler=SamplerOptions(steps=args.steps)),
+                      generator=torch.Generator().manual_seed(args.seed), callback=error)  # fmt: skip
+        out[row.degradation] = {**{k: v for k, v in encode(row).items()}, "constraint_rms": errors,
+                                "final_constraint_rms": errors[-1]}  # fmt: skip
+    return out
 
 
 def manifold(args: argparse.Namespace, runs: dict[str, Any], train: Any, test: Any) -> dict[str, Any]:
@@ -105,7 +155,12 @@ def manifold(args: argparse.Namespace, runs: dict[str, Any], train: Any, test: A
     return {"features": probes, "latents": latents, "controls": {k: float(v.mean()) for k, v in controls.items()}}
 
 
+def _fids(row: dict[str, Any]) -> str:
+    return ", ".join(f"{v:.3g}" for v in row["composite_fid"].values()) or "-"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    r = result["restoration"]
     lines = [
         "# Restoration: every method and control on the same degraded images",
         "",
@@ -113,29 +168,48 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['machine']['cpu']}, {result['machine']['threads']} threads; {result['seconds']:.0f} s. "
         f"{result['images']} test images; PSNR on the missing pixels (dB, +- 1.96 SE over images), SSIM of the "
-        "whole image.",
+        f"whole image, FID of the composites in the judge's features ({result.get('judges', '-')}; no interval, "
+        "compare within a degradation).",
         "",
-        f"One-pass noise level chosen on validation: {result['restoration']['one_pass_sigma']} "
-        f"(tried: {result['restoration']['one_pass_sigmas_tried']}).",
+        f"One-pass noise level chosen on validation: {r['one_pass_sigma']} (tried: {r['one_pass_sigmas_tried']}).",
         "",
-        "| degradation | missing | model | method | PSNR | SSIM | NFE | s / image |",
+        "| degradation | missing | model (method) or control | PSNR | SSIM | composite FID | NFE | s / image |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["restoration"]["rows"]:
+    for row in r["rows"]:
+        who = f"{row['model']} ({row['method']})" if row["model"] else row["method"]
         lines.append(
-            f"| {r['degradation']} | {r['missing_fraction']:.2f} | {r['model']} | {r['method']} | "
-            f"{r['psnr']:.2f} +- {1.96 * r['psnr_se']:.2f} | {r['ssim']:.3f} | {r['network_evaluations']} | "
-            f"{r['seconds_per_image']:.3f} |"
+            f"| {row['degradation']} | {row['missing_fraction']:.2f} | {who} | "
+            f"{row['psnr']:.2f} +- {1.96 * row['psnr_se']:.2f} | {row['ssim']:.3f} | {_fids(row)} | "
+            f"{row['network_evaluations']} | {row['seconds_per_image']:.4f} |"
         )
+    lines += ["", "Best PSNR on the missing pixels, and the masking DAE minus diffusion's DDNM (paired, 95%):", "",
+              "| degradation | best | DAE minus DDNM (dB) |", "|---|---|---|"]  # fmt: skip
+    for degradation, best in r["winners"].items():
+        gap = r["dae_minus_ddnm"].get(degradation)
+        shown = f"{gap['gap']:+.2f} [{gap['low']:+.2f}, {gap['high']:+.2f}]" if gap else "-"
+        lines.append(f"| {degradation} | {best} | {shown} |")
+    if "latent_ddnm" in result:
+        ldm = {k: v for k, v in result["latent_ddnm"].items() if k != "sample_seconds_per_image"}
+        lines += ["", "Latent diffusion, DDNM by decode-project-encode "
+                  f"({result['latent_ddnm']['sample_seconds_per_image']:.4f}"
+                  " s / image to sample with the same steps):", "",
+                  "| degradation | PSNR | s / image | constraint RMS, first step -> last |", "|---|---|---|---|"]  # fmt: skip
+        for degradation, row in ldm.items():
+            rms = row["constraint_rms"]
+            lines.append(f"| {degradation} | {row['psnr']:.2f} +- {1.96 * row['psnr_se']:.2f} | "
+                         f"{row['seconds_per_image']:.4f} | {rms[0]:.3f} -> {rms[-1]:.3f} |")  # fmt: skip
     m = result["manifold"]
-    lines += ["", "| features | sigma | k-NN | linear probe | untrained k-NN |", "|---|---|---|---|---|"]
+    lines += ["", "| features | sigma | k-NN | linear probe | untrained k-NN | validation k-NN by sigma |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
     for level, p in m["features"].items():
+        tried = ", ".join(f"{s}: {a:.3f}" for s, a in p["validation_knn"].items())
         lines.append(f"| diffusion {level} | {p['sigma']:g} | {p['knn_accuracy']:.3f} | "
-                     f"{p['linear_probe_accuracy']:.3f} | {p['untrained_knn']:.3f} |")  # fmt: skip
+                     f"{p['linear_probe_accuracy']:.3f} | {p['untrained_knn']:.3f} | {tried} |")  # fmt: skip
     for name, p in m["latents"].items():
-        lines.append(f"| {name} latents | - | {p['knn_accuracy']:.3f} | {p['linear_probe_accuracy']:.3f} | - |")
+        lines.append(f"| {name} latents | - | {p['knn_accuracy']:.3f} | {p['linear_probe_accuracy']:.3f} | - | - |")
     for name, acc in m["controls"].items():
-        lines.append(f"| {name} | - | {acc:.3f} | - | - |")
+        lines.append(f"| {name} | - | {acc:.3f} | - | - | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,29 +218,45 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--diffusion", type=Path, required=True, help="a trained pixel diffusion run")
     parser.add_argument("--dae", type=Path, help="a trained masking DAE run (--noise mask:0.3)")
     parser.add_argument("--ae", type=Path, help="a trained plain AE run")
+    parser.add_argument("--judge", type=Path, help="a trained classifier run: its features score composite FID")
+    parser.add_argument("--latent-diffusion", type=Path, help="a trained latent diffusion run")
     parser.add_argument("--specs", default=SPECS, help=f"degradations (default {SPECS})")
     parser.add_argument("--images", type=int, default=200, help="test images restored")
     parser.add_argument("--validation-images", type=int, default=100, help="training images to choose sigma on")
     parser.add_argument("--probe-images", type=int, default=2000, help="images per split for the probes")
-    parser.add_argument("--one-pass-sigmas", default=ONE_PASS_SIGMAS)
+    parser.add_argument("--one-pass-sigmas", default="0.25,0.5,1,2")
     parser.add_argument("--steps", type=int, default=20, help="DDNM and RePaint steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "restoration")
     args = parser.parse_args(argv)
     started = time.time()
-    runs = {name: aediff.load(path) for name, path in
-            (("diffusion", args.diffusion), ("dae", args.dae), ("ae", args.ae)) if path is not None}  # fmt: skip
+    named = (("diffusion", args.diffusion), ("dae", args.dae), ("ae", args.ae), ("judge", args.judge))
+    runs = {name: aediff.load(path) for name, path in named if path is not None}
     data = runs["diffusion"].data
     train, test = data.load_by_position("train"), data.load_by_position("test")
-    result = {
+    result: dict[str, Any] = {
         "command": "python benchmarks/restoration.py " + shlex.join(argv),
         "machine": machine(),
         "images": args.images,
+        "trained_steps": {n: _steps(r) for n, r in runs.items()},
         "restoration": restorations(args, runs, train, test),
-        "manifold": manifold(args, runs, train, test),
     }
+    if "judge" in runs:
+        result["judges"] = ", ".join(j.name for j in judges_for(runs["judge"].model))
+    if args.latent_diffusion is not None:
+        result["latent_ddnm"] = latent_ddnm(args, aediff.load(args.latent_diffusion), test)
+    result["manifold"] = manifold(args, runs, train, test)
     write_results(args.out, result, started, markdown)
 
 
+def _steps(run: Any) -> int | None:
+    """The optimizer steps a run trained (the last step its log.jsonl records), for the results file."""
+    log = Path(run.path) / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    steps = [row["step"] for row in rows if isinstance(row.get("step"), int)]
+    return max(steps) if steps else None
+
+
 if __name__ == "__main__":
+    np.seterr(all="ignore")
     main(sys.argv[1:])

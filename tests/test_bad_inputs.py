@@ -346,7 +346,7 @@ CASES = [
         "hides every pixel",
         setup=_mask_png("m.png", np.full((8, 8), 255)),
     ),
-    Case("restore-ddnm-on-ae", RESTORE + " --mask half --method ddnm", "pixel diffusion model"),
+    Case("restore-ddnm-on-ae", RESTORE + " --mask half --method ddnm", "needs a diffusion model"),
     Case("restore-one-pass-without-sigma", RESTORE_DIFFUSION + " --mask half --method one-pass", "--sigma"),
     Case("restore-sigma-on-ae", RESTORE + " --mask half --sigma 0.5", "no noise level"),
     Case("restore-unknown-method", RESTORE + " --mask half --method inpaint", "unknown restoration method"),

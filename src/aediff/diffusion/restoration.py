@@ -18,6 +18,8 @@ model chooses the noise levels, the condition and guidance live inside the denoi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass
 
@@ -36,6 +38,25 @@ def projected_denoiser(denoise: Denoise, operator: Degradation, y: torch.Tensor)
 
     def projected(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return operator.project(denoise(x, sigma), y)
+
+    return projected
+
+
+def decoded_projected_denoiser(
+    denoise: Denoise,
+    operator: Degradation,
+    y: torch.Tensor,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    encode: Callable[[torch.Tensor], torch.Tensor],
+) -> Denoise:
+    """DDNM through an autoencoder, for diffusion in its latent space: every latent x0 estimate is decoded,
+    projected onto ``A x = y`` in pixel space and encoded again (decode-project-encode). The constraint
+    reaches the latent only as far as ``encode`` and ``decode`` invert each other: ``A decode(z) = y`` holds up
+    to the autoencoder's reconstruction error, not to float precision (the last projection, in pixels, makes
+    the known pixels exact). Costs one decode and one encode per network evaluation."""
+
+    def projected(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return encode(operator.project(decode(denoise(z, sigma)), y))
 
     return projected
 
@@ -194,7 +215,7 @@ class RestoreOptions:
 
 
 _WHO_RUNS = {
-    "ddnm": "a pixel diffusion model",
+    "ddnm": "a diffusion model (in pixels, or in a latent space through decode-project-encode)",
     "repaint": "a pixel diffusion model",
     "one-pass": "an autoencoder (AE, VAE or DAE) or a pixel diffusion model",
 }

@@ -570,7 +570,7 @@ class DiffusionModel(Model):
             noisy = filled + plan.sigma * torch.randn(filled.shape, device=self.device, generator=generator)
             x = denoise(noisy, torch.tensor(plan.sigma, device=self.device).expand(n))
         else:
-            x = self._restore_by_sampling(plan, operator, y, denoise, generator, callback)
+            x = self.output_images(self._restore_by_sampling(plan, operator, y, denoise, generator, callback))
         return operator.project(x.clamp(-1, 1), y).clamp(-1, 1)
 
     def _restore_by_sampling(self, plan, operator: Degradation, y, denoise, generator, callback) -> torch.Tensor:
@@ -582,7 +582,11 @@ class DiffusionModel(Model):
                 denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback
             )
         start = sigmas[0] * torch.randn((len(y), *self.space_shape), device=self.device, generator=generator)
-        return run_sampler(sampling, projected_denoiser(denoise, operator, y), start, sigmas, callback, generator)
+        return run_sampler(sampling, self.constrained_denoiser(denoise, operator, y), start, sigmas, callback, generator)
+
+    def constrained_denoiser(self, denoise, operator: Degradation, y: torch.Tensor):
+        """DDNM's denoiser in this model's sampling space: here pixels, each x0 estimate projected onto A x = y."""
+        return projected_denoiser(denoise, operator, y)
 
     # --- denoising -----------------------------------------------------------------------------------------
     def integrate_down(self, x: torch.Tensor, sigma: float, steps: int, denoiser: Callable) -> torch.Tensor:

@@ -23,6 +23,8 @@ import torch
 
 from aediff.config import bounded
 from aediff.data.hfstream import ImageStream
+from aediff.diffusion.degradations import Degradation
+from aediff.diffusion.restoration import decoded_projected_denoiser
 from aediff.errors import ConfigError
 from aediff.models.diffusion import (
     V1_FIELDS,
@@ -75,11 +77,19 @@ class LatentDiffusionModel(DiffusionModel):
     family = "latent-diffusion"
     config_class = LatentDiffusionConfig
     # The diffusion bound is a statement about pixels under a Gaussian chain; here the chain is on latents.
-    # Restoration constrains pixels; this diffusion runs on latents, so neither DDNM's projection nor RePaint's
-    # known pixels reach it without a decode-project-encode at every step (not built): refused for now.
-    declared = DiffusionModel.declared - {Capability.DIFFUSION_BOUND, Capability.RESTORE}
-    restore = Model.restore
-    restore_methods = Model.restore_methods
+    declared = DiffusionModel.declared - {Capability.DIFFUSION_BOUND}
+
+    @property
+    def restore_methods(self) -> tuple[str, ...]:
+        # Restoration constrains pixels and this diffusion runs on latents: DDNM reaches them by decode-project-
+        # encode at every step (``constrained_denoiser``). RePaint's noised known pixels would have to be encoded
+        # at every jump too, and a one pass would read an encoded A^+ y at a latent noise level nobody chose:
+        # neither is offered.
+        return ("ddnm",)
+
+    def constrained_denoiser(self, denoise, operator: Degradation, y: torch.Tensor):
+        """DDNM through the autoencoder: decode each latent x0 estimate, project it onto A x = y, encode it."""
+        return decoded_projected_denoiser(denoise, operator, y, self.output_images, self.diffusion_input)
 
     def __init__(self, config: LatentDiffusionConfig, autoencoder: Model | None = None):
         source = config.autoencoder
