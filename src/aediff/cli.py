@@ -885,6 +885,17 @@ def compare(
             "or none: fewer make the evaluation shorter"
         ),
     ] = "0.25,0.5",
+    restore_specs: Annotated[
+        str,
+        typer.Option(
+            help="section 10's degradations beside the masking DAE's own masks: box:SIDE, random:RATE, half, "
+            "lines:N, upscale:FACTOR"
+        ),
+    ] = "box:10,half,lines:3,upscale:2",
+    restore_images: Annotated[int, typer.Option(min=2, max=10_000, help="section 10's test images")] = 100,
+    restore_steps: Annotated[
+        int, typer.Option(min=1, max=1000, help="section 10's DDNM and RePaint sampler steps")
+    ] = 20,
     seed: SeedOpt = 0,
     seeds: Annotated[
         int,
@@ -923,6 +934,9 @@ def compare(
         snapshots=()
         if snapshots.strip().lower() == "none"
         else _numbers(snapshots, float, "--snapshots", "0.25,0.5 (or none)"),
+        restore_specs=tuple(part.strip() for part in restore_specs.split(",") if part.strip()),
+        restore_images=restore_images,
+        restore_steps=restore_steps,
     )
     planned = [p for p in compare_plan(config) if p.name not in config.runs]
     trained = sum(seeds if not p.judge else 1 for p in planned)

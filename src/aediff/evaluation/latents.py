@@ -220,26 +220,30 @@ def network_feature_probes(
     sigmas: tuple[float, ...] = FEATURE_SIGMAS,
     limit: int = 2000,
     seed: int = 0,
+    choose_on: int | None = None,
 ) -> NetworkFeatureProbes:
     """How much of the label a diffusion model's inner features carry (both splits need labels): sigma is
-    chosen by k-NN accuracy on every ``VALIDATION_EVERY``-th of ``limit`` training images (fitted on the
-    rest), then the probes are fitted on all of them and scored on ``limit`` test images; the same for the
-    network untrained (same config, initialised from ``seed``) at the chosen sigma."""
+    chosen by k-NN accuracy on every ``VALIDATION_EVERY``-th of ``choose_on`` training images (default
+    ``limit``; fitted on the rest), then the probes are fitted on ``limit`` training images and scored on
+    ``limit`` test images; the same for the network untrained (same config, initialised from ``seed``) at the
+    chosen sigma."""
 
-    def codes(net: nn.Module, split: Any, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-        found, labels = network_codes(net, split, level, sigma, limit, seed)
+    def codes(net: nn.Module, split: Any, sigma: float, n: int = limit) -> tuple[np.ndarray, np.ndarray]:
+        found, labels = network_codes(net, split, level, sigma, n, seed)
         if (labels < 0).any():
             raise ConfigError("feature probes need labelled data (e.g. digits or mnist5k)")
         return found, labels
 
-    held = np.zeros(min(limit, len(train)), dtype=bool)
+    chosen_on = limit if choose_on is None else min(choose_on, limit)
+    held = np.zeros(min(chosen_on, len(train)), dtype=bool)
     held[::VALIDATION_EVERY] = True
-    validation = {}
+    validation, seen = {}, {}
     for sigma in sigmas:
-        found, labels = codes(model, train, sigma)
+        seen[sigma] = found, labels = codes(model, train, sigma, chosen_on)
         validation[f"{sigma:g}"] = knn_accuracy(found[~held], labels[~held], found[held], labels[held])
     best = max(sigmas, key=lambda s: validation[f"{s:g}"])  # ties: the first, the least noisy
-    train_codes, train_labels = codes(model, train, best)
+    # the same images, sigma and noise: the validation pass's codes are the training codes when it saw them all
+    train_codes, train_labels = seen[best] if chosen_on == limit else codes(model, train, best)
     test_codes, test_labels = codes(model, test, best)
     knn = knn_correct(train_codes, train_labels, test_codes, test_labels)
     probe = linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, seed)

@@ -65,6 +65,7 @@ X0_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0)  # section 6's row 
 X0_IMAGES = 64  # test images behind section 6's statistic (6 are shown)
 LATENT_PROBE_IMAGES = 2000  # per split, for the k-NN and linear probes and their controls
 TREND_DRAWS = 200  # bootstrap draws of section 6's Spearman rho
+FEATURE_SIGMA_IMAGES = 1000  # training images section 11 chooses its noise level on (a fifth held out)
 
 
 @dataclass
@@ -245,7 +246,8 @@ def _section_numbers(planned, model, config, train_set, test_set, classifier, ju
     sections.x0, artifacts.x0_predictions = x0_trend(model, test_set, config.seed)
     if labelled(train_set, test_set) and model.can(Capability.NETWORK_FEATURES):
         sections.network_features = network_feature_probes(
-            model, train_set, test_set, "unet-mid", limit=LATENT_PROBE_IMAGES, seed=config.seed
+            model, train_set, test_set, "unet-mid", limit=LATENT_PROBE_IMAGES, seed=config.seed,
+            choose_on=FEATURE_SIGMA_IMAGES,
         )
     if classifier is not None and model.can(Capability.CLASS_CONDITION):
         sections.guidance, artifacts.class_grid, artifacts.guidance_correct = guidance_sweep(

@@ -889,25 +889,24 @@ def _restoration_gap(who, control, degradation: str) -> rules.RestorationGap:
     return rules.RestorationGap(who.who, degradation, control.who, gap)
 
 
-def _restorers(m: Measured) -> dict[str, str]:
-    """Section 10's models by role ("masking", "plain", "diffusion") -> name, those evaluated."""
-    return {p.restorer: p.name for p in m.planned(lambda p: p.restorer is not None)}
+def _restorer(m: Measured, role: str) -> str | None:
+    """The evaluated model section 10 gives ``role`` ("masking", "plain", "diffusion"), if any."""
+    found = m.planned(lambda p: p.restorer == role)
+    return found[0].name if found else None
 
 
 def restoration_section(m: Measured) -> tuple[Section, Verdict] | None:
     sweep = m.sections.restoration
     if sweep is None or not sweep.rows:
         return None
-    restorers = _restorers(m)
     rows = sweep.rows
     masking, diffusion = [], []
-    dae = restorers.get("masking")
+    dae, plain = _restorer(m, "masking"), _restorer(m, "plain")
     own = [r for r in rows if r.model == dae and r.degradation == sweep.own]
     if own:
-        others = [*sweep.controls(sweep.own), *(r for r in rows if r.model == restorers.get("plain")
-                                                and r.degradation == sweep.own)]  # fmt: skip
+        others = [*sweep.controls(sweep.own), *(r for r in rows if r.model == plain and r.degradation == sweep.own)]
         masking = [_restoration_gap(own[0], control, sweep.own) for control in others]
-    subject = restorers.get("diffusion")
+    subject = _restorer(m, "diffusion")
     for degradation in sweep.degradations:
         default = next((r for r in rows if r.model == subject and r.degradation == degradation
                         and r.method == "ddnm"), None)  # fmt: skip
