@@ -64,3 +64,9 @@ def test_feature_probes_choose_sigma_on_validation_and_score_the_untrained_netwo
     assert probes.feature_dim == 16 and probes.num_test == 359 and probes.knn_hits.shape == (359,)
     assert probes.untrained_hits.shape == (359,) and not np.array_equal(probes.untrained_hits, probes.knn_hits)
     assert 0.1 < probes.knn_accuracy <= 1 and 0 < probes.linear_probe_accuracy <= 1
+    # sigma chosen on fewer training images: the same probes on the same test images, the choice made apart
+    fewer = network_feature_probes(model, train, test, sigmas=(0.25, 1.0), limit=400, choose_on=100)
+    assert fewer.num_train == probes.num_train and fewer.knn_hits.shape == probes.knn_hits.shape
+    assert fewer.validation_knn != probes.validation_knn  # 20 held-out images instead of 80
+    if fewer.sigma == probes.sigma:  # then everything after the choice is the same computation
+        assert np.array_equal(fewer.knn_hits, probes.knn_hits)

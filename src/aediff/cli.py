@@ -893,6 +893,9 @@ def compare(
         ),
     ] = "box:10,half,lines:3,upscale:2",
     restore_images: Annotated[int, typer.Option(min=2, max=10_000, help="section 10's test images")] = 100,
+    masking: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="share of pixels the masking DAE hides in training")
+    ] = 0.3,
     restore_steps: Annotated[
         int, typer.Option(min=1, max=1000, help="section 10's DDNM and RePaint sampler steps")
     ] = 20,
@@ -937,6 +940,7 @@ def compare(
         restore_specs=tuple(part.strip() for part in restore_specs.split(",") if part.strip()),
         restore_images=restore_images,
         restore_steps=restore_steps,
+        masking=masking,
     )
     planned = [p for p in compare_plan(config) if p.name not in config.runs]
     trained = sum(seeds if not p.judge else 1 for p in planned)

@@ -105,7 +105,10 @@ class CompareConfig:
             )
         self.snapshots = tuple(sorted(self.snapshots))
         for spec in self.restore_specs:  # the syntax now; whether it fits the images, when they are known
-            degradation_from_spec(spec, 1, (1024, 1024))
+            try:
+                degradation_from_spec(spec, 1, (1024, 1024))
+            except ConfigError as exc:
+                raise ConfigError(f"--restore-specs {spec}: {exc}") from None
         if self.restore_images < 2 or self.restore_steps < 1:
             raise ConfigError("section 10 needs --restore-images >= 2 and --restore-steps >= 1")
         if not 0 < self.masking < 1:
@@ -532,6 +535,12 @@ def _checked_plan(config: CompareConfig, out: Path, replace_runs: bool):
     for planned in plan:  # every given folder is checked before the first model trains
         if planned.name in config.runs:
             _check_reused(planned, Path(config.runs[planned.name]))
+    shape = tuple(test_set.batch(torch.arange(1))["images"].shape[1:])
+    for spec in config.restorations:  # section 10's degradations must fit the images: say so before training
+        try:
+            degradation_from_spec(spec, 1, shape[1:]).check((1, *shape))
+        except ConfigError as exc:
+            raise ConfigError(f"--restore-specs {spec} on {config.data}'s images: {exc}") from None
     peers = peer_plan(config, plan)
     for planned in plan:  # a text-conditioned model needs captions: say so before the first model trains
         if planned.model.get("conditioning.kind") == "text":
