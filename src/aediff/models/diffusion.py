@@ -245,13 +245,19 @@ def class_captions(names: Sequence[str], labels: Sequence[int]) -> list[str]:
     return [fill_template(template, names[label]) for label in labels]
 
 
-def _keep_pooled(found: dict[str, torch.Tensor], level: str) -> Callable:
+class _LevelsRead(Exception):
+    """Raised by the last feature hook to stop the forward pass: the layers after it are not needed."""
+
+
+def _keep_pooled(found: dict[str, torch.Tensor], level: str, wanted: int) -> Callable:
     """A forward hook that keeps a module's output (the first element where it returns a tuple), averaged over
-    positions: [N, width]."""
+    positions: [N, width]; once ``wanted`` levels are kept it stops the pass (the decoder would be wasted)."""
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         activation = output[0] if isinstance(output, tuple) else output  # encoders return (h, skips)
         found[level] = activation.float().mean(dim=(2, 3)).cpu()
+        if len(found) == wanted:
+            raise _LevelsRead
 
     return hook
 
@@ -532,9 +538,12 @@ class DiffusionModel(Model):
         x = self.diffusion_input(images.to(self.device))
         x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
         found: dict[str, torch.Tensor] = {}
-        hooks = [modules[level].register_forward_hook(_keep_pooled(found, level)) for level in levels]
+        wanted = len(set(levels))
+        hooks = [modules[level].register_forward_hook(_keep_pooled(found, level, wanted)) for level in set(levels)]
         try:
             self.denoiser(x, torch.tensor(float(sigma), device=x.device), **self.condition_inputs(len(x)))
+        except _LevelsRead:
+            pass
         finally:
             for hook in hooks:
                 hook.remove()
