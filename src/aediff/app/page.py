@@ -172,16 +172,19 @@ def _generate_tab(catalog: handlers.Catalog) -> gr.Dropdown:
     return g_run
 
 
+def _image_input(upload_id: str) -> tuple[gr.File, gr.Sketchpad]:
+    """An image to work on: an upload box (``upload_id``) and a canvas used when nothing is uploaded."""
+    upload = gr.File(
+        label=f"upload an image (at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB)", type="filepath", elem_id=upload_id
+    )
+    return upload, gr.Sketchpad(label="or draw one (used when nothing is uploaded)", type="pil")
+
+
 def _denoise_tab(catalog: handlers.Catalog) -> None:
     """Denoise: an uploaded or drawn image, corrupted, cleaned by every model that can, with PSNR and SSIM."""
     with gr.Row():
         with gr.Column():
-            d_upload = gr.File(
-                label=f"upload an image (at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB)",
-                type="filepath",
-                elem_id="d-upload",
-            )
-            d_drawing = gr.Sketchpad(label="or draw one (used when nothing is uploaded)", type="pil")
+            d_upload, d_drawing = _image_input("d-upload")
             with gr.Row():
                 d_kind = gr.Radio(list(handlers.CORRUPTIONS), value="gaussian", label="corruption")
                 d_level = gr.Number(0.3, label="sigma (gaussian) or share (mask)", elem_id="d-level")
@@ -214,12 +217,7 @@ def _restore_tab(catalog: handlers.Catalog) -> None:
     restore fills it beside the classical controls, with the PSNR on the hole and a diffusion trajectory."""
     with gr.Row():
         with gr.Column():
-            r_upload = gr.File(
-                label=f"upload an image (at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB)",
-                type="filepath",
-                elem_id="rs-upload",
-            )
-            r_drawing = gr.Sketchpad(label="or draw one (used when nothing is uploaded)", type="pil")
+            r_upload, r_drawing = _image_input("rs-upload")
             with gr.Row():
                 r_kind = gr.Radio(list(restore.DEGRADATIONS), value="box", label="degradation", elem_id="rs-kind")
                 r_value = gr.Textbox(
