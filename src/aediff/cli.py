@@ -888,10 +888,10 @@ def compare(
     restore_specs: Annotated[
         str,
         typer.Option(
-            help="section 10's degradations beside the masking DAE's own masks: box:SIDE, random:RATE, half, "
-            "lines:N, upscale:FACTOR"
+            help="section 10's degradations beside the masking DAE's own masks (box:SIDE, random:RATE, half, "
+            "lines:N, upscale:FACTOR), or auto: a box a third of the side, half, lines:3, upscale:2"
         ),
-    ] = "box:10,half,lines:3,upscale:2",
+    ] = "auto",
     restore_images: Annotated[int, typer.Option(min=2, max=10_000, help="section 10's test images")] = 100,
     masking: Annotated[
         float, typer.Option(min=0.01, max=0.99, help="share of pixels the masking DAE hides in training")
@@ -937,7 +937,9 @@ def compare(
         snapshots=()
         if snapshots.strip().lower() == "none"
         else _numbers(snapshots, float, "--snapshots", "0.25,0.5 (or none)"),
-        restore_specs=tuple(part.strip() for part in restore_specs.split(",") if part.strip()),
+        restore_specs=None
+        if restore_specs.strip().lower() == "auto"
+        else tuple(part.strip() for part in restore_specs.split(",") if part.strip()),
         restore_images=restore_images,
         restore_steps=restore_steps,
         masking=masking,

@@ -65,7 +65,9 @@ class CompareConfig:
     masking: float = 0.3
     # Section 10's degradations of restore_images test images: the masking DAE's own masks first (its
     # training distribution), then masks it never saw and super-resolution (degradation_from_spec)
-    restore_specs: tuple[str, ...] = ("box:10", "half", "lines:3", "upscale:2")
+    # None: a box of about a third of the side (10 on 28x28 digits), half, 3 lines, and 2x super-resolution
+    # where 2 divides the images
+    restore_specs: tuple[str, ...] | None = None
     restore_images: int = 100
     restore_steps: int = 20  # sampler steps of DDNM and RePaint (RePaint adds its resamplings)
     seed: int = 0  # the first training seed, and the evaluation's seed (every training seed is scored alike)
@@ -104,7 +106,7 @@ class CompareConfig:
                 f"got {','.join(map(str, self.snapshots))}"
             )
         self.snapshots = tuple(sorted(self.snapshots))
-        for spec in self.restore_specs:  # the syntax now; whether it fits the images, when they are known
+        for spec in self.restore_specs or ():  # the syntax now; whether it fits the images, when they are known
             try:
                 degradation_from_spec(spec, 1, (1024, 1024))
             except ConfigError as exc:
@@ -131,10 +133,15 @@ class CompareConfig:
         """The degradation that draws the masking DAE's own training masks (random pixels at its rate)."""
         return f"random:{self.masking:g}"
 
-    @property
-    def restorations(self) -> list[str]:
-        """Section 10's degradations: the masking DAE's own masks first, then ``restore_specs``."""
-        return list(dict.fromkeys([self.masking_spec, *self.restore_specs]))
+    def restorations_for(self, shape: tuple[int, ...]) -> list[str]:
+        """Section 10's degradations of images of ``shape`` (..., H, W): the masking DAE's own masks first, then
+        ``restore_specs`` (or, when None, the defaults sized to the images)."""
+        h, w = shape[-2:]
+        specs = self.restore_specs
+        if specs is None:
+            halvable = ("upscale:2",) if h % 2 == 0 and w % 2 == 0 else ()
+            specs = (f"box:{max(1, round(0.36 * min(h, w)))}", "half", "lines:3", *halvable)
+        return list(dict.fromkeys([self.masking_spec, *specs]))
 
     @property
     def shared_bottleneck(self) -> int:
@@ -536,7 +543,7 @@ def _checked_plan(config: CompareConfig, out: Path, replace_runs: bool):
         if planned.name in config.runs:
             _check_reused(planned, Path(config.runs[planned.name]))
     shape = tuple(test_set.batch(torch.arange(1))["images"].shape[1:])
-    for spec in config.restorations:  # section 10's degradations must fit the images: say so before training
+    for spec in config.restorations_for(shape):  # section 10's degradations must fit: say so before training
         try:
             degradation_from_spec(spec, 1, shape[1:]).check((1, *shape))
         except ConfigError as exc:

@@ -272,28 +272,29 @@ def _composite_fid(judges: list[Judge], test_set):
 
 
 def restoration_controls(config, test_set, judges: list[Judge]) -> RestorationSweep:
-    """Section 10's classical controls on its test images and degradations (``config.restorations``)."""
+    """Section 10's classical controls on its test images and degradations (``config.restorations_for``)."""
     x = _restored_images(test_set, config)
-    rows = control_rows(x, config.restorations, config.seed, _composite_fid(judges, test_set))
-    return RestorationSweep(len(x), config.restorations, rows[0].degradation, rows, originals=x[:8])
+    specs = config.restorations_for(tuple(x.shape))
+    rows = control_rows(x, specs, config.seed, _composite_fid(judges, test_set))
+    return RestorationSweep(len(x), specs, rows[0].degradation, rows, originals=x[:8])
 
 
 def restorations(name: str, model: Model, config, train_set, test_set, judges, sweep: RestorationSweep) -> None:
-    """Section 10: every method ``model`` offers on the sweep's images and degradations, its rows added to
-    ``sweep``. A diffusion model runs DDNM and RePaint with ``config.restore_steps`` sampler steps (RePaint's
+    """Section 10: every method ``model`` offers on the sweep's images and degradations (``sweep.specs``), its
+    rows added to ``sweep``. A diffusion model runs DDNM and RePaint with ``config.restore_steps`` sampler steps (RePaint's
     resamplings at their defaults) and its one pass at the noise level chosen on validation images carved
     from the training split (half as many as the test images, the same per degradation kind)."""
     x = _restored_images(test_set, config).to(model.device)
     fid = _composite_fid(judges, test_set)
     if not model.can(Capability.DIFFUSION_SAMPLER):  # an autoencoder: its one pass
-        sweep.rows += restoration_rows(model, x, config.restorations, [RestoreOptions()], config.seed, name, fid)
+        sweep.rows += restoration_rows(model, x, sweep.specs, [RestoreOptions()], config.seed, name, fid)
         return
     validation = train_set.batch(spread_indices(len(train_set), max(10, len(x) // 2)))["images"].to(model.device)
     sweep.one_pass_sigma, sweep.one_pass_validation = choose_one_pass_sigma(
-        model, validation, config.restorations, seed=config.seed
+        model, validation, sweep.specs, seed=config.seed
     )
     steps = SamplerOptions(steps=config.restore_steps)
-    for spec in config.restorations:
+    for spec in sweep.specs:
         kind = spec_kind(spec)
         methods = [
             RestoreOptions(method="ddnm", sampler=steps),
