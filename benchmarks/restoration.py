@@ -40,9 +40,15 @@ from aediff.diffusion.samplers import SamplerOptions
 from aediff.evaluation.judges import judges_for
 from aediff.evaluation.latents import knn_controls, latent_space_metrics, network_feature_probes
 from aediff.evaluation.protocols import spread_indices
-from aediff.evaluation.restoration import choose_one_pass_sigma, control_rows, restoration_rows
+from aediff.evaluation.restoration import (
+    choose_one_pass_sigma,
+    composite_fid,
+    control_rows,
+    network_evaluations,
+    restoration_row,
+    restoration_rows,
+)
 from aediff.evaluation.results import encode
-from aediff.metrics import extract_features, frechet_distance
 from aediff.metrics.stats import paired_difference
 from results_files import machine, write_results
 
@@ -54,14 +60,7 @@ def _images(dataset: Any, n: int, device: torch.device) -> torch.Tensor:
 
 
 def _composite_fid(judge_run: Any, test: Any):
-    if judge_run is None:
-        return None
-    judges = judges_for(judge_run.model)
-
-    def fid(images: torch.Tensor) -> dict[str, float]:
-        return {j.name: frechet_distance(extract_features(j.features, images), j.reference_features(test)) for j in judges}
-
-    return fid
+    return composite_fid(judges_for(judge_run.model), test) if judge_run is not None else None
 
 
 def restorations(args: argparse.Namespace, runs: dict[str, Any], train: Any, test: Any) -> dict[str, Any]:
@@ -127,20 +126,28 @@ def latent_ddnm(args: argparse.Namespace, run: Any, test: Any) -> dict[str, Any]
     model.sample(len(x), options=SamplerOptions(steps=args.steps), generator=torch.Generator().manual_seed(0))
     out["sample_seconds_per_image"] = (time.perf_counter() - started) / len(x)
     for spec in args.specs.split(","):
-        operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(args.seed))
-        y = operator.forward(x)
-        errors: list[float] = []
-
-        def error(state: dict[str, Any], a=operator, y=y) -> None:
-            errors.append(float((a.forward(model.output_images(state["denoised"])) - y).pow(2).mean().sqrt()))
-
-        (row,) = restoration_rows(model, x, [spec], [RestoreOptions(sampler=SamplerOptions(steps=args.steps))],
-                                  args.seed, "latent-diffusion")  # fmt: skip
-        model.restore(y, operator, RestoreOptions(sampler=SamplerOptions(steps=args.steps)),
-                      generator=torch.Generator().manual_seed(args.seed), callback=error)  # fmt: skip
-        out[row.degradation] = {**{k: v for k, v in encode(row).items()}, "constraint_rms": errors,
-                                "final_constraint_rms": errors[-1]}  # fmt: skip
+        row, errors = _latent_row(model, x, spec, args.steps, args.seed)
+        out[row.degradation] = {**encode(row), "constraint_rms": errors, "final_constraint_rms": errors[-1]}
     return out
+
+
+def _latent_row(model: Any, x: torch.Tensor, spec: str, steps: int, seed: int) -> tuple[Any, list[float]]:
+    """One degradation restored by latent DDNM: its RestorationRow and the RMS of A decode(z0) - y of each step's
+    latent estimate z0, recorded while it restores."""
+    operator = degradation_from_spec(spec, len(x), tuple(x.shape[2:]), torch.Generator().manual_seed(seed))
+    y, errors = operator.forward(x), []
+
+    def restore(measured: torch.Tensor) -> torch.Tensor:
+        def error(state: dict[str, Any]) -> None:
+            errors.append(float((operator.forward(model.output_images(state["denoised"])) - y).pow(2).mean().sqrt()))
+
+        generator = torch.Generator(model.device).manual_seed(seed)
+        return model.restore(measured, operator, options, generator=generator, callback=error)
+
+    options = RestoreOptions(sampler=SamplerOptions(steps=steps))
+    plan = options.resolve(model.restore_methods, operator)
+    row = restoration_row(x, operator, plan.method, restore, network_evaluations(model, plan), "latent-diffusion")
+    return row, errors
 
 
 def manifold(args: argparse.Namespace, runs: dict[str, Any], train: Any, test: Any) -> dict[str, Any]:
@@ -194,7 +201,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "Latent diffusion, DDNM by decode-project-encode "
                   f"({result['latent_ddnm']['sample_seconds_per_image']:.4f}"
                   " s / image to sample with the same steps):", "",
-                  "| degradation | PSNR | s / image | constraint RMS, first step -> last |", "|---|---|---|---|"]  # fmt: skip
+                  "| degradation | PSNR | s / image | constraint RMS, first step -> last |",
+                  "|---|---|---|---|"]  # fmt: skip
         for degradation, row in ldm.items():
             rms = row["constraint_rms"]
             lines.append(f"| {degradation} | {row['psnr']:.2f} +- {1.96 * row['psnr_se']:.2f} | "

@@ -30,7 +30,12 @@ def write_results(out: Path, results: dict, started: float, markdown: Callable[[
     """Record the seconds since ``started`` (time.time()) in ``results``, write OUT.json and OUT.md
     (``markdown(results)``), and say so."""
     results["seconds"] = time.time() - started
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
+    save(out, results, markdown, indent=2)
     print(f"wrote {out}.json and .md ({results['seconds']:.0f}s)")
+
+
+def save(out: Path, results: dict, markdown: Callable[[dict], str], indent: int = 1) -> None:
+    """Write OUT.json (``results``) and OUT.md (``markdown(results)``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=indent) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))

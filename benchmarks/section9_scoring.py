@@ -13,7 +13,6 @@ must keep its bootstrap draws (its own metrics.json, not a stripped results copy
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from aediff.reports import verdicts as rules
 from aediff.reports.record import ComparisonReport
 from aediff.reports.sections import Measured, _fids_by_judge
 from aediff.reports.seeds import Ruling, over_seeds
+from results_files import save
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -102,9 +102,7 @@ def main(argv: list[str]) -> None:
         "unconditional": scoring(measured, unconditional=True),
         "report_verdict": record.verdicts["summary"].verdict.verdict,
     }
-    stem = RESULTS / f"section9_{args.name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    save(RESULTS / f"section9_{args.name}", result, markdown)
     print(markdown(result))
 
 

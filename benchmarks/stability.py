@@ -13,7 +13,6 @@ so time the configuration alone on an idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -24,6 +23,7 @@ from aediff.config import parse_budget
 from aediff.environment import cpu_model
 from aediff.reports.compare import CompareConfig, parse_family_steps, run_compare
 from aediff.reports.record import ComparisonReport
+from results_files import save
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -112,9 +112,7 @@ def main(argv: list[str]) -> None:
     record = run_compare(config, args.out, progress=False, log=print, command=command, replace_runs=True)
     result = summary(record, time.perf_counter() - started, command)
     result["cpu"] = result["cpu"] or cpu_model()
-    stem = RESULTS / f"stability_{args.name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    save(RESULTS / f"stability_{args.name}", result, markdown)
     print(markdown(result))
 
 

@@ -143,8 +143,13 @@ def test_a_drawn_mask_is_scaled_to_each_model_and_its_strokes_are_filled(app_run
     drawing.paste(255, (0, 0, 32, 64))  # the left half stroked: fill it
     image = Image.fromarray((np.arange(256).reshape(16, 16) % 255).astype(np.uint8))
     mask = restore.drawn_mask(drawing, (8, 8))
-    assert mask.missing(torch.zeros(1, 1, 8, 8))[0, 0, :, :4].all() and not mask.missing(torch.zeros(1, 1, 8, 8))[0, 0, :, 4:].any()
-    result = restore.restore_all(catalog, image, restore.RestoreRequest("drawn mask", method="one-pass", sigma=1.0), drawing)
+    assert (
+        mask.missing(torch.zeros(1, 1, 8, 8))[0, 0, :, :4].all()
+        and not mask.missing(torch.zeros(1, 1, 8, 8))[0, 0, :, 4:].any()
+    )
+    result = restore.restore_all(
+        catalog, image, restore.RestoreRequest("drawn mask", method="one-pass", sigma=1.0), drawing
+    )
     methods = {row[0]: row[1] for row in result.table}
     assert methods["diffusion"] == "one-pass" and methods["dae"] == "one-pass"
     assert result.trajectory is None  # a one-pass restoration walks no steps

@@ -64,8 +64,9 @@ def open_tab(page, name: str) -> None:
 
 
 def upload(page, path, box: str = "#d-upload", tries: int = 3) -> None:
-    """Put ``path`` in a tab's upload box (the Denoise tab's by default). Set again when its name does not show: right after a reload,
-    under load, Gradio can re-render the box after the file was set and drop it (a flake seen in CI)."""
+    """Put ``path`` in a tab's upload box (the Denoise tab's by default). Set again when its name does not show:
+    right after a reload, under load, Gradio can re-render the box after the file was set and drop it (a flake
+    seen in CI)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):

@@ -220,9 +220,7 @@ def _restore_tab(catalog: handlers.Catalog) -> None:
             r_upload, r_drawing = _image_input("rs-upload")
             with gr.Row():
                 r_kind = gr.Radio(list(restore.DEGRADATIONS), value="box", label="degradation", elem_id="rs-kind")
-                r_value = gr.Textbox(
-                    "10", label="box side, random share, lines, or upscale factor", elem_id="rs-value"
-                )
+                r_value = gr.Textbox("10", label="box side, random share, lines, or upscale factor", elem_id="rs-value")
             r_mask = gr.Sketchpad(label="the hole, for 'drawn mask' (light strokes are filled)", type="pil")
             with gr.Row():
                 r_method = gr.Dropdown(list(restore.METHODS), value=restore.DEFAULT_METHOD, label="method (diffusion)")

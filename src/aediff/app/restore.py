@@ -137,7 +137,7 @@ def restore_all(catalog: Catalog, image: Image.Image, request: RestoreRequest, d
             skipped.append(f"{name}: {exc}")
             continue
         frames: list[torch.Tensor] = []
-        keep = (lambda state: frames.append(state["denoised"][0].cpu())) if trajectory is None else None  # noqa: E731
+        keep = (lambda state, kept=frames: kept.append(state["denoised"][0].cpu())) if trajectory is None else None
         generator = torch.Generator(model.device).manual_seed(check_whole(request.seed, "seed", 0, MAX_SEED))
         started = time.perf_counter()
         with torch.no_grad():

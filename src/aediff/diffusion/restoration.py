@@ -18,9 +18,8 @@ model chooses the noise levels, the condition and guidance live inside the denoi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch

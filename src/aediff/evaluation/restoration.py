@@ -22,7 +22,7 @@ from aediff.diffusion.degradations import Degradation, degradation_from_spec, sp
 from aediff.diffusion.restoration import RestoreOptions, RestorePlan, repaint_evaluations
 from aediff.errors import ConfigError
 from aediff.evaluation.results import ImageScores, RestorationRow
-from aediff.metrics import region_psnr, ssim
+from aediff.metrics import extract_features, frechet_distance, region_psnr, ssim
 from aediff.models import Condition, Model
 
 
@@ -268,11 +268,23 @@ def choose_one_pass_sigma(
     test images) over the degradations of ``specs`` of that kind. Returns ({kind: sigma}, {kind: {sigma: dB}},
     every level tried)."""
     tried: dict[str, dict[str, float]] = {}
-    for spec in specs:
-        kind = spec_kind(spec)
+    for kind in dict.fromkeys(spec_kind(spec) for spec in specs):
+        mine = [spec for spec in specs if spec_kind(spec) == kind]
         for sigma in sigmas:
-            (row,) = restoration_rows(model, validation, [spec], [RestoreOptions(method="one-pass", sigma=sigma)], seed)
-            tried.setdefault(kind, {}).setdefault(f"{sigma:g}", 0.0)
-            tried[kind][f"{sigma:g}"] += row.psnr / sum(spec_kind(s) == kind for s in specs)
+            rows = restoration_rows(model, validation, mine, [RestoreOptions(method="one-pass", sigma=sigma)], seed)
+            tried.setdefault(kind, {})[f"{sigma:g}"] = float(np.mean([row.psnr for row in rows]))
     best = {kind: float(max(by, key=lambda s: by[s])) for kind, by in tried.items()}
     return best, tried
+
+
+def composite_fid(judges: list[Any], reference: Any) -> Callable[[torch.Tensor], dict[str, float]]:
+    """restored images -> {judge name: FID against ``reference`` in the judge's features} (``Judge``s of
+    ``aediff.evaluation.judges``; a value, no bootstrap), for ``restoration_rows``' ``composite_fid``."""
+
+    def fid(images: torch.Tensor) -> dict[str, float]:
+        return {
+            j.name: frechet_distance(extract_features(j.features, images), j.reference_features(reference))
+            for j in judges
+        }
+
+    return fid

@@ -591,7 +591,9 @@ class DiffusionModel(Model):
                 denoise, operator, y, sigmas, plan.jump_length, plan.jump_n_sample, generator, callback
             )
         start = sigmas[0] * torch.randn((len(y), *self.space_shape), device=self.device, generator=generator)
-        return run_sampler(sampling, self.constrained_denoiser(denoise, operator, y), start, sigmas, callback, generator)
+        return run_sampler(
+            sampling, self.constrained_denoiser(denoise, operator, y), start, sigmas, callback, generator
+        )
 
     def constrained_denoiser(self, denoise, operator: Degradation, y: torch.Tensor):
         """DDNM's denoiser in this model's sampling space: here pixels, each x0 estimate projected onto A x = y."""

@@ -105,7 +105,9 @@ ABILITIES: dict[Capability, str] = {
         "draw given classes of labelled data (an autoencoder, or a diffusion model trained with --condition class "
         "or text)"
     ),
-    Capability.RESTORE: "restore images under a known degradation (an autoencoder, or a diffusion model: pixel or latent)",
+    Capability.RESTORE: (
+        "restore images under a known degradation (an autoencoder, or a diffusion model: pixel or latent)"
+    ),
     Capability.NETWORK_FEATURES: "give its denoising network's inner features of noisy images (a diffusion model)",
 }
 

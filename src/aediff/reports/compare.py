@@ -28,8 +28,8 @@ import torch
 import aediff
 from aediff.config import Budget, parse_steps
 from aediff.device import default_device
-from aediff.environment import cpu_model
 from aediff.diffusion.degradations import degradation_from_spec
+from aediff.environment import cpu_model
 from aediff.errors import ConfigError
 from aediff.reports.evaluate import evaluate_all, evaluate_snapshots, prepare_judging, with_snapshot_points
 from aediff.reports.record import ComparisonReport, ReportMeta

@@ -23,6 +23,9 @@ import torch
 
 import aediff
 from aediff.data import caption_templates
+from aediff.diffusion.degradations import spec_kind
+from aediff.diffusion.restoration import RestoreOptions
+from aediff.diffusion.samplers import SamplerOptions
 from aediff.evaluation import (
     evaluate_model,
     generation_score,
@@ -37,7 +40,7 @@ from aediff.evaluation import (
 )
 from aediff.evaluation.judges import Judge, judges_for
 from aediff.evaluation.latents import knn_controls, knn_correct, network_feature_probes
-from aediff.evaluation.restoration import choose_one_pass_sigma, control_rows, restoration_rows
+from aediff.evaluation.restoration import choose_one_pass_sigma, composite_fid, control_rows, restoration_rows
 from aediff.evaluation.results import (
     ComparisonSections,
     CurvePoint,
@@ -52,10 +55,7 @@ from aediff.evaluation.results import (
     X0Trend,
 )
 from aediff.evaluation.suite import BY_DATA_CLASS
-from aediff.diffusion.degradations import spec_kind
-from aediff.diffusion.restoration import RestoreOptions
-from aediff.diffusion.samplers import SamplerOptions
-from aediff.metrics import extract_features, frechet_distance, psnr
+from aediff.metrics import psnr
 from aediff.metrics.stats import Estimate
 from aediff.models import Capability, Condition, Model
 from aediff.models.diffusion import class_captions, class_names
@@ -153,7 +153,9 @@ def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_se
         if log:
             log(f"evaluated {planned.name}")
     if labelled(train_set, test_set):
-        sections.manifold_controls = _manifold_controls(plan, runs, models, sections, train_set, test_set, config, artifacts)
+        sections.manifold_controls = _manifold_controls(
+            plan, runs, models, sections, train_set, test_set, config, artifacts
+        )
     return ComparisonResults(models, sections, artifacts)
 
 
@@ -246,7 +248,12 @@ def _section_numbers(planned, model, config, train_set, test_set, classifier, ju
     sections.x0, artifacts.x0_predictions = x0_trend(model, test_set, config.seed)
     if labelled(train_set, test_set) and model.can(Capability.NETWORK_FEATURES):
         sections.network_features = network_feature_probes(
-            model, train_set, test_set, "unet-mid", limit=LATENT_PROBE_IMAGES, seed=config.seed,
+            model,
+            train_set,
+            test_set,
+            "unet-mid",
+            limit=LATENT_PROBE_IMAGES,
+            seed=config.seed,
             choose_on=FEATURE_SIGMA_IMAGES,
         )
     if classifier is not None and model.can(Capability.CLASS_CONDITION):
@@ -259,33 +266,21 @@ def _restored_images(dataset, config) -> torch.Tensor:
     return dataset.batch(spread_indices(len(dataset), config.restore_images))["images"]
 
 
-def _composite_fid(judges: list[Judge], test_set):
-    """restored images -> {judge: FID against the test split in its features} (a value: no bootstrap)."""
-
-    def fid(images: torch.Tensor) -> dict[str, float]:
-        return {
-            j.name: frechet_distance(extract_features(j.features, images), j.reference_features(test_set))
-            for j in judges
-        }
-
-    return fid
-
-
 def restoration_controls(config, test_set, judges: list[Judge]) -> RestorationSweep:
     """Section 10's classical controls on its test images and degradations (``config.restorations_for``)."""
     x = _restored_images(test_set, config)
     specs = config.restorations_for(tuple(x.shape))
-    rows = control_rows(x, specs, config.seed, _composite_fid(judges, test_set))
+    rows = control_rows(x, specs, config.seed, composite_fid(judges, test_set))
     return RestorationSweep(len(x), specs, rows[0].degradation, rows, originals=x[:8])
 
 
 def restorations(name: str, model: Model, config, train_set, test_set, judges, sweep: RestorationSweep) -> None:
     """Section 10: every method ``model`` offers on the sweep's images and degradations (``sweep.specs``), its
-    rows added to ``sweep``. A diffusion model runs DDNM and RePaint with ``config.restore_steps`` sampler steps (RePaint's
-    resamplings at their defaults) and its one pass at the noise level chosen on validation images carved
+    rows added to ``sweep``. A diffusion model runs DDNM and RePaint with ``config.restore_steps`` sampler steps
+    (RePaint's resamplings at their defaults) and its one pass at the noise level chosen on validation images carved
     from the training split (half as many as the test images, the same per degradation kind)."""
     x = _restored_images(test_set, config).to(model.device)
-    fid = _composite_fid(judges, test_set)
+    fid = composite_fid(judges, test_set)
     if not model.can(Capability.DIFFUSION_SAMPLER):  # an autoencoder: its one pass
         sweep.rows += restoration_rows(model, x, sweep.specs, [RestoreOptions()], config.seed, name, fid)
         return
@@ -458,9 +453,9 @@ def _curve_point(fraction: float, evaluation: ModelEvaluation, scores: dict, sam
 @torch.no_grad()
 def _manifold_controls(plan, runs, models, sections, train_set, test_set, config, artifacts) -> dict[str, Estimate]:
     """Section 4's and 11's controls, on the same test images as the latent probes: k-NN correctness of raw
-    pixels, of a random projection to each latent dimension (and to the width of section 11's features), and of each autoencoder's network untrained (the same
-    config, initialised from the seed, never trained). Per-image arrays go to ``artifacts.knn_controls``;
-    returns the accuracies."""
+    pixels, of a random projection to each latent dimension (and to the width of section 11's features), and
+    of each autoencoder's network untrained (the same config, initialised from the seed, never trained).
+    Per-image arrays go to ``artifacts.knn_controls``; returns the accuracies."""
     latent = [p.name for p in plan if not p.peer and p.name in models and models[p.name].latent_space is not None]
     dims = {models[n].latent_space.latent_dim for n in latent}
     if sections.network_features is not None:  # section 11's control: a projection as wide as the features

@@ -927,7 +927,8 @@ def restoration_section(m: Measured) -> tuple[Section, Verdict] | None:
     notes = (
         f"{sweep.images} test images; the masks are drawn once and shared by every method. The diffusion model's "
         f"one pass reads A^+ y noised to the level chosen on validation images from the training split ({sigmas})."
-        if sigmas else f"{sweep.images} test images; the masks are drawn once and shared by every method."
+        if sigmas
+        else f"{sweep.images} test images; the masks are drawn once and shared by every method."
     )
     claim = (
         "A masking DAE infers the missing pieces of its own kind of mask, better than classical inpainting and "
