@@ -59,8 +59,19 @@ def fill(page, selector: str, text: str) -> None:
     page.locator(f"{selector} textarea, {selector} input").first.fill(text)
 
 
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
+def open_tab(page, name: str, tries: int = 3) -> None:
+    """Click the tab ``name`` until its panel shows: under load a click that lands while Gradio re-renders the
+    page after an error can be lost (seen in CI: the Denoise tab's upload box never appeared)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        page.get_by_role("tab", name=name).click()
+        try:
+            page.locator(f"#tab-{name.lower()}").wait_for(state="visible", timeout=TIMEOUT // tries)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
 
 
 def upload(page, path, box: str = "#d-upload", tries: int = 3) -> None:
@@ -70,7 +81,7 @@ def upload(page, path, box: str = "#d-upload", tries: int = 3) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):
-        page.locator(f"{box} input[type=file]").set_input_files(str(path))
+        page.locator(f"{box} input[type=file]").set_input_files(str(path), timeout=TIMEOUT // tries)
         try:
             page.locator(box).get_by_text(path.name).first.wait_for(timeout=TIMEOUT // tries)
             return
