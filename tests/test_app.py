@@ -44,6 +44,13 @@ def test_generate_with_a_class_streams_the_trajectory_and_ends_with_the_grid(cli
     assert "dpm++, 4 steps" in text
 
 
+def test_generate_with_a_diffusers_scheduler(client):
+    grid, trajectory, text = client.predict(
+        "diffusion", "3", "", "", "", "diffusers:UniPCMultistepScheduler", 3, "", 0, 4, api_name="/generate"
+    )
+    assert _opens(grid).width >= 32 and "diffusers:UniPCMultistepScheduler, 3 steps" in text
+
+
 def test_generate_from_a_vae_prior(client):
     grid, trajectory, text = client.predict("vae", "", "", "", "", handlers.DEFAULT, 20, "", 1, 9, api_name="/generate")
     assert _opens(grid).size[0] > 0 and trajectory is None and "prior" in text

@@ -30,6 +30,7 @@ from aediff.errors import AediffError, ConfigError
 from aediff.modes import (
     ConditionKind,
     DiffusersSampler,
+    DiffusersScheduler,
     Family,
     LatentKind,
     Likelihood,
@@ -63,6 +64,10 @@ DataOpt = Annotated[
     ),
 ]
 SplitOpt = Annotated[Split, typer.Option(help="which split")]
+SAMPLER_HELP = (
+    f"aediff's: {', '.join(get_args(SamplerName))}; or any of diffusers' schedulers as diffusers:NAME, NAME one of "
+    f"{', '.join(get_args(DiffusersScheduler))}"
+)
 SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="random seed")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace --out if it exists")]
 
@@ -531,7 +536,9 @@ def sample(
         "samples.png"
     ),
     overwrite: OverwriteOpt = False,
-    sampler: Annotated[SamplerName | None, typer.Option(help="diffusion: sampler (default: the run's)")] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help=f"diffusion: sampler (default: the run's). {SAMPLER_HELP}")
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="diffusion: sampling steps (default: the run's)")
     ] = None,
@@ -701,7 +708,7 @@ def restore(
     method: Annotated[
         str | None, typer.Option(help="ddnm or repaint (diffusion), one-pass (autoencoders); default: the model's")
     ] = None,
-    sampler: Annotated[SamplerName | None, typer.Option(help="ddnm: the sampler (default: the run's)")] = None,
+    sampler: Annotated[str | None, typer.Option(help=f"ddnm: the sampler (default: the run's). {SAMPLER_HELP}")] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="ddnm, repaint: steps (default: the run's)")
     ] = None,

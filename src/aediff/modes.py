@@ -10,6 +10,14 @@ Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifie
 LatentKind = Literal["vector", "spatial"]  # an autoencoder's bottleneck shape
 Likelihood = Literal["gaussian", "bernoulli"]  # a VAE's p(x|z)
 SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
+# diffusers' schedulers aediff drives in process (--sampler diffusers:NAME; aediff.diffusion.diffusers_schedulers)
+DiffusersScheduler = Literal[
+    "DDIMScheduler", "DDIMParallelScheduler", "DDPMScheduler", "DDPMParallelScheduler", "PNDMScheduler",
+    "LCMScheduler", "TCDScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler",
+    "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "DEISMultistepScheduler",
+    "UniPCMultistepScheduler", "SASolverScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
+]  # fmt: skip
 DiffusersSampler = Literal["euler", "ddim", "dpm++"]  # the samplers a diffusers export reproduces with its scheduler
 ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
 # the denoiser's network: aediff's U-Net, diffusers' UNet2DModel or denoising-diffusion-pytorch's Unet

@@ -27,7 +27,7 @@ from aediff.app.limits import (
     QUEUE_SIZE,
     caps_text,
 )
-from aediff.diffusion.samplers import SAMPLER_NAMES
+from aediff.diffusion.samplers import DIFFUSERS_SAMPLER_NAMES, SAMPLER_NAMES
 from aediff.errors import AediffError
 from aediff.evaluation.latents import umap_available
 from aediff.models import Capability
@@ -141,7 +141,9 @@ def _generate_tab(catalog: handlers.Catalog) -> gr.Dropdown:
                 g_negative_prompt = gr.Textbox(label="negative prompt", elem_id="g-negative-prompt")
             with gr.Row():
                 g_sampler = gr.Dropdown(
-                    [handlers.DEFAULT, *SAMPLER_NAMES], value=handlers.DEFAULT, label="sampler (diffusion)"
+                    [handlers.DEFAULT, *SAMPLER_NAMES, *DIFFUSERS_SAMPLER_NAMES],
+                    value=handlers.DEFAULT,
+                    label="sampler (diffusion)",
                 )
                 g_steps = gr.Number(20, label="steps (diffusion)", precision=0, elem_id="g-steps")
                 g_guidance = gr.Textbox(label="guidance, 0-20 (empty: the run's; 1 = none)", elem_id="g-guidance")

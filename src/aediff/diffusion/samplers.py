@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from aediff.diffusion.diffusers_schedulers import PREFIX, SCHEDULERS, UNFIT, NoiseGrid, SchedulerEntry
+from aediff.diffusion.diffusers_schedulers import sample_with_scheduler as _sample_with_scheduler
 from aediff.errors import ConfigError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -291,17 +293,22 @@ class SamplerSpec:
     rather than Karras spacing; network_evaluations(steps) -> denoiser calls per sample (read it through
     ``evaluations``). The options it takes are read from the function's signature (``options``), so that adding
     one is a keyword on the function, a field of SamplerOptions and its range in ``_OPTION_RANGES``.
+    scheduler: for ``diffusers:NAME``, the diffusers scheduler that walks instead of ``function`` (no options of
+    its own; diffusers_schedulers.py).
     """
 
     name: str
-    function: Callable[..., torch.Tensor]
+    function: Callable[..., torch.Tensor] | None
     stochastic: Callable[[Mapping[str, float]], bool] = _never
     discrete_timesteps: bool = False
     network_evaluations: Callable[[int], int] = field(default=_one_per_step, repr=False)
+    scheduler: SchedulerEntry | None = None
 
     @property
     def options(self) -> tuple[str, ...]:
         """The keyword options ``function`` takes after the common arguments, e.g. ("eta",)."""
+        if self.function is None:
+            return ()
         names = tuple(inspect.signature(self.function).parameters)
         assert names[: len(_COMMON_ARGUMENTS)] == _COMMON_ARGUMENTS, f"{self.name}: {names}"
         return names[len(_COMMON_ARGUMENTS) :]
@@ -353,12 +360,14 @@ class SamplerPlan:
     """A sampler choice checked and completed, ready for ``run_sampler``; ``SamplerOptions.resolve`` makes it.
 
     spec: the chosen sampler; steps: denoising steps >= 1 (sigmas [steps + 1]); kwargs: the keyword options
-    given that ``spec.function`` takes, checked (an option left unset keeps the function's default).
+    given that ``spec.function`` takes, checked (an option left unset keeps the function's default); grid: the
+    model's noise levels, which a diffusers scheduler is built on (None where no model planned it).
     """
 
     spec: SamplerSpec
     steps: int
     kwargs: Mapping[str, float] = field(default_factory=dict)
+    grid: NoiseGrid | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -396,17 +405,37 @@ class SamplerOptions:
     eta: float | None = None
     s_churn: float | None = None
 
-    def resolve(self, default_sampler: str, default_steps: int) -> SamplerPlan:
+    def resolve(self, default_sampler: str, default_steps: int, grid: NoiseGrid | None = None) -> SamplerPlan:
         """The plan with sampler and steps filled from the defaults, checked: ConfigError for an unknown
-        sampler, steps < 1, an option the chosen sampler does not take, or a value out of range."""
+        sampler, steps < 1, an option the chosen sampler does not take, a value out of range, or a diffusers
+        scheduler that ``grid`` (the model's noise levels) cannot drive."""
         sampler = self.sampler if self.sampler is not None else default_sampler
         steps = self.steps if self.steps is not None else default_steps
         if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+            raise ConfigError(_unknown_sampler(sampler))
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
+        spec = SAMPLERS[sampler]
+        if spec.scheduler is not None:
+            if grid is None:
+                raise ConfigError(f"--sampler {sampler} is built on a model's noise schedule; sample from a run")
+            spec.scheduler.check(grid)
         values = {option: getattr(self, option) for option in _OPTION_RANGES}
-        return SamplerPlan(SAMPLERS[sampler], int(steps), _checked_options(SAMPLERS[sampler], values))
+        return SamplerPlan(spec, int(steps), _checked_options(spec, values), grid)
+
+
+def _unknown_sampler(sampler: str) -> str:
+    """The message for a --sampler that is not offered, with the reason where diffusers has it but aediff
+    cannot drive it."""
+    name = sampler.removeprefix(PREFIX)
+    if sampler.startswith(PREFIX) and name in UNFIT:
+        return f"--sampler {sampler} is not offered: {UNFIT[name]}"
+    if sampler.startswith(PREFIX):
+        return f"unknown diffusers scheduler {name!r}; choose one of {', '.join(DIFFUSERS_SAMPLER_NAMES)}"
+    return (
+        f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}, or a diffusers scheduler as "
+        f"{PREFIX}NAME (aediff sample --help lists them)"
+    )
 
 
 def run_sampler(
@@ -418,8 +447,20 @@ def run_sampler(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Run the sampler ``plan`` chose from x [N, C, S, S] along sigmas (usually [plan.steps + 1], ending in 0,
-    as the model computes them for the plan): the one way a sampler is run."""
+    as the model computes them for the plan): the one way a sampler is run. A diffusers scheduler walks its own
+    levels on the plan's grid (x must start at the first of them, as ``sampling_sigmas`` gives)."""
+    if plan.spec.scheduler is not None:
+        assert plan.grid is not None, "resolve() refuses a diffusers plan without a grid"
+        return _sample_with_scheduler(plan.spec.scheduler, plan.grid, plan.steps, denoiser, x, callback, generator)
+    assert plan.spec.function is not None
     return plan.spec.function(denoiser, x, sigmas, callback=callback, generator=generator, **plan.kwargs)
+
+
+def _diffusers_spec(entry: SchedulerEntry) -> SamplerSpec:
+    return SamplerSpec(
+        entry.sampler_name, None, stochastic=_always if entry.stochastic else _never,
+        discrete_timesteps=entry.discrete_only, network_evaluations=entry.network_evaluations, scheduler=entry,
+    )  # fmt: skip
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
@@ -433,3 +474,5 @@ SAMPLERS: dict[str, SamplerSpec] = {
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # aediff.modes.SamplerName spells them; a test keeps both equal
+DIFFUSERS_SAMPLER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)  # "diffusers:NAME", for --sampler (not a run default)
+SAMPLERS.update({name: _diffusers_spec(entry) for name, entry in SCHEDULERS.items()})

@@ -34,6 +34,7 @@ from aediff.config import (
 )
 from aediff.data import caption_templates, fill_template
 from aediff.diffusion.degradations import Degradation
+from aediff.diffusion.diffusers_schedulers import NoiseGrid, scheduler_levels
 from aediff.diffusion.losses import DiffusionLoss
 from aediff.diffusion.parameterization import Denoiser
 from aediff.diffusion.restoration import RestoreOptions, projected_denoiser, sample_repaint
@@ -467,14 +468,22 @@ class DiffusionModel(Model):
     def sampler_plan(self, options: SamplerOptions | None = None) -> SamplerPlan:
         """``options`` with this model's defaults filled in, validated against the chosen sampler."""
         sampling = self.config.sampling
-        return (options or SamplerOptions()).resolve(sampling.sampler, sampling.steps)
+        return (options or SamplerOptions()).resolve(sampling.sampler, sampling.steps, self.noise_grid)
+
+    @property
+    def noise_grid(self) -> NoiseGrid:
+        """The noise levels a diffusers scheduler is built on: the discrete schedule's, or the Karras range."""
+        alphas_cumprod = self.schedule.alphas_cumprod if self.schedule.discrete else None
+        return NoiseGrid(alphas_cumprod, *self.karras_range)
 
     def sampling_sigmas(self, plan: SamplerPlan) -> torch.Tensor:
         """The noise levels a planned sampler walks: for the samplers that need discrete timesteps
         (DDPM / DDIM) the schedule's own levels at evenly spaced timesteps ("trailing"); otherwise Karras et
-        al.'s rho = 7 spacing from min(the schedule's largest sigma, sigma_max) down to its smallest.
-        [steps + 1], ending in 0."""
-        if plan.spec.discrete_timesteps and self.schedule.discrete:
+        al.'s rho = 7 spacing from min(the schedule's largest sigma, sigma_max) down to its smallest; for a
+        diffusers scheduler the levels it walks. [steps + 1], ending in 0 (a diffusers scheduler: its own count)."""
+        if plan.spec.scheduler is not None:
+            sigmas = scheduler_levels(plan.spec.scheduler, self.noise_grid, plan.steps)
+        elif plan.spec.discrete_timesteps and self.schedule.discrete:
             t = discrete_timesteps(self.schedule.num_steps, plan.steps)
             sigmas = torch.cat([self.schedule.sigmas[t], torch.zeros(1, dtype=torch.float64)])
         else:
