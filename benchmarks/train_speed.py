@@ -12,7 +12,9 @@ with channels_last and with torch.compile, torch.compile of the network (the tra
 update as one fused foreach call, and fp32 on one thread (how much the second core buys, for running two
 trainings side by side). The first 3 steps of each variant are timed apart (compilation happens there), and
 the table charges them to a 10-minute run. A torch.profiler table of the fp32 step
-gives the time per operator class.
+gives the time per operator, and of the default step per kind of operator. The FLOPs of one step (forward and
+backward, torch's FlopCounterMode) against the machine's dense matrix-product throughput in fp32 and bf16,
+measured in the same run, give the share of the machine's limit each variant attains.
 """
 
 from __future__ import annotations
@@ -86,6 +88,49 @@ def images_per_second(step, batches, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - start)
 
 
+def step_flops(model, batch) -> dict[str, float]:
+    """Floating-point operations of one training step's forward and backward (torch's FlopCounterMode: convolutions
+    and matrix products, the work a CPU's peak refers to; a multiply-add counts 2), by operator."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = deepcopy(model).train()
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = model(batch)
+        loss.backward()
+    return {str(op): float(n) for op, n in counter.get_flop_counts()["Global"].items()}
+
+
+def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's dense matrix-product throughput in ``dtype``: a size x size product, the median of
+    ``repeats`` timings (after one warm-up), in FLOP/s (2 size^3 per product)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+# operator -> what it is, for the profile grouped by kind
+KINDS = (
+    ("convolution", ("convolution", "conv")),
+    ("matrix products (attention, linear)", ("bmm", "addmm", "mm", "matmul", "linear", "baddbmm")),
+    ("normalization", ("group_norm", "layer_norm", "batch_norm")),
+    ("optimizer", ("Optimizer", "adam", "_foreach")),
+    ("EMA", ("lerp",)),
+    ("copies and layout", ("copy_", "to_copy", "clone", "contiguous", "cat", "empty", "as_strided", "_to_copy")),
+)
+
+
+def kind_of(op: str) -> str:
+    for kind, keys in KINDS:
+        if any(key in op for key in keys):
+            return kind
+    return "elementwise and small kernels"
+
+
 def profile_table(step, batches, steps: int = 10) -> list[dict]:
     """Self CPU time per operator of ``steps`` fp32 steps, the top 15, in % of the total."""
     from torch.profiler import ProfilerActivity, profile
@@ -95,8 +140,16 @@ def profile_table(step, batches, steps: int = 10) -> list[dict]:
             step(batches[i % len(batches)])
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
     return [{"op": e.key, "percent": 100 * e.self_cpu_time_total / total, "calls": e.count} for e in rows]
+
+
+def by_kind(profile: list[dict]) -> dict[str, float]:
+    """The profile's % of self CPU time summed by kind of operator (KINDS)."""
+    kinds: dict[str, float] = {}
+    for row in profile:
+        kinds[kind_of(row["op"])] = kinds.get(kind_of(row["op"]), 0.0) + row["percent"]
+    return dict(sorted(kinds.items(), key=lambda item: -item[1]))
 
 
 def main() -> None:
@@ -149,6 +202,14 @@ def main() -> None:
         "warm_up_seconds": warm_up,  # the first 3 steps, compilation included
         "profile_fp32": profile_table(steps["fp32"], batches),
     }
+    default = "bf16 autocast" if "bf16 autocast" in steps else "fp32"
+    results["profile_default"] = profile_table(steps[default], batches)
+    results["default_variant"] = default
+    results["flops_per_step"] = step_flops(model, batches[0])
+    results["peak_flops_per_s"] = {
+        "fp32": matmul_flops_per_second(torch.float32),
+        **({"bf16": matmul_flops_per_second(torch.bfloat16)} if cpu_has_bf16() else {}),
+    }
     write_results(args.out, results, started, markdown)
 
 
@@ -185,8 +246,43 @@ def markdown(results: dict) -> str:
         "| op | % | calls |",
         "|---|---|---|",
     ]
-    lines += [f"| `{r['op']}` | {r['percent']:.1f} | {r['calls']} |" for r in results["profile_fp32"]]
+    lines += [f"| `{r['op']}` | {r['percent']:.1f} | {r['calls']} |" for r in results["profile_fp32"][:15]]
+    if "flops_per_step" in results:
+        lines += attained(results)
     return "\n".join(lines) + "\n"
+
+
+def attained(results: dict) -> list[str]:
+    """The markdown of the step's FLOPs against the machine's matrix-product throughput, and the default's
+    profile by kind of operator."""
+    flops = sum(results["flops_per_step"].values())
+    peaks = results["peak_flops_per_s"]
+    lines = [
+        "",
+        f"One step's forward and backward: {flops / 1e9:.1f} GFLOP (torch's FlopCounterMode; "
+        + ", ".join(f"`{op}` {n / flops:.0%}" for op, n in results["flops_per_step"].items())
+        + "). "
+        "The machine's dense matrix product (2048 x 2048, median of 5, measured in this run): "
+        + ", ".join(f"{dtype} {rate / 1e9:.0f} GFLOP/s" for dtype, rate in peaks.items())
+        + ".",
+        "",
+        "| variant | GFLOP/s attained | of the fp32 product's | of the bf16 product's |",
+        "|---|---|---|---|",
+    ]
+    for name, rate in results["images_per_s"].items():
+        achieved = flops * rate / results["batch_size"]
+        shares = [f"{achieved / peaks[d]:.0%}" if d in peaks else "n/a" for d in ("fp32", "bf16")]
+        lines.append(f"| {name} | {achieved / 1e9:.1f} | {shares[0]} | {shares[1]} |")
+    lines += [
+        "",
+        f"The default ({results['default_variant']}) step's self CPU time by kind of operator (torch.profiler, "
+        "10 steps):",
+        "",
+        "| kind | % |",
+        "|---|---|",
+    ]
+    lines += [f"| {kind} | {share:.1f} |" for kind, share in by_kind(results["profile_default"]).items()]
+    return lines
 
 
 if __name__ == "__main__":

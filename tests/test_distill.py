@@ -1,5 +1,6 @@
-"""Progressive distillation: the nested grids, the student's target, and `aediff distill` end to end (the
-student's few steps land nearer the teacher's many than the teacher's own few do)."""
+"""Distillation, progressive and consistency: the nested grids, the student's target, the consistency function's
+boundary, the published recipe's learning rate and EMA, and `aediff distill` end to end (the student's few steps
+land nearer the teacher's many than the teacher's own few do)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,22 @@ import torch
 
 import aediff
 from aediff.data import load_dataset
-from aediff.diffusion.samplers import SamplerOptions
+from aediff.diffusion.samplers import SamplerOptions, sample_consistency, sample_heun
 from aediff.diffusion.schedules import karras_sigmas
 from aediff.errors import ConfigError
-from aediff.training.distill import RHO, DistillConfig, distill, euler_step, refine, student_target
+from aediff.models import build_model
+from aediff.training.distill import (
+    RHO,
+    ConsistencyRound,
+    DistillConfig,
+    ProgressiveRound,
+    consistency_function,
+    distill,
+    euler_step,
+    heun_step,
+    refine,
+    student_target,
+)
 
 AEDIFF = str(Path(sys.executable).with_name("aediff"))
 
@@ -67,6 +80,67 @@ def test_bad_recipes_are_refused_by_name(changes, message):
     assert DistillConfig(steps=4, teacher_steps=32).rounds == 3
 
 
+def test_consistency_takes_any_grid_in_one_round_and_an_unknown_method_is_refused():
+    config = DistillConfig(steps=1, teacher_steps=18, method="consistency")
+    assert config.rounds == 1 and config.sampler == "consistency"
+    with pytest.raises(ConfigError, match="progressive or consistency"):
+        DistillConfig(method="shortcut")
+    with pytest.raises(ConfigError, match="target_decay"):
+        DistillConfig(method="consistency", target_decay=1.0)
+
+
+def test_the_consistency_function_holds_its_boundary_and_is_the_denoiser_above_it():
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    denoise = lambda x, sigma: torch.zeros_like(x)  # noqa: E731
+    low = 0.002
+    assert torch.equal(consistency_function(denoise, x, torch.tensor(low), low), x)  # f(x, sigma_min) = x
+    assert consistency_function(denoise, x, torch.tensor(10 * low), low).abs().max() <= 0.01 * x.abs().max()
+    assert consistency_function(denoise, x, torch.tensor(80.0), low).abs().max() < 1e-8
+
+
+def test_the_teachers_heun_step_is_the_heun_samplers():
+    torch.manual_seed(0)
+    net = build_model("diffusion", {"image_size": 8, "channels": (8, 16), "embedding_dim": 16}).eval()
+    denoise = lambda x, sigma: net.predict_x0(x, sigma.flatten())  # noqa: E731
+    x = torch.randn(2, 1, 8, 8) * 3.0
+    with torch.no_grad():
+        ours = heun_step(denoise, x, torch.full((2, 1, 1, 1), 3.0), torch.full((2, 1, 1, 1), 1.5))
+        theirs = sample_heun(lambda x, s: net.predict_x0(x, s), x, torch.tensor([3.0, 1.5]))
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_consistency_sampling_restarts_at_each_level_on_an_open_grid():
+    torch.manual_seed(0)
+    net = build_model("diffusion", {"image_size": 8, "channels": (8, 16), "embedding_dim": 16}).eval()
+    low, high = net.karras_range
+    for steps in (1, 2, 4):
+        sigmas = net.sampling_sigmas(net.sampler_plan(SamplerOptions(sampler="consistency", steps=steps)))
+        assert len(sigmas) == steps + 1 and sigmas[0] == pytest.approx(high) and sigmas[-1] == 0
+        assert steps == 1 or sigmas[-2] > 10 * low  # the grid of steps + 1 without sigma_min
+    calls = []
+    x = torch.randn(2, 1, 8, 8)
+    out = sample_consistency(lambda x, s: calls.append(float(s)) or torch.zeros_like(x), x, torch.tensor([9.0, 2.0, 0]))
+    assert calls == [9.0, 2.0] and torch.equal(out, torch.zeros_like(x))  # the last jump lands on D: no noise
+
+
+def test_the_published_recipe_decays_the_rate_to_zero_and_keeps_no_ema_of_the_student():
+    torch.manual_seed(0)
+    net = build_model("diffusion", {"image_size": 8, "channels": (8, 16), "embedding_dim": 16}).eval()
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    grid = karras_sigmas(2, *net.karras_range)
+    published = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4, lr=1e-3))
+    published.step(images, None, torch.Generator().manual_seed(0), 30, 0.75)
+    assert published.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25)
+    assert published.ema is None and published.result() is published.student
+    old = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4, lr=1e-3, lr_decay=False, ema_decay=0.999))
+    old.step(images, None, torch.Generator().manual_seed(0), 30, 0.75)
+    assert old.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3) and old.result() is old.ema
+    consistency = ConsistencyRound(net, DistillConfig(steps=1, teacher_steps=6, method="consistency"))
+    assert len(consistency.grid) == 6 and consistency.result() is consistency.ema  # the target network
+    loss = consistency.step(images, None, torch.Generator().manual_seed(0), 0, 0.0)
+    assert loss > 0 and consistency.steps == 1
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, tiny_runs):
     from conftest import TINY_DIFFUSION
@@ -98,6 +172,25 @@ def test_the_student_lands_nearer_the_teacher_than_the_teacher_in_as_few_steps(t
     assert all(torch.equal(value, fresh[name]) for name, value in run.model.state_dict().items())  # unchanged
 
 
+@pytest.mark.slow
+def test_the_consistency_student_in_one_step_lands_nearer_the_teachers_ode_than_the_teachers_one_jump(teacher):
+    """The control: the teacher's own one jump D(x_max, sigma_max) from the same noise. The consistency student's
+    one step is nearer the teacher's 8-step ODE solution than that jump is."""
+    run = aediff.load(teacher, device="cpu")
+    config = DistillConfig(steps=1, teacher_steps=8, iterations=150, batch_size=32, lr=3e-4, method="consistency")
+    student = distill(run.model, load_dataset("digits", "train"), config)
+
+    def draw(model, sampler, steps):
+        options = SamplerOptions(sampler=sampler, steps=steps)
+        return model.sample(64, options=options, generator=torch.Generator().manual_seed(5))
+
+    target = draw(run.model, "euler", 8)
+    distilled = (draw(student, "consistency", 1) - target).pow(2).mean()
+    jump = (draw(run.model, "consistency", 1) - target).pow(2).mean()
+    print(f"MSE to the teacher's 8 Euler steps: consistency student {distilled:.4f}, teacher's one jump {jump:.4f}")
+    assert distilled < 0.8 * jump
+
+
 def cli(*args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     env.pop("AEDIFF_DEBUG", None)
@@ -120,6 +213,14 @@ def test_the_distill_command_writes_a_run_that_samples_in_few_steps(teacher, tmp
     assert images.shape == (3, *run.model.image_shape) and torch.isfinite(images).all()
     sampled = cli("sample", out, "--samples", 4, "--out", tmp_path / "s.png")
     assert sampled.returncode == 0, sampled.stderr
+
+    consistency = cli("distill", teacher, "--method", "consistency", "--steps", 1, "--teacher-steps", 6,
+                      "--iterations", 3, "--batch-size", 16, "--out", tmp_path / "cd")  # fmt: skip
+    assert consistency.returncode == 0, consistency.stderr
+    assert "consistency 6 -> 1 steps" in consistency.stdout
+    run = aediff.load(tmp_path / "cd", device="cpu")
+    assert (run.model.config.sampling.sampler, run.model.config.sampling.steps) == ("consistency", 1)
+    assert json.loads((tmp_path / "cd" / "config.json").read_text())["distillation"]["method"] == "consistency"
 
     for argv, words in [
         (["distill", teacher, "--steps", 4, "--teacher-steps", 6, "--out", tmp_path / "x"], "power of two"),

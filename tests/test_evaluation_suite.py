@@ -393,6 +393,9 @@ def test_evaluate_model_of_a_vae_has_every_section_and_only_finite_numbers(model
     assert 0 <= generation.precision <= 1 and 0 <= generation.recall <= 1 and generation.pr_k == 3
     assert generation.feature_extractor == "classifier" and generation.reference == "digits:test"
     assert list(result.generation_by_judge) == ["classifier", "classifier-layers"]  # a second judge sees blur
+    balance = result.class_balance  # the judge's reading of the same 30 samples, against the test split's classes
+    assert sum(balance.counts) == 30 and len(balance.counts) == 10 and 0 <= balance.p_value <= 1
+    assert sum(balance.expected) == pytest.approx(30) and 0 <= balance.confident_share <= 1
     assert result.likelihood.num_images == 24 and result.reconstruction.num_images == 24
     assert result.parameters == sum(p.numel() for p in models["vae"].parameters())
     assert result.training_speed.steps == 5 and result.training_speed.images_seen == 5 * 32

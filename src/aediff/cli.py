@@ -31,6 +31,7 @@ from aediff.modes import (
     ConditionKind,
     DiffusersSampler,
     DiffusersScheduler,
+    DistillMethodName,
     Family,
     LatentKind,
     Likelihood,
@@ -993,6 +994,8 @@ def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
             for judge, score in values.items():
                 interval = f" +- {1.96 * score.fid_se:.3g} (95%)" if score.fid_se is not None else ""
                 rows.append((f"FID ({judge} judge)", f"{score.fid:.4g}{interval}"))
+        elif section == "class_balance" and values is not None:
+            rows += _balance_rows(values)
         elif dataclasses.is_dataclass(values) and section not in ("data", "settings"):
             rows += [
                 (f"{section} {key}", show(value))
@@ -1001,6 +1004,19 @@ def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
             ]
     rows += [(f"skipped {section}", reason) for section, reason in result.skipped.items()]
     return rows
+
+
+def _balance_rows(balance: Any) -> list[tuple[str, str]]:
+    """The summary rows of a ClassBalance: the chi-square test, the histogram's extremes, the confident share."""
+    verdict = "rejects" if balance.rejects else "does not reject"
+    test = f"chi-square {balance.chi_square:.1f} ({balance.dof} df, p = {balance.p_value:.3g})"
+    expected = " ".join(f"{e:.0f}" for e in balance.expected)
+    confident = f"{balance.confident_share:.3f} [{balance.confident_low:.3f}, {balance.confident_high:.3f}] (95%)"
+    return [
+        ("class balance (judge)", f"{test}: {verdict} the data's class frequencies at 1%"),
+        ("class histogram", f"{' '.join(map(str, balance.counts))} (the data's: {expected})"),
+        (f"confident share (p >= {balance.threshold})", confident),
+    ]
 
 
 @app.command("eval")
@@ -1060,12 +1076,23 @@ def distill(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=65536, help="images per optimizer step")] = 64,
     lr: Annotated[float, typer.Option(min=1e-8, max=0.99, help="AdamW learning rate")] = 1e-4,
+    lr_decay: Annotated[bool, typer.Option(help="decay the learning rate linearly to 0 within each round")] = True,
+    method: Annotated[
+        DistillMethodName, typer.Option(help="progressive (halvings) or consistency (one map to the data)")
+    ] = "progressive",
+    ema_decay: Annotated[
+        float, typer.Option(min=0.0, max=0.99999, help="progressive: EMA of the student (0: the student itself)")
+    ] = 0.0,
+    target_decay: Annotated[
+        float, typer.Option(min=0.0, max=0.99999, help="consistency: EMA rate of the target network (mu)")
+    ] = 0.95,
     data: DataOpt = None,
     seed: SeedOpt = 0,
 ) -> None:
-    """Distil a diffusion model into one that samples in --steps steps (progressive distillation: each
-    halving teaches a copy to take two of its teacher's Euler steps in one); writes a new run folder that
-    samples with `euler` and --steps by default."""
+    """Distil a diffusion model into one that samples in --steps steps. progressive: each halving teaches a copy
+    to take two of its teacher's Euler steps in one (--teacher-steps: --steps times a power of two); the new run
+    samples with `euler`. consistency: a copy learns to map every point of the teacher's ODE trajectories on a grid
+    of --teacher-steps levels to the same image (--iterations in all); it samples with `consistency`."""
     from aediff.config import parse_duration
     from aediff.training.distill import DistillConfig, distill_run
 
@@ -1073,11 +1100,13 @@ def distill(
         raise ConfigError(f"--out {out} already exists; distil into a new folder")
     config = DistillConfig(
         steps=steps, teacher_steps=teacher_steps, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
-        max_minutes=parse_duration(max_time, "--max-time") if max_time else None,
+        max_minutes=parse_duration(max_time, "--max-time") if max_time else None, lr_decay=lr_decay,
+        method=method, ema_decay=ema_decay, target_decay=target_decay,
     )  # fmt: skip
     loaded = _load(run)
     dataset = _dataset(loaded, data, "train")
-    console.print(f"distilling {run} from {teacher_steps} to {steps} steps in {config.rounds} halvings -> {out}")
+    how = f"in {config.rounds} halvings" if method == "progressive" else f"by consistency on {teacher_steps} levels"
+    console.print(f"distilling {run} from {teacher_steps} to {steps} steps {how} -> {out}")
     distill_run(loaded, out, dataset, config, report=lambda line: console.print(escape(line)), progress=True)
     console.print(f"done: `aediff sample {out}` draws in {steps} steps")
 

@@ -9,7 +9,7 @@ from typing import Literal
 Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifier"]  # the registered models
 LatentKind = Literal["vector", "spatial"]  # an autoencoder's bottleneck shape
 Likelihood = Literal["gaussian", "bernoulli"]  # a VAE's p(x|z)
-SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++"]
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++", "consistency"]
 # diffusers' schedulers aediff drives in process (--sampler diffusers:NAME; aediff.diffusion.diffusers_schedulers)
 DiffusersScheduler = Literal[
     "DDIMScheduler", "DDIMParallelScheduler", "DDPMScheduler", "DDPMParallelScheduler", "PNDMScheduler",
@@ -19,6 +19,7 @@ DiffusersScheduler = Literal[
     "UniPCMultistepScheduler", "SASolverScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
 ]  # fmt: skip
 DiffusersSampler = Literal["euler", "ddim", "dpm++"]  # the samplers a diffusers export reproduces with its scheduler
+DistillMethodName = Literal["progressive", "consistency"]  # aediff distill --method
 ScheduleKind = Literal["linear", "cosine", "sigmoid", "edm"]
 # the denoiser's network: aediff's U-Net, diffusers' UNet2DModel or denoising-diffusion-pytorch's Unet
 NetworkKind = Literal["aediff", "diffusers-unet2d", "ddpm-pytorch-unet"]

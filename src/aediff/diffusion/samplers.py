@@ -253,6 +253,28 @@ def sample_dpmpp_2m(
     return x
 
 
+@torch.no_grad()
+def sample_consistency(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    callback: Callback = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1): jump to the x0 estimate, then restart at
+    the next level with fresh noise, x = D + sigma_next * z. One evaluation per step. For a consistency-distilled
+    student (``aediff distill --method consistency``), whose D maps any level straight to the data; a plain
+    diffusion model's one-jump estimates are blurry."""
+    for i in range(len(sigmas) - 1):
+        denoised = denoiser(x, sigmas[i])
+        _report(callback, i, sigmas[i], x, denoised)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+            x = denoised + sigmas[i + 1] * noise
+    return x
+
+
 # --- declarations ----------------------------------------------------------------------------------------
 # The arguments every sampler takes before its own keyword options (module docstring).
 _COMMON_ARGUMENTS = ("denoiser", "x", "sigmas", "callback", "generator")
@@ -290,9 +312,11 @@ class SamplerSpec:
     name: its key in SAMPLERS and its value for --sampler; function: the sampler (module docstring), run only
     through ``run_sampler``; stochastic(its keyword options) -> whether it draws fresh noise, so that the
     generator changes the result; discrete_timesteps: it walks the schedule's own discrete levels (DDPM, DDIM)
-    rather than Karras spacing; network_evaluations(steps) -> denoiser calls per sample (read it through
-    ``evaluations``). The options it takes are read from the function's signature (``options``), so that adding
-    one is a keyword on the function, a field of SamplerOptions and its range in ``_OPTION_RANGES``.
+    rather than Karras spacing; open_grid: it restarts at every level but the last, so its levels are the Karras
+    grid of steps + 1 without the smallest (which would only add noise of sigma_min); network_evaluations(steps)
+    -> denoiser calls per sample (read it through ``evaluations``). The options it takes are read from the
+    function's signature (``options``), so that adding one is a keyword on the function, a field of
+    SamplerOptions and its range in ``_OPTION_RANGES``.
     scheduler: for ``diffusers:NAME``, the diffusers scheduler that walks instead of ``function`` (no options of
     its own; diffusers_schedulers.py).
     """
@@ -303,6 +327,7 @@ class SamplerSpec:
     discrete_timesteps: bool = False
     network_evaluations: Callable[[int], int] = field(default=_one_per_step, repr=False)
     scheduler: SchedulerEntry | None = None
+    open_grid: bool = False
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -471,6 +496,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("euler", sample_euler, stochastic=_churn_positive),
         SamplerSpec("heun", sample_heun, stochastic=_churn_positive, network_evaluations=_heun_evaluations),
         SamplerSpec("dpm++", sample_dpmpp_2m),
+        SamplerSpec("consistency", sample_consistency, stochastic=_always, open_grid=True),
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # aediff.modes.SamplerName spells them; a test keeps both equal

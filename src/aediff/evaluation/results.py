@@ -26,6 +26,7 @@ import torch
 
 from aediff.errors import AediffError
 from aediff.metrics import FeatureScore
+from aediff.metrics.balance import ClassBalance
 from aediff.metrics.stats import Estimate
 
 FORMAT_VERSION = 1  # metrics.json's format; 0: files without the field (aediff up to commit 704866e)
@@ -504,6 +505,8 @@ class ModelEvaluation:
     unconditional_by_judge: dict[str, FeatureScore] | None = field(default=None, metadata=OPTIONAL)
     unconditional_samples: torch.Tensor | None = field(default=None, compare=False, repr=False, metadata=NOT_JSON)
     conditional: ConditionalAccuracy | None = field(default=None, metadata=OPTIONAL)
+    # how the judge classifier reads the scored samples: their class histogram against the test split's
+    class_balance: ClassBalance | None = field(default=None, metadata=OPTIONAL)
     sampling_speed: SamplingSpeed | None = field(default=None, metadata=OPTIONAL)
     training_speed: TrainingSpeed | None = field(default=None, metadata=OPTIONAL)
     skipped: dict[str, str] = field(default_factory=dict)

@@ -41,6 +41,7 @@ from aediff.evaluation.results import (
 )
 from aediff.evaluation.speed import sampling_speed
 from aediff.metrics import FeatureScore
+from aediff.metrics.balance import ClassBalance, class_balance
 from aediff.models import Capability, Condition, Model
 from aediff.runs import Run
 
@@ -74,6 +75,16 @@ def conditional_accuracy(
         num_classes=model.num_classes,
         guidance=guidance if guidance is not None else model.default_guidance,
     )
+
+
+@torch.no_grad()
+def judged_class_balance(classifier: Model, images: torch.Tensor, reference_labels: torch.Tensor) -> ClassBalance:
+    """How ``classifier`` reads ``images`` [N, C, H, W] in [-1, 1]: ClassBalance against the class frequencies of
+    ``reference_labels`` [M]."""
+    classifier.eval()
+    device = model_device(classifier)
+    probabilities = torch.cat([classifier.logits(chunk.to(device)).softmax(1).cpu() for chunk in images.split(256)])
+    return class_balance(probabilities.numpy(), reference_labels.cpu().numpy())
 
 
 def evaluate_model(
@@ -303,6 +314,10 @@ def _generation_sections(
             for j in scoring.judges
         }
         how = BY_DATA_CLASS if by_data else _how_conditioned(model, condition, cycled)
+        if scoring.classifier is not None and scoring.test.labels is not None:
+            result.class_balance = attempt(
+                "class_balance", lambda: judged_class_balance(scoring.classifier, images, scoring.test.labels)
+            )
         first = result.generation_by_judge[scoring.judges[0].name]
         return Generation.of(first, how, images if scoring.keep_samples else None)
 

@@ -483,6 +483,9 @@ class DiffusionModel(Model):
         diffusers scheduler the levels it walks. [steps + 1], ending in 0 (a diffusers scheduler: its own count)."""
         if plan.spec.scheduler is not None:
             sigmas = scheduler_levels(plan.spec.scheduler, self.noise_grid, plan.steps)
+        elif plan.spec.open_grid:
+            grid = karras_sigmas(plan.steps + 1, *self.karras_range)
+            sigmas = torch.cat([grid[:-2], grid[-1:]])
         elif plan.spec.discrete_timesteps and self.schedule.discrete:
             t = discrete_timesteps(self.schedule.num_steps, plan.steps)
             sigmas = torch.cat([self.schedule.sigmas[t], torch.zeros(1, dtype=torch.float64)])

@@ -687,6 +687,9 @@ def summary_section(m: Measured) -> tuple[Section, Verdict]:
     referenced = [n for n in scored if m.referenced(n, True)]
     if referenced:
         tables.append(_unconditional_table(m, referenced))
+    balanced = [n for n in scored if m.models[n].class_balance is not None]
+    if balanced:
+        tables.append(_balance_table(m, balanced))
     warnings = sorted({w for n in scored for score in m.models[n].generation_by_judge.values() for w in score.warnings})
     curve_text = budget_leaders(m.sections.curves or {}, m)
     notes = " ".join(
@@ -788,6 +791,26 @@ def _summary_table(m: Measured) -> Table:
         "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
         + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
            "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
+    )  # fmt: skip
+
+
+def _balance_table(m: Measured, names: list[str]) -> Table:
+    """Section 9's class-balance table: how the judge classifier reads each model's scored samples."""
+    rows = []
+    for name in names:
+        b = m.models[name].class_balance
+        interval = f"[{b.confident_low:.3f}, {b.confident_high:.3f}]"
+        test = "rejects" if b.rejects else "does not reject"
+        extremes = " / ".join(map(str, b.rarest_and_commonest))
+        rows.append([name, m.models[name].family, b.confident_share, interval, b.chi_square, b.p_value, test, extremes])
+    return Table(
+        "summary_class_balance",
+        ["model", "family", "confident share", "95% interval", "chi-square", "p", "data's frequencies at 1%",
+         "rarest / commonest class"],
+        rows,
+        "How the judge classifier reads the scored samples: the share it reads with probability 0.9 or more (Wilson "
+        "interval), and Pearson's chi-square test of the histogram of their top classes against the test split's "
+        "class frequencies (classes drawn from the data's frequencies should not be rejected).",
     )  # fmt: skip
 
 

@@ -1,4 +1,7 @@
-"""Progressive distillation (Salimans & Ho 2022): a diffusion model that samples in a few steps.
+"""Distillation: a diffusion model that samples in a few steps, by progressive distillation (Salimans & Ho 2022)
+or consistency distillation (Song et al. 2023).
+
+Progressive distillation:
 
 A student starts as a copy of the teacher and learns to take in ONE deterministic step what the teacher
 takes in TWO; then it becomes the teacher and the number of steps halves again, until ``steps`` remain.
@@ -16,18 +19,30 @@ The grids nest: the final student walks aediff's own Karras grid of ``steps`` st
 samples with `euler` and ``steps`` like any run), and each teacher's grid splits every interval of its
 student's at the midpoint in sigma^(1/rho) (Karras' rho = 7 spacing: the grid of 2n steps is the grid of n
 with its midpoints). The last interval (sigma_min -> 0) splits at sigma_min / 2^rho.
+
+The published recipe, aediff's default: the student starts from the teacher, the learning rate decays linearly
+to 0 within each halving, and the student itself (no EMA of it, ``ema_decay = 0``) becomes the next teacher.
+
+Consistency distillation: a student f(x, sigma) learns to map every point of a probability-flow ODE trajectory
+to the same end. On the Karras grid of ``teacher_steps`` levels, a pair of neighbours sigma_hi > sigma_lo is drawn,
+x_hi = x0 + sigma_hi z, the teacher takes one Heun step to x_lo, and the loss is ||f(x_hi, sigma_hi) -
+f_target(x_lo, sigma_lo)||^2 where f_target is an EMA of the student (``target_decay``, the paper's mu) that is
+also the result. f(x, sigma) = c_skip x + (1 - c_skip) D(x, sigma) with c_skip = (sigma_min / sigma)^2 holds the
+boundary condition f(x, sigma_min) = x and leaves D alone at every level a sampler visits (c_skip < 0.01 above
+10 sigma_min), so the student samples with its own denoiser: multistep consistency sampling (``consistency``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
@@ -35,29 +50,41 @@ from torch import nn
 from aediff import runs
 from aediff.config import bounded, check_ranges, config_to_dict
 from aediff.diffusion.samplers import SamplerOptions
+from aediff.diffusion.schedules import karras_sigmas
 from aediff.errors import ConfigError
 from aediff.models import Capability, Model
+from aediff.modes import DistillMethodName as DistillMethod
+from aediff.modes import SamplerName
 
 RHO = 7.0  # Karras et al.'s spacing exponent, as aediff.diffusion.schedules.karras_sigmas
 
 
 @dataclass
 class DistillConfig:
-    """The recipe of ``distill``: from ``teacher_steps`` down to ``steps`` (a power of two apart). Ranges are
-    declared with each field (``aediff.config.bounded``) and checked when the config is built."""
+    """The recipe of ``distill`` (module docstring). Progressive: from ``teacher_steps`` down to ``steps`` (a
+    power of two apart), ``iterations`` per halving. Consistency: ``teacher_steps`` levels of the Karras grid the
+    teacher steps between, ``iterations`` in all, sampled in ``steps`` steps. Ranges are declared with each field
+    (``aediff.config.bounded``) and checked when the config is built."""
 
     steps: int = bounded(4, 1, 1024)  # sampling steps of the final student (network evaluations per image)
-    teacher_steps: int = bounded(32, 2, 4096)  # steps of the grid the original model is distilled from
-    iterations: int = bounded(500, 1)  # optimizer steps per round (halving)
+    teacher_steps: int = bounded(32, 2, 4096)  # the grid the original model is distilled on
+    iterations: int = bounded(500, 1)  # optimizer steps per round (progressive) or in all (consistency)
     max_minutes: float | None = bounded(None, 0, low_open=True)  # instead: this much time, shared by the rounds
     batch_size: int = bounded(64, 1, 65536)
     lr: float = bounded(1e-4, 0, 1, low_open=True, high_open=True)  # AdamW, after a 20-step warm-up per round
-    ema_decay: float = bounded(0.999, 0, 1, high_open=True)  # the student's EMA: the next teacher, the result
+    lr_decay: bool = True  # linearly to 0 within each round (the published recipe); False: constant
+    ema_decay: float = bounded(0.0, 0, 1, high_open=True)  # progressive: the student's EMA (0: the student itself)
+    method: DistillMethod = "progressive"
+    target_decay: float = bounded(0.95, 0, 1, high_open=True)  # consistency: the target network's EMA (mu)
     seed: int = bounded(0, 0, 2**63 - 1)
     history: list[dict[str, Any]] = field(default_factory=list)  # filled in: one entry per round
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.method not in get_args(DistillMethod):
+            raise ConfigError(f"distill method {self.method!r}: choose {' or '.join(get_args(DistillMethod))}")
+        if self.method == "consistency":
+            return
         ratio = self.teacher_steps / self.steps
         if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
             raise ConfigError(
@@ -67,7 +94,12 @@ class DistillConfig:
 
     @property
     def rounds(self) -> int:
-        return round(math.log2(self.teacher_steps / self.steps))
+        return 1 if self.method == "consistency" else round(math.log2(self.teacher_steps / self.steps))
+
+    @property
+    def sampler(self) -> SamplerName:
+        """The sampler the student samples with."""
+        return "consistency" if self.method == "consistency" else "euler"
 
 
 def refine(sigmas: torch.Tensor) -> torch.Tensor:
@@ -127,15 +159,66 @@ def _batches(dataset: Any, batch_size: int, generator: torch.Generator):
 
 
 class Round:
+    """One round of training a student that starts as a copy of ``teacher``: the optimizer, its learning rate (a
+    20-step warm-up, then constant or decaying linearly to 0 over the round), gradient clipping, and an EMA of the
+    student where ``ema_decay`` > 0. A method gives the loss (``loss``)."""
+
+    def __init__(self, teacher: Model, config: DistillConfig, ema_decay: float):
+        self.teacher, self.config, self.ema_decay = teacher.eval(), config, ema_decay
+        self.student = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.ema = copy.deepcopy(teacher).eval().requires_grad_(False) if ema_decay > 0 else None
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=config.lr, weight_decay=0.0)
+
+    @property
+    def steps(self) -> int:
+        """The student's sampling steps."""
+        raise NotImplementedError
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(
+        self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator, i: int, progress: float
+    ) -> float:
+        """One optimizer step at iteration i, ``progress`` in [0, 1] through the round; returns the loss."""
+        decay = 1 - progress if self.config.lr_decay else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * min(1.0, (i + 1) / 20) * decay  # a short warm-up: the student starts trained
+        loss = self.loss(images, labels, generator)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the distillation loss became {loss.item()} at iteration {i}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                rate = 1 - min(self.ema_decay, (1 + i) / (10 + i))
+                for e, s in zip(self.ema.parameters(), self.student.parameters(), strict=True):
+                    e.lerp_(s, rate)
+        return loss.item()
+
+    def result(self) -> Model:
+        """What the round gives: the EMA where kept, else the student."""
+        return (self.ema if self.ema is not None else self.student).eval()
+
+    def _teacher(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The teacher's D(x, sigma [N, 1, ...]) (clamped as it samples), with ``labels``."""
+        condition = {} if labels is None else {"class_labels": labels}
+        return lambda x, sigma: self.teacher.predict_x0(x, sigma.flatten(), **condition)
+
+
+class ProgressiveRound(Round):
     """One halving: a student learns to take in one step the teacher's two, on the student's ``grid``."""
 
     def __init__(self, teacher: Model, grid: torch.Tensor, config: DistillConfig):
-        self.teacher, self.config = teacher.eval(), config
+        super().__init__(teacher, config, config.ema_decay)
         self.grid = grid.to(teacher.device)  # [n + 1], the student's noise levels, ending in 0
         self.middles = refine(grid)[1::2].to(teacher.device)  # [n], where the teacher's two steps meet
-        self.student = copy.deepcopy(teacher).train().requires_grad_(True)
-        self.ema = copy.deepcopy(teacher).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=config.lr, weight_decay=0.0)
+
+    @property
+    def steps(self) -> int:
+        return len(self.grid) - 1
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         """The weighted squared error of the student's x0 estimate against its target, on one batch."""
@@ -146,31 +229,50 @@ class Round:
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         x = x0 + sigma * noise
         with torch.no_grad():
-            condition = {} if labels is None else {"class_labels": labels}
-
-            def teacher(x_: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-                return self.teacher.predict_x0(x_, s.flatten(), **condition)
-
-            target = student_target(teacher, x, sigma, middle, following)
+            target = student_target(self._teacher(labels), x, sigma, middle, following)
         predicted = _conditioned(self.student, labels)(x, sigma)
         weight = sigma.pow(-2).clamp_min(1.0)  # max(SNR, 1), SNR = 1 / sigma^2 in the variance-exploding view
         return (weight * (predicted - target) ** 2).mean()
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator, i: int) -> float:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * min(1.0, (i + 1) / 20)  # a short warm-up: the student starts trained
-        loss = self.loss(images, labels, generator)
-        if not torch.isfinite(loss):
-            raise ConfigError(f"the distillation loss became {loss.item()} at iteration {i}; lower --lr")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
-        self.optimizer.step()
+
+def heun_step(denoise, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """One Heun step of the probability-flow ODE from sigma to sigma_next > 0 ([N, 1, ...] each)."""
+    slope = (x - denoise(x, sigma)) / sigma
+    x_euler = x + (sigma_next - sigma) * slope
+    return x + (sigma_next - sigma) * (slope + (x_euler - denoise(x_euler, sigma_next)) / sigma_next) / 2
+
+
+def consistency_function(denoise, x: torch.Tensor, sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """f(x, sigma) = c_skip x + (1 - c_skip) D(x, sigma), c_skip = (sigma_min / sigma)^2: f(x, sigma_min) = x."""
+    c_skip = (sigma_min / sigma) ** 2
+    return c_skip * x + (1 - c_skip) * denoise(x, sigma)
+
+
+class ConsistencyRound(Round):
+    """Consistency distillation (module docstring) on the Karras grid of ``config.teacher_steps`` levels."""
+
+    def __init__(self, teacher: Model, config: DistillConfig):
+        super().__init__(teacher, config, config.target_decay)
+        low, high = teacher.karras_range
+        self.sigma_min = low
+        self.grid = karras_sigmas(config.teacher_steps, low, high)[:-1].to(teacher.device)  # [N], decreasing
+
+    @property
+    def steps(self) -> int:
+        return self.config.steps
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """The squared distance between the student's f at x_hi and the target network's at the teacher's x_lo."""
+        x0 = self.teacher.diffusion_input(images)
+        n = torch.randint(0, len(self.grid) - 1, (len(x0),), generator=generator).to(x0.device)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        high, low = self.grid[n].float().view(shape), self.grid[n + 1].float().view(shape)
+        x_high = x0 + high * torch.randn(x0.shape, generator=generator).to(x0.device)
         with torch.no_grad():
-            decay = min(self.config.ema_decay, (1 + i) / (10 + i))
-            for e, s in zip(self.ema.parameters(), self.student.parameters(), strict=True):
-                e.lerp_(s, 1 - decay)
-        return loss.item()
+            x_low = heun_step(self._teacher(labels), x_high, high, low)
+            target = consistency_function(_conditioned(self.ema, labels), x_low, low, self.sigma_min)
+        predicted = consistency_function(_conditioned(self.student, labels), x_high, high, self.sigma_min)
+        return ((predicted - target) ** 2).mean()
 
 
 def distill(
@@ -179,23 +281,32 @@ def distill(
     config: DistillConfig,
     report: Callable[[str], None] | None = None,
     progress: bool = False,
+    on_round: Callable[[int, Model], None] | None = None,
 ) -> Model:
     """The student of ``model`` that samples in ``config.steps`` Euler steps on the model's own Karras grid
     (a new model; ``model`` is unchanged). ``dataset``: the training split; ``report`` gets one line per
-    round; ``progress``: a progress bar per round. ``config.history`` receives each round's steps,
+    round; ``progress``: a progress bar per round; ``on_round(steps, student)`` gets each round's result (a
+    progressive distillation's intermediate students). ``config.history`` receives each round's steps,
     iterations, seconds and final loss."""
     model.require(Capability.DIFFUSION_SAMPLER, "distillation")
     if model.can(Capability.TEXT_CONDITION):
         raise ConfigError("distillation of a text-conditioned model is not supported yet; distil an "
                           "unconditional or class-conditioned one")  # fmt: skip
-    grids = [model.sampling_sigmas(model.sampler_plan(SamplerOptions(sampler="euler", steps=config.steps)))]
-    for _ in range(config.rounds - 1):
-        grids.append(refine(grids[-1]))
     generator = torch.Generator().manual_seed(config.seed)
     batches = _batches(dataset, config.batch_size, generator)
+    if config.method == "consistency":
+        rounds: list[Callable[[Model], Round]] = [lambda teacher: ConsistencyRound(teacher, config)]
+    else:
+        grids = [model.sampling_sigmas(model.sampler_plan(SamplerOptions(sampler="euler", steps=config.steps)))]
+        for _ in range(config.rounds - 1):
+            grids.append(refine(grids[-1]))
+        rounds = [functools.partial(ProgressiveRound, grid=grid, config=config) for grid in reversed(grids)]
     teacher = model
-    for grid in reversed(grids):  # the most steps first
-        teacher = _run_round(Round(teacher, grid, config), batches, generator, config, report, progress)
+    for make_round in rounds:  # progressive: the most steps first
+        round_ = make_round(teacher)
+        teacher = _run_round(round_, batches, generator, config, report, progress)
+        if on_round is not None:
+            on_round(round_.steps, teacher)
     return teacher
 
 
@@ -206,35 +317,41 @@ def _run_round(round_: Round, batches, generator, config: DistillConfig, report,
     started, seconds = time.perf_counter(), None
     if config.max_minutes is not None:
         seconds = config.max_minutes * 60 / config.rounds
-    steps = len(round_.grid) - 1
-    bar = tqdm(total=None if seconds else config.iterations, desc=f"distil {2 * steps} -> {steps}",
-               unit="it", disable=not progress)  # fmt: skip
+    steps = round_.steps
+    teacher_steps = config.teacher_steps if config.method == "consistency" else 2 * steps
+    name = f"{config.method} {teacher_steps} -> {steps}"
+    bar = tqdm(total=None if seconds else config.iterations, desc=name, unit="it", disable=not progress)
+
+    def done() -> float:
+        """How far through the round, in [0, 1]: by iterations, or by the round's share of the time."""
+        return min(1.0, i / config.iterations if seconds is None else (time.perf_counter() - started) / seconds)
+
     i, loss = 0, math.nan
-    while (i < config.iterations) if seconds is None else (time.perf_counter() - started < seconds):
+    while done() < 1:
         batch = next(batches)
         images = batch["images"].to(round_.teacher.device)
-        loss = round_.step(images, _labels(round_.teacher, batch, generator), generator, i)
+        loss = round_.step(images, _labels(round_.teacher, batch, generator), generator, i, done())
         i += 1
         bar.update()
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     bar.close()
-    entry = {"teacher_steps": 2 * steps, "steps": steps, "iterations": i,
+    entry = {"method": config.method, "teacher_steps": teacher_steps, "steps": steps, "iterations": i,
              "seconds": time.perf_counter() - started, "final_loss": loss}  # fmt: skip
     config.history.append(entry)
     if report is not None:
-        report(f"{2 * steps} -> {steps} steps: {i} iterations in {entry['seconds']:.0f} s, loss {loss:.4g}")
-    return round_.ema.eval()
+        report(f"{name} steps: {i} iterations in {entry['seconds']:.0f} s, loss {loss:.4g}")
+    return round_.result()
 
 
 def distill_run(
     run: Any, out: str | Path, dataset: Any, config: DistillConfig, report=None, progress: bool = False
 ) -> Path:
     """Distil the loaded run ``run`` (``aediff.load``) on ``dataset`` into the new run folder ``out``: the
-    student's weights, the teacher's config with sampling set to ``euler`` and ``config.steps`` steps, and
+    student's weights, the teacher's config with sampling set to ``config.sampler`` and ``config.steps`` steps, and
     a "distillation" entry (the teacher, the recipe, every round). Holds ``out``'s writer lock."""
     started = time.perf_counter()
     student = distill(run.model, dataset, config, report, progress)
-    model_config = run.model.config_with_sampling("euler", config.steps)
+    model_config = run.model.config_with_sampling(config.sampler, config.steps)
     iterations = sum(entry["iterations"] for entry in config.history)
     seconds = time.perf_counter() - started
     recipe = {k: v for k, v in config_to_dict(config).items() if k != "history"}
