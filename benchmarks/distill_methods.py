@@ -60,7 +60,7 @@ def students(teacher: Any, train: Any, args: argparse.Namespace) -> tuple[dict[s
             fields = {**fields, "teacher_steps": args.cd_levels}
         config = DistillConfig(max_minutes=args.minutes, lr=args.lr, seed=args.seed, **fields)
         kept: dict[int, Any] = {}
-        student = distill(teacher.model, train, config, report=print, on_round=lambda steps, m: kept.update({steps: m}))
+        student = distill(teacher.model, train, config, report=print, on_round=kept.__setitem__)
         rounds[name] = config.history
         if config.method == "consistency":
             found |= {(name, steps): (student, "consistency") for steps in (1, 2, 4)}
