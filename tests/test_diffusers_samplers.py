@@ -174,3 +174,17 @@ def test_the_cli_samples_with_a_diffusers_scheduler_and_refuses_in_words(tmp_pat
     assert not (tmp_path / "no.png").exists()
     helped = aediff("sample", "--help")
     assert "diffusers:NAME" in helped.stdout and "UniPCMultistepScheduler" in helped.stdout
+
+
+def test_ddnm_restores_on_a_diffusers_scheduler_and_keeps_the_known_pixels():
+    from aediff.diffusion.degradations import box_mask
+    from aediff.diffusion.restoration import RestoreOptions
+
+    net = model("cosine")
+    truth = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mask = box_mask(2, (8, 8), 4, torch.Generator().manual_seed(2))
+    options = RestoreOptions(method="ddnm", sampler=SamplerOptions("diffusers:UniPCMultistepScheduler", 4))
+    restored = net.restore(mask.forward(truth), mask, options, generator=torch.Generator().manual_seed(1))
+    known = mask.keep.expand_as(truth)
+    assert torch.isfinite(restored).all() and torch.equal(restored[known], truth[known])
+    assert not torch.equal(restored[~known], truth[~known])
