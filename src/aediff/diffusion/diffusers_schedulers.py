@@ -162,6 +162,8 @@ class SchedulerEntry:
 # clamps x0 itself (clip_sample / thresholding off) and where a default would not reach sigma 0.
 _KARRAS = dict(karras=True, aligned_sigmas=True)
 _MULTISTEP = dict(final_sigmas_type="zero")
+# sigma_data 1 makes their input scaling 1 / sqrt(1 + sigma^2), the variance-preserving state every scheduler gives
+_EDM = dict(output="edm", native_sigmas=True, aligned_sigmas=True, settings=dict(sigma_data=1.0, **_MULTISTEP))
 ENTRIES: tuple[SchedulerEntry, ...] = (
     SchedulerEntry("DDIMScheduler", discrete_only=True, settings=dict(clip_sample=False, set_alpha_to_one=True)),
     SchedulerEntry(
@@ -196,20 +198,8 @@ ENTRIES: tuple[SchedulerEntry, ...] = (
     SchedulerEntry("DEISMultistepScheduler", **_KARRAS, settings=dict(lower_order_final=True)),
     SchedulerEntry("UniPCMultistepScheduler", **_KARRAS, settings=dict(**_MULTISTEP, lower_order_final=True)),
     SchedulerEntry("SASolverScheduler", **_KARRAS, stochastic=True),
-    SchedulerEntry(
-        "EDMEulerScheduler",
-        output="edm",
-        native_sigmas=True,
-        aligned_sigmas=True,
-        settings=dict(sigma_data=1.0, final_sigmas_type="zero"),
-    ),  # fmt: skip
-    SchedulerEntry(
-        "EDMDPMSolverMultistepScheduler",
-        output="edm",
-        native_sigmas=True,
-        aligned_sigmas=True,
-        settings=dict(sigma_data=1.0, final_sigmas_type="zero"),
-    ),  # fmt: skip
+    SchedulerEntry("EDMEulerScheduler", **_EDM),
+    SchedulerEntry("EDMDPMSolverMultistepScheduler", **_EDM),
 )
 SCHEDULERS: dict[str, SchedulerEntry] = {entry.sampler_name: entry for entry in ENTRIES}
 
