@@ -126,12 +126,30 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budgets(results: dict, variants: list, train_set: Any, data: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Each variant's training images/s, measured once on idle cores, one variant after another (stage 1 measures
+    every stage-1 variant in its first run, so that later runs, on whatever machine, keep the same step budgets);
+    stage 2 measures the default again beside its variant and scales by the default's stored rate."""
+    stored = results.setdefault("rates", {})
+    if args.stage == 1 and not stored:
+        every = [Variant(n, "aediff", "search", {"model": {}, "training": {}} | s) for n, s in VARIANTS.items()]
+        stored |= {v.name: measure_throughput(v, train_set, data, args.runs, 40) for v in every}
+        results["rates_machine"] = machine()
+    if args.stage == 2:
+        default = Variant("default", "aediff", "search", {"model": {}, "training": {}})
+        anchor = measure_throughput(default, train_set, data, args.runs, 40)
+        for v in variants:
+            stored[v.name] = measure_throughput(v, train_set, data, args.runs, 40) * stored["default"] / anchor
+    return {v.name: stored[v.name] for v in variants}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--judge", type=Path, required=True, help="a trained classifier run (both judges)")
     parser.add_argument("--runs", type=Path, required=True, help="scratch folder of the runs")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), help="stage-1 variants to run now")
+    parser.add_argument("--skip-done", action="store_true", help="leave out variants the results file already has")
     parser.add_argument("--stage", type=int, default=1, choices=(1, 2))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipe_search")
     args = parser.parse_args(argv)
@@ -146,8 +164,11 @@ def main(argv: list[str]) -> None:
     classifier = aediff.load(args.judge, device="cpu").model.eval()
     judges = judges_for(classifier)
     todo = [(n, VARIANTS[n]) for n in args.only] if args.stage == 1 else [combined(results)]
+    if args.skip_done:
+        todo = [(n, settings) for n, settings in todo if n not in results["variants"]]
     variants = [Variant(name, "aediff", "search", {"model": {}, "training": {}} | settings) for name, settings in todo]
-    rates = {v.name: measure_throughput(v, train_set, data, args.runs, 40) for v in variants}  # idle cores, in turn
+    rates = budgets(results, variants, train_set, data, args)
+    save(args.out, results, markdown)
     for variant in variants:
         batch = variant.settings["training"].get("batch_size", BATCH)
         steps = int(rates[variant.name] * args.minutes * 60 / batch)

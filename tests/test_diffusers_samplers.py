@@ -172,6 +172,8 @@ def test_the_cli_samples_with_a_diffusers_scheduler_and_refuses_in_words(tmp_pat
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "discrete schedule's timesteps" in refused.stderr + refused.stdout
     assert not (tmp_path / "no.png").exists()
+    unfit = aediff("sample", str(run), "--sampler", "diffusers:DPMSolverSDEScheduler")
+    assert unfit.returncode == 2 and "needs torchsde" in unfit.stderr and "Traceback" not in unfit.stderr
     helped = aediff("sample", "--help")
     assert "diffusers:NAME" in helped.stdout and "UniPCMultistepScheduler" in helped.stdout
 

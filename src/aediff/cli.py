@@ -235,6 +235,28 @@ def _snapshot_fractions(text: str | None) -> tuple[float, ...] | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _sampler_name(text: str | None) -> str | None:
+    """``--sampler``: one of aediff's samplers or ``diffusers:NAME`` of an offered scheduler; anything else is a
+    usage error (exit 2) before anything loads, with diffusers' reason where it has the scheduler but aediff does
+    not drive it."""
+    if text is None:
+        return None
+    name = text.strip()
+    offered = [*get_args(SamplerName), *(f"diffusers:{n}" for n in get_args(DiffusersScheduler))]
+    if name in offered:
+        return name
+    if name.startswith("diffusers:"):
+        from aediff.diffusion.diffusers_schedulers import UNFIT
+
+        reason = UNFIT.get(name.removeprefix("diffusers:"))
+        if reason is not None:
+            raise typer.BadParameter(f"{name!r} is not offered: {reason}")
+    raise typer.BadParameter(
+        f"{name!r} is not one of {', '.join(get_args(SamplerName))}, or diffusers:NAME with NAME one of the "
+        "schedulers `aediff sample --help` lists"
+    )
+
+
 def _resolution(text: str | None) -> int | tuple[int, int] | None:
     """``--resolution 32`` -> 32 (a square), ``--resolution 32x48`` -> (32, 48) (height x width); each side
     4..MAX_IMAGE_SIZE pixels. Anything else is a usage error (exit 2), caught before anything loads."""
@@ -538,7 +560,7 @@ def sample(
     ),
     overwrite: OverwriteOpt = False,
     sampler: Annotated[
-        str | None, typer.Option(help=f"diffusion: sampler (default: the run's). {SAMPLER_HELP}")
+        str | None, typer.Option(help=f"diffusion: {SAMPLER_HELP} (default: the run's)", callback=_sampler_name)
     ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="diffusion: sampling steps (default: the run's)")
@@ -709,7 +731,9 @@ def restore(
     method: Annotated[
         str | None, typer.Option(help="ddnm or repaint (diffusion), one-pass (autoencoders); default: the model's")
     ] = None,
-    sampler: Annotated[str | None, typer.Option(help=f"ddnm: the sampler (default: the run's). {SAMPLER_HELP}")] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help=f"ddnm: the sampler (default: the run's). {SAMPLER_HELP}", callback=_sampler_name)
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, max=MAX_SAMPLING_STEPS, help="ddnm, repaint: steps (default: the run's)")
     ] = None,
