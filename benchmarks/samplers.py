@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import aediff
-from aediff.diffusion.samplers import DIFFUSERS_SAMPLER_NAMES, SAMPLER_NAMES, SAMPLERS, SamplerOptions
+from aediff.diffusion.samplers import DIFFUSERS_SAMPLER_NAMES, SAMPLER_NAMES, SamplerOptions, sampler_spec
 from aediff.errors import AediffError
 from aediff.evaluation import judges_for, sample_images
 from aediff.evaluation.protocols import generation_score
@@ -36,7 +36,7 @@ from results_files import machine, write_results
 
 def steps_for(sampler: str, nfe: int) -> int | None:
     """The most steps whose network evaluations fit ``nfe`` (None: not even one step does)."""
-    spec = SAMPLERS[sampler]
+    spec = sampler_spec(sampler)
     fitting = [s for s in range(1, nfe + 1) if spec.evaluations(s) <= nfe]
     return max(fitting) if fitting else None
 

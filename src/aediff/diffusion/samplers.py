@@ -436,11 +436,11 @@ class SamplerOptions:
         scheduler that ``grid`` (the model's noise levels) cannot drive."""
         sampler = self.sampler if self.sampler is not None else default_sampler
         steps = self.steps if self.steps is not None else default_steps
-        if sampler not in SAMPLERS:
+        spec = sampler_spec(sampler)
+        if spec is None:
             raise ConfigError(_unknown_sampler(sampler))
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
-        spec = SAMPLERS[sampler]
         if spec.scheduler is not None:
             if grid is None:
                 raise ConfigError(f"--sampler {sampler} is built on a model's noise schedule; sample from a run")
@@ -500,5 +500,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)  # aediff.modes.SamplerName spells them; a test keeps both equal
-DIFFUSERS_SAMPLER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)  # "diffusers:NAME", for --sampler (not a run default)
-SAMPLERS.update({name: _diffusers_spec(entry) for name, entry in SCHEDULERS.items()})
+# "diffusers:NAME": diffusers' schedulers, for --sampler (not a run's default sampler)
+DIFFUSERS_SAMPLERS: dict[str, SamplerSpec] = {name: _diffusers_spec(entry) for name, entry in SCHEDULERS.items()}
+DIFFUSERS_SAMPLER_NAMES: tuple[str, ...] = tuple(DIFFUSERS_SAMPLERS)
+
+
+def sampler_spec(name: str) -> SamplerSpec | None:
+    """The declaration of the sampler ``name``: one of aediff's or of diffusers' (None: neither)."""
+    return SAMPLERS.get(name) or DIFFUSERS_SAMPLERS.get(name)

@@ -618,7 +618,9 @@ class DiffusionModel(Model):
         low, _ = self.schedule.sigma_range
         sigmas = karras_sigmas(steps, min(low, sigma), sigma).float().to(x.device)
         name = self.config.sampling.sampler
-        name = "dpm++" if SAMPLERS[name].discrete_timesteps else name  # these sigmas are not the schedule's own
+        spec = SAMPLERS[name]
+        # these sigmas are not the schedule's own, and the integration is deterministic (consistency restarts)
+        name = "dpm++" if spec.discrete_timesteps or spec.stochastic({}) else name
         return run_sampler(SamplerOptions(sampler=name).resolve(name, steps), denoiser, x, sigmas)
 
     @torch.no_grad()
