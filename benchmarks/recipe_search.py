@@ -48,7 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> {"model": overrides, "trainin
     "EDM (schedule, preconditioning)": {"model": {"schedule": "edm", "parameterization": "edm"}},
     "widths 32,64,128": {"model": {"channels": [32, 64, 128]}},
     "no attention": {"model": {"attention_resolutions": []}},
-    "class-conditional": {"model": {"condition": "class"}},
+    "class-conditional": {"model": {"kind": "class"}},
 }
 GUIDANCE = (1.0, 1.5, 2.0, 3.0)  # tried on validation for a class-conditional variant
 VALIDATION_SAMPLES, TEST_SAMPLES = 500, 1000
@@ -58,7 +58,7 @@ def combined(results: dict) -> tuple[str, dict[str, Any]]:
     """Stage 2: class-conditional with every stage-1 change whose validation FID beat the default's."""
     base = results["variants"]["default"]["validation"]["fid"]
     winners = [n for n, row in results["variants"].items() if n in VARIANTS and row["validation"]["fid"] < base]
-    settings: dict[str, Any] = {"model": {"condition": "class"}, "training": {}}
+    settings: dict[str, Any] = {"model": {"kind": "class"}, "training": {}}
     for name in winners:
         for part in ("model", "training"):
             settings[part] |= VARIANTS[name].get(part, {})
@@ -133,13 +133,14 @@ def budgets(results: dict, variants: list, train_set: Any, data: Any, args: argp
     stored = results.setdefault("rates", {})
     if args.stage == 1 and not stored:
         every = [Variant(n, "aediff", "search", {"model": {}, "training": {}} | s) for n, s in VARIANTS.items()]
-        stored |= {v.name: measure_throughput(v, train_set, data, args.runs, 40) for v in every}
+        stored |= {v.name: measure_throughput(v, train_set, data, args.runs, args.throughput_steps) for v in every}
         results["rates_machine"] = machine()
     if args.stage == 2:
         default = Variant("default", "aediff", "search", {"model": {}, "training": {}})
-        anchor = measure_throughput(default, train_set, data, args.runs, 40)
+        anchor = measure_throughput(default, train_set, data, args.runs, args.throughput_steps)
         for v in variants:
-            stored[v.name] = measure_throughput(v, train_set, data, args.runs, 40) * stored["default"] / anchor
+            rate = measure_throughput(v, train_set, data, args.runs, args.throughput_steps)
+            stored[v.name] = rate * stored["default"] / anchor
     return {v.name: stored[v.name] for v in variants}
 
 
@@ -149,6 +150,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runs", type=Path, required=True, help="scratch folder of the runs")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), help="stage-1 variants to run now")
+    parser.add_argument("--throughput-steps", type=int, default=40, help="timed steps per variant (after 10)")
     parser.add_argument("--skip-done", action="store_true", help="leave out variants the results file already has")
     parser.add_argument("--stage", type=int, default=1, choices=(1, 2))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipe_search")
