@@ -74,20 +74,25 @@ def open_tab(page, name: str, tries: int = 3) -> None:
                 raise
 
 
-def upload(page, path, box: str = "#d-upload", tries: int = 3) -> None:
-    """Put ``path`` in a tab's upload box (the Denoise tab's by default). Set again when its name does not show:
-    right after a reload, under load, Gradio can re-render the box after the file was set and drop it (a flake
-    seen in CI)."""
+def upload(page, path, box: str = "#d-upload", tab: str = "Denoise", tries: int = 3) -> None:
+    """Put ``path`` in ``tab``'s upload box ``box``, opening the tab first. Each try waits for the box's file input
+    and then for the file's name; a try that sees neither opens the tab again, and the last reloads the page
+    first: under load a tab switch or a file can be lost, and the box's input can fail to appear for minutes,
+    while Gradio re-renders the page (all seen in CI). The last failure shows the box's HTML."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):
-        page.locator(f"{box} input[type=file]").set_input_files(str(path), timeout=TIMEOUT // tries)
+        if attempt == tries - 1:
+            page.reload()
+            page.locator("#g-go").wait_for(timeout=TIMEOUT)
+        open_tab(page, tab)
         try:
+            page.locator(f"{box} input[type=file]").set_input_files(str(path), timeout=TIMEOUT // tries)
             page.locator(box).get_by_text(path.name).first.wait_for(timeout=TIMEOUT // tries)
             return
         except PlaywrightTimeout:
             if attempt == tries - 1:
-                raise
+                raise AssertionError(f"no upload in {box}: {page.locator(box).inner_html()[:3000]}") from None
 
 
 def message(page, text: str) -> None:
@@ -118,7 +123,7 @@ def test_each_tab_in_the_browser(page, tmp_path):
 
     # Restore the same PNG with a box hole: every model beside the controls, the diffusion trajectory
     open_tab(page, "Restore")
-    upload(page, digit, "#rs-upload")
+    upload(page, digit, "#rs-upload", "Restore")
     fill(page, "#rs-value", "3")
     fill(page, "#rs-steps", "4")
     page.locator("#rs-go").click()
