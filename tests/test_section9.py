@@ -197,3 +197,21 @@ def test_unconditional_scores_stand_where_the_data_has_no_labels():
     assert verdict.verdict == "holds"
     assert section.notes.startswith("Samples are unconditional")
     assert [t.name for t in section.tables] == ["summary"]
+
+
+def test_the_class_balance_table_reads_each_models_samples_and_flips_with_the_histogram():
+    from aediff.metrics.balance import class_balance
+
+    data = np.repeat(np.arange(10), 100)
+
+    def reading(counts: list[int]) -> np.ndarray:
+        return np.eye(10)[np.repeat(np.arange(10), counts)] * 0.9 + 0.01
+
+    models = {"ae": _model("ae", AE, 40.0, 40.0), "diffusion": _model("diffusion", DIFFUSION, 10.0, 10.0)}
+    models["ae"].class_balance = class_balance(reading([51, 149] + [100] * 8), data)  # skewed: rejected
+    models["diffusion"].class_balance = class_balance(reading([100] * 10), data)
+    section, _ = summary_section(_measured(models))
+    table = next(t for t in section.tables if t.name == "summary_class_balance")
+    rows = {row[0]: row for row in table.rows}
+    assert rows["ae"][6] == "rejects" and rows["ae"][7] == "51 / 149"
+    assert rows["diffusion"][6] == "does not reject" and rows["diffusion"][2] == 1.0
