@@ -31,7 +31,7 @@ from aediff.errors import AediffError
 from aediff.evaluation import judges_for, sample_images
 from aediff.evaluation.protocols import generation_score
 from aediff.metrics.balance import class_balance
-from results_files import machine, write_results
+from results_files import machine, save, write_results
 
 
 def steps_for(sampler: str, nfe: int) -> int | None:
@@ -122,7 +122,17 @@ def main(argv: list[str]) -> None:
     judges = judges_for(classifier)
     test = run.data.load_by_position("test")
     names = [*SAMPLER_NAMES, *DIFFUSERS_SAMPLER_NAMES] if args.samplers == "all" else args.samplers.split(",")
-    rows, skipped = [], {}
+    results = {
+        "command": "python benchmarks/samplers.py " + shlex.join(argv),
+        "machine": machine(),
+        "model": str(args.diffusion),
+        "model_steps": run.summary.steps if run.summary is not None else None,
+        "samples": args.samples,
+        "test_images": len(test),
+        "rows": [],
+        "skipped": {},
+    }
+    rows, skipped = results["rows"], results["skipped"]
     for sampler in names:
         for nfe in map(int, args.nfe.split(",")):
             steps = steps_for(sampler, nfe)
@@ -132,22 +142,13 @@ def main(argv: list[str]) -> None:
                 skipped[sampler] = str(refused).split(";")[0]
                 break
             rows.append(cell(model, sampler, steps, args, judges, classifier, test))
+        save(args.out, results, markdown)  # what is done so far survives an interruption
     for spec in args.student:
         name, path = spec.split("=", 1)
         student = aediff.load(path, device="cpu").model.eval()
         for steps in (1, 2, 4):
             row = cell(student, student.config.sampling.sampler, steps, args, judges, classifier, test)
             rows.append(row | {"sampler": f"{name} ({row['sampler']})"})
-    results = {
-        "command": "python benchmarks/samplers.py " + shlex.join(argv),
-        "machine": machine(),
-        "model": str(args.diffusion),
-        "model_steps": run.summary.steps if run.summary is not None else None,
-        "samples": args.samples,
-        "test_images": len(test),
-        "rows": rows,
-        "skipped": skipped,
-    }
     write_results(args.out, results, started, markdown)
 
 
