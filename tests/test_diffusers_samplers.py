@@ -155,6 +155,7 @@ def test_every_diffusers_scheduler_is_offered_or_refused_with_a_reason():
     assert offered == set(get_args(DiffusersScheduler))  # the names the CLI's help lists
 
 
+@pytest.mark.slow  # trains a tiny run and starts the command line four times
 def test_the_cli_samples_with_a_diffusers_scheduler_and_refuses_in_words(tmp_path):
     from conftest import TINY_DIFFUSION, train_tiny
 
