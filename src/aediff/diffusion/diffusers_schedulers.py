@@ -70,15 +70,19 @@ class NoiseGrid:
         )
         return 1 / (1 + sigmas**2)
 
-    def sigma_at(self, timestep: torch.Tensor | float) -> float:
-        """The noise level at a (fractional) timestep of the training grid: log sigma interpolated linearly between
-        whole timesteps, the inverse of diffusers' ``_sigma_to_t``."""
+    def log_sigmas(self) -> np.ndarray:
+        """ln sigma at each whole timestep of the training grid [T] (float64)."""
         abar = self.training_alphas_cumprod()
-        log_sigmas = (((1 - abar) / abar).sqrt()).log().numpy()
-        return float(np.exp(np.interp(float(timestep), np.arange(len(log_sigmas)), log_sigmas)))
+        return (((1 - abar) / abar).sqrt()).log().numpy()
 
 
-def _betas(alphas_cumprod: torch.Tensor) -> list[float]:
+def sigma_at(log_sigmas: np.ndarray, timestep: torch.Tensor | float) -> float:
+    """The noise level at a (fractional) timestep of a grid with ``log_sigmas`` [T]: log sigma interpolated linearly
+    between whole timesteps, the inverse of diffusers' ``_sigma_to_t``."""
+    return float(np.exp(np.interp(float(timestep), np.arange(len(log_sigmas)), log_sigmas)))
+
+
+def betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> list[float]:
     """The betas whose cumulative product of (1 - beta) is ``alphas_cumprod`` [T] (float64)."""
     previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
     return (1 - alphas_cumprod / previous).tolist()
@@ -144,7 +148,8 @@ class SchedulerEntry:
         if self.native_sigmas:
             return self.scheduler_class()(sigma_min=grid.sigma_min, sigma_max=grid.sigma_max, **self.settings)
         abar = grid.training_alphas_cumprod()
-        options = dict(num_train_timesteps=len(abar), trained_betas=_betas(abar), prediction_type=self.output)
+        betas = betas_from_alphas_cumprod(abar)
+        options = dict(num_train_timesteps=len(abar), trained_betas=betas, prediction_type=self.output)
         if self.output == "edm":
             raise AssertionError(f"{self.name}: 'edm' output is for native_sigmas schedulers")
         scheduler = self.scheduler_class()(**options, **{**self._spacing(), **self.settings})
@@ -258,12 +263,13 @@ class _Walk:
         self.scheduler = self.entry.build(self.grid)
         self.scheduler.set_timesteps(self.steps)
         self.timesteps = list(self.scheduler.timesteps)
+        self.log_sigmas = None if self.entry.aligned_sigmas else self.grid.log_sigmas()  # once, not per step
 
     def sigma(self, i: int) -> float:
         """The noise level of evaluation i (module docstring)."""
         if self.entry.aligned_sigmas:
             return float(self.scheduler.sigmas[i])
-        return self.grid.sigma_at(self.timesteps[i])
+        return sigma_at(self.log_sigmas, self.timesteps[i])
 
     def levels(self) -> torch.Tensor:
         """The distinct levels visited, in order, then the final one: [k + 1] float64."""

@@ -30,7 +30,6 @@ and so ``aediff eval`` use it for a folder with ``unet/config.json``.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from aediff.config import ImageShape, config_from_dict
+from aediff.diffusion.diffusers_schedulers import NoiseGrid, betas_from_alphas_cumprod
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError
 from aediff.export import folders
@@ -119,13 +119,14 @@ def scheduler_for(model: Model, sampler: DiffusersSampler = "euler") -> Any:
                 f"{schedule.kind!r}, which has none; export with --sampler euler or --sampler dpm++"
             )
         return DDIMScheduler(
-            num_train_timesteps=schedule.num_steps, trained_betas=_betas(schedule.alphas_cumprod),
+            num_train_timesteps=schedule.num_steps,
+            trained_betas=betas_from_alphas_cumprod(schedule.alphas_cumprod),
             prediction_type="sample", clip_sample=False, set_alpha_to_one=True, steps_offset=0,
             timestep_spacing="trailing",
         )  # fmt: skip
-    sigmas = torch.logspace(math.log10(low), math.log10(high), 1000, dtype=torch.float64)
+    grid = NoiseGrid(None, low, high).training_alphas_cumprod()  # log-uniform in sigma, as the in-process samplers
     scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, trained_betas=_betas(1 / (1 + sigmas**2)), prediction_type="sample",
+        num_train_timesteps=len(grid), trained_betas=betas_from_alphas_cumprod(grid), prediction_type="sample",
         algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, lower_order_final=False,
         final_sigmas_type="zero",
     )  # fmt: skip
@@ -134,12 +135,6 @@ def scheduler_for(model: Model, sampler: DiffusersSampler = "euler") -> Any:
     # (DPMSolverMultistepScheduler._convert_to_karras), and keeps such keys through save / from_pretrained.
     scheduler.register_to_config(sigma_min=low, sigma_max=high)
     return scheduler
-
-
-def _betas(alphas_cumprod: torch.Tensor) -> list[float]:
-    """The betas whose cumulative product of (1 - beta) is ``alphas_cumprod`` [T] (float64)."""
-    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
-    return (1 - alphas_cumprod / previous).tolist()
 
 
 def export_diffusers(model: Model, stored_model_config: dict[str, Any], out: str | Path, family: str,
