@@ -15,7 +15,8 @@ table) and against --choice-images images of the training split (the validation 
 in the classifier judge's features, with the class balance of its samples.
 
     python benchmarks/distill_methods.py --teacher /work/runs/bench26/diffusion \
-        --judge /work/runs/stability-2m/runs/classifier --minutes 10 --runs /work/runs/distill10
+        --judge /work/runs/stability-2m/runs/classifier --minutes 10
+    python benchmarks/distill_methods.py ... --minutes 30 --iterations-from benchmarks/results/distill_methods_10m.json
 
 Writes benchmarks/results/distill_methods_<minutes>m.json and .md (--out).
 """
@@ -23,6 +24,7 @@ Writes benchmarks/results/distill_methods_<minutes>m.json and .md (--out).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -55,10 +57,11 @@ VARIANTS = {  # name -> DistillConfig fields (steps and the budget are set per r
 def students(teacher: Any, train: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every variant's students by (variant, steps) -> (model, sampler), and each variant's rounds."""
     found, rounds = {}, {}
-    for name, fields in VARIANTS.items():
+    for name in args.only:
+        fields = VARIANTS[name]
         if fields["method"] == "consistency":
             fields = {**fields, "teacher_steps": args.cd_levels}
-        config = DistillConfig(max_minutes=args.minutes, lr=args.lr, seed=args.seed, **fields)
+        config = DistillConfig(**budget(name, args), lr=args.lr, seed=args.seed, **fields)
         kept: dict[int, Any] = {}
         student = distill(teacher.model, train, config, report=print, on_round=kept.__setitem__)
         rounds[name] = config.history
@@ -69,12 +72,28 @@ def students(teacher: Any, train: Any, args: argparse.Namespace) -> tuple[dict[s
     return found, rounds
 
 
-def score_row(model: Any, sampler: str, steps: int, judge: Any, classifier: Any, references: dict, args) -> dict:
+def budget(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The variant's distillation budget: --minutes of time; or, with --iterations-from, the iterations its rounds
+    reached in that earlier run times minutes / that run's minutes (so that the budget, once measured on idle
+    cores, does not depend on what the machine does meanwhile)."""
+    if args.iterations_from is None:
+        return {"max_minutes": args.minutes}
+    earlier = json.loads(args.iterations_from.read_text())
+    rounds = earlier["rounds"][variant]
+    per_round = sum(r["iterations"] for r in rounds) / len(rounds)
+    return {"iterations": round(per_round * args.minutes / earlier["minutes"])}
+
+
+def score_row(model: Any, sampler: str, steps: int, classifier: Any, references: dict, args) -> dict:
+    """``args.samples`` samples of ``model`` (its default condition: a class-conditioned model draws every class
+    in turn at its default guidance), timed; FID against every reference (split -> (data, judge, features))."""
     options = SamplerOptions(sampler=sampler, steps=steps)
     started = time.perf_counter()
     images = sample_images(model, args.samples, seed=args.seed, options=options)
-    row: dict[str, Any] = {"sampler": sampler, "steps": steps, "seconds": time.perf_counter() - started}
-    for split, (data, features) in references.items():
+    passes = 2 if model.num_classes and model.default_guidance != 1 else 1  # a guided evaluation: two passes
+    row: dict[str, Any] = {"sampler": sampler, "steps": steps, "seconds": time.perf_counter() - started,
+                           "network_passes": model.sampler_plan(options).evaluations * passes}  # fmt: skip
+    for split, (data, judge, features) in references.items():
         s = generation_score(images, judge.features, data, feature_extractor=judge.name, reference_name=split,
                              seed=args.seed, reference_features=features)  # fmt: skip
         row[split] = {"fid": s.fid, "fid_se": s.fid_se}
@@ -89,21 +108,25 @@ def markdown(r: dict) -> str:
     lines = [
         f"# Few-step students, {r['minutes']:g}-minute distillation budget (mnist5k)",
         "",
+        f"Budget: {r['budget']}.",
+        "",
         f"`{r['command']}` on {m['cpu']} ({m['threads']} threads), torch {m['torch']}. Teacher: {r['teacher']} "
         f"({r['teacher_steps']} training steps). {r['samples']} samples per row from the same seeds; FID in the "
         "classifier judge's features (+- 1.96 bootstrap standard errors) against the test split and against "
         f"{r['choice_images']} training images (validation: where variants are compared); ratio: test FID over the "
         "teacher's 20-step test FID.",
         "",
-        "| row | NFE | test FID | / teacher's 20 | validation FID | confident | chi-square | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | steps | network passes | test FID | / teacher's 20 | test FID (layers) | validation FID | confident "
+        "| chi-square | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in r["rows"].items():
-        test, validation = row["test"], row["validation"]
+        test, validation, layers = row["test"], row["validation"], row["test (layers)"]
         lines.append(
-            f"| {name} | {row['steps']} | {test['fid']:.2f} +- {1.96 * (test['fid_se'] or 0):.2f} | "
-            f"{test['fid'] / reference['test']['fid']:.2f} | {validation['fid']:.2f} | {row['confident']:.3f} | "
-            f"{row['chi_square']:.1f} | {row['seconds']:.1f} |"
+            f"| {name} | {row['steps']} | {row['network_passes']} | {test['fid']:.2f} +- "
+            f"{1.96 * (test['fid_se'] or 0):.2f} | {test['fid'] / reference['test']['fid']:.2f} | "
+            f"{layers['fid']:.2f} +- {1.96 * (layers['fid_se'] or 0):.2f} | {validation['fid']:.2f} | "
+            f"{row['confident']:.3f} | {row['chi_square']:.1f} | {row['seconds']:.1f} |"
         )
     lines += ["", "| variant | round | iterations | seconds | final loss |", "|---|---|---|---|---|"]
     for name, rounds in r["rounds"].items():
@@ -117,6 +140,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--teacher", type=Path, required=True, help="a trained diffusion run")
     parser.add_argument("--judge", type=Path, required=True, help="a trained classifier run")
     parser.add_argument("--minutes", type=float, default=10.0, help="distillation budget of each variant")
+    parser.add_argument(
+        "--iterations-from", type=Path, default=None, help="an earlier results file: its iterations scaled to --minutes"
+    )
+    parser.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--cd-levels", type=int, default=18, help="consistency: levels of the Karras grid")
     parser.add_argument("--samples", type=int, default=1000)
@@ -130,10 +157,11 @@ def main(argv: list[str]) -> None:
     train, test = teacher.data.load_by_position("train"), teacher.data.load_by_position("test")
     choice = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: args.choice_images])
     classifier = aediff.load(args.judge, device="cpu").model.eval()
-    judge = judges_for(classifier)[0]
+    judge, layers = judges_for(classifier)
     references = {
-        "test": (test, judge.reference_features(test)),
-        "validation": (choice, judge.reference_features(choice)),
+        "test": (test, judge, judge.reference_features(test)),
+        "validation": (choice, judge, judge.reference_features(choice)),
+        "test (layers)": (test, layers, layers.reference_features(test)),
     }
     found, rounds = students(teacher, train, args)
     rows = {"teacher, dpm++ 20 steps (its default)": (teacher.model, "dpm++", 20)}
@@ -144,7 +172,7 @@ def main(argv: list[str]) -> None:
         rows[f"{name}, {sampler} {steps} steps"] = (model, sampler, steps)
     scored = {}
     for name, (model, sampler, steps) in rows.items():
-        scored[name] = score_row(model, sampler, steps, judge, classifier, references, args)
+        scored[name] = score_row(model, sampler, steps, classifier, references, args)
         print(f"{name}: test FID {scored[name]['test']['fid']:.2f}", flush=True)
     results = {
         "command": "python benchmarks/distill_methods.py " + shlex.join(argv),
@@ -152,6 +180,7 @@ def main(argv: list[str]) -> None:
         "teacher": str(args.teacher),
         "teacher_steps": teacher.summary.steps if teacher.summary is not None else None,
         "minutes": args.minutes,
+        "budget": "timed" if args.iterations_from is None else f"the iterations of {args.iterations_from.name}, scaled",
         "samples": args.samples,
         "choice_images": args.choice_images,
         "rows": scored,

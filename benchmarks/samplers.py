@@ -60,13 +60,22 @@ def score(images: torch.Tensor, judges: list, classifier: Any, test: Any) -> dic
     return row
 
 
+def network_passes(model: Any) -> int:
+    """Network passes per denoiser evaluation: a class-conditioned model guided by default (w != 1) evaluates the
+    conditional and the null prediction at each (one batched call on twice the images)."""
+    return 2 if model.num_classes and model.default_guidance != 1 else 1
+
+
 def cell(model: Any, sampler: str, steps: int, args: argparse.Namespace, judges: list, classifier: Any, test: Any):
+    """One sampler at ``steps``: ``args.samples`` samples (the model's default condition: a class-conditioned
+    model draws every class in turn at its default guidance), timed and scored."""
     options = SamplerOptions(sampler=sampler, steps=steps)
     plan = model.sampler_plan(options)
     started = time.perf_counter()
     images = sample_images(model, args.samples, seed=args.seed, options=options)
     seconds = time.perf_counter() - started
-    row = {"sampler": sampler, "steps": steps, "nfe": plan.evaluations, "seconds": seconds}
+    row = {"sampler": sampler, "steps": steps, "nfe": plan.evaluations, "seconds": seconds,
+           "network_passes": plan.evaluations * network_passes(model)}  # fmt: skip
     row |= score(images, judges, classifier, test)
     print(f"{sampler:45s} steps {steps:3d} nfe {plan.evaluations:3d} {seconds:6.1f}s "
           f"FID {row['fid_classifier']:.2f} layers {row['fid_classifier-layers']:.2f} "
@@ -81,19 +90,21 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['command']}`",
         "",
         f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads, torch "
-        f"{results['machine']['torch']}. Model: `{results['model']}` ({results['model_steps']} training steps). "
+        f"{results['machine']['torch']}. Model: `{results['model']}` ({results['model_steps']} training steps; "
+        f"{results['sampling']}). NFE: denoiser evaluations per image; passes: network passes per image (a guided "
+        "evaluation is two, in one batched call). "
         f"{results['samples']} samples per cell against the test split ({results['test_images']} images); FID "
         "+- 1.96 bootstrap standard errors; 'confident': the judge's top-class probability >= 0.9; chi-square: "
         "the samples' class histogram against the test split's class frequencies (9 degrees of freedom; rejects "
         "at 1% above 21.67).",
         "",
-        "| sampler | steps | NFE | seconds | FID (classifier) | FID (layers) | confident | chi-square "
+        "| sampler | steps | NFE | passes | seconds | FID (classifier) | FID (layers) | confident | chi-square "
         "| rarest / commonest |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(
-            f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['seconds']:.1f} | "
+            f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['network_passes']} | {r['seconds']:.1f} | "
             f"{r['fid_classifier']:.2f} +- {1.96 * (r['fid_se_classifier'] or 0):.2f} | "
             f"{r['fid_classifier-layers']:.2f} +- {1.96 * (r['fid_se_classifier-layers'] or 0):.2f} | "
             f"{r['confident']:.3f} | {r['chi_square']:.1f} | {min(r['counts'])} / {max(r['counts'])} |"
@@ -127,6 +138,8 @@ def main(argv: list[str]) -> None:
         "machine": machine(),
         "model": str(args.diffusion),
         "model_steps": run.summary.steps if run.summary is not None else None,
+        "sampling": f"{model.config.conditioning.kind} conditioning, classes {model.config.sampling.classes}, "
+        f"guidance {model.default_guidance:g}",
         "samples": args.samples,
         "test_images": len(test),
         "rows": [],

@@ -44,7 +44,7 @@ BATCH = 64
 
 def default_model(train_set):
     cls = model_class("diffusion")
-    config = update_config(fill_data_shape(cls.config_class(), train_set), {})
+    config = update_config(fill_data_shape(cls.config_class(), train_set), cls.data_defaults(train_set))
     torch.manual_seed(0)
     return build_model("diffusion", config)
 

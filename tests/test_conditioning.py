@@ -321,3 +321,77 @@ def test_cli_trains_and_samples_conditioned_models(spatial_ae, tmp_path, monkeyp
     assert code == 0, out
     code, out = run_cli(monkeypatch, capsys, "train", "latent-diffusion", "--out", tmp_path / "x", *tiny)
     assert code == 1 and "--autoencoder" in out
+
+
+# --- the defaults: a labelled set trains a class-conditioned model, which draws every class in turn, guided ---
+def test_a_new_run_on_labelled_data_is_class_conditioned_unless_told_otherwise(tmp_path):
+    budget = {**QUICK, "max_steps": 2}
+    labelled = train("diffusion", tmp_path / "a", "digits", model=TINY, training=budget, progress=False)
+    chosen = train("diffusion", tmp_path / "b", "digits", model={**TINY, "conditioning.kind": "none"}, training=budget,
+                   progress=False)  # fmt: skip
+    assert aediff.load(labelled.run_dir).model.config.conditioning.kind == "class"
+    assert aediff.load(chosen.run_dir).model.config.conditioning.kind == "none"
+
+
+def test_a_new_run_on_unlabelled_data_is_unconditional(tmp_path, digits_train):
+    import numpy as np
+
+    np.savez(tmp_path / "plain.npz", images=digits_train.images[:64, 0].numpy())
+    run = train("diffusion", tmp_path / "run", f"npz:{tmp_path / 'plain.npz'}", model=TINY,
+                training={**QUICK, "max_steps": 2}, progress=False)  # fmt: skip
+    config = aediff.load(run.run_dir).model.config
+    assert config.conditioning.kind == "none"
+
+
+class Recorder:
+    """Wraps a model's denoiser network, recording the class labels of every call."""
+
+    def __init__(self, model):
+        self.labels, self.inner = [], model.denoiser.forward
+
+        def forward(x, sigma, **condition):
+            self.labels.append(condition.get("class_labels"))
+            return self.inner(x, sigma, **condition)
+
+        model.denoiser.forward = forward
+
+
+def _class_model(**sampling):
+    config = {**TINY, "conditioning.kind": "class", "num_classes": 4, **sampling}
+    return randomize(build_model("diffusion", config)).eval()
+
+
+def test_asked_for_no_class_the_model_draws_every_class_in_turn_guided():
+    model = _class_model()
+    assert model.config.sampling.guidance == 1.5 and model.config.sampling.classes == "cycle"
+    calls = Recorder(model)
+    model.sample(6, options=SamplerOptions(sampler="euler", steps=1))
+    (labels,) = calls.labels
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1] + [4] * 6  # the classes in turn, then the null class (guidance)
+
+
+def test_null_class_config_and_guidance_zero_draw_the_unconditional_model_in_one_call():
+    options = SamplerOptions(sampler="euler", steps=1)
+    null_config = _class_model(**{"sampling.classes": "null"})
+    calls = Recorder(null_config)
+    null_config.sample(3, options=options)
+    assert [t.tolist() for t in calls.labels] == [[4, 4, 4]]  # guidance of D_null to D_null is skipped
+    cycling = _class_model()
+    calls = Recorder(cycling)
+    a = cycling.sample(3, Condition(guidance=0.0), options, generator=torch.Generator().manual_seed(0))
+    assert [t.tolist() for t in calls.labels] == [[4, 4, 4]]
+    cycling.load_state_dict(null_config.state_dict())
+    b = null_config.sample(3, options=options, generator=torch.Generator().manual_seed(0))
+    c = cycling.sample(3, Condition(guidance=0.0), options, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(b, c, atol=1e-6) and not torch.allclose(a, c, atol=1e-3)
+
+
+def test_configs_from_before_the_field_keep_drawing_the_null_class(tmp_path):
+    result = train("diffusion", tmp_path / "run", "digits", model=TINY, training={**QUICK, "max_steps": 2},
+                   progress=False)  # fmt: skip
+    path = result.run_dir / "config.json"
+    stored = json.loads(path.read_text())
+    assert stored["model"]["sampling"]["classes"] == "cycle"
+    del stored["model"]["sampling"]["classes"]
+    path.write_text(json.dumps(stored))
+    assert aediff.load(result.run_dir).model.config.sampling.classes == "null"

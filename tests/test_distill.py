@@ -26,6 +26,7 @@ from aediff.training.distill import (
     ProgressiveRound,
     consistency_function,
     distill,
+    distillation_guidance,
     euler_step,
     heun_step,
     refine,
@@ -141,6 +142,29 @@ def test_the_published_recipe_decays_the_rate_to_zero_and_keeps_no_ema_of_the_st
     assert loss > 0 and consistency.steps == 1
 
 
+def test_a_class_conditioned_teacher_is_followed_at_its_guidance_and_a_plain_one_unguided():
+    from aediff.models import Condition
+
+    torch.manual_seed(0)
+    config = {"image_size": 8, "channels": (8, 16), "embedding_dim": 16, "conditioning.kind": "class", "num_classes": 4}
+    net = build_model("diffusion", config).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)  # zero-initialised layers would hide the condition
+    grid = karras_sigmas(2, *net.karras_range)
+    x, labels, sigma = torch.randn(3, 1, 8, 8), torch.tensor([1, 2, 3]), torch.tensor(0.8)
+    with torch.no_grad():
+        guided = net.guided_denoiser(3, Condition(class_labels=labels, guidance=1.5))(x, sigma)
+        conditional = net.predict_x0(x, sigma, class_labels=labels)
+        followed = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4))._teacher(labels)
+        assert torch.allclose(followed(x, sigma.expand(3, 1, 1, 1)), guided, atol=1e-5)
+        plain = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4, guidance=1.0))._teacher(labels)
+        assert torch.allclose(plain(x, sigma.expand(3, 1, 1, 1)), conditional, atol=1e-5)
+    assert not torch.allclose(guided, conditional, atol=1e-3)  # the control: guidance changes the target
+    unconditional = build_model("diffusion", {"image_size": 8, "channels": (8, 16), "embedding_dim": 16})
+    assert distillation_guidance(unconditional, DistillConfig(guidance=3.0)) == 1.0
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, tiny_runs):
     from conftest import TINY_DIFFUSION
@@ -206,6 +230,8 @@ def test_the_distill_command_writes_a_run_that_samples_in_few_steps(teacher, tmp
     assert "8 -> 4 steps" in done.stdout and "4 -> 2 steps" in done.stdout
     run = aediff.load(out, device="cpu")
     assert (run.model.config.sampling.sampler, run.model.config.sampling.steps) == ("euler", 2)
+    teacher_sampling = aediff.load(teacher, device="cpu").model.config.sampling
+    assert teacher_sampling.guidance == 1.5 and run.model.config.sampling.guidance == 1.0  # guidance learnt
     record = json.loads((out / "config.json").read_text())["distillation"]
     assert record["teacher"] == str(teacher) and [r["steps"] for r in record["rounds"]] == [4, 2]
     assert run.summary.steps == 10

@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
     for name, family, model in [
         ("vae", "vae", AE_TINY),
         ("dae", "dae", AE_TINY),
-        ("diffusion", "diffusion", DIFFUSION_TINY),
+        ("diffusion", "diffusion", {**DIFFUSION_TINY, "conditioning.kind": "none"}),
         ("class_diffusion", "diffusion", {**DIFFUSION_TINY, "conditioning.kind": "class"}),
         ("classifier", "classifier", {"channels": (8, 16)}),
     ]:

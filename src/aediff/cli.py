@@ -294,7 +294,8 @@ def train(
     beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
     likelihood: Annotated[Likelihood | None, typer.Option(help="VAE: p(x|z)")] = None,
     condition: Annotated[
-        ConditionKind | None, typer.Option(help="diffusion: condition on class labels or captions")
+        ConditionKind | None,
+        typer.Option(help="diffusion: condition on class labels or captions (default: class when the data has labels)"),
     ] = None,
     network: Annotated[
         NetworkKind | None,
@@ -577,7 +578,9 @@ def sample(
     class_: Annotated[
         str | None,
         typer.Option(
-            "--class", help="class-conditioned diffusion: a class index, or 'all' to cycle through the classes"
+            "--class",
+            help="class-conditioned diffusion: a class index, or 'all' to cycle through the classes "
+            "(the default: every class in turn, as often as each other)",
         ),
     ] = None,
     negative_class: Annotated[str | None, typer.Option(help="guide away from this class index")] = None,
@@ -585,7 +588,7 @@ def sample(
     negative_prompt: Annotated[str | None, typer.Option(help="guide away from this caption")] = None,
     guidance: Annotated[
         float | None,
-        typer.Option(help="classifier-free guidance scale, 0..20 (1 = none; default: the run's)"),
+        typer.Option(help="classifier-free guidance scale, 0..20 (1 = none, 0 = unconditional; default: the run's)"),
     ] = None,
 ) -> None:
     """Generate images. VAE: from the prior; AE/DAE: from a Gaussian fitted to the training latents;
@@ -1110,13 +1113,20 @@ def distill(
     target_decay: Annotated[
         float, typer.Option(min=0.0, max=0.99999, help="consistency: EMA rate of the target network (mu)")
     ] = 0.95,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=20.0, help="class-conditioned teacher: the guidance the student learns (default: the run's)"
+        ),
+    ] = None,
     data: DataOpt = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Distil a diffusion model into one that samples in --steps steps. progressive: each halving teaches a copy
     to take two of its teacher's Euler steps in one (--teacher-steps: --steps times a power of two); the new run
     samples with `euler`. consistency: a copy learns to map every point of the teacher's ODE trajectories on a grid
-    of --teacher-steps levels to the same image (--iterations in all); it samples with `consistency`."""
+    of --teacher-steps levels to the same image (--iterations in all); it samples with `consistency`. A
+    class-conditioned teacher is followed guided (--guidance), so the student draws guided samples unguided."""
     from aediff.config import parse_duration
     from aediff.training.distill import DistillConfig, distill_run
 
@@ -1125,7 +1135,7 @@ def distill(
     config = DistillConfig(
         steps=steps, teacher_steps=teacher_steps, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
         max_minutes=parse_duration(max_time, "--max-time") if max_time else None, lr_decay=lr_decay,
-        method=method, ema_decay=ema_decay, target_decay=target_decay,
+        method=method, ema_decay=ema_decay, target_decay=target_decay, guidance=guidance,
     )  # fmt: skip
     loaded = _load(run)
     dataset = _dataset(loaded, data, "train")

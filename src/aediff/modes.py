@@ -34,6 +34,8 @@ class LossWeighting(StrEnum):
 
 
 ConditionKind = Literal["none", "class", "text"]
+# what a class-conditioned model draws when no class is asked: every class in turn, or the null class
+SampledClasses = Literal["cycle", "null"]
 TextEncoderKind = Literal["learned", "minilm", "clip"]
 # "auto": bf16 where the hardware computes it natively (CPUs with AVX512-BF16 / AMX, CUDA GPUs that support it), else no
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]

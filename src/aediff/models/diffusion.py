@@ -51,6 +51,7 @@ from aediff.modes import (
     LossWeighting,
     NetworkKind,
     Parameterization,
+    SampledClasses,
     SamplerName,
     ScheduleKind,
     TextEncoderKind,
@@ -113,8 +114,12 @@ class SamplingConfig:
     sampler: SamplerName = "dpm++"  # default sampler
     steps: int = bounded(20, 1, MAX_SAMPLING_STEPS)  # default sampling steps
     clip_denoised: bool = True  # clamp each x0 estimate to [-1, 1] while sampling
-    # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null); 0 = unconditional, 1 = none
-    guidance: float = bounded(1.0, 0)
+    # default classifier-free guidance scale w: D = D_null + w (D_cond - D_null); 0 = unconditional, 1 = none.
+    # 1.5: chosen on a validation split from 1, 1.5, 2 and 3 (benchmarks/results/recipe_search.md)
+    guidance: float = bounded(1.5, 0)
+    # a class-conditioned model asked for no class: every class in turn over the samples ("cycle": as many of
+    # each, like the data), or the null class ("null": the unconditional model; configs from before the field)
+    classes: SampledClasses = "cycle"
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -217,6 +222,14 @@ def nest_v1_fields(flat: dict[str, Any], table: dict[str, str] = V1_FIELDS) -> d
             target = target.setdefault(part, {})
         target[leaf] = value
     return nested
+
+
+def keep_null_class_draws(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config written before ``sampling.classes`` drew the null class when asked for none: it still does."""
+    sampling = stored.get("sampling")
+    if isinstance(sampling, dict) and "classes" not in sampling:
+        stored = {**stored, "sampling": {**sampling, "classes": "null"}}
+    return stored
 
 
 def concat_conditions(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -331,7 +344,12 @@ class DiffusionModel(Model):
 
     @classmethod
     def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
-        return nest_v1_fields(stored) if version < 2 else stored
+        return keep_null_class_draws(nest_v1_fields(stored) if version < 2 else stored)
+
+    @classmethod
+    def data_defaults(cls, dataset: Any) -> dict[str, Any]:
+        """Labelled data: a class-conditioned model (sampled a class in turn, guided; recipe_search.md)."""
+        return {"conditioning.kind": "class"} if dataset.num_classes else {}
 
     # --- capabilities ---------------------------------------------------------------------------------
     @property
@@ -449,9 +467,12 @@ class DiffusionModel(Model):
                 "'none'); train one with --condition class or --condition text"
             )
         w = self.config.sampling.guidance if condition.guidance is None else condition.guidance
-        inputs = self.condition_inputs(n, condition.class_labels, condition.prompts)
         negative_given = condition.negative_class is not None or condition.negative_prompt is not None
-        if not inputs or (w == 1 and not negative_given):
+        if w == 0 and not negative_given:  # D_null alone: one network call, not two
+            condition = dataclasses.replace(condition, class_labels=None, prompts=None)
+        inputs = self.condition_inputs(n, condition.class_labels, condition.prompts)
+        null_asked = condition.class_labels is None and condition.prompts is None  # guiding D_null to D_null
+        if not inputs or ((w == 1 or null_asked) and not negative_given):
             return functools.partial(self.predict_x0, **inputs)
         both = concat_conditions(inputs, self.condition_inputs(n, condition.negative_class, condition.negative_prompt))
         clip = self.config.sampling.clip_denoised
@@ -516,16 +537,26 @@ class DiffusionModel(Model):
     ) -> torch.Tensor:
         """n images [n, C, H, W] in [-1, 1].
 
-        condition: what to draw and the guidance scale (None: unconditional, the model's default guidance);
+        condition: what to draw and the guidance scale (None: the model's default, ``drawn_condition``: a
+        class-conditioned model draws every class in turn at its default guidance; guidance 0: unconditional);
         options: sampler, steps and the sampler's own options (None: the model's defaults); callback:
         receives every step's state before the step ({"i", "sigma", "x", "denoised"}; see samplers.py).
         """
         plan = self.sampler_plan(options)
-        denoise = self.guided_denoiser(n, condition)
+        denoise = self.guided_denoiser(n, self.drawn_condition(n, condition))
         sigmas = self.sampling_sigmas(plan)
         x = sigmas[0] * torch.randn((n, *self.space_shape), device=self.device, generator=generator)
         out = run_sampler(plan, denoise, x, sigmas, callback=callback, generator=generator)
         return self.output_images(out)
+
+    def drawn_condition(self, n: int, condition: Condition | None) -> Condition | None:
+        """What n samples are drawn with: a class-conditioned model asked for no class or caption takes every
+        class in turn (labels 0, 1, ..., K-1, 0, ...) unless its config says ``sampling.classes = "null"``."""
+        asked = condition or Condition()
+        cycle = self.config.conditioning.kind == "class" and self.config.sampling.classes == "cycle"
+        if not cycle or asked.class_labels is not None or asked.prompts is not None:
+            return condition
+        return dataclasses.replace(asked, class_labels=torch.arange(n) % self.num_classes)
 
     def output_images(self, x: torch.Tensor) -> torch.Tensor:
         """What the sampler's space means as images: here the pixels themselves, clamped to [-1, 1]."""
@@ -672,8 +703,9 @@ class DiffusionModel(Model):
     def clip_denoised(self) -> bool:
         return self.config.sampling.clip_denoised
 
-    def config_with_sampling(self, sampler: SamplerName, steps: int) -> DiffusionConfig:
-        sampling = dataclasses.replace(self.config.sampling, sampler=sampler, steps=steps)
+    def config_with_sampling(self, sampler: SamplerName, steps: int, guidance: float | None = None) -> DiffusionConfig:
+        guidance = self.config.sampling.guidance if guidance is None else guidance
+        sampling = dataclasses.replace(self.config.sampling, sampler=sampler, steps=steps, guidance=guidance)
         return dataclasses.replace(self.config, sampling=sampling)
 
     @property

@@ -15,7 +15,7 @@ method, whatever the family:
 |                   | predict_x0(x, sigma), guided_denoiser(n, condition),    |                                        |
 |                   | sampler_plan(options), sampling_sigmas(plan),           |                                        |
 |                   | karras_range, default_guidance, clip_denoised,          |                                        |
-|                   | config_with_sampling(sampler, steps)                    |                                        |
+|                   | config_with_sampling(sampler, steps, guidance)          |                                        |
 | DENOISE           | denoise(x, sigma, steps)                                | x = clean + noise in pixels -> clean   |
 | NOISE_LEVEL       | (denoise is told sigma, may take steps)                 | one network for every noise level      |
 | ELBO              | elbo(x), iwae_log_likelihood(x, k), prepare_input(x),   | bounds on log p(x) of a VAE, nats per  |
@@ -152,7 +152,8 @@ class Condition:
     class_labels: one class index for every image, or one per image; prompts: one caption, or one per image;
     negative_class / negative_prompt: what guidance steers away from instead of the null condition;
     guidance: the scale w of D = D_neg + w (D_cond - D_neg); None = the model's default, 1 = no guidance.
-    All None: unconditional (the null condition).
+    All None: the model's default draw (a class-conditioned diffusion model: every class in turn, unless its
+    config's sampling.classes is "null"); guidance 0 with no negative: the null condition alone (unconditional).
     """
 
     class_labels: int | Sequence[int] | torch.Tensor | None = None
@@ -374,9 +375,9 @@ class Model(nn.Module):
         """Whether each x0 estimate is clamped to [-1, 1] while sampling."""
         raise self._unsupported(Capability.DIFFUSION_SAMPLER, "clip_denoised")
 
-    def config_with_sampling(self, sampler: SamplerName, steps: int) -> Any:
-        """A copy of this model's config whose default sampler and steps (``sample`` without options) are these,
-        the rest unchanged (what a distilled student's run folder records)."""
+    def config_with_sampling(self, sampler: SamplerName, steps: int, guidance: float | None = None) -> Any:
+        """A copy of this model's config whose default sampler, steps and guidance (None: kept) are these, the
+        rest unchanged (what a distilled student's run folder records)."""
         raise self._unsupported(Capability.DIFFUSION_SAMPLER, "config_with_sampling()")
 
     # DENOISE
@@ -443,6 +444,11 @@ class Model(nn.Module):
         """Before a new run is built: (the completed config, components to build the model with). ``load_run``
         opens another run folder (latent diffusion reads its autoencoder this way, once)."""
         return config, {}
+
+    @classmethod
+    def data_defaults(cls, dataset: Any) -> dict[str, Any]:
+        """Config overrides a new run on ``dataset`` starts from, before the user's own (which win)."""
+        return {}
 
     @classmethod
     def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:

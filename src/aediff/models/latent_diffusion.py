@@ -32,6 +32,7 @@ from aediff.models.diffusion import (
     DiffusionModel,
     NetworkConfig,
     SamplingConfig,
+    keep_null_class_draws,
     nest_v1_fields,
 )
 from aediff.models.interface import Capability, Model
@@ -107,7 +108,7 @@ class LatentDiffusionModel(DiffusionModel):
 
     @classmethod
     def upgrade_config(cls, stored: dict[str, Any], version: int) -> dict[str, Any]:
-        return upgrade_v1(stored) if version < 2 else stored
+        return keep_null_class_draws(upgrade_v1(stored) if version < 2 else stored)
 
     @classmethod
     def prepare_config(

@@ -217,11 +217,14 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
         )
     )
     condition = "class" if labelled else "none"
+    # The report's own protocol: samples are asked for by class (section 9) or by guidance scale (section 8), and
+    # the reference draw is the null class, unguided, so the report does not move with the sampling defaults.
+    unguided = {"sampling.guidance": 1.0, "sampling.classes": "null"}
     plan.append(
         PlannedModel(
             "diffusion",
             "diffusion",
-            {"conditioning.kind": condition},
+            {"conditioning.kind": condition, **unguided},
             "pixel diffusion (U-Net with skips)" + (", class-conditioned" if labelled else ""),
             subject=True,
             curve=True,
@@ -232,7 +235,7 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
         PlannedModel(
             "diffusion-noskip",
             "diffusion",
-            {"conditioning.kind": condition, "skip_connections": False},
+            {"conditioning.kind": condition, "skip_connections": False, **unguided},
             "the same network without encoder-decoder skips",
             ablation_of="diffusion",
         )
@@ -249,7 +252,7 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
         PlannedModel(
             "latent-diffusion",
             "latent-diffusion",
-            {"conditioning.kind": "text" if labelled else "none"},
+            {"conditioning.kind": "text" if labelled else "none", **unguided},
             "diffusion in ae-spatial's latent space" + (", text-conditioned" if labelled else ""),
             autoencoder="ae-spatial",
             curve=True,

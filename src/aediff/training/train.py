@@ -136,7 +136,8 @@ def _train(
             # recorded resolved: a resume or a later aediff streams this run's data whatever the default becomes
             data_config = dataclasses.replace(data_config, stream=True)
         cls = model_class(family)
-        model_config = update_config(fill_data_shape(cls.config_class(), dataset), model or {})
+        model_config = update_config(fill_data_shape(cls.config_class(), dataset), cls.data_defaults(dataset))
+        model_config = update_config(model_config, model or {})  # the user's choices win over the data's defaults
         # e.g. latent diffusion reads its autoencoder (once) and measures the latent scale
         model_config, components = cls.prepare_config(model_config, dataset, lambda path: runs.load(path, device="cpu"))
     torch.manual_seed(train_config.seed)  # the same initial weights on every process
