@@ -288,7 +288,10 @@ def aediff_training(variant: Variant, out: Path, data: DataConfig, steps: int) -
         shutil.rmtree(out)
     training = {"max_steps": steps, "batch_size": BATCH, "log_every": 10, "checkpoint_every": 10**6,
                 "preview_every": 0, **variant.settings["training"]}  # fmt: skip
-    train("diffusion", out, data, model=variant.settings.get("model", {}), training=training, progress=False)
+    # unconditional unless the variant says otherwise, as the peers' recipes and the runs measured before
+    # aediff's default became class-conditioned on labelled data (recipe_search.md)
+    model = {"conditioning.kind": "none", **variant.settings.get("model", {})}
+    train("diffusion", out, data, model=model, training=training, progress=False)
     return aediff.load(out)
 
 

@@ -48,7 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> {"model": overrides, "trainin
     "EDM (schedule, preconditioning)": {"model": {"schedule": "edm", "parameterization": "edm"}},
     "widths 32,64,128": {"model": {"channels": [32, 64, 128]}},
     "no attention": {"model": {"attention_resolutions": []}},
-    "class-conditional": {"model": {"kind": "class"}},
+    "class-conditional": {"model": {"conditioning.kind": "class"}},
 }
 GUIDANCE = (1.0, 1.5, 2.0, 3.0)  # tried on validation for a class-conditional variant
 VALIDATION_SAMPLES, TEST_SAMPLES = 500, 1000
@@ -58,7 +58,7 @@ def combined(results: dict) -> tuple[str, dict[str, Any]]:
     """Stage 2: class-conditional with every stage-1 change whose validation FID beat the default's."""
     base = results["variants"]["default"]["validation"]["fid"]
     winners = [n for n, row in results["variants"].items() if n in VARIANTS and row["validation"]["fid"] < base]
-    settings: dict[str, Any] = {"model": {"kind": "class"}, "training": {}}
+    settings: dict[str, Any] = {"model": {"conditioning.kind": "class"}, "training": {}}
     for name in winners:
         for part in ("model", "training"):
             settings[part] |= VARIANTS[name].get(part, {})

@@ -134,7 +134,9 @@ def _generate_tab(catalog: handlers.Catalog) -> gr.Dropdown:
         with gr.Column():
             g_run = _run_choice(catalog, RUN_LISTS[0], label="run", elem_id="g-run")
             with gr.Row():
-                g_class = gr.Textbox(label="class (class-conditioned runs)", elem_id="g-class")
+                g_class = gr.Textbox(
+                    label="class (class-conditioned runs; blank: every class in turn)", elem_id="g-class"
+                )
                 g_negative_class = gr.Textbox(label="negative class", elem_id="g-negative-class")
             with gr.Row():
                 g_prompt = gr.Textbox(label="prompt (text-conditioned runs)", elem_id="g-prompt")
