@@ -78,7 +78,8 @@ class AediffDenoiser(ModelMixin, ConfigMixin):
         self, sample: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         condition = Condition(class_labels=class_labels) if class_labels is not None else None
-        denoise = self.network.guided_denoiser(len(sample), condition)
+        # no labels: the run's own default draw, as `aediff sample` (a class-conditioned run: every class in turn)
+        denoise = self.network.guided_denoiser(len(sample), self.network.drawn_condition(len(sample), condition))
         return denoise(sample, torch.as_tensor(sigma, device=sample.device, dtype=sample.dtype))
 
     def to_images(self, x: torch.Tensor) -> torch.Tensor:

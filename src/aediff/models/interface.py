@@ -13,6 +13,7 @@ method, whatever the family:
 | DIFFUSION_SAMPLER | denoiser, schedule, space_shape, diffusion_input(x),    | sample walks a diffusion sampler:      |
 |                   | output_images(x), condition_inputs(n, ...),             | SamplerOptions and trajectories apply  |
 |                   | predict_x0(x, sigma), guided_denoiser(n, condition),    |                                        |
+|                   | drawn_condition(n, condition),                          |                                        |
 |                   | sampler_plan(options), sampling_sigmas(plan),           |                                        |
 |                   | karras_range, default_guidance, clip_denoised,          |                                        |
 |                   | config_with_sampling(sampler, steps, guidance)          |                                        |
@@ -130,6 +131,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
         "condition_inputs",
         "predict_x0",
         "guided_denoiser",
+        "drawn_condition",
         "sampler_plan",
         "sampling_sigmas",
         "karras_range",
@@ -350,6 +352,12 @@ class Model(nn.Module):
         """The denoiser (x [n, *space_shape], sigma) -> x0 estimate that the samplers walk for n images: with
         ``condition``'s class or prompt and its guidance (None: ``default_guidance``)."""
         raise self._unsupported(Capability.DIFFUSION_SAMPLER, "guided_denoiser()")
+
+    def drawn_condition(self, n: int, condition: Condition | None) -> Condition | None:
+        """What ``sample`` draws n images with when asked for ``condition``: the model's default draw filled in
+        (a class-conditioned model asked for no class or caption: every class in turn, unless its config says
+        the null class)."""
+        raise self._unsupported(Capability.DIFFUSION_SAMPLER, "drawn_condition()")
 
     def sampler_plan(self, options: SamplerOptions | None = None) -> SamplerPlan:
         """``options`` with this model's default sampler and steps filled in, validated against the sampler's
