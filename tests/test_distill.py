@@ -156,13 +156,44 @@ def test_a_class_conditioned_teacher_is_followed_at_its_guidance_and_a_plain_one
     with torch.no_grad():
         guided = net.guided_denoiser(3, Condition(class_labels=labels, guidance=1.5))(x, sigma)
         conditional = net.predict_x0(x, sigma, class_labels=labels)
-        followed = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4))._teacher(labels)
+        w = distillation_guidance(net, DistillConfig())
+        followed = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4), guidance=w)._teacher(labels)
         assert torch.allclose(followed(x, sigma.expand(3, 1, 1, 1)), guided, atol=1e-5)
-        plain = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4, guidance=1.0))._teacher(labels)
+        plain = ProgressiveRound(net, grid, DistillConfig(steps=2, teacher_steps=4))._teacher(labels)
         assert torch.allclose(plain(x, sigma.expand(3, 1, 1, 1)), conditional, atol=1e-5)
     assert not torch.allclose(guided, conditional, atol=1e-3)  # the control: guidance changes the target
     unconditional = build_model("diffusion", {"image_size": 8, "channels": (8, 16), "embedding_dim": 16})
     assert distillation_guidance(unconditional, DistillConfig(guidance=3.0)) == 1.0
+    assert w == 1.5 and distillation_guidance(net, DistillConfig(guidance=3.0)) == 3.0
+
+
+def test_only_the_first_round_guides_and_every_student_samples_unguided(digits_train):
+    """Later rounds follow a student that has learnt the guided denoiser: guiding it again would compound."""
+    config = {
+        "image_size": 8,
+        "channels": (8, 16),
+        "embedding_dim": 16,
+        "conditioning.kind": "class",
+        "num_classes": 10,
+    }
+    net = build_model("diffusion", config).eval()
+    seen: list[float] = []
+    original = ProgressiveRound.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.guidance)
+
+    students: dict[int, object] = {}
+    ProgressiveRound.__init__ = recording
+    try:
+        final = distill(net, digits_train, DistillConfig(steps=1, teacher_steps=4, iterations=1, batch_size=8),
+                        on_round=students.__setitem__)  # fmt: skip
+    finally:
+        ProgressiveRound.__init__ = original
+    assert seen == [1.5, 1.0]
+    assert all(s.config.sampling.guidance == 1.0 for s in students.values()) and final.config.sampling.steps == 1
+    assert students[2].config.sampling.steps == 2 and net.config.sampling.guidance == 1.5  # the teacher unchanged
 
 
 @pytest.fixture(scope="module")

@@ -166,8 +166,9 @@ class Round:
     20-step warm-up, then constant or decaying linearly to 0 over the round), gradient clipping, and an EMA of the
     student where ``ema_decay`` > 0. A method gives the loss (``loss``)."""
 
-    def __init__(self, teacher: Model, config: DistillConfig, ema_decay: float):
+    def __init__(self, teacher: Model, config: DistillConfig, ema_decay: float, guidance: float = 1.0):
         self.teacher, self.config, self.ema_decay = teacher.eval(), config, ema_decay
+        self.guidance = guidance  # the scale the teacher is followed at (1: as it is; a student is, after round 1)
         self.student = copy.deepcopy(teacher).train().requires_grad_(True)
         self.ema = copy.deepcopy(teacher).eval().requires_grad_(False) if ema_decay > 0 else None
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=config.lr, weight_decay=0.0)
@@ -207,8 +208,8 @@ class Round:
 
     def _teacher(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The teacher's D(x, sigma [N, 1, ...]) (clamped as it samples) with ``labels``, guided at
-        ``distillation_guidance``: D_null + w (D_cond - D_null), both in one batched call."""
-        w = distillation_guidance(self.teacher, self.config)
+        the round's guidance w: D_null + w (D_cond - D_null), both in one batched call."""
+        w = self.guidance
         if labels is None or w == 1:
             condition = {} if labels is None else {"class_labels": labels}
             return lambda x, sigma: self.teacher.predict_x0(x, sigma.flatten(), **condition)
@@ -235,8 +236,8 @@ def distillation_guidance(teacher: Model, config: DistillConfig) -> float:
 class ProgressiveRound(Round):
     """One halving: a student learns to take in one step the teacher's two, on the student's ``grid``."""
 
-    def __init__(self, teacher: Model, grid: torch.Tensor, config: DistillConfig):
-        super().__init__(teacher, config, config.ema_decay)
+    def __init__(self, teacher: Model, grid: torch.Tensor, config: DistillConfig, guidance: float = 1.0):
+        super().__init__(teacher, config, config.ema_decay, guidance)
         self.grid = grid.to(teacher.device)  # [n + 1], the student's noise levels, ending in 0
         self.middles = refine(grid)[1::2].to(teacher.device)  # [n], where the teacher's two steps meet
 
@@ -275,8 +276,8 @@ def consistency_function(denoise, x: torch.Tensor, sigma: torch.Tensor, sigma_mi
 class ConsistencyRound(Round):
     """Consistency distillation (module docstring) on the Karras grid of ``config.teacher_steps`` levels."""
 
-    def __init__(self, teacher: Model, config: DistillConfig):
-        super().__init__(teacher, config, config.target_decay)
+    def __init__(self, teacher: Model, config: DistillConfig, guidance: float = 1.0):
+        super().__init__(teacher, config, config.target_decay, guidance)
         low, high = teacher.karras_range
         self.sigma_min = low
         self.grid = karras_sigmas(config.teacher_steps, low, high)[:-1].to(teacher.device)  # [N], decreasing
@@ -319,16 +320,19 @@ def distill(
     generator = torch.Generator().manual_seed(config.seed)
     batches = _batches(dataset, config.batch_size, generator)
     if config.method == "consistency":
-        rounds: list[Callable[[Model], Round]] = [lambda teacher: ConsistencyRound(teacher, config)]
+        rounds: list[Callable[..., Round]] = [functools.partial(ConsistencyRound, config=config)]
     else:
         grids = [model.sampling_sigmas(model.sampler_plan(SamplerOptions(sampler="euler", steps=config.steps)))]
         for _ in range(config.rounds - 1):
             grids.append(refine(grids[-1]))
         rounds = [functools.partial(ProgressiveRound, grid=grid, config=config) for grid in reversed(grids)]
-    teacher = model
+    teacher, guidance = model, distillation_guidance(model, config)
+    student_guidance = 1.0 if guidance != 1 else None  # a student of the guided teacher samples unguided
     for make_round in rounds:  # progressive: the most steps first
-        round_ = make_round(teacher)
+        round_ = make_round(teacher, guidance=guidance)
         teacher = _run_round(round_, batches, generator, config, report, progress)
+        teacher.config = model.config_with_sampling(config.sampler, round_.steps, student_guidance)
+        guidance = 1.0  # the next round's teacher, this student, has learnt the guided denoiser already
         if on_round is not None:
             on_round(round_.steps, teacher)
     return teacher
@@ -375,9 +379,7 @@ def distill_run(
     a "distillation" entry (the teacher, the recipe, every round). Holds ``out``'s writer lock."""
     started = time.perf_counter()
     student = distill(run.model, dataset, config, report, progress)
-    # the student follows the guided teacher unguided (a student of an unguided teacher keeps its guidance)
-    guidance = 1.0 if distillation_guidance(run.model, config) != 1 else None
-    model_config = run.model.config_with_sampling(config.sampler, config.steps, guidance)
+    model_config = student.config  # the teacher's, with the student's sampler, steps and guidance
     iterations = sum(entry["iterations"] for entry in config.history)
     seconds = time.perf_counter() - started
     recipe = {k: v for k, v in config_to_dict(config).items() if k != "history"}
