@@ -380,7 +380,11 @@ def runs(tmp_path_factory, tiny_runs):
     from conftest import TINY, TINY_DIFFUSION
 
     root = tmp_path_factory.mktemp("bad-inputs")
-    tiny_runs(root, [("ae", "ae", {"bottleneck": 8}, TINY), ("diffusion", "diffusion", {}, TINY_DIFFUSION)], steps=3)
+    tiny_runs(
+        root,
+        [("ae", "ae", {"bottleneck": 8}, TINY), ("diffusion", "diffusion", {"condition": "none"}, TINY_DIFFUSION)],
+        steps=3,
+    )
     return root
 
 
