@@ -37,6 +37,7 @@ import aediff
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.evaluation import generation_score, sample_images
 from aediff.evaluation.judges import judges_for
+from aediff.evaluation.speed import network_rows
 from aediff.evaluation.suite import judged_class_balance
 from aediff.training.distill import DistillConfig, distill
 from results_files import machine, write_results
@@ -89,10 +90,10 @@ def score_row(model: Any, sampler: str, steps: int, classifier: Any, references:
     in turn at its default guidance), timed; FID against every reference (split -> (data, judge, features))."""
     options = SamplerOptions(sampler=sampler, steps=steps)
     started = time.perf_counter()
-    images = sample_images(model, args.samples, seed=args.seed, options=options)
-    passes = 2 if model.num_classes and model.default_guidance != 1 else 1  # a guided evaluation: two passes
+    with network_rows(model) as rows:  # a guided evaluation is two passes
+        images = sample_images(model, args.samples, seed=args.seed, options=options)
     row: dict[str, Any] = {"sampler": sampler, "steps": steps, "seconds": time.perf_counter() - started,
-                           "network_passes": model.sampler_plan(options).evaluations * passes}  # fmt: skip
+                           "network_passes": rows[0] // args.samples}  # fmt: skip
     for split, (data, judge, features) in references.items():
         s = generation_score(images, judge.features, data, feature_extractor=judge.name, reference_name=split,
                              seed=args.seed, reference_features=features)  # fmt: skip

@@ -30,6 +30,7 @@ from aediff.diffusion.samplers import DIFFUSERS_SAMPLER_NAMES, SAMPLER_NAMES, Sa
 from aediff.errors import AediffError
 from aediff.evaluation import judges_for, sample_images
 from aediff.evaluation.protocols import generation_score
+from aediff.evaluation.speed import network_rows
 from aediff.metrics.balance import class_balance
 from results_files import machine, save, write_results
 
@@ -65,22 +66,17 @@ def score(images: torch.Tensor, judges: list, classifier: Any, test: Any) -> dic
     return row
 
 
-def network_passes(model: Any) -> int:
-    """Network passes per denoiser evaluation: a class-conditioned model guided by default (w != 1) evaluates the
-    conditional and the null prediction at each (one batched call on twice the images)."""
-    return 2 if model.num_classes and model.default_guidance != 1 else 1
-
-
 def cell(model: Any, sampler: str, steps: int, args: argparse.Namespace, judges: list, classifier: Any, test: Any):
     """One sampler at ``steps``: ``args.samples`` samples (the model's default condition: a class-conditioned
     model draws every class in turn at its default guidance), timed and scored."""
     options = SamplerOptions(sampler=sampler, steps=steps)
     plan = model.sampler_plan(options)
     started = time.perf_counter()
-    images = sample_images(model, args.samples, seed=args.seed, options=options)
+    with network_rows(model) as rows:
+        images = sample_images(model, args.samples, seed=args.seed, options=options)
     seconds = time.perf_counter() - started
     row = {"sampler": sampler, "steps": steps, "nfe": plan.evaluations, "seconds": seconds,
-           "network_passes": plan.evaluations * network_passes(model)}  # fmt: skip
+           "network_passes": rows[0] // args.samples}  # fmt: skip
     row |= score(images, judges, classifier, test)
     print(f"{sampler:45s} steps {steps:3d} nfe {plan.evaluations:3d} {seconds:6.1f}s "
           f"FID {row['fid_classifier']:.2f} layers {row['fid_classifier-layers']:.2f} "

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -46,18 +48,9 @@ def sampling_speed(
     counts twice), num_images, repeats, device and the sampler options it ran with.
     """
     device = model_device(model)
-    rows = 0
-
-    def count(module: nn.Module, args: tuple[Any, ...]) -> None:
-        nonlocal rows
-        rows += len(args[0])
-
     warm_up = min(n, WARM_UP)
-    hook = model.sampling_network().register_forward_pre_hook(count)
-    try:
+    with network_rows(model) as rows:
         sample_images(model, warm_up, seed, _first_rows(condition, warm_up, n), options)
-    finally:
-        hook.remove()
     seconds = []
     for _ in range(repeats):
         _synchronize(device)
@@ -66,7 +59,23 @@ def sampling_speed(
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
-    return SamplingSpeed(n / median, median / n, rows / warm_up, n, repeats, str(device), _chosen(model, options))
+    return SamplingSpeed(n / median, median / n, rows[0] / warm_up, n, repeats, str(device), _chosen(model, options))
+
+
+@contextlib.contextmanager
+def network_rows(model: Model) -> Iterator[list[int]]:
+    """Counts the rows ``model.sampling_network()`` processes inside the block, in the list's one item
+    (classifier-free guidance's doubled batch counts twice)."""
+    rows = [0]
+
+    def count(module: nn.Module, args: tuple[Any, ...]) -> None:
+        rows[0] += len(args[0])
+
+    hook = model.sampling_network().register_forward_pre_hook(count)
+    try:
+        yield rows
+    finally:
+        hook.remove()
 
 
 def _chosen(model: Model, options: SamplerOptions | None) -> dict[str, Any]:
