@@ -111,6 +111,31 @@ def test_the_onnx_only_sampler_draws_the_images_pytorch_draws(exported, guidance
     assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3
 
 
+
+@pytest.mark.parametrize("classes", ["cycle", "null"])
+def test_asked_for_no_class_the_onnx_sampler_draws_what_sample_draws(exported, tmp_path, classes):
+    """No class_labels: the export's own draw, as ``model.sample`` makes it (every class in turn, guided; or the
+    null class, unguided), so a manifest edited to the other draw gives the other images."""
+    import shutil
+
+    model, folder = exported["diffusion"]
+    assert json.loads((folder / MANIFEST_FILE).read_text())["sampler"]["classes"] == "cycle"
+    copy = tmp_path / "export"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["sampler"]["classes"] = classes
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    options = model.sampler_plan(SamplerOptions(sampler="euler", steps=4))
+    sigmas = model.sampling_sigmas(options)
+    noise = torch.randn(12, *model.image_shape, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(12) % 10 if classes == "cycle" else None  # None: the null class, never guided
+    condition = Condition(class_labels=labels, guidance=2.0)
+    with torch.no_grad():
+        x = run_sampler(options, model.guided_denoiser(12, condition), sigmas[0] * noise, sigmas)
+        expected = model.output_images(x).numpy()
+    got = sample_euler(copy, noise.numpy(), sigmas.numpy(), guidance=2.0)
+    assert np.abs(got - expected).max() < 1e-3
+
 def test_karras_sigmas_are_aediffs():
     from aediff.diffusion.schedules import karras_sigmas as torch_karras
 

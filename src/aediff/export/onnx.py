@@ -295,6 +295,12 @@ def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
     return folders.prepare_out(out, overwrite, ["*.onnx", MANIFEST_FILE])
 
 
+def drawn_classes(model: Model) -> str:
+    """What ``model.sample`` draws when asked for no class: "cycle" (every class in turn) or "null"."""
+    drawn = model.drawn_condition(2, None)
+    return "cycle" if drawn is not None and drawn.class_labels is not None else "null"
+
+
 def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> ExportResult:
     """Write the ONNX graphs of ``model`` (module docstring) and ``export.json`` into the folder ``out``
     (created; files of the same names are replaced), each checked against PyTorch on a random batch. The
@@ -345,6 +351,8 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
             "space_shape": list(model.space_shape),
             "sigma_range": [low, high],
             "null_class": model.num_classes if model.can(Capability.CLASS_CONDITION) else None,
+            # what is drawn when no class is asked for: "cycle" (0, 1, ..., K-1, 0, ...) or "null"
+            "classes": drawn_classes(model),
             "clip_denoised": bool(model.clip_denoised),
             "guidance": float(model.default_guidance),
         }

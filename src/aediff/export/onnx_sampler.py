@@ -45,7 +45,12 @@ def _conditions(folder: Path, manifest: dict, n: int, class_labels, prompts, gui
         raise ValueError(f"{folder} holds a model that is not text-conditioned; it takes no prompts")
     if null_class is not None:
         null = np.full(n, null_class, dtype=np.int64)
-        labels = null if class_labels is None else np.broadcast_to(np.asarray(class_labels, np.int64), (n,))
+        if class_labels is None:  # the model's own draw: every class in turn, or the null class (never guided)
+            cycle = manifest["sampler"].get("classes", "null") == "cycle"
+            labels = np.arange(n, dtype=np.int64) % null_class if cycle else null
+            guided = guided and cycle
+        else:
+            labels = np.broadcast_to(np.asarray(class_labels, np.int64), (n,))
         return {"class_labels": np.ascontiguousarray(np.concatenate([labels, null]) if guided else labels)}
     if text is not None:
         captions = [prompts] * n if isinstance(prompts, str) else list(prompts or [text["null_prompt"]] * n)
@@ -68,8 +73,9 @@ def sample_euler(
     """Images [N, C, H, W] in [-1, 1] from an ``aediff export --format onnx`` folder.
 
     noise: [N, *space_shape] standard normal (x starts at sigmas[0] * noise); sigmas: decreasing, ending
-    in 0 (None: ``karras_sigmas(steps, *sigma_range)`` from export.json); class_labels: one class or N, or
-    prompts: one caption or N (None: the null class / prompt, unconditional); guidance: the classifier-free
+    in 0 (None: ``karras_sigmas(steps, *sigma_range)`` from export.json); class_labels: one class or N (None: what
+    export.json's ``classes`` says: every class in turn, or the null class), or prompts: one caption or N (None:
+    the null prompt, unconditional); guidance: the classifier-free
     guidance scale w of D = D_null + w (D_cond - D_null) (None: the model's default; 1: none).
     """
     folder = Path(folder)
