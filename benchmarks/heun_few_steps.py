@@ -57,7 +57,8 @@ def markdown(r: dict) -> str:
         f"`{r['command']}` on {r['machine']['cpu']}, torch {r['machine']['torch']}; {r['samples']} samples, "
         "classes cycled, guidance 1.5. Data lie in [-1, 1]; at sigma the network expects |x| up to about 1 + 4 sigma.",
         "",
-        "| clamp x0 | sampler | steps | sigma ratio of the steps | evaluations: sigma -> largest abs(x) | final mean abs(x) |",
+        "| clamp x0 | sampler | steps | sigma ratio of the steps | evaluations: sigma -> largest abs(x) "
+        "| final mean abs(x) |",
         "|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
