@@ -284,6 +284,11 @@ CASES = [
     Case("eval-out-is-a-folder", "eval {ae} --out {tmp}", "folder"),
     Case("out-exists", "sample {ae} --out {tmp}/exists.png", "--overwrite", setup=_file("exists.png", b"keep me")),
     Case("out-under-a-file", "sample {ae} --out {tmp}/exists.png/s.png", "exists.png", setup=_file("exists.png", b"x")),
+    Case("out-txt", "sample {ae} --out {tmp}/o.txt", ".png (a PNG image) or .npz"),  # once: a PNG named o.txt
+    Case("out-no-extension", "reconstruct {ae} --out {tmp}/grid", "no extension"),
+    Case("encode-out-png", "encode {ae} --data digits --out {tmp}/z.png", ".npz (NumPy arrays)"),
+    Case("eval-out-csv", "eval {ae} --out {tmp}/m.csv", ".json"),
+    Case("trajectory-npz", "sample {diffusion} --trajectory {tmp}/t.npz", "--trajectory"),
     # asking a model for what it cannot do
     Case("ae-with-a-class", "sample {ae} --class 3", "class"),
     Case("ae-with-a-sampler", "sample {ae} --sampler euler", "sampler"),

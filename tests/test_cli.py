@@ -106,12 +106,14 @@ def test_sample_writes_png_and_npz(trained_runs, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "s.png").exists()  # the grid beside the arrays
     arrays = np.load(tmp_path / "s.npz")
     assert arrays["images"].shape == (5, 8, 8, 1) and arrays["images"].dtype == np.uint8
-    # Same seed, same samples.
+    # Same seed, same samples; the extension chooses the format in any case (z.NPZ is arrays, not a PNG).
     code, out = run_cli(
-        monkeypatch, capsys, "sample", trained_runs / "vae", "--samples", "5", "--out", tmp_path / "t.npz"
+        monkeypatch, capsys, "sample", trained_runs / "vae", "--samples", "5", "--out", tmp_path / "t.NPZ"
     )
     assert code == 0, out
-    assert np.array_equal(np.load(tmp_path / "t.npz")["images"], arrays["images"])
+    assert (tmp_path / "t.NPZ").read_bytes()[:2] == b"PK" and (tmp_path / "t.png").exists()
+    assert np.array_equal(np.load(tmp_path / "t.NPZ")["images"], arrays["images"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "s.png", "t.NPZ", "t.png"]  # no temporaries
 
 
 def test_encode_writes_latents_with_labels(trained_runs, tmp_path, monkeypatch, capsys):

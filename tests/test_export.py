@@ -111,7 +111,6 @@ def test_the_onnx_only_sampler_draws_the_images_pytorch_draws(exported, guidance
     assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3
 
 
-
 @pytest.mark.parametrize("classes", ["cycle", "null"])
 def test_asked_for_no_class_the_onnx_sampler_draws_what_sample_draws(exported, tmp_path, classes):
     """No class_labels: the export's own draw, as ``model.sample`` makes it (every class in turn, guided; or the
@@ -135,6 +134,27 @@ def test_asked_for_no_class_the_onnx_sampler_draws_what_sample_draws(exported, t
         expected = model.output_images(x).numpy()
     got = sample_euler(copy, noise.numpy(), sigmas.numpy(), guidance=2.0)
     assert np.abs(got - expected).max() < 1e-3
+
+
+def test_a_graph_that_fails_its_check_leaves_the_earlier_export_as_it_was(exported, tmp_path, monkeypatch):
+    import shutil
+
+    from aediff.export import onnx as onnx_export
+    from aediff.export.onnx import ExportError
+
+    model, folder = exported["vae"]
+    copy = tmp_path / "export"
+    shutil.copytree(folder, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+
+    def unfaithful(graph, onnx_bytes):
+        raise ExportError(f"{graph.file}: ONNX Runtime and PyTorch differ")
+
+    monkeypatch.setattr(onnx_export, "_check", unfaithful)
+    with pytest.raises(ExportError):
+        export_onnx(model, copy)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before  # no partial graph, no temporary
+
 
 def test_karras_sigmas_are_aediffs():
     from aediff.diffusion.schedules import karras_sigmas as torch_karras

@@ -298,7 +298,7 @@ class Trainer:
 # Lowest first. A package named here holds all its modules; the root package ``aediff`` is the Python API
 # (``aediff.load``, ``aediff.train``), which the report, the page and the CLI call.
 LAYERS = [
-    ["aediff.version", "aediff.modes", "aediff.errors", "aediff.config", "aediff.device"],
+    ["aediff.version", "aediff.modes", "aediff.errors", "aediff.config", "aediff.device", "aediff.outputs"],
     ["aediff.blocks", "aediff.metrics", "aediff.diffusion"],
     ["aediff.data"],
     ["aediff.models"],

@@ -95,10 +95,13 @@ def _print_json(title: str, payload: dict[str, Any]) -> None:
     console.print_json(json.dumps(payload))
 
 
-def _writable_out(out: Path, overwrite: bool) -> Path:
-    """``out`` when it may be written, checked before any work: not an existing folder, not an existing file
-    unless --overwrite, never one of a run folder's own files, and in a folder this process can write (made
-    when missing)."""
+def _writable_out(out: Path, overwrite: bool, formats: tuple[str, ...], option: str = "--out") -> Path:
+    """``out`` when it may be written, checked before any work: named with one of ``formats`` (".png", ...;
+    any case), not an existing folder, not an existing file unless --overwrite, never one of a run folder's own
+    files, and in a folder this process can write (made when missing)."""
+    from aediff.outputs import output_suffix
+
+    output_suffix(out, formats, option)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the file to write")
     from aediff.runs import run_owning
@@ -541,7 +544,7 @@ def reconstruct(
     from aediff.data import save_image_grid
     from aediff.evaluation import reconstruction_metrics
 
-    out = _writable_out(out, overwrite)
+    out = _writable_out(out, overwrite, (".png",))
     loaded, dataset = _latent_run(run, data, split, "aediff reconstruct")
     x = dataset.batch(torch.arange(min(images, len(dataset))))["images"].to(loaded.model.device)
     with torch.no_grad():
@@ -599,9 +602,13 @@ def sample(
     from aediff.data import save_image_grid, to_uint8
     from aediff.evaluation import sample_images, sampling_trajectory
     from aediff.models import Capability
+    from aediff.outputs import output_suffix, written_whole
     from aediff.requests import parse_sampling
 
-    target = _writable_out(trajectory if trajectory is not None else out, overwrite)
+    if trajectory is None:
+        target = _writable_out(out, overwrite, (".png", ".npz"))
+    else:
+        target = _writable_out(trajectory, overwrite, (".png",), "--trajectory")
     loaded = _load(run)
     loaded.model.require(Capability.GENERATE, "aediff sample")
     request = parse_sampling(
@@ -615,13 +622,15 @@ def sample(
         save_image_grid(strip, target, nrow=columns)
         console.print(f"trajectory (rows: x_t, predicted x0; left to right: high to low noise) -> {target}")
         return
-    grid = target.with_suffix(".png") if target.suffix == ".npz" else target
-    if grid != target:
-        _writable_out(grid, overwrite)
+    arrays = output_suffix(target, (".png", ".npz")) == ".npz"
+    grid = target.with_suffix(".png") if arrays else target
+    if arrays:
+        _writable_out(grid, overwrite, (".png",))
     images = sample_images(loaded.model, samples, seed, condition, options)
     save_image_grid(images[:256], grid)
-    if target.suffix == ".npz":
-        np.savez_compressed(target, images=to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
+    if arrays:
+        with written_whole(target) as f:
+            np.savez_compressed(f, images=to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
     console.print(f"{samples} samples -> {grid}" + (f" and {target}" if grid != target else ""))
 
 
@@ -651,8 +660,9 @@ def encode(
     from aediff.evaluation import latent_codes
     from aediff.evaluation.latents import network_codes
     from aediff.models import Capability
+    from aediff.outputs import written_whole
 
-    out = _writable_out(out, overwrite)
+    out = _writable_out(out, overwrite, (".npz",))
     if features is None and sigma is not None:
         raise ConfigError("--sigma is the noise level of --features; give --features unet-mid (a diffusion run)")
     if features is not None:
@@ -666,7 +676,8 @@ def encode(
         loaded, dataset = _latent_run(run, data, split, "aediff encode")
         codes, labels = latent_codes(loaded.model, dataset, flatten=False)
     arrays = {"latents": codes} if dataset.labels is None else {"latents": codes, "labels": labels}
-    np.savez_compressed(out, **arrays)
+    with written_whole(out) as f:  # a full disk leaves no 0-byte file
+        np.savez_compressed(f, **arrays)
     console.print(f"{len(codes)} latents of shape {codes.shape[1:]} -> {out}")
 
 
@@ -699,7 +710,7 @@ def denoise(
     from aediff.evaluation import denoising_metrics
     from aediff.models import Capability, Corruption
 
-    out = _writable_out(out, overwrite)
+    out = _writable_out(out, overwrite, (".png",))
     loaded = _load(run)
     model = loaded.model
     model.require(Capability.DENOISE, "aediff denoise")
@@ -764,7 +775,7 @@ def restore(
     from aediff.models import Condition
     from aediff.requests import parse_class, parse_degradation, parse_guidance, parse_restoration
 
-    out = _writable_out(out, overwrite)
+    out = _writable_out(out, overwrite, (".png",))
     loaded = _load(run)
     model = loaded.model
     operator = parse_degradation(mask, upscale, images, model.image_shape, seed)
@@ -1071,7 +1082,7 @@ def evaluate(
     from aediff.evaluation import evaluate_model
     from aediff.models import Capability
 
-    out = _writable_out(out, overwrite)
+    out = _writable_out(out, overwrite, (".json",))
     loaded = _load(run)
     judge = _load(classifier) if classifier else None
     if judge is not None:

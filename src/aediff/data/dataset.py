@@ -13,6 +13,7 @@ from PIL import Image
 from torch import Tensor
 
 from aediff.errors import DataError
+from aediff.outputs import written_whole
 
 from .captions import caption_templates, index_class_names
 from .captions import label_captions as make_label_captions
@@ -314,11 +315,8 @@ def save_image_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = 
     grid = tile_images(images, nrow, padding)
     arr = grid.permute(1, 2, 0).numpy()
     img = Image.fromarray(arr[..., 0] if grid.shape[0] == 1 else arr)  # uint8 [H, W] -> "L", [H, W, 3] -> "RGB"
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    img.save(path, format="PNG")
+    with written_whole(path) as f:  # a failure leaves the old file or none, never a short PNG
+        img.save(f, format="PNG")
 
 
 def check_split(split: str) -> str:

@@ -28,6 +28,7 @@ from aediff.errors import AediffError
 from aediff.metrics import FeatureScore
 from aediff.metrics.balance import ClassBalance
 from aediff.metrics.stats import Estimate
+from aediff.outputs import write_bytes_whole
 
 FORMAT_VERSION = 1  # metrics.json's format; 0: files without the field (aediff up to commit 704866e)
 
@@ -536,7 +537,7 @@ class ModelEvaluation:
         return decode(cls, upgrade(data))
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
+        write_bytes_whole(path, (json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n").encode())
 
     @classmethod
     def read(cls, path: str | Path) -> ModelEvaluation:

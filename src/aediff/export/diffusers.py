@@ -50,6 +50,7 @@ from aediff.models import Capability, CapabilityError, Condition, Model, model_c
 from aediff.models.interface import check_no_sampling_choices
 from aediff.models.sizes import check_model_size
 from aediff.modes import DiffusersSampler
+from aediff.outputs import write_bytes_whole
 
 PIPELINE_FILE = "pipeline.py"
 PIPELINE_TEMPLATE = Path(__file__).with_name("diffusers_pipeline.py")
@@ -172,7 +173,7 @@ def export_diffusers(model: Model, stored_model_config: dict[str, Any], out: str
         "denoiser": [COMPONENT_LIBRARY, "AediffDenoiser"],
         "scheduler": ["diffusers", SCHEDULERS[sampler]],
     }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    write_bytes_whole(out / "model_index.json", (json.dumps(index, indent=2) + "\n").encode())
     shutil.copyfile(PIPELINE_TEMPLATE, out / PIPELINE_FILE)
     return out
 

@@ -30,6 +30,7 @@ export fails.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
 import warnings
@@ -44,6 +45,7 @@ from torch import nn
 from aediff.errors import AediffError, ConfigError
 from aediff.export import folders
 from aediff.models import Capability, CapabilityError, Model
+from aediff.outputs import write_bytes_whole
 
 MANIFEST_FILE = "export.json"
 TOLERANCE = 1e-4  # largest |ONNX Runtime - PyTorch| accepted in fp32
@@ -155,7 +157,9 @@ class _Graph:
 
 
 # --- export and check ----------------------------------------------------------------------------------------
-def _export(graph: _Graph, path: Path) -> None:
+def _export(graph: _Graph) -> bytes:
+    """The graph's ONNX bytes (kept in memory until checked, then written whole)."""
+    buffer = io.BytesIO()
     example = tuple(make(EXPORT_BATCH) for make in graph.inputs.values())
     names = list(graph.inputs)
     dynamic = {name: {0: "batch", **(graph.dynamic or {}).get(name, {})} for name in [*names, *graph.outputs]}
@@ -164,16 +168,17 @@ def _export(graph: _Graph, path: Path) -> None:
         torch.onnx.export(
             graph.module,
             example,
-            str(path),
+            buffer,
             input_names=names,
             output_names=list(graph.outputs),
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,  # the TorchScript exporter: works offline, without onnxscript
         )
+    return buffer.getvalue()
 
 
-def _check(graph: _Graph, path: Path) -> tuple[float, dict[str, Any]]:
+def _check(graph: _Graph, onnx_bytes: bytes) -> tuple[float, dict[str, Any]]:
     """Run the graph in ONNX Runtime and PyTorch on a random batch of CHECK_BATCH; (max abs diff, io spec)."""
     import onnxruntime
 
@@ -181,23 +186,23 @@ def _check(graph: _Graph, path: Path) -> tuple[float, dict[str, Any]]:
     with torch.no_grad():
         expected = graph.module(*inputs.values())
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     got = session.run(None, {name: value.numpy() for name, value in inputs.items()})
     difference = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
     if not math.isfinite(difference) or difference > TOLERANCE:
         raise ExportError(
-            f"{path.name}: ONNX Runtime and PyTorch differ by up to {difference:.3g} (tolerance {TOLERANCE:g} in "
+            f"{graph.file}: ONNX Runtime and PyTorch differ by up to {difference:.3g} (tolerance {TOLERANCE:g} in "
             "fp32); the export is not faithful and was not kept"
         )
 
     def spec(value: torch.Tensor | np.ndarray) -> dict[str, Any]:
         return {"shape": ["N", *value.shape[1:]], "dtype": str(value.dtype).removeprefix("torch.")}
 
-    io = {
+    names = {
         "inputs": {name: spec(value) for name, value in inputs.items()},
         "outputs": {name: spec(value) for name, value in zip(graph.outputs, got, strict=True)},
     }
-    return difference, io
+    return difference, names
 
 
 def _latent_graphs(model: Model, generator: torch.Generator) -> list[_Graph]:
@@ -327,14 +332,10 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
     files: dict[str, Any] = {}
     differences: dict[str, float] = {}
     for graph in graphs:
-        path = out / graph.file
-        _export(graph, path)
-        try:
-            differences[graph.file], io = _check(graph, path)
-        except ExportError:
-            path.unlink(missing_ok=True)
-            raise
-        files[graph.file] = {"what": graph.what, **io, "max_abs_diff": differences[graph.file]}
+        onnx_bytes = _export(graph)
+        differences[graph.file], spec = _check(graph, onnx_bytes)  # ExportError before anything is written
+        write_bytes_whole(out / graph.file, onnx_bytes)
+        files[graph.file] = {"what": graph.what, **spec, "max_abs_diff": differences[graph.file]}
     manifest: dict[str, Any] = {
         "format": "onnx",
         "opset": OPSET,
@@ -362,5 +363,5 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
             "max_length": int(model.text_encoder.tokenizer.max_length),
             "null_prompt": "",
         }
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_bytes_whole(out / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     return ExportResult(out, differences, manifest)
