@@ -177,14 +177,17 @@ def test_a_crash_before_the_first_checkpoint_resumes_from_step_0(tmp_path):
 
 # --- 4b ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_sigterm_finishes_the_step_saves_and_exits_143(tmp_path):
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_one_signal_finishes_the_step_saves_and_exits_128_plus_its_number(tmp_path, stop, code):
+    """SIGTERM exits 143 and one Ctrl-C 130, as other Unix tools do (a Ctrl-C once exited 0: a script could not
+    tell a stopped training from a finished one)."""
     run = tmp_path / "r"
     process = start("ae", "--out", str(run), "--max-steps", "5000", *TINY, *QUICK, "--train-set", "log_every=1")
     wait_for(lambda: (run / runs.LOG_FILE).exists(), process, "training")
-    process.terminate()
+    process.send_signal(stop)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 143
-    line = one_line(err, "stopped by SIGTERM at step ")
+    assert process.returncode == code
+    line = one_line(err, f"stopped by {stop.name} at step ")
     step = int(line.split("step ")[1].split(";")[0])
     assert saved_step(run) == step >= 1 and "continue with --resume" in line
 

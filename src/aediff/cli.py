@@ -466,8 +466,9 @@ def _run_training(
     resume: bool,
     progress: bool,
 ) -> None:
-    """Train, then say how it ended: done or interrupted (exit 0), stopped by SIGTERM (exit 143, checkpoint
-    saved), or aborted by a second signal (its exit code, naming the checkpoint kept)."""
+    """Train, then say how it ended: done (exit 0); stopped by Ctrl-C or SIGTERM after a step, checkpoint saved
+    (exit 130 or 143, as other Unix tools: a script or job system sees that it did not finish); or aborted by a
+    second signal (its exit code, naming the checkpoint kept)."""
     from aediff import train as run_training
     from aediff.training.signals import TrainingAborted
 
@@ -478,12 +479,13 @@ def _run_training(
         raise typer.Exit(exc.exit_code) from None
     if not result.is_main_process:
         return
-    if result.stop_signal == signal.SIGTERM:  # saved; a non-zero status tells the job system it did not finish
+    if result.stop_signal is not None:  # saved; a non-zero status says it did not finish
+        name = signal.Signals(result.stop_signal).name
         errors.print(
-            f"stopped by SIGTERM at step {result.step}; checkpoint saved in {escape(str(out))}; continue with --resume",
+            f"stopped by {name} at step {result.step}; checkpoint saved in {escape(str(out))}; continue with --resume",
             soft_wrap=True,
         )
-        raise typer.Exit(128 + signal.SIGTERM)
+        raise typer.Exit(128 + result.stop_signal)
     state = "interrupted; continue with --resume" if result.interrupted else "done"
     console.print(
         f"{state}: {result.step} steps, {result.images_per_second:.0f} images/s, "
