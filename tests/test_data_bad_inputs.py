@@ -165,6 +165,11 @@ BAD = {
     "jsonl-nul-in-name": Bad(_jsonl('{"file_name": "a\\u0000.png", "text": "x"}'), "line 2"),
     "jsonl-missing-file": Bad(_jsonl('{"file_name": "nope.png", "text": "x"}'), "does not exist"),
     "jsonl-not-json": Bad(_jsonl("{not json"), "line 2 is not valid JSON"),
+    # once read as the caption "{'en': 'a red circle'}": a JSON object, list or number is not a caption
+    "jsonl-caption-object": Bad(_jsonl('{"file_name": "a.png", "text": {"en": "a red circle"}}'), "line 2.*object"),
+    "jsonl-caption-list": Bad(_jsonl('{"file_name": "a.png", "text": ["a", "b"]}'), "line 2.*array"),
+    "jsonl-caption-number": Bad(_jsonl('{"file_name": "a.png", "caption": 7}'), "line 2.*number, not a string"),
+    "jsonl-file-name-number": Bad(_jsonl('{"file_name": 3, "text": "x"}'), "line 2: file_name is a JSON number"),
     "jsonl-latin1": Bad(_latin1("metadata.jsonl", '{"file_name": "a.png", "text": "caf\u00e9"}\n'), "UTF-8", True),
     "csv-latin1": Bad(_latin1("metadata.csv", "file_name,text\n"), "line 2.*save it as UTF-8"),
     "csv-huge-field": Bad(

@@ -314,6 +314,12 @@ def _entry_path(root: Path, real_root: Path, where: str, file_name: object) -> s
     return rel
 
 
+def _json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type ("object", "array", "number", ...)."""
+    kinds = {dict: "object", list: "array", bool: "true/false", int: "number", float: "number"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def read_metadata(root: Path) -> dict[str, str] | None:
     """Captions from ``metadata.jsonl`` or ``metadata.csv`` in ``root`` (Hugging Face imagefolder convention).
 
@@ -338,7 +344,13 @@ def read_metadata(root: Path) -> dict[str, str] | None:
         if not file_name or text is None:
             keys = sorted(str(k) for k in rec)
             raise DataError(f"{where} needs keys file_name and text (or caption); found {keys}.")
-        text = str(text)
+        if not isinstance(text, str):  # a JSON object, list or number would become its Python repr
+            raise DataError(
+                f"{where}: the caption is a JSON {_json_kind(text)}, not a string; write it as text in quotes, "
+                '"text": "a red circle".'
+            )
+        if not isinstance(file_name, str):
+            raise DataError(f"{where}: file_name is a JSON {_json_kind(file_name)}, not a string; give the path.")
         try:
             text.encode("utf-8")  # JSON escapes can hold lone surrogates, which no tokenizer can encode
         except UnicodeEncodeError as e:
