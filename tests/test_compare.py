@@ -278,7 +278,11 @@ def test_compare_on_unlabelled_images_drops_the_judge_and_says_why(tmp_path):
         model_overrides=TINY,
     )
     assert "classifier" not in {p.name for p in compare_plan(config, labelled=False)}
-    record = run_compare(config, tmp_path / "out", progress=False)
+    said = []
+    record = run_compare(config, tmp_path / "out", progress=False, announce=said.append)
+    trained = len(compare_plan(config, labelled=False))  # once: "training 12 models (the judge among them)"
+    assert said[0].startswith(f"training {trained} models, 3 steps") and "judging classifier among" not in said[0]
+    assert "has no labels, so the judging classifier, class conditioning" in said[0]
     assert record.models["vae"].generation is None and record.sections.guidance is None
     metrics = record.to_json()
     verdicts = metrics["verdicts"]

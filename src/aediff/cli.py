@@ -962,7 +962,7 @@ def compare(
     """Train the whole family under the same budget each, evaluate them with one protocol, and write a
     report whose sections each test a claim about autoencoders and diffusion models."""
     from aediff.config import parse_budget
-    from aediff.reports.compare import CompareConfig, compare_plan, parse_family_steps, parse_runs, run_compare
+    from aediff.reports.compare import CompareConfig, parse_family_steps, parse_runs, run_compare
 
     if (out / "report.html").exists() and not overwrite:
         raise ConfigError(
@@ -992,18 +992,13 @@ def compare(
         restore_steps=restore_steps,
         masking=masking,
     )
-    planned = [p for p in compare_plan(config) if p.name not in config.runs]
-    trained = sum(seeds if not p.judge else 1 for p in planned)
-    minutes, overrides = config.budget.minutes, config.family_steps
-    about = f" (about {trained * minutes:.0f} min)" if minutes and not overrides else ""
-    families = "".join(f", {family}: {steps} steps" for family, steps in overrides.items())
-    per_seed = f"; the others once per seed, {seeds} seeds" if seeds > 1 else ""
-    console.print(
-        f"training {trained} models (the judging classifier among them{per_seed}), {config.budget.describe()}"
-        f"{about}{families}, then evaluating them; report -> {out}/report.html"
-    )
     results = run_compare(
-        config, out, progress=progress, command="aediff " + " ".join(sys.argv[1:]), replace_runs=overwrite
+        config,
+        out,
+        progress=progress,
+        command="aediff " + " ".join(sys.argv[1:]),
+        replace_runs=overwrite,
+        announce=lambda banner: console.print(f"{escape(banner)}; report -> {escape(str(out))}/report.html"),
     )
     table = Table("section", "claim", "verdict", *(["stability"] if seeds > 1 else []))
     for key, v in results.verdicts.items():

@@ -483,9 +483,10 @@ def run_compare(
     log: Callable[[str], None] | None = None,
     command: str = "",
     replace_runs: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> ComparisonReport:
     """Train (or reuse) every model of the plan, once per training seed, evaluate them, write the report
-    into ``out``.
+    into ``out``. ``announce`` is told what will be trained once the data is read (``plan_banner``).
 
     replace_runs: train again the models whose run folders an earlier comparison left in ``out/runs``
     (else that is an error, checked before any training). Returns the ``ComparisonReport`` that is also
@@ -497,6 +498,8 @@ def run_compare(
     aediff.runs.recover(out)  # a report write cut short after its commit point is finished first
     started = time.perf_counter()
     train_set, test_set, plan, peers = _checked_plan(config, out, replace_runs)
+    if announce is not None:
+        announce(plan_banner(config, plan, labelled=train_set.labels is not None and test_set.labels is not None))
     meter = Progress(planned_jobs(plan, peers, config), enabled=progress)
     try:
         runs, train_seconds = _train_all(plan, config, out, meter, log)
@@ -515,6 +518,26 @@ def run_compare(
     meta = _meta(config, command, started, runs[config.seed], train_seconds, eval_seconds)
     record, _ = build_report(results, meta, plan + peers, out, config.denoise_steps, runs, snapshots)
     return record
+
+
+def plan_banner(config: CompareConfig, plan: list[PlannedModel], labelled: bool) -> str:
+    """What the comparison will train, counted from ``plan`` itself, and what unlabelled data left out."""
+    planned = [p for p in plan if p.name not in config.runs]
+    trained = sum(1 if p.judge else config.seeds for p in planned)
+    notes = ["the judging classifier among them"] if any(p.judge for p in planned) else []
+    notes += [f"the others once per seed, {config.seeds} seeds"] if config.seeds > 1 else []
+    opened = f" ({'; '.join(notes)})" if notes else ""
+    minutes, overrides = config.budget.minutes, config.family_steps
+    about = f" (about {trained * minutes:.0f} min)" if minutes and not overrides else ""
+    families = "".join(f", {family}: {steps} steps" for family, steps in overrides.items())
+    banner = f"training {trained} models{opened}, {config.budget.describe()}{about}{families}, then evaluating them"
+    if not labelled:
+        banner += (
+            f". {config.data} has no labels, so the judging classifier, class conditioning and the captions made "
+            "from class names are left out: diffusion trains unconditional, latent diffusion without text, and "
+            "the sections judged by the classifier are not scored"
+        )
+    return banner
 
 
 def _checked_plan(config: CompareConfig, out: Path, replace_runs: bool):
