@@ -307,6 +307,12 @@ CASES = [
         "e.npz",
         setup=_npz("e.npz", labels=np.zeros(3)),
     ),
+    Case(  # once: "the loss became nan at step 2" (bf16, a third stage at 1x1)
+        "ae-on-2x2-images",
+        "train ae --data npz:{tmp}/tiny.npz --out {tmp}/new",
+        "at most 2 stages",
+        setup=_npz("tiny.npz", images=np.zeros((8, 2, 2), np.uint8)),
+    ),
     Case(
         "folder-empty",
         "train ae --data folder:{tmp}/empty --out {tmp}/new",

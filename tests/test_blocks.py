@@ -10,8 +10,10 @@ from aediff.blocks import (
     ResBlock,
     TimestepEmbedding,
     sinusoidal_embedding,
+    stage_shapes,
     stage_sizes,
 )
+from aediff.errors import ConfigError
 
 
 @pytest.mark.parametrize("size,expected", [(28, [28, 14, 7]), (8, [8, 4, 2]), (32, [32, 16, 8]), (7, [7, 4, 2])])
@@ -20,6 +22,16 @@ def test_stage_sizes_match_strided_convs(size, expected):
     enc = Encoder(1, (4, 8, 8), 1, size)
     h, _ = enc(torch.zeros(2, 1, size, size))
     assert h.shape[-1] == expected[-1]
+
+
+@pytest.mark.parametrize(("shape", "stages", "most"), [((2, 2), 3, 2), ((1, 1), 2, 1), ((4, 4), 4, 3), ((3, 3), 4, 3)])
+def test_a_stage_after_1x1_is_refused_naming_how_many_fit(shape, stages, most):
+    """An AE on 2x2 images with three stages (the default widths) once stopped with NaN in bf16: its third stage
+    halved a 1x1 map again and normalised single pixels. Exactly the stages that still halve are allowed."""
+    with pytest.raises(ConfigError, match=f"at most {most} stages; --widths gives {stages}"):
+        stage_shapes(shape, stages)
+    assert stage_shapes(shape, most)[-1] == (1, 1)  # the largest allowed count reaches 1x1 once
+    assert stage_shapes((1, 8), 4) == [(1, 8), (1, 4), (1, 2), (1, 1)]  # one side at 1 is fine while the other halves
 
 
 @pytest.mark.parametrize("size", [8, 28, 32, 7])

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aediff.errors import ConfigError
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups of at least 4 channels each (small widths keep working)."""
@@ -45,7 +47,15 @@ def stage_shapes(image_shape: int | tuple[int, int], num_stages: int) -> list[tu
     (12, 20) -> [(12, 20), (6, 10), (3, 5)]; 28 -> [(28, 28), (14, 14), (7, 7)].
     """
     height, width = (image_shape, image_shape) if isinstance(image_shape, int) else image_shape
-    return list(zip(stage_sizes(height, num_stages), stage_sizes(width, num_stages), strict=True))
+    shapes = list(zip(stage_sizes(height, num_stages), stage_sizes(width, num_stages), strict=True))
+    if (1, 1) in shapes[:-1]:  # a stage after 1x1 halves nothing; its norms see single pixels and, in bf16, blew up
+        most = shapes.index((1, 1)) + 1
+        raise ConfigError(
+            f"{height}x{width} images reach 1x1 after {most - 1} halving{'s' * (most != 2)}, so a network on them has at most {most} "
+            f"stages; --widths gives {num_stages}: give at most {most} widths "
+            f"(e.g. --widths {','.join(str(16 * 2**i) for i in range(most))})"
+        )
+    return shapes
 
 
 def has_attention(shape: tuple[int, int], attention_resolutions: Sequence[int]) -> bool:
