@@ -51,8 +51,8 @@ def stage_shapes(image_shape: int | tuple[int, int], num_stages: int) -> list[tu
     if (1, 1) in shapes[:-1]:  # a stage after 1x1 halves nothing; its norms see single pixels and, in bf16, blew up
         most = shapes.index((1, 1)) + 1
         raise ConfigError(
-            f"{height}x{width} images reach 1x1 after {most - 1} halving{'s' * (most != 2)}, so a network on them has at most {most} "
-            f"stages; --widths gives {num_stages}: give at most {most} widths "
+            f"{height}x{width} images reach 1x1 after {most - 1} halving{'s' * (most != 2)}, so a network on them "
+            f"has at most {most} stages; --widths gives {num_stages}: give at most {most} widths "
             f"(e.g. --widths {','.join(str(16 * 2**i) for i in range(most))})"
         )
     return shapes
