@@ -78,11 +78,32 @@ def _edit_tensors(name: str, edit: Callable[[dict, dict], None]) -> Callable[[Pa
         path = run / name
         with safe_open(str(path), "pt") as f:
             metadata = dict(f.metadata() or {})
+        metadata.pop(runs.DIGEST_KEY, None)  # rewritten by another tool: the other checks must catch the edit
         tensors = load_file(path)
         edit(tensors, metadata)
         save_file(tensors, path, metadata)
 
     return damage
+
+
+def _flip_bit(name: str, offset_in_data: int, bit: int) -> Callable[[Path], None]:
+    """One bit of the file's tensor bytes flipped in place (a bit error on disk or in a copy), the header and its
+    checksum untouched. Float32 is little-endian: byte 0 bit 0 is the mantissa's lowest, byte 3 bit 6 the
+    exponent's highest."""
+
+    def damage(run: Path) -> None:
+        path = run / name
+        data = bytearray(path.read_bytes())
+        data[8 + int.from_bytes(data[:8], "little") + offset_in_data] ^= 1 << bit
+        path.write_bytes(bytes(data))
+
+    return damage
+
+
+def _as_int32(tensors: dict, metadata: dict) -> None:
+    """One float weight's bits stored as int32 (same shape and bytes): safetensors loads it without a word."""
+    name = _first_weight(tensors)
+    tensors[name] = tensors[name].view(torch.int32)
 
 
 def _first_weight(tensors: dict) -> str:
@@ -177,6 +198,10 @@ DAMAGES = [
     Damage("ema-all-nan", _edit_tensors("ema.safetensors", _fill(float("nan"))), "NaN", "ema.safetensors", True),
     Damage("ema-inf", _edit_tensors("ema.safetensors", _fill(float("inf"))), "infinite", "ema.safetensors"),
     Damage("ema-flipped-bit", _edit_tensors("ema.safetensors", _flip_exponent_bit), "beyond", "ema.safetensors"),
+    # once loaded with exit 0: a mantissa bit changes a weight a little, and safetensors checks only the header
+    Damage("ema-mantissa-bit", _flip_bit("ema.safetensors", 0, 0), "differ from the checksum", "ema.safetensors", True),
+    Damage("ema-exponent-bit", _flip_bit("ema.safetensors", 7, 6), "differ from the checksum", "ema.safetensors"),
+    Damage("ema-int32", _edit_tensors("ema.safetensors", _as_int32), "stored as int32 where", "ema.safetensors", True),
     Damage("optimizer-cut-short", _truncate(runs.OPTIMIZER_FILE, 0.5), "cut short", runs.OPTIMIZER_FILE),
     Damage("state-not-json", _write(runs.STATE_FILE, b'{"step": 3,'), "not valid JSON", runs.STATE_FILE, True),
     Damage("state-no-step", _edit_json(runs.STATE_FILE, _drop("step")), "lacks 'step'", runs.STATE_FILE),
@@ -412,3 +437,41 @@ def test_loading_a_run_in_a_tight_loop_never_disturbs_its_training(tmp_path):
     assert runs.check_checkpoint_consistent(run) == 60
     assert not list(run.rglob("*.tmp")) and not (run / runs.PENDING_FILE).exists()
     assert not (run / runs.LOCK_FILE).exists()
+
+
+def test_a_flipped_bit_anywhere_in_a_weights_file_is_refused(tiny_run, tmp_path):
+    """Property: one bit flipped at a random position of ema.safetensors (its length prefix, JSON header with
+    names, dtypes, shapes, offsets and metadata, or its tensor bytes) never loads: the checksum, the header's
+    checks or the shapes refuse it, naming the file. 120 positions, a third in the header."""
+    import random
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / "ema.safetensors"
+    original = path.read_bytes()
+    start = 8 + int.from_bytes(original[:8], "little")
+    rng = random.Random(0)
+    positions = [rng.randrange(start) for _ in range(40)] + [rng.randrange(start, len(original)) for _ in range(80)]
+    loaded = []
+    for position in positions:
+        damaged = bytearray(original)
+        damaged[position] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(damaged))
+        try:
+            aediff.load(run, device="cpu")
+            loaded.append(position)
+        except RunError as exc:
+            assert "ema.safetensors" in str(exc)
+    assert loaded == [], f"loaded with a flipped bit at bytes {loaded} (tensor data from {start})"
+    path.write_bytes(original)
+    assert aediff.load(run, device="cpu").unverified_weights is None  # the undamaged file verifies
+
+
+def test_weights_written_before_checksums_still_load_and_say_so(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / "ema.safetensors"
+    with safe_open(str(path), "pt") as f:
+        metadata = {k: v for k, v in (f.metadata() or {}).items() if k != runs.DIGEST_KEY}
+    save_file(load_file(path), path, metadata)  # as aediff wrote it before issue 29
+    assert aediff.load(run, device="cpu").unverified_weights == path

@@ -1095,6 +1095,11 @@ def evaluate(
         table.add_row(escape(name), escape(value))
     console.print(table)
     console.print(f"all numbers -> {out}")
+    if loaded.unverified_weights is not None:
+        console.print(
+            f"note: {escape(str(loaded.unverified_weights))} was written before aediff recorded checksums, so it "
+            "loaded unverified; weights written since (a new run, or a resumed one at its next checkpoint) are checked"
+        )
 
 
 @app.command()

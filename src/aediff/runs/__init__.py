@@ -9,6 +9,7 @@ is the typed training recipe that config.json records beside the model and data 
 
 from aediff.runs.format import (
     CONFIG_FILE,
+    DIGEST_KEY,
     EMA_FILE,
     FORMAT_VERSION,
     LOCK_FILE,
@@ -57,6 +58,7 @@ __all__ = [
     "OWN_FILES",
     "OWN_FOLDERS",
     "PENDING_FILE",
+    "DIGEST_KEY",
     "RESTORE",
     "SNAPSHOTS_DIR",
     "SNAPSHOT_FILE",

@@ -27,6 +27,7 @@ from aediff.runs.validation import (
     check_shapes,
     checkpoint_steps,
     config_in,
+    has_checksum,
     summary_in,
     weights_in,
 )
@@ -49,6 +50,13 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def unverified_weights(self) -> Path | None:
+        """The weights file the model was loaded from when it records no checksum (written before aediff
+        recorded them, so it loaded unverified); None when it was verified or the run is not a folder of aediff's."""
+        file = self.path / (EMA_FILE if self.weights == "ema" else MODEL_FILE)
+        return file if file.is_file() and not has_checksum(file) else None
 
 
 def _typed(cls: type, stored: Any, where: Path, what: str) -> Any:

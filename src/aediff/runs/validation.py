@@ -22,11 +22,13 @@ from aediff.models import MODELS, Model
 from aediff.runs.format import (
     CHECKPOINT_WEIGHTS,
     CONFIG_FILE,
+    DIGEST_KEY,
     FORMAT_VERSION,
     LOG_FILE,
     RESTORE,
     SNAPSHOT_FILE,
     STATE_FILE,
+    content_digest,
     one_line,
 )
 from aediff.runs.journal import Journal, read_consistently, write_files_atomically
@@ -34,6 +36,8 @@ from aediff.runs.journal import Journal, read_consistently, write_files_atomical
 # Trained weights and buffers of every family stay within a few units (the largest seen: ~4, an AE's latent
 # Gaussian); a flipped exponent bit makes 1e19..1e38 or inf. 1e6 leaves ample room and catches those.
 MAX_ABS_WEIGHT = 1e6
+# What to do about weights whose bytes changed after they were written (a disk, a copy, a transfer):
+CHECKSUM_FIX = "copy or download the run again, resume from a kept checkpoint (RUN/checkpoints) or retrain"
 
 
 def _header(path: Path, data: bytes, size: int) -> dict[str, Any]:
@@ -142,12 +146,31 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _read_weights_unchecked(journal: Journal, name: str) -> tuple[Path, dict[str, torch.Tensor], int | None]:
+    """(the file read, its tensors, its step): whole, and equal to the checksum it was written with, if any
+    (``has_checksum`` tells a file written before checksums); the values themselves are not checked."""
     path, data = journal.read(name)
-    step = _step(_header(path, data, len(data)), path)
+    header = _header(path, data, len(data))
+    step = _step(header, path)
+    recorded = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+    if recorded is not None and recorded != content_digest(data):
+        raise RunError(f"{path}: its bytes differ from the checksum they were written with (damaged); {CHECKSUM_FIX}")
     try:
         return path, load_safetensors_bytes(data), step
     except (SafetensorError, ValueError) as exc:
         raise RunError(f"{path} is not a valid safetensors file ({one_line(exc)}); {RESTORE}") from exc
+
+
+def has_checksum(path: Path) -> bool:
+    """Whether the weights file ``path`` records its checksum (every file aediff writes since issue 29 does;
+    one from before loads unverified). Reads the header alone."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        head = f.read(min(length, 100 << 20))
+    try:
+        meta = json.loads(head).get("__metadata__") or {}
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False
+    return DIGEST_KEY in meta
 
 
 def _read_state(journal: Journal) -> dict[str, Any] | None:
@@ -325,6 +348,12 @@ def check_shapes(model: Model, tensors: dict[str, torch.Tensor], file: Path) -> 
             f"the weights and {CONFIG_FILE} come from different runs: {RESTORE}"
         )
     for name, tensor in tensors.items():
+        if tensor.is_floating_point() != expected[name].is_floating_point():  # int32 bits read as floats
+            raise RunError(
+                f"{file}: tensor {name!r} is stored as {str(tensor.dtype).removeprefix('torch.')} where the model "
+                f"has {str(expected[name].dtype).removeprefix('torch.')}; the file was not written by this model: "
+                f"{RESTORE}"
+            )
         if tensor.shape != expected[name].shape:
             raise RunError(
                 f"{file}: tensor {name!r} has shape {list(tensor.shape)} where the model in {CONFIG_FILE} has "
