@@ -198,6 +198,10 @@ def test_brace_patterns_expand_as_webdataset_writes_them():
         ("bad class", "not a class index"),
         ("some labels", "give every sample one or none"),
         ("not a tar", "not a readable tar shard"),
+        # once read as 3 samples of 5 and trained on without a word
+        ("cut at a sample boundary", r"001.tar is truncated: no end-of-archive marker after its last whole member"),
+        # once blamed on the data: "4 of the 5 samples ... have a class"
+        ("cut inside a sample", r"001.tar is truncated: its member 'sample00008.png' at byte \d+ is cut short"),
     ],
 )
 def test_damaged_shards_are_refused_naming_the_problem(tmp_path, damage, message):
@@ -214,6 +218,11 @@ def test_damaged_shards_are_refused_naming_the_problem(tmp_path, damage, message
             info = tarfile.TarInfo(f"{name}.{ext}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    elif damage.startswith("cut"):
+        with tarfile.open(shards / "001.tar") as tar:
+            member = tar.getmember("sample00008.png")
+        cut = member.offset if damage == "cut at a sample boundary" else member.offset_data + 10
+        (shards / "001.tar").write_bytes((shards / "001.tar").read_bytes()[:cut])
     else:
         (shards / "001.tar").write_bytes(b"garbage" * 100)
     with pytest.raises(DataError, match=message):

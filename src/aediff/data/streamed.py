@@ -165,8 +165,14 @@ class TarShardReader(ItemReader):
         """(key, {extension: (offset, size)}) per sample, in the shard's order."""
         samples: dict[str, dict[str, tuple[int, int]]] = {}
         try:
+            size = path.stat().st_size
             with tarfile.open(path) as tar:
                 for member in tar:
+                    if member.offset_data + member.size > size:
+                        raise DataError(
+                            f"{path} is truncated: its member {member.name!r} at byte {member.offset} is cut short "
+                            f"({size - member.offset_data} of {member.size} bytes); copy the shard again"
+                        )
                     if not member.isfile():
                         continue
                     folder, _, base = member.name.rpartition("/")
@@ -174,9 +180,24 @@ class TarShardReader(ItemReader):
                     if dot:
                         key = f"{folder}/{stem}" if folder else stem
                         samples.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size)
+                end = tar.offset  # where the end-of-archive marker (512-byte zero blocks) must begin
+            TarShardReader._check_end_marker(path, end, size)
         except (tarfile.TarError, OSError) as e:
             raise DataError(f"{path} is not a readable tar shard ({e}); replace or remove it") from None
         return list(samples.items())
+
+    @staticmethod
+    def _check_end_marker(path: Path, end: int, size: int) -> None:
+        """DataError unless a zero block follows the last member: a shard cut at a sample boundary still reads
+        as a tar, one with fewer samples, and would train on them without a word."""
+        with open(path, "rb") as f:
+            f.seek(end)
+            block = f.read(512)
+        if len(block) < 512 or any(block):
+            raise DataError(
+                f"{path} is truncated: no end-of-archive marker after its last whole member, at byte {end} of "
+                f"{size}; copy the shard again (or write it with tar or webdataset, which end it properly)"
+            )
 
     def _read(self, shard: int, offset: int, size: int) -> bytes:
         return os.pread(self._fd(shard), size, offset)
