@@ -307,6 +307,7 @@ CASES = [
         "e.npz",
         setup=_npz("e.npz", labels=np.zeros(3)),
     ),
+    Case("allow-changed-data-new-run", "train ae --out {tmp}/new --max-steps 1 --allow-changed-data", "--resume"),
     Case(  # once: "the loss became nan at step 2" (bf16, a third stage at 1x1)
         "ae-on-2x2-images",
         "train ae --data npz:{tmp}/tiny.npz --out {tmp}/new",

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from aediff.data import DataConfig, ImageDataset, load_dataset
 from aediff.data.loader import Augmentation, BatchPlan, StepBatches, step_batches
 from aediff.data.streamed import StreamedImageDataset, expand_braces
-from aediff.errors import DataError
+from aediff.errors import ConfigError, DataError
 from aediff.training.train import train
 
 TINY = {"channels": (8, 16), "bottleneck_dim": 8}
@@ -306,3 +306,42 @@ def test_a_hugging_face_dataset_saved_to_disk_streams_with_its_labels_and_split(
     assert (len(train_split), len(test_split)) == (30, 10)  # the official split
     assert train_split.class_names[3] == "d3" and test_split.batch([0])["labels"].item() == labels[30]
     assert torch.equal(test_split.batch([0])["images"][0, 0], torch.from_numpy(images[30]).float() / 127.5 - 1)
+
+
+# --- the data a run records, and a resume on changed data ---------------------------------------------------------
+def test_a_resume_on_changed_data_is_refused_naming_the_change(tmp_path):
+    images, labels = digit_images(40)
+    data = tmp_path / "d.npz"
+    np.savez(data, images=images, labels=labels)
+    run = tmp_path / "run"
+    train("ae", run, f"npz:{data}", model=TINY, training=quick(max_steps=2), progress=False)
+    recorded = json.loads((run / "config.json").read_text())["data_record"]
+    assert recorded == load_dataset(f"npz:{data}", "train").fingerprint() and recorded["images"] > 0
+    np.savez(data, images=images[:30], labels=labels[:30])  # ten images fewer
+    with pytest.raises(ConfigError, match=r"now has \d+ training images where the run was trained on \d+"):
+        train(None, run, resume=True, training={"max_steps": 3}, progress=False)
+    changed = images.copy()
+    changed[:, 0, 0] ^= 1  # the same count, one pixel of every image changed
+    np.savez(data, images=changed, labels=labels)
+    with pytest.raises(ConfigError, match=r"has the same \d+ images, but other ones.*--allow-changed-data"):
+        train(None, run, resume=True, training={"max_steps": 3}, progress=False)
+    assert json.loads((run / "config.json").read_text())["data_record"] == recorded  # refused: nothing written
+    result = train(None, run, resume=True, training={"max_steps": 3}, progress=False, allow_changed_data=True)
+    assert result.step == 3
+    assert json.loads((run / "config.json").read_text())["data_record"] != recorded  # the new data, recorded
+    assert train(None, run, resume=True, training={"max_steps": 4}, progress=False).step == 4  # no refusal now
+
+
+def test_a_shard_read_short_on_resume_is_named_with_its_counts(tmp_path):
+    images, labels = digit_images(10)
+    shards = write_shards(tmp_path / "s", images, labels, per_shard=5)
+    run = tmp_path / "run"
+    spec = f"wds:{shards}/{{000..001}}.tar"
+    train("ae", run, spec, model=TINY, training=quick(max_steps=2, batch_size=4), progress=False)
+    assert json.loads((run / "config.json").read_text())["data_record"]["parts"] == {
+        str(shards / "000.tar"): 5,
+        str(shards / "001.tar"): 5,
+    }
+    write_shards(tmp_path / "s", images[:8], labels[:8], per_shard=5)  # 001.tar rewritten whole, with 3 samples
+    with pytest.raises(ConfigError, match="001.tar now has 3 samples where the run read 5"):
+        train(None, run, resume=True, training={"max_steps": 3}, progress=False)

@@ -377,6 +377,9 @@ def train(
         float | None, typer.Option(min=0.0, max=1.0, help="augment: random crop keeping this share of each side")
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+    allow_changed_data: Annotated[
+        bool, typer.Option(help="--resume: go on although the data differs from what the run recorded")
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -408,7 +411,9 @@ def train(
     if dry_run:
         _print_resolved(training, model, data_config)
         return
-    _run_training(family, out, data_config, model, training, resume, progress)
+    if allow_changed_data and not resume:
+        raise ConfigError("--allow-changed-data applies to --resume (a new run records the data it reads)")
+    _run_training(family, out, data_config, model, training, resume, progress, allow_changed_data)
 
 
 # Training options of `aediff train` -> the TrainConfig field each sets (--max-time and --log-with are converted).
@@ -465,6 +470,7 @@ def _run_training(
     training: dict[str, Any],
     resume: bool,
     progress: bool,
+    allow_changed_data: bool = False,
 ) -> None:
     """Train, then say how it ended: done (exit 0); stopped by Ctrl-C or SIGTERM after a step, checkpoint saved
     (exit 130 or 143, as other Unix tools: a script or job system sees that it did not finish); or aborted by a
@@ -473,7 +479,10 @@ def _run_training(
     from aediff.training.signals import TrainingAborted
 
     try:
-        result = run_training(family, out, data, model=model, training=training, resume=resume, progress=progress)
+        result = run_training(
+            family, out, data, model=model, training=training, resume=resume, progress=progress,
+            allow_changed_data=allow_changed_data,
+        )  # fmt: skip
     except TrainingAborted as exc:  # a second Ctrl-C / SIGTERM: say which checkpoint is kept (Typer would not)
         errors.print(escape(str(exc)), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xxhash
 from PIL import Image
 from torch import Tensor
 
@@ -223,6 +224,17 @@ class ImageDataset(torch.utils.data.Dataset):
             caption_seed=caption_seed,
             classes_named_by_index=self.classes_named_by_index,
         )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a run records of the data it trained on, so that a resume on other data is refused
+        (``aediff.training.train``): the number of images and an XXH3-64 digest of their pixels, labels and
+        captions (about 15 GB/s: milliseconds for CIFAR-10)."""
+        digest = xxhash.xxh3_64(self.images.contiguous().numpy().data)
+        if self.labels is not None:
+            digest.update(self.labels.contiguous().numpy().data)
+        if self.captions is not None:
+            digest.update("\0".join(self.captions).encode("utf-8", "surrogatepass"))
+        return {"images": len(self), "digest": digest.hexdigest()}
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary: name, size, channels, resolution [H, W], num_classes, skipped."""

@@ -133,6 +133,11 @@ class ImageStream:
         """The split evaluation holds out: "test", else "validation", else None."""
         return next((s for s in ("test", "validation") if s in self.splits), None)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """As ``ImageDataset.fingerprint``: a stream read in order cannot be hashed without reading it all, so
+        only its name and size (None when unknown) are recorded."""
+        return {"stream": self.name, "images": self.num_examples}
+
     def describe(self) -> dict[str, Any]:
         """JSON-able summary, as ImageDataset's (``size``: None when unknown)."""
         return {"name": self.name, "split": self.split, "size": self.num_examples, "channels": self.channels,

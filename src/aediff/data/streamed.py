@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xxhash
 from PIL import Image
 from torch import Tensor
 
@@ -73,6 +74,15 @@ class ItemReader:
         """Item i's location, for messages (a file, or a shard and key)."""
         raise NotImplementedError
 
+    def manifest(self) -> str:
+        """What identifies the stored items without decoding them (their locations; readers add sizes), for
+        ``fingerprint``."""
+        return "\n".join(self.where(i) for i in range(len(self)))
+
+    def parts(self) -> dict[str, int]:
+        """Items per stored part (a shard's samples), or {} for a reader without parts."""
+        return {}
+
 
 def decode_pil(img: Image.Image, channels: int | None, resolution: Resolution | None) -> tuple[np.ndarray, int]:
     native = image_channels(img)
@@ -96,6 +106,9 @@ class FolderReader(ItemReader):
 
     def where(self, i):
         return str(self.root / self.files[i])
+
+    def manifest(self) -> str:
+        return "\n".join(f"{f}\t{(self.root / f).stat().st_size}" for f in self.files)
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -254,6 +267,17 @@ class TarShardReader(ItemReader):
         shard, _, _, key = self.entries[i]
         return f"{self.paths[shard]} (sample {key!r})"
 
+    def manifest(self) -> str:
+        return "\n".join(
+            f"{self.paths[shard].name}\t{key}\t{offset}\t{size}" for shard, offset, size, key in self.entries
+        )
+
+    def parts(self) -> dict[str, int]:
+        counts = dict.fromkeys((str(p) for p in self.paths), 0)
+        for shard, *_ in self.entries:
+            counts[str(self.paths[shard])] += 1
+        return counts
+
     def __getstate__(self) -> dict:  # descriptors do not travel to other processes
         return {**self.__dict__, "_files": {}}
 
@@ -383,6 +407,14 @@ class StreamedImageDataset(ImageDataset):
     @property
     def images(self) -> Tensor:
         raise DataError(f"{self.name} is streamed from disk, not held in memory; read it with .batch(indices)")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """As ``ImageDataset.fingerprint``, from what the reader stores (file names and sizes, shard members)
+        instead of the decoded pixels; ``parts``: samples per shard, so that a shard read short is named."""
+        digest = xxhash.xxh3_64(self.reader.manifest().encode("utf-8", "surrogatepass"))
+        digest.update(self.items.data)
+        record: dict[str, Any] = {"images": len(self), "digest": digest.hexdigest()}
+        return record | ({"parts": parts} if (parts := self.reader.parts()) else {})
 
     channels = property(lambda self: shape_channels(self._shape))
     resolution = property(lambda self: shape_resolution(self._shape))

@@ -48,6 +48,7 @@ def train(
     progress: bool = True,
     callbacks: list[Any] | None = None,
     accelerator: Accelerator | None = None,
+    allow_changed_data: bool = False,
 ) -> TrainResult:
     """Train a model of ``family`` on ``data`` into the run folder ``out``; the API behind `aediff train`.
 
@@ -57,6 +58,8 @@ def train(
     resume: continue the run in ``out`` from its last checkpoint (from step 0 when it has none yet), with the
         family, model and data it was started with; ``training`` may change anything but the batch size and
         the seed (the LR, the budget, clipping, checkpoint and log intervals...): config.json records it.
+        The data must be what the run recorded (``data_record``: image count, digest, samples per shard), unless
+        ``allow_changed_data``: then the run goes on with the data as it is now, and records it.
 
     The run folder is checked to be writable before anything is trained, and its writer lock
     (``runs.writer_lock``) is held until the end: a second training into the same folder is refused.
@@ -67,8 +70,10 @@ def train(
     # loaded (a second writer is refused at once); a folder yet to be made is locked by the Trainer.
     if out.is_dir() and _is_main_process(accelerator):
         with runs.writer_lock(out):
-            return _train(family, out, data, model, training, resume, progress, callbacks, accelerator)
-    return _train(family, out, data, model, training, resume, progress, callbacks, accelerator)
+            return _train(
+                family, out, data, model, training, resume, progress, callbacks, accelerator, allow_changed_data
+            )
+    return _train(family, out, data, model, training, resume, progress, callbacks, accelerator, allow_changed_data)
 
 
 def _is_main_process(accelerator: Accelerator | None) -> bool:
@@ -109,6 +114,7 @@ def _train(
     progress: bool,
     callbacks: list[Any] | None,
     accelerator: Accelerator | None,
+    allow_changed_data: bool = False,
 ) -> TrainResult:
     """``train`` in a folder known to be writable (and locked, on the main process)."""
     components: dict[str, Any] = {}
@@ -118,6 +124,9 @@ def _train(
         family, model_config, data_config, train_config, changed_config = _resumed_configs(out, family, training, main)
         _refuse_model_changes(out, model_config, model or {})
         dataset = data_config.load("train")
+        stored, data_record = runs.read_run_config(out), dataset.fingerprint()
+        if _data_changed(out, stored.get("data_record"), data_record, data_config, allow_changed_data):
+            changed_config = {**(changed_config or stored), "data_record": data_record}
         cls = model_class(family)
         if not checkpoint_exists(out):  # it starts from step 0: build it as the new run was built
             model_config, components = cls.prepare_config(
@@ -132,6 +141,7 @@ def _train(
         else:
             train_config = training
         dataset = data_config.load("train")
+        data_record = dataset.fingerprint()
         if isinstance(dataset, ImageStream) and data_config.stream is None:
             # recorded resolved: a resume or a later aediff streams this run's data whatever the default becomes
             data_config = dataclasses.replace(data_config, stream=True)
@@ -146,7 +156,7 @@ def _train(
     if network.can(Capability.TEXT_CONDITION):
         dataset = dataset.with_label_captions()  # a labelled set without captions: captions from templates
         held_out = held_out.with_label_captions() if held_out is not None else None
-    run_config = {"family": family, "model": dataclasses.asdict(model_config)}
+    run_config = {"family": family, "model": dataclasses.asdict(model_config), "data_record": data_record}
     trainer = Trainer(
         network,
         dataset,
@@ -163,6 +173,35 @@ def _train(
     if changed_config is not None:  # the checkpoint loaded: nothing in the folder changes before that
         runs.write_files_atomically(out, {runs.CONFIG_FILE: json.dumps(changed_config, indent=2).encode()})
     return trainer.train()
+
+
+def _data_changed(
+    out: Path, recorded: dict[str, Any] | None, now: dict[str, Any], data: DataConfig, allow: bool
+) -> bool:
+    """Whether a resume reads other data than the run recorded (a run from before records none: False). Changed
+    data is a ConfigError naming what changed, unless ``allow``: then True, and the caller records the new data."""
+    if recorded is None or recorded == now:
+        return False
+    if not allow:
+        raise ConfigError(
+            f"--resume on changed data: {data.spec} {_data_change(recorded, now)}; restore the data the run was "
+            "trained on, or pass --allow-changed-data to go on with it as it is now"
+        )
+    print(f"Resuming {out} on changed data ({_data_change(recorded, now)}), as --allow-changed-data asks", flush=True)
+    return True
+
+
+def _data_change(recorded: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between two data records, in words: a shard read short, the image count, or the content."""
+    before, after = recorded.get("parts") or {}, now.get("parts") or {}
+    shorter = [f"{Path(p).name} now has {after.get(p, 0)} samples where the run read {n}"
+               for p, n in before.items() if after.get(p, 0) < n]  # fmt: skip
+    if shorter:
+        return "; ".join(shorter[:3])
+    if recorded.get("images") != now.get("images"):
+        return f"now has {now.get('images')} training images where the run was trained on {recorded.get('images')}"
+    digests = f"digest {now.get('digest')}, not {recorded.get('digest')}"
+    return f"has the same {now.get('images')} images, but other ones ({digests})"
 
 
 def _held_out(data: DataConfig, training: TrainConfig, train_set: Any) -> ImageDataset:
