@@ -21,7 +21,9 @@ def E(value, se=0.0):  # noqa: N802 - reads like the maths
         (E(1.0, 0.1), 0.1, False, "holds"),  # interval [0.80, 1.20] clears +0.1
         (E(0.25, 0.1), 0.1, False, "inconclusive"),  # [0.05, 0.45]: not clear of +0.1
         (E(-1.0, 0.1), 0.1, False, "does not hold"),  # the control wins by the margin
-        (E(0.0, 0.01), 0.1, False, "inconclusive"),  # a tie is not a win
+        (E(0.0, 0.01), 0.1, False, "does not hold"),  # a tie measured precisely: no effect as large as 0.1
+        (E(0.0, 0.1), 0.1, False, "inconclusive"),  # [-0.20, +0.20]: a gain of 0.1 is not ruled out
+        (E(0.05, 0.02), 0.1, False, "does not hold"),  # [0.01, 0.09]: ahead, but by less than the margin
         (E(0.0, 0.01), 0.1, True, "holds"),  # ... but is "at least as good, within 0.1"
         (E(-0.5, 0.1), 0.1, True, "does not hold"),
         (E(-0.1, 0.1), 0.1, True, "inconclusive"),
@@ -36,6 +38,35 @@ def test_a_point_estimate_that_clears_the_margin_is_not_enough_when_its_interval
     assert v.decide(E(0.5, 0.3), 0.1) == "inconclusive"
 
 
+# --- a null effect measured precisely: every superiority rule says "does not hold" ------------------------------
+TIGHT = 0.001  # a standard error far below every margin
+
+NULL_EFFECTS = {
+    "1 bottleneck": lambda: v.bottleneck([4, 16], [E(21.0, TIGHT)] * 2, [E(0.0, TIGHT)], E(12.0, TIGHT)),
+    "2 vae prior": lambda: v.vae_prior({"classifier": (E(5.0, TIGHT), E(5.0, TIGHT), E(0.0, TIGHT))}),
+    "3 dae denoising": lambda: v.dae_denoising([DenoisingLevel(0.3, E(0.0, TIGHT), E(3.0, TIGHT))], []),
+    "4 manifold": lambda: v.manifold({"ae-4": {"raw pixels": E(0.0, TIGHT)}}),
+    "7 skips": lambda: v.skips(E(0.0, TIGHT), 0.15, 0.15, {"classifier": (E(20.0), E(20.0), E(0.0, TIGHT))}),
+    "8 guidance": lambda: v.guidance(E(0.0, TIGHT), E(0.8, TIGHT), 0.1, 5),
+    "8 guidance at chance": lambda: v.guidance(E(0.3, TIGHT), E(0.1, TIGHT), 0.1, 5),  # once "inconclusive"
+    "9 summary": lambda: v.summary(
+        {"classifier": ({"diffusion": E(3.0, TIGHT)}, {"ae-4": E(3.0, TIGHT)}, {("ae-4", "diffusion"): E(0.0, TIGHT)})}
+    ),
+    "10 infers missing": lambda: v.infers_missing(
+        [v.RestorationGap("dae-mask", "random 0.3", "mean fill", E(0.0, TIGHT))],
+        [v.RestorationGap("diffusion", "box 10", "mean fill", E(0.0, TIGHT))],
+    ),
+    "11 diffusion manifold": lambda: v.diffusion_manifold({"raw pixels": E(0.0, TIGHT)}, {}),
+}
+
+
+@pytest.mark.parametrize("section", NULL_EFFECTS)
+def test_a_precisely_measured_null_effect_does_not_hold(section):
+    """Once "inconclusive" in sections 1, 2, 3, 4, 7, 8 and 9: the rules could reject only a control that wins
+    by the margin, never a claim whose effect is measured to be zero."""
+    assert NULL_EFFECTS[section]().verdict == "does not hold"
+
+
 # --- section 1 -------------------------------------------------------------------------------------------
 
 
@@ -45,7 +76,9 @@ def _bottleneck(psnrs, gains, control=E(12.0, 0.1)):
 
 def test_bottleneck_flips():
     assert _bottleneck([16, 21, 24], [5, 3]).verdict == "holds"
-    assert _bottleneck([16, 21, 21], [5, 0.0]).verdict == "inconclusive"  # no gain at the last step
+    assert _bottleneck([16, 21, 21], [5, 0.0]).verdict == "does not hold"  # no gain at the last step, measured
+    wide = v.bottleneck([4, 16, 64], [E(p, 0.1) for p in (16, 21, 21)], [E(5, 0.05), E(0.0, 0.2)], E(12.0, 0.1))
+    assert wide.verdict == "inconclusive"  # the same, too noisy to rule out a gain of 0.1 dB
     assert _bottleneck([16, 21, 19], [5, -2]).verdict == "does not hold"
 
 
@@ -177,7 +210,9 @@ def _skips(loss_gap, fid_gap, se=0.002):
 def test_skips_flips():
     assert _skips(0.05, 10.0).verdict == "holds"
     assert _skips(-0.05, -10.0).verdict == "does not hold"
-    assert _skips(0.05, 0.5).verdict == "inconclusive"  # the FID gap is inside its margin
+    assert _skips(0.05, 0.5).verdict == "does not hold"  # the FID gap is measured to be inside its margin
+    noisy = {"classifier": (E(20.0), E(21.0), E(1.0, 1.5))}  # [-1.9, 3.9] straddles the margin of 2
+    assert v.skips(E(0.05, 0.002), 0.15, 0.2, noisy).verdict == "inconclusive"
 
 
 def test_skips_control_wins_on_loss():

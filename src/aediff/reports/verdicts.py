@@ -3,7 +3,8 @@
 Every rule takes ``Estimate``s (a value and its standard error, ``aediff.metrics.stats``) and returns a
 ``Verdict``: the verdict, the margin, the control the claim had to beat, and the reason in numbers. A
 comparison "holds" only when the 95% interval of the gap clears the control by the margin, "does not
-hold" when it clears it the other way, and is "inconclusive" otherwise (``decide``). Each rule is tested
+hold" when the whole interval lies below the margin (the control wins, or a null effect is measured
+precisely), and is "inconclusive" when the interval straddles the margin (``decide``). Each rule is tested
 on measurements that make it come out every way, and on ones where the control wins
 (tests/test_verdicts.py).
 """
@@ -72,14 +73,16 @@ def decide(gap: Estimate, margin: float, non_inferiority: bool = False) -> Verdi
     """The verdict on ``gap`` = claim minus control (positive: the claim is ahead), 95% interval.
 
     Superiority (the claim must beat the control by ``margin``): holds when the interval's low end is above
-    +margin, does not hold when its high end is below -margin (the control wins by the margin).
+    +margin; does not hold when its high end is below +margin, i.e. the data rule out an effect as large as
+    the margin: the control wins, or the gap is measured to be about zero (inside the equivalence band, the
+    two one-sided tests' "no effect"); inconclusive when the interval straddles +margin.
     Non-inferiority (the claim must be at least as good, within ``margin``): holds when the low end is
     above -margin, does not hold when the high end is below -margin.
     """
     low, high = gap.interval()
     if low > (-margin if non_inferiority else margin):
         return "holds"
-    if high < -margin:
+    if high < -margin or (not non_inferiority and high < margin):
         return "does not hold"
     return "inconclusive"
 
