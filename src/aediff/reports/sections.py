@@ -248,11 +248,14 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
 # --- 3. DAE ----------------------------------------------------------------------------------------------
 
 
-def _denoising_level(m: Measured, claimant: str, compared: str, sigma: float, steps: int = 1) -> DenoisingLevel | None:
-    a, b = m.denoised(claimant, sigma, steps), m.denoised(compared, sigma)
-    if a is None or b is None:
+def _denoising_level(m: Measured, claimant: str, compared: str, sigma: float, dae: str) -> DenoisingLevel | None:
+    """claimant minus compared at ``sigma``, and the DAE's own gain over the noisy input there (``dae``: the
+    claimant in section 3, the compared model in section 5; once the compared model's in both, so section 3's
+    table and its testability check read the plain AE's gain as the DAE's)."""
+    a, b, d = m.denoised(claimant, sigma), m.denoised(compared, sigma), m.denoised(dae, sigma)
+    if a is None or b is None or d is None:
         return None
-    return DenoisingLevel(sigma, paired_difference(a.psnr, b.psnr), paired_difference(b.psnr, b.psnr_noisy))
+    return DenoisingLevel(sigma, paired_difference(a.psnr, b.psnr), paired_difference(d.psnr, d.psnr_noisy))
 
 
 def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
@@ -260,7 +263,7 @@ def dae_section(m: Measured) -> tuple[Section, Verdict] | None:
     ae = m.shared_ae
     if not daes or ae is None:
         return None
-    measured = {p.name: _denoising_level(m, p.name, ae, p.noise_sigma) for p in daes}
+    measured = {p.name: _denoising_level(m, p.name, ae, p.noise_sigma, dae=p.name) for p in daes}
     levels = [lv for lv in measured.values() if lv is not None]
     probes = []
     ae_probe = m.probe_noisy(ae)
@@ -383,7 +386,7 @@ def noise_levels_section(m: Measured) -> tuple[Section, Verdict] | None:
     diffusion, daes = m.subject, m.planned(lambda p: p.sweep == "noise")
     if diffusion is None or not daes:
         return None
-    levels = [lv for p in daes if (lv := _denoising_level(m, diffusion, p.name, p.noise_sigma)) is not None]
+    levels = [lv for p in daes if (lv := _denoising_level(m, diffusion, p.name, p.noise_sigma, dae=p.name)) is not None]
     verdict = m.rule("noise_levels", rules.noise_levels, levels)
     diff_rows = _psnr_rows(m.models[diffusion])
     sigmas = sorted(diff_rows)

@@ -1,0 +1,51 @@
+"""What each section hands to its rule and prints in its table, checked against a direct computation on a small
+fixture of per-image scores: a mislabelled or swapped number fails here, where the rule tests cannot see it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aediff.evaluation.results import (
+    ComparisonSections,
+    DataRecord,
+    DenoisingRow,
+    ImageScores,
+    ModelEvaluation,
+    Settings,
+)
+from aediff.reports.compare import PlannedModel
+from aediff.reports.evaluate import ComparisonArtifacts
+from aediff.reports.sections import Measured, dae_section
+
+SIGMA = 0.3
+NOISY = np.random.default_rng(0).normal(15.0, 1.0, 200)  # the noisy inputs' PSNR (dB), per image
+
+
+def _denoiser(family: str, gain_db: float) -> ModelEvaluation:
+    """A model whose denoised PSNR is the noisy input's plus ``gain_db`` on every image, at SIGMA."""
+    x = ModelEvaluation(family, ["latent"], 10, 10, DataRecord("toy:test", 200, 1000), Settings(200, 0, 200))
+    psnr = NOISY + gain_db
+    scores = ImageScores(np.zeros(200), psnr, np.zeros(200), psnr_noisy=NOISY, ssim_noisy=np.zeros(200))
+    row = DenoisingRow(f"gaussian:{SIGMA}", "gaussian", SIGMA, 1, float(psnr.mean()), float(NOISY.mean()),
+                       0.0, 0.0, 0.0, 200, 0.01, 0.01, 0.0, per_image=scores)  # fmt: skip
+    x.denoising = [row]
+    return x
+
+
+def test_section_3_prints_the_daes_gain_over_the_noisy_input_not_the_plain_aes():
+    """Once its 'DAE minus noisy input' column held the plain AE's gains (-0.30 / 3.21 / 5.44 dB in the demo,
+    where the DAE's were +0.29 / 4.28 / 7.15), and the rule's testability check read the same wrong number."""
+    models = {"ae-8": _denoiser("ae", -0.3), "dae-0.3": _denoiser("dae", 4.0)}
+    plan = [
+        PlannedModel("ae-8", "ae", {}, "AE", "bottleneck", 8),
+        PlannedModel("dae-0.3", "dae", {}, "DAE", "noise", 8, SIGMA),
+    ]
+    m = Measured(models, ComparisonSections(judges={}), ComparisonArtifacts(torch.zeros(1, 1, 8, 8)), None, plan)
+    section, verdict = dae_section(m)
+    (row,) = section.tables[0].rows
+    assert section.tables[0].columns[2] == "DAE minus AE (dB)" and abs(row[2] - 4.3) < 1e-9
+    assert section.tables[0].columns[4] == "DAE minus noisy input (dB)" and abs(row[4] - 4.0) < 1e-9
+    assert verdict.verdict == "holds"  # testable: the DAE beats the noisy input (the AE, which loses, would not)
+    (level,) = m.rulings["dae"].inputs[0]
+    assert abs(level.model_vs_identity.value - 4.0) < 1e-9 and abs(level.gap.value - 4.3) < 1e-9
