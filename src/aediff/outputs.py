@@ -47,9 +47,11 @@ def written_whole(path: str | os.PathLike) -> Iterator[BinaryIO]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write to the open file: name the file it was for
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
