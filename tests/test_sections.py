@@ -16,7 +16,7 @@ from aediff.evaluation.results import (
 )
 from aediff.reports.compare import PlannedModel
 from aediff.reports.evaluate import ComparisonArtifacts
-from aediff.reports.sections import Measured, dae_section
+from aediff.reports.sections import Measured, dae_section, noise_levels_section
 
 SIGMA = 0.3
 NOISY = np.random.default_rng(0).normal(15.0, 1.0, 200)  # the noisy inputs' PSNR (dB), per image
@@ -49,3 +49,17 @@ def test_section_3_prints_the_daes_gain_over_the_noisy_input_not_the_plain_aes()
     assert verdict.verdict == "holds"  # testable: the DAE beats the noisy input (the AE, which loses, would not)
     (level,) = m.rulings["dae"].inputs[0]
     assert abs(level.model_vs_identity.value - 4.0) < 1e-9 and abs(level.gap.value - 4.3) < 1e-9
+
+
+def test_section_5_hands_diffusion_minus_dae_and_the_daes_own_gain_to_its_rule():
+    models = {"ae-8": _denoiser("ae", -0.3), "dae-0.3": _denoiser("dae", 4.0), "diffusion": _denoiser("diffusion", 4.5)}
+    plan = [
+        PlannedModel("ae-8", "ae", {}, "AE", "bottleneck", 8),
+        PlannedModel("dae-0.3", "dae", {}, "DAE", "noise", 8, SIGMA),
+        PlannedModel("diffusion", "diffusion", {}, "diffusion", subject=True),
+    ]
+    m = Measured(models, ComparisonSections(judges={}), ComparisonArtifacts(torch.zeros(1, 1, 8, 8)), None, plan)
+    section, verdict = noise_levels_section(m)
+    (row,) = section.tables[0].rows
+    assert row[0] == SIGMA and abs(row[1] - 0.5) < 1e-9 and abs(row[3] - 4.0) < 1e-9 and row[4] is True
+    assert verdict.verdict == "holds"  # at least as good as the DAE (non-inferiority), at a testable level
