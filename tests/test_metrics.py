@@ -27,6 +27,7 @@ from aediff.metrics import (
     frechet_distance,
     inception_extractor,
     kernel_inception_distance,
+    kid_bootstrap,
     logmeanexp,
     mse,
     precision_recall,
@@ -370,7 +371,15 @@ def test_score_features_record():
         "fid_se",
         "fid_draws_values",
         "warnings",
+        "kid_draws_values",
+        "precision_draws_values",
+        "recall_draws_values",
     }
+    # KID, precision and recall from the same bootstrap resamples as FID
+    np.testing.assert_allclose(score.kid_draws_values, kid_bootstrap(a, b, draws=50, seed=0), rtol=1e-12)
+    assert score.estimate("kid").se == pytest.approx(np.std(score.kid_draws_values, ddof=1))
+    assert score.estimate("kid").se > 0
+    assert score.estimate("precision").se > 0 and score.estimate("recall").se > 0
     assert d["pr_k"] == 3 and 0 <= d["precision"] <= 1 and 0 <= d["recall"] <= 1
     assert (d["num_samples"], d["num_reference"]) == (80, 90)
     assert d["reference"] == "mnist5k:test" and d["feature_extractor"] == "classifier:mnist"
@@ -644,3 +653,16 @@ def test_logmeanexp():
     x = torch.tensor([[0.0, math.log(3.0)], [1000.0, 1000.0]])
     torch.testing.assert_close(logmeanexp(x, dim=1), torch.tensor([math.log(2.0), 1000.0]))
     assert logmeanexp(x, dim=0, keepdim=True).shape == (1, 2)
+
+
+def test_kid_and_precision_recall_draws_centre_on_the_full_set_values_and_see_separation():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(200, 8)), rng.normal(size=(220, 8))
+    draws = kid_bootstrap(a, b, draws=40)
+    full = distances._unbiased_mmd2(torch.from_numpy(a), torch.from_numpy(b[:200]), 3, 1 / 8, 1.0)
+    assert abs(draws.mean() - full) < 3 * draws.std(ddof=1) and draws.std(ddof=1) > 0
+    far = b + 100.0  # no sample near any reference point, and the reverse
+    precision, recall = distances.precision_recall_bootstrap(a, far, draws=10)
+    assert precision.max() == 0.0 and recall.max() == 0.0
+    precision, recall = distances.precision_recall_bootstrap(a, a.copy(), draws=10)
+    assert precision.min() > 0.8 and recall.min() > 0.8  # the same set: its resamples lie in each other's balls

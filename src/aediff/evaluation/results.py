@@ -34,6 +34,7 @@ FORMAT_VERSION = 1  # metrics.json's format; 0: files without the field (aediff 
 
 NOT_JSON = {"json": False}  # a field kept in memory only (per-image arrays, samples)
 OPTIONAL = {"omit_none": True}  # a section: left out of the JSON when absent (None), not written as null
+# {"omit_empty": True} (set in aediff.metrics, below this layer): a list left out of the JSON when empty
 FLATTEN = {"flatten": True}  # a field whose keys are written into its parent's (a dict, or a dataclass)
 # Capability values renamed in commit 704866e (what a file from before it records -> today's value).
 RENAMED_CAPABILITIES = {"sample": "generate", "sampler": "diffusion-sampler"}
@@ -75,6 +76,8 @@ def encode(value: Any) -> Any:
         for f in dataclasses.fields(value):
             item = items[f.name]
             if f.metadata.get("json", True) is False or (item is None and f.metadata.get("omit_none")):
+                continue
+            if f.metadata.get("omit_empty") and not item:  # e.g. draws a record from before them lacks
                 continue
             if f.metadata.get("flatten"):
                 out.update(encode(item))

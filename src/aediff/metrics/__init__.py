@@ -16,7 +16,9 @@ from aediff.metrics.distances import (
     fid_bootstrap,
     frechet_distance,
     kernel_inception_distance,
+    kid_bootstrap,
     precision_recall,
+    precision_recall_bootstrap,
     score_features,
 )
 from aediff.metrics.extractors import (
@@ -44,6 +46,8 @@ __all__ = [
     "dequantization_offset_bits",
     "extract_features",
     "fid_bootstrap",
+    "kid_bootstrap",
+    "precision_recall_bootstrap",
     "frechet_distance",
     "inception_extractor",
     "kernel_inception_distance",

@@ -307,6 +307,76 @@ def kernel_inception_distance(
     return float(scores.mean()), float(scores.std())
 
 
+def kid_bootstrap(
+    sample_feats: ArrayLike,
+    reference_feats: ArrayLike,
+    draws: int = 50,
+    seed: int = 0,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef0: float = 1.0,
+) -> np.ndarray:
+    """Bootstrap draws of the kernel distance: both sets resampled with replacement exactly as in
+    :func:`fid_bootstrap` (the same generators, so two models scored against one reference get paired draws),
+    the unbiased MMD^2 of the whole resampled sets recomputed.
+
+    The spread of KID's subset values (``kernel_inception_distance``'s std) is the spread of one subset's
+    estimate, not the sampling error of KID; the standard deviation of these draws is (checked for coverage by
+    benchmarks/coverage.py). Each draw reuses the three kernel matrices, computed once. With resample counts w,
+    a within-set term averages over pairs of distinct original rows, ``(w^T K w - (w^2) . diag(K)) / (n^2 -
+    w . w)``: a row drawn twice paired with itself would add k(x, x), the kernel's largest values, and bias
+    every draw upwards by about their excess over n.
+
+    Returns ``[draws]`` float64 MMD^2 values; memory: three float64 kernel matrices (N^2 + M^2 + N M).
+    """
+    a = torch.from_numpy(_as_float64(sample_feats, "kid_bootstrap(sample_feats)"))
+    b = torch.from_numpy(_as_float64(reference_feats, "kid_bootstrap(reference_feats)"))
+    _check_pair(a.numpy(), b.numpy(), "kid_bootstrap", min_rows=2)
+    g = 1.0 / a.shape[1] if gamma is None else float(gamma)
+    k_aa, k_bb, k_ab = ((x @ y.T * g + coef0) ** degree for x, y in ((a, a), (b, b), (a, b)))
+    n, m = len(a), len(b)
+    out = np.empty(draws, dtype=np.float64)
+    for i in range(draws):
+        w_a = torch.from_numpy(np.bincount(_bootstrap_indices(seed, _SAMPLE_STREAM, i, n), minlength=n)).double()
+        w_b = torch.from_numpy(np.bincount(_bootstrap_indices(seed, _REFERENCE_STREAM, i, m), minlength=m)).double()
+        within_a = (w_a @ k_aa @ w_a - w_a**2 @ k_aa.diagonal()) / (n * n - w_a @ w_a)
+        within_b = (w_b @ k_bb @ w_b - w_b**2 @ k_bb.diagonal()) / (m * m - w_b @ w_b)
+        out[i] = float(within_a + within_b - 2 * (w_a @ k_ab @ w_b) / (n * m))
+    return out
+
+
+def precision_recall_bootstrap(
+    sample_feats: ArrayLike, reference_feats: ArrayLike, k: int = 3, draws: int = 50, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap draws of :func:`precision_recall`: both sets resampled with replacement as in
+    :func:`fid_bootstrap`. A resample repeats rows, and a repeated row would be its own nearest neighbour,
+    shrinking its ball to nothing; so each resample's manifold is built from its distinct rows (each ball's
+    radius the k-th neighbour among them) and the shares are weighted by how often each row was drawn.
+
+    Returns ``(precision draws, recall draws)``, ``[draws]`` each. The distance matrices are computed once
+    (float64 N^2 + M^2 + N M: about 24 MB at N = M = 1,000).
+    """
+    a = torch.from_numpy(_as_float64(sample_feats, "precision_recall_bootstrap(sample_feats)"))
+    b = torch.from_numpy(_as_float64(reference_feats, "precision_recall_bootstrap(reference_feats)"))
+    _check_pair(a.numpy(), b.numpy(), "precision_recall_bootstrap", min_rows=k + 2)
+    d_aa, d_bb, d_ab = torch.cdist(a, a), torch.cdist(b, b), torch.cdist(a, b)
+    n, m = len(a), len(b)
+    precision, recall = np.empty(draws), np.empty(draws)
+    for i in range(draws):
+        w_a = np.bincount(_bootstrap_indices(seed, _SAMPLE_STREAM, i, n), minlength=n)
+        w_b = np.bincount(_bootstrap_indices(seed, _REFERENCE_STREAM, i, m), minlength=m)
+        used_a, used_b = torch.from_numpy(np.flatnonzero(w_a)), torch.from_numpy(np.flatnonzero(w_b))
+        k_a, k_b = min(k, len(used_a) - 1), min(k, len(used_b) - 1)
+        radii_a = d_aa[used_a][:, used_a].kthvalue(k_a + 1, dim=1).values
+        radii_b = d_bb[used_b][:, used_b].kthvalue(k_b + 1, dim=1).values
+        cross = d_ab[used_a][:, used_b]  # distinct sample rows x distinct reference rows
+        inside_b = (cross <= radii_b[None, :]).any(dim=1).numpy()  # each sample row in the reference manifold
+        inside_a = (cross <= radii_a[:, None]).any(dim=0).numpy()  # each reference row in the sample manifold
+        precision[i] = float(w_a[used_a.numpy()] @ inside_b) / n
+        recall[i] = float(w_b[used_b.numpy()] @ inside_a) / m
+    return precision, recall
+
+
 #: Rows of the sample set compared with the whole other set at once in :func:`precision_recall`; the
 #: distance block is ``chunk x M`` float64 numbers (8 * 1024 * 10k = 80 MB for a 10k reference set).
 _PR_CHUNK_ROWS = 1024
@@ -386,6 +456,10 @@ class FeatureScore:
         fid_draws_values: the bootstrap draws of FID (:func:`fid_bootstrap`), ``[]`` without draws. Two
             scores against the same reference with the same seed have paired draws:
             ``stats.difference_of_draws(a.fid, a.fid_draws_values, b.fid, b.fid_draws_values)``.
+        kid_draws_values, precision_draws_values, recall_draws_values: the same bootstrap resamples' KID
+            (:func:`kid_bootstrap`) and precision and recall (:func:`precision_recall_bootstrap`), paired in the
+            same way; ``[]`` without draws (or from an older record). ``estimate(name)`` gives each with its
+            standard error.
         warnings: sentences about numbers not to trust, e.g. a set smaller than twice the feature
             dimension.
     """
@@ -406,6 +480,10 @@ class FeatureScore:
     fid_se: float | None = None
     fid_draws_values: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # left out of metrics.json when empty (evaluation.results.encode), so records from before them read back as written
+    kid_draws_values: list[float] = field(default_factory=list, metadata={"omit_empty": True})
+    precision_draws_values: list[float] = field(default_factory=list, metadata={"omit_empty": True})
+    recall_draws_values: list[float] = field(default_factory=list, metadata={"omit_empty": True})
 
     def to_dict(self) -> dict[str, float | int | str | list | None]:
         """Plain JSON-serialisable dict (builtin floats/ints/strs, lists of them, and None only)."""
@@ -415,7 +493,8 @@ class FeatureScore:
         for key in ("num_samples", "num_reference", "pr_k", "kid_subset_size", "kid_subsets", "pr_set_size"):
             out[key] = int(out[key])
         out["fid_se"] = None if self.fid_se is None else float(self.fid_se)
-        out["fid_draws_values"] = [float(v) for v in self.fid_draws_values]
+        for key in ("fid_draws_values", "kid_draws_values", "precision_draws_values", "recall_draws_values"):
+            out[key] = [float(v) for v in out[key]]
         out["warnings"] = [str(w) for w in self.warnings]
         return out
 
@@ -424,6 +503,13 @@ class FeatureScore:
         """Inverse of :meth:`to_dict`; keys added since a record was written take their defaults."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in d.items() if key in known})
+
+    def estimate(self, name: str) -> Estimate | None:
+        """``name`` ("fid", "kid", "precision", "recall") with its bootstrap standard error; None without
+        draws (a score made with ``fid_draws=0``, or read from an older record)."""
+        value = self.kid_mean if name == "kid" else getattr(self, name)
+        draws = getattr(self, f"{name}_draws_values")
+        return Estimate.from_draws(value, draws) if len(draws) >= 2 else None
 
     def fid_estimate(self) -> Estimate:
         """FID with its bootstrap standard error, ``Estimate.from_draws(fid, fid_draws_values)``."""
@@ -451,7 +537,8 @@ def score_features(
 
     ``feature_extractor`` and ``reference`` are recorded verbatim in the returned :class:`FeatureScore`.
     FID gets a standard error from ``fid_draws`` bootstrap draws (:func:`fid_bootstrap`, seeded with
-    ``seed``; 0 for none, else >= 2). KID uses ``kid_subsets`` proper subsets of
+    ``seed``; 0 for none, else >= 2), and so do KID, precision and recall, from the same resamples
+    (:func:`kid_bootstrap`, :func:`precision_recall_bootstrap`). KID uses ``kid_subsets`` proper subsets of
     ``_kid_subset_size(kid_subset_size, N, M)`` rows drawn with ``seed``. Precision and recall compare
     equal-size sets: the larger set is subsampled without replacement (seeded) to ``min(N, M)`` rows; they
     use the ``pr_k``-th neighbour, lowered to ``min(N, M) - 1`` for tiny sets. The values used are recorded,
@@ -475,6 +562,12 @@ def score_features(
     pr_b = b if b.shape[0] == pr_size else b[np.sort(rng.choice(b.shape[0], pr_size, replace=False))]
     k = max(1, min(pr_k, pr_size - 1))
     precision, recall = precision_recall(pr_a, pr_b, k=k)
+    kid_draws = kid_bootstrap(a, b, draws=fid_draws, seed=seed) if fid_draws else np.empty(0)
+    pr_draws = (
+        precision_recall_bootstrap(pr_a, pr_b, k=k, draws=fid_draws, seed=seed)
+        if fid_draws and pr_size > k + 1
+        else (np.empty(0), np.empty(0))
+    )
     warnings = [
         f"the {name} set has {count} feature vectors, fewer than twice the feature dimension ({a.shape[1]}): "
         "FID is dominated by estimation error; use more images or a smaller feature space"
@@ -498,4 +591,7 @@ def score_features(
         fid_se=float(draws.std(ddof=1)) if len(draws) > 1 else None,
         fid_draws_values=[float(v) for v in draws],
         warnings=warnings,
+        kid_draws_values=[float(v) for v in kid_draws],
+        precision_draws_values=[float(v) for v in pr_draws[0]],
+        recall_draws_values=[float(v) for v in pr_draws[1]],
     )

@@ -658,12 +658,25 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
             notes += ' The data has no class names; classes are named by index ("class 0", "class 1", ...).'
     table = Table(
         "guidance",
-        ["guidance", "accuracy", "+- (95%)", "FID", "KID", "precision", "recall", "samples"],
         [
-            [r.guidance, r.accuracy, 1.96 * r.accuracy_se, r.score.fid, r.score.kid_mean]
-            + [r.score.precision, r.score.recall, r.samples]
-            for r in rows
+            "guidance",
+            "accuracy",
+            "+- (95%)",
+            "FID",
+            "KID",
+            "KID +- (95%)",
+            "precision",
+            "precision +- (95%)",
+            "recall",
+            "recall +- (95%)",
+            "samples",
         ],
+        [
+            [r.guidance, r.accuracy, 1.96 * r.accuracy_se, r.score.fid]
+            + _with_intervals(r.score, ("kid", "precision", "recall"))
+            + [r.samples]
+            for r in rows
+        ],  # fmt: skip
     )
     claim = (
         "Classifier-free guidance raises conditional accuracy (paired over samples from the same noise and "
@@ -757,14 +770,26 @@ def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
 SUMMARY_COLUMNS = [
     "+- (95%)",
     "KID",
+    "KID +- (95%)",
     "precision",
+    "precision +- (95%)",
     "recall",
+    "recall +- (95%)",
     "bits/dim",
     "NFE / sample",
     "samples / s",
     "train images / s",
     "train seconds",
 ]
+
+
+def _with_intervals(score: Any, names: tuple[str, ...]) -> list[Any]:
+    """Each statistic of a FeatureScore and its 95% half-width (bootstrap; None for a record without draws)."""
+    out: list[Any] = []
+    for name in names:
+        estimate = score.estimate(name)
+        out += [score.kid_mean if name == "kid" else getattr(score, name), 1.96 * estimate.se if estimate else None]
+    return out
 
 
 def _summary_row(m: Measured, name: str) -> list[Any]:
@@ -776,7 +801,7 @@ def _summary_row(m: Measured, name: str) -> list[Any]:
         [name, x.family, x.trainable_parameters]
         + [f.value if f else None for f in fids]
         + [1.96 * fids[0].se if fids and fids[0] else None]
-        + ([g.kid_mean, g.precision, g.recall] if g is not None else [None] * 3)
+        + (_with_intervals(g, ("kid", "precision", "recall")) if g is not None else [None] * 6)
         + [x.likelihood.bits_per_dim if x.likelihood is not None else None]
         + ([speed.nfe, speed.images_per_second] if speed is not None else [None] * 2)
         + ([trained.images_per_second, trained.wall_seconds] if trained is not None else [None] * 2)
@@ -791,7 +816,7 @@ def _summary_table(m: Measured) -> Table:
         [[("n/a" if v is None else v) for v in r] for r in rows],
         "FID of the samples the verdict scores (class-conditional on labelled data, see the text) in each judge's "
         "features against the test split (+- for the first judge, bootstrap); KID / precision / "
-        "recall in the first judge's; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
+        "recall in the first judge's, each +- a 95% bootstrap half-width from the same resamples; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
         + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
            "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
     )  # fmt: skip
