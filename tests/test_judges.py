@@ -80,6 +80,8 @@ def test_judges_for_a_classifier_and_not_for_other_models(classifier):
     judges = judges_for(classifier)
     assert [j.name for j in judges] == ["classifier", "classifier-layers"]
     assert all(isinstance(j, Judge) and j.description for j in judges)
+    # the blur-blind penultimate features vote on class content only (benchmarks/results/judges.md)
+    assert [sorted(j.sees) for j in judges] == [["class content"], ["class content", "image quality"]]
     x = torch.zeros(3, 1, 28, 28)
     with torch.no_grad():
         assert judges[0].features(x).shape == (3, 32)

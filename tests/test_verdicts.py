@@ -334,3 +334,29 @@ def test_verdicts_serialise():
     verdict = v.summary(_summary(2.0, {"ae-4": 3.5}))
     d = verdict.to_dict()
     assert d["verdict"] == "holds" and d["parts"][0]["judge"] == "classifier"
+
+
+# --- a judge fit for each claim -----------------------------------------------------------------------------------
+def test_a_judge_not_shown_to_see_the_claims_property_reports_but_does_not_vote():
+    """The review's case: a blur-blind judge made a quality verdict inconclusive ("the judges disagree").
+    With only the judge that sees blur voting, its verdict decides, and the other's is still reported."""
+    by_judge = {
+        "classifier": (E(5.0, 0.2), E(5.1, 0.2), E(0.1, 0.2)),  # cannot tell the two apart
+        "classifier-layers": (E(5.0, 0.2), E(12.0, 0.2), E(7.0, 0.2)),  # sees the AE's blur
+    }
+    everyone = v.vae_prior(by_judge)  # every judge voting: the blind one says no, so they disagree
+    assert everyone.verdict == "inconclusive" and everyone.reason.startswith("the judges disagree")
+    voted = v.vae_prior(by_judge, frozenset({"classifier-layers"}))
+    assert voted.verdict == "holds" and "[classifier, reports only: not shown to see this]" in voted.reason
+    assert [p.judge for p in voted.parts] == ["classifier", "classifier-layers"]  # both still in the record
+    assert v.vae_prior(by_judge, frozenset()).verdict == "inconclusive"  # no judge qualifies: all vote
+
+
+def test_the_sections_vote_with_the_judges_recorded_to_see_image_quality():
+    from aediff.evaluation.results import ComparisonSections
+    from aediff.reports.sections import QUALITY, Measured
+
+    seen = {"classifier": ["class content"], "classifier-layers": ["class content", "image quality"]}
+    m = Measured({}, ComparisonSections(judges=dict.fromkeys(seen, ""), judge_sees=seen), None, None, [])
+    assert m.voters(QUALITY) == frozenset({"classifier-layers"}) and m.voters("class content") == frozenset(seen)
+    assert Measured({}, ComparisonSections(judges=dict.fromkeys(seen, "")), None, None, []).voters(QUALITY) is None

@@ -37,6 +37,10 @@ class Judge:
     name: str
     features: Callable[[Tensor], Tensor]
     description: str
+    # What the judge has been shown to see on controls (benchmarks/results/judges.md): "class content" (shuffled
+    # labels, a 4-d AE's class-typical samples), "image quality" (blurred real images). A claim about a property
+    # is voted on only by the judges that see it; the others report (aediff.reports.verdicts.consensus).
+    sees: frozenset[str] = frozenset({"class content", "image quality"})
     # id(dataset) -> (dataset, its features): a comparison scores ~60 sample sets against one test split, whose
     # features need computing once per judge. The dataset is kept so that its id cannot be reused.
     _reference: dict[int, tuple[Any, Tensor]] = field(default_factory=dict, compare=False, repr=False)
@@ -65,6 +69,9 @@ def judges_for(classifier: Model) -> list[Judge]:
             "classifier",
             classifier.features,
             f"the classifier's penultimate features ({classifier.feature_dim}-d): class content, largely blind to blur",
+            # blur of sigma 1 moved its FID of real images by 0.28 [-0.31, 0.87], inside its noise; the layers
+            # judge's by 18.19 [17.34, 19.05] (benchmarks/results/judges.md)
+            sees=frozenset({"class content"}),
         ),
         Judge(
             "classifier-layers",

@@ -636,6 +636,8 @@ class ComparisonSections:
     """The comparison's numbers beyond each model's ``ModelEvaluation`` (None: not measured)."""
 
     judges: dict[str, str] = field(default_factory=dict)  # name -> description
+    # name -> what it has been shown to see (Judge.sees); empty in records from before: every judge votes
+    judge_sees: dict[str, list[str]] = field(default_factory=dict, metadata={"omit_empty": True})
     controls: ImageControls | None = field(default=None, metadata=OPTIONAL)
     curves: dict[str, list[CurvePoint]] | None = field(default=None, metadata=OPTIONAL)
     held_out_loss: dict[str, HeldOutLoss] | None = field(default=None, metadata=OPTIONAL)

@@ -127,7 +127,9 @@ def evaluate_all(config, plan, runs: dict[str, Path], judging: Judging, train_se
     judge_run, judges, inception, classifier = judging.run, judging.judges, judging.inception, judging.classifier
     models: dict[str, ModelEvaluation] = {}
     artifacts = ComparisonArtifacts(test_set.batch(spread_indices(len(test_set), 8))["images"])
-    sections = ComparisonSections(judges={j.name: j.description for j in judges})
+    sections = ComparisonSections(
+        judges={j.name: j.description for j in judges}, judge_sees={j.name: sorted(j.sees) for j in judges}
+    )
     judge = next((p for p in plan if p.judge), None)
     if judging.evaluation is not None:
         models[judge.name] = judging.evaluation

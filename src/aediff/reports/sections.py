@@ -42,6 +42,9 @@ from aediff.reports.seeds import Ruling, over_seeds
 from aediff.reports.training import budget_line, training_table
 from aediff.reports.verdicts import DenoisingLevel, Verdict
 
+# The property sample-quality claims (sections 2, 7, 9) are about: only judges shown to see it vote on them.
+QUALITY = "image quality"
+
 
 @dataclass
 class Measured:
@@ -64,6 +67,12 @@ class Measured:
     @property
     def judges(self) -> list[str]:
         return list(self.sections.judges)
+
+    def voters(self, sees: str) -> frozenset[str] | None:
+        """The judges that vote on a claim about ``sees`` ("image quality", "class content"): those shown to see
+        it (``Judge.sees``); None (all vote) for a record that does not say what its judges see."""
+        recorded = self.sections.judge_sees
+        return frozenset(j for j, seen in recorded.items() if sees in seen) if recorded else None
 
     def can(self, name: str, capability: Capability) -> bool:
         """Whether the evaluated model ``name`` declared ``capability`` (recorded in its metrics)."""
@@ -200,7 +209,7 @@ def vae_section(m: Measured) -> tuple[Section, Verdict] | None:
         for j in m.judges
         if m.fid(name, j, True) is not None and m.fid(ae, j, True) is not None
     }
-    verdict = m.rule("vae", rules.vae_prior, by_judge)
+    verdict = m.rule("vae", rules.vae_prior, by_judge, m.voters(QUALITY))
     lik = m.models[name].likelihood
     art = m.artifacts
     figs = [
@@ -519,7 +528,7 @@ def skips_section(m: Measured) -> tuple[Section, Verdict] | None:
         for j in m.judges
         if m.fid(full, j) is not None and m.fid(without, j) is not None
     }
-    verdict = m.rule("skips", rules.skips, loss_gap, la.loss.value, lb.loss.value, fids)
+    verdict = m.rule("skips", rules.skips, loss_gap, la.loss.value, lb.loss.value, fids, m.voters(QUALITY))
     steps = (m.models[full].training_speed.steps, m.models[without].training_speed.steps)
     runs_of = m.meta.runs
     curves = {"with skips": _logged(runs_of[full]), "without skips": _logged(runs_of[without])}
@@ -741,7 +750,7 @@ def _summary_scoring(m: Measured, scored: list[str], generative: list[str]) -> s
         + (f" Drawn otherwise: {', '.join(others)}." if others else "")
     )
     if any(m.referenced(n, True) for n in generative):
-        reference = rules.summary(_fids_by_judge(m, generative, unconditional=True))
+        reference = rules.summary(_fids_by_judge(m, generative, unconditional=True), m.voters(QUALITY))
         text += (
             " Scored on unconditional samples instead (the second table), the verdict would be "
             f"'{reference.verdict}': {reference.reason}."
@@ -764,7 +773,7 @@ def _fids_by_judge(m: Measured, generative: list[str], unconditional: bool = Fal
 
 def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
     """Section 9's verdict on the family (``generative``: its scored models)."""
-    return m.rule("summary", rules.summary, _fids_by_judge(m, generative))
+    return m.rule("summary", rules.summary, _fids_by_judge(m, generative), m.voters(QUALITY))
 
 
 SUMMARY_COLUMNS = [
@@ -816,7 +825,8 @@ def _summary_table(m: Measured) -> Table:
         [[("n/a" if v is None else v) for v in r] for r in rows],
         "FID of the samples the verdict scores (class-conditional on labelled data, see the text) in each judge's "
         "features against the test split (+- for the first judge, bootstrap); KID / precision / "
-        "recall in the first judge's, each +- a 95% bootstrap half-width from the same resamples; bits/dim: IWAE for the VAE, the variational bound for pixel diffusion."
+        "recall in the first judge's, each +- a 95% bootstrap half-width from the same resamples; bits/dim: IWAE "
+        "for the VAE, the variational bound for pixel diffusion."
         + (" Peers (--peer: " + ", ".join(p.name for p in m.plan if p.peer) + ") are scored with the same protocol "
            "and listed here; the verdict is about the family alone." if any(p.peer for p in m.plan) else ""),
     )  # fmt: skip

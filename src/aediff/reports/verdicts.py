@@ -118,13 +118,19 @@ def all_of(parts: Sequence[Verdict], control: str, reason: str = "") -> Verdict:
     return Verdict(verdict, control, text, parts=tuple(parts))
 
 
-def consensus(by_judge: Sequence[Verdict], control: str) -> Verdict:
-    """A sample-quality claim judged in several feature spaces: holds (or fails) when every judge says so;
-    when the judges disagree, inconclusive."""
-    names = {v.verdict for v in by_judge}
+def consensus(by_judge: Sequence[Verdict], control: str, voting: frozenset[str] | None = None) -> Verdict:
+    """A sample-quality claim judged in several feature spaces: holds (or fails) when every voting judge says
+    so; when they disagree, inconclusive. ``voting``: the judges that have been shown to see what the claim is
+    about (None: all); the others' verdicts are reported, marked "reports only", and do not count. When no
+    judge qualifies, all vote."""
+    voters = [v for v in by_judge if voting is None or v.judge in voting] or list(by_judge)
+    names = {v.verdict for v in voters}
     verdict: VerdictName = names.pop() if len(names) == 1 else "inconclusive"
-    reason = "; ".join(f"[{v.judge}] {v.reason}" for v in by_judge) or "no judge to score samples with"
-    if len({v.verdict for v in by_judge}) > 1:
+    reason = "; ".join(
+        f"[{v.judge}{'' if v in voters else ', reports only: not shown to see this'}] {v.reason}" for v in by_judge
+    )
+    reason = reason or "no judge to score samples with"
+    if len({v.verdict for v in voters}) > 1:
         reason = "the judges disagree: " + reason
     return Verdict(verdict, control, reason, parts=tuple(by_judge))
 
@@ -151,14 +157,16 @@ def bottleneck(sizes: Sequence[int], psnr: Sequence[Estimate], gains: Sequence[E
     return all_of(parts, "the mean training image; each smaller bottleneck")
 
 
-def vae_prior(fid_gap_by_judge: dict[str, tuple[Estimate, Estimate, Estimate]]) -> Verdict:
+def vae_prior(
+    fid_gap_by_judge: dict[str, tuple[Estimate, Estimate, Estimate]], voting: frozenset[str] | None = None
+) -> Verdict:
     """Section 2: the VAE's prior samples beat a Gaussian fitted to the plain AE's latents. Per judge:
-    (VAE FID, AE FID, paired AE minus VAE FID difference)."""
+    (VAE FID, AE FID, paired AE minus VAE FID difference); ``voting``: the judges that decide (``consensus``)."""
     per_judge = [
         compare("VAE prior samples", gap, "AE fitted Gaussian", fid_margin(v, a), judge=j)
         for j, (v, a, gap) in fid_gap_by_judge.items()
     ]
-    return consensus(per_judge, "samples of a Gaussian fitted to the AE's latents (same bottleneck)")
+    return consensus(per_judge, "samples of a Gaussian fitted to the AE's latents (same bottleneck)", voting)
 
 
 @dataclass(frozen=True)
@@ -243,7 +251,13 @@ def blur_trend(rho: Estimate) -> Verdict:
     return Verdict(verdict, "no trend (rho 0)", reason, TREND_MARGIN, gap)
 
 
-def skips(loss_gap: Estimate, loss_with: float, loss_without: float, fid_by_judge: dict[str, tuple]) -> Verdict:
+def skips(
+    loss_gap: Estimate,
+    loss_with: float,
+    loss_without: float,
+    fid_by_judge: dict[str, tuple],
+    voting: frozenset[str] | None = None,
+) -> Verdict:
     """Section 7: skip connections give a lower held-out loss (``loss_gap`` = without minus with, paired
     over the same images and noise) and a better FID in every judge (judge -> (FID with, FID without,
     paired without minus with)) than the same network without them."""
@@ -259,7 +273,7 @@ def skips(loss_gap: Estimate, loss_with: float, loss_without: float, fid_by_judg
         fids = [
             compare("FID with skips", g, "no skips", fid_margin(a, b), judge=j) for j, (a, b, g) in fid_by_judge.items()
         ]
-        parts.append(consensus(fids, "the same network without skips"))
+        parts.append(consensus(fids, "the same network without skips", voting))
     return all_of(parts, "the same network without skips, same budget")
 
 
@@ -278,6 +292,7 @@ def guidance(gain: Estimate, guided: Estimate, chance: float, scale: float) -> V
 
 def summary(
     fids_by_judge: dict[str, tuple[dict[str, Estimate], dict[str, Estimate], dict[tuple[str, str], Estimate]]],
+    voting: frozenset[str] | None = None,
 ) -> Verdict:
     """Section 9: every diffusion model generates better samples than every member of the autoencoder
     family. Per judge: (diffusion FIDs by model, autoencoder FIDs by model, paired differences keyed
@@ -302,7 +317,7 @@ def summary(
         per_judge.append(Verdict(judged.verdict, judged.control, judged.reason, parts=judged.parts, judge=judge))
     if not per_judge:
         return Verdict("inconclusive", "the best autoencoder", "no FID measured")
-    return consensus(per_judge, "the best autoencoder")
+    return consensus(per_judge, "the best autoencoder", voting)
 
 
 @dataclass(frozen=True)
