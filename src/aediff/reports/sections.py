@@ -44,6 +44,8 @@ from aediff.reports.verdicts import DenoisingLevel, Verdict
 
 # The property sample-quality claims (sections 2, 7, 9) are about: only judges shown to see it vote on them.
 QUALITY = "image quality"
+# A sample set's scores beside FID in the tables, each with its bootstrap interval (``_with_intervals``).
+INTERVAL_COLUMNS = ["KID", "KID +- (95%)", "precision", "precision +- (95%)", "recall", "recall +- (95%)"]
 
 
 @dataclass
@@ -667,25 +669,11 @@ def conditioning_section(m: Measured) -> tuple[Section, Verdict] | None:
             notes += ' The data has no class names; classes are named by index ("class 0", "class 1", ...).'
     table = Table(
         "guidance",
+        ["guidance", "accuracy", "+- (95%)", "FID", *INTERVAL_COLUMNS, "samples"],
         [
-            "guidance",
-            "accuracy",
-            "+- (95%)",
-            "FID",
-            "KID",
-            "KID +- (95%)",
-            "precision",
-            "precision +- (95%)",
-            "recall",
-            "recall +- (95%)",
-            "samples",
-        ],
-        [
-            [r.guidance, r.accuracy, 1.96 * r.accuracy_se, r.score.fid]
-            + _with_intervals(r.score, ("kid", "precision", "recall"))
-            + [r.samples]
+            [r.guidance, r.accuracy, 1.96 * r.accuracy_se, r.score.fid, *_with_intervals(r.score), r.samples]
             for r in rows
-        ],  # fmt: skip
+        ],
     )
     claim = (
         "Classifier-free guidance raises conditional accuracy (paired over samples from the same noise and "
@@ -778,12 +766,7 @@ def _summary_verdict(m: Measured, generative: list[str]) -> Verdict:
 
 SUMMARY_COLUMNS = [
     "+- (95%)",
-    "KID",
-    "KID +- (95%)",
-    "precision",
-    "precision +- (95%)",
-    "recall",
-    "recall +- (95%)",
+    *INTERVAL_COLUMNS,
     "bits/dim",
     "NFE / sample",
     "samples / s",
@@ -792,10 +775,11 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _with_intervals(score: Any, names: tuple[str, ...]) -> list[Any]:
-    """Each statistic of a FeatureScore and its 95% half-width (bootstrap; None for a record without draws)."""
+def _with_intervals(score: Any) -> list[Any]:
+    """KID, precision and recall of a FeatureScore, each followed by its 95% half-width (bootstrap; None for a
+    record without draws): the values under ``INTERVAL_COLUMNS``."""
     out: list[Any] = []
-    for name in names:
+    for name in ("kid", "precision", "recall"):
         estimate = score.estimate(name)
         out += [score.kid_mean if name == "kid" else getattr(score, name), 1.96 * estimate.se if estimate else None]
     return out
@@ -810,7 +794,7 @@ def _summary_row(m: Measured, name: str) -> list[Any]:
         [name, x.family, x.trainable_parameters]
         + [f.value if f else None for f in fids]
         + [1.96 * fids[0].se if fids and fids[0] else None]
-        + (_with_intervals(g, ("kid", "precision", "recall")) if g is not None else [None] * 6)
+        + (_with_intervals(g) if g is not None else [None] * len(INTERVAL_COLUMNS))
         + [x.likelihood.bits_per_dim if x.likelihood is not None else None]
         + ([speed.nfe, speed.images_per_second] if speed is not None else [None] * 2)
         + ([trained.images_per_second, trained.wall_seconds] if trained is not None else [None] * 2)
