@@ -12,11 +12,12 @@ from aediff.evaluation.results import (
     DenoisingRow,
     ImageScores,
     ModelEvaluation,
+    Reconstruction,
     Settings,
 )
 from aediff.reports.compare import PlannedModel
 from aediff.reports.evaluate import ComparisonArtifacts
-from aediff.reports.sections import Measured, dae_section, noise_levels_section
+from aediff.reports.sections import Measured, bottleneck_section, dae_section, noise_levels_section
 
 SIGMA = 0.3
 NOISY = np.random.default_rng(0).normal(15.0, 1.0, 200)  # the noisy inputs' PSNR (dB), per image
@@ -63,3 +64,33 @@ def test_section_5_hands_diffusion_minus_dae_and_the_daes_own_gain_to_its_rule()
     (row,) = section.tables[0].rows
     assert row[0] == SIGMA and abs(row[1] - 0.5) < 1e-9 and abs(row[3] - 4.0) < 1e-9 and row[4] is True
     assert verdict.verdict == "holds"  # at least as good as the DAE (non-inferiority), at a testable level
+
+
+def _reconstructor(gain_db: float) -> ModelEvaluation:
+    """An AE whose reconstruction PSNR is the mean image's plus ``gain_db`` on every test image."""
+    x = ModelEvaluation("ae", ["latent"], 10, 10, DataRecord("toy:test", 200, 1000), Settings(200, 0, 200))
+    psnr = MEAN_IMAGE + gain_db
+    scores = ImageScores(np.zeros(200), psnr, np.full(200, 0.5))
+    x.reconstruction = Reconstruction(0.01, 0.0, float(psnr.mean()), float(psnr.std() / 200**0.5), 0.5, 0.0, 200,
+                                      per_image=scores)  # fmt: skip
+    return x
+
+
+MEAN_IMAGE = np.random.default_rng(1).normal(12.0, 1.0, 200)  # the mean training image's PSNR, per test image
+
+
+def test_section_1_hands_each_aes_psnr_and_the_paired_gains_to_its_rule():
+    models = {"ae-4": _reconstructor(3.0), "ae-16": _reconstructor(6.0), "ae-64": _reconstructor(6.05)}
+    plan = [PlannedModel(n, "ae", {}, "AE", "bottleneck", int(n[3:])) for n in models]
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8), mean_image_psnr=MEAN_IMAGE)
+    artifacts.reconstructions = {n: torch.zeros(1, 1, 8, 8) for n in models}
+    m = Measured(models, ComparisonSections(judges={}), artifacts, None, plan)
+    section, verdict = bottleneck_section(m)
+    rows = section.tables[0].rows
+    assert [r[:2] for r in rows] == [["ae-4", 4], ["ae-16", 16], ["ae-64", 64], ["mean image (control)", "n/a"]]
+    expected = [MEAN_IMAGE.mean() + g for g in (3.0, 6.0, 6.05)] + [MEAN_IMAGE.mean()]
+    assert np.allclose([r[2] for r in rows], expected)
+    sizes, psnr, gains, control = m.rulings["bottleneck"].inputs
+    assert sizes == [4, 16, 64] and np.allclose([g.value for g in gains], [3.0, 0.05])
+    assert all(g.se < 1e-9 for g in gains)  # paired over the same images: the shared noise cancels
+    assert verdict.verdict == "does not hold"  # 16 -> 64 gains 0.05 dB, measured exactly: below the 0.1 dB margin
