@@ -17,7 +17,7 @@ from aediff.evaluation.results import (
 )
 from aediff.reports.compare import PlannedModel
 from aediff.reports.evaluate import ComparisonArtifacts
-from aediff.reports.sections import Measured, bottleneck_section, dae_section, noise_levels_section
+from aediff.reports.sections import Measured, bottleneck_section, dae_section, noise_levels_section, vae_section
 
 SIGMA = 0.3
 NOISY = np.random.default_rng(0).normal(15.0, 1.0, 200)  # the noisy inputs' PSNR (dB), per image
@@ -94,3 +94,41 @@ def test_section_1_hands_each_aes_psnr_and_the_paired_gains_to_its_rule():
     assert sizes == [4, 16, 64] and np.allclose([g.value for g in gains], [3.0, 0.05])
     assert all(g.se < 1e-9 for g in gains)  # paired over the same images: the shared noise cancels
     assert verdict.verdict == "does not hold"  # 16 -> 64 gains 0.05 dB, measured exactly: below the 0.1 dB margin
+
+
+def _scored(family: str, capabilities: list[str], fids: dict[str, float]) -> ModelEvaluation:
+    """A generative model whose samples score ``fids`` (judge -> FID), with bootstrap draws that share the
+    reference resamples: draw i is the FID plus a common offset."""
+    from aediff.metrics import FeatureScore
+
+    x = ModelEvaluation(family, capabilities, 10, 10, DataRecord("toy:test", 500, 1000), Settings(500, 0, 200))
+    offsets = np.random.default_rng(0).normal(0, 0.5, 50)  # the same reference resamples for every model
+    x.generation_by_judge = {
+        j: FeatureScore(f, 0.0, 0.0, j, 500, 500, "toy:test", 0.5, 0.5, 3, fid_se=0.5,
+                        fid_draws_values=list(f + offsets + 0.01 * np.arange(50) % 3))
+        for j, f in fids.items()
+    }  # fmt: skip
+    return x
+
+
+def test_section_2_hands_the_paired_fid_gaps_by_judge_and_lets_only_the_quality_judge_vote():
+    from aediff.evaluation.results import VaeLikelihood
+
+    vae = _scored("vae", ["latent", "generate", "elbo"], {"classifier": 5.0, "classifier-layers": 5.0})
+    vae.likelihood = VaeLikelihood(90.0, 88.0, 0.16, 0.16, 0.001, 100, "bernoulli", "binarized", 200, 0)
+    ae = _scored("ae", ["latent", "generate"], {"classifier": 5.05, "classifier-layers": 12.0})
+    plan = [PlannedModel("ae-8", "ae", {}, "AE", "bottleneck", 8), PlannedModel("vae", "vae", {}, "VAE")]
+    seen = {"classifier": ["class content"], "classifier-layers": ["class content", "image quality"]}
+    sections = ComparisonSections(judges=dict.fromkeys(seen, ""), judge_sees=seen)
+    artifacts = ComparisonArtifacts(
+        torch.zeros(1, 1, 8, 8), samples={"vae": torch.zeros(1, 1, 8, 8), "ae-8": torch.zeros(1, 1, 8, 8)}
+    )
+    m = Measured({"ae-8": ae, "vae": vae}, sections, artifacts, None, plan)
+    section, verdict = vae_section(m)
+    rows = {r[0]: r for r in section.tables[0].rows}  # judge, VAE FID, AE FID, AE minus VAE, +-
+    assert np.allclose(rows["classifier"][1:4], [5.0, 5.05, 0.05]) and np.allclose(
+        rows["classifier-layers"][1:4], [5.0, 12.0, 7.0]
+    )
+    assert rows["classifier-layers"][4] < 0.1  # paired: the shared reference noise cancels
+    # The blur-blind judge sees a 0.05 gap (a measured null: "does not hold") and does not vote; the layers judge does.
+    assert verdict.verdict == "holds" and "reports only" in verdict.reason
