@@ -17,7 +17,14 @@ from aediff.evaluation.results import (
 )
 from aediff.reports.compare import PlannedModel
 from aediff.reports.evaluate import ComparisonArtifacts
-from aediff.reports.sections import Measured, bottleneck_section, dae_section, noise_levels_section, vae_section
+from aediff.reports.sections import (
+    Measured,
+    bottleneck_section,
+    conditioning_section,
+    dae_section,
+    noise_levels_section,
+    vae_section,
+)
 
 SIGMA = 0.3
 NOISY = np.random.default_rng(0).normal(15.0, 1.0, 200)  # the noisy inputs' PSNR (dB), per image
@@ -132,3 +139,41 @@ def test_section_2_hands_the_paired_fid_gaps_by_judge_and_lets_only_the_quality_
     assert rows["classifier-layers"][4] < 0.1  # paired: the shared reference noise cancels
     # The blur-blind judge sees a 0.05 gap (a measured null: "does not hold") and does not vote; the layers judge does.
     assert verdict.verdict == "holds" and "reports only" in verdict.reason
+
+
+def _guidance_measured(correct_low: np.ndarray, correct_high: np.ndarray) -> Measured:
+    from aediff.evaluation.results import GuidanceRow, GuidanceSweep
+    from aediff.metrics import score_features
+
+    rng = np.random.default_rng(0)
+    score = score_features(rng.normal(size=(60, 4)), rng.normal(size=(60, 4)), feature_extractor="c", reference="t")
+    rows = {
+        f"{w:g}": GuidanceRow(w, float(c.mean()), float(c.std() / len(c) ** 0.5), len(c), score)
+        for w, c in ((1.0, correct_low), (5.0, correct_high))
+    }
+    sections = ComparisonSections(judges={"classifier": ""})
+    sections.guidance = GuidanceSweep(rows, num_classes=10)
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8), class_grid=(5.0, torch.zeros(10, 1, 8, 8)))
+    artifacts.guidance_correct = {"1": correct_low, "5": correct_high}
+    return Measured({}, sections, artifacts, None, [])
+
+
+def test_section_8_hands_the_paired_accuracy_gain_and_chance_to_its_rule():
+    low = np.zeros(400, bool)
+    low[:120] = True  # 30% at guidance 1
+    high = low.copy()
+    high[120:280] = True  # 70% at guidance 5, on the same samples' noise and labels
+    section, verdict = conditioning_section(_guidance_measured(low, high))
+    table = section.tables[0]
+    assert table.columns[:4] == ["guidance", "accuracy", "+- (95%)", "FID"] and table.columns[-1] == "samples"
+    assert [r[0] for r in table.rows] == [1.0, 5.0] and np.allclose([r[1] for r in table.rows], [0.3, 0.7])
+    assert all(r[5] is not None and r[5] > 0 for r in table.rows)  # KID's interval, from the bootstrap draws
+    assert verdict.verdict == "holds"
+
+
+def test_section_8_fails_at_chance():
+    """Once "inconclusive": accuracy at chance (0.1 with ten classes) could not fail the comparison with chance."""
+    at_chance = np.zeros(400, bool)
+    at_chance[:40] = True
+    section, verdict = conditioning_section(_guidance_measured(at_chance, at_chance.copy()))
+    assert verdict.verdict == "does not hold"
