@@ -22,6 +22,7 @@ from aediff.reports.sections import (
     bottleneck_section,
     conditioning_section,
     dae_section,
+    manifold_section,
     noise_levels_section,
     vae_section,
 )
@@ -177,3 +178,23 @@ def test_section_8_fails_at_chance():
     at_chance[:40] = True
     section, verdict = conditioning_section(_guidance_measured(at_chance, at_chance.copy()))
     assert verdict.verdict == "does not hold"
+
+
+def test_section_4_hands_each_latents_paired_knn_gain_over_each_control():
+    from aediff.evaluation.results import LatentHits, LatentProbes
+
+    n = 400
+    latents = np.zeros(n, bool)
+    latents[:360] = True  # 90% k-NN accuracy on the latents
+    pixels, projection, untrained = (np.arange(n) < k for k in (320, 200, 380))  # 80%, 50%, 95%
+    ae = ModelEvaluation("ae", ["latent"], 10, 10, DataRecord("toy:test", n, 1000), Settings(n, 0, 200))
+    ae.latent_space = LatentProbes(0.9, 0.9, {}, 8, 1000, n, per_image=LatentHits(latents, {}))
+    controls = {"raw pixels": pixels, "random projection 8": projection, "untrained ae-8": untrained}
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8), knn_controls=controls)
+    m = Measured({"ae-8": ae}, ComparisonSections(judges={}), artifacts, None, [PlannedModel("ae-8", "ae", {}, "AE")])
+    section, verdict = manifold_section(m)
+    (row,) = section.tables[0].rows
+    assert row[:2] == ["ae-8", 8] and np.allclose(row[2:], [0.9, 0.8, 0.5, 0.95])
+    gaps = m.rulings["manifold"].inputs[0]["ae-8"]
+    assert np.allclose([g.value for g in gaps.values()], [0.1, 0.4, -0.05])
+    assert verdict.verdict == "does not hold"  # the untrained network's features cluster better
