@@ -22,6 +22,7 @@ from aediff.reports.sections import (
     bottleneck_section,
     conditioning_section,
     dae_section,
+    diffusion_manifold_section,
     manifold_section,
     noise_levels_section,
     vae_section,
@@ -198,3 +199,26 @@ def test_section_4_hands_each_latents_paired_knn_gain_over_each_control():
     gaps = m.rulings["manifold"].inputs[0]["ae-8"]
     assert np.allclose([g.value for g in gaps.values()], [0.1, 0.4, -0.05])
     assert verdict.verdict == "does not hold"  # the untrained network's features cluster better
+
+
+def test_section_11_hands_the_unets_paired_gains_over_its_controls_and_the_ae():
+    from aediff.evaluation.results import LatentHits, LatentProbes, NetworkFeatureProbes
+
+    n = 400
+    hits_of = lambda share: np.arange(n) < int(share * n)  # noqa: E731
+    ae = ModelEvaluation("ae", ["latent"], 10, 10, DataRecord("toy:test", n, 1000), Settings(n, 0, 200))
+    ae.latent_space = LatentProbes(0.9, 0.9, {}, 8, 1000, n, per_image=LatentHits(hits_of(0.9), {}))
+    probes = NetworkFeatureProbes("unet-mid", 0.5, {"0.5": 0.88}, 0.88, 0.86, 0.3, 64, 1000, n,
+                                  knn_hits=hits_of(0.88), untrained_hits=hits_of(0.3))  # fmt: skip
+    sections = ComparisonSections(judges={})
+    sections.network_features = probes
+    controls = {"raw pixels": hits_of(0.8), "random projection 64": hits_of(0.5)}
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8), knn_controls=controls)
+    plan = [PlannedModel("ae-8", "ae", {}, "AE", "bottleneck", 8)]
+    m = Measured({"ae-8": ae}, sections, artifacts, None, plan)
+    section, verdict = diffusion_manifold_section(m)
+    accuracy = {r[0]: r[2] for r in section.tables[0].rows}
+    assert np.allclose(list(accuracy.values()), [0.88, 0.9, 0.8, 0.5, 0.3])
+    gaps, peers = m.rulings["diffusion_manifold"].inputs
+    assert np.allclose([g.value for g in gaps.values()], [0.08, 0.38, 0.58]) and np.isclose(peers["ae-8"].value, -0.02)
+    assert verdict.verdict == "holds"  # beats every control; 2 points behind the AE, within the 5-point margin
