@@ -3,6 +3,8 @@ fixture of per-image scores: a mislabelled or swapped number fails here, where t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -25,6 +27,7 @@ from aediff.reports.sections import (
     diffusion_manifold_section,
     manifold_section,
     noise_levels_section,
+    restoration_section,
     vae_section,
 )
 
@@ -222,3 +225,46 @@ def test_section_11_hands_the_unets_paired_gains_over_its_controls_and_the_ae():
     gaps, peers = m.rulings["diffusion_manifold"].inputs
     assert np.allclose([g.value for g in gaps.values()], [0.08, 0.38, 0.58]) and np.isclose(peers["ae-8"].value, -0.02)
     assert verdict.verdict == "holds"  # beats every control; 2 points behind the AE, within the 5-point margin
+
+
+def _restoration_row(degradation: str, method: str, model: str, gain_db: float) -> Any:
+    from aediff.evaluation.results import RestorationRow
+
+    psnr = NOISY + gain_db  # per image, on the same images and masks for every method
+    kind = "downsample" if "super" in degradation else "mask"
+    scores = ImageScores(np.zeros(200), psnr, np.full(200, 0.5))
+    return RestorationRow(degradation, kind, method, 0.3, float(psnr.mean()), 0.05, 0.5, 0.01, 0, 0.0, 200,
+                          model=model, per_image=scores, missing_per_image=np.full(200, 0.3))  # fmt: skip
+
+
+def test_section_10_hands_each_restorers_paired_gain_over_each_control():
+    from aediff.evaluation.results import RestorationSweep
+
+    rows = [
+        _restoration_row("random 0.3", "mean fill", "", 0.0),
+        _restoration_row("random 0.3", "biharmonic", "", 2.0),
+        _restoration_row("random 0.3", "one-pass", "dae-mask", 3.0),
+        _restoration_row("random 0.3", "one-pass", "ae-8", 1.0),
+        _restoration_row("random 0.3", "ddnm", "diffusion", 2.5),
+        _restoration_row("2x super-resolution", "bicubic", "", 1.0),
+        _restoration_row("2x super-resolution", "ddnm", "diffusion", 0.5),  # loses to bicubic
+    ]
+    sections = ComparisonSections(judges={})
+    sections.restoration = RestorationSweep(200, ["random:0.3", "sr:2"], "random 0.3", rows)
+    plan = [
+        PlannedModel("dae-mask", "dae", {}, "masking DAE", restorer="masking"),
+        PlannedModel("ae-8", "ae", {}, "AE", restorer="plain"),
+        PlannedModel("diffusion", "diffusion", {}, "diffusion", restorer="diffusion"),
+    ]
+    models = {p.name: ModelEvaluation(p.family, [], 1, 1, DataRecord("t", 200, 1), Settings(200, 0, 1)) for p in plan}
+    m = Measured(models, sections, ComparisonArtifacts(torch.zeros(1, 1, 8, 8)), None, plan)
+    section, verdict = restoration_section(m)
+    masking, diffusion = m.rulings["restoration"].inputs
+    assert [(g.control, round(g.gap.value, 9)) for g in masking] == [("mean fill", 3.0), ("biharmonic", 1.0),
+                                                                       ("ae-8 (one-pass)", 2.0)]  # fmt: skip
+    assert [(g.degradation, g.control, round(g.gap.value, 9)) for g in diffusion] == [
+        ("random 0.3", "mean fill", 2.5), ("random 0.3", "biharmonic", 0.5), ("2x super-resolution", "bicubic", -0.5)
+    ]  # fmt: skip
+    table = {(r[0], r[2]): r[3] for r in section.tables[0].rows}
+    assert np.isclose(table[("random 0.3", "dae-mask (one-pass)")], NOISY.mean() + 3.0)
+    assert verdict.verdict == "does not hold"  # bicubic upsampling beats DDNM on super-resolution
