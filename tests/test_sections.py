@@ -21,6 +21,7 @@ from aediff.reports.compare import PlannedModel
 from aediff.reports.evaluate import ComparisonArtifacts
 from aediff.reports.sections import (
     Measured,
+    blur_section,
     bottleneck_section,
     conditioning_section,
     dae_section,
@@ -268,3 +269,19 @@ def test_section_10_hands_each_restorers_paired_gain_over_each_control():
     table = {(r[0], r[2]): r[3] for r in section.tables[0].rows}
     assert np.isclose(table[("random 0.3", "dae-mask (one-pass)")], NOISY.mean() + 3.0)
     assert verdict.verdict == "does not hold"  # bicubic upsampling beats DDNM on super-resolution
+
+
+def test_section_6_hands_spearmans_rho_of_the_recorded_shares_to_its_rule():
+    from aediff.evaluation.results import X0Trend
+    from aediff.metrics.stats import Estimate
+    from aediff.reports.verdicts import spearman
+
+    sigmas, shares = [0.1, 0.3, 1.0, 3.0], [0.30, 0.20, 0.08, 0.02]
+    rho = Estimate(spearman(sigmas, shares), 0.05, 64)
+    sections = ComparisonSections(judges={})
+    sections.x0 = X0Trend(sigmas, shares, [0.01] * 4, 0.3, rho, 64)
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8), x0_predictions=torch.zeros(4, 6, 1, 8, 8))
+    m = Measured({}, sections, artifacts, None, [])
+    section, verdict = blur_section(m)
+    assert m.rulings["blur"].inputs == (rho,) and rho.value == -1.0
+    assert verdict.verdict == "holds" and "Spearman rho -1.00" in verdict.reason
