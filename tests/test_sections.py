@@ -29,6 +29,7 @@ from aediff.reports.sections import (
     manifold_section,
     noise_levels_section,
     restoration_section,
+    skips_section,
     vae_section,
 )
 
@@ -285,3 +286,37 @@ def test_section_6_hands_spearmans_rho_of_the_recorded_shares_to_its_rule():
     section, verdict = blur_section(m)
     assert m.rulings["blur"].inputs == (rho,) and rho.value == -1.0
     assert verdict.verdict == "holds" and "Spearman rho -1.00" in verdict.reason
+
+
+def test_section_7_hands_the_paired_loss_gap_and_the_fids_by_judge_to_its_rule(tmp_path):
+    from types import SimpleNamespace
+
+    from aediff.evaluation.results import HeldOutLoss, TrainingSpeed
+    from aediff.metrics.stats import Estimate
+
+    fids = {"classifier": 5.0, "classifier-layers": 5.0}
+    full, ablated = _scored("diffusion", [], fids), _scored("diffusion", [], {j: f + 4.0 for j, f in fids.items()})
+    for x, steps in ((full, 900), (ablated, 1000)):
+        x.training_speed = TrainingSpeed(100.0, steps, steps * 64, 60.0, 60.0)
+    chunks_with = list(np.random.default_rng(2).normal(0.10, 0.01, 40))
+    chunks_without = [c + 0.02 for c in chunks_with]  # 0.02 worse on every chunk of the same images and noise
+    sections = ComparisonSections(judges=dict.fromkeys(fids, ""))
+    sections.held_out_loss = {
+        "diffusion": HeldOutLoss(chunks_with, Estimate.mean_of(np.array(chunks_with)), {"down.0": 1.0}),
+        "diffusion-noskip": HeldOutLoss(chunks_without, Estimate.mean_of(np.array(chunks_without)), {"down.0": 2.0}),
+    }
+    plan = [
+        PlannedModel("diffusion", "diffusion", {}, "U-Net", subject=True),
+        PlannedModel("diffusion-noskip", "diffusion", {}, "no skips", ablation_of="diffusion"),
+    ]
+    meta = SimpleNamespace(runs={"diffusion": str(tmp_path / "a"), "diffusion-noskip": str(tmp_path / "b")})
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8))
+    m = Measured({"diffusion": full, "diffusion-noskip": ablated}, sections, artifacts, meta, plan)
+    section, verdict = skips_section(m)
+    loss_gap, loss_with, loss_without, by_judge, voting = m.rulings["skips"].inputs
+    assert np.isclose(loss_gap.value, 0.02) and loss_gap.se < 1e-9  # without minus with, paired over chunks
+    assert np.isclose(loss_with, np.mean(chunks_with)) and np.isclose(loss_without, np.mean(chunks_without))
+    assert {j: round(g.value, 9) for j, (_, _, g) in by_judge.items()} == dict.fromkeys(fids, 4.0)
+    rows = {r[0]: r[1:] for r in section.tables[0].rows}
+    assert rows["training steps in the budget"] == [900, 1000] and np.allclose(rows["FID (classifier)"], [5.0, 9.0])
+    assert verdict.verdict == "holds"
