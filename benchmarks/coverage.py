@@ -52,10 +52,7 @@ def coverage_rows(sets: list[dict], judge: str) -> dict[str, dict[str, float]]:
     for name in STATISTICS:
         diffs = []
         for a, b in zip(sets[0::2], sets[1::2], strict=True):
-            sa, sb = a[judge], b[judge]
-            ea, eb = sa.estimate(name), sb.estimate(name)
-            diffs.append(stats.difference_of_draws(ea.value, getattr(sa, f"{name}_draws_values"), eb.value,
-                                                   getattr(sb, f"{name}_draws_values")))  # fmt: skip
+            diffs.append(stats.difference_of_draws(*a[judge].statistic(name), *b[judge].statistic(name)))
         values = np.array([d.value for d in diffs])
         stated = np.array([d.se for d in diffs])
         observed = float(values.std(ddof=1))

@@ -504,11 +504,22 @@ class FeatureScore:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in d.items() if key in known})
 
+    def statistic(self, name: str) -> tuple[float, list[float]]:
+        """(value, bootstrap draws) of ``name``: "fid", "kid" (``kid_mean``), "precision" or "recall"."""
+        table = {
+            "fid": (self.fid, self.fid_draws_values),
+            "kid": (self.kid_mean, self.kid_draws_values),
+            "precision": (self.precision, self.precision_draws_values),
+            "recall": (self.recall, self.recall_draws_values),
+        }
+        if name not in table:
+            raise ConfigError(f"FeatureScore has no statistic {name!r}; use one of {', '.join(table)}")
+        return table[name]
+
     def estimate(self, name: str) -> Estimate | None:
         """``name`` ("fid", "kid", "precision", "recall") with its bootstrap standard error; None without
         draws (a score made with ``fid_draws=0``, or read from an older record)."""
-        value = self.kid_mean if name == "kid" else getattr(self, name)
-        draws = getattr(self, f"{name}_draws_values")
+        value, draws = self.statistic(name)
         return Estimate.from_draws(value, draws) if len(draws) >= 2 else None
 
     def fid_estimate(self) -> Estimate:

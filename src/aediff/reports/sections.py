@@ -781,7 +781,7 @@ def _with_intervals(score: Any) -> list[Any]:
     out: list[Any] = []
     for name in ("kid", "precision", "recall"):
         estimate = score.estimate(name)
-        out += [score.kid_mean if name == "kid" else getattr(score, name), 1.96 * estimate.se if estimate else None]
+        out += [score.statistic(name)[0], 1.96 * estimate.se if estimate else None]
     return out
 
 
