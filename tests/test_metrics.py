@@ -376,7 +376,10 @@ def test_score_features_record():
         "recall_draws_values",
     }
     # KID, precision and recall from the same bootstrap resamples as FID
-    np.testing.assert_allclose(score.kid_draws_values, kid_bootstrap(a, b, draws=50, seed=0), rtol=1e-12)
+    # (on the equal-size sets precision and recall use: b subsampled to a's 80 rows, as score_features does)
+    rng = distances._draw_rng(0, distances._PR_STREAM, 0)
+    equal_b = b[np.sort(rng.choice(len(b), len(a), replace=False))]
+    np.testing.assert_allclose(score.kid_draws_values, kid_bootstrap(a, equal_b, draws=50, seed=0), rtol=1e-12)
     assert score.estimate("kid").se == pytest.approx(np.std(score.kid_draws_values, ddof=1))
     assert score.estimate("kid").se > 0
     assert score.estimate("precision").se > 0 and score.estimate("recall").se > 0

@@ -45,7 +45,7 @@ def written_whole(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -61,8 +61,12 @@ def write_bytes_whole(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def _umask() -> int:
-    """The process's umask (mkstemp makes files 0600; what the user gets should follow their umask)."""
+def _read_umask() -> int:
+    """The process's umask (mkstemp makes files 0600; what the user gets should follow their umask). Read once:
+    reading it means setting it, which would race with another thread creating a file."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()

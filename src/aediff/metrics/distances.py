@@ -549,8 +549,9 @@ def score_features(
     ``feature_extractor`` and ``reference`` are recorded verbatim in the returned :class:`FeatureScore`.
     FID gets a standard error from ``fid_draws`` bootstrap draws (:func:`fid_bootstrap`, seeded with
     ``seed``; 0 for none, else >= 2), and so do KID, precision and recall, from the same resamples
-    (:func:`kid_bootstrap`, :func:`precision_recall_bootstrap`). KID uses ``kid_subsets`` proper subsets of
-    ``_kid_subset_size(kid_subset_size, N, M)`` rows drawn with ``seed``. Precision and recall compare
+    (:func:`kid_bootstrap`, :func:`precision_recall_bootstrap`) on the equal-size sets precision and
+    recall use. KID uses ``kid_subsets`` proper subsets of ``_kid_subset_size(kid_subset_size, N, M)`` rows
+    drawn with ``seed``. Precision and recall compare
     equal-size sets: the larger set is subsampled without replacement (seeded) to ``min(N, M)`` rows; they
     use the ``pr_k``-th neighbour, lowered to ``min(N, M) - 1`` for tiny sets. The values used are recorded,
     and ``warnings`` names a set smaller than twice the feature dimension.
@@ -573,7 +574,9 @@ def score_features(
     pr_b = b if b.shape[0] == pr_size else b[np.sort(rng.choice(b.shape[0], pr_size, replace=False))]
     k = max(1, min(pr_k, pr_size - 1))
     precision, recall = precision_recall(pr_a, pr_b, k=k)
-    kid_draws = kid_bootstrap(a, b, draws=fid_draws, seed=seed) if fid_draws else np.empty(0)
+    # On the equal-size sets too: the kernel matrices are (rows)^2 float64, and a 10,000-image reference split
+    # would need 800 MB for one of them; KID's own subsets are no larger than these sets either.
+    kid_draws = kid_bootstrap(pr_a, pr_b, draws=fid_draws, seed=seed) if fid_draws else np.empty(0)
     pr_draws = (
         precision_recall_bootstrap(pr_a, pr_b, k=k, draws=fid_draws, seed=seed)
         if fid_draws and pr_size > k + 1
