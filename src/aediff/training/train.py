@@ -125,7 +125,8 @@ def _train(
         _refuse_model_changes(out, model_config, model or {})
         dataset = data_config.load("train")
         stored, data_record = runs.read_run_config(out), dataset.fingerprint()
-        if _data_changed(out, stored.get("data_record"), data_record, data_config, allow_changed_data):
+        changed = _data_changed(out, stored.get("data_record"), data_record, data_config, allow_changed_data, main)
+        if changed and main:  # only the main process writes config.json, as for changed training settings
             changed_config = {**(changed_config or stored), "data_record": data_record}
         cls = model_class(family)
         if not checkpoint_exists(out):  # it starts from step 0: build it as the new run was built
@@ -176,7 +177,7 @@ def _train(
 
 
 def _data_changed(
-    out: Path, recorded: dict[str, Any] | None, now: dict[str, Any], data: DataConfig, allow: bool
+    out: Path, recorded: dict[str, Any] | None, now: dict[str, Any], data: DataConfig, allow: bool, main: bool
 ) -> bool:
     """Whether a resume reads other data than the run recorded (a run from before records none: False). Changed
     data is a ConfigError naming what changed, unless ``allow``: then True, and the caller records the new data."""
@@ -187,7 +188,10 @@ def _data_changed(
             f"--resume on changed data: {data.spec} {_data_change(recorded, now)}; restore the data the run was "
             "trained on, or pass --allow-changed-data to go on with it as it is now"
         )
-    print(f"Resuming {out} on changed data ({_data_change(recorded, now)}), as --allow-changed-data asks", flush=True)
+    if main:
+        print(
+            f"Resuming {out} on changed data ({_data_change(recorded, now)}), as --allow-changed-data asks", flush=True
+        )
     return True
 
 
