@@ -221,6 +221,13 @@ CASES = [
     Case("widths-not-numbers", TRAIN + " --widths 16,abc", "--widths"),
     Case("widths-empty", TRAIN + " --widths ''", "--widths"),
     Case("absurd-width", TRAIN + " --set channels=1000000000", "channels"),
+    Case("vqvae-codebook-zero", "train vqvae --data digits --set codebook_size=0 --out {tmp}/new", "codebook_size"),
+    Case(  # digits: 1,438 training images x 2x2 latent positions (three stages on 8x8) = 5,752 latent vectors
+        "vqvae-codebook-beyond-the-data",
+        "train vqvae --data digits --set codebook_size=6000 --max-steps 1 --out {tmp}/new",
+        "5,752 latent vectors",
+    ),
+    Case("vqvae-vector-latent", "train vqvae --data digits --latent vector --out {tmp}/new", "--latent spatial"),
     Case("budget-infinite", "compare --data digits --budget inf --out {tmp}/c", "--budget"),
     Case("budget-zero", "compare --data digits --budget 0 --out {tmp}/c", "--budget"),
     Case("bottlenecks-not-numbers", "compare --data digits --bottlenecks 4,x --out {tmp}/c", "--bottlenecks"),

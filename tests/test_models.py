@@ -10,7 +10,14 @@ from aediff.errors import ConfigError, RunError
 from aediff.models import MODELS, VAE, Autoencoder, Corruption, build_model
 from aediff.models.vae import binarize
 
-FAMILIES = [("ae", "vector"), ("ae", "spatial"), ("vae", "vector"), ("vae", "spatial"), ("dae", "vector")]
+FAMILIES = [
+    ("ae", "vector"),
+    ("ae", "spatial"),
+    ("vae", "vector"),
+    ("vae", "spatial"),
+    ("dae", "vector"),
+    ("vqvae", "spatial"),
+]
 
 
 def tiny(family, latent="vector", **extra):

@@ -294,7 +294,9 @@ def train(
         str | None,
         typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, mask:0.5:patch4, saltpepper:0.1"),
     ] = None,
-    beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
+    beta: Annotated[
+        float | None, typer.Option(min=0.0, help="VAE: weight of the KL term; VQ-VAE: commitment weight")
+    ] = None,
     likelihood: Annotated[Likelihood | None, typer.Option(help="VAE: p(x|z)")] = None,
     condition: Annotated[
         ConditionKind | None,
@@ -310,7 +312,8 @@ def train(
     text_encoder: Annotated[TextEncoderKind | None, typer.Option(help="--condition text: caption encoder")] = None,
     text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
     autoencoder: Annotated[
-        Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE with --latent spatial")
+        Path | None,
+        typer.Option(help="latent-diffusion: run folder of a trained AE / VAE / VQ-VAE with a spatial latent"),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="global batch size")] = None,
     grad_accumulation: Annotated[

@@ -6,7 +6,8 @@ model's device, and returns what was measured and on what: a typed section of
 ``protocols``, which the CLI prints as they are).
 
 - :mod:`~aediff.evaluation.protocols`: reconstruction, denoising at one corruption, likelihoods (VAE,
-  diffusion), samples and their FID / KID / precision / recall, classifier accuracy; batching helpers.
+  diffusion), a VQ-VAE's codebook usage, samples and their FID / KID / precision / recall, classifier accuracy;
+  batching helpers.
 - :mod:`~aediff.evaluation.denoising`: ``denoising_sweep`` over noise levels and masking rates.
 - :mod:`~aediff.evaluation.latents`: codes, 2-D maps (PCA / UMAP), kNN and linear probes, interpolations.
 - :mod:`~aediff.evaluation.spectra`: high-frequency share of images, Gaussian blur; a diffusion model's x0
@@ -35,6 +36,7 @@ from aediff.evaluation.latents import (
 from aediff.evaluation.protocols import (
     class_frequency_labels,
     classifier_accuracy,
+    codebook_metrics,
     denoising_metrics,
     dequantize,
     diffusion_nll,
@@ -60,6 +62,7 @@ __all__ = [
     "Judge",
     "class_frequency_labels",
     "classifier_accuracy",
+    "codebook_metrics",
     "conditional_accuracy",
     "denoising_metrics",
     "denoising_sweep",

@@ -322,6 +322,20 @@ class VaeLikelihood:
 
 
 @dataclass
+class CodebookUsage:
+    """How a vector-quantised model uses its codebook on the test images, over every latent position: usage
+    (share of the codes picked, in [0, 1]) and perplexity (exp of the entropy of the code frequencies, in
+    [1, codebook_size])."""
+
+    usage: float
+    perplexity: float
+    codes_used: int
+    codebook_size: int
+    num_vectors: int  # latent positions counted (images x h x w)
+    num_images: int
+
+
+@dataclass
 class DiffusionLikelihood:
     """The variational bound on a diffusion model's negative log-likelihood of 8-bit test images."""
 
@@ -501,6 +515,7 @@ class ModelEvaluation:
     denoising: list[DenoisingRow] | None = field(default=None, metadata=OPTIONAL)
     likelihood: VaeLikelihood | DiffusionLikelihood | None = field(default=None, metadata=OPTIONAL)
     latent_space: LatentProbes | None = field(default=None, metadata=OPTIONAL)
+    codebook: CodebookUsage | None = field(default=None, metadata=OPTIONAL)
     generation_inception: FeatureScore | None = field(default=None, metadata=OPTIONAL)
     generation_by_judge: dict[str, FeatureScore] | None = field(default=None, metadata=OPTIONAL)
     generation: Generation | None = field(default=None, metadata=OPTIONAL)

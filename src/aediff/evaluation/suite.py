@@ -18,6 +18,7 @@ from aediff.evaluation.latents import latent_space_metrics
 from aediff.evaluation.protocols import (
     class_frequency_labels,
     classifier_accuracy,
+    codebook_metrics,
     diffusion_nll,
     generation_score,
     model_device,
@@ -28,6 +29,7 @@ from aediff.evaluation.protocols import (
 )
 from aediff.evaluation.results import (
     Classification,
+    CodebookUsage,
     ConditionalAccuracy,
     DataRecord,
     DiffusionLikelihood,
@@ -127,10 +129,10 @@ def evaluate_model(
 
     Sections (None unless they apply): classification (CLASSIFY), reconstruction and latent_space (LATENT),
     denoising (DENOISE: rows of ``denoising_sweep``), likelihood (ELBO: ELBO / IWAE; DIFFUSION_BOUND: the
-    variational bound), generation (GENERATE, with a classifier: the first judge's scores) and
-    generation_by_judge ({judge name: scores}), conditional (CLASS_CONDITION, with a classifier),
-    sampling_speed (GENERATE), training_speed (a run). A protocol that cannot run on this model or data
-    (e.g. probes on unlabelled data) is recorded in ``skipped`` with the reason.
+    variational bound), codebook (CODEBOOK: usage and perplexity of the codes), generation (GENERATE, with a
+    classifier: the first judge's scores) and generation_by_judge ({judge name: scores}), conditional
+    (CLASS_CONDITION, with a classifier), sampling_speed (GENERATE), training_speed (a run). A protocol that
+    cannot run on this model or data (e.g. probes on unlabelled data) is recorded in ``skipped`` with the reason.
     """
     started = time.perf_counter()
     model = subject.model if isinstance(subject, Run) else subject
@@ -220,6 +222,10 @@ def _quality_sections(
     elif model.can(Capability.DIFFUSION_BOUND):
         result.likelihood = attempt(
             "likelihood", lambda: from_protocol(DiffusionLikelihood, diffusion_nll(model, test, seed=seed, limit=limit))
+        )
+    if model.can(Capability.CODEBOOK):
+        result.codebook = attempt(
+            "codebook", lambda: from_protocol(CodebookUsage, codebook_metrics(model, test, limit=limit))
         )
     if model.can(Capability.LATENT):
         # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split

@@ -4,7 +4,7 @@
 (``Model``); callers dispatch on ``model.can(...)``, never on a family's name.
 """
 
-from aediff.models import ae, classifier, dae, diffusion, latent_diffusion, vae  # noqa: F401  (registration)
+from aediff.models import ae, classifier, dae, diffusion, latent_diffusion, vae, vqvae  # noqa: F401  (registration)
 from aediff.models.ae import AEConfig, Autoencoder
 from aediff.models.classifier import Classifier, ClassifierConfig
 from aediff.models.corruptions import Corruption
@@ -16,6 +16,7 @@ from aediff.models.registry import MODELS, build_model, model_class, register_mo
 from aediff.models.text_encoder import TextEmbedding, TextEncoder, build_text_encoder
 from aediff.models.unet import UNet, UNetConfig
 from aediff.models.vae import VAE, VAEConfig
+from aediff.models.vqvae import VQVAE, VectorQuantizer, VQVAEConfig
 
 __all__ = [
     "AEConfig",
@@ -40,6 +41,9 @@ __all__ = [
     "UNetConfig",
     "VAE",
     "VAEConfig",
+    "VQVAE",
+    "VQVAEConfig",
+    "VectorQuantizer",
     "build_model",
     "build_text_encoder",
     "model_class",

@@ -38,6 +38,9 @@ method, whatever the family:
 | NETWORK_FEATURES  | network_features(images, sigma, levels, generator),     | the denoiser's activations at a level  |
 |                   | feature_levels                                          | (e.g. its bottleneck) for images noised|
 |                   |                                                         | to sigma, pooled per image: [N, width] |
+| CODEBOOK          | code_indices(x), codebook_size                          | a vector-quantised bottleneck: the     |
+|                   |                                                         | index of each latent position's code,  |
+|                   |                                                         | [N, h, w] in [0, codebook_size)        |
 
 CLASS_CONDITION, TEXT_CONDITION and SAMPLE_CLASSES are declared by a diffusion model's config (its conditioning),
 so ``class_sampler`` is promised by no entry of ``METHODS``: an autoencoder always declares SAMPLE_CLASSES.
@@ -88,6 +91,7 @@ class Capability(str, enum.Enum):
     SAMPLE_CLASSES = "sample-classes"
     RESTORE = "restore"
     NETWORK_FEATURES = "network-features"
+    CODEBOOK = "codebook"
 
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
@@ -110,6 +114,7 @@ ABILITIES: dict[Capability, str] = {
         "restore images under a known degradation (an autoencoder, or a diffusion model: pixel or latent)"
     ),
     Capability.NETWORK_FEATURES: "give its denoising network's inner features of noisy images (a diffusion model)",
+    Capability.CODEBOOK: "quantise its latent to a codebook (a VQ-VAE)",
 }
 
 # A class sampler: labels [b] int64 (class indices of the data) and a generator -> images [b, C, H, W] in [-1, 1]
@@ -144,6 +149,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
     Capability.RESTORE: ("restore", "restore_methods"),
     Capability.NETWORK_FEATURES: ("network_features", "feature_levels"),
+    Capability.CODEBOOK: ("code_indices", "codebook_size"),
 }
 
 
@@ -430,6 +436,17 @@ class Model(nn.Module):
     def layer_feature_dim(self) -> int:
         """D of ``layer_features``."""
         raise self._unsupported(Capability.CLASSIFY, "layer_feature_dim")
+
+    # CODEBOOK
+    def code_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> the index of the code each latent position is quantised to, [N, h, w]
+        int64 in [0, codebook_size)."""
+        raise self._unsupported(Capability.CODEBOOK, "code_indices()")
+
+    @property
+    def codebook_size(self) -> int:
+        """K, the number of codes in the codebook."""
+        raise self._unsupported(Capability.CODEBOOK, "codebook_size")
 
     # --- what the trainer and the diagnostics use --------------------------------------------------------
     def sampling_network(self) -> nn.Module:

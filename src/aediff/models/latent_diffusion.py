@@ -2,8 +2,9 @@
 space of a trained autoencoder instead of pixel space. The two halves of aediff, joined.
 
 Training encodes each batch with the frozen autoencoder (its deterministic code: the AE's latent, the
-VAE's posterior mean), multiplies by ``latent_scale`` so the latents have unit variance (the scale the
-noise levels assume), and trains the denoiser there. Sampling runs any sampler on latents, then decodes.
+VAE's posterior mean, the VQ-VAE's code vectors), multiplies by ``latent_scale`` so the latents have unit
+variance (the scale the noise levels assume), and trains the denoiser there. Sampling runs any sampler on
+latents, then decodes (a VQ-VAE quantises them to its codes first).
 
 The model is given its autoencoder (``LatentDiffusionModel(config, autoencoder)``); a new run's comes from
 the run folder named in ``config.autoencoder.path``, read once by ``prepare_config``. The run folder is
@@ -44,7 +45,7 @@ class AutoencoderSource:
     """The autoencoder a latent diffusion model works in: enough to rebuild it without its run folder."""
 
     path: str = ""  # the run folder it was trained in (recorded; only read when a new run starts)
-    family: str = ""  # filled in from that folder: ae, vae or dae
+    family: str = ""  # filled in from that folder: ae, vae, dae or vqvae
     config: dict[str, Any] = field(default_factory=dict)  # ditto: its model config
 
 
@@ -102,7 +103,9 @@ class LatentDiffusionModel(DiffusionModel):
                 )
             autoencoder = build_model(source.family, source.config)
         if not autoencoder.can(Capability.LATENT):
-            raise ConfigError(f"latent diffusion needs an autoencoder (ae, vae or dae), got a {autoencoder.family!r}")
+            raise ConfigError(
+                f"latent diffusion needs an autoencoder (ae, vae, dae or vqvae), got a {autoencoder.family!r}"
+            )
         super().__init__(config, space_shape=tuple(autoencoder.latent_shape))
         self.autoencoder = autoencoder.requires_grad_(False)
 
@@ -126,7 +129,9 @@ class LatentDiffusionModel(DiffusionModel):
         run = load_run(path)
         autoencoder = run.model
         if not autoencoder.can(Capability.LATENT):
-            raise ConfigError(f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae or dae")
+            raise ConfigError(
+                f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae, dae or vqvae"
+            )
         if autoencoder.config.latent != "spatial":
             raise ConfigError(
                 f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
