@@ -44,7 +44,7 @@ class AutoencoderSource:
     """The autoencoder a latent diffusion model works in: enough to rebuild it without its run folder."""
 
     path: str = ""  # the run folder it was trained in (recorded; only read when a new run starts)
-    family: str = ""  # filled in from that folder: ae, vae or dae
+    family: str = ""  # filled in from that folder: ae, vae, kl-ae or dae
     config: dict[str, Any] = field(default_factory=dict)  # ditto: its model config
 
 
@@ -102,7 +102,9 @@ class LatentDiffusionModel(DiffusionModel):
                 )
             autoencoder = build_model(source.family, source.config)
         if not autoencoder.can(Capability.LATENT):
-            raise ConfigError(f"latent diffusion needs an autoencoder (ae, vae or dae), got a {autoencoder.family!r}")
+            raise ConfigError(
+                f"latent diffusion needs an autoencoder (ae, vae, kl-ae or dae), got a {autoencoder.family!r}"
+            )
         super().__init__(config, space_shape=tuple(autoencoder.latent_shape))
         self.autoencoder = autoencoder.requires_grad_(False)
 
@@ -126,7 +128,9 @@ class LatentDiffusionModel(DiffusionModel):
         run = load_run(path)
         autoencoder = run.model
         if not autoencoder.can(Capability.LATENT):
-            raise ConfigError(f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae or dae")
+            raise ConfigError(
+                f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae, kl-ae or dae"
+            )
         if autoencoder.config.latent != "spatial":
             raise ConfigError(
                 f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
@@ -139,7 +143,8 @@ class LatentDiffusionModel(DiffusionModel):
                 f"the data's images are {'x'.join(map(str, data_shape))} but the autoencoder in {path} "
                 f"was trained on {shown}: pass the same --resolution / --image-channels it used"
             )
-        autoencoder = autoencoder.cpu().eval()
+        # Frozen here: what only its own training used (a KL-AE's discriminator) is neither kept nor saved.
+        autoencoder = autoencoder.without_training_parts().cpu().eval()
         with torch.no_grad():
             if isinstance(dataset, ImageStream):  # read in order: its first images
                 dataset = dataset.head(1024)
