@@ -164,6 +164,7 @@ def _folder_with_metadata(entry: str, encoding: str = "utf-8") -> Callable[[Path
 
 
 TRAIN = "train ae --data digits --max-steps 2 --out {tmp}/new"
+TRAIN_KL = "train kl-ae --data digits --max-steps 2 --out {tmp}/new"
 RESTORE = "restore {ae} --out {tmp}/r.png"
 RESTORE_DIFFUSION = "restore {diffusion} --out {tmp}/r.png"
 CASES = [
@@ -228,6 +229,10 @@ CASES = [
         "5,752 latent vectors",
     ),
     Case("vqvae-vector-latent", "train vqvae --data digits --latent vector --out {tmp}/new", "--latent spatial"),
+    Case("kl-ae-discriminator-too-deep", TRAIN_KL + " --set disc_layers=3", "disc_layers=1"),  # 8x8 images
+    Case("kl-ae-perceptual-weight", TRAIN_KL + " --set perceptual_weight=1", "not available offline"),
+    Case("kl-ae-negative-kl-weight", TRAIN_KL + " --set kl_weight=-1e-6", "kl_weight"),
+    Case("kl-ae-negative-disc-weight", TRAIN_KL + " --set disc_weight=-0.5", "disc_weight"),
     Case("budget-infinite", "compare --data digits --budget inf --out {tmp}/c", "--budget"),
     Case("budget-zero", "compare --data digits --budget 0 --out {tmp}/c", "--budget"),
     Case("bottlenecks-not-numbers", "compare --data digits --bottlenecks 4,x --out {tmp}/c", "--bottlenecks"),

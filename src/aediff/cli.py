@@ -545,7 +545,7 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
 
 @app.command()
 def reconstruct(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE, KL-AE, VQ-VAE or DAE")],
     data: DataOpt = None,
     split: SplitOpt = "test",
     images: Annotated[int, typer.Option(min=1, max=1024, help="images in the grid")] = 32,
@@ -652,7 +652,9 @@ def sample(
 def encode(
     run: Annotated[
         Path,
-        typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE, or with --features a diffusion model"),
+        typer.Argument(
+            metavar="RUN", help="run folder of an AE, VAE, KL-AE, VQ-VAE or DAE, or with --features a diffusion model"
+        ),
     ],
     data: DataOpt = None,
     split: SplitOpt = "test",

@@ -96,7 +96,7 @@ class Capability(str, enum.Enum):
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
 ABILITIES: dict[Capability, str] = {
-    Capability.LATENT: "encode images to a latent and decode them (an AE, VAE or DAE)",
+    Capability.LATENT: "encode images to a latent and decode them (an AE, VAE, KL-AE, VQ-VAE or DAE)",
     Capability.GENERATE: "generate images",
     Capability.DIFFUSION_SAMPLER: "sample with a diffusion sampler (a diffusion or latent-diffusion model)",
     Capability.DENOISE: "denoise images",
@@ -463,6 +463,17 @@ class Model(nn.Module):
 
     def after_training(self, batches: Iterable[torch.Tensor]) -> None:
         """Called once by the trainer at the end of training with the training images; nothing by default."""
+
+    def begin_step(self, step: int) -> None:
+        """Called by the trainer before each optimizer step with the steps done so far (0 before the first; a
+        resumed run goes on from its checkpoint's), for a loss that changes with training progress (a KL
+        autoencoder's discriminator switches on at a step); nothing by default."""
+
+    def without_training_parts(self) -> Model:
+        """This model as a frozen part of another (latent diffusion's autoencoder): without the parts only its own
+        training uses (a KL autoencoder's discriminator), sharing the rest of its weights, with a ``config`` that
+        rebuilds exactly it. The model itself when it has no such parts."""
+        return self
 
     @classmethod
     def prepare_config(cls, config: Any, dataset: Any, load_run: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:

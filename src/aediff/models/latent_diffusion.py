@@ -37,7 +37,7 @@ from aediff.models.diffusion import (
     nest_v1_fields,
 )
 from aediff.models.interface import Capability, Model
-from aediff.models.registry import build_model, register_model
+from aediff.models.registry import MODELS, build_model, register_model
 
 
 @dataclass
@@ -45,7 +45,7 @@ class AutoencoderSource:
     """The autoencoder a latent diffusion model works in: enough to rebuild it without its run folder."""
 
     path: str = ""  # the run folder it was trained in (recorded; only read when a new run starts)
-    family: str = ""  # filled in from that folder: ae, vae, dae or vqvae
+    family: str = ""  # filled in from that folder: a family that declares Capability.LATENT
     config: dict[str, Any] = field(default_factory=dict)  # ditto: its model config
 
 
@@ -69,6 +69,11 @@ def upgrade_v1(flat: dict[str, Any]) -> dict[str, Any]:
     flat["image_channels"], flat["image_size"] = ae_config.get("image_channels", 1), ae_config.get("image_size", 28)
     nested = nest_v1_fields(flat, {**V1_FIELDS, "latent_scale": "latent_scale"})
     return {**nested, "autoencoder": source}
+
+
+def autoencoder_families() -> str:
+    """The registered families a latent diffusion model can work in (those declaring LATENT), for messages."""
+    return ", ".join(sorted(name for name, cls in MODELS.items() if Capability.LATENT in cls.declared))
 
 
 @register_model
@@ -104,7 +109,7 @@ class LatentDiffusionModel(DiffusionModel):
             autoencoder = build_model(source.family, source.config)
         if not autoencoder.can(Capability.LATENT):
             raise ConfigError(
-                f"latent diffusion needs an autoencoder (ae, vae, dae or vqvae), got a {autoencoder.family!r}"
+                f"latent diffusion needs an autoencoder ({autoencoder_families()}), got a {autoencoder.family!r}"
             )
         super().__init__(config, space_shape=tuple(autoencoder.latent_shape))
         self.autoencoder = autoencoder.requires_grad_(False)
@@ -130,7 +135,8 @@ class LatentDiffusionModel(DiffusionModel):
         autoencoder = run.model
         if not autoencoder.can(Capability.LATENT):
             raise ConfigError(
-                f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae, dae or vqvae"
+                f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an autoencoder "
+                f"({autoencoder_families()})"
             )
         if autoencoder.config.latent != "spatial":
             raise ConfigError(
@@ -144,7 +150,8 @@ class LatentDiffusionModel(DiffusionModel):
                 f"the data's images are {'x'.join(map(str, data_shape))} but the autoencoder in {path} "
                 f"was trained on {shown}: pass the same --resolution / --image-channels it used"
             )
-        autoencoder = autoencoder.cpu().eval()
+        # Frozen here: what only its own training used (a KL-AE's discriminator) is neither kept nor saved.
+        autoencoder = autoencoder.without_training_parts().cpu().eval()
         with torch.no_grad():
             if isinstance(dataset, ImageStream):  # read in order: its first images
                 dataset = dataset.head(1024)
