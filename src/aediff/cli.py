@@ -1022,9 +1022,13 @@ def compare(
     console.print(f"report: {results.meta.report}")
 
 
+# The {judge: FeatureScore} sections of a ModelEvaluation the summary shows as one FID row per judge, and their name.
+FID_ROWS = {"reconstruction_fid_by_judge": "rFID", "generation_by_judge": "FID"}
+
+
 def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
     """(name, value) rows of ``evaluate_model``'s result for the summary table: the scalars of each
-    section, and one row per denoising level and judge."""
+    section, and one row per denoising level, and per judge of rFID and FID."""
     import dataclasses
 
     from aediff.evaluation.results import encode
@@ -1039,10 +1043,10 @@ def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
                 steps = f", {row.steps} steps" if row.steps > 1 else ""
                 quality = f"PSNR {row.psnr:.2f} dB (noisy {row.psnr_noisy:.2f}), SSIM {row.ssim:.3f}"
                 rows.append((f"denoising {row.corruption}{steps}", quality))
-        elif isinstance(values, dict) and section == "generation_by_judge":
+        elif isinstance(values, dict) and section in FID_ROWS:
             for judge, score in values.items():
                 interval = f" +- {1.96 * score.fid_se:.3g} (95%)" if score.fid_se is not None else ""
-                rows.append((f"FID ({judge} judge)", f"{score.fid:.4g}{interval}"))
+                rows.append((f"{FID_ROWS[section]} ({judge} judge)", f"{score.fid:.4g}{interval}"))
         elif section == "class_balance" and values is not None:
             rows += _balance_rows(values)
         elif dataclasses.is_dataclass(values) and section not in ("data", "settings"):
@@ -1079,7 +1083,9 @@ def evaluate(
             help="run folder of `aediff train classifier`: its features score samples (FID, KID, precision, recall)"
         ),
     ] = None,
-    samples: Annotated[int, typer.Option(min=2, max=100_000, help="samples to score")] = 1000,
+    samples: Annotated[
+        int, typer.Option(min=2, max=100_000, help="samples to score; also the test images reconstructed for rFID")
+    ] = 1000,
     limit: Annotated[
         int | None, typer.Option(min=1, help="test images per protocol (default: the whole split)")
     ] = None,
@@ -1087,9 +1093,10 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="JSON file for every number")] = Path("metrics.json"),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Every evaluation that applies to the model: reconstruction, denoising sweep, likelihood, latent
-    probes, FID / KID / precision / recall (with --classifier), class accuracy of conditioned samples,
-    speed. Prints a summary table and writes all numbers to --out."""
+    """Every evaluation that applies to the model: reconstruction (PSNR, SSIM; with --classifier rFID of
+    --samples test images against themselves), denoising sweep, likelihood, latent probes, FID / KID /
+    precision / recall (with --classifier), class accuracy of conditioned samples, speed. Prints a summary
+    table and writes all numbers to --out."""
     from aediff.evaluation import evaluate_model
     from aediff.models import Capability
 

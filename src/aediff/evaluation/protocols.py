@@ -343,6 +343,16 @@ def generation_score(
     )
 
 
+@torch.no_grad()
+def reconstructed_images(model: Model, dataset: Any, limit: int | None = None, batch_size: int = 256) -> torch.Tensor:
+    """``model.reconstruct`` (encode, then decode) of ``limit`` images of ``dataset`` spread evenly over it (all
+    when None; ``spread_indices``), in that order: [n, C, H, W] clamped to [-1, 1] (as images), on the CPU."""
+    model.require(Capability.LATENT, "reconstruction")
+    model.eval()
+    batches = iterate_images(dataset, batch_size, model_device(model), limit)
+    return torch.cat([model.reconstruct(b["images"]).clamp(-1, 1).cpu() for b in batches])
+
+
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(x / 2**0.5))
 
