@@ -163,7 +163,21 @@ def _folder_with_metadata(entry: str, encoding: str = "utf-8") -> Callable[[Path
     return make
 
 
+def _folder_of_every_mode(run: Path, tmp: Path) -> None:
+    """RGB, greyscale and RGBA 8x8 PNGs and a palette one of 12x10, in that (sorted) order."""
+    from PIL import Image
+
+    folder = tmp / "mixed"
+    folder.mkdir()
+    pixels = np.full((8, 8, 3), 100, np.uint8)
+    Image.fromarray(pixels).save(folder / "a_rgb.png")
+    Image.fromarray(pixels[..., 0]).save(folder / "b_grey.png")
+    Image.fromarray(np.dstack([pixels, pixels[..., :1]])).save(folder / "c_rgba.png")
+    Image.fromarray(np.full((12, 10, 3), 100, np.uint8)).convert("P").save(folder / "d_palette.png")
+
+
 TRAIN = "train ae --data digits --max-steps 2 --out {tmp}/new"
+MIXED = "train ae --data folder:{tmp}/mixed --max-steps 1 --out {tmp}/new"
 TRAIN_KL = "train kl-ae --data digits --max-steps 2 --out {tmp}/new"
 RESTORE = "restore {ae} --out {tmp}/r.png"
 RESTORE_DIFFUSION = "restore {diffusion} --out {tmp}/r.png"
@@ -343,6 +357,19 @@ CASES = [
         "train ae --data folder:{tmp}/images --max-steps 1 --out {tmp}/new",
         "metadata.jsonl",
         setup=_folder_with_metadata("0.png", encoding="latin-1"),
+    ),
+    # a folder of every mode and size: the first file that differs, and the option that converts them all
+    Case(
+        "folder-greyscale-and-colour",
+        MIXED,
+        "b_grey.png has 1); pass channels=1 or channels=3 (--image-channels 1|3)",
+        setup=_folder_of_every_mode,
+    ),
+    Case(
+        "folder-of-every-size",
+        MIXED + " --image-channels 3",
+        "d_palette.png is 12x10); pass resolution=N or (H, W) (--resolution N",
+        setup=_folder_of_every_mode,
     ),
     # aediff restore: the degradation, the method and its options
     Case("restore-images-zero", RESTORE + " --mask half --images 0", "--images", 2),

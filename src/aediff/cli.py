@@ -523,8 +523,10 @@ def _latent_run(run: Path, data: str | None, split: str, command: str) -> tuple[
 
 
 def _dataset(run: Run, data: str | None, split: str) -> Any:
-    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit.
-    A split in Hugging Face streaming mode gives its first images (``DataConfig.load_by_position``)."""
+    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images (resized, and
+    converted to the model's channels with a printed note: colour made grey loses it, grey is repeated on 3
+    channels); checked to fit. A split in Hugging Face streaming mode gives its first images
+    (``DataConfig.load_by_position``)."""
     from aediff.data import DataConfig
 
     channels, height, width = run.model.image_shape
@@ -540,6 +542,9 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
             f"the model takes {channels}x{height}x{width} images but the data is "
             f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}"
         )
+    if dataset.converted:
+        note = f"note: {dataset.name}:{split}: {dataset.converted}, for a {channels}-channel model"
+        console.print(escape(note), soft_wrap=True)  # one line, however narrow the terminal
     return dataset
 
 
