@@ -22,6 +22,7 @@ from aediff.errors import RunError
 from aediff.models import MODELS, model_class
 from aediff.models.defaults import RULE_NAMES, SIZE_RULES, DataShape, NetworkDefaults, most_stages, size_rule
 from aediff.models.diffusion import DIFFUSION_SIZES
+from aediff.reports.compare import CompareConfig, compare_plan, plan_banner, training_overrides
 from aediff.runs import TRAINING_DEFAULTS, DataDefaults, TrainConfig, resolve_data_defaults
 from aediff.training.train import fill_data_shape, train
 
@@ -228,7 +229,7 @@ def test_the_users_options_win_in_a_new_run(tmp_path):
     assert stored["model"]["network"]["attention_resolutions"] == [2] and stored["data_defaults"]["training"] == {}
 
 
-# --- the command line ----------------------------------------------------------------------------------------
+# --- the command line and the comparison --------------------------------------------------------------------------
 def aediff_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run([sys.executable, "-m", "aediff.cli", *args], capture_output=True, text=True, timeout=300,
@@ -249,3 +250,18 @@ def test_dry_run_prints_the_rule_and_what_it_sets(tmp_path):
     assert "defaults for 28x28 grey (rule grey-small): no change from the built-in defaults" in grey.stdout
     resumed = aediff_cli("train", "--resume", "--out", str(tmp_path / "r"), "--dry-run", cwd=tmp_path)
     assert "none derived on --resume" in resumed.stdout and not (tmp_path / "r").exists()
+
+
+def test_the_comparison_leaves_batch_and_widths_to_the_data_and_says_which_rule(tmp_path):
+    config = CompareConfig()
+    plan = compare_plan(config)
+    assert all("batch_size" not in training_overrides(p, config) for p in plan)  # the data's default batch
+    assert "latent_channels" not in next(p for p in plan if p.name == "ae-spatial").model
+    banner = plan_banner(config, plan, True, CIFAR)
+    assert "defaults for 32x32 RGB (rule colour-small)" in banner
+    assert "diffusion: channels 64,128,128, attention at 8, lr 5e-4" in banner
+    assert "ae, vae, dae: channels 32,64,128;" in banner  # the sweep's bottlenecks are the plan's
+    assert plan_banner(config, plan, True, DataShape(1, 28, 28)).endswith(
+        "defaults for 28x28 grey (rule grey-small): the built-in defaults"
+    )
+    assert training_overrides(plan[0], CompareConfig(batch_size=32))["batch_size"] == 32  # a given batch wins
