@@ -104,9 +104,9 @@ def resolve_data_defaults(
     """The data defaults of a new ``family`` run on images of ``shape``, less what the user's own ``model`` and
     ``training`` overrides set (their keys: bare field names or dotted paths, as ``update_config`` takes them;
     an unknown one is a ConfigError here, as it would be there)."""
-    config_class = model_class(family).config_class
-    rule, network = network_defaults(model_class(family).size_defaults, shape)
-    chosen = _unchosen(config_class, network, model or {})
+    cls = model_class(family)
+    rule, network = network_defaults(cls.size_defaults, shape)
+    chosen = _unchosen(cls.config_class, network, model or {})
     recipe = _unchosen(TrainConfig, TRAINING_DEFAULTS.get(rule.name, {}).get(family, {}), training or {})
     return DataDefaults(rule.name, shape, chosen, recipe)
 
