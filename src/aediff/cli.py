@@ -392,7 +392,9 @@ def train(
     ] = None,
     train_set: Annotated[list[str] | None, typer.Option("--train-set", help="training config field, key=value")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the resolved configs, with the defaults the data's image size chooses, and exit")
+    ] = False,
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
     given = dict(locals())  # the options by parameter name, as MODEL_FLAGS and TRAIN_FLAGS name them
@@ -412,7 +414,7 @@ def train(
         stream=stream, workers=workers, flip=flip, crop=1.0 if crop is None else crop,
     )  # fmt: skip
     if dry_run:
-        _print_resolved(training, model, data_config)
+        _print_resolved(None if resume else family, training, model, data_config)
         return
     if allow_changed_data and not resume:
         raise ConfigError("--allow-changed-data applies to --resume (a new run records the data it reads)")
@@ -455,13 +457,25 @@ def _training_overrides(
     return training
 
 
-def _print_resolved(training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
-    """--dry-run: the training config as it resolves, the model overrides, the data config."""
+def _print_resolved(family: str | None, training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
+    """--dry-run: for a new run of ``family``, the defaults its data's shape chooses (the data is read for it) in
+    one line; the training config as it resolves, the model overrides, the data config. A resumed run
+    (``family`` None) derives no defaults: it goes on with its config.json."""
     from aediff.config import config_to_dict, update_config
-    from aediff.runs.training_config import TrainConfig
+    from aediff.runs import TrainConfig
+    from aediff.training.train import data_defaults_for, new_train_config
 
-    _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
+    defaults = None if family is None else data_defaults_for(family, data.load("train"), model, training)
+    if defaults is None:
+        console.print("defaults: none derived on --resume (the run goes on with its config.json)", markup=False)
+        resolved = update_config(TrainConfig(), training)
+    else:
+        console.print(defaults.describe(), soft_wrap=True, markup=False)
+        resolved = new_train_config(defaults, training)
+    _print_json("training", config_to_dict(resolved))
     _print_json("model overrides", model)
+    if defaults is not None:
+        _print_json("data defaults", defaults.record())
     _print_json("data", config_to_dict(data))
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -70,6 +70,7 @@ from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions, SamplerPlan
 from aediff.diffusion.schedules import NoiseSchedule
 from aediff.errors import ConfigError
+from aediff.models.defaults import NetworkDefaults
 from aediff.modes import Likelihood, SamplerName
 
 
@@ -209,6 +210,9 @@ class Model(nn.Module):
     family: ClassVar[str]
     config_class: ClassVar[type]
     declared: ClassVar[frozenset[Capability]] = frozenset()  # what every model of the class can do
+    # size rule name -> the network a new run on such images starts from (aediff.models.defaults); inherited by
+    # subclasses; a rule not named keeps the config's defaults
+    size_defaults: ClassVar[Mapping[str, NetworkDefaults]] = {}
 
     # --- capabilities ---------------------------------------------------------------------------------
     @property
