@@ -273,3 +273,49 @@ def test_serve_without_gradio_says_how_to_install_and_exits_2(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "pip install 'aediff[app]'" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- colour and greyscale: each model gets the image in its own channels, and the text says so -------------
+def test_channel_note_says_what_each_model_was_given():
+    colour = Image.fromarray(np.dstack([np.zeros((4, 4), np.uint8), np.full((4, 4), 9, np.uint8)] * 2)[..., :3])
+    grey = Image.new("L", (4, 4), 9)
+    colourless = grey.convert("RGB")  # an RGB file without colour: its luma is the image itself
+    models = {"g1": 1, "g2": 1, "c": 3}
+    assert limits.channel_note(colour, models).startswith("Your image has colour; the greyscale model(s) g1, g2 were")
+    assert "repeated" not in limits.channel_note(colour, models)
+    assert limits.channel_note(grey, models) == (
+        "Your image is greyscale; the colour model(s) c were given it repeated on 3 channels (nothing is lost)."
+    )
+    assert limits.channel_note(colourless, models) == "" and limits.channel_note(colour, {"c": 3}) == ""
+
+
+@pytest.fixture(scope="module")
+def grey_and_colour(tmp_path_factory):
+    """A catalog of a greyscale AE (digits) and a colour AE (random 8x8 RGB images), one step each."""
+    from aediff.training.train import train
+
+    root = tmp_path_factory.mktemp("channels")
+    images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    np.savez(root / "colour.npz", images=images)
+    for name, data in (("grey", "digits"), ("colour", f"npz:{root / 'colour.npz'}")):
+        training = {"max_steps": 1, "batch_size": 8, "tensorboard": False}
+        train("ae", root / "runs" / name, data, model={"channels": (8, 16)}, training=training, progress=False)
+    return handlers.Catalog.open([root / "runs"])
+
+
+def test_denoise_and_restore_say_how_the_image_was_converted(grey_and_colour):
+    from aediff.app import restore
+
+    rng = np.random.default_rng(1)
+    colour = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    grey = colour.convert("L")
+    lost = "Your image has colour; the greyscale model(s) grey were given its luma (ITU-R 601)"
+    repeated = "Your image is greyscale; the colour model(s) colour were given it repeated on 3 channels"
+    request = restore.RestoreRequest("box", 3)
+    for image, said, unsaid in ((colour, lost, repeated), (grey, repeated, lost)):
+        for text in (
+            handlers.denoise_all(grey_and_colour, image, "none").text,
+            restore.restore_all(grey_and_colour, image, request).text,
+        ):
+            assert said in text and unsaid not in text, text
+    assert "Your image" not in handlers.denoise_all(grey_and_colour, grey.convert("RGB"), "none").text

@@ -163,7 +163,22 @@ def _folder_with_metadata(entry: str, encoding: str = "utf-8") -> Callable[[Path
     return make
 
 
+def _folder_of_every_mode(run: Path, tmp: Path) -> None:
+    """RGB, greyscale and RGBA 8x8 PNGs and a palette one of 12x10, in that (sorted) order."""
+    from PIL import Image
+
+    folder = tmp / "mixed"
+    folder.mkdir()
+    pixels = np.full((8, 8, 3), 100, np.uint8)
+    Image.fromarray(pixels).save(folder / "a_rgb.png")
+    Image.fromarray(pixels[..., 0]).save(folder / "b_grey.png")
+    Image.fromarray(np.dstack([pixels, pixels[..., :1]])).save(folder / "c_rgba.png")
+    Image.fromarray(np.full((12, 10, 3), 100, np.uint8)).convert("P").save(folder / "d_palette.png")
+
+
 TRAIN = "train ae --data digits --max-steps 2 --out {tmp}/new"
+MIXED = "train ae --data folder:{tmp}/mixed --max-steps 1 --out {tmp}/new"
+TRAIN_KL = "train kl-ae --data digits --max-steps 2 --out {tmp}/new"
 RESTORE = "restore {ae} --out {tmp}/r.png"
 RESTORE_DIFFUSION = "restore {diffusion} --out {tmp}/r.png"
 CASES = [
@@ -221,6 +236,17 @@ CASES = [
     Case("widths-not-numbers", TRAIN + " --widths 16,abc", "--widths"),
     Case("widths-empty", TRAIN + " --widths ''", "--widths"),
     Case("absurd-width", TRAIN + " --set channels=1000000000", "channels"),
+    Case("vqvae-codebook-zero", "train vqvae --data digits --set codebook_size=0 --out {tmp}/new", "codebook_size"),
+    Case(  # digits: 1,438 training images x 2x2 latent positions (three stages on 8x8) = 5,752 latent vectors
+        "vqvae-codebook-beyond-the-data",
+        "train vqvae --data digits --set codebook_size=6000 --max-steps 1 --out {tmp}/new",
+        "5,752 latent vectors",
+    ),
+    Case("vqvae-vector-latent", "train vqvae --data digits --latent vector --out {tmp}/new", "--latent spatial"),
+    Case("kl-ae-discriminator-too-deep", TRAIN_KL + " --set disc_layers=3", "disc_layers=1"),  # 8x8 images
+    Case("kl-ae-perceptual-weight", TRAIN_KL + " --set perceptual_weight=1", "not available offline"),
+    Case("kl-ae-negative-kl-weight", TRAIN_KL + " --set kl_weight=-1e-6", "kl_weight"),
+    Case("kl-ae-negative-disc-weight", TRAIN_KL + " --set disc_weight=-0.5", "disc_weight"),
     Case("budget-infinite", "compare --data digits --budget inf --out {tmp}/c", "--budget"),
     Case("budget-zero", "compare --data digits --budget 0 --out {tmp}/c", "--budget"),
     Case("bottlenecks-not-numbers", "compare --data digits --bottlenecks 4,x --out {tmp}/c", "--bottlenecks"),
@@ -331,6 +357,19 @@ CASES = [
         "train ae --data folder:{tmp}/images --max-steps 1 --out {tmp}/new",
         "metadata.jsonl",
         setup=_folder_with_metadata("0.png", encoding="latin-1"),
+    ),
+    # a folder of every mode and size: the first file that differs, and the option that converts them all
+    Case(
+        "folder-greyscale-and-colour",
+        MIXED,
+        "b_grey.png has 1); pass channels=1 or channels=3 (--image-channels 1|3)",
+        setup=_folder_of_every_mode,
+    ),
+    Case(
+        "folder-of-every-size",
+        MIXED + " --image-channels 3",
+        "d_palette.png is 12x10); pass resolution=N or (H, W) (--resolution N",
+        setup=_folder_of_every_mode,
     ),
     # aediff restore: the degradation, the method and its options
     Case("restore-images-zero", RESTORE + " --mask half --images 0", "--images", 2),

@@ -243,3 +243,37 @@ def test_error_messages_keep_their_brackets(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_load", refuse)
     code, out = run_cli(monkeypatch, capsys, "sample", "runs/x")
     assert code == 1 and "aediff[text]" in out  # not swallowed as rich markup
+
+
+def test_data_in_the_other_channels_is_converted_with_a_note(tmp_path, monkeypatch, capsys):
+    """A greyscale model given colour files sees their luma, a colour model given greyscale data sees it on 3
+    channels; each command says so in one line, and data in the model's channels gets no note."""
+    rng = np.random.default_rng(0)
+    for name, mode in (("colour", "RGB"), ("grey", "L")):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).convert(mode).save(
+                tmp_path / name / f"{i}.png"
+            )
+    np.savez(tmp_path / "colour.npz", images=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8))
+    for run, data in (("grey-ae", "digits"), ("colour-ae", f"npz:{tmp_path / 'colour.npz'}")):
+        code, out = run_cli(monkeypatch, capsys, "train", "ae", "--data", data, "--out", tmp_path / run,
+                            "--max-steps", "1", *TINY[:4], "--batch-size", "8", "--no-progress")  # fmt: skip
+        assert code == 0, out
+    lost = "4 of 4 images are colour, converted to greyscale (ITU-R 601 luma): their colour is lost, for a 1-channel"
+    repeated = "images are greyscale, repeated on 3 channels (nothing is lost), for a 3-channel model"
+    colour, grey = f"folder:{tmp_path / 'colour'}", f"folder:{tmp_path / 'grey'}"
+    for args, note in [
+        (["reconstruct", tmp_path / "grey-ae", "--data", colour, "--out", tmp_path / "r.png"], lost),
+        (["encode", tmp_path / "grey-ae", "--data", colour, "--out", tmp_path / "z.npz"], lost),
+        (["denoise", tmp_path / "colour-ae", "--data", grey, "--out", tmp_path / "d.png"], repeated),
+        (
+            ["restore", tmp_path / "colour-ae", "--data", "digits", "--mask", "half", "--out", tmp_path / "s.png"],
+            repeated,
+        ),
+        (["reconstruct", tmp_path / "grey-ae", "--data", grey, "--out", tmp_path / "g.png"], None),
+    ]:
+        code, out = run_cli(monkeypatch, capsys, *args, "--split", "all", "--overwrite")
+        assert code == 0, out
+        notes = [line for line in out.splitlines() if line.startswith("note:")]
+        assert (notes == []) if note is None else (len(notes) == 1 and note in notes[0]), out

@@ -97,6 +97,9 @@ def test_compare_writes_every_section_figure_and_table(report):
     for key in SECTIONS:
         assert f'id="{key}"' in html
     assert (out / "tables" / "summary.csv").read_text().count("\n") >= 12  # header + 12 models
+    bottleneck = (out / "tables" / "bottleneck.csv").read_text().splitlines()
+    assert bottleneck[0].endswith(",rFID (classifier),rFID (classifier-layers)")  # the AEs' reconstructions
+    assert all(float(line.split(",")[-1]) > 0 for line in bottleneck[1:-1]) and bottleneck[-1].endswith("n/a,n/a")
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics and on_disk["format_version"] == FORMAT_VERSION
     assert ComparisonReport.read(out / "metrics.json").to_json() == on_disk  # it reads back, typed

@@ -363,9 +363,43 @@ def test_mixed_sizes_and_modes(tmp_path):
 
     save_png(tmp_path / "m" / "a.png", rgb(8, 8, (1, 2, 3)))
     save_png(tmp_path / "m" / "b.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(DataError, match="--channels 1\\|3"):
+    with pytest.raises(DataError, match="--image-channels 1\\|3"):  # the CLI's option, by its name
         load_dataset(f"folder:{tmp_path / 'm'}")
     assert load_dataset(f"folder:{tmp_path / 'm'}", "all", channels=1).channels == 1
+
+
+def _every_mode(folder):
+    """RGB 8x8, greyscale 8x8, RGBA 8x8 and a palette image 12x10, in that (sorted) order."""
+    save_png(folder / "a_rgb.png", rgb(8, 8, (200, 30, 30)))
+    save_png(folder / "b_grey.png", np.full((8, 8), 90))
+    save_png(folder / "c_rgba.png", np.dstack([rgb(8, 8, (0, 0, 255)), np.full((8, 8), 255)]))
+    Image.fromarray(rgb(12, 10, (0, 204, 0))).convert("P").save(folder / "d_palette.png")
+
+
+def test_a_folder_of_every_mode_and_size_is_refused_naming_a_file_until_both_options_convert_it(tmp_path):
+    _every_mode(tmp_path / "f")
+    spec = f"folder:{tmp_path / 'f'}"
+    with pytest.raises(DataError, match=r"b_grey\.png has 1\).*--image-channels 1\|3"):
+        load_dataset(spec, "all")
+    with pytest.raises(DataError, match=r"d_palette\.png is 12x10.*--resolution"):
+        load_dataset(spec, "all", channels=3)
+    colour = load_dataset(spec, "all", channels=3, resolution=8)
+    assert colour.images.shape == (4, 3, 8, 8) and colour.images[1].unique().tolist() == [90]  # grey repeated
+    assert colour.images[3, :, 0, 0].tolist() == [0, 204, 0]  # the palette (web-safe green) expanded
+    assert colour.converted == "1 of 4 images are greyscale, repeated on 3 channels (nothing is lost)"
+    grey = load_dataset(spec, "all", channels=1, resolution=8)
+    assert grey.converted.startswith("3 of 4 images are colour, converted to greyscale") and "lost" in grey.converted
+
+
+def test_a_conversion_of_channels_is_said_and_none_is_silent(tmp_path):
+    assert load_dataset("digits", "test").converted == ""  # native channels
+    assert load_dataset("digits", "test", channels=1).converted == ""  # already greyscale
+    assert load_dataset("digits", "test", channels=3).converted.endswith(
+        "greyscale, repeated on 3 channels (nothing is lost)"
+    )
+    np.savez(tmp_path / "c.npz", images=np.zeros((5, 4, 4, 3), np.uint8))
+    assert load_dataset(f"npz:{tmp_path / 'c.npz'}", "all", channels=1).converted.startswith("5 of 5 images are colour")
+    assert load_dataset(f"npz:{tmp_path / 'c.npz'}", "all", channels=3).converted == ""
 
 
 def test_resolution_crop_and_rgba_on_white(tmp_path):

@@ -1,12 +1,23 @@
 """Evaluation protocols on models whose answer is known."""
 
+import json
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from aediff.evaluation import denoising_metrics, dequantize, reconstruction_metrics, vae_likelihood
+from aediff.evaluation import (
+    ModelEvaluation,
+    denoising_metrics,
+    dequantize,
+    evaluate_model,
+    gaussian_blur,
+    judges_for,
+    reconstruction_fid,
+    reconstruction_metrics,
+    vae_likelihood,
+)
 from aediff.models import build_model
 
 
@@ -28,6 +39,73 @@ def test_perfect_reconstruction_scores_the_ceiling(digits_test):
     result = reconstruction_metrics(Identity(), digits_test)
     assert result["mse"] == 0 and result["ssim"] > 0.999 and result["psnr"] == 100.0
     assert result["num_images"] == len(digits_test)
+
+
+def _judge_classifier():
+    """An untrained classifier on 8x8 digits (seeded by conftest): its two judges are fixed feature spaces."""
+    return build_model("classifier", {"image_size": 8, "channels": (8, 16), "feature_dim": 16}).eval()
+
+
+def _reconstructing(reconstruct):
+    """An untrained AE (it declares LATENT) whose reconstructions are ``reconstruct(x)``."""
+    model = build_model("ae", {"image_size": 8, "channels": (8, 16), "bottleneck_dim": 4}).eval()
+    model.reconstruct = reconstruct
+    return model
+
+
+RECONSTRUCTORS = {
+    "perfect": lambda x: x,
+    "blurred": lambda x: gaussian_blur(x, 1.0),
+    "constant": lambda x: torch.full_like(x, -1.0),
+}
+
+
+def test_rfid_is_zero_for_a_perfect_reconstructor_and_not_for_a_blurred_or_constant_one(digits_test):
+    judges = judges_for(_judge_classifier())
+    scores = {
+        name: reconstruction_fid(_reconstructing(f), digits_test, judges, images=100, reference_name="digits:test")
+        for name, f in RECONSTRUCTORS.items()
+    }
+    for judge in ("classifier", "classifier-layers"):
+        perfect = scores["perfect"][judge]
+        assert perfect.fid < 1e-6 and perfect.num_samples == perfect.num_reference == 100  # the same 100 images
+        assert perfect.reference == "digits:test" and perfect.feature_extractor == judge
+        assert scores["blurred"][judge].fid > 1e-3 and scores["constant"][judge].fid > 1e-3
+    # the layers judge sees blur: far from 0, and its bootstrap interval too
+    blurred = scores["blurred"]["classifier-layers"]
+    assert blurred.fid - 1.96 * blurred.fid_se > 1.0
+
+
+def test_evaluate_model_scores_rfid_only_for_latent_models_with_judges(digits_train, digits_test):
+    classifier = _judge_classifier()
+    perfect = _reconstructing(RECONSTRUCTORS["perfect"])
+    result = evaluate_model(perfect, digits_train, digits_test, classifier=classifier, samples=1000, limit=8)
+    assert list(result.reconstruction_fid_by_judge) == ["classifier", "classifier-layers"], result.skipped
+    for judge, score in result.reconstruction_fid_by_judge.items():
+        # samples (1000) caps the reconstructions: the whole split here, against the same images
+        assert score.num_samples == score.num_reference == len(digits_test) and score.fid < 1e-6
+        assert result.reconstruction_fid(judge).value == score.fid
+    assert result.reconstruction.num_images == 8  # PSNR / SSIM keep to limit
+    data = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    assert data["reconstruction_fid_by_judge"]["classifier"]["num_samples"] == len(digits_test)
+    assert ModelEvaluation.from_json(data) == result
+    blurred = evaluate_model(
+        _reconstructing(RECONSTRUCTORS["blurred"]),
+        digits_train,
+        digits_test,
+        classifier=classifier,
+        samples=40,
+        limit=8,
+    )
+    assert blurred.reconstruction_fid("classifier-layers").value > 1.0
+    assert blurred.reconstruction_fid_by_judge["classifier"].num_samples == 40
+    # no judges: left out, and skipped says why; a model without LATENT: left out, nothing to skip
+    alone = evaluate_model(perfect, digits_train, digits_test, samples=20, limit=8)
+    assert alone.reconstruction_fid_by_judge is None and "classifier" in alone.skipped["reconstruction_fid_by_judge"]
+    assert "reconstruction_fid_by_judge" not in alone.to_json()
+    judged = evaluate_model(classifier, digits_train, digits_test, classifier=classifier, samples=20, limit=8)
+    assert judged.reconstruction_fid_by_judge is None and "reconstruction_fid_by_judge" not in judged.skipped
+    assert "reconstruction_fid_by_judge" not in judged.to_json()
 
 
 def test_denoising_metrics_compare_input_and_output(digits_test):

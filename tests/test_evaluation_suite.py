@@ -457,6 +457,8 @@ def test_eval_command_writes_the_metrics(runs, tmp_path, monkeypatch, capsys):
     assert result["reconstruction"]["num_images"] == 16 and result["run"] == str(runs / "dae")
     assert result["latent_space"]["num_test"] == len(aediff.data.load_dataset("digits", "test"))  # probes: >= 2,000
     assert "all numbers ->" in text and "denoising" in text
+    assert result["reconstruction_fid_by_judge"]["classifier"]["num_samples"] == 20  # --samples reconstructions
+    assert "rFID (classifier judge)" in text and "rFID (classifier-layers judge)" in text
 
 
 def test_limited_evaluations_spread_over_a_split_stored_class_by_class():

@@ -10,12 +10,22 @@ from aediff.errors import ConfigError, RunError
 from aediff.models import MODELS, VAE, Autoencoder, Corruption, build_model
 from aediff.models.vae import binarize
 
-FAMILIES = [("ae", "vector"), ("ae", "spatial"), ("vae", "vector"), ("vae", "spatial"), ("dae", "vector")]
+FAMILIES = [
+    ("ae", "vector"),
+    ("ae", "spatial"),
+    ("vae", "vector"),
+    ("vae", "spatial"),
+    ("kl-ae", "spatial"),
+    ("dae", "vector"),
+    ("vqvae", "spatial"),
+]
+# What a family needs besides the shared tiny config: a kl-ae's patch discriminator fits 8x8 images with one layer
+FAMILY_EXTRA = {"kl-ae": {"disc_layers": 1}}
 
 
 def tiny(family, latent="vector", **extra):
     config = {"image_size": 8, "channels": (8, 16), "bottleneck_dim": 6, "latent": latent, "latent_channels": 3}
-    return build_model(family, {**config, **extra})
+    return build_model(family, {**config, **FAMILY_EXTRA.get(family, {}), **extra})
 
 
 def images(n=4, size=8):

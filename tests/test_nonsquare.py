@@ -30,6 +30,7 @@ H, W = 12, 20  # the folder's images: 12 high, 20 wide
 TRAINING = {"max_steps": 2, "batch_size": 16, "tensorboard": False}
 AE = {"channels": (8, 16), "bottleneck_dim": 4}
 SPATIAL = {"channels": (8, 16), "latent": "spatial", "latent_channels": 2}
+KL_AE = {"channels": (8, 16), "latent_channels": 2, "disc_channels": 4, "disc_start": 0}  # its PatchGAN on 12x20
 UNET = {"channels": (8, 16), "attention_resolutions": (6,), "embedding_dim": 16, "steps": 2}
 
 
@@ -58,7 +59,9 @@ def runs(folder, tmp_path_factory) -> Path:
     for family, model in [
         ("ae", AE),
         ("vae", SPATIAL),
+        ("kl-ae", KL_AE),
         ("dae", AE),
+        ("vqvae", {**SPATIAL, "codebook_size": 16}),
         ("classifier", {"channels": (8, 16), "feature_dim": 8}),
         ("diffusion", UNET),
     ]:
@@ -172,20 +175,22 @@ def test_diffusers_network_takes_both_sides_or_refuses_sides_it_cannot_halve():
 
 
 # --- every family, trained and loaded -------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["ae", "vae", "dae", "classifier", "diffusion", "latent-diffusion"])
+@pytest.mark.parametrize(
+    "family", ["ae", "vae", "kl-ae", "dae", "vqvae", "classifier", "diffusion", "latent-diffusion"]
+)
 def test_every_family_trains_on_12x20_and_records_the_width(runs, family):
     config = json.loads((runs / family / "config.json").read_text())
     assert (config["model"]["image_size"], config["model"]["image_width"]) == (H, W)
     assert aediff.load(runs / family, device="cpu").model.image_shape == (1, H, W)
 
 
-@pytest.mark.parametrize("family", ["vae", "diffusion", "latent-diffusion"])
+@pytest.mark.parametrize("family", ["vae", "vqvae", "diffusion", "latent-diffusion"])
 def test_samples_are_12x20(runs, family):
     model = aediff.load(runs / family, device="cpu").model
     assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, H, W)
 
 
-@pytest.mark.parametrize("family", ["ae", "dae"])
+@pytest.mark.parametrize("family", ["ae", "kl-ae", "dae", "vqvae"])
 def test_reconstructions_are_12x20(runs, family, folder):
     model = aediff.load(runs / family, device="cpu").model
     images = load_dataset(f"folder:{folder}", "all").batch([0, 1, 2])["images"]

@@ -108,6 +108,19 @@ def test_per_image_values_travel_in_fields_and_stay_out_of_json():
     assert isinstance(again.likelihood, DiffusionLikelihood) and again.likelihood.bits_per_dim == 1.2
 
 
+def test_reconstruction_fid_round_trips_beside_reconstruction_and_an_older_file_has_none():
+    result = _evaluation()  # from the 704866e file: no rFID then
+    assert result.reconstruction_fid_by_judge is None and result.reconstruction_fid("classifier") is None
+    score = result.generation_by_judge["classifier"]
+    result.reconstruction_fid_by_judge = {"classifier": score}
+    data = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    keys = list(data)
+    assert keys[keys.index("reconstruction") + 1] == "reconstruction_fid_by_judge" and data["format_version"] == 1
+    again = ModelEvaluation.from_json(data)
+    assert again == result and again.reconstruction_fid_by_judge["classifier"] == score
+    assert again.reconstruction_fid("classifier").value == score.fid and again.reconstruction_fid("other") is None
+
+
 def test_non_finite_numbers_are_written_as_null_and_read_as_nan():
     result = _evaluation()
     result.reconstruction.psnr = math.inf

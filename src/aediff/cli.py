@@ -294,7 +294,9 @@ def train(
         str | None,
         typer.Option(help="DAE corruption: gaussian:0.5, gaussian:0.1-0.8, mask:0.3, mask:0.5:patch4, saltpepper:0.1"),
     ] = None,
-    beta: Annotated[float | None, typer.Option(min=0.0, help="VAE: weight of the KL term")] = None,
+    beta: Annotated[
+        float | None, typer.Option(min=0.0, help="VAE: weight of the KL term; VQ-VAE: commitment weight")
+    ] = None,
     likelihood: Annotated[Likelihood | None, typer.Option(help="VAE: p(x|z)")] = None,
     condition: Annotated[
         ConditionKind | None,
@@ -310,7 +312,8 @@ def train(
     text_encoder: Annotated[TextEncoderKind | None, typer.Option(help="--condition text: caption encoder")] = None,
     text_encoder_path: Annotated[str | None, typer.Option(help="--text-encoder clip: local folder or hub id")] = None,
     autoencoder: Annotated[
-        Path | None, typer.Option(help="latent-diffusion: run folder of a trained AE / VAE with --latent spatial")
+        Path | None,
+        typer.Option(help="latent-diffusion: run folder of a trained AE / VAE / VQ-VAE with a spatial latent"),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="global batch size")] = None,
     grad_accumulation: Annotated[
@@ -389,7 +392,9 @@ def train(
     ] = None,
     train_set: Annotated[list[str] | None, typer.Option("--train-set", help="training config field, key=value")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    dry_run: Annotated[bool, typer.Option(help="print the resolved configs and exit")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the resolved configs, with the defaults the data's image size chooses, and exit")
+    ] = False,
 ) -> None:
     """Train a model: `aediff train vae --data mnist5k --out runs/vae --max-time 5m`."""
     given = dict(locals())  # the options by parameter name, as MODEL_FLAGS and TRAIN_FLAGS name them
@@ -409,7 +414,7 @@ def train(
         stream=stream, workers=workers, flip=flip, crop=1.0 if crop is None else crop,
     )  # fmt: skip
     if dry_run:
-        _print_resolved(training, model, data_config)
+        _print_resolved(None if resume else family, training, model, data_config)
         return
     if allow_changed_data and not resume:
         raise ConfigError("--allow-changed-data applies to --resume (a new run records the data it reads)")
@@ -452,13 +457,25 @@ def _training_overrides(
     return training
 
 
-def _print_resolved(training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
-    """--dry-run: the training config as it resolves, the model overrides, the data config."""
+def _print_resolved(family: str | None, training: dict[str, Any], model: dict[str, Any], data: Any) -> None:
+    """--dry-run: for a new run of ``family``, the defaults its data's shape chooses (the data is read for it) in
+    one line; the training config as it resolves, the model overrides, the data config. A resumed run
+    (``family`` None) derives no defaults: it goes on with its config.json."""
     from aediff.config import config_to_dict, update_config
-    from aediff.runs.training_config import TrainConfig
+    from aediff.runs import TrainConfig
+    from aediff.training.train import data_defaults_for, new_train_config
 
-    _print_json("training", config_to_dict(update_config(TrainConfig(), training)))
+    defaults = None if family is None else data_defaults_for(family, data.load("train"), model, training)
+    if defaults is None:
+        console.print("defaults: none derived on --resume (the run goes on with its config.json)", markup=False)
+        resolved = update_config(TrainConfig(), training)
+    else:
+        console.print(defaults.describe(), soft_wrap=True, markup=False)
+        resolved = new_train_config(defaults, training)
+    _print_json("training", config_to_dict(resolved))
     _print_json("model overrides", model)
+    if defaults is not None:
+        _print_json("data defaults", defaults.record())
     _print_json("data", config_to_dict(data))
 
 
@@ -520,8 +537,10 @@ def _latent_run(run: Path, data: str | None, split: str, command: str) -> tuple[
 
 
 def _dataset(run: Run, data: str | None, split: str) -> Any:
-    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images; checked to fit.
-    A split in Hugging Face streaming mode gives its first images (``DataConfig.load_by_position``)."""
+    """The ``split`` of the run's training data, or of ``data`` shaped like the run's images (resized, and
+    converted to the model's channels with a printed note: colour made grey loses it, grey is repeated on 3
+    channels); checked to fit. A split in Hugging Face streaming mode gives its first images
+    (``DataConfig.load_by_position``)."""
     from aediff.data import DataConfig
 
     channels, height, width = run.model.image_shape
@@ -537,12 +556,15 @@ def _dataset(run: Run, data: str | None, split: str) -> Any:
             f"the model takes {channels}x{height}x{width} images but the data is "
             f"{dataset.channels}x{dataset.resolution[0]}x{dataset.resolution[1]}"
         )
+    if dataset.converted:
+        note = f"note: {dataset.name}:{split}: {dataset.converted}, for a {channels}-channel model"
+        console.print(escape(note), soft_wrap=True)  # one line, however narrow the terminal
     return dataset
 
 
 @app.command()
 def reconstruct(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="run folder of an AE, VAE, KL-AE, VQ-VAE or DAE")],
     data: DataOpt = None,
     split: SplitOpt = "test",
     images: Annotated[int, typer.Option(min=1, max=1024, help="images in the grid")] = 32,
@@ -649,7 +671,9 @@ def sample(
 def encode(
     run: Annotated[
         Path,
-        typer.Argument(metavar="RUN", help="run folder of an AE, VAE or DAE, or with --features a diffusion model"),
+        typer.Argument(
+            metavar="RUN", help="run folder of an AE, VAE, KL-AE, VQ-VAE or DAE, or with --features a diffusion model"
+        ),
     ],
     data: DataOpt = None,
     split: SplitOpt = "test",
@@ -1017,9 +1041,13 @@ def compare(
     console.print(f"report: {results.meta.report}")
 
 
+# The {judge: FeatureScore} sections of a ModelEvaluation the summary shows as one FID row per judge, and their name.
+FID_ROWS = {"reconstruction_fid_by_judge": "rFID", "generation_by_judge": "FID"}
+
+
 def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
     """(name, value) rows of ``evaluate_model``'s result for the summary table: the scalars of each
-    section, and one row per denoising level and judge."""
+    section, and one row per denoising level, and per judge of rFID and FID."""
     import dataclasses
 
     from aediff.evaluation.results import encode
@@ -1034,10 +1062,10 @@ def _metric_rows(result: ModelEvaluation) -> list[tuple[str, str]]:
                 steps = f", {row.steps} steps" if row.steps > 1 else ""
                 quality = f"PSNR {row.psnr:.2f} dB (noisy {row.psnr_noisy:.2f}), SSIM {row.ssim:.3f}"
                 rows.append((f"denoising {row.corruption}{steps}", quality))
-        elif isinstance(values, dict) and section == "generation_by_judge":
+        elif isinstance(values, dict) and section in FID_ROWS:
             for judge, score in values.items():
                 interval = f" +- {1.96 * score.fid_se:.3g} (95%)" if score.fid_se is not None else ""
-                rows.append((f"FID ({judge} judge)", f"{score.fid:.4g}{interval}"))
+                rows.append((f"{FID_ROWS[section]} ({judge} judge)", f"{score.fid:.4g}{interval}"))
         elif section == "class_balance" and values is not None:
             rows += _balance_rows(values)
         elif dataclasses.is_dataclass(values) and section not in ("data", "settings"):
@@ -1074,7 +1102,9 @@ def evaluate(
             help="run folder of `aediff train classifier`: its features score samples (FID, KID, precision, recall)"
         ),
     ] = None,
-    samples: Annotated[int, typer.Option(min=2, max=100_000, help="samples to score")] = 1000,
+    samples: Annotated[
+        int, typer.Option(min=2, max=100_000, help="samples to score; also the test images reconstructed for rFID")
+    ] = 1000,
     limit: Annotated[
         int | None, typer.Option(min=1, help="test images per protocol (default: the whole split)")
     ] = None,
@@ -1082,9 +1112,10 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="JSON file for every number")] = Path("metrics.json"),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Every evaluation that applies to the model: reconstruction, denoising sweep, likelihood, latent
-    probes, FID / KID / precision / recall (with --classifier), class accuracy of conditioned samples,
-    speed. Prints a summary table and writes all numbers to --out."""
+    """Every evaluation that applies to the model: reconstruction (PSNR, SSIM; with --classifier rFID of
+    --samples test images against themselves), denoising sweep, likelihood, latent probes, FID / KID /
+    precision / recall (with --classifier), class accuracy of conditioned samples, speed. Prints a summary
+    table and writes all numbers to --out."""
     from aediff.evaluation import evaluate_model
     from aediff.models import Capability
 

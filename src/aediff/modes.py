@@ -6,7 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-Family = Literal["ae", "vae", "dae", "diffusion", "latent-diffusion", "classifier"]  # the registered models
+Family = Literal[
+    "ae", "vae", "kl-ae", "dae", "vqvae", "diffusion", "latent-diffusion", "classifier"
+]  # registered models
 LatentKind = Literal["vector", "spatial"]  # an autoencoder's bottleneck shape
 Likelihood = Literal["gaussian", "bernoulli"]  # a VAE's p(x|z)
 SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpm++", "consistency"]

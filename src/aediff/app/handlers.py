@@ -33,6 +33,7 @@ from aediff.app.limits import (
     MAX_SEED,
     MAX_STEPS,
     InputError,
+    channel_note,
     check_whole,
     image_to_tensor,
     read_upload,
@@ -344,6 +345,8 @@ def denoise_all(
             images.append((tensor_to_image(out), label))
             table.append([name, family, n, _number(p), round(s, 3)])
     text = f"{len(table) - len(shown_inputs)} outputs against the clean image."
+    note = channel_note(image, {name: catalog.runs[name].model.image_shape[0] for name in names})
+    text += f" {note}" if note else ""
     if skipped:
         text += " Skipped: " + "; ".join(skipped) + " - choose gaussian noise to include them."
     return DenoiseResult(images, table, text)

@@ -3,7 +3,8 @@
 Every cap is a constant here, stated on the page and in docs/app.md. An upload is checked before it is
 decoded: its size in bytes, then its pixel count from the header alone (a decompression bomb is refused
 before a single pixel is decoded), then its mode, which is converted (RGBA, LA, palette, 1-bit, 16-bit,
-32-bit, float, CMYK, YCbCr, LAB, HSV) or refused with a message that names the problem and the fix.
+32-bit, float, CMYK, YCbCr, LAB, HSV) or refused with a message that names the problem and the fix. A model
+is given the image in its own channels, and the page says so where that changes it (``channel_note``).
 """
 
 from __future__ import annotations
@@ -115,11 +116,37 @@ def normalize_mode(image: Image.Image) -> Image.Image:
 
 def image_to_tensor(image: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
     """A PIL image ("L" or "RGB") -> [1, C, H, W] in [-1, 1] of a model's ``shape`` (C, H, W): converted to
-    C channels, resized with area averaging (box filter) to H x W."""
+    C channels (``channel_note`` says so to the user), resized with area averaging (box filter) to H x W."""
     channels, height, width = shape
     image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BOX)
     array = np.asarray(image, dtype=np.float32).reshape(height, width, channels)
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def has_colour(image: Image.Image) -> bool:
+    """Whether an "L" or "RGB" image holds colour: an RGB image whose channels differ at some pixel."""
+    if image.mode == "L":
+        return False
+    array = np.asarray(image.convert("RGB"))
+    return bool((array[..., 0] != array[..., 1]).any() or (array[..., 1] != array[..., 2]).any())
+
+
+def channel_note(image: Image.Image, channels: dict[str, int]) -> str:
+    """What ``image_to_tensor`` does to ``image`` ("L" or "RGB") for the models named in ``channels`` ({name:
+    channels of its images}) whose channels it does not have, in a sentence per direction; "" when nothing
+    changes. A colour image is given to 1-channel models as its luma (ITU-R 601; the colour is lost), a
+    greyscale one to 3-channel models repeated on 3 channels (lossless)."""
+    colour = has_colour(image)
+    greyed = ", ".join(name for name, c in channels.items() if c == 1 and colour)
+    repeated = ", ".join(name for name, c in channels.items() if c == 3 and image.mode == "L")
+    notes = []
+    if greyed:
+        notes.append(f"Your image has colour; the greyscale model(s) {greyed} were given its luma (ITU-R 601), so "
+                     "its colour is lost to them.")  # fmt: skip
+    if repeated:
+        notes.append(f"Your image is greyscale; the colour model(s) {repeated} were given it repeated on 3 "
+                     "channels (nothing is lost).")  # fmt: skip
+    return " ".join(notes)
 
 
 def tensor_to_image(images: torch.Tensor, nrow: int | None = None, side: int = DISPLAY_SIDE) -> Image.Image:

@@ -20,7 +20,15 @@ import torch
 from PIL import Image
 
 from aediff.app.handlers import Catalog
-from aediff.app.limits import MAX_SEED, MAX_STEPS, InputError, check_whole, image_to_tensor, tensor_to_image
+from aediff.app.limits import (
+    MAX_SEED,
+    MAX_STEPS,
+    InputError,
+    channel_note,
+    check_whole,
+    image_to_tensor,
+    tensor_to_image,
+)
 from aediff.diffusion.degradations import Degradation, Mask
 from aediff.errors import ConfigError
 from aediff.evaluation.restoration import classical_controls, classical_restore
@@ -158,4 +166,6 @@ def restore_all(catalog: Catalog, image: Image.Image, request: RestoreRequest, d
         text += " Trajectory: the first diffusion model's predicted image at each step, high noise to low."
     if skipped:
         text += " Not run: " + "; ".join(skipped) + "."
+    note = channel_note(image, {name: catalog.runs[name].model.image_shape[0] for name in names})
+    text += f" {note}" if note else ""
     return RestoreResult(images, table, trajectory, text)

@@ -38,12 +38,17 @@ class ImageDataset(torch.utils.data.Dataset):
             :meth:`with_label_captions`); real ``captions`` always take precedence.
         caption_seed: seed of the dataset's own generator for those captions; None draws from torch's
             global RNG.
+        converted: one sentence on how loading changed the images' channels to the ones asked for ("3 of 8
+            images are colour, converted to greyscale ..."); "" when it changed none, or is not known (a
+            dataset read from disk per batch, or derived from another).
 
     With a ``torch.utils.data.DataLoader`` the batched fetch :meth:`__getitems__` already returns the
     batch dict, so pass ``collate_fn=ImageDataset.collate``::
 
         DataLoader(ds, batch_size=64, shuffle=True, collate_fn=ImageDataset.collate)
     """
+
+    converted: str = ""  # what a subclass that skips __init__ (a streamed dataset) says: not known
 
     def __init__(
         self,
@@ -57,6 +62,7 @@ class ImageDataset(torch.utils.data.Dataset):
         label_captions: bool = False,
         caption_seed: int | None = None,
         classes_named_by_index: bool = False,
+        converted: str = "",
     ):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -78,6 +84,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.class_names, self.classes_named_by_index = named_classes(labels, class_names, classes_named_by_index)
         self.name = name
         self.skipped = int(skipped)
+        self.converted = converted
         self.label_captions = False
         self.caption_seed: int | None = None
         self._caption_generator: torch.Generator | None = None

@@ -179,6 +179,7 @@ class FolderData(ImageArrays):
 
     skipped: int = 0
     files: list[str] = field(default_factory=list)  # paths relative to the root, "/"-separated
+    native_channels: np.ndarray | None = None  # [N] each image's own channels before conversion (1 or 3)
 
 
 def list_image_files(root: Path) -> list[str]:
@@ -399,7 +400,7 @@ def _check_same_shape(root: Path, first: tuple[str, int, tuple], rel: str, nativ
     if channels is None and native != first[1]:
         raise DataError(
             f"{root} mixes grayscale and colour images ({first[0]} has {first[1]} channel(s), {rel} has "
-            f"{native}); pass channels=1 or channels=3 (--channels 1|3) to convert them all."
+            f"{native}); pass channels=1 or channels=3 (--image-channels 1|3) to convert them all."
         )
     if size != first[2]:  # only possible with resolution=None
         raise DataError(
@@ -409,10 +410,12 @@ def _check_same_shape(root: Path, first: tuple[str, int, tuple], rel: str, nativ
         )
 
 
-def _decode_all(root: Path, files: list[str], channels, resolution, skip_bad, progress) -> tuple[list, list, int]:
-    """Decode ``files`` (relative to ``root``): (arrays, the files kept, how many were skipped)."""
+def _decode_all(root: Path, files: list[str], channels, resolution, skip_bad, progress) -> tuple[list, list, list, int]:
+    """Decode ``files`` (relative to ``root``): (arrays, the files kept, their own channel counts, how many were
+    skipped)."""
     arrays: list[np.ndarray] = []
     kept: list[str] = []
+    natives: list[int] = []
     bad = 0
     first: tuple[str, int, tuple[int, int]] | None = None  # (file, native channels, size) of the first image
     for n, rel in enumerate(files):
@@ -434,13 +437,14 @@ def _decode_all(root: Path, files: list[str], channels, resolution, skip_bad, pr
             _check_same_shape(root, first, rel, native, arr.shape[:2], channels)
         arrays.append(arr)
         kept.append(rel)
+        natives.append(native)
         if progress is not None:
             progress(n + 1, len(files))
     if not arrays:
         raise DataError(f"None of the {len(files)} image files under {root} could be read (all were skipped).")
     if bad:
         log.warning("%s: skipped %d unreadable image(s)", root, bad)
-    return arrays, kept, bad
+    return arrays, kept, natives, bad
 
 
 def read_image_folder(
@@ -465,8 +469,8 @@ def read_image_folder(
     Folder symlinks are followed but every real image is read once (see :func:`list_image_files`).
     """
     found = index_image_folder(root, labels=labels, captions=captions)
-    arrays, kept, bad = _decode_all(found.root, found.files, channels, resolution, skip_bad, progress)
-    data = FolderData(images=np.stack(arrays), skipped=bad, files=kept)
+    arrays, kept, natives, bad = _decode_all(found.root, found.files, channels, resolution, skip_bad, progress)
+    data = FolderData(images=np.stack(arrays), skipped=bad, files=kept, native_channels=np.array(natives))
     if found.class_names is not None:
         data.labels = found.labels_of(kept)
         data.class_names = found.class_names

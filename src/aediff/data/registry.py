@@ -42,6 +42,7 @@ class RawDataset(ImageArrays):
     test_mask: np.ndarray | None = None  # official split: True for test examples; None -> split by seed
     skipped: int = 0
     prepared: bool = False  # resolution/channels already applied while decoding (folders)
+    native_channels: np.ndarray | None = None  # prepared: [N] each image's own channels (else images.shape[-1])
     resample: Image.Resampling = Image.Resampling.BICUBIC  # filter for the resize to `resolution`
 
 

@@ -33,7 +33,7 @@ from .files import read_image_folder, read_npz
 from .hfstream import ImageStream, open_image_stream, streaming_name
 from .registry import DatasetInfo, LoadRequest, RawDataset, find_dataset, register_dataset
 from .streamed import StreamedImageDataset, open_streamed
-from .transforms import Resolution, prepare_array
+from .transforms import Resolution, channel_conversion, prepare_array
 
 # One module per loader family; the order is the order of ``aediff datasets``.
 for _source in (*bundled.SOURCES, *mnist.SOURCES, *cifar.SOURCES, *twemoji.SOURCES):
@@ -65,7 +65,8 @@ def _load_raw(spec: str, *, resolution, channels, skip_bad, data_dir) -> tuple[s
             raise DataError(f"{spec!r} needs a path after '{kind}:', e.g. '{kind.lower()}:/data/images'.")
         if kind.lower() == "folder":
             f = read_image_folder(rest, resolution=resolution, channels=channels, skip_bad=skip_bad)
-            raw = RawDataset(f.images, f.labels, f.captions, f.class_names, skipped=f.skipped, prepared=True)
+            raw = RawDataset(f.images, f.labels, f.captions, f.class_names, skipped=f.skipped, prepared=True,
+                             native_channels=f.native_channels)  # fmt: skip
             return spec, raw
         a = read_npz(rest)
         return spec, RawDataset(a.images, a.labels, a.captions, a.class_names)
@@ -101,7 +102,8 @@ def load_dataset(
             (plain random without labels).
         resolution: the side of a square, or (height, width): resize keeping the aspect ratio until the image
             covers it (bicubic, antialiased; Lanczos for emoji), then center-crop; None keeps the native size.
-        channels: 1 (grayscale) or 3 (RGB); None keeps native channels. RGBA is composited on white.
+        channels: 1 (grayscale) or 3 (RGB); None keeps native channels. RGBA is composited on white. What the
+            conversion did (colour made grey, grey repeated on 3 channels) is said in ``dataset.converted``.
         skip_bad: skip unreadable image files (counted in ``dataset.skipped``) instead of raising.
         data_dir: where to look first for mnist / fashion-mnist idx files or the cifar10 folder/archive.
         label_captions: for a set without captions, make ``batch()`` return captions from the class names
@@ -155,6 +157,7 @@ def load_dataset(
         )
 
     images = raw.images[idx]
+    native = raw.native_channels[idx] if raw.native_channels is not None else np.full(len(idx), images.shape[-1])
     if not raw.prepared:
         images = prepare_array(images, channels, resolution, raw.resample)
     class_names, named_by_index = named_classes(raw.labels, raw.class_names)  # the whole set: one K for every split
@@ -167,6 +170,7 @@ def load_dataset(
         raw.skipped,
         label_captions=label_captions,
         classes_named_by_index=named_by_index,
+        converted=channel_conversion(native, channels),
     )
 
 

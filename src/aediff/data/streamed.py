@@ -450,7 +450,7 @@ class StreamedImageDataset(ImageDataset):
         if self.wanted_channels is None and native != shape[2]:
             raise DataError(
                 f"{self.name} mixes grayscale and colour images ({self.reader.where(i)} has {native} channel(s), "
-                f"the first {shape[2]}); pass --channels 1 or 3"
+                f"the first {shape[2]}); pass --image-channels 1 or 3 to convert them all"
             )
         raise DataError(
             f"{self.name} mixes image sizes (height x width: {self.reader.where(i)} is {arr.shape[0]}x{arr.shape[1]}, "

@@ -99,6 +99,20 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     return to_gray(images)
 
 
+def channel_conversion(native: np.ndarray, channels: int | None) -> str:
+    """What converting images whose own channel counts are ``native`` [N] (1: greyscale; 3, 4: colour, RGBA) to
+    ``channels`` does, in one sentence; "" when it changes none (``channels`` None keeps each image's own)."""
+    native = np.asarray(native)
+    if channels is None or native.size == 0:
+        return ""
+    if channels == 1:
+        colour = int((native != 1).sum())
+        lost = "converted to greyscale (ITU-R 601 luma): their colour is lost"
+        return f"{colour} of {native.size} images are colour, {lost}" if colour else ""
+    grey = int((native == 1).sum())
+    return f"{grey} of {native.size} images are greyscale, repeated on 3 channels (nothing is lost)" if grey else ""
+
+
 def target_size(resolution: Resolution) -> tuple[int, int]:
     """(height, width) that ``resolution`` asks for: an int is the side of a square."""
     if isinstance(resolution, int):

@@ -216,5 +216,5 @@ class RestoreOptions:
 _WHO_RUNS = {
     "ddnm": "a diffusion model (in pixels, or in a latent space through decode-project-encode)",
     "repaint": "a pixel diffusion model",
-    "one-pass": "an autoencoder (AE, VAE or DAE) or a pixel diffusion model",
+    "one-pass": "an autoencoder (AE, VAE, KL-AE, VQ-VAE or DAE) or a pixel diffusion model",
 }

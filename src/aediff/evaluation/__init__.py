@@ -6,7 +6,8 @@ model's device, and returns what was measured and on what: a typed section of
 ``protocols``, which the CLI prints as they are).
 
 - :mod:`~aediff.evaluation.protocols`: reconstruction, denoising at one corruption, likelihoods (VAE,
-  diffusion), samples and their FID / KID / precision / recall, classifier accuracy; batching helpers.
+  diffusion), a VQ-VAE's codebook usage, samples and their FID / KID / precision / recall, classifier accuracy;
+  batching helpers.
 - :mod:`~aediff.evaluation.denoising`: ``denoising_sweep`` over noise levels and masking rates.
 - :mod:`~aediff.evaluation.latents`: codes, 2-D maps (PCA / UMAP), kNN and linear probes, interpolations.
 - :mod:`~aediff.evaluation.spectra`: high-frequency share of images, Gaussian blur; a diffusion model's x0
@@ -15,7 +16,9 @@ model's device, and returns what was measured and on what: a typed section of
   ``sharpness_gap`` against the data.
 - :mod:`~aediff.evaluation.diagnostics`: per-block gradient norms of the training loss.
 - :mod:`~aediff.evaluation.speed`: sampling speed with network evaluations per image.
-- :mod:`~aediff.evaluation.suite`: ``evaluate_model``, everything that applies to a model (`aediff eval`).
+- :mod:`~aediff.evaluation.suite`: ``evaluate_model``, everything that applies to a model (`aediff eval`), and
+  the protocols that need judges beside a model: conditional accuracy, rFID of an autoencoder's
+  reconstructions (``reconstruction_fid``).
 - :mod:`~aediff.evaluation.results`: the typed results (``ModelEvaluation``, the comparison's sections) and
   their metrics.json form, with its format version.
 """
@@ -35,6 +38,7 @@ from aediff.evaluation.latents import (
 from aediff.evaluation.protocols import (
     class_frequency_labels,
     classifier_accuracy,
+    codebook_metrics,
     denoising_metrics,
     dequantize,
     diffusion_nll,
@@ -42,6 +46,7 @@ from aediff.evaluation.protocols import (
     generation_score,
     iterate_images,
     model_device,
+    reconstructed_images,
     reconstruction_metrics,
     sample_classes,
     sample_images,
@@ -52,7 +57,7 @@ from aediff.evaluation.protocols import (
 from aediff.evaluation.results import FORMAT_VERSION, ModelEvaluation, json_safe
 from aediff.evaluation.spectra import gaussian_blur, high_frequency_share, predicted_x0_sweep, radial_frequency
 from aediff.evaluation.speed import sampling_speed
-from aediff.evaluation.suite import conditional_accuracy, evaluate_model, predicted_classes
+from aediff.evaluation.suite import conditional_accuracy, evaluate_model, predicted_classes, reconstruction_fid
 
 __all__ = [
     "FORMAT_VERSION",
@@ -60,6 +65,7 @@ __all__ = [
     "Judge",
     "class_frequency_labels",
     "classifier_accuracy",
+    "codebook_metrics",
     "conditional_accuracy",
     "denoising_metrics",
     "denoising_sweep",
@@ -85,6 +91,8 @@ __all__ = [
     "network_blocks",
     "predicted_x0_sweep",
     "radial_frequency",
+    "reconstructed_images",
+    "reconstruction_fid",
     "reconstruction_metrics",
     "sample_classes",
     "sample_images",

@@ -15,6 +15,8 @@ from aediff.diffusion.samplers import SamplerOptions
 from aediff.metrics import (
     FeatureScore,
     bits_per_dim,
+    codebook_perplexity,
+    codebook_usage,
     continuous_nll_to_discrete_bpd,
     extract_features,
     mse,
@@ -189,6 +191,30 @@ def vae_likelihood(
 
 
 @torch.no_grad()
+def codebook_metrics(model: Model, dataset: Any, batch_size: int = 256, limit: int | None = None) -> dict[str, Any]:
+    """How a vector-quantised model (Capability.CODEBOOK) uses its K codes on ``dataset``'s images (``limit``
+    of them, spread evenly), counted over every latent position of every image: usage (share of the codes
+    picked at least once, in [0, 1]), perplexity (exp of the entropy of the code frequencies, in [1, K]),
+    codes_used, codebook_size, num_vectors, num_images."""
+    model.require(Capability.CODEBOOK, "codebook usage")
+    model.eval()
+    counts = torch.zeros(model.codebook_size, dtype=torch.long)
+    images = 0
+    for batch in iterate_images(dataset, batch_size, model_device(model), limit):
+        indices = model.code_indices(batch["images"]).flatten().cpu()
+        counts += torch.bincount(indices, minlength=model.codebook_size)
+        images += len(batch["images"])
+    return {
+        "usage": codebook_usage(counts).item(),
+        "perplexity": codebook_perplexity(counts).item(),
+        "codes_used": int((counts > 0).sum()),
+        "codebook_size": model.codebook_size,
+        "num_vectors": int(counts.sum()),
+        "num_images": images,
+    }
+
+
+@torch.no_grad()
 def sample_images(
     model: Model,
     n: int,
@@ -315,6 +341,16 @@ def generation_score(
         pr_k=pr_k,
         seed=seed,
     )
+
+
+@torch.no_grad()
+def reconstructed_images(model: Model, dataset: Any, limit: int | None = None, batch_size: int = 256) -> torch.Tensor:
+    """``model.reconstruct`` (encode, then decode) of ``limit`` images of ``dataset`` spread evenly over it (all
+    when None; ``spread_indices``), in that order: [n, C, H, W] clamped to [-1, 1] (as images), on the CPU."""
+    model.require(Capability.LATENT, "reconstruction")
+    model.eval()
+    batches = iterate_images(dataset, batch_size, model_device(model), limit)
+    return torch.cat([model.reconstruct(b["images"]).clamp(-1, 1).cpu() for b in batches])
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:

@@ -322,6 +322,20 @@ class VaeLikelihood:
 
 
 @dataclass
+class CodebookUsage:
+    """How a vector-quantised model uses its codebook on the test images, over every latent position: usage
+    (share of the codes picked, in [0, 1]) and perplexity (exp of the entropy of the code frequencies, in
+    [1, codebook_size])."""
+
+    usage: float
+    perplexity: float
+    codes_used: int
+    codebook_size: int
+    num_vectors: int  # latent positions counted (images x h x w)
+    num_images: int
+
+
+@dataclass
 class DiffusionLikelihood:
     """The variational bound on a diffusion model's negative log-likelihood of 8-bit test images."""
 
@@ -498,9 +512,13 @@ class ModelEvaluation:
     settings: Settings
     classification: Classification | None = field(default=None, metadata=OPTIONAL)
     reconstruction: Reconstruction | None = field(default=None, metadata=OPTIONAL)
+    # rFID (LATENT, with judges): ``settings.samples`` test images (at most the split) reconstructed, scored in each
+    # judge's features against the same images (``aediff.evaluation.protocols.reconstruction_fid``); 0 = perfect
+    reconstruction_fid_by_judge: dict[str, FeatureScore] | None = field(default=None, metadata=OPTIONAL)
     denoising: list[DenoisingRow] | None = field(default=None, metadata=OPTIONAL)
     likelihood: VaeLikelihood | DiffusionLikelihood | None = field(default=None, metadata=OPTIONAL)
     latent_space: LatentProbes | None = field(default=None, metadata=OPTIONAL)
+    codebook: CodebookUsage | None = field(default=None, metadata=OPTIONAL)
     generation_inception: FeatureScore | None = field(default=None, metadata=OPTIONAL)
     generation_by_judge: dict[str, FeatureScore] | None = field(default=None, metadata=OPTIONAL)
     generation: Generation | None = field(default=None, metadata=OPTIONAL)
@@ -522,6 +540,12 @@ class ModelEvaluation:
         """FID in ``judge``'s features with its bootstrap standard error (of ``unconditional_by_judge`` when
         ``unconditional``, else of the scored samples); None when not scored there."""
         score = ((self.unconditional_by_judge if unconditional else self.generation_by_judge) or {}).get(judge)
+        return None if score is None else Estimate.from_draws(score.fid, score.fid_draws_values)
+
+    def reconstruction_fid(self, judge: str) -> Estimate | None:
+        """rFID of the reconstructions in ``judge``'s features with its bootstrap standard error; None when not
+        scored there."""
+        score = (self.reconstruction_fid_by_judge or {}).get(judge)
         return None if score is None else Estimate.from_draws(score.fid, score.fid_draws_values)
 
     def denoised(self, kind: str, level: float, steps: int = 1) -> DenoisingRow | None:

@@ -18,16 +18,20 @@ from aediff.evaluation.latents import latent_space_metrics
 from aediff.evaluation.protocols import (
     class_frequency_labels,
     classifier_accuracy,
+    codebook_metrics,
     diffusion_nll,
     generation_score,
     model_device,
+    reconstructed_images,
     reconstruction_metrics,
     sample_classes,
     sample_images,
+    spread_indices,
     vae_likelihood,
 )
 from aediff.evaluation.results import (
     Classification,
+    CodebookUsage,
     ConditionalAccuracy,
     DataRecord,
     DiffusionLikelihood,
@@ -87,6 +91,29 @@ def judged_class_balance(classifier: Model, images: torch.Tensor, reference_labe
     return class_balance(probabilities.numpy(), reference_labels.cpu().numpy())
 
 
+def reconstruction_fid(
+    model: Model, dataset: Any, judges: Sequence[Judge], *, images: int | None, reference_name: str, seed: int = 0
+) -> dict[str, FeatureScore]:
+    """rFID as LDM reports it for its autoencoders (Rombach et al. 2022, Table 8: "R-FID"): ``images`` images of
+    ``dataset`` (spread evenly, all when None) reconstructed by ``model`` (LATENT), scored in each judge's
+    features against those same images; {judge name: FeatureScore} (FID with its bootstrap draws, KID,
+    precision / recall; ``num_samples`` = ``num_reference`` = the images scored).
+
+    Reconstructions and references are the same images, so a perfect autoencoder scores 0 and the number
+    measures only what encoding and decoding lose. The references' features are the judge's kept features
+    of ``dataset`` (``Judge.reference_features``), indexed: nothing is computed twice."""
+    indices = spread_indices(len(dataset), images)
+    reconstructions = reconstructed_images(model, dataset, images)
+    scores = {}
+    for judge in judges:
+        references = judge.reference_features(dataset)[indices]
+        scores[judge.name] = generation_score(
+            reconstructions, judge.features, dataset, feature_extractor=judge.name, reference_name=reference_name,
+            seed=seed, reference_features=references,
+        )  # fmt: skip
+    return scores
+
+
 def evaluate_model(
     subject: Model | Run,
     train: Any,
@@ -126,11 +153,14 @@ def evaluate_model(
     the comparison report uses them for paired comparisons).
 
     Sections (None unless they apply): classification (CLASSIFY), reconstruction and latent_space (LATENT),
+    reconstruction_fid_by_judge (LATENT, with a classifier: rFID in every judge, of ``samples`` test images,
+    at most the split, reconstructed and scored against the same images: as many as generation scores samples,
+    not ``limit``, since FID's bias falls with the count; a reconstruction is one cheap encode / decode),
     denoising (DENOISE: rows of ``denoising_sweep``), likelihood (ELBO: ELBO / IWAE; DIFFUSION_BOUND: the
-    variational bound), generation (GENERATE, with a classifier: the first judge's scores) and
-    generation_by_judge ({judge name: scores}), conditional (CLASS_CONDITION, with a classifier),
-    sampling_speed (GENERATE), training_speed (a run). A protocol that cannot run on this model or data
-    (e.g. probes on unlabelled data) is recorded in ``skipped`` with the reason.
+    variational bound), codebook (CODEBOOK: usage and perplexity of the codes), generation (GENERATE, with a
+    classifier: the first judge's scores) and generation_by_judge ({judge name: scores}), conditional
+    (CLASS_CONDITION, with a classifier), sampling_speed (GENERATE), training_speed (a run). A protocol that
+    cannot run on this model or data (e.g. probes on unlabelled data) is recorded in ``skipped`` with the reason.
     """
     started = time.perf_counter()
     model = subject.model if isinstance(subject, Run) else subject
@@ -144,11 +174,13 @@ def evaluate_model(
         settings=Settings(samples, seed, limit, _describe(condition, options)),
     )
     attempt = _Attempts()
+    if judge is not None and judges is None:
+        judges = judges_for(judge)
+    scoring = GenerationScoring(judges or [], judge, test, test_split, samples, seed, inception, keep_per_image)
     _quality_sections(result, attempt, model, train, test, seed, limit, denoising_steps, keep_per_image)
+    if model.can(Capability.LATENT):
+        _reconstruction_fid_section(result, attempt, model, scoring)
     if model.can(Capability.GENERATE):
-        if judge is not None and judges is None:
-            judges = judges_for(judge)
-        scoring = GenerationScoring(judges or [], judge, test, test_split, samples, seed, inception, keep_per_image)
         asked = condition is not None or options is not None  # what the caller asked for is never overridden
         by_data_class = data_classes and not asked and model.can(Capability.SAMPLE_CLASSES)
         drawing = _Drawing(train if by_data_class and train.labels is not None else None, cycle_classes)
@@ -221,6 +253,10 @@ def _quality_sections(
         result.likelihood = attempt(
             "likelihood", lambda: from_protocol(DiffusionLikelihood, diffusion_nll(model, test, seed=seed, limit=limit))
         )
+    if model.can(Capability.CODEBOOK):
+        result.codebook = attempt(
+            "codebook", lambda: from_protocol(CodebookUsage, codebook_metrics(model, test, limit=limit))
+        )
     if model.can(Capability.LATENT):
         # probes need a few thousand codes to be stable, and encoding is cheap: at least 2,000 per split
         result.latent_space = attempt(
@@ -231,6 +267,25 @@ def _quality_sections(
         )
 
 
+def _reconstruction_fid_section(
+    result: ModelEvaluation, attempt: _Attempts, model: Model, scoring: GenerationScoring
+) -> None:
+    """reconstruction_fid_by_judge: rFID of ``scoring.samples`` test images (at most the split) in every judge;
+    recorded as skipped without judges."""
+    if not scoring.judges:
+        attempt.skipped["reconstruction_fid_by_judge"] = (
+            "no classifier given (its features are the feature space of rFID)"
+        )
+        return
+    result.reconstruction_fid_by_judge = attempt(
+        "reconstruction_fid_by_judge",
+        lambda: reconstruction_fid(
+            model, scoring.test, scoring.judges, images=scoring.samples, reference_name=scoring.reference,
+            seed=scoring.seed,
+        ),
+    )  # fmt: skip
+
+
 def _describe(condition: Condition | None, options: SamplerOptions | None) -> dict[str, Any]:
     """The scalar choices of a condition and sampler options, for the record."""
     chosen = {**(vars(options) if options is not None else {}), **(vars(condition) if condition is not None else {})}
@@ -239,8 +294,9 @@ def _describe(condition: Condition | None, options: SamplerOptions | None) -> di
 
 @dataclass(frozen=True)
 class GenerationScoring:
-    """How samples are scored: the judges' feature spaces, the classifier that judges conditional accuracy,
-    the reference split, how many samples from which seed, Inception where on disk."""
+    """How samples (and an autoencoder's reconstructions, for rFID) are scored: the judges' feature spaces, the
+    classifier that judges conditional accuracy, the reference split, how many samples from which seed,
+    Inception where on disk."""
 
     judges: Sequence[Judge]
     classifier: Model | None

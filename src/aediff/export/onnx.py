@@ -324,7 +324,8 @@ def export_onnx(model: Model, out: str | Path, run: str = "", seed: int = 0) -> 
         graphs += _sampler_graphs(model, generator)
     if not graphs:
         raise CapabilityError(
-            f"ONNX export needs a model that can encode and decode (an AE, VAE or DAE) or a diffusion model; "
+            "ONNX export needs a model that can encode and decode (an AE, VAE, KL-AE, VQ-VAE or DAE) or a diffusion "
+            "model; "
             f"this is a {model.family!r} model"
         )
     out = Path(out)

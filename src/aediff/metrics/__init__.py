@@ -9,8 +9,11 @@
 - :mod:`aediff.metrics.stats`: ``Estimate`` (a value with its standard error) and its constructors.
 - :mod:`aediff.metrics.likelihood`: ``bits_per_dim``, ``continuous_nll_to_discrete_bpd``,
   ``dequantization_offset_bits``, ``logmeanexp``.
+- :mod:`aediff.metrics.codebook`: ``codebook_usage`` and ``codebook_perplexity`` of a vector quantiser's code
+  counts.
 """
 
+from aediff.metrics.codebook import codebook_perplexity, codebook_usage
 from aediff.metrics.distances import (
     FeatureScore,
     fid_bootstrap,
@@ -41,6 +44,8 @@ __all__ = [
     "INCEPTION_WEIGHTS_FILENAME",
     "FeatureScore",
     "bits_per_dim",
+    "codebook_perplexity",
+    "codebook_usage",
     "continuous_nll_to_discrete_bpd",
     "default_inception_weights_path",
     "dequantization_offset_bits",

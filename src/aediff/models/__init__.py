@@ -4,18 +4,20 @@
 (``Model``); callers dispatch on ``model.can(...)``, never on a family's name.
 """
 
-from aediff.models import ae, classifier, dae, diffusion, latent_diffusion, vae  # noqa: F401  (registration)
+from aediff.models import ae, classifier, dae, diffusion, kl_ae, latent_diffusion, vae, vqvae  # noqa: F401  (registration)
 from aediff.models.ae import AEConfig, Autoencoder
 from aediff.models.classifier import Classifier, ClassifierConfig
 from aediff.models.corruptions import Corruption
 from aediff.models.dae import DAE, DAEConfig
 from aediff.models.diffusion import DiffusionConfig, DiffusionModel
 from aediff.models.interface import Capability, CapabilityError, Condition, Model, model_device
+from aediff.models.kl_ae import KLAEConfig, KLAutoencoder
 from aediff.models.latent_diffusion import LatentDiffusionConfig, LatentDiffusionModel
 from aediff.models.registry import MODELS, build_model, model_class, register_model
 from aediff.models.text_encoder import TextEmbedding, TextEncoder, build_text_encoder
 from aediff.models.unet import UNet, UNetConfig
 from aediff.models.vae import VAE, VAEConfig
+from aediff.models.vqvae import VQVAE, VectorQuantizer, VQVAEConfig
 
 __all__ = [
     "AEConfig",
@@ -30,6 +32,8 @@ __all__ = [
     "DAEConfig",
     "DiffusionConfig",
     "DiffusionModel",
+    "KLAEConfig",
+    "KLAutoencoder",
     "LatentDiffusionConfig",
     "LatentDiffusionModel",
     "MODELS",
@@ -40,6 +44,9 @@ __all__ = [
     "UNetConfig",
     "VAE",
     "VAEConfig",
+    "VQVAE",
+    "VQVAEConfig",
+    "VectorQuantizer",
     "build_model",
     "build_text_encoder",
     "model_class",

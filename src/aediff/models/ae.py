@@ -34,6 +34,7 @@ from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions
 from aediff.errors import ConfigError, RunError
+from aediff.models.defaults import NetworkDefaults
 from aediff.models.interface import Capability, ClassSampler, Condition, Model, check_no_sampling_choices
 from aediff.models.registry import register_model
 from aediff.modes import LatentKind
@@ -59,6 +60,18 @@ class AEConfig(ImageShape):
 
     def __post_init__(self) -> None:
         check_ranges(self)
+
+
+# The network of a new run per size rule (aediff.models.defaults; greyscale up to 32 px keeps AEConfig's defaults).
+# Inherited by the VAE, DAE, KL and VQ autoencoders. PROVISIONAL until benchmarks/colour_defaults.py has run on
+# CIFAR-10 (its candidates: 16,32,64 / 32,64,128 / 64,128,256). The vector bottleneck keeps the digits' 24 pixel
+# values per latent number (784 / 32; 3072 / 128 at 32x32 RGB). The spatial latent is 8x8 with 4 channels on 32
+# and 64 px images (LDM's f4 and f8), a sixteenth of the side with LDM's f16 width of 16 channels above.
+AE_SIZES: dict[str, NetworkDefaults] = {
+    "colour-small": NetworkDefaults(channels=(32, 64, 128), other={"bottleneck_dim": 128}),
+    "medium": NetworkDefaults(channels=(32, 64, 128, 128), other={"bottleneck_dim": 256}),
+    "large": NetworkDefaults(channels=(32, 64, 128, 256, 256), other={"bottleneck_dim": 512, "latent_channels": 16}),
+}
 
 
 def fit_gaussian(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,6 +121,7 @@ class Autoencoder(Model):
     declared = frozenset(
         {Capability.LATENT, Capability.GENERATE, Capability.DENOISE, Capability.SAMPLE_CLASSES, Capability.RESTORE}
     )
+    size_defaults = AE_SIZES
     latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
 
     def __init__(self, config: AEConfig):

@@ -26,6 +26,7 @@ from aediff.config import (
     check_ranges,
 )
 from aediff.errors import DataError
+from aediff.models.defaults import NetworkDefaults
 from aediff.models.interface import Capability, Model
 from aediff.models.registry import register_model
 
@@ -48,6 +49,14 @@ class ClassifierConfig(ImageShape):
         check_ranges(self)
 
 
+# The judge's encoder per size rule (aediff.models.defaults): colour up to 32 px keeps the defaults above; larger
+# images get a stage more per doubling, so that the features are pooled from about 8 px. PROVISIONAL: not searched.
+CLASSIFIER_SIZES: dict[str, NetworkDefaults] = {
+    "medium": NetworkDefaults(channels=(32, 64, 128, 128)),
+    "large": NetworkDefaults(channels=(32, 64, 128, 256, 256)),
+}
+
+
 @register_model
 class Classifier(Model):
     """x: [N, C, H, W] in [-1, 1] -> logits [N, num_classes]; ``features(x)`` -> [N, feature_dim];
@@ -55,6 +64,7 @@ class Classifier(Model):
 
     family = "classifier"
     config_class = ClassifierConfig
+    size_defaults = CLASSIFIER_SIZES
     declared = frozenset({Capability.CLASSIFY})
 
     def __init__(self, config: ClassifierConfig):

@@ -41,6 +41,7 @@ from aediff.diffusion.restoration import RestoreOptions, projected_denoiser, sam
 from aediff.diffusion.samplers import SAMPLERS, SamplerOptions, SamplerPlan, run_sampler
 from aediff.diffusion.schedules import NoiseSchedule, discrete_timesteps, karras_sigmas
 from aediff.errors import ConfigError
+from aediff.models.defaults import NetworkDefaults
 from aediff.models.interface import Capability, ClassSampler, Condition, Model
 from aediff.models.networks import build_network
 from aediff.models.registry import register_model
@@ -161,6 +162,18 @@ class DiffusionConfig(ImageShape):
 
     def __post_init__(self) -> None:
         check_ranges(self)  # the nested configs checked themselves when built; a replaced one is checked here
+
+
+# The U-Net of a new run per size rule (aediff.models.defaults; greyscale up to 32 px keeps NetworkConfig's
+# defaults). PROVISIONAL until benchmarks/colour_defaults.py has run on CIFAR-10 (its candidates: 32,64,64 /
+# 48,96,96 / 64,128,128): twice the digits' widths, attention at the lowest stage as on the digits (8 px on 32 px
+# images; DDPM's CIFAR-10 network, twice as wide with four stages, attends at 16); larger images get more stages
+# so that the lowest stays near 8 px.
+DIFFUSION_SIZES: dict[str, NetworkDefaults] = {
+    "colour-small": NetworkDefaults(channels=(64, 128, 128), attention_stages=1),
+    "medium": NetworkDefaults(channels=(64, 128, 128, 128), attention_stages=1),
+    "large": NetworkDefaults(channels=(64, 128, 256, 256, 256), attention_stages=2, blocks_per_stage=2),
+}
 
 
 # Config format 1 kept every field in one flat DiffusionConfig; where each one lives now.
@@ -286,6 +299,7 @@ class DiffusionModel(Model):
 
     family = "diffusion"
     config_class = DiffusionConfig
+    size_defaults = DIFFUSION_SIZES
     declared = frozenset(
         {
             Capability.GENERATE,

@@ -38,6 +38,9 @@ method, whatever the family:
 | NETWORK_FEATURES  | network_features(images, sigma, levels, generator),     | the denoiser's activations at a level  |
 |                   | feature_levels                                          | (e.g. its bottleneck) for images noised|
 |                   |                                                         | to sigma, pooled per image: [N, width] |
+| CODEBOOK          | code_indices(x), codebook_size                          | a vector-quantised bottleneck: the     |
+|                   |                                                         | index of each latent position's code,  |
+|                   |                                                         | [N, h, w] in [0, codebook_size)        |
 
 CLASS_CONDITION, TEXT_CONDITION and SAMPLE_CLASSES are declared by a diffusion model's config (its conditioning),
 so ``class_sampler`` is promised by no entry of ``METHODS``: an autoencoder always declares SAMPLE_CLASSES.
@@ -53,7 +56,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -67,6 +70,7 @@ from aediff.diffusion.restoration import RestoreOptions
 from aediff.diffusion.samplers import SamplerOptions, SamplerPlan
 from aediff.diffusion.schedules import NoiseSchedule
 from aediff.errors import ConfigError
+from aediff.models.defaults import NetworkDefaults
 from aediff.modes import Likelihood, SamplerName
 
 
@@ -88,11 +92,12 @@ class Capability(str, enum.Enum):
     SAMPLE_CLASSES = "sample-classes"
     RESTORE = "restore"
     NETWORK_FEATURES = "network-features"
+    CODEBOOK = "codebook"
 
 
 # What each capability lets a caller do, for messages ("... needs a model that can <this>").
 ABILITIES: dict[Capability, str] = {
-    Capability.LATENT: "encode images to a latent and decode them (an AE, VAE or DAE)",
+    Capability.LATENT: "encode images to a latent and decode them (an AE, VAE, KL-AE, VQ-VAE or DAE)",
     Capability.GENERATE: "generate images",
     Capability.DIFFUSION_SAMPLER: "sample with a diffusion sampler (a diffusion or latent-diffusion model)",
     Capability.DENOISE: "denoise images",
@@ -110,6 +115,7 @@ ABILITIES: dict[Capability, str] = {
         "restore images under a known degradation (an autoencoder, or a diffusion model: pixel or latent)"
     ),
     Capability.NETWORK_FEATURES: "give its denoising network's inner features of noisy images (a diffusion model)",
+    Capability.CODEBOOK: "quantise its latent to a codebook (a VQ-VAE)",
 }
 
 # A class sampler: labels [b] int64 (class indices of the data) and a generator -> images [b, C, H, W] in [-1, 1]
@@ -144,6 +150,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.CLASSIFY: ("logits", "features", "layer_features", "feature_dim", "layer_feature_dim"),
     Capability.RESTORE: ("restore", "restore_methods"),
     Capability.NETWORK_FEATURES: ("network_features", "feature_levels"),
+    Capability.CODEBOOK: ("code_indices", "codebook_size"),
 }
 
 
@@ -203,6 +210,9 @@ class Model(nn.Module):
     family: ClassVar[str]
     config_class: ClassVar[type]
     declared: ClassVar[frozenset[Capability]] = frozenset()  # what every model of the class can do
+    # size rule name -> the network a new run on such images starts from (aediff.models.defaults); inherited by
+    # subclasses; a rule not named keeps the config's defaults
+    size_defaults: ClassVar[Mapping[str, NetworkDefaults]] = {}
 
     # --- capabilities ---------------------------------------------------------------------------------
     @property
@@ -431,6 +441,17 @@ class Model(nn.Module):
         """D of ``layer_features``."""
         raise self._unsupported(Capability.CLASSIFY, "layer_feature_dim")
 
+    # CODEBOOK
+    def code_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] -> the index of the code each latent position is quantised to, [N, h, w]
+        int64 in [0, codebook_size)."""
+        raise self._unsupported(Capability.CODEBOOK, "code_indices()")
+
+    @property
+    def codebook_size(self) -> int:
+        """K, the number of codes in the codebook."""
+        raise self._unsupported(Capability.CODEBOOK, "codebook_size")
+
     # --- what the trainer and the diagnostics use --------------------------------------------------------
     def sampling_network(self) -> nn.Module:
         """The module whose calls are the network evaluations of sampling (counted as NFE)."""
@@ -446,6 +467,17 @@ class Model(nn.Module):
 
     def after_training(self, batches: Iterable[torch.Tensor]) -> None:
         """Called once by the trainer at the end of training with the training images; nothing by default."""
+
+    def begin_step(self, step: int) -> None:
+        """Called by the trainer before each optimizer step with the steps done so far (0 before the first; a
+        resumed run goes on from its checkpoint's), for a loss that changes with training progress (a KL
+        autoencoder's discriminator switches on at a step); nothing by default."""
+
+    def without_training_parts(self) -> Model:
+        """This model as a frozen part of another (latent diffusion's autoencoder): without the parts only its own
+        training uses (a KL autoencoder's discriminator), sharing the rest of its weights, with a ``config`` that
+        rebuilds exactly it. The model itself when it has no such parts."""
+        return self
 
     @classmethod
     def prepare_config(cls, config: Any, dataset: Any, load_run: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:

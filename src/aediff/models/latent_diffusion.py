@@ -2,8 +2,9 @@
 space of a trained autoencoder instead of pixel space. The two halves of aediff, joined.
 
 Training encodes each batch with the frozen autoencoder (its deterministic code: the AE's latent, the
-VAE's posterior mean), multiplies by ``latent_scale`` so the latents have unit variance (the scale the
-noise levels assume), and trains the denoiser there. Sampling runs any sampler on latents, then decodes.
+VAE's posterior mean, the VQ-VAE's code vectors), multiplies by ``latent_scale`` so the latents have unit
+variance (the scale the noise levels assume), and trains the denoiser there. Sampling runs any sampler on
+latents, then decodes (a VQ-VAE quantises them to its codes first).
 
 The model is given its autoencoder (``LatentDiffusionModel(config, autoencoder)``); a new run's comes from
 the run folder named in ``config.autoencoder.path``, read once by ``prepare_config``. The run folder is
@@ -26,6 +27,7 @@ from aediff.data.hfstream import ImageStream
 from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.restoration import decoded_projected_denoiser
 from aediff.errors import ConfigError
+from aediff.models.defaults import NetworkDefaults
 from aediff.models.diffusion import (
     V1_FIELDS,
     DiffusionConfig,
@@ -36,7 +38,7 @@ from aediff.models.diffusion import (
     nest_v1_fields,
 )
 from aediff.models.interface import Capability, Model
-from aediff.models.registry import build_model, register_model
+from aediff.models.registry import MODELS, build_model, register_model
 
 
 @dataclass
@@ -44,7 +46,7 @@ class AutoencoderSource:
     """The autoencoder a latent diffusion model works in: enough to rebuild it without its run folder."""
 
     path: str = ""  # the run folder it was trained in (recorded; only read when a new run starts)
-    family: str = ""  # filled in from that folder: ae, vae or dae
+    family: str = ""  # filled in from that folder: a family that declares Capability.LATENT
     config: dict[str, Any] = field(default_factory=dict)  # ditto: its model config
 
 
@@ -59,6 +61,17 @@ class LatentDiffusionConfig(DiffusionConfig):
     latent_scale: float = bounded(0.0, 0)  # latents are multiplied by this (1 / their std); 0 = measure on the data
 
 
+# The latent U-Net of a new run per size rule of the IMAGES (aediff.models.defaults; greyscale up to 32 px keeps
+# the defaults above). The autoencoders' rules give a latent of 8x8 for 32 and 64 px images (5x5 to 8x8 above),
+# as on the digits (7x7), so the stages stay and the widths grow with what the latent holds. PROVISIONAL: not yet
+# searched (benchmarks/colour_defaults.py leaves latent diffusion out).
+LATENT_DIFFUSION_SIZES: dict[str, NetworkDefaults] = {
+    "colour-small": NetworkDefaults(channels=(128, 128)),
+    "medium": NetworkDefaults(channels=(128, 128)),
+    "large": NetworkDefaults(channels=(128, 256, 256)),
+}
+
+
 def upgrade_v1(flat: dict[str, Any]) -> dict[str, Any]:
     """Format 1 kept the latent's shape in image_channels / image_size and the autoencoder in three flat
     fields; format 2 keeps the images' shape there and the autoencoder in one record."""
@@ -70,6 +83,11 @@ def upgrade_v1(flat: dict[str, Any]) -> dict[str, Any]:
     return {**nested, "autoencoder": source}
 
 
+def autoencoder_families() -> str:
+    """The registered families a latent diffusion model can work in (those declaring LATENT), for messages."""
+    return ", ".join(sorted(name for name, cls in MODELS.items() if Capability.LATENT in cls.declared))
+
+
 @register_model
 class LatentDiffusionModel(DiffusionModel):
     """Images x: [N, C, H, W] in [-1, 1]; the diffusion runs on z = latent_scale * encode(x),
@@ -77,6 +95,7 @@ class LatentDiffusionModel(DiffusionModel):
 
     family = "latent-diffusion"
     config_class = LatentDiffusionConfig
+    size_defaults = LATENT_DIFFUSION_SIZES
     # The diffusion bound is a statement about pixels under a Gaussian chain; here the chain is on latents.
     declared = DiffusionModel.declared - {Capability.DIFFUSION_BOUND}
 
@@ -102,7 +121,9 @@ class LatentDiffusionModel(DiffusionModel):
                 )
             autoencoder = build_model(source.family, source.config)
         if not autoencoder.can(Capability.LATENT):
-            raise ConfigError(f"latent diffusion needs an autoencoder (ae, vae or dae), got a {autoencoder.family!r}")
+            raise ConfigError(
+                f"latent diffusion needs an autoencoder ({autoencoder_families()}), got a {autoencoder.family!r}"
+            )
         super().__init__(config, space_shape=tuple(autoencoder.latent_shape))
         self.autoencoder = autoencoder.requires_grad_(False)
 
@@ -126,7 +147,10 @@ class LatentDiffusionModel(DiffusionModel):
         run = load_run(path)
         autoencoder = run.model
         if not autoencoder.can(Capability.LATENT):
-            raise ConfigError(f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an ae, vae or dae")
+            raise ConfigError(
+                f"{path} holds a {autoencoder.family!r} run; latent diffusion needs an autoencoder "
+                f"({autoencoder_families()})"
+            )
         if autoencoder.config.latent != "spatial":
             raise ConfigError(
                 f"{path} has a {autoencoder.config.latent!r} latent; latent diffusion needs a spatial "
@@ -139,7 +163,8 @@ class LatentDiffusionModel(DiffusionModel):
                 f"the data's images are {'x'.join(map(str, data_shape))} but the autoencoder in {path} "
                 f"was trained on {shown}: pass the same --resolution / --image-channels it used"
             )
-        autoencoder = autoencoder.cpu().eval()
+        # Frozen here: what only its own training used (a KL-AE's discriminator) is neither kept nor saved.
+        autoencoder = autoencoder.without_training_parts().cpu().eval()
         with torch.no_grad():
             if isinstance(dataset, ImageStream):  # read in order: its first images
                 dataset = dataset.head(1024)

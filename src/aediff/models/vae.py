@@ -35,6 +35,13 @@ class VAEConfig(AEConfig):
     init_log_sigma: float = bounded(-2.0, -10, 10)
 
 
+def gaussian_posterior(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder head's output [N, 2 * d, ...] -> (mu, logvar) of q(z|x), each [N, d, ...]; logvar clamped to
+    [-30, 20] (as LDM's ``DiagonalGaussianDistribution``) so that its exponential stays finite."""
+    mu, logvar = head.chunk(2, dim=1)
+    return mu, logvar.clamp(-30, 20)
+
+
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dynamic binarization: pixel in [-1, 1] -> -1 or +1 with P(+1) = (x + 1) / 2."""
     p = (x + 1) / 2
@@ -59,8 +66,7 @@ class VAE(Autoencoder):
     # --- q(z|x) ------------------------------------------------------------------------------
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x -> (mu, logvar), each [N, *latent_shape]."""
-        mu, logvar = self.encoder_head(x).chunk(2, dim=1)
-        return mu, logvar.clamp(-30, 20)
+        return gaussian_posterior(self.encoder_head(x))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean: the deterministic code used by probes and latent diffusion."""

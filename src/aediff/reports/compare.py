@@ -31,9 +31,11 @@ from aediff.device import default_device
 from aediff.diffusion.degradations import degradation_from_spec
 from aediff.environment import cpu_model
 from aediff.errors import ConfigError
+from aediff.models.defaults import DataShape, size_rule
 from aediff.reports.evaluate import evaluate_all, evaluate_snapshots, prepare_judging, with_snapshot_points
 from aediff.reports.record import ComparisonReport, ReportMeta
 from aediff.reports.sections import build_report
+from aediff.runs import resolve_data_defaults
 
 # The families a step count can be given for (`--steps-per-family`), as `aediff train` names them.
 STEP_FAMILIES = ("ae", "vae", "dae", "diffusion", "latent-diffusion")
@@ -72,7 +74,9 @@ class CompareConfig:
     restore_steps: int = 20  # sampler steps of DDNM and RePaint (RePaint adds its resamplings)
     seed: int = 0  # the first training seed, and the evaluation's seed (every training seed is scored alike)
     seeds: int = 1  # training seeds: every planned model but the judge is trained with seed, seed + 1, ...
-    batch_size: int = 64
+    # images per optimizer step of every model; None: each family's default for the data (64 up to 64 px,
+    # aediff.runs.defaults)
+    batch_size: int | None = None
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> config overrides
     runs: dict[str, str] = field(default_factory=dict)  # model name -> existing run folder to reuse
     # name -> a model outside the family (an aediff run, a diffusers UNet2DModel folder, hf://...) scored with
@@ -244,7 +248,7 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
         PlannedModel(
             "ae-spatial",
             "ae",
-            {"latent": "spatial", "latent_channels": 4},
+            {"latent": "spatial"},  # its latent channels: the data's default (4; 16 over 64 px)
             "autoencoder with a spatial latent, for latent diffusion",
         )
     )
@@ -406,7 +410,9 @@ def training_overrides(planned: PlannedModel, config: CompareConfig, seed: int |
     at ``max_steps``; the judge JUDGE_EPOCHS epochs (within a time budget, none under a step budget); every
     other model keeps its snapshots (budget stability; the curve models also draw the budget curves)."""
     seed = config.seed if seed is None else seed
-    args: dict[str, Any] = {"batch_size": config.batch_size, "seed": seed, "tensorboard": False}
+    args: dict[str, Any] = {"seed": seed, "tensorboard": False}
+    if config.batch_size is not None:
+        args["batch_size"] = config.batch_size
     steps = config.steps_for(planned)
     if steps is not None:
         args["max_steps"] = steps
@@ -426,11 +432,31 @@ def _train_model(planned: PlannedModel, config: CompareConfig, run_dir: Path, ru
     """Train ``planned`` with training ``seed`` into ``run_dir``; returns its optimizer steps."""
     from aediff import train
 
-    overrides = {**config.model_overrides.get(planned.family, {}), **planned.model}
+    overrides = planned_overrides(planned, config)
     if planned.autoencoder is not None:
         overrides["autoencoder.path"] = str(runs[planned.autoencoder])
     training = training_overrides(planned, config, seed)
     return train(planned.family, run_dir, config.data, model=overrides, training=training, progress=False).step
+
+
+def planned_overrides(planned: PlannedModel, config: CompareConfig) -> dict[str, Any]:
+    """The model config overrides ``planned`` trains with: the user's for its family, then the plan's."""
+    return {**config.model_overrides.get(planned.family, {}), **planned.model}
+
+
+def defaults_note(config: CompareConfig, plan: list[PlannedModel], shape: DataShape) -> str:
+    """Which size rule the data falls under and what it sets in the models trained here (the plan's and the
+    user's own settings win: an AE of the bottleneck sweep keeps its bottleneck), per family."""
+    said: dict[str, list[str]] = {}  # what the rule sets -> the families it sets it in
+    rule = size_rule(shape).name
+    for planned in (p for p in plan if p.name not in config.runs):
+        found = resolve_data_defaults(
+            planned.family, shape, planned_overrides(planned, config), training_overrides(planned, config)
+        )
+        families = said.setdefault(found.changes(), [])
+        families += [planned.family] if planned.family not in families else []
+    changes = [f"{', '.join(families)}: {what}" for what, families in said.items() if what]
+    return f"defaults for {shape.describe()} (rule {rule}): " + ("; ".join(changes) or "the built-in defaults")
 
 
 def _check_reused(planned: PlannedModel, folder: Path) -> None:
@@ -499,7 +525,8 @@ def run_compare(
     started = time.perf_counter()
     train_set, test_set, plan, peers = _checked_plan(config, out, replace_runs)
     if announce is not None:
-        announce(plan_banner(config, plan, labelled=train_set.labels is not None and test_set.labels is not None))
+        labelled = train_set.labels is not None and test_set.labels is not None
+        announce(plan_banner(config, plan, labelled, DataShape.of(train_set)))
     meter = Progress(planned_jobs(plan, peers, config), enabled=progress)
     try:
         runs, train_seconds = _train_all(plan, config, out, meter, log)
@@ -520,8 +547,9 @@ def run_compare(
     return record
 
 
-def plan_banner(config: CompareConfig, plan: list[PlannedModel], labelled: bool) -> str:
-    """What the comparison will train, counted from ``plan`` itself, and what unlabelled data left out."""
+def plan_banner(config: CompareConfig, plan: list[PlannedModel], labelled: bool, shape: DataShape | None = None) -> str:
+    """What the comparison will train, counted from ``plan`` itself, what unlabelled data left out, and (given
+    the images' ``shape``) the defaults that the data chose (``defaults_note``)."""
     planned = [p for p in plan if p.name not in config.runs]
     trained = sum(1 if p.judge else config.seeds for p in planned)
     notes = ["the judging classifier among them"] if any(p.judge for p in planned) else []
@@ -537,6 +565,8 @@ def plan_banner(config: CompareConfig, plan: list[PlannedModel], labelled: bool)
             "from class names are left out: diffusion trains unconditional, latent diffusion without text, and "
             "the sections judged by the classifier are not scored"
         )
+    if shape is not None:
+        banner += f"; {defaults_note(config, plan, shape)}"
     return banner
 
 

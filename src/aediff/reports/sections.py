@@ -189,12 +189,28 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
     ]
     rows = [
         [n, s, p.value, 1.96 * p.se, m.models[n].reconstruction.ssim, m.models[n].reconstruction.mse]
+        + _reconstruction_fids(m, n)
         for n, s, p in zip(names, sizes, psnr, strict=True)
     ]
-    rows.append(["mean image (control)", "n/a", control.value, 1.96 * control.se, "n/a", "n/a"])
-    table = Table("bottleneck", ["model", "bottleneck", "PSNR (dB)", "+- (95%)", "SSIM ([0, 1], range 1)", "MSE"], rows)
+    rows.append(
+        ["mean image (control)", "n/a", control.value, 1.96 * control.se, "n/a", "n/a"] + ["n/a"] * len(m.judges)
+    )
+    columns = ["model", "bottleneck", "PSNR (dB)", "+- (95%)", "SSIM ([0, 1], range 1)", "MSE"]
+    caption = (
+        "rFID: the model's reconstructions of test images against the same images in each judge's features "
+        "(0 = perfect; no verdict reads it)."
+        if m.judges
+        else ""
+    )
+    table = Table("bottleneck", columns + [f"rFID ({j})" for j in m.judges], rows, caption)
     claim = "A wider bottleneck reconstructs better: PSNR rises with its size, and every AE beats the mean image."
     return _section("bottleneck", "1. Bottleneck", claim, verdict, figs, [table]), verdict
+
+
+def _reconstruction_fids(m: Measured, name: str) -> list[Any]:
+    """The model's rFID in each judge ("n/a" where not scored)."""
+    fids = [m.models[name].reconstruction_fid(j) for j in m.judges]
+    return [("n/a" if f is None else f.value) for f in fids]
 
 
 # --- 2. VAE ----------------------------------------------------------------------------------------------

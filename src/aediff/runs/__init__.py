@@ -4,9 +4,11 @@
 ``journal.py`` writes checkpoints so that a crash leaves the last good one intact, and reads them without
 writing; ``validation.py`` reads each file checked; ``loading.py`` rebuilds a ``Run`` (``load``), and holds the
 table through which higher layers teach it other kinds of model (``register_source``); ``training_config.py``
-is the typed training recipe that config.json records beside the model and data configs.
+is the typed training recipe that config.json records beside the model and data configs; ``defaults.py`` the
+defaults that follow the data (a rule per image size and channels) and their record in config.json.
 """
 
+from aediff.runs.defaults import TRAINING_DEFAULTS, DataDefaults, resolve_data_defaults
 from aediff.runs.format import (
     CONFIG_FILE,
     DIGEST_KEY,
@@ -65,6 +67,8 @@ __all__ = [
     "STATE_DIR",
     "STATE_FILE",
     "TENSORBOARD_DIR",
+    "TRAINING_DEFAULTS",
+    "DataDefaults",
     "Run",
     "RunSource",
     "TrainConfig",
@@ -85,6 +89,7 @@ __all__ = [
     "read_training_summary",
     "recover",
     "register_source",
+    "resolve_data_defaults",
     "run_owning",
     "snapshot_label",
     "snapshot_path",

@@ -18,6 +18,7 @@ from aediff.device import default_device
 from aediff.errors import AediffError, RunError
 from aediff.models import Model, model_class
 from aediff.models.sizes import check_model_size
+from aediff.runs.defaults import DataDefaults
 from aediff.runs.format import CONFIG_FILE, EMA_FILE, LOG_FILE, MODEL_FILE, RESTORE, one_line
 from aediff.runs.journal import Journal, read_consistently
 from aediff.runs.training_config import TrainConfig
@@ -46,6 +47,9 @@ class Run:
     summary: TrainingSummary | None  # None for a run folder without training state or log
     format_version: int  # of the config.json it was read from (older formats are upgraded on reading)
     weights: str  # "ema" or "model": which weights the model holds
+    # what the data's shape chose when the run started (config.json's "data_defaults"); None for a run from
+    # before the record, or not started by aediff's trainer
+    data_defaults: DataDefaults | None = None
 
     @property
     def name(self) -> str:
@@ -144,6 +148,7 @@ def _read_run(journal: Journal, weights: str) -> Run:
     agreed_step(run_dir, checkpoint_steps(journal, {name: step}))  # and the other weights file is whole
     training = _typed(TrainConfig, stored.get("training"), where, "training")
     data = _typed(DataConfig, stored["data"], where, "data") if stored.get("data") is not None else None
+    defaults = _data_defaults(stored.get("data_defaults"), where)
     return Run(
         model=model,
         path=run_dir,
@@ -154,7 +159,18 @@ def _read_run(journal: Journal, weights: str) -> Run:
         summary=summary_in(journal, training.batch_size),
         format_version=stored.get("format_version", 1),
         weights=weights,
+        data_defaults=defaults,
     )
+
+
+def _data_defaults(stored: Any, where: Path) -> DataDefaults | None:
+    """config.json's "data_defaults" record, typed; None for a config from before it (no record)."""
+    if stored is None:
+        return None
+    try:
+        return DataDefaults.from_record(stored)
+    except ValueError as exc:
+        raise RunError(f"{where}: {one_line(exc)}; fix it, or {RESTORE}") from exc
 
 
 def median_images_per_second(run: Run) -> float:

@@ -15,7 +15,8 @@ from aediff import runs
 from aediff.config import config_from_dict, config_to_dict, field_paths, update_config
 from aediff.data import DataConfig, ImageDataset, ImageStream
 from aediff.errors import ConfigError, RunError
-from aediff.models import Capability, build_model, model_class
+from aediff.models import Capability, Model, build_model, model_class
+from aediff.models.defaults import DataShape
 from aediff.runs.training_config import TrainConfig
 from aediff.training.trainer import Trainer, TrainResult, checkpoint_exists
 
@@ -29,6 +30,29 @@ def fill_data_shape(config: Any, dataset: Any) -> Any:
     values["image_width"] = width if width != height else None  # None = square, as configs before it read
     leaves = {path.rsplit(".", 1)[-1] for path in field_paths(type(config))}
     return update_config(config, {k: v for k, v in values.items() if k in leaves})
+
+
+def data_defaults_for(
+    family: str, dataset: Any, model: dict[str, Any] | None, training: TrainConfig | dict[str, Any] | None
+) -> runs.DataDefaults:
+    """What ``dataset``'s shape changes in a new ``family`` run's configs, less what the user's ``model`` and
+    ``training`` overrides choose (a whole TrainConfig chooses every training setting)."""
+    chosen = dataclasses.asdict(training) if isinstance(training, TrainConfig) else training
+    return runs.resolve_data_defaults(family, DataShape.of(dataset), model, chosen)
+
+
+def new_train_config(defaults: runs.DataDefaults, training: dict[str, Any] | None) -> TrainConfig:
+    """TrainConfig's defaults, then the data's (``defaults``), then the user's ``training`` overrides."""
+    return update_config(update_config(TrainConfig(), defaults.training), training or {})
+
+
+def new_model_config(cls: type[Model], dataset: Any, defaults: runs.DataDefaults, model: dict[str, Any] | None) -> Any:
+    """A new run's model config: the family's defaults with the data's shape, the size rule's network
+    (``defaults``), the family's own data defaults (``Model.data_defaults``: e.g. class conditioning on labelled
+    data), then the user's ``model`` overrides, which win."""
+    config = fill_data_shape(cls.config_class(), dataset)
+    config = update_config(config, {**defaults.model, **cls.data_defaults(dataset)})
+    return update_config(config, model or {})
 
 
 # What a resume may not change, and why (everything else in TrainConfig may: the LR, the budget, clipping...).
@@ -55,6 +79,10 @@ def train(
     model: overrides of the family's config fields (e.g. {"bottleneck_dim": 8}).
     training: a TrainConfig, or overrides of the defaults; e.g. {"snapshots": (0.25, 0.5)} also keeps the model at
         25% and 50% of the budget in ``out/snapshots/25`` and ``/50`` (see ``aediff.runs.list_snapshots``).
+    A new run starts from defaults that follow the data: the size rule its images fall under sets some model and
+    training fields (``aediff.runs.defaults``; none for greyscale up to 32 px), then ``model`` and ``training``
+    override them (a whole TrainConfig overrides every training field); config.json records the rule and what it
+    set as "data_defaults" (``Run.data_defaults``).
     resume: continue the run in ``out`` from its last checkpoint (from step 0 when it has none yet), with the
         family, model and data it was started with; ``training`` may change anything but the batch size and
         the seed (the LR, the budget, clipping, checkpoint and log intervals...): config.json records it.
@@ -119,6 +147,7 @@ def _train(
     """``train`` in a folder known to be writable (and locked, on the main process)."""
     components: dict[str, Any] = {}
     changed_config = None  # a resume's new training settings: recorded once its checkpoint has loaded
+    defaults_record = None  # a new run's data defaults; a resumed run keeps the record it started with
     if resume:
         main = _is_main_process(accelerator)
         family, model_config, data_config, train_config, changed_config = _resumed_configs(out, family, training, main)
@@ -137,18 +166,16 @@ def _train(
         if family is None:
             raise ConfigError("name the model family to train, e.g. `aediff train vae`")
         data_config = DataConfig(spec=data) if isinstance(data, str) else (data or DataConfig())
-        if isinstance(training, dict) or training is None:
-            train_config = update_config(TrainConfig(), training or {})
-        else:
-            train_config = training
         dataset = data_config.load("train")
         data_record = dataset.fingerprint()
         if isinstance(dataset, ImageStream) and data_config.stream is None:
             # recorded resolved: a resume or a later aediff streams this run's data whatever the default becomes
             data_config = dataclasses.replace(data_config, stream=True)
         cls = model_class(family)
-        model_config = update_config(fill_data_shape(cls.config_class(), dataset), cls.data_defaults(dataset))
-        model_config = update_config(model_config, model or {})  # the user's choices win over the data's defaults
+        defaults = data_defaults_for(family, dataset, model, training)
+        train_config = training if isinstance(training, TrainConfig) else new_train_config(defaults, training)
+        model_config = new_model_config(cls, dataset, defaults, model)
+        defaults_record = defaults.record()
         # e.g. latent diffusion reads its autoencoder (once) and measures the latent scale
         model_config, components = cls.prepare_config(model_config, dataset, lambda path: runs.load(path, device="cpu"))
     torch.manual_seed(train_config.seed)  # the same initial weights on every process
@@ -158,6 +185,8 @@ def _train(
         dataset = dataset.with_label_captions()  # a labelled set without captions: captions from templates
         held_out = held_out.with_label_captions() if held_out is not None else None
     run_config = {"family": family, "model": dataclasses.asdict(model_config), "data_record": data_record}
+    if defaults_record is not None:
+        run_config["data_defaults"] = defaults_record
     trainer = Trainer(
         network,
         dataset,

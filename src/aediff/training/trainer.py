@@ -1,8 +1,9 @@
 """One trainer for every model family, over Hugging Face Accelerate.
 
 The trainer knows no family by name. A model is an ``aediff.models.Model``: ``forward(batch)`` returns
-``(loss, logs)``, ``preview(batch)`` gives image grids and ``after_training(batches)`` runs once at the
-end (an AE fits its latent Gaussian there).
+``(loss, logs)``, ``begin_step(step)`` comes before every step (a KL autoencoder's discriminator switches on at
+a step), ``preview(batch)`` gives image grids and ``after_training(batches)`` runs once at the end (an AE fits
+its latent Gaussian there).
 
 Determinism, which makes ``--resume`` exact and multi-process runs equal to single-process ones:
 - data order: epoch e is a permutation drawn from ``seed`` and e; global step s takes the s-th slice of
@@ -396,6 +397,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.config
         t0 = time.perf_counter()
         torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))  # the loss's draws (noise levels, noise)
+        self.model.begin_step(self.step)  # e.g. a KL autoencoder's discriminator switches on at a step
         batch = self._to_device(next(batches))
         lr = cfg.lr * lr_factor(cfg, self.step, self._progress())
         for group in self.optimizer.param_groups:
