@@ -108,7 +108,7 @@ def test_the_users_own_settings_win_and_leave_the_record():
     assert found.training == {}  # the user's lr: the colour recipe's lr is not applied, nor recorded
     whole = resolve_data_defaults("diffusion", CIFAR, {"network": {"channels": [8]}})  # a whole nested config
     assert whole.model == {}
-    assert "channels 64,128,128, attention at 8, lr 5e-4" in resolve_data_defaults("diffusion", CIFAR).describe()
+    assert "channels 48,96,96, attention at 8, lr 5e-4" in resolve_data_defaults("diffusion", CIFAR).describe()
 
 
 def test_a_record_goes_through_json_and_a_damaged_one_is_refused():
@@ -170,13 +170,13 @@ def test_a_colour_run_records_the_rule_and_rebuilds_from_its_folder_alone(colour
     stored = json.loads((out / "config.json").read_text())
     record = stored["data_defaults"]
     assert record["rule"] == "colour-small" and record["shape"] == [3, 16, 16]
-    assert record["model"] == {"network.channels": [64, 128, 128], "network.attention_resolutions": [4]}
+    assert record["model"] == {"network.channels": [48, 96, 96], "network.attention_resolutions": [4]}
     assert record["training"] == {"lr": 5e-4}  # the user's batch size is not the rule's
     moved = shutil.copytree(out, tmp_path / "elsewhere")
     run = aediff.load(moved, device="cpu")
     assert run.data_defaults == DataDefaults.from_record(record)
     network = run.model.config.network
-    assert network.channels == (64, 128, 128) and network.attention_resolutions == (4,)
+    assert network.channels == (48, 96, 96) and network.attention_resolutions == (4,)
     assert run.training.lr == 5e-4 and run.training.batch_size == 2
 
 
@@ -240,7 +240,7 @@ def test_dry_run_prints_the_rule_and_what_it_sets(tmp_path):
     colour = images(tmp_path, (32, 32, 3), n=4, name="colour")
     done = aediff_cli("train", "diffusion", "--data", colour, "--dry-run", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    line = "defaults for 32x32 RGB (rule colour-small): channels 64,128,128, attention at 8, lr 5e-4"
+    line = "defaults for 32x32 RGB (rule colour-small): channels 48,96,96, attention at 8, lr 5e-4"
     assert line in done.stdout.splitlines()
     assert '"lr": 0.0005' in done.stdout and '"rule": "colour-small"' in done.stdout
     mine = aediff_cli("train", "diffusion", "--data", colour, "--widths", "8,16", "--lr", "0.002", "--dry-run",
@@ -259,8 +259,8 @@ def test_the_comparison_leaves_batch_and_widths_to_the_data_and_says_which_rule(
     assert "latent_channels" not in next(p for p in plan if p.name == "ae-spatial").model
     banner = plan_banner(config, plan, True, CIFAR)
     assert "defaults for 32x32 RGB (rule colour-small)" in banner
-    assert "diffusion: channels 64,128,128, attention at 8, lr 5e-4" in banner
-    assert "ae, vae, dae: channels 32,64,128;" in banner  # the sweep's bottlenecks are the plan's
+    assert "diffusion: channels 48,96,96, attention at 8, lr 5e-4" in banner
+    assert "; ae: bottleneck 128;" in banner  # the swept models' bottlenecks are the plan's: no vae, dae here
     assert plan_banner(config, plan, True, DataShape(1, 28, 28)).endswith(
         "defaults for 28x28 grey (rule grey-small): the built-in defaults"
     )

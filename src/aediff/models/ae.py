@@ -63,12 +63,14 @@ class AEConfig(ImageShape):
 
 
 # The network of a new run per size rule (aediff.models.defaults; greyscale up to 32 px keeps AEConfig's defaults).
-# Inherited by the VAE, DAE, KL and VQ autoencoders. PROVISIONAL until benchmarks/colour_defaults.py has run on
-# CIFAR-10 (its candidates: 16,32,64 / 32,64,128 / 64,128,256). The vector bottleneck keeps the digits' 24 pixel
-# values per latent number (784 / 32; 3072 / 128 at 32x32 RGB). The spatial latent is 8x8 with 4 channels on 32
-# and 64 px images (LDM's f4 and f8), a sixteenth of the side with LDM's f16 width of 16 channels above.
+# Inherited by the VAE, DAE, KL and VQ autoencoders. colour-small keeps the digits' widths: of 16,32,64 / 32,64,128 /
+# 64,128,256 trained for 3 CPU-minutes each on CIFAR-10 (benchmarks/results/colour_defaults.md, validation split),
+# the narrowest reconstructed best (more steps in the budget). medium and large are provisional (not searched).
+# The vector bottleneck keeps the digits' 24 pixel values per latent number (784 / 32; 3072 / 128 at 32x32 RGB).
+# The spatial latent is 8x8 with 4 channels on 32 and 64 px images (LDM's f4 and f8), a sixteenth of the side with
+# LDM's f16 width of 16 channels above.
 AE_SIZES: dict[str, NetworkDefaults] = {
-    "colour-small": NetworkDefaults(channels=(32, 64, 128), other={"bottleneck_dim": 128}),
+    "colour-small": NetworkDefaults(other={"bottleneck_dim": 128}),
     "medium": NetworkDefaults(channels=(32, 64, 128, 128), other={"bottleneck_dim": 256}),
     "large": NetworkDefaults(channels=(32, 64, 128, 256, 256), other={"bottleneck_dim": 512, "latent_channels": 16}),
 }

@@ -165,12 +165,13 @@ class DiffusionConfig(ImageShape):
 
 
 # The U-Net of a new run per size rule (aediff.models.defaults; greyscale up to 32 px keeps NetworkConfig's
-# defaults). PROVISIONAL until benchmarks/colour_defaults.py has run on CIFAR-10 (its candidates: 32,64,64 /
-# 48,96,96 / 64,128,128): twice the digits' widths, attention at the lowest stage as on the digits (8 px on 32 px
-# images; DDPM's CIFAR-10 network, twice as wide with four stages, attends at 16); larger images get more stages
-# so that the lowest stays near 8 px.
+# defaults). colour-small's widths were searched: of 32,64,64 / 48,96,96 / 64,128,128, each trained 3 CPU-minutes
+# on CIFAR-10, 48,96,96 denoised the validation split best (benchmarks/results/colour_defaults_diffusion.md; a
+# short budget: tens of steps). Attention at the lowest stage as on the digits (8 px on 32 px images; DDPM's
+# CIFAR-10 network, wider with four stages, attends at 16). medium and large are provisional (not searched):
+# more stages so that the lowest stays near 8 px.
 DIFFUSION_SIZES: dict[str, NetworkDefaults] = {
-    "colour-small": NetworkDefaults(channels=(64, 128, 128), attention_stages=1),
+    "colour-small": NetworkDefaults(channels=(48, 96, 96), attention_stages=1),
     "medium": NetworkDefaults(channels=(64, 128, 128, 128), attention_stages=1),
     "large": NetworkDefaults(channels=(64, 128, 256, 256, 256), attention_stages=2, blocks_per_stage=2),
 }

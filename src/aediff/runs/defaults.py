@@ -72,11 +72,11 @@ class DataDefaults:
         return cls(stored["rule"], DataShape(*shape), model, training)
 
     def changes(self) -> str:
-        """What the rule set, in words: "channels 64,128,128, attention at 8, lr 5e-4" ("" for nothing)."""
+        """What the rule set, in words: "channels 48,96,96, attention at 8, lr 5e-4" ("" for nothing)."""
         return ", ".join(_setting(path, value) for path, value in {**self.model, **self.training}.items())
 
     def describe(self) -> str:
-        """One line: "defaults for 32x32 RGB (rule colour-small): channels 64,128,128, attention at 8, lr 5e-4"."""
+        """One line: "defaults for 32x32 RGB (rule colour-small): channels 48,96,96, attention at 8, lr 5e-4"."""
         said = self.changes() or "no change from the built-in defaults"
         return f"defaults for {self.shape.describe()} (rule {self.rule}): {said}"
 
