@@ -220,12 +220,13 @@ class VQVAE(Autoencoder):
         q = self.quantizer(self.encoder_head(x))
         mse = F.mse_loss(self.decoder_output(q.straight_through), x)
         logs = {
-            "mse": mse.item(),
-            "commitment": q.commitment.item(),
-            "codebook_usage": codebook_usage(q.counts).item(),
-            "perplexity": codebook_perplexity(q.counts).item(),
+            "mse": mse,
+            "commitment": q.commitment,
+            "codebook_usage": codebook_usage(q.counts),
+            "perplexity": codebook_perplexity(q.counts),
         }
-        return mse + self.config.beta * q.commitment, logs
+        values = torch.stack([v.detach().float() for v in logs.values()]).tolist()  # one device sync, not four
+        return mse + self.config.beta * q.commitment, dict(zip(logs, values, strict=True))
 
     @classmethod
     def prepare_config(cls, config: VQVAEConfig, dataset: Any, load_run: Any) -> tuple[VQVAEConfig, dict[str, Any]]:
