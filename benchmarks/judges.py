@@ -1,5 +1,6 @@
-"""Which judge sees blur? Sample sets scored against mnist5k's test split in every judge (issue: FID in the
-classifier's penultimate features rates a 4-d autoencoder's blurry samples close to a diffusion model's).
+"""Which judge sees blur? Sample sets scored against a data set's test split (--data, mnist5k by default) in every
+judge (issue: FID in the classifier's penultimate features rates a 4-d autoencoder's blurry samples close to a
+diffusion model's; then: do both judges behave on CIFAR-10's colour images as on digits?).
 
 Sets (each --n images, default 500): real train images (the control), the same blurred with a Gaussian of
 sigma 1 (and 0.5), samples of a trained autoencoder (--ae), samples of a trained diffusion model
@@ -15,6 +16,14 @@ Scores per set:
   relative to the test images', 0 = as sharp as the data, negative = blurrier.
 
     python benchmarks/judges.py --ae /work/judge-runs/ae-4 --diffusion /work/judge-runs/diffusion-2000
+
+On another data set, or with a judge classifier of other widths, only the two shipped judges are scored
+(``--variants shipped``, the default there), since the variants index the default classifier's layers:
+
+    python benchmarks/judges.py --data cifar10 --classifier RUNS/classifier --ae RUNS/ae-16 \
+        --diffusion RUNS/diffusion-10m --out benchmarks/results/judges_cifar10
+
+Inception-v3 weights are not on disk here (none are downloaded), so no set is scored in Inception.
 
 Writes benchmarks/results/judges.json and .md (--out).
 """
@@ -114,9 +123,27 @@ def variant_features(classifier: Classifier, images: torch.Tensor, batch_size: i
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
+@torch.no_grad()
+def shipped_features(classifier: Classifier, images: torch.Tensor, batch_size: int = 250) -> dict[str, torch.Tensor]:
+    """The two shipped judges' features of ``images`` [N, C, H, W] in [-1, 1], under their variants' names."""
+    judges = judges_for(classifier)
+    return {
+        SHIPPED[j.name]: torch.cat([j.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        for j in judges
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="mnist5k", help="the data set the models were trained on (its test split)")
     parser.add_argument("--classifier", type=Path, default=Path("runs/clf"), help="the judge: a classifier run")
+    parser.add_argument(
+        "--variants",
+        choices=["all", "shipped"],
+        default=None,
+        help="every feature-space variant (the default classifier on mnist5k: the default there) or the two "
+        "shipped judges only (the default elsewhere)",
+    )
     parser.add_argument("--ae", type=Path, required=True, help="run folder of the autoencoder")
     parser.add_argument("--diffusion", type=Path, required=True, help="run folder of the diffusion model")
     parser.add_argument("--extra-sampler", default=None, help="also sample the diffusion model as SAMPLER:STEPS")
@@ -132,17 +159,20 @@ def main() -> None:
 
     judge_run = aediff.load(args.classifier)
     classifier = judge_run.model.eval()
-    if not isinstance(classifier, Classifier) or tuple(classifier.config.channels) != (32, 64, 128):
+    default_layers = isinstance(classifier, Classifier) and tuple(classifier.config.channels) == (32, 64, 128)
+    variants = args.variants or ("all" if args.data == "mnist5k" and default_layers else "shipped")
+    if variants == "all" and not default_layers:
         sys.exit(f"{args.classifier}: the variants index the default classifier's layers (channels 32, 64, 128)")
-    test = load_dataset("mnist5k", "test")
-    train = load_dataset("mnist5k", "train")
+    features = variant_features if variants == "all" else shipped_features
+    test = load_dataset(args.data, "test")
+    train = load_dataset(args.data, "train")
     reference = test.batch(torch.arange(len(test)))["images"]
     # a random subset: the splits are stored class by class
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[: args.n]
     real = train.batch(order)["images"]
 
     sets: dict[str, dict] = {
-        "real": {"images": real, "what": f"{args.n} mnist5k train images (random), the control"},
+        "real": {"images": real, "what": f"{args.n} {args.data} train images (random), the control"},
         "blurred sigma 0.5": {"images": gaussian_blur(real, 0.5), "what": "the real set, Gaussian blur sigma 0.5"},
         "blurred sigma 1": {"images": gaussian_blur(real, 1.0), "what": "the real set, Gaussian blur sigma 1"},
     }
@@ -174,7 +204,7 @@ def main() -> None:
         }
         print(f"sampled {name}: {time.time() - t0:.0f}s", flush=True)
 
-    ref_feats = variant_features(classifier, reference)
+    ref_feats = features(classifier, reference)
     # the shipped judges must be the variants of the same name, or the table misreports them
     shipped = {j.name: j for j in judges_for(classifier)}
     with torch.no_grad():
@@ -187,7 +217,8 @@ def main() -> None:
         "command": command,
         "machine": machine(),
         "notes": args.note,
-        "reference": f"mnist5k:test ({len(reference)} images)",
+        "reference": f"{args.data}:test ({len(reference)} images)",
+        "variants_scored": variants,
         "classifier": str(args.classifier),
         "bootstrap_draws": args.draws,
         "sets": {k: {kk: vv for kk, vv in v.items() if kk != "images"} for k, v in sets.items()},
@@ -199,8 +230,9 @@ def main() -> None:
     }
     for name, data in sets.items():
         results["sharpness_gap"][name] = sharpness_gap(data["images"], reference, seed=args.seed).to_dict()
-    set_feats = {name: variant_features(classifier, data["images"]) for name, data in sets.items()}
-    for variant, (_, _, description) in VARIANTS.items():
+    set_feats = {name: features(classifier, data["images"]) for name, data in sets.items()}
+    for variant in ref_feats:
+        description = VARIANTS[variant][2]
         ref = ref_feats[variant].numpy()
         scores, draws = {}, {}
         for name in sets:
@@ -284,7 +316,7 @@ def _findings(r: dict) -> list[str]:
 def _markdown(r: dict) -> str:
     sets = list(r["sets"])
     lines = [
-        "# Judges: which feature space sees blur",
+        f"# Judges on {r['reference'].split(':')[0]}: which feature space sees blur",
         "",
         f"Reference: {r['reference']}; judge classifier `{r['classifier']}`; CPU: {r['machine']['cpu']} "
         f"(torch {r['machine']['torch']}, {r['machine']['threads']} threads). Intervals are 95% "
@@ -324,7 +356,9 @@ def _markdown(r: dict) -> str:
         f"- classifier-layers: {' < '.join(lay['ranking'])}",
         f"- sharpness gap, highest (most high-frequency power) first: {' > '.join(gap_rank)}",
         "",
-        "## Every variant tried for the layers judge",
+        "## Every variant tried for the layers judge"
+        if r.get("variants_scored", "all") == "all"
+        else "## The two shipped judges (the variants index the default classifier on digits: not scored here)",
         "",
         "FID of each set (point value; intervals in judges.json). 'blur1 / real' is the blurred set's FID over "
         "the real control's; 'ae - diffusion' is the paired difference of the two models' FIDs.",

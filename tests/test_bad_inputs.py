@@ -1,10 +1,11 @@
-"""Bad input through the command line, as a user types it: every case runs `aediff ...` in a subprocess and
-must end with a clear message, never a traceback, and leave every existing checkpoint as it was.
+"""Bad input through the command line, as a user types it: every case runs `aediff ...` through the entry point
+a shell runs (``aediff.cli.main``, in a subprocess that runs half the cases one after another: tests/cli_batch.py)
+and must end with a clear message, never a traceback, and leave every existing checkpoint as it was.
 
 A usage mistake (a missing argument, an option that does not exist or a value of the wrong type) is Typer's:
 exit 2 and its usage box. Every other mistake is aediff's: exit 1 and exactly one line on stderr, starting
 "error:", that names the problem (each case names a word the line must hold). No case may print
-"Traceback" or "internal error" (the CLI's words for a bug). The cases run two at a time (the machine's
+"Traceback" or "internal error" (the CLI's words for a bug). The two halves run at the same time (the machine's
 two cores) and are reported together, so one run of the test lists every case that fails.
 """
 
@@ -439,18 +440,32 @@ def runs(tmp_path_factory, tiny_runs):
     return root
 
 
-def _run_case(case: Case, runs: Path, tmp: Path) -> tuple[Case, subprocess.CompletedProcess, dict, dict]:
+CLI_BATCH = Path(__file__).with_name("cli_batch.py")
+
+
+def _prepare(case: Case, runs: Path, tmp: Path) -> tuple[list[str], dict]:
+    """Make the case's folder (and its damaged run): (argv after `aediff`, the damaged run's digest)."""
     tmp.mkdir(parents=True)
     bad = tmp / "run"
     if case.setup is not None:
         shutil.copytree(runs / "ae", bad)
         case.setup(bad, tmp)
     argv = case.argv.format(ae=runs / "ae", diffusion=runs / "diffusion", tmp=tmp, bad=bad)
-    before = _digest(bad) if bad.exists() else {}
+    return shlex.split(argv), _digest(bad) if bad.exists() else {}
+
+
+def _run_batch(argvs: list[list[str]], folders: list[Path], work: Path) -> list[subprocess.CompletedProcess]:
+    """Each argv as `aediff ARGV` in its folder, all in one subprocess (tests/cli_batch.py)."""
+    work.mkdir(parents=True)
+    cases = [{"argv": a, "cwd": str(f)} for a, f in zip(argvs, folders, strict=True)]
+    (work / "cases.json").write_text(json.dumps(cases))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "AEDIFF_DEBUG": "", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([AEDIFF, *shlex.split(argv)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
-    after = _digest(bad) if bad.exists() else {}
-    return case, done, before, after
+    command = [sys.executable, str(CLI_BATCH), str(work / "cases.json"), str(work / "results.json")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((work / "results.json").read_text())
+    pairs = zip(argvs, results, strict=True)
+    return [subprocess.CompletedProcess(a, r["returncode"], r["stdout"], r["stderr"]) for a, r in pairs]
 
 
 def _problems(case: Case, done: subprocess.CompletedProcess, before: dict, after: dict) -> list[str]:
@@ -473,10 +488,18 @@ def _problems(case: Case, done: subprocess.CompletedProcess, before: dict, after
 def test_every_bad_input_gets_one_clear_line(runs, tmp_path):
     """All cases, two at a time; one failure message lists every case that went wrong."""
     protected = {name: _digest(runs / name) for name in ("ae", "diffusion")}
+    prepared = [_prepare(case, runs, tmp_path / case.id) for case in CASES]
+    folders = [tmp_path / case.id for case in CASES]
+    halves = [slice(0, len(CASES) // 2), slice(len(CASES) // 2, None)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda c: _run_case(c, runs, tmp_path / c.id), CASES))
+        batches = pool.map(
+            lambda h: _run_batch([a for a, _ in prepared[h]], folders[h], tmp_path / f"batch-{h.start}"), halves
+        )
+        done_all = [done for batch in batches for done in batch]
     failures = []
-    for case, done, before, after in results:
+    for case, folder, (_, before), done in zip(CASES, folders, prepared, done_all, strict=True):
+        bad = folder / "run"
+        after = _digest(bad) if bad.exists() else {}
         problems = _problems(case, done, before, after)
         if problems:
             tail = (done.stderr.strip().splitlines() or [""])[-1][:300]

@@ -18,7 +18,7 @@ import pytest
 import aediff
 from aediff.config import config_to_dict, update_config
 from aediff.data import load_dataset
-from aediff.errors import RunError
+from aediff.errors import ConfigError, RunError
 from aediff.models import MODELS, model_class
 from aediff.models.defaults import RULE_NAMES, SIZE_RULES, DataShape, NetworkDefaults, most_stages, size_rule
 from aediff.models.diffusion import DIFFUSION_SIZES
@@ -265,3 +265,22 @@ def test_the_comparison_leaves_batch_and_widths_to_the_data_and_says_which_rule(
         "defaults for 28x28 grey (rule grey-small): the built-in defaults"
     )
     assert training_overrides(plan[0], CompareConfig(batch_size=32))["batch_size"] == 32  # a given batch wins
+
+
+def test_the_comparison_adds_the_latent_autoencoders_on_colour_images_only():
+    names = {p.name: p for p in compare_plan(CompareConfig(), shape=CIFAR)}
+    assert {"kl-ae", "vqvae"} <= set(names) and names["kl-ae"].model == {"disc_start": 250}
+    assert names["kl-ae"].spatial_row and names["vqvae"].spatial_row and names["ae-spatial"].spatial_row
+    grey = {p.name for p in compare_plan(CompareConfig(), shape=DataShape(1, 28, 28))}
+    assert not grey & {"kl-ae", "vqvae"} and grey == {p.name for p in compare_plan(CompareConfig())}
+    chosen = {p.name for p in compare_plan(CompareConfig(latent_autoencoders=("vqvae",)), shape=DataShape(1, 28, 28))}
+    assert "vqvae" in chosen and "kl-ae" not in chosen  # asked for on grey: given
+    assert not {p.name for p in compare_plan(CompareConfig(latent_autoencoders=()), shape=CIFAR)} & {"kl-ae", "vqvae"}
+    with pytest.raises(ConfigError, match="--latent-autoencoders names vae; the comparison can add kl-ae, vqvae"):
+        CompareConfig(latent_autoencoders=("vae",))
+
+
+def test_compare_refuses_an_unknown_latent_autoencoder_in_one_line(tmp_path):
+    result = aediff_cli("compare", "--latent-autoencoders", "kl-ae,vq", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--latent-autoencoders names vq; the comparison can add kl-ae, vqvae" in result.stderr + result.stdout

@@ -16,7 +16,8 @@ from aediff.evaluation.results import ComparisonSections, DataRecord, Generation
 from aediff.evaluation.suite import BY_DATA_CLASS
 from aediff.metrics import FeatureScore
 from aediff.models import Capability, build_model
-from aediff.models.ae import ClassGaussians
+from aediff.models import ae as ae_module
+from aediff.models.ae import ClassGaussians, class_fit_indices
 from aediff.models.diffusion import class_captions
 from aediff.reports.compare import PlannedModel
 from aediff.reports.evaluate import ComparisonArtifacts
@@ -66,6 +67,26 @@ def test_an_autoencoder_decodes_latents_of_the_asked_class():
     asked = torch.tensor([0, 2, 1, 2, 0, 1] * 10)
     drawn = model.class_sampler(train)(asked, torch.Generator().manual_seed(0))
     assert torch.equal(torch.cdist(drawn, class_means).argmin(1), asked)
+
+
+def test_the_class_fit_sees_at_most_its_limit_of_images_and_every_class(monkeypatch):
+    labels = torch.tensor([0] * 900 + [1] * 95 + [2] * 5)
+    chosen = class_fit_indices(labels, 100)
+    assert torch.bincount(labels[chosen]).tolist() == [90, 10, 1]  # each class its share, at least one
+    assert torch.equal(chosen, chosen.unique()) and chosen[0] == 0 and chosen[89] == 899  # spread to both ends
+    assert torch.equal(class_fit_indices(labels, 1000), torch.arange(1000))  # few enough: every image
+    model = build_model("ae", TINY_AE).eval()
+    train = _labelled_images(n_per_class=40)
+    encoded = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: encoded.append(len(x)) or encode(x))
+    monkeypatch.setattr(ae_module, "CLASS_FIT_IMAGES", 30)
+    model.class_sampler(train)
+    assert sum(encoded) == 30  # of 120 training images
+    encoded.clear()
+    monkeypatch.setattr(ae_module, "CLASS_FIT_IMAGES", 10_000)
+    model.class_sampler(train)
+    assert sum(encoded) == 120
 
 
 def test_sample_classes_gives_images_of_every_asked_label_and_is_seeded():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from aediff.evaluation.results import (
+    CodebookUsage,
     ComparisonSections,
     DataRecord,
     DenoisingRow,
@@ -108,6 +109,28 @@ def test_section_1_hands_each_aes_psnr_and_the_paired_gains_to_its_rule():
     assert sizes == [4, 16, 64] and np.allclose([g.value for g in gains], [3.0, 0.05])
     assert all(g.se < 1e-9 for g in gains)  # paired over the same images: the shared noise cancels
     assert verdict.verdict == "does not hold"  # 16 -> 64 gains 0.05 dB, measured exactly: below the 0.1 dB margin
+
+
+def test_section_1_lists_the_spatial_autoencoders_beside_the_sweep_and_its_verdict_ignores_them():
+    sweep = {"ae-4": _reconstructor(3.0), "ae-16": _reconstructor(6.0)}
+    spatial = {"ae-spatial": _reconstructor(-5.0), "vqvae": _reconstructor(9.0)}  # worse than the control, better
+    spatial["vqvae"].codebook = CodebookUsage(0.25, 80.5, 128, 512, 12800, 200)
+    plan = [PlannedModel(n, "ae", {}, "AE", "bottleneck", int(n[3:])) for n in sweep]
+    plan += [PlannedModel(n, n, {}, "spatial", spatial_row=True) for n in spatial]
+    artifacts = ComparisonArtifacts(torch.zeros(1, 1, 8, 8), mean_image_psnr=MEAN_IMAGE)
+    artifacts.reconstructions = {n: torch.zeros(1, 1, 8, 8) for n in sweep}
+    m = Measured({**sweep, **spatial}, ComparisonSections(judges={}), artifacts, None, plan)
+    section, verdict = bottleneck_section(m)
+    table = section.tables[0]
+    assert [r[:2] for r in table.rows] == [["ae-4", 4], ["ae-16", 16], ["ae-spatial", "spatial"], ["vqvae", "spatial"],
+                                           ["mean image (control)", "n/a"]]  # fmt: skip
+    assert np.isclose(table.rows[3][2], MEAN_IMAGE.mean() + 9.0)
+    assert m.rulings["bottleneck"].inputs[0] == [4, 16]  # the rule sees the sweep alone
+    assert verdict.verdict == "holds"  # ae-spatial loses to the mean image, yet no verdict reads its row
+    assert "vqvae uses 128 of its 512 codes on the test images (perplexity 80.5)" in table.caption
+    assert "Spatial-latent autoencoders (ae-spatial, vqvae)" in table.caption
+    without = Measured(sweep, ComparisonSections(judges={}), artifacts, None, plan[:2])
+    assert "Spatial" not in bottleneck_section(without)[0].tables[0].caption
 
 
 def _scored(family: str, capabilities: list[str], fids: dict[str, float]) -> ModelEvaluation:

@@ -84,6 +84,23 @@ def test_ae_run_can_sample_after_training(tmp_path):
     assert model.sample(3).shape == (3, 1, 8, 8)
 
 
+def test_the_latent_gaussian_is_fitted_to_at_most_fit_images_training_images(tmp_path, monkeypatch):
+    from aediff.models.ae import Autoencoder
+    from aediff.training import trainer
+
+    seen = []
+    fit = Autoencoder.fit_latent_prior
+    counted = lambda self, batches: fit(self, [seen.append(len(x)) or x for x in batches])  # noqa: E731
+    monkeypatch.setattr(Autoencoder, "fit_latent_prior", counted)
+    monkeypatch.setattr(trainer, "FIT_IMAGES", 100)
+    train("ae", tmp_path / "ae", "digits", model=TINY, training=quick(max_steps=2), progress=False)
+    assert seen and sum(seen) == 2 * 100  # the model and its EMA, 100 each
+    seen.clear()
+    monkeypatch.setattr(trainer, "FIT_IMAGES", 10_000)
+    train("ae", tmp_path / "all", "digits", model=TINY, training=quick(max_steps=2), progress=False)
+    assert sum(seen) == 2 * len(aediff.data.load_dataset("digits", "train"))  # fewer than the limit: all of them
+
+
 # kl-ae: its discriminator trains from the 5th step on, so the interruption at 7 carries its Adam moments and BatchNorm
 # statistics
 @pytest.mark.parametrize("family,extra", [("ae", {}), ("vae", {}), ("kl-ae", {"disc_start": 4})])

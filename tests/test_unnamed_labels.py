@@ -180,7 +180,8 @@ def test_compare_runs_to_the_end_on_unnamed_labels_and_the_cli_reuses_its_runs(t
     from test_compare import tiny_config
 
     data = f"npz:{write_unnamed(tmp_path / 'unnamed.npz')}"
-    small = dict(bottlenecks=(4,), dae_sigmas=(0.5,), samples=20, limit=10, max_steps=3, guidances=(1.0, 3.0))
+    small = dict(bottlenecks=(4,), dae_sigmas=(0.5,), samples=20, limit=10, max_steps=3, guidances=(1.0, 3.0),
+                 snapshots=(), restore_images=4, restore_steps=2)  # fmt: skip
     record = run_compare(tiny_config(data=data, **small), tmp_path / "api", progress=False)
     assert record.sections.prompts.classes_named_by_index and record.sections.guidance.num_classes == 3
     assert NOTE in (tmp_path / "api" / "report.html").read_text()
@@ -188,6 +189,7 @@ def test_compare_runs_to_the_end_on_unnamed_labels_and_the_cli_reuses_its_runs(t
             for arg in ("--runs", f"{p.name}={tmp_path / 'api' / 'runs' / p.name}")]  # fmt: skip
     argv = [str(Path(sys.executable).with_name("aediff")), "compare", "--data", data, "--budget", "5s",
             "--max-steps", "3", "--samples", "20", "--limit", "10", "--bottlenecks", "4", "--dae-sigmas", "0.5",
+            "--snapshots", "none", "--restore-images", "4", "--restore-steps", "2",
             "--out", str(tmp_path / "cli"), "--no-progress", *runs]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert done.returncode == 0, done.stdout + done.stderr

@@ -974,6 +974,13 @@ def compare(
         ),
     ] = "auto",
     restore_images: Annotated[int, typer.Option(min=2, max=10_000, help="section 10's test images")] = 100,
+    latent_autoencoders: Annotated[
+        str,
+        typer.Option(
+            help="autoencoders made for latent diffusion, trained beside ae-spatial and listed in section 1: kl-ae, "
+            "vqvae (comma-separated), none, or auto: both on colour images, none on grey"
+        ),
+    ] = "auto",
     masking: Annotated[
         float, typer.Option(min=0.01, max=0.99, help="share of pixels the masking DAE hides in training")
     ] = 0.3,
@@ -1024,6 +1031,7 @@ def compare(
         restore_images=restore_images,
         restore_steps=restore_steps,
         masking=masking,
+        latent_autoencoders=_names_or_auto(latent_autoencoders),
     )
     results = run_compare(
         config,
@@ -1039,6 +1047,12 @@ def compare(
         table.add_row(key, v.claim, v.verdict.verdict, *stability)
     console.print(table)
     console.print(f"report: {results.meta.report}")
+
+
+def _names_or_auto(text: str) -> tuple[str, ...] | None:
+    """'kl-ae, vqvae' -> ('kl-ae', 'vqvae'); 'none' -> (); 'auto' -> None (the default decides)."""
+    words = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    return None if words == ("auto",) else () if words == ("none",) else words
 
 
 # The {judge: FeatureScore} sections of a ModelEvaluation the summary shows as one FID row per judge, and their name.

@@ -40,6 +40,17 @@ from aediff.runs import resolve_data_defaults
 # The families a step count can be given for (`--steps-per-family`), as `aediff train` names them.
 STEP_FAMILIES = ("ae", "vae", "dae", "diffusion", "latent-diffusion")
 JUDGE_EPOCHS = 15  # the judge converges in a few epochs; more would only cost time
+# The autoencoders made for latent diffusion (LDM's KL-regularised one with its patch discriminator, the VQ-VAE),
+# planned beside ae-spatial on colour images, where their sharper reconstructions can show; on grey images the plan
+# stays the digits' demo as measured.
+# kl-ae's discriminator switches on after 250 steps in the comparison, not LDM's 1000-step default: a 2-minute budget
+# trains about 900 AE steps on 2 cores, so the adversarial loss gets most of the budget it can have.
+# family -> (its model overrides in the plan, its line in the model table)
+LATENT_AUTOENCODER_PLANS: dict[str, tuple[dict[str, Any], str]] = {
+    "kl-ae": ({"disc_start": 250}, "KL-regularised autoencoder with a patch discriminator from step 250 (LDM's)"),
+    "vqvae": ({}, "vector-quantised autoencoder (VQ-VAE, EMA codebook)"),
+}
+LATENT_AUTOENCODERS = tuple(LATENT_AUTOENCODER_PLANS)
 
 
 @dataclass
@@ -82,6 +93,8 @@ class CompareConfig:
     # name -> a model outside the family (an aediff run, a diffusers UNet2DModel folder, hf://...) scored with
     # the same protocol and listed in section 9's table; no verdict is about it
     peers: dict[str, str] = field(default_factory=dict)
+    # which of LATENT_AUTOENCODERS the plan adds beside ae-spatial; None: all of them on colour images, none on grey
+    latent_autoencoders: tuple[str, ...] | None = None
     # a time budget given in minutes, as Python callers have always passed it: budget=Budget(minutes=...)
     budget_minutes: InitVar[float | None] = None
 
@@ -119,6 +132,12 @@ class CompareConfig:
             raise ConfigError("section 10 needs --restore-images >= 2 and --restore-steps >= 1")
         if not 0 < self.masking < 1:
             raise ConfigError(f"--masking is the share of pixels the masking DAE hides, in (0, 1); got {self.masking}")
+        unknown_autoencoders = sorted(set(self.latent_autoencoders or ()) - set(LATENT_AUTOENCODERS))
+        if unknown_autoencoders:
+            raise ConfigError(
+                f"--latent-autoencoders names {', '.join(unknown_autoencoders)}; the comparison can add "
+                f"{', '.join(LATENT_AUTOENCODERS)} (comma-separated), or none"
+            )
         bad = {k: v for k, v in self.family_steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
         if bad:
             raise ConfigError(f"--steps-per-family needs whole step counts >= 1, got {bad}; e.g. diffusion=400")
@@ -146,6 +165,12 @@ class CompareConfig:
             halvable = ("upscale:2",) if h % 2 == 0 and w % 2 == 0 else ()
             specs = (f"box:{max(1, round(0.36 * min(h, w)))}", "half", "lines:3", *halvable)
         return list(dict.fromkeys([self.masking_spec, *specs]))
+
+    def latent_autoencoders_for(self, shape: DataShape | None) -> tuple[str, ...]:
+        """The LATENT_AUTOENCODERS the plan adds for images of ``shape`` (None: not known, as grey)."""
+        if self.latent_autoencoders is not None:
+            return self.latent_autoencoders
+        return LATENT_AUTOENCODERS if shape is not None and shape.channels > 1 else ()
 
     @property
     def shared_bottleneck(self) -> int:
@@ -175,10 +200,13 @@ class PlannedModel:
     peer: bool = False  # a model outside the plan (CompareConfig.peers): scored and listed, never judged
     # section 10: the masking DAE it is about, the plain AE of its shape, or the diffusion model (restores)
     restorer: Literal["masking", "plain", "diffusion"] | None = None
+    # section 1's table lists its reconstructions beside the bottleneck sweep (a spatial latent: no verdict reads it)
+    spatial_row: bool = False
 
 
-def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedModel]:
-    """Every model the comparison trains, in training order (the spatial AE before latent diffusion)."""
+def compare_plan(config: CompareConfig, labelled: bool = True, shape: DataShape | None = None) -> list[PlannedModel]:
+    """Every model the comparison trains, in training order (the spatial AE before latent diffusion); the images'
+    ``shape`` decides which LATENT_AUTOENCODERS join (``CompareConfig.latent_autoencoders_for``)."""
     b = config.shared_bottleneck
     plan = [
         PlannedModel(
@@ -250,8 +278,13 @@ def compare_plan(config: CompareConfig, labelled: bool = True) -> list[PlannedMo
             "ae",
             {"latent": "spatial"},  # its latent channels: the data's default (4; 16 over 64 px)
             "autoencoder with a spatial latent, for latent diffusion",
+            spatial_row=True,
         )
     )
+    plan += [
+        PlannedModel(family, family, *LATENT_AUTOENCODER_PLANS[family], spatial_row=True)
+        for family in config.latent_autoencoders_for(shape)
+    ]
     plan.append(
         PlannedModel(
             "latent-diffusion",
@@ -583,7 +616,7 @@ def _checked_plan(config: CompareConfig, out: Path, replace_runs: bool):
         )
     test_set = load_dataset(config.data, "test")
     labelled = train_set.labels is not None and test_set.labels is not None
-    plan = compare_plan(config, labelled)
+    plan = compare_plan(config, labelled, DataShape.of(train_set))
     unknown = set(config.runs) - {p.name for p in plan}
     if unknown:
         raise ConfigError(

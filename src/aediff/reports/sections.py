@@ -23,7 +23,14 @@ import torch
 from aediff.data import fill_template
 from aediff.evaluation import latent_map, umap_available
 from aediff.evaluation.latents import RAW_PIXELS
-from aediff.evaluation.results import ComparisonSections, CurvePoint, DenoisingRow, ImageScores, ModelEvaluation
+from aediff.evaluation.results import (
+    CodebookUsage,
+    ComparisonSections,
+    CurvePoint,
+    DenoisingRow,
+    ImageScores,
+    ModelEvaluation,
+)
 from aediff.evaluation.suite import BY_DATA_CLASS
 from aediff.metrics import FeatureScore
 from aediff.metrics.stats import (
@@ -192,19 +199,35 @@ def bottleneck_section(m: Measured) -> tuple[Section, Verdict] | None:
         + _reconstruction_fids(m, n)
         for n, s, p in zip(names, sizes, psnr, strict=True)
     ]
+    spatial = [p.name for p in m.planned(lambda p: p.spatial_row)]
+    rows += [_spatial_row(m, n) for n in spatial]
     rows.append(
         ["mean image (control)", "n/a", control.value, 1.96 * control.se, "n/a", "n/a"] + ["n/a"] * len(m.judges)
     )
     columns = ["model", "bottleneck", "PSNR (dB)", "+- (95%)", "SSIM ([0, 1], range 1)", "MSE"]
-    caption = (
-        "rFID: the model's reconstructions of test images against the same images in each judge's features "
-        "(0 = perfect; no verdict reads it)."
-        if m.judges
-        else ""
-    )
+    caption = " ".join(
+        (["Spatial-latent autoencoders (" + ", ".join(spatial) + ") are listed for latent diffusion; no verdict reads "
+          "their rows."] if spatial else [])
+        + (["rFID: the model's reconstructions of test images against the same images in each judge's features "
+            "(0 = perfect; no verdict reads it)."] if m.judges else [])
+        + [_codebook_note(n, m.models[n].codebook) for n in spatial if m.models[n].codebook is not None]
+    )  # fmt: skip
     table = Table("bottleneck", columns + [f"rFID ({j})" for j in m.judges], rows, caption)
     claim = "A wider bottleneck reconstructs better: PSNR rises with its size, and every AE beats the mean image."
     return _section("bottleneck", "1. Bottleneck", claim, verdict, figs, [table]), verdict
+
+
+def _spatial_row(m: Measured, name: str) -> list[Any]:
+    """Section 1's row of a spatial-latent autoencoder (its latent size is not a point of the sweep)."""
+    p, r = m.psnr(name), m.models[name].reconstruction
+    return [name, "spatial", p.value, 1.96 * p.se, r.ssim, r.mse] + _reconstruction_fids(m, name)
+
+
+def _codebook_note(name: str, usage: CodebookUsage) -> str:
+    return (
+        f"{name} uses {usage.codes_used} of its {usage.codebook_size} codes on the test images (perplexity "
+        f"{usage.perplexity:.1f})."
+    )
 
 
 def _reconstruction_fids(m: Measured, name: str) -> list[Any]:
