@@ -252,6 +252,7 @@ CASES = [
     Case("budget-zero", "compare --data digits --budget 0 --out {tmp}/c", "--budget"),
     Case("bottlenecks-not-numbers", "compare --data digits --bottlenecks 4,x --out {tmp}/c", "--bottlenecks"),
     Case("restore-spec-unknown", "compare --data digits --restore-specs blob:3 --out {tmp}/c", "unknown degradation"),
+    Case("latent-autoencoder-unknown", "compare --latent-autoencoders kl-ae,vq --out {tmp}/c", "names vq;"),
     Case("restore-spec-not-a-number", "compare --data digits --restore-specs box:x --out {tmp}/c", "box:SIDE"),
     Case("restore-spec-too-big", "compare --data digits --restore-specs box:10 --out {tmp}/c", "does not fit"),
     Case("masking-out-of-range", "compare --data digits --masking 1.5 --out {tmp}/c", "--masking", 2),

@@ -489,6 +489,29 @@ def test_fid_bootstrap_draws_are_fids_of_resampled_sets():
         fid_bootstrap(samples_1, reference[:, :3])
 
 
+def test_the_reference_moments_are_computed_once_and_give_the_same_draws(monkeypatch):
+    rng = np.random.default_rng(8)
+    reference, samples = rng.normal(size=(80, 4)), rng.normal(size=(40, 4)) + 0.3
+    distances._REFERENCE_MOMENTS.clear()
+    fresh = fid_bootstrap(samples, reference, draws=6, seed=1)
+    calls = []
+    moments = distances._resampled_moments
+    monkeypatch.setattr(distances, "_resampled_moments", lambda c, r: calls.append(len(c)) or moments(c, r))
+    np.testing.assert_array_equal(fid_bootstrap(samples, reference, draws=6, seed=1), fresh)
+    assert calls == [40] * 6  # the samples' moments only: the reference's were kept
+    calls.clear()
+    fid_bootstrap(samples, reference, draws=8, seed=1)  # two more draws of the same reference
+    assert calls.count(80) == 2
+    calls.clear()
+    other = reference.copy()
+    other[0, 0] += 1.0  # other content: other moments
+    assert not np.array_equal(fid_bootstrap(samples, other, draws=6, seed=1), fresh)
+    assert calls.count(80) == 6
+    for k in range(6):  # a bounded cache
+        fid_bootstrap(samples, reference + k + 1, draws=2, seed=1)
+    assert len(distances._REFERENCE_MOMENTS) == distances._REFERENCES_KEPT
+
+
 def test_fid_bootstrap_handles_singular_resampled_covariances():
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(10, 32)), rng.normal(size=(12, 32))  # N < D: every covariance is singular

@@ -16,6 +16,8 @@ reference size, so two models scored against the same reference get paired draws
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -171,6 +173,28 @@ def _resampled_moments(centred: np.ndarray, rows: np.ndarray) -> tuple[np.ndarra
     return mean, cov
 
 
+# The reference's resampled moments of each draw, by (digest of the centred reference, seed): they depend on neither
+# the samples nor the model, and a comparison scores every model against the same reference, whose moments cost
+# M D^2 per draw (CIFAR-10's 10,000 test images: most of a bootstrap's time). A few references are kept.
+_REFERENCE_MOMENTS: OrderedDict[tuple, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+_REFERENCES_KEPT = 4
+
+
+def _reference_moments(centred: np.ndarray, seed: int, draws: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``_resampled_moments`` of the reference's first ``draws`` bootstrap resamples, computed once per reference."""
+    key = (hashlib.sha1(np.ascontiguousarray(centred).data).hexdigest(), centred.shape, int(seed))
+    kept = _REFERENCE_MOMENTS.pop(key, [])
+    for i in range(len(kept), draws):
+        moments = _resampled_moments(centred, _bootstrap_indices(seed, _REFERENCE_STREAM, i, len(centred)))
+        for array in moments:
+            array.setflags(write=False)  # shared by every later call: an in-place change would be an error
+        kept.append(moments)
+    _REFERENCE_MOMENTS[key] = kept  # the most recently used last
+    while len(_REFERENCE_MOMENTS) > _REFERENCES_KEPT:
+        _REFERENCE_MOMENTS.popitem(last=False)
+    return kept[:draws]
+
+
 def fid_bootstrap(
     sample_feats: ArrayLike,
     reference_feats: ArrayLike,
@@ -213,9 +237,8 @@ def fid_bootstrap(
     # Centring first keeps sum w x x^T - n m m^T from cancelling large numbers when features have big means.
     centred_a, centred_b = a - mean_a, b - mean_b
     out = np.empty(draws, dtype=np.float64)
-    for i in range(draws):
+    for i, (res_mean_b, cov_b) in enumerate(_reference_moments(centred_b, seed, draws)):
         res_mean_a, cov_a = _resampled_moments(centred_a, _bootstrap_indices(seed, _SAMPLE_STREAM, i, len(a)))
-        res_mean_b, cov_b = _resampled_moments(centred_b, _bootstrap_indices(seed, _REFERENCE_STREAM, i, len(b)))
         out[i] = _frechet_from_moments((mean_a + res_mean_a) - (mean_b + res_mean_b), cov_a, cov_b)
     return out
 

@@ -5,8 +5,9 @@ computed from the numbers.
 The plan (``compare_plan``) names every model: AEs at several bottleneck sizes, a VAE, DAEs at three noise
 levels, pixel diffusion with and without skip connections (class-conditioned, so one model also serves the
 conditioning section; with the null class it samples unconditionally), an AE with a spatial latent and a
-text-conditioned latent diffusion model on it, and the classifier whose features score FID and whose top
-class scores conditional accuracy. Runs given with ``runs`` are reused instead of trained.
+text-conditioned latent diffusion model on it, on colour images the autoencoders made for latent diffusion
+(LATENT_AUTOENCODERS), and the classifier whose features score FID and whose top class scores conditional
+accuracy. Runs given with ``runs`` are reused instead of trained.
 """
 
 from __future__ import annotations
