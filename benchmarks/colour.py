@@ -28,6 +28,7 @@ Inception-v3 weights are not on disk here, so nothing is scored in Inception. Wr
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import sys
@@ -172,6 +173,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/colour"), help="where the models are trained")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/colour"))
     parser.add_argument("--note", action="append", default=[], help="a sentence for the report (repeatable)")
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="add to OUT.json: keep its entries (with the same judge, data and draws) and train only the others",
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.entries.split(",") if n.strip()]
     if unknown := sorted(set(names) - set(ENTRIES)):
@@ -198,17 +204,41 @@ def main() -> None:
         "bootstrap_draws": args.draws,
         "entries": {},
     }
+    if args.add:
+        results = _earlier(args, results)
     for minutes in budgets:
-        draws_by_entry = {}
+        # FID draws of the entries already scored at this budget (paired: the same reference resamples)
+        draws_by_entry = {
+            e["name"]: e["fid_draws"] for k, e in results["entries"].items() if k.endswith(f"@{minutes:g}m")
+        }
         for name in names:
+            if f"{name}@{minutes:g}m" in results["entries"]:
+                continue
             record = {"name": name, **train_entry(name, ENTRIES[name], minutes, args)}
             scores, draws_by_entry[name] = score_entry(record, judges, reference, args)
-            record.update(scores)
+            record.update(scores, fid_draws={j: list(map(float, d)) for j, d in draws_by_entry[name].items()})
             results["entries"][f"{name}@{minutes:g}m"] = record
             print(f"{name} {minutes:g}m: " + ", ".join(f"FID {j.name} {scores[f'fid_{j.name}']['value']:.2f}"
                                                        for j in judges), flush=True)  # fmt: skip
             _differences(results, draws_by_entry, minutes, judges)
             write_results(args.out, results, started, _markdown)  # after each entry: a long run keeps what it has
+
+
+def _earlier(args, fresh: dict) -> dict:
+    """OUT.json's results, to add to (``--add``), its commands kept; exits unless they were scored alike."""
+    path = args.out.with_suffix(".json")
+    if not path.exists():
+        return fresh
+    earlier = json.loads(path.read_text())
+    alike = ("judge", "data", "bootstrap_draws", "ae_share", "reference")
+    if any(earlier.get(k) != fresh[k] for k in alike):
+        sys.exit(f"--add: {path} was scored with other settings ({', '.join(alike)} must match); choose another --out")
+    commands = earlier.get("commands", [earlier["command"]])
+    earlier.update(commands=[*commands, fresh["command"]], command=fresh["command"])
+    earlier["notes"] = earlier["notes"] + [n for n in fresh["notes"] if n not in earlier["notes"]]
+    if earlier["machine"] != fresh["machine"]:
+        earlier.setdefault("other_machines", []).append(fresh["machine"])
+    return earlier
 
 
 def _differences(results: dict, draws_by_entry: dict, minutes: float, judges) -> None:
@@ -242,11 +272,13 @@ def _markdown(r: dict) -> str:
         "same budget (same reference resamples), so the reference's own noise cancels. Latent diffusion's budget "
         f"includes its autoencoder's training ({r['ae_share']:.2f} of it).",
         "",
-        "Command:",
+        "Commands (each `--add` trained and scored the entries it names, beside the earlier ones):",
         "",
-        f"    {r['command']}",
+        *[f"    {c}" for c in r.get("commands", [r["command"]])],
         "",
     ]
+    if r.get("other_machines"):
+        lines += ["Also run on: " + "; ".join(f"{m['cpu']} ({m['threads']} threads)" for m in r["other_machines"]), ""]
     if r["notes"]:
         lines += ["Notes:", ""] + [f"- {note}" for note in r["notes"]] + [""]
     header = ["entry", "budget (min)", "steps (AE + model)", "parameters"]
