@@ -208,20 +208,23 @@ def main() -> None:
         results = _earlier(args, results)
     for minutes in budgets:
         # FID draws of the entries already scored at this budget (paired: the same reference resamples)
-        draws_by_entry = {
-            e["name"]: e["fid_draws"] for k, e in results["entries"].items() if k.endswith(f"@{minutes:g}m")
-        }
+        draws_by_entry = {e["name"]: e["fid_draws"] for e in results["entries"].values() if e["minutes"] == minutes}
         for name in names:
-            if f"{name}@{minutes:g}m" in results["entries"]:
+            if _key(name, minutes) in results["entries"]:
                 continue
             record = {"name": name, **train_entry(name, ENTRIES[name], minutes, args)}
             scores, draws_by_entry[name] = score_entry(record, judges, reference, args)
             record.update(scores, fid_draws={j: list(map(float, d)) for j, d in draws_by_entry[name].items()})
-            results["entries"][f"{name}@{minutes:g}m"] = record
+            results["entries"][_key(name, minutes)] = record
             print(f"{name} {minutes:g}m: " + ", ".join(f"FID {j.name} {scores[f'fid_{j.name}']['value']:.2f}"
                                                        for j in judges), flush=True)  # fmt: skip
             _differences(results, draws_by_entry, minutes, judges)
             write_results(args.out, results, started, _markdown)  # after each entry: a long run keeps what it has
+
+
+def _key(name: str, minutes: float) -> str:
+    """An entry's key in the results: NAME@Bm."""
+    return f"{name}@{minutes:g}m"
 
 
 def _earlier(args, fresh: dict) -> dict:
@@ -245,9 +248,9 @@ def _differences(results: dict, draws_by_entry: dict, minutes: float, judges) ->
     """Each scored entry's paired FID difference to pixel diffusion's at the same budget (once that is scored)."""
     if "diffusion" not in draws_by_entry:
         return
-    pixel = results["entries"][f"diffusion@{minutes:g}m"]
+    pixel = results["entries"][_key("diffusion", minutes)]
     for name, draws in draws_by_entry.items():
-        record = results["entries"][f"{name}@{minutes:g}m"]
+        record = results["entries"][_key(name, minutes)]
         record["minus_diffusion"] = {
             j.name: difference_of_draws(record[f"fid_{j.name}"]["value"], draws[j.name],
                                         pixel[f"fid_{j.name}"]["value"], draws_by_entry["diffusion"][j.name]).to_dict()
