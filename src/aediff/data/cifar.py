@@ -161,9 +161,9 @@ def _load_cifar10(data_dir: str | os.PathLike | None, skip_bad: bool) -> RawData
     raise DataError(
         f"CIFAR-10 is not available: no local copy found (searched: {'; '.join(searched) or 'nothing'}) and "
         f"{hub_note}. To fix, either:\n"
-        "  - pass data_dir=PATH (--data-dir PATH) or put it at $AEDIFF_DATA/cifar10, where PATH is a "
-        "folder laid out as train/<class>/*.jpg and test/<class>/*.jpg, or the cifar10-jpeg.tar.gz "
-        f"archive of that layout (it is extracted once into {cache.CACHE_DESCRIPTION})\n"
+        "  - set AEDIFF_DATA=FOLDER (every command; `aediff train` also takes --data-dir, Python data_dir=), where "
+        "FOLDER holds a cifar10/ folder laid out as train/<class>/*.jpg and test/<class>/*.jpg, or the "
+        f"cifar10-jpeg.tar.gz archive of that layout (extracted once into {cache.CACHE_DESCRIPTION})\n"
         "  - when online, `pip install datasets` to download uoft-cs/cifar10 from Hugging Face"
     )
 
