@@ -260,7 +260,8 @@ def test_the_comparison_leaves_batch_and_widths_to_the_data_and_says_which_rule(
     banner = plan_banner(config, plan, True, CIFAR)
     assert "defaults for 32x32 RGB (rule colour-small)" in banner
     assert "diffusion: channels 48,96,96, attention at 8, lr 5e-4" in banner
-    assert "; ae: bottleneck 128;" in banner  # the swept models' bottlenecks are the plan's: no vae, dae here
+    # the swept models' bottlenecks are the plan's, ae-spatial's latent has none: no "bottleneck 128" said
+    assert "bottleneck" not in banner and "; ae:" not in banner
     assert plan_banner(config, plan, True, DataShape(1, 28, 28)).endswith(
         "defaults for 28x28 grey (rule grey-small): the built-in defaults"
     )
@@ -278,3 +279,14 @@ def test_the_comparison_adds_the_latent_autoencoders_on_colour_images_only():
     assert not {p.name for p in compare_plan(CompareConfig(latent_autoencoders=()), shape=CIFAR)} & {"kl-ae", "vqvae"}
     with pytest.raises(ConfigError, match="--latent-autoencoders names vae; the comparison can add kl-ae, vqvae"):
         CompareConfig(latent_autoencoders=("vae",))
+
+
+def test_the_data_defaults_leave_alone_what_the_latent_never_reads():
+    large = DataShape(3, 128, 128)
+    assert resolve_data_defaults("kl-ae", CIFAR).model == {} == resolve_data_defaults("vqvae", CIFAR).model
+    assert resolve_data_defaults("kl-ae", CIFAR, {"latent": "vector"}).model == {"bottleneck_dim": 128}
+    assert resolve_data_defaults("ae", CIFAR).model == {"bottleneck_dim": 128}
+    spatial, vector = resolve_data_defaults("ae", large, {"latent": "spatial"}), resolve_data_defaults("ae", large)
+    assert spatial.model["latent_channels"] == 16 and "bottleneck_dim" not in spatial.model
+    assert vector.model["bottleneck_dim"] == 512 and "latent_channels" not in vector.model
+    assert "bottleneck" not in resolve_data_defaults("kl-ae", CIFAR).describe()

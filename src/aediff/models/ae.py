@@ -9,7 +9,7 @@ An AE has no prior, so ``sample`` draws from a Gaussian fitted to the training s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from aediff.config import (
     bounded,
     bounded_items,
     check_ranges,
+    resolve_field,
 )
 from aediff.diffusion.degradations import Degradation
 from aediff.diffusion.restoration import RestoreOptions
@@ -144,6 +145,13 @@ class Autoencoder(Model):
     )
     size_defaults = AE_SIZES
     latent_outputs = 1  # numbers per latent unit the encoder head emits (the VAE emits mean and log-var)
+
+    @classmethod
+    def unread_settings(cls, model: Mapping[str, Any]) -> frozenset[str]:
+        """A spatial latent never reads ``bottleneck_dim``; a vector one never reads ``latent_channels``."""
+        chosen = [value for key, value in model.items() if resolve_field(cls.config_class, key) == "latent"]
+        latent = chosen[-1] if chosen else cls.config_class.latent
+        return frozenset({"bottleneck_dim"} if latent == "spatial" else {"latent_channels"})
 
     def __init__(self, config: AEConfig):
         super().__init__()

@@ -13,9 +13,10 @@ of a rule (batch size, learning rate, EMA) lives with the training recipe, in ``
 | ``medium``       | longer side 33..64 px               | one more stage                                   |
 | ``large``        | longer side > 64 px                 | two more stages, more blocks for diffusion       |
 
-Only ``grey-small`` is measured (it is today's defaults, see docs/). The other rules' numbers are provisional:
-``colour-small``'s are to be chosen by ``benchmarks/colour_defaults.py`` (candidate sizes trained for equal CPU
-minutes on CIFAR-10's training split, scored on a validation split carved from it), ``medium`` and ``large``
+``grey-small`` is the defaults measured on the digits (see docs/). ``colour-small``'s autoencoder and U-Net
+widths were chosen by ``benchmarks/colour_defaults.py`` (candidate sizes trained for equal CPU minutes on
+CIFAR-10's training split, scored on a validation split carved from it; docs/scale.md has the tries); its other
+numbers (latent diffusion's widths, the learning rates) are reasoned, not searched. ``medium`` and ``large``
 extend it by stages without a measurement yet.
 """
 
@@ -71,7 +72,7 @@ class SizeRule:
 # Tried in order; the last one matches every shape.
 SIZE_RULES: tuple[SizeRule, ...] = (
     SizeRule("grey-small", "grey", 32, "greyscale up to 32 px: the built-in defaults, unchanged"),
-    SizeRule("colour-small", "colour", 32, "colour up to 32 px: wider networks (provisional)"),
+    SizeRule("colour-small", "colour", 32, "colour up to 32 px: wider networks"),
     SizeRule("medium", "any", 64, "33 to 64 px: one more stage (provisional)"),
     SizeRule("large", "any", None, "over 64 px: more stages (provisional)"),
 )

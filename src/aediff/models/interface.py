@@ -214,6 +214,13 @@ class Model(nn.Module):
     # subclasses; a rule not named keeps the config's defaults
     size_defaults: ClassVar[Mapping[str, NetworkDefaults]] = {}
 
+    @classmethod
+    def unread_settings(cls, model: Mapping[str, Any]) -> frozenset[str]:
+        """Config fields a new model with the user's ``model`` overrides would never read (a vector bottleneck's
+        width in a spatial latent): the data's defaults leave them alone and do not say they set them. None unless
+        the family declares some."""
+        return frozenset()
+
     # --- capabilities ---------------------------------------------------------------------------------
     @property
     def capabilities(self) -> frozenset[Capability]:

@@ -18,7 +18,7 @@ from aediff.models.defaults import DataShape, network_defaults
 from aediff.runs.training_config import TrainConfig
 
 # Size rule -> family -> TrainConfig overrides (greyscale up to 32 px: TrainConfig's defaults for every family).
-# PROVISIONAL, not yet measured. Wider networks (aediff.models.defaults) take a smaller peak learning rate; an
+# Reasoned, not searched (docs/scale.md). Wider networks (aediff.models.defaults) take a smaller peak learning rate; an
 # EMA decay above 0.999 only tells in runs of many thousand steps (the warm-up min(decay, (1 + t) / (10 + t))
 # holds it below 0.999 for the first 9,000), which larger images need anyway; at over 64 px a batch of 32 keeps
 # a step's memory and time near a 32 px step's.
@@ -106,7 +106,9 @@ def resolve_data_defaults(
     an unknown one is a ConfigError here, as it would be there)."""
     cls = model_class(family)
     rule, network = network_defaults(cls.size_defaults, shape)
-    chosen = _unchosen(cls.config_class, network, model or {})
+    unread = cls.unread_settings(model or {})
+    read = {key: value for key, value in network.items() if resolve_field(cls.config_class, key) not in unread}
+    chosen = _unchosen(cls.config_class, read, model or {})
     recipe = _unchosen(TrainConfig, TRAINING_DEFAULTS.get(rule.name, {}).get(family, {}), training or {})
     return DataDefaults(rule.name, shape, chosen, recipe)
 
