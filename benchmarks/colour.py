@@ -264,7 +264,7 @@ def _fmt(e: dict, digits: int = 1) -> str:
 
 def _markdown(r: dict) -> str:
     m = r["machine"]
-    judge_names = sorted({k[4:] for e in r["entries"].values() for k in e if k.startswith("fid_")})
+    judge_names = sorted({j for e in r["entries"].values() for j in e["fid_draws"]})
     lines = [
         f"# Quality per CPU-minute on {r['data']}",
         "",
