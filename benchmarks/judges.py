@@ -242,9 +242,10 @@ def main() -> None:
             draws[name] = fid_bootstrap(feats, ref, draws=args.draws, seed=args.seed)
             scores[name] = {"fid": Estimate.from_draws(point, draws[name]).to_dict()}
         for name in sets:
-            scores[name]["excess_over_real"] = difference_of_draws(
-                scores[name]["fid"]["value"], draws[name], scores["real"]["fid"]["value"], draws["real"]
-            ).to_dict()
+            for control, key in (("real", "excess_over_real"), ("diffusion", "minus_diffusion")):
+                scores[name][key] = difference_of_draws(
+                    scores[name]["fid"]["value"], draws[name], scores[control]["fid"]["value"], draws[control]
+                ).to_dict()
         ae_minus_diffusion = difference_of_draws(
             scores["ae"]["fid"]["value"], draws["ae"], scores["diffusion"]["fid"]["value"], draws["diffusion"]
         ).to_dict()
@@ -282,27 +283,37 @@ def _above(e: dict) -> str:
     return "clearly above 0" if e["low"] > 0 else "clearly below 0" if e["high"] < 0 else "not clearly different from 0"
 
 
+def _ranks_below(v: dict, name: str) -> str:
+    """Whether set ``name`` clearly ranks below the real control and the diffusion model in variant ``v``: its
+    paired FID differences to each (runs from before the difference to diffusion was kept give the AE's only)."""
+    scores = v["scores"][name]
+    against = {"real": scores["excess_over_real"], "diffusion": scores.get("minus_diffusion")}
+    if against["diffusion"] is None and name == "ae":
+        against["diffusion"] = v["ae_minus_diffusion"]
+    said = [f"FID({name}) - FID({control}) = {_fmt(d)}, {_above(d)}" for control, d in against.items() if d]
+    below = [control for control, d in against.items() if d and d["low"] > 0]
+    verdict = f"ranks clearly below {' and '.join(below)}" if below else "ranks clearly below neither"
+    return f"{', '.join(said)} ({name} {verdict})"
+
+
 def _findings(r: dict) -> list[str]:
     """The claims the issue asks about, read off the numbers (so a rerun cannot leave stale prose)."""
     out = []
     names = {"classifier": r["shipped_judges"]["classifier"]["variant"]}
     names["classifier-layers"] = r["shipped_judges"]["classifier-layers"]["variant"]
     for judge, variant in names.items():
-        v = r["variants"][variant]
-        blur = v["scores"]["blurred sigma 1"]["excess_over_real"]
-        diff = v["ae_minus_diffusion"]
-        verdict = "clearly ranks" if diff["low"] > 0 else "does not clearly rank"
-        out.append(
-            f"{judge} judge: FID(blurred sigma 1) - FID(real) = {_fmt(blur)}, {_above(blur)}; "
-            f"FID(ae) - FID(diffusion) = {_fmt(diff)}, {_above(diff)} (the AE {verdict} below the diffusion model)."
-        )
+        out.append(f"{judge} judge: " + "; ".join(_ranks_below(r["variants"][variant], name)
+                                                  for name in ("blurred sigma 1", "ae")) + ".")  # fmt: skip
     pen = r["variants"][names["classifier"]]["ranking"]
     lay = r["variants"][names["classifier-layers"]]["ranking"]
     swapped = [f"{a} ahead of {b}" for i, a in enumerate(pen) for b in pen[i + 1 :] if lay.index(a) > lay.index(b)]
     out.append(
         "Where the classifier judge disagrees with the layers judge, it puts: "
-        + ("; ".join(swapped) if swapped else "nothing differently (both rank the sets alike)")
-        + " (the layers judge orders each of these pairs the other way)."
+        + (
+            "; ".join(swapped) + " (the layers judge orders each of these pairs the other way)."
+            if swapped
+            else "nothing: both judges rank the sets alike."
+        )
     )
     gap = r["sharpness_gap"]
     out.append(
@@ -311,6 +322,21 @@ def _findings(r: dict) -> list[str]:
         + "."
     )
     return out
+
+
+def _paired_table(sets: list[str], judges: dict[str, dict]) -> list[str]:
+    """Each set's paired FID difference to the real control and to the diffusion model, in both judges (none
+    for runs from before the difference to diffusion was kept)."""
+    if any("minus_diffusion" not in v["scores"]["real"] for v in judges.values()):
+        return []
+    header = [f"{judge}: minus {control}" for judge in judges for control in ("real", "diffusion")]
+    lines = ["", "Paired differences (the same reference resamples), above 0 = further from the data:", ""]
+    lines += ["| set | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for name in sets:
+        keys = ("excess_over_real", "minus_diffusion")
+        cells = [_fmt(v["scores"][name][key]) for v in judges.values() for key in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _markdown(r: dict) -> str:
@@ -347,6 +373,7 @@ def _markdown(r: dict) -> str:
             f"| {name} | {_fmt(pen['scores'][name]['fid'])} | {_fmt(lay['scores'][name]['fid'])} | "
             f"{excess} | {_fmt(r['sharpness_gap'][name], 3)} |"
         )
+    lines += _paired_table(sets, {"classifier": pen, "classifier-layers": lay})
     gap_rank = sorted(sets, key=lambda s: -r["sharpness_gap"][s]["value"])
     lines += [
         "",
