@@ -94,7 +94,7 @@ def markdown(result: dict[str, Any]) -> str:
         )
     )
     lines = [
-        "# Two runs of `make demo`, each from a clean clone",
+        f"# {result['title']}",
         "",
         f"`{result['commands'][0]}`",
         "",
@@ -123,10 +123,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--stability", type=Path, required=True, help="stability_NAME.json at the same settings")
     parser.add_argument("--make-seconds", default="", help="each `make demo`'s wall-clock seconds: A,B")
     parser.add_argument("--name", default="demo_reruns")
+    parser.add_argument("--title", default="Two runs of `make demo`, each from a clean clone", help="how they ran")
     args = parser.parse_args(argv)
     make_seconds = [float(s) for s in args.make_seconds.split(",")] if args.make_seconds else []
     result = compare_runs(args.reports, json.loads(args.stability.read_text()), make_seconds)
     result["command"] = "python benchmarks/demo_reruns.py " + " ".join(argv)
+    result["title"] = args.title
     stem = RESULTS / args.name
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
