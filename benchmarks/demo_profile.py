@@ -2,7 +2,7 @@
 runs of the demo's `aediff compare` (one per commit, one after the other on one machine).
 
 python -m cProfile -o OLD.prof -m aediff.cli compare <the demo's options> --out OLD --no-progress   # each commit
-python benchmarks/demo_profile.py OLD.prof NEW.prof --labels 5b778b0,5260dd8 --name demo_profile_colour
+python benchmarks/demo_profile.py OLD.prof NEW.prof --labels 5b778b0,52103bf --name demo_profile_colour
 
 writes benchmarks/results/NAME.{json,md}: each part's seconds in both runs and their difference. cProfile adds
 its own overhead to both runs alike; the parts are aediff's functions (name and file), summed over their calls.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import pstats
+import sys
 import time
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def main() -> None:
         parser.error(f"--labels needs two names, OLD,NEW; got {args.labels!r}")
     runs = [cumulative_seconds(p) for p in args.profiles]
     result = {
-        "command": DEMO,
+        "command": "python benchmarks/demo_profile.py " + " ".join(sys.argv[1:]),
+        "profiled": DEMO,
         "labels": labels,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
