@@ -54,7 +54,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# Where the demo's time goes, before and after",
         "",
-        f"`python -m cProfile -o PROF -m aediff.cli {DEMO} --out REPORT`, at {old} and at {new}",
+        f"`python -m cProfile -o PROF -m aediff.cli {DEMO.removeprefix('aediff ')} --out REPORT`, "
+        f"at {old} and at {new}",
         "",
         f"{result['date']}; {result['machine']['cpu']}, {result['machine']['threads']} threads, one run per commit, "
         "one after the other, on this machine "
