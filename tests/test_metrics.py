@@ -320,6 +320,16 @@ def test_kid_same_distribution_near_zero_and_shift_larger():
         kernel_inception_distance(a, b[:, :5])
 
 
+def test_kid_from_the_whole_kernels_equals_kid_from_each_subsets_kernels():
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=(60, 7)), rng.normal(size=(90, 7)) + 0.2
+    whole = kernel_inception_distance(a, b, num_subsets=30, subset_size=40, seed=3)
+    per_subset = kernel_inception_distance(a, b, num_subsets=30, subset_size=40, seed=3, whole_kernel_entries=0)
+    assert whole == pytest.approx(per_subset, rel=1e-12)
+    # another seed draws other subsets: the comparison above could fail
+    assert kernel_inception_distance(a, b, num_subsets=30, subset_size=40, seed=4) != pytest.approx(whole, rel=1e-6)
+
+
 @pytest.mark.parametrize(
     "requested,n,m,expected",
     [(1000, 5000, 6000, 1000), (30, 50, 60, 30), (50, 50, 60, 25), (1000, 50, 60, 25), (1000, 60, 51, 25)]
@@ -685,7 +695,10 @@ def test_kid_and_precision_recall_draws_centre_on_the_full_set_values_and_see_se
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(200, 8)), rng.normal(size=(220, 8))
     draws = kid_bootstrap(a, b, draws=40)
-    full = distances._unbiased_mmd2(torch.from_numpy(a), torch.from_numpy(b[:200]), 3, 1 / 8, 1.0)
+    kernels = distances._polynomial_kernels(torch.from_numpy(a), torch.from_numpy(b[:200]), 3, 1 / 8, 1.0)
+    full = distances._weighted_mmd2(
+        kernels, torch.ones(1, 200, dtype=torch.float64), torch.ones(1, 200, dtype=torch.float64)
+    )[0]
     assert abs(draws.mean() - full) < 3 * draws.std(ddof=1) and draws.std(ddof=1) > 0
     far = b + 100.0  # no sample near any reference point, and the reverse
     precision, recall = distances.precision_recall_bootstrap(a, far, draws=10)

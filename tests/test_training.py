@@ -19,7 +19,7 @@ from aediff import runs
 from aediff.errors import ConfigError, RunError
 from aediff.training import TrainConfig
 from aediff.training.train import train
-from aediff.training.trainer import Trainer, lr_factor
+from aediff.training.trainer import EMA, Trainer, lr_factor
 
 TINY = {"channels": (8, 16), "bottleneck_dim": 8}
 
@@ -357,3 +357,24 @@ def test_cli_snapshots_is_checked_as_a_usage_error(value, tmp_path):
     assert done.returncode == 2, out
     assert "Invalid value for '--snapshots'" in out and "e.g. 0.25,0.5" in out and "Traceback" not in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_ema_update_is_a_per_tensor_lerp_with_warm_up_and_follows_buffers():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2))
+    ema = EMA(model, decay=0.99)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for step in range(15):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()(torch.randn(8, 4))  # moves BatchNorm's running statistics (buffers)
+        ema.update(model, step)
+        decay = min(0.99, (1 + step) / (10 + step))
+        for e, p in zip(expected, model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - decay)
+    assert all(torch.equal(a, b) for a, b in zip(ema.model.parameters(), expected, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(ema.model.buffers(), model.buffers(), strict=True))
+    assert not torch.equal(next(ema.model.parameters()), next(model.parameters()))  # an average, not a copy
+    with pytest.raises(ValueError, match="parameters"):
+        ema.update(torch.nn.Linear(4, 6), 15)  # another model, with other parameters
