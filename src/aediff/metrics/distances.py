@@ -273,7 +273,7 @@ def _indicators(rows: list[Tensor], size: int) -> Tensor:
 #: The most float64 numbers (N^2 + M^2 + N M) KID's three whole kernel matrices may hold (128 MB); larger sets
 #: compute each subset's kernels instead. Weighting the whole matrices by 0 / 1 subset indicators gives the same
 #: values (at round-off) and is far cheaper: the demo's 500 samples against 1,000 test images need 3 kernel
-#: products instead of 300 (25 ms instead of 165 ms per score, measured on a 2-core AMD EPYC).
+#: products instead of 300 (benchmarks/results/demo_time_colour.md: the demo's time with it).
 _KID_WHOLE_KERNEL_ENTRIES = 16_000_000
 
 

@@ -95,8 +95,8 @@ class EMA:
 
     def _parameter_lists(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(EMA parameters, ``model``'s parameters), listed once per source model: walking the module tree at every
-        step cost about 4 s of the demo's 600 s of training. Parameters stay the same tensors (the optimizer holds
-        them too); buffers are listed at every step, since a module may replace one."""
+        step cost about 4 s of the demo's 600 s of training (cProfile, benchmarks/demo_profile.py). Parameters stay
+        the same tensors (the optimizer holds them too); buffers are listed at every step: a module may replace one."""
         if self._source is not model:
             ema_params, params = list(self.model.parameters()), list(model.parameters())
             if len(ema_params) != len(params):
