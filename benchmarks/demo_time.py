@@ -59,7 +59,9 @@ def read_runs(times: Path) -> list[dict[str, Any]]:
 
 def paired_differences(runs: list[dict[str, Any]], old: str, new: str) -> dict[str, dict[str, Any]]:
     """{measure: per-pair differences new - old, their mean and its 95% t interval} over consecutive pairs."""
-    pairs = [runs[i : i + 2] for i in range(0, len(runs) - 1, 2)]
+    if len(runs) < 2 or len(runs) % 2:
+        raise SystemExit(f"{len(runs)} runs: pairs need an even number, one run of each commit per pair")
+    pairs = [runs[i : i + 2] for i in range(0, len(runs), 2)]
     for pair in pairs:
         if sorted(r["commit"] for r in pair) != sorted([old, new]):
             raise SystemExit(f"runs {[r['label'] for r in pair]} are not one {old} run and one {new} run")

@@ -700,6 +700,7 @@ def test_kid_and_precision_recall_draws_centre_on_the_full_set_values_and_see_se
         kernels, torch.ones(1, 200, dtype=torch.float64), torch.ones(1, 200, dtype=torch.float64)
     )[0]
     assert abs(draws.mean() - full) < 3 * draws.std(ddof=1) and draws.std(ddof=1) > 0
+    assert kid_bootstrap(a, b, draws=0).shape == (0,)  # no draws asked, none given
     far = b + 100.0  # no sample near any reference point, and the reverse
     precision, recall = distances.precision_recall_bootstrap(a, far, draws=10)
     assert precision.max() == 0.0 and recall.max() == 0.0

@@ -160,6 +160,14 @@ def _bootstrap_indices(seed: int, stream: int, draw: int, size: int) -> np.ndarr
     return _draw_rng(seed, stream, draw).integers(0, size, size=size)
 
 
+def _resample_counts(seed: int, stream: int, draws: int, size: int) -> np.ndarray:
+    """[draws, size] int64: how often each row is drawn in each bootstrap resample (:func:`_bootstrap_indices`)."""
+    counts = np.zeros((draws, size), dtype=np.int64)
+    for i in range(draws):
+        counts[i] = np.bincount(_bootstrap_indices(seed, stream, i, size), minlength=size)
+    return counts
+
+
 def _resampled_moments(centred: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean [D] and unbiased covariance [D, D] of ``centred[rows]`` without building the resampled set:
     a resample is the original rows weighted by their counts, ``sum_i w_i x_i x_i^T - n m m^T``."""
@@ -394,10 +402,9 @@ def kid_bootstrap(
     _check_pair(a.numpy(), b.numpy(), "kid_bootstrap", min_rows=2)
     g = 1.0 / a.shape[1] if gamma is None else float(gamma)
     n, m = len(a), len(b)
-    w_a = np.stack([np.bincount(_bootstrap_indices(seed, _SAMPLE_STREAM, i, n), minlength=n) for i in range(draws)])
-    w_b = np.stack([np.bincount(_bootstrap_indices(seed, _REFERENCE_STREAM, i, m), minlength=m) for i in range(draws)])
-    weights = torch.from_numpy(w_a.reshape(draws, n)).double(), torch.from_numpy(w_b.reshape(draws, m)).double()
-    return _weighted_mmd2(_polynomial_kernels(a, b, degree, g, coef0), *weights)
+    w_a = torch.from_numpy(_resample_counts(seed, _SAMPLE_STREAM, draws, n)).double()
+    w_b = torch.from_numpy(_resample_counts(seed, _REFERENCE_STREAM, draws, m)).double()
+    return _weighted_mmd2(_polynomial_kernels(a, b, degree, g, coef0), w_a, w_b)
 
 
 def precision_recall_bootstrap(
@@ -417,9 +424,11 @@ def precision_recall_bootstrap(
     d_aa, d_bb, d_ab = torch.cdist(a, a), torch.cdist(b, b), torch.cdist(a, b)
     n, m = len(a), len(b)
     precision, recall = np.empty(draws), np.empty(draws)
-    for i in range(draws):
-        w_a = np.bincount(_bootstrap_indices(seed, _SAMPLE_STREAM, i, n), minlength=n)
-        w_b = np.bincount(_bootstrap_indices(seed, _REFERENCE_STREAM, i, m), minlength=m)
+    counts_a, counts_b = (
+        _resample_counts(seed, _SAMPLE_STREAM, draws, n),
+        _resample_counts(seed, _REFERENCE_STREAM, draws, m),
+    )
+    for i, (w_a, w_b) in enumerate(zip(counts_a, counts_b, strict=True)):
         used_a, used_b = torch.from_numpy(np.flatnonzero(w_a)), torch.from_numpy(np.flatnonzero(w_b))
         k_a, k_b = min(k, len(used_a) - 1), min(k, len(used_b) - 1)
         radii_a = d_aa[used_a][:, used_a].kthvalue(k_a + 1, dim=1).values
